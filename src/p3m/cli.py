@@ -1,0 +1,49 @@
+"""The `p3m` command: one verb per job. Each verb lives in `p3m.commands.<verb>`; this module only wires."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# verb -> module under p3m.commands exposing `add_parser(subparsers)` and `run(args) -> int`.
+COMMANDS = (
+    "synth",
+    "demo",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from p3m import __version__
+
+    parser = argparse.ArgumentParser(prog="p3m", description="Privacy-preserving portrait matting.")
+    parser.add_argument("--version", action="version", version=f"p3m {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for verb in COMMANDS:
+        module = importlib.import_module(f"p3m.commands.{verb}")
+        sp = module.add_parser(sub)
+        sp.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print("p3m: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # user-facing errors are one line; see p3m.errors
+        from p3m.errors import P3MError
+
+        if isinstance(exc, P3MError):
+            print(f"p3m {args.command}: error: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

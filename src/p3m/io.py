@@ -1,0 +1,357 @@
+"""Image I/O used by every p3m command.
+
+Reading always returns RGB ``uint8`` (or ``uint8`` masks), with EXIF orientation applied, and refuses bad files with a
+one-line :class:`p3m.errors.ImageError` that names the file. The pixel limit is checked from the header, before any
+pixel is decoded, so decompression bombs never allocate.
+
+Writing is atomic (temporary file in the destination folder, then ``os.replace``) and strips all metadata: images are
+re-encoded from bare pixel arrays, so no EXIF, GPS, XMP, ICC profile, comment or text chunk survives.
+
+Conventions:
+
+* RGBA/LA/palette-with-transparency inputs are, by default, **composited over white** (``alpha="composite"``: what an
+  image viewer shows); ``alpha="drop"`` keeps the colour channels as stored (what the published P3M code does with
+  ``PIL.Image.convert("RGB")``).
+* 16-bit images are scaled to 8 bits by rounding ``v / 257``; 32-bit float images are taken as [0, 1] when their
+  maximum is at most 1, else clipped to [0, 255].
+"""
+from __future__ import annotations
+
+import glob
+import io as _io
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Iterable, Union
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from p3m.errors import ImageError
+
+PathLike = Union[str, os.PathLike]
+
+#: Extensions treated as images when scanning folders.
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+
+#: Default pixel limit (64 megapixels); larger images are refused before decoding.
+DEFAULT_MAX_PIXELS = 64_000_000
+
+# We enforce our own limit from the header; PIL's bomb check would fire at a different threshold.
+Image.MAX_IMAGE_PIXELS = None
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+_WRITE_FORMATS = {
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".webp": "WEBP",
+    ".bmp": "BMP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+}
+
+
+def _name(source: PathLike | bytes, name: str | None) -> str:
+    if name is not None:
+        return name
+    return "<bytes>" if isinstance(source, (bytes, bytearray, memoryview)) else str(source)
+
+
+def _open(source: PathLike | bytes, name: str, max_pixels: int | None) -> Image.Image:
+    """Open lazily (header only) and check the pixel limit before any decoding."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        if not data:
+            raise ImageError(f"{name}: empty data (0 bytes), not an image")
+        fp: _io.BytesIO | Path = _io.BytesIO(data)
+    else:
+        fp = Path(source)
+        if not fp.exists():
+            raise ImageError(f"{name}: no such file")
+        if fp.is_dir():
+            raise ImageError(f"{name}: is a folder, not an image file")
+        if fp.stat().st_size == 0:
+            raise ImageError(f"{name}: empty file (0 bytes), not an image")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = Image.open(fp)
+    except UnidentifiedImageError:
+        raise ImageError(f"{name}: not a recognised image file") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ImageError(f"{name}: cannot read image ({exc})") from None
+    width, height = img.size
+    if width <= 0 or height <= 0:
+        raise ImageError(f"{name}: invalid image size {width}x{height}")
+    if max_pixels is not None and width * height > max_pixels:
+        img.close()
+        raise ImageError(
+            f"{name}: image is {width}x{height} = {width * height / 1e6:.1f} megapixels, over the limit of "
+            f"{max_pixels / 1e6:.1f} megapixels (raise it with max_pixels / --max-pixels)"
+        )
+    return img
+
+
+def _decode(img: Image.Image, name: str) -> Image.Image:
+    """Decode pixels and apply EXIF orientation; truncated data is an error."""
+    try:
+        img.load()
+        # exif_transpose also drops the orientation tag, so the result is upright with no rotation pending.
+        img = ImageOps.exif_transpose(img) or img
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        msg = str(exc)
+        if "truncated" in msg.lower():
+            raise ImageError(f"{name}: image data is truncated (file incomplete or corrupt)") from None
+        raise ImageError(f"{name}: cannot decode image ({msg})") from None
+    return img
+
+
+def _to_uint8_array(img: Image.Image) -> np.ndarray:
+    """Any PIL image (modes I;16, I, F, 1, L, P, CMYK, ...) -> uint8 array, HxW or HxWxC."""
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img).astype(np.float64)
+        # 'I' can hold 16-bit PNG data (values up to 65535); scale 16-bit ranges to 8 bits.
+        if mode.startswith("I;16") or arr.max(initial=0) > 255:
+            arr = arr / 257.0
+        return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+    if mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        if arr.size and np.nanmax(arr) <= 1.0:
+            arr = arr * 255.0
+        return np.clip(np.rint(np.nan_to_num(arr)), 0, 255).astype(np.uint8)
+    if mode == "1":
+        return np.asarray(img.convert("L"), dtype=np.uint8)
+    if mode in ("L", "RGB", "RGBA", "LA"):
+        return np.asarray(img, dtype=np.uint8)
+    if mode == "P":
+        has_alpha = "transparency" in img.info or img.palette is not None and img.palette.mode == "RGBA"
+        return np.asarray(img.convert("RGBA" if has_alpha else "RGB"), dtype=np.uint8)
+    if mode in ("RGBa", "La", "PA"):
+        return np.asarray(img.convert("RGBA"), dtype=np.uint8)
+    return np.asarray(img.convert("RGB"), dtype=np.uint8)  # CMYK, YCbCr, LAB, HSV
+
+
+def _rgb(arr: np.ndarray, alpha: str) -> np.ndarray:
+    if arr.ndim == 2:
+        return np.repeat(arr[:, :, None], 3, axis=2)
+    channels = arr.shape[2]
+    if channels == 2:  # LA
+        arr = np.concatenate([np.repeat(arr[:, :, :1], 3, axis=2), arr[:, :, 1:]], axis=2)
+        channels = 4
+    if channels == 4:
+        if alpha == "drop":
+            return np.ascontiguousarray(arr[:, :, :3])
+        a = arr[:, :, 3:4].astype(np.float32) / 255.0
+        out = arr[:, :, :3].astype(np.float32) * a + 255.0 * (1.0 - a)
+        return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(arr[:, :, :3])
+
+
+def read_image(
+    source: PathLike | bytes,
+    *,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    alpha: str = "composite",
+    name: str | None = None,
+) -> np.ndarray:
+    """Read an image file (or encoded bytes) as an HxWx3 RGB uint8 array, EXIF orientation applied.
+
+    ``alpha``: ``"composite"`` (over white, default) or ``"drop"`` for images with transparency.
+    Raises :class:`ImageError` naming the file for empty, non-image, truncated or over-limit inputs.
+    """
+    if alpha not in ("composite", "drop"):
+        raise ValueError(f"alpha must be 'composite' or 'drop', not {alpha!r}")
+    label = _name(source, name)
+    img = _open(source, label, max_pixels)
+    try:
+        arr = _to_uint8_array(_decode(img, label))
+    finally:
+        img.close()
+    return _rgb(arr, alpha)
+
+
+def read_mask(
+    source: PathLike | bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXELS, name: str | None = None
+) -> np.ndarray:
+    """Read a matte, trimap or face mask as HxW uint8: channel 0 of multi-channel files, 16-bit scaled to 8."""
+    label = _name(source, name)
+    img = _open(source, label, max_pixels)
+    try:
+        decoded = _decode(img, label)
+        if decoded.mode == "P":  # palette indices are not intensities
+            decoded = decoded.convert("RGB")
+        arr = _to_uint8_array(decoded)
+    finally:
+        img.close()
+    return np.ascontiguousarray(arr[:, :, 0]) if arr.ndim == 3 else arr
+
+
+def image_size(source: PathLike, *, max_pixels: int | None = None) -> tuple[int, int]:
+    """(height, width) from the header alone, without decoding; EXIF rotation by 90/270 degrees swaps them."""
+    label = str(source)
+    img = _open(source, label, max_pixels)
+    try:
+        w, h = img.size
+        try:
+            orientation = img.getexif().get(0x0112, 1)
+        except Exception:  # malformed EXIF: the pixels still decode upright-as-stored
+            orientation = 1
+    finally:
+        img.close()
+    return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
+
+
+def _as_pil(array: np.ndarray) -> Image.Image:
+    arr = np.asarray(array)
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8) * 255
+    if arr.dtype != np.uint8:
+        raise ValueError(f"write_image expects uint8 pixels, got {arr.dtype}")
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim == 2:
+        return Image.fromarray(np.ascontiguousarray(arr))
+    if arr.ndim == 3 and arr.shape[2] == 3:
+        return Image.fromarray(np.ascontiguousarray(arr))
+    if arr.ndim == 3 and arr.shape[2] == 4:
+        return Image.fromarray(np.ascontiguousarray(arr))
+    raise ValueError(f"write_image expects HxW, HxWx3 or HxWx4 arrays, got shape {arr.shape}")
+
+
+def encode_image(array: np.ndarray, fmt: str = "png", *, quality: int = 95) -> bytes:
+    """Encode pixels (HxW gray, HxWx3 RGB, HxWx4 straight RGBA; uint8) to bytes with no metadata."""
+    ext = fmt.lower() if fmt.startswith(".") else "." + fmt.lower()
+    if ext not in _WRITE_FORMATS:
+        raise ValueError(f"unsupported output format {fmt!r}; use one of {sorted(_WRITE_FORMATS)}")
+    pil_format = _WRITE_FORMATS[ext]
+    img = _as_pil(array)
+    if pil_format == "JPEG" and img.mode == "RGBA":
+        raise ValueError("JPEG cannot store an alpha channel; write RGBA images as PNG or WebP")
+    buf = _io.BytesIO()
+    kwargs: dict = {}
+    if pil_format == "JPEG":
+        kwargs = {"quality": quality, "subsampling": 0 if quality >= 90 else 2}
+    elif pil_format == "WEBP":
+        kwargs = {"quality": quality}
+    elif pil_format == "PNG":
+        kwargs = {"compress_level": 6}
+    img.save(buf, format=pil_format, **kwargs)
+    return buf.getvalue()
+
+
+def write_bytes_atomic(path: PathLike, data: bytes) -> Path:
+    """Write bytes to ``path`` atomically: temporary file in the same folder, fsync, then rename."""
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return dest
+
+
+def write_image(path: PathLike, array: np.ndarray, *, quality: int = 95) -> Path:
+    """Write pixels atomically with no metadata; the format follows the extension (.png, .jpg, .webp, .bmp, .tif)."""
+    dest = Path(path)
+    ext = dest.suffix.lower()
+    if ext not in _WRITE_FORMATS:
+        raise ImageError(f"{dest}: unsupported output extension {ext!r}; use one of {sorted(_WRITE_FORMATS)}")
+    try:
+        data = encode_image(array, ext, quality=quality)
+    except ValueError as exc:
+        raise ImageError(f"{dest}: {exc}") from None
+    return write_bytes_atomic(dest, data)
+
+
+# TIFF stores its pixel layout as tags; these describe the raster, not the photo or its author.
+_TIFF_STRUCTURE_TAGS = frozenset(
+    {254, 255, 256, 257, 258, 259, 262, 266, 273, 274, 277, 278, 279, 282, 283, 284, 296, 317, 322, 323, 324, 325,
+     338, 339}
+)
+
+
+def has_metadata(path: PathLike) -> list[str]:
+    """Names of the metadata blocks a file carries (EXIF, XMP, ICC, comments, text chunks); empty when clean."""
+    found: list[str] = []
+    with Image.open(path) as img:
+        info = dict(img.info)
+        if set(img.getexif()) - _TIFF_STRUCTURE_TAGS:
+            found.append("exif")
+        for key in ("exif", "xmp", "XML:com.adobe.xmp", "icc_profile", "comment", "photoshop", "iptc"):
+            if key in info and info[key] and key not in found:
+                found.append(key)
+        if img.format == "PNG":
+            text = getattr(img, "text", {}) or {}
+            found.extend(f"png-text:{k}" for k in text)
+        applist = getattr(img, "applist", [])
+        found.extend(f"jpeg-{marker}" for marker, _ in applist if marker not in ("APP0",))
+    return sorted(set(found))
+
+
+def _is_glob(text: str) -> bool:
+    return any(ch in text for ch in "*?[")
+
+
+def collect_images(inputs: Iterable[PathLike], recursive: bool = False) -> tuple[list[Path], list[str]]:
+    """Expand files, folders and glob patterns to image files.
+
+    Returns ``(paths, problems)``: ``problems`` lists inputs that matched nothing, one message each. Files named
+    explicitly are kept whatever their extension (decoding decides); folders and globs keep image extensions only.
+    Order: inputs in the given order, each folder's files sorted; duplicates removed.
+    """
+    seen: set[Path] = set()
+    paths: list[Path] = []
+    problems: list[str] = []
+
+    def add(p: Path) -> None:
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            paths.append(p)
+
+    for item in inputs:
+        text = str(item)
+        p = Path(text)
+        if p.is_dir():
+            pattern = "**/*" if recursive else "*"
+            found = sorted(q for q in p.glob(pattern) if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS)
+            if not found:
+                problems.append(f"{text}: folder contains no images" + ("" if recursive else " (try --recursive)"))
+            for q in found:
+                add(q)
+        elif p.is_file():
+            add(p)
+        elif _is_glob(text):
+            found = sorted(
+                Path(q) for q in glob.glob(text, recursive=recursive)
+                if Path(q).is_file() and Path(q).suffix.lower() in IMAGE_EXTENSIONS
+            )
+            if not found:
+                problems.append(f"{text}: pattern matches no images")
+            for q in found:
+                add(q)
+        else:
+            problems.append(f"{text}: no such file or folder")
+    return paths, problems
+
+
+def list_images(inputs: Iterable[PathLike] | PathLike, recursive: bool = False) -> list[Path]:
+    """Like :func:`collect_images` but raises :class:`ImageError` listing every input that matched nothing."""
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    paths, problems = collect_images(inputs, recursive)
+    if problems:
+        raise ImageError("; ".join(problems))
+    return paths

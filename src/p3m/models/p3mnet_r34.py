@@ -1,0 +1,198 @@
+"""P3M-Net with the max-pooling ResNet-34 encoder ("R34", reference section 4).
+
+Attribute names, aliases and module order follow `JizhiziLi/P3M:core/network/P3mNet.py`, so
+`state_dict()` has exactly the 713 keys of `p3mnet_pretrained_on_p3m10k.pth` and the published
+checkpoint loads strictly. Hand-written: no torchvision.
+
+`width` scales every channel count (64 -> width, 128 -> 2*width, ...); only width=64 matches the
+published weights; width 16 or 32 gives small, fast models for CPU demos and tests.
+"""
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from p3m.models import register_model
+from p3m.models.blocks import (
+    DBFI,
+    SBFI,
+    TFI,
+    P3MOutput,
+    check_input,
+    conv3x3,
+    fuse,
+    matting_block,
+    semantic_block,
+    unpool,
+)
+
+__all__ = ["BasicBlock", "ResNetMP", "resnet34_mp", "P3MNetR34", "p3mnet_r34"]
+
+
+class BasicBlock(nn.Module):
+    """torchvision BasicBlock with stride 1: [B,Cin,h,w] -> [B,C,h,w] (conv-BN-ReLU-conv-BN + shortcut, ReLU)."""
+
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, downsample: nn.Module | None = None) -> None:
+        super().__init__()
+        self.conv1 = conv3x3(inplanes, planes)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = conv3x3(planes, planes)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class ResNetMP(nn.Module):
+    """ResNet-34 whose 5 downsamplings are all max-pools with indices (stride-1 stem and layers).
+
+    The unused `avgpool`/`fc` classifier is kept: it is part of the published state dicts.
+    """
+
+    def __init__(self, layers: tuple[int, ...] = (3, 4, 6, 3), width: int = 64, num_classes: int = 1000) -> None:
+        super().__init__()
+        self.inplanes = width
+        self.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=1, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool1 = nn.MaxPool2d(kernel_size=3, stride=2, padding=1, return_indices=True)
+        self.maxpool2 = nn.MaxPool2d(kernel_size=3, stride=2, padding=1, return_indices=True)
+        self.layer1 = self._make_layer(width, layers[0])
+        self.maxpool3 = nn.MaxPool2d(kernel_size=3, stride=2, padding=1, return_indices=True)
+        self.layer2 = self._make_layer(width * 2, layers[1])
+        self.maxpool4 = nn.MaxPool2d(kernel_size=3, stride=2, padding=1, return_indices=True)
+        self.layer3 = self._make_layer(width * 4, layers[2])
+        self.maxpool5 = nn.MaxPool2d(kernel_size=3, stride=2, padding=1, return_indices=True)
+        self.layer4 = self._make_layer(width * 8, layers[3])
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(width * 8, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.constant_(m.weight, 1)
+                nn.init.constant_(m.bias, 0)
+
+    def _make_layer(self, planes: int, blocks: int) -> nn.Sequential:
+        downsample = None
+        if self.inplanes != planes:
+            # channel change only: all spatial reductions come from the max-pools
+            downsample = nn.Sequential(
+                nn.Conv2d(self.inplanes, planes, kernel_size=1, stride=1, bias=False), nn.BatchNorm2d(planes)
+            )
+        layers = [BasicBlock(self.inplanes, planes, downsample)]
+        self.inplanes = planes
+        layers += [BasicBlock(planes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Classifier path (unused by P3M-Net, kept for ImageNet checkpoints): [B,3,H,W] -> [B,1000]."""
+        x = self.relu(self.bn1(self.conv1(x)))
+        x, _ = self.maxpool1(x)
+        x, _ = self.maxpool2(x)
+        x = self.layer1(x)
+        x, _ = self.maxpool3(x)
+        x = self.layer2(x)
+        x, _ = self.maxpool4(x)
+        x = self.layer3(x)
+        x, _ = self.maxpool5(x)
+        x = self.layer4(x)
+        return self.fc(self.avgpool(x).flatten(1))
+
+
+def resnet34_mp(width: int = 64) -> ResNetMP:
+    """Max-pooling ResNet-34 (`r34mp_pretrained_imagenet.pth.tar` layout at width 64)."""
+    return ResNetMP((3, 4, 6, 3), width=width)
+
+
+class P3MNetR34(nn.Module):
+    """P3M-Net R34: [B,3,H,W] (H, W multiples of 32) -> P3MOutput (reference 3.4, 4)."""
+
+    def __init__(self, width: int = 64) -> None:
+        super().__init__()
+        if not isinstance(width, int) or width < 2 or width % 2:
+            raise ValueError(f"width must be an even integer >= 2, got {width!r}")
+        c1, c2, c4, c8 = width, 2 * width, 4 * width, 8 * width
+        self.width = width
+        self.resnet = resnet34_mp(width)
+        # aliases of the published code: the same modules registered twice (duplicate state-dict keys)
+        self.encoder0 = nn.Sequential(self.resnet.conv1, self.resnet.bn1, self.resnet.relu)
+        self.mp0 = self.resnet.maxpool1
+        self.encoder1 = nn.Sequential(self.resnet.layer1)
+        self.mp1 = self.resnet.maxpool2
+        self.encoder2 = self.resnet.layer2
+        self.mp2 = self.resnet.maxpool3
+        self.encoder3 = self.resnet.layer3
+        self.mp3 = self.resnet.maxpool4
+        self.encoder4 = self.resnet.layer4
+        self.mp4 = self.resnet.maxpool5
+
+        self.tfi_3 = TFI(c4)
+        self.tfi_2 = TFI(c2)
+        self.tfi_1 = TFI(c1)
+        self.tfi_0 = TFI(c1)
+        self.sbfi_2 = SBFI(c2, c1, 8)
+        self.sbfi_1 = SBFI(c1, c1, 4)
+        self.sbfi_0 = SBFI(c1, c1, 2)
+        self.dbfi_2 = DBFI(c2, c8, 4)
+        self.dbfi_1 = DBFI(c1, c8, 8)
+        self.dbfi_0 = DBFI(c1, c8, 16)
+
+        # R34 decoders: the last conv of each block changes channels
+        self.decoder4_g = semantic_block([c8, c8, c8, c4])
+        self.decoder3_g = semantic_block([c4, c4, c4, c2])
+        self.decoder2_g = semantic_block([c2, c2, c2, c1])
+        self.decoder1_g = semantic_block([c1, c1, c1, c1])
+        self.decoder0_g = semantic_block([c1, c1, c1, 3], last_plain=True)
+
+        self.decoder4_l = matting_block([c8, c8, c8, c4])
+        self.decoder3_l = matting_block([c4, c4, c4, c2])
+        self.decoder2_l = matting_block([c2, c2, c2, c1])
+        self.decoder1_l = matting_block([c1, c1, c1, c1])
+        self.decoder0_l = matting_block([c1, c1, c1])
+        self.decoder_final_l = nn.Conv2d(c1, 1, 3, padding=1)
+
+    def forward(self, x: Tensor) -> P3MOutput:
+        check_input(x)
+        # encoder
+        e0 = self.encoder0(x)
+        e0p, id0 = self.mp0(e0)
+        e1p, id1 = self.mp1(e0p)
+        e1 = self.encoder1(e1p)
+        e2p, id2 = self.mp2(e1)
+        e2 = self.encoder2(e2p)
+        e3p, id3 = self.mp3(e2)
+        e3 = self.encoder3(e3p)
+        e4p, id4 = self.mp4(e3)
+        e4 = self.encoder4(e4p)
+        # semantic decoder; TFI gets the block outputs before dBFI
+        d4_g = self.decoder4_g(e4)
+        d3_g = self.decoder3_g(d4_g)
+        g, side2 = self.dbfi_2(d3_g, e4)
+        d2_g = self.decoder2_g(g)
+        g, side1 = self.dbfi_1(d2_g, e4)
+        d1_g = self.decoder1_g(g)
+        g, side0 = self.dbfi_0(d1_g, e4)
+        global_logits = self.decoder0_g(g)
+        # matting decoder
+        l = unpool(self.decoder4_l(e4), id4)
+        l = unpool(self.decoder3_l(self.tfi_3(d4_g, l, e3)), id3)
+        l = unpool(self.decoder2_l(self.sbfi_2(self.tfi_2(d3_g, l, e2), e0)), id2)
+        l = unpool(self.decoder1_l(self.sbfi_1(self.tfi_1(d2_g, l, e1), e0)), id1)
+        l = unpool(self.decoder0_l(self.sbfi_0(self.tfi_0(d1_g, l, e0p), e0)), id0)
+        local_alpha = self.decoder_final_l(l).sigmoid()
+        return P3MOutput(
+            global_logits, local_alpha, fuse(global_logits, local_alpha), side2, side1, side0
+        )
+
+
+@register_model("p3m-r34")
+def p3mnet_r34(width: int = 64) -> P3MNetR34:
+    """P3M-Net R34 (MM21); width=64 matches `p3mnet_pretrained_on_p3m10k.pth`."""
+    return P3MNetR34(width=width)
