@@ -120,6 +120,8 @@ class P3MNetR34(nn.Module):
             raise ValueError(f"width must be an even integer >= 2, got {width!r}")
         c1, c2, c4, c8 = width, 2 * width, 4 * width, 8 * width
         self.width = width
+        self.arch = "p3m-r34"  # registry name and build arguments, stored by save_checkpoint
+        self.arch_kwargs = {"width": width}
         self.resnet = resnet34_mp(width)
         # aliases of the published code: the same modules registered twice (duplicate state-dict keys)
         self.encoder0 = nn.Sequential(self.resnet.conv1, self.resnet.bn1, self.resnet.relu)

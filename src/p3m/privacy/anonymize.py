@@ -1,0 +1,336 @@
+"""Anonymise images, folders and datasets the P3M way, with a per-image report.
+
+Per image: detect faces -> face region (ellipses, `face_region`) -> private area (minus the transition band of
+the alpha matte / trimap when one is given) -> obfuscate -> write the image (same format, no metadata) and
+its face mask (PNG, 255 = obfuscated). Every image gets a report row; images where no face was found are
+flagged for manual review (a back view is fine, a missed face is a privacy leak). A bad file is reported
+and skipped, the others finish.
+"""
+from __future__ import annotations
+
+import csv
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from p3m.errors import DatasetError, ImageError, P3MError
+from p3m.io import IMAGE_EXTENSIONS, collect_images, read_image, read_mask, write_image
+from p3m.privacy.detect import Face, FaceDetector, default_detector
+from p3m.privacy.obfuscate import METHODS, obfuscate, private_area
+from p3m.privacy.region import face_region
+
+REPORT_NAME = "anonymize_report.csv"
+REPORT_FIELDS = ("stem", "source", "output", "faces", "boxes", "scores", "status", "message")
+DEFAULT_MASK_SCALE = 1.1
+DEFAULT_THRESHOLD = 0.2
+# Formats written back as they came; anything else (e.g. .bmp input) is written as PNG (lossless).
+_KEEP_FORMATS = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff"}
+
+
+@dataclass
+class AnonymizeOptions:
+    """How images are anonymised (see docs/privacy.md)."""
+
+    method: str = "blur"
+    strength: float = 1.0
+    feather: float = 0.0
+    mask_scale: float = DEFAULT_MASK_SCALE
+    band_dilation: int = 3
+    quality: int = 95
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise P3MError(f"unknown obfuscation method {self.method!r}; choose from {', '.join(METHODS)}")
+        if self.mask_scale <= 0:
+            raise P3MError(f"mask scale must be > 0, got {self.mask_scale}")
+        if self.strength <= 0:
+            raise P3MError(f"strength must be > 0, got {self.strength}")
+        if self.feather < 0:
+            raise P3MError(f"feather must be >= 0, got {self.feather}")
+        if not 1 <= self.quality <= 100:
+            raise P3MError(f"JPEG quality must be in 1..100, got {self.quality}")
+
+
+@dataclass
+class AnonymizeResult:
+    """One anonymised image: the pixels, the private area that was obfuscated (bool HxW), the faces found."""
+
+    image: np.ndarray
+    private: np.ndarray
+    faces: list[Face]
+
+
+def anonymize_image(
+    image: np.ndarray,
+    *,
+    detector: FaceDetector | None = None,
+    options: AnonymizeOptions | None = None,
+    alpha: np.ndarray | None = None,
+    trimap: np.ndarray | None = None,
+    faces: Sequence[Face] | None = None,
+) -> AnonymizeResult:
+    """Detect faces in an HxWx3 uint8 RGB image (or use ``faces``) and obfuscate their private area."""
+    options = options or AnonymizeOptions()
+    if faces is None:
+        faces = (detector or default_detector(DEFAULT_THRESHOLD)).detect(image)
+    faces = list(faces)
+    for name, arr in (("alpha matte", alpha), ("trimap", trimap)):
+        if arr is not None and arr.shape[:2] != image.shape[:2]:
+            raise ImageError(
+                f"{name} is {arr.shape[1]}x{arr.shape[0]} but the image is {image.shape[1]}x{image.shape[0]}"
+            )
+    region = face_region(image.shape, faces, options.mask_scale)
+    private = private_area(region, alpha=alpha, trimap=trimap, band_dilation=options.band_dilation)
+    out = obfuscate(image, private, options.method, strength=options.strength, feather=options.feather)
+    return AnonymizeResult(out, private, faces)
+
+
+@dataclass
+class ImageRecord:
+    """One report row. status: "ok" (faces obfuscated), "no_face" (written unchanged, review it), "error"."""
+
+    stem: str
+    source: str
+    output: str = ""
+    faces: list[Face] = field(default_factory=list)
+    status: str = "ok"
+    message: str = ""
+
+    def row(self) -> dict[str, str]:
+        return {
+            "stem": self.stem,
+            "source": self.source,
+            "output": self.output,
+            "faces": str(len(self.faces)),
+            "boxes": ";".join(" ".join(f"{v:.1f}" for v in f.box) for f in self.faces),
+            "scores": ";".join(f"{f.score:.3f}" for f in self.faces),
+            "status": self.status,
+            "message": self.message,
+        }
+
+
+@dataclass
+class AnonymizeReport:
+    """All rows of a run; `exit_code` says whether it succeeded."""
+
+    records: list[ImageRecord] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # inputs that matched nothing etc.
+
+    @property
+    def errors(self) -> list[ImageRecord]:
+        return [r for r in self.records if r.status == "error"]
+
+    @property
+    def no_face(self) -> list[ImageRecord]:
+        return [r for r in self.records if r.status == "no_face"]
+
+    def exit_code(self, strict: bool = False) -> int:
+        """0 when every image was written; 1 on any error (and, with ``strict``, any image without a face)."""
+        if self.errors or self.problems or (strict and self.no_face):
+            return 1
+        return 0
+
+    def write_csv(self, path: str | Path) -> Path:
+        """Write the report as CSV (atomically)."""
+        import io
+
+        from p3m.io import write_bytes_atomic
+
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=REPORT_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        for r in self.records:
+            writer.writerow(r.row())
+        return write_bytes_atomic(path, buf.getvalue().encode("utf-8"))
+
+    def summary(self) -> str:
+        """A few human-readable lines."""
+        n = len(self.records)
+        n_faces = sum(len(r.faces) for r in self.records if r.status == "ok")
+        n_ok = sum(r.status == "ok" for r in self.records)
+        lines = [f"anonymized {n_ok + len(self.no_face)} of {n} images: {n_faces} faces obfuscated in {n_ok} images"]
+        if self.no_face:
+            names = ", ".join(r.stem for r in self.no_face[:20]) + (" ..." if len(self.no_face) > 20 else "")
+            lines.append(
+                f"NO FACE FOUND in {len(self.no_face)} images (check them by hand; a missed face is a leak): {names}"
+            )
+        if self.errors:
+            lines.append(f"{len(self.errors)} images failed: " + ", ".join(r.stem for r in self.errors[:20]))
+        for p in self.problems:
+            lines.append(f"input problem: {p}")
+        return "\n".join(lines)
+
+
+def _output_suffix(path: Path) -> str:
+    ext = path.suffix.lower()
+    return ext if ext in _KEEP_FORMATS else ".png"
+
+
+def _find_by_stem(folder: Path, stem: str) -> Path | None:
+    for ext in (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"):
+        p = folder / f"{stem}{ext}"
+        if p.is_file():
+            return p
+    for p in sorted(folder.glob(f"{stem}.*")):
+        if p.suffix.lower() in IMAGE_EXTENSIONS:
+            return p
+    return None
+
+
+Progress = Callable[[ImageRecord], None]
+
+
+def _process(
+    source: Path,
+    stem: str,
+    image_out: Path,
+    facemask_out: Path,
+    *,
+    detector: FaceDetector,
+    options: AnonymizeOptions,
+    alpha_path: Path | None,
+    trimap_path: Path | None,
+    extra_writes: Sequence[tuple[Path, Path]] = (),
+) -> ImageRecord:
+    """Anonymise one file; every failure becomes an "error" record naming the file."""
+    rec = ImageRecord(stem=stem, source=str(source))
+    try:
+        image = read_image(source)
+        alpha = read_mask(alpha_path) if alpha_path is not None else None
+        trimap = read_mask(trimap_path) if trimap_path is not None else None
+        try:
+            result = anonymize_image(image, detector=detector, options=options, alpha=alpha, trimap=trimap)
+        except ImageError as exc:
+            raise ImageError(f"{source}: {exc}") from None
+        # Copies (dataset masks, trimaps) are decoded and re-encoded so that they carry no metadata either.
+        for src, dst in extra_writes:
+            write_image(dst, read_mask(src))
+        write_image(facemask_out, result.private.astype(np.uint8) * 255)
+        write_image(image_out, result.image, quality=options.quality)
+        rec.output = str(image_out)
+        rec.faces = result.faces
+        rec.status = "ok" if result.faces else "no_face"
+        if not result.faces:
+            rec.message = "no face found: written unchanged; check by hand"
+    except (P3MError, OSError, ValueError) as exc:
+        rec.status = "error"
+        rec.message = str(exc).replace("\n", " ")
+    return rec
+
+
+def anonymize_files(
+    inputs: Iterable[str | Path],
+    outdir: str | Path,
+    *,
+    alpha_dir: str | Path | None = None,
+    detector: FaceDetector | None = None,
+    options: AnonymizeOptions | None = None,
+    recursive: bool = False,
+    progress: Progress | None = None,
+) -> AnonymizeReport:
+    """Anonymise files/folders/globs into ``outdir/<stem>.<ext>`` + ``outdir/facemask/<stem>.png``.
+
+    alpha_dir: folder of alpha mattes matched by stem (any image extension); their transition band is kept
+    untouched. An image without its matte is an error (nothing written for it). Writes
+    ``outdir/anonymize_report.csv``.
+    """
+    options = options or AnonymizeOptions()
+    detector = detector or default_detector(DEFAULT_THRESHOLD)
+    outdir = Path(outdir)
+    paths, problems = collect_images(list(inputs), recursive)
+    alpha_folder = Path(alpha_dir) if alpha_dir is not None else None
+    if alpha_folder is not None and not alpha_folder.is_dir():
+        raise P3MError(f"{alpha_folder}: alpha folder not found")
+    report = AnonymizeReport(problems=problems)
+    seen: dict[str, Path] = {}
+    for path in paths:
+        stem = path.stem
+        if stem in seen:
+            rec = ImageRecord(stem, str(path), status="error",
+                              message=f"{path}: same name as {seen[stem]}; outputs would overwrite each other")
+        else:
+            seen[stem] = path
+            alpha_path = None
+            if alpha_folder is not None:
+                alpha_path = _find_by_stem(alpha_folder, stem)
+            if alpha_folder is not None and alpha_path is None:
+                rec = ImageRecord(stem, str(path), status="error",
+                                  message=f"{path}: no alpha matte {stem}.* in {alpha_folder}")
+            else:
+                rec = _process(
+                    path, stem, outdir / f"{stem}{_output_suffix(path)}", outdir / "facemask" / f"{stem}.png",
+                    detector=detector, options=options, alpha_path=alpha_path, trimap_path=None,
+                )
+        report.records.append(rec)
+        if progress:
+            progress(rec)
+    outdir.mkdir(parents=True, exist_ok=True)
+    report.write_csv(outdir / REPORT_NAME)
+    return report
+
+
+def anonymize_dataset(
+    root: str | Path,
+    outdir: str | Path,
+    *,
+    detector: FaceDetector | None = None,
+    options: AnonymizeOptions | None = None,
+    progress: Progress | None = None,
+) -> AnonymizeReport:
+    """Convert ``ROOT/{image or original_image}/`` + ``ROOT/mask/`` (+ optional ``ROOT/trimap/``) to the P3M-10k layout.
+
+    Writes ``OUTDIR/blurred_image/<stem>.jpg`` (whatever the method; P3M's folder name), ``OUTDIR/mask/<stem>.png``,
+    ``OUTDIR/facemask/<stem>.png`` and, when present, ``OUTDIR/trimap/<stem>.png``; the mask (and trimap) bound
+    the transition band that stays untouched. An image without a mask is an error.
+    """
+    options = options or AnonymizeOptions()
+    detector = detector or default_detector(DEFAULT_THRESHOLD)
+    root, outdir = Path(root), Path(outdir)
+    image_dir = next((root / n for n in ("image", "original_image") if (root / n).is_dir()), None)
+    mask_dir = root / "mask"
+    missing = []
+    if image_dir is None:
+        missing.append(f"{root}: no image/ or original_image/ folder")
+    if not mask_dir.is_dir():
+        missing.append(f"{root}: no mask/ folder")
+    if missing:
+        raise DatasetError("; ".join(missing))
+    trimap_dir = root / "trimap" if (root / "trimap").is_dir() else None
+    paths, problems = collect_images([image_dir])
+    report = AnonymizeReport(problems=problems)
+    seen: set[str] = set()
+    for path in paths:
+        stem = path.stem
+        mask_path = _find_by_stem(mask_dir, stem)
+        trimap_path = _find_by_stem(trimap_dir, stem) if trimap_dir is not None else None
+        if stem in seen:
+            rec = ImageRecord(stem, str(path), status="error", message=f"{path}: duplicate stem {stem}")
+        elif mask_path is None:
+            rec = ImageRecord(stem, str(path), status="error", message=f"{path}: no mask {stem}.* in {mask_dir}")
+        else:
+            extra = [(mask_path, outdir / "mask" / f"{stem}.png")]
+            if trimap_path is not None:
+                extra.append((trimap_path, outdir / "trimap" / f"{stem}.png"))
+            rec = _process(
+                path, stem, outdir / "blurred_image" / f"{stem}.jpg", outdir / "facemask" / f"{stem}.png",
+                detector=detector, options=options, alpha_path=mask_path, trimap_path=trimap_path,
+                extra_writes=extra,
+            )
+        seen.add(stem)
+        report.records.append(rec)
+        if progress:
+            progress(rec)
+    outdir.mkdir(parents=True, exist_ok=True)
+    report.write_csv(outdir / REPORT_NAME)
+    return report
+
+
+def print_progress(rec: ImageRecord) -> None:
+    """Default progress: one line per image that needs attention, on stderr."""
+    if rec.status == "error":
+        print(f"error: {rec.message}", file=sys.stderr)
+    elif rec.status == "no_face":
+        print(f"warning: {rec.source}: no face found (written unchanged; check by hand)", file=sys.stderr)

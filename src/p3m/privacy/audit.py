@@ -1,0 +1,323 @@
+"""Privacy audit of anonymised images: identifying detail left in faces, metadata, faces outside the facemask.
+
+A blurred face can still look like a face to a detector, so a detection alone is no leak. For every face
+the detector finds, the audit measures the detail left at the face's own scale:
+
+- ``detail``: the median absolute Laplacian (grey levels) inside the face's core ellipse (0.7 x its box
+  ellipse) after resizing the image so that the face box is 64 px wide (never upscaled). The median
+  ignores hair strands and mosaic cell edges crossing the face, which cover a minority of its pixels.
+  Measured here: un-obfuscated faces 5-15, P3M-blurred and p3m-blurred faces 0.1-1.0, mosaic 0-2.8.
+- ``detail_ratio``: ``detail`` over the same statistic of the rest of the image (faces excluded, denominator
+  at least 1 grey level); a low-contrast face in a smooth image is still caught by it.
+
+A face leaks when ``detail >= max_detail`` (3.0) or ``detail_ratio >= max_detail_ratio`` (1.0). With the
+originals given, the faces detected in each original are compared with the audited image: structural
+similarity (`skimage.metrics.structural_similarity`: its SSIM map over the core ellipse, same 64 px scale,
+averaged with the original's local contrast as weight so that flat skin does not count as "similar")
+``>= max_ssim`` (0.5) is a leak. Measured on frontal faces: blur 0.12-0.16, mosaic 0.22-0.35, zero 0.0,
+untouched 1.0; a profile whose nose and lips lie in the kept transition band scores about 0.5 and is flagged.
+Original faces that carry no detail themselves (below both detail thresholds, e.g. already blurred) are not
+compared.
+Also a leak: any metadata block (EXIF, XMP, ICC, comments, PNG text; `p3m.io.has_metadata`) and, when face
+masks are available, a detected face whose core ellipse the facemask covers less than ``min_coverage`` (0.5).
+"""
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from p3m.errors import P3MError
+from p3m.io import collect_images, has_metadata, read_image, read_mask, write_bytes_atomic
+from p3m.privacy.detect import Face, FaceDetector, default_detector
+from p3m.privacy.region import box_coverage, face_region
+
+AUDIT_REPORT_NAME = "audit_report.csv"
+AUDIT_FIELDS = ("stem", "file", "status", "faces", "max_detail", "max_detail_ratio", "max_ssim",
+                "min_coverage", "metadata", "reasons")
+FACE_SCALE_PX = 64.0
+CORE_SCALE = 0.7
+
+
+@dataclass
+class AuditThresholds:
+    """Leak thresholds (see the module docstring for what each number measures and the values observed)."""
+
+    max_detail: float = 3.0
+    max_detail_ratio: float = 1.0
+    max_ssim: float = 0.5
+    min_coverage: float = 0.5
+    detect_threshold: float = 0.2
+
+
+def _size(array: np.ndarray) -> str:
+    return f"{array.shape[1]}x{array.shape[0]}"
+
+
+def _scaled(face: Face, s: float) -> Face:
+    lms = None if face.landmarks is None else np.asarray(face.landmarks) * s
+    return Face(tuple(v * s for v in face.box), face.score, lms)
+
+
+def _face_scale(face: Face) -> float:
+    return min(1.0, FACE_SCALE_PX / max(face.width, 1.0))
+
+
+def _gray_at(image: np.ndarray, s: float) -> np.ndarray:
+    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    if s < 1.0:
+        gray = cv2.resize(gray, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+    return gray
+
+
+def face_detail(image: np.ndarray, face: Face, faces: Sequence[Face] = ()) -> tuple[float, float]:
+    """(detail, detail_ratio) of ``face`` in an HxWx3 uint8 RGB image; ``faces`` are excluded from the rest."""
+    s = _face_scale(face)
+    gray = _gray_at(image, s)
+    lap = np.abs(cv2.Laplacian(gray, cv2.CV_32F, ksize=1))
+    core = face_region(gray.shape, [_scaled(face, s)], CORE_SCALE)
+    if not core.any():
+        return 0.0, 0.0
+    others = face_region(gray.shape, [_scaled(f, s) for f in (list(faces) or [face])], 1.3)
+    detail = float(np.median(lap[core]))
+    rest = lap[~others]
+    rest_level = max(1.0, float(np.median(rest))) if rest.size else 1.0
+    return detail, detail / rest_level
+
+
+def face_similarity(image: np.ndarray, original: np.ndarray, face: Face) -> float:
+    """Mean SSIM (grey, at the 64 px face scale) over the face's core ellipse between image and original."""
+    from skimage.metrics import structural_similarity
+
+    if image.shape != original.shape:
+        raise P3MError(f"image {_size(image)} and original {_size(original)} differ in size")
+    s = _face_scale(face)
+    x0, y0, x1, y1 = face.box
+    pad = 0.3 * max(face.width, face.height)
+    h, w = image.shape[:2]
+    cx0, cy0 = max(0, int(x0 - pad)), max(0, int(y0 - pad))
+    cx1, cy1 = min(w, int(np.ceil(x1 + pad))), min(h, int(np.ceil(y1 + pad)))
+    a = _gray_at(image[cy0:cy1, cx0:cx1], s)
+    b = _gray_at(original[cy0:cy1, cx0:cx1], s)
+    if min(a.shape) < 7:
+        return float(np.array_equal(a, b))
+    _, smap = structural_similarity(a, b, data_range=255.0, full=True)
+    local = Face((( x0 - cx0) * s, (y0 - cy0) * s, (x1 - cx0) * s, (y1 - cy0) * s), face.score,
+                 None if face.landmarks is None else (np.asarray(face.landmarks) - [cx0, cy0]) * s)
+    core = face_region(a.shape, [local], CORE_SCALE)
+    if not core.any():
+        return 1.0
+    # Weight by the original's local contrast: flat skin is "similar" to any smooth replacement, while the
+    # identity sits in eyes, brows, nose and mouth.
+    mean = cv2.GaussianBlur(b, (0, 0), 1.5)
+    weight = np.sqrt(np.maximum(cv2.GaussianBlur(b * b, (0, 0), 1.5) - mean * mean, 0.0))[core]
+    if weight.sum() < 1e-6:
+        return float(smap[core].mean())
+    return float((smap[core] * weight).sum() / weight.sum())
+
+
+@dataclass
+class AuditRecord:
+    """Audit of one image: status "pass", "leak" or "error", with the measurements and the reasons."""
+
+    stem: str
+    file: str
+    faces: list[Face] = field(default_factory=list)
+    details: list[float] = field(default_factory=list)
+    detail_ratios: list[float] = field(default_factory=list)
+    similarities: list[float] = field(default_factory=list)
+    coverages: list[float] = field(default_factory=list)
+    metadata: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+    error: str = ""
+
+    @property
+    def status(self) -> str:
+        return "error" if self.error else ("leak" if self.reasons else "pass")
+
+    def row(self) -> dict[str, str]:
+        def fmt(values: list[float], pick) -> str:
+            return f"{pick(values):.3f}" if values else ""
+
+        return {
+            "stem": self.stem,
+            "file": self.file,
+            "status": self.status,
+            "faces": str(len(self.faces)),
+            "max_detail": fmt(self.details, max),
+            "max_detail_ratio": fmt(self.detail_ratios, max),
+            "max_ssim": fmt(self.similarities, max),
+            "min_coverage": fmt(self.coverages, min),
+            "metadata": ";".join(self.metadata),
+            "reasons": "; ".join(self.reasons) or self.error,
+        }
+
+
+def audit_image(
+    image: np.ndarray,
+    *,
+    detector: FaceDetector | None = None,
+    thresholds: AuditThresholds | None = None,
+    original: np.ndarray | None = None,
+    facemask: np.ndarray | None = None,
+    record: AuditRecord | None = None,
+) -> AuditRecord:
+    """Audit pixels: detail in detected faces, similarity to ``original`` faces, coverage by ``facemask``."""
+    t = thresholds or AuditThresholds()
+    detector = detector or default_detector(t.detect_threshold)
+    rec = record or AuditRecord(stem="", file="")
+    faces = detector.detect(image)
+    rec.faces = faces
+    for i, face in enumerate(faces):
+        detail, ratio = face_detail(image, face, faces)
+        rec.details.append(detail)
+        rec.detail_ratios.append(ratio)
+        where = f"face {i} at ({face.box[0]:.0f},{face.box[1]:.0f},{face.box[2]:.0f},{face.box[3]:.0f})"
+        if detail >= t.max_detail or ratio >= t.max_detail_ratio:
+            rec.reasons.append(f"{where} keeps detail {detail:.1f} (ratio {ratio:.2f})")
+    checked = list(faces)
+    if original is not None:
+        if original.shape != image.shape:
+            raise P3MError(f"original is {_size(original)} but the image is {_size(image)}")
+        orig_faces = detector.detect(original)
+        checked += orig_faces
+        for face in orig_faces:
+            sim = face_similarity(image, original, face)
+            rec.similarities.append(sim)
+            # A face that was already featureless in the original (e.g. re-anonymising P3M-blurred data) has
+            # nothing left to identify, however similar the output is to it.
+            orig_detail, orig_ratio = face_detail(original, face, orig_faces)
+            if orig_detail < t.max_detail and orig_ratio < t.max_detail_ratio:
+                continue
+            if sim >= t.max_ssim:
+                rec.reasons.append(
+                    f"original face at ({face.box[0]:.0f},{face.box[1]:.0f},{face.box[2]:.0f},{face.box[3]:.0f}) "
+                    f"is still similar (SSIM {sim:.2f})"
+                )
+    if facemask is not None:
+        if facemask.shape != image.shape[:2]:
+            raise P3MError(f"facemask is {_size(facemask)} but the image is {_size(image)}")
+        # P3M binarises face masks at > 100 (reference §1.2).
+        covered = facemask > 100
+        for face in checked:
+            cov = box_coverage(face, covered, CORE_SCALE)
+            rec.coverages.append(cov)
+            if cov < t.min_coverage:
+                rec.reasons.append(
+                    f"face at ({face.box[0]:.0f},{face.box[1]:.0f},{face.box[2]:.0f},{face.box[3]:.0f}) "
+                    f"is outside the facemask ({cov:.0%} covered)"
+                )
+    return rec
+
+
+@dataclass
+class AuditReport:
+    """Rows of an audit run."""
+
+    records: list[AuditRecord] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def leaks(self) -> list[AuditRecord]:
+        return [r for r in self.records if r.status == "leak"]
+
+    @property
+    def errors(self) -> list[AuditRecord]:
+        return [r for r in self.records if r.status == "error"]
+
+    def exit_code(self) -> int:
+        """0 when every image passes; 1 when anything leaks or could not be audited."""
+        return 1 if (self.leaks or self.errors or self.problems) else 0
+
+    def write_csv(self, path: str | Path) -> Path:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=AUDIT_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        for r in self.records:
+            writer.writerow(r.row())
+        return write_bytes_atomic(path, buf.getvalue().encode("utf-8"))
+
+    def summary(self) -> str:
+        n = len(self.records)
+        n_pass = n - len(self.leaks) - len(self.errors)
+        lines = [f"audited {n} images: {n_pass} pass, {len(self.leaks)} leak, {len(self.errors)} errors"]
+        for r in self.leaks:
+            lines.append(f"LEAK {r.file}: " + "; ".join(r.reasons))
+        for r in self.errors:
+            lines.append(f"error: {r.error}")
+        for p in self.problems:
+            lines.append(f"input problem: {p}")
+        return "\n".join(lines)
+
+
+def _by_stem(folder: Path) -> dict[str, Path]:
+    paths, _ = collect_images([folder])
+    out: dict[str, Path] = {}
+    for p in paths:
+        out.setdefault(p.stem, p)
+    return out
+
+
+def audit_folder(
+    folder: str | Path,
+    *,
+    originals: str | Path | None = None,
+    facemask_dir: str | Path | None = None,
+    detector: FaceDetector | None = None,
+    thresholds: AuditThresholds | None = None,
+    report_path: str | Path | None = None,
+    progress: Callable[[AuditRecord], None] | None = None,
+) -> AuditReport:
+    """Audit every image in ``folder`` (not recursive; a ``facemask/`` subfolder is used when present).
+
+    originals: folder of the un-anonymised images, matched by stem. facemask_dir: face masks matched by stem
+    (default ``folder/facemask`` when it exists). The report goes to ``report_path`` (default
+    ``folder/audit_report.csv``).
+    """
+    t = thresholds or AuditThresholds()
+    detector = detector or default_detector(t.detect_threshold)
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise P3MError(f"{folder}: folder not found")
+    for name, d in (("originals", originals), ("facemask", facemask_dir)):
+        if d is not None and not Path(d).is_dir():
+            raise P3MError(f"{d}: {name} folder not found")
+    if facemask_dir is None and (folder / "facemask").is_dir():
+        facemask_dir = folder / "facemask"
+    paths, problems = collect_images([folder])
+    report = AuditReport(problems=problems)
+    originals_by_stem = _by_stem(Path(originals)) if originals is not None else {}
+    masks_by_stem = _by_stem(Path(facemask_dir)) if facemask_dir is not None else {}
+    for path in paths:
+        rec = AuditRecord(stem=path.stem, file=str(path))
+        try:
+            image = read_image(path)  # first: a broken file gets read_image's clear one-line error
+            rec.metadata = has_metadata(path)
+            if rec.metadata:
+                rec.reasons.append("metadata: " + ", ".join(rec.metadata))
+            original = None
+            if originals is not None:
+                if path.stem not in originals_by_stem:
+                    raise P3MError(f"{path}: no original {path.stem}.* in {originals}")
+                original = read_image(originals_by_stem[path.stem])
+            facemask = None
+            if facemask_dir is not None:
+                if path.stem not in masks_by_stem:
+                    rec.reasons.append(f"no facemask {path.stem}.png in {facemask_dir}")
+                else:
+                    facemask = read_mask(masks_by_stem[path.stem])
+            audit_image(image, detector=detector, thresholds=t, original=original, facemask=facemask, record=rec)
+        except (P3MError, OSError, ValueError) as exc:
+            rec.error = str(exc).replace("\n", " ")
+            if not rec.error.startswith(str(path)):
+                rec.error = f"{path}: {rec.error}"
+        report.records.append(rec)
+        if progress:
+            progress(rec)
+    report.write_csv(Path(report_path) if report_path is not None else folder / AUDIT_REPORT_NAME)
+    return report

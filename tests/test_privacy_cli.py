@@ -1,0 +1,340 @@
+"""End to end: `p3m anonymize` and `p3m audit` on real faces, bad inputs, metadata, datasets, synthetic portraits."""
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+from skimage.metrics import structural_similarity
+
+from p3m.commands import anonymize as anonymize_cmd
+from p3m.commands import audit as audit_cmd
+from p3m.errors import P3MError
+from p3m.io import read_image, read_mask, write_image
+from p3m.privacy.anonymize import AnonymizeOptions, anonymize_image
+from p3m.privacy.detect import Face
+
+TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata"
+PORTRAITS = TESTDATA / "portraits"
+OPEN_FACE = "p_07141906"  # the one unobfuscated face named by the shared test data README
+
+
+def run_cli(argv: list[str]) -> int:
+    """Like `p3m.cli.main` for the two privacy verbs: parse, run, P3MError -> one line + exit 2."""
+    parser = argparse.ArgumentParser(prog="p3m")
+    sub = parser.add_subparsers(dest="command")
+    for module in (anonymize_cmd, audit_cmd):
+        module.add_parser(sub).set_defaults(_run=module.run)
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except P3MError as exc:
+        print(f"p3m {args.command}: error: {exc}")
+        return 2
+
+
+def _gray(img):
+    return cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float64)
+
+
+def _hf_energy(gray, region):
+    """Mean squared 4-neighbour Laplacian inside ``region`` shrunk by 2 px (literal)."""
+    lap = np.zeros_like(gray)
+    lap[1:-1, 1:-1] = gray[:-2, 1:-1] + gray[2:, 1:-1] + gray[1:-1, :-2] + gray[1:-1, 2:] - 4 * gray[1:-1, 1:-1]
+    inner = cv2.erode(region.astype(np.uint8), np.ones((5, 5), np.uint8), borderValue=0).astype(bool)
+    return float((lap[inner] ** 2).mean())
+
+
+def _ssim_in(a, b, region):
+    _, smap = structural_similarity(_gray(a), _gray(b), data_range=255, full=True)
+    return float(smap[region].mean())
+
+
+def _csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="module")
+def real_faces(tmp_path_factory) -> Path:
+    """PNG copies (lossless, so 'unchanged' can be checked bit-exactly) of astronaut, camera and the open face."""
+    src = PORTRAITS / "image" / f"{OPEN_FACE}.jpg"
+    if not src.is_file():
+        pytest.skip(f"shared test data not found at {src}")
+    d = tmp_path_factory.mktemp("faces_in")
+    write_image(d / "astronaut.png", data.astronaut())
+    write_image(d / "camera.png", np.repeat(data.camera()[..., None], 3, axis=2))
+    write_image(d / f"{OPEN_FACE}.png", read_image(src))
+    return d
+
+
+@pytest.fixture(scope="module")
+def alpha_dir(tmp_path_factory) -> Path:
+    """Mattes by stem: the reference alpha for the open face, fully opaque ones for the skimage images."""
+    ref = PORTRAITS / "reference_alpha" / f"{OPEN_FACE}.png"
+    if not ref.is_file():
+        pytest.skip(f"shared test data not found at {ref}")
+    d = tmp_path_factory.mktemp("alpha")
+    write_image(d / f"{OPEN_FACE}.png", read_mask(ref))
+    write_image(d / "astronaut.png", np.full((512, 512), 255, np.uint8))
+    write_image(d / "camera.png", np.full((512, 512), 255, np.uint8))
+    return d
+
+
+@pytest.fixture(scope="module", params=["blur", "mosaic", "zero"])
+def anonymized(request, real_faces, alpha_dir, tmp_path_factory) -> tuple[str, Path]:
+    out = tmp_path_factory.mktemp(f"out_{request.param}")
+    argv = ["anonymize", str(real_faces), "-o", str(out), "--method", request.param, "--alpha", str(alpha_dir), "-q"]
+    rc = run_cli(argv)
+    assert rc == 0
+    return request.param, out
+
+
+def test_anonymize_removes_identifying_detail_and_keeps_the_rest(anonymized, real_faces, alpha_dir):
+    method, out = anonymized
+    rows = {r["stem"]: r for r in _csv(out / "anonymize_report.csv")}
+    assert set(rows) == {"astronaut", "camera", OPEN_FACE}
+    for stem in rows:
+        assert rows[stem]["status"] == "ok" and rows[stem]["faces"] == "1", rows[stem]
+        original = read_image(real_faces / f"{stem}.png")
+        result = read_image(out / f"{stem}.png")
+        private = read_mask(out / "facemask" / f"{stem}.png") > 0
+        assert set(np.unique(read_mask(out / "facemask" / f"{stem}.png"))) <= {0, 255}
+        assert private.sum() > 1000
+        # outside the private area: bit-identical (PNG in, PNG out)
+        np.testing.assert_array_equal(result[~private], original[~private])
+        # inside: identifying detail gone
+        if method == "blur":
+            assert _ssim_in(original, result, private) < 0.3
+            assert _hf_energy(_gray(result), private) <= 0.05 * _hf_energy(_gray(original), private)
+        elif method == "mosaic":
+            assert _ssim_in(original, result, private) < 0.5
+            assert len(np.unique(result[private].reshape(-1, 3), axis=0)) <= 80  # a few cells, not a face
+        else:
+            assert (result[private] == 0).all()
+        # the transition band of the alpha matte is untouched
+        alpha = read_mask(alpha_dir / f"{stem}.png")
+        band = (alpha > 0) & (alpha < 255)
+        assert not (private & band).any()
+        np.testing.assert_array_equal(result[band], original[band])
+    # the open face has hair/outline pixels inside its face ellipse that were kept
+    alpha = read_mask(alpha_dir / f"{OPEN_FACE}.png")
+    assert ((alpha > 0) & (alpha < 255))[private_face_box(rows[OPEN_FACE])].any()
+
+
+def private_face_box(row: dict[str, str]) -> tuple[slice, slice]:
+    x0, y0, x1, y1 = (float(v) for v in row["boxes"].split(";")[0].split())
+    return slice(int(y0), int(y1)), slice(int(x0), int(x1))
+
+
+def test_audit_passes_on_outputs(anonymized, real_faces):
+    method, out = anonymized
+    assert run_cli(["audit", str(out), "--originals", str(real_faces), "-q"]) == 0
+    rows = _csv(out / "audit_report.csv")
+    assert {r["status"] for r in rows} == {"pass"} and len(rows) == 3
+    assert all(float(r["max_ssim"]) < 0.5 and float(r["min_coverage"]) >= 0.5 for r in rows)
+
+
+def test_audit_fails_on_inputs(real_faces, tmp_path, capsys):
+    report = tmp_path / "audit_inputs.csv"
+    assert run_cli(["audit", str(real_faces), "--report", str(report), "-q"]) == 1
+    rows = {r["stem"]: r for r in _csv(report)}
+    assert len(rows) == 3 and all(r["status"] == "leak" for r in rows.values())
+    assert all(float(r["max_detail"]) >= 3.0 for r in rows.values())
+    assert "LEAK" in capsys.readouterr().out
+    # compared with themselves as originals, every face is also "still similar"
+    assert run_cli(["audit", str(real_faces), "--originals", str(real_faces), "--report", str(report), "-q"]) == 1
+    assert all(float(r["max_ssim"]) > 0.99 for r in _csv(report))
+
+
+def test_audit_flags_faces_outside_the_facemask_and_metadata(tmp_path):
+    # the un-anonymised astronaut with an empty facemask: detail and coverage both leak
+    d = tmp_path / "a"
+    write_image(d / "astronaut.png", data.astronaut())
+    write_image(d / "facemask" / "astronaut.png", np.zeros((512, 512), np.uint8))
+    assert run_cli(["audit", str(d), "-q"]) == 1
+    reasons = _csv(d / "audit_report.csv")[0]["reasons"]
+    assert "outside the facemask" in reasons and "detail" in reasons
+    # a properly blurred image passes, until it carries EXIF
+    face = Face((182.0, 58.0, 270.0, 178.0), 0.9, None)
+    clean = anonymize_image(data.astronaut(), detector=FixedFaces([face])).image
+    e = tmp_path / "e"
+    write_image(e / "astronaut.jpg", clean)
+    assert run_cli(["audit", str(e), "-q"]) == 0
+    exif = Image.Exif()
+    exif[0x010F] = "CameraMaker"
+    Image.fromarray(clean).save(e / "astronaut.jpg", exif=exif.tobytes(), quality=95)
+    assert run_cli(["audit", str(e), "-q"]) == 1
+    row = _csv(e / "audit_report.csv")[0]
+    assert row["status"] == "leak" and "metadata" in row["reasons"] and "exif" in row["metadata"]
+
+
+def _jpeg_with_metadata(path: Path, rgb: np.ndarray) -> None:
+    exif = Image.Exif()
+    exif[0x010F] = "CameraMaker"
+    exif[0x0110] = "CameraModel"
+    gps = exif.get_ifd(0x8825)
+    gps[1] = "N"
+    gps[2] = (52.0, 31.0, 12.0)
+    Image.fromarray(rgb).save(path, exif=exif.tobytes(), comment=b"secret comment", quality=95)
+
+
+def test_no_metadata_in_outputs_and_bad_files_are_skipped(tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    _jpeg_with_metadata(src / "astro.jpg", data.astronaut())
+    png = Image.fromarray(data.astronaut()[::2, ::2].copy())
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Author", "someone")
+    png.save(src / "small.png", pnginfo=info)
+    (src / "broken.jpg").write_bytes(b"not an image at all")
+    (src / "empty.png").write_bytes(b"")
+    with Image.open(src / "astro.jpg") as im:
+        assert im.getexif() and "comment" in im.info  # the input really carries metadata
+    out = tmp_path / "out"
+    rc = run_cli(["anonymize", str(src), "-o", str(out)])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "broken.jpg" in err and "empty.png" in err and "Traceback" not in err
+    rows = {r["stem"]: r for r in _csv(out / "anonymize_report.csv")}
+    assert rows["broken"]["status"] == rows["empty"]["status"] == "error"
+    assert rows["astro"]["status"] == "ok" and rows["small"]["status"] == "ok"
+    assert (out / "astro.jpg").is_file() and (out / "small.png").is_file()
+    for p in [out / "astro.jpg", out / "small.png", out / "facemask" / "astro.png"]:
+        with Image.open(p) as im:
+            assert not im.getexif(), p
+            assert not {"exif", "comment", "xmp", "icc_profile"} & set(im.info), (p, im.info.keys())
+            assert not getattr(im, "text", {}), p
+        raw = p.read_bytes()
+        assert b"CameraMaker" not in raw and b"secret comment" not in raw and b"someone" not in raw
+    # JPEG written back at high quality: close to the original outside the face
+    res = read_image(out / "astro.jpg")
+    private = read_mask(out / "facemask" / "astro.png") > 0
+    assert np.abs(res.astype(int) - read_image(src / "astro.jpg").astype(int))[~private].mean() < 2.0
+
+
+def test_no_face_is_flagged_and_strict_makes_it_an_error(tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    write_image(src / "noface.png", cv2.GaussianBlur(rng.integers(0, 255, (128, 160, 3), dtype=np.uint8), (0, 0), 4))
+    out = tmp_path / "out"
+    assert run_cli(["anonymize", str(src), "-o", str(out)]) == 0
+    text = capsys.readouterr()
+    assert "NO FACE FOUND" in text.out and "noface" in text.out
+    row = _csv(out / "anonymize_report.csv")[0]
+    assert row["status"] == "no_face" and row["faces"] == "0"
+    np.testing.assert_array_equal(read_image(out / "noface.png"), read_image(src / "noface.png"))
+    assert not read_mask(out / "facemask" / "noface.png").any()
+    assert run_cli(["anonymize", str(src), "-o", str(tmp_path / "out2"), "--strict", "-q"]) == 1
+
+
+def test_argument_and_alpha_errors_are_one_line(tmp_path, capsys):
+    src = tmp_path / "in"
+    write_image(src / "a.png", np.zeros((64, 64, 3), np.uint8))
+    write_image(src / "b.png", np.zeros((64, 64, 3), np.uint8))
+    alphas = tmp_path / "alpha"
+    write_image(alphas / "a.png", np.zeros((32, 32), np.uint8))  # wrong size; b has none
+    out = tmp_path / "out"
+    assert run_cli(["anonymize", str(src), "-o", str(out), "--alpha", str(alphas), "-q"]) == 1
+    rows = {r["stem"]: r for r in _csv(out / "anonymize_report.csv")}
+    assert rows["a"]["status"] == "error" and "32x32" in rows["a"]["message"] and "a.png" in rows["a"]["message"]
+    assert rows["b"]["status"] == "error" and "no alpha matte" in rows["b"]["message"]
+    assert not (out / "a.png").exists() and not (out / "b.png").exists()  # nothing un-obfuscated written
+    assert run_cli(["anonymize", "-o", str(out)]) == 2
+    assert run_cli(["anonymize", str(src), "-o", str(out), "--alpha", str(tmp_path / "nope")]) == 2
+    assert run_cli(["anonymize", str(tmp_path / "missing.png"), "-o", str(out), "-q"]) == 1
+    assert run_cli(["audit", str(tmp_path / "nope")]) == 2
+    assert "error:" in capsys.readouterr().out
+
+
+class FixedFaces:
+    """A FaceDetector returning fixed faces (the protocol is structural)."""
+
+    def __init__(self, faces):
+        self.faces = faces
+
+    def detect(self, image):
+        return list(self.faces)
+
+
+def test_anonymize_image_with_pluggable_detector_and_trimap():
+    img = data.astronaut()
+    face = Face((182.0, 58.0, 270.0, 178.0), 0.9, None)
+    trimap = np.full((512, 512), 255, np.uint8)
+    trimap[:, 200:215] = 128
+    res = anonymize_image(img, detector=FixedFaces([face]), options=AnonymizeOptions(method="zero", mask_scale=1.0),
+                          trimap=trimap)
+    assert res.faces == [face]
+    assert not res.private[:, 200:215].any() and res.private[118, 226]
+    np.testing.assert_array_equal(res.image[:, 200:215], img[:, 200:215])
+    assert (res.image[res.private] == 0).all()
+
+
+# --------------------------------------------------------------------------------------------- synthetic data
+
+
+def _synth_root(tmp_path: Path, n: int) -> tuple[Path, list]:
+    from p3m.data.synth import render_portrait
+
+    rng = np.random.default_rng(7)
+    root = tmp_path / "mine"
+    portraits = []
+    for i in range(n):
+        p = render_portrait(rng, (256, 256), back_view_prob=0.0, two_person_prob=0.3)
+        stem = f"s_{i:02d}"
+        write_image(root / "original_image" / f"{stem}.png", p.image)
+        write_image(root / "mask" / f"{stem}.png", np.clip(np.rint(p.alpha * 255), 0, 255).astype(np.uint8))
+        portraits.append((stem, p))
+    return root, portraits
+
+
+def test_dataset_mode_builds_p3m_layout_and_facemasks_cover_faces(tmp_path):
+    pytest.importorskip("p3m.data.synth")
+    root, portraits = _synth_root(tmp_path, 8)
+    out = tmp_path / "P3M"
+    rc = run_cli(["anonymize", "--dataset", str(root), "-o", str(out), "-q"])
+    rows = {r["stem"]: r for r in _csv(out / "anonymize_report.csv")}
+    assert rc == 0 and len(rows) == 8
+    detected, total, ious = 0, 0, []
+    for stem, p in portraits:
+        assert (out / "blurred_image" / f"{stem}.jpg").is_file()
+        np.testing.assert_array_equal(read_mask(out / "mask" / f"{stem}.png"), read_mask(root / "mask" / f"{stem}.png"))
+        ours = read_mask(out / "facemask" / f"{stem}.png") > 100
+        total += len(p.face_boxes)
+        detected += min(int(rows[stem]["faces"]), len(p.face_boxes))
+        if rows[stem]["faces"] != "0" and int(rows[stem]["faces"]) == len(p.face_boxes):
+            truth = p.facemask
+            ious.append((ours & truth).sum() / (ours | truth).sum())
+            # the transition band stays out of the facemask
+            assert not (ours & (p.alpha > 0) & (p.alpha < 1)).any()
+    recall = detected / total
+    print(f"synthetic faces detected {detected}/{total}; facemask IoU {np.round(ious, 2).tolist()}")
+    assert recall >= 0.7
+    assert ious and min(ious) >= 0.7 and float(np.mean(ious)) >= 0.8
+    # the dataset audit passes against the originals
+    assert run_cli(["audit", str(out / "blurred_image"), "--originals", str(root / "original_image"),
+                    "--facemask", str(out / "facemask"), "-q"]) == 0
+
+
+def test_dataset_mode_missing_folders_and_masks(tmp_path):
+    root = tmp_path / "ds"
+    write_image(root / "image" / "a.png", np.zeros((64, 64, 3), np.uint8))
+    assert run_cli(["anonymize", "--dataset", str(root), "-o", str(tmp_path / "o"), "-q"]) == 2  # no mask/
+    write_image(root / "mask" / "b.png", np.zeros((64, 64), np.uint8))
+    assert run_cli(["anonymize", "--dataset", str(root), "-o", str(tmp_path / "o"), "-q"]) == 1
+    row = _csv(tmp_path / "o" / "anonymize_report.csv")[0]
+    assert row["status"] == "error" and "no mask" in row["message"]
+
+
+def test_verbs_are_registered_in_the_cli():
+    from p3m import cli
+
+    assert "anonymize" in cli.COMMANDS and "audit" in cli.COMMANDS
