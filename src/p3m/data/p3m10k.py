@@ -31,6 +31,9 @@ _COMPANION_FOLDERS = {
     "fg": ("fg", "fg_blurred"),  # 2021 README convention, then the 2024 release
     "bg": ("bg",),
 }
+# Companions that may be absent for some stems: facemasks were a separate download, and a back-view portrait
+# has no face. A missing facemask gives `Sample.facemask = None`; other companions missing are problems.
+_OPTIONAL_PER_STEM = {"facemask"}
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,12 @@ def _image_extensions() -> set[str]:
 def _index_folder(folder: Path, extensions: set[str], problems: list[str]) -> dict[str, Path]:
     """Map stem -> file for the image files of one folder; hidden files and other types are ignored."""
     index: dict[str, Path] = {}
-    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError as exc:
+        problems.append(f"{folder}: cannot list folder ({exc.strerror or exc})")
+        return index
+    for entry in entries:
         if entry.name.startswith(".") or not entry.is_file():
             continue
         path = Path(entry.path)
@@ -136,7 +144,7 @@ def _discover_split(name: str, split_dir: Path, extensions: set[str], problems: 
         for stem in sorted(set(index) - set(stems)):
             problems.append(f"{index[stem]}: {field} file without image or mask")
         for stem in stems:
-            if stem not in index:
+            if stem not in index and field not in _OPTIONAL_PER_STEM:
                 problems.append(f"{images.get(stem) or masks[stem]}: no {field} with stem {stem!r} in {folder}")
 
     samples = []
@@ -163,16 +171,16 @@ def _header_size(path: Path, problems: list[str]) -> tuple[int, int] | None:
 
 def _validate_sizes(samples: Iterable[Sample], problems: list[str]) -> None:
     for sample in samples:
-        image_size = _header_size(sample.image, problems)
+        image_hw = _header_size(sample.image, problems)
         for field in ("mask", "trimap", "facemask", "fg", "bg"):
             path = getattr(sample, field)
             if path is None:
                 continue
             size = _header_size(path, problems)
-            if image_size is not None and size is not None and size != image_size:
+            if image_hw is not None and size is not None and size != image_hw:
                 problems.append(
                     f"{path}: {field} is {size[1]}x{size[0]} but image {sample.image.name} is "
-                    f"{image_size[1]}x{image_size[0]} (WxH)"
+                    f"{image_hw[1]}x{image_hw[0]} (WxH)"
                 )
 
 
@@ -213,7 +221,9 @@ def open_dataset(root: str | os.PathLike, *, validate: bool = True, require: Ite
         for samples in splits.values():
             _validate_sizes(samples, problems)
     if problems:
-        raise DatasetError(_format_problems(root, problems))
+        error = DatasetError(_format_problems(root, problems))
+        error.problems = list(dict.fromkeys(problems))  # one entry per problem, for programs
+        raise error
     return P3M10k(root, splits, split_dirs)
 
 
