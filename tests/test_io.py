@@ -284,6 +284,13 @@ def test_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]  # temporary cleaned up
 
 
+def test_written_files_get_normal_permissions(tmp_path: Path) -> None:
+    out = io.write_image(tmp_path / "perm.png", _gradient())
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
 def test_write_creates_parent_folders(tmp_path: Path) -> None:
     out = io.write_image(tmp_path / "a" / "b" / "c.png", _gradient())
     assert out.exists()

@@ -242,6 +242,16 @@ def encode_image(array: np.ndarray, fmt: str = "png", *, quality: int = 95) -> b
     return buf.getvalue()
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Read once at import: os.umask can only be read by setting it, which is not thread-safe.
+_UMASK = _read_umask()
+
+
 def write_bytes_atomic(path: PathLike, data: bytes) -> Path:
     """Write bytes to ``path`` atomically: temporary file in the same folder, fsync, then rename."""
     dest = Path(path)
@@ -252,6 +262,8 @@ def write_bytes_atomic(path: PathLike, data: bytes) -> Path:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        # mkstemp creates 0600; give the file the mode a plain open() would (0666 minus the umask).
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, dest)
     except BaseException:
         try:

@@ -40,11 +40,18 @@ def _interp_axis(a: np.ndarray, axis: int, n_out: int) -> np.ndarray:
     shape[axis] = n_out
     v0 = np.take(a, i0, axis=axis)
     v1 = np.take(a, i1, axis=axis)
-    w0 = w0.reshape(shape).astype(a.dtype, copy=False)
-    w1 = w1.reshape(shape).astype(a.dtype, copy=False)
-    interior = ((w0 + w1) == 1).reshape(shape)
-    # v0 + t*(v1 - v0) keeps constant runs exactly constant; w0*v0 + w1*v1 handles the zero border
-    out = np.where(interior, v0 + w1 * (v1 - v0), w0 * v0 + w1 * v1)
+    # v0 + t*(v1 - v0) keeps constant runs exactly constant ...
+    out = v1 - v0
+    out *= w1.reshape(shape).astype(a.dtype, copy=False)
+    out += v0
+    # ... and the few border taps that read the zero padding use w0*v0 + w1*v1
+    edge = np.flatnonzero((w0 + w1) != 1)
+    if edge.size:
+        e0 = np.take(v0, edge, axis=axis) * w0[edge].reshape(shape[:axis] + [-1] + shape[axis + 1:])
+        e1 = np.take(v1, edge, axis=axis) * w1[edge].reshape(shape[:axis] + [-1] + shape[axis + 1:])
+        idx = [slice(None)] * a.ndim
+        idx[axis] = edge
+        out[tuple(idx)] = e0 + e1
     return out
 
 

@@ -1,0 +1,212 @@
+"""`p3m matte INPUT... -o OUTDIR`: alpha mattes and decontaminated cutouts for files, folders and globs."""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from p3m.errors import P3MError
+
+OUTPUT_KINDS = ("alpha", "rgba", "fg", "composite")
+COLOR_NAMES = {
+    "white": (255, 255, 255),
+    "black": (0, 0, 0),
+    "gray": (128, 128, 128),
+    "grey": (128, 128, 128),
+    "red": (255, 0, 0),
+    "green": (0, 255, 0),
+    "blue": (0, 0, 255),
+}
+
+
+def parse_outputs(text: str) -> list[str]:
+    """'alpha,rgba' -> ['alpha', 'rgba'] (validated, order kept, duplicates dropped)."""
+    kinds = [k.strip().lower() for k in text.split(",") if k.strip()]
+    bad = [k for k in kinds if k not in OUTPUT_KINDS]
+    if bad or not kinds:
+        raise argparse.ArgumentTypeError(
+            f"unknown output kind(s) {', '.join(bad) or '(none)'}; choose from {','.join(OUTPUT_KINDS)}"
+        )
+    return list(dict.fromkeys(kinds))
+
+
+def parse_color(text: str) -> tuple[int, int, int] | None:
+    """'white' / '#RRGGBB' / '#RGB' / 'R,G,B' -> (r, g, b); None when it is not a colour."""
+    t = text.strip().lower()
+    if t in COLOR_NAMES:
+        return COLOR_NAMES[t]
+    m = re.fullmatch(r"#([0-9a-f]{6}|[0-9a-f]{3})", t)
+    if m:
+        h = m.group(1)
+        if len(h) == 3:
+            h = "".join(c * 2 for c in h)
+        return int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16)
+    m = re.fullmatch(r"(\d{1,3}),\s*(\d{1,3}),\s*(\d{1,3})", t)
+    if m:
+        rgb = tuple(int(v) for v in m.groups())
+        if max(rgb) > 255:
+            raise P3MError(f"background colour {text!r}: components must be 0-255")
+        return rgb  # type: ignore[return-value]
+    return None
+
+
+def _tile_count(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 64 or v % 32:
+        raise argparse.ArgumentTypeError(f"tile size must be a multiple of 32 and >= 64, got {v}")
+    return v
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "matte",
+        help="alpha mattes and cutouts of portraits (files, folders, globs)",
+        description=(
+            "Predict alpha mattes with P3M-Net and write <stem>_alpha.png, <stem>_rgba.png (straight RGBA with "
+            "decontaminated foreground colours), <stem>_fg.png and <stem>_composite.png into OUTDIR. A bad input "
+            "is reported and skipped; exit code 1 when any input failed, 2 for usage or configuration errors."
+        ),
+    )
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    parser.add_argument("-o", "--outdir", required=True, metavar="OUTDIR", help="output folder (created if missing)")
+    parser.add_argument("--recursive", action="store_true", help="descend into sub-folders of folder inputs")
+    parser.add_argument("--output", type=parse_outputs, default=["alpha", "rgba"], metavar="KINDS",
+                        help="comma-separated outputs among alpha,rgba,fg,composite (default alpha,rgba)")
+    parser.add_argument("--background", default="white", metavar="COLOR|IMAGE",
+                        help="composite background: white, black, gray, green, ..., #RRGGBB, R,G,B or an image file "
+                             "(default white)")
+    parser.add_argument("--composite-format", choices=("png", "jpg"), default="png",
+                        help="file format of <stem>_composite (default png)")
+    exist = parser.add_mutually_exclusive_group()
+    exist.add_argument("--skip-existing", action="store_true", help="skip inputs whose outputs all exist")
+    exist.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.add_argument("--weights", default=None, metavar="PATH|NAME",
+                        help="checkpoint or .onnx file, or a name from `p3m models` (default: the model folder's)")
+    parser.add_argument("--model", default=None, metavar="ARCH", help="architecture, e.g. p3m-r34 (default: from the weights)")
+    parser.add_argument("--strategy", choices=("hybrid", "resize", "highres"), default="hybrid",
+                        help="test strategy (default hybrid; highres for 4K and larger, bounded memory)")
+    parser.add_argument("--resize", dest="resize_mode", choices=("fast", "paper"), default="fast",
+                        help="resize function: fast (OpenCV) or paper (the published scikit-image 0.14.5 R)")
+    parser.add_argument("--backend", choices=("auto", "torch", "onnxruntime"), default="auto",
+                        help="inference backend (default auto: onnxruntime for .onnx weights)")
+    parser.add_argument("--device", default="auto", metavar="auto|cpu|cuda",
+                        help="device (default auto); an unavailable cuda is an error, never a silent CPU fallback")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+                        help="torch precision (default auto: bf16 where the hardware supports it)")
+    parser.add_argument("--foreground-method", choices=("ml", "blur", "pymatting"), default="ml",
+                        help="foreground colour estimation: ml (multi-level, numpy; default), blur (blur-fusion, "
+                             "fastest) or pymatting (pymatting's numba implementation)")
+    parser.add_argument("--tile", type=_tile_count, default=1024, help="highres tile side (default 1024)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def _output_paths(src: Path, outdir: Path, subdir: Path, kinds: list[str], composite_ext: str) -> dict[str, Path]:
+    base = outdir / subdir
+    return {k: base / f"{src.stem}_{k}{composite_ext if k == 'composite' else '.png'}" for k in kinds}
+
+
+def _subdirs(paths: list[Path]) -> list[Path]:
+    """Relative output sub-folders: none, unless two inputs share a stem (then mirror their folders)."""
+    stems = [p.stem for p in paths]
+    if len(set(stems)) == len(stems):
+        return [Path()] * len(paths)
+    parents = [p.resolve().parent for p in paths]
+    root = Path(os.path.commonpath([str(p) for p in parents]))
+    return [par.relative_to(root) for par in parents]
+
+
+def _fit_background(bg: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Scale-to-cover and centre-crop a background image to h x w."""
+    import cv2
+
+    bh, bw = bg.shape[:2]
+    scale = max(h / bh, w / bw)
+    nh, nw = max(h, round(bh * scale)), max(w, round(bw * scale))
+    resized = cv2.resize(bg, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    y, x = (nh - h) // 2, (nw - w) // 2
+    return resized[y:y + h, x:x + w]
+
+
+def run(args: argparse.Namespace) -> int:
+    from p3m.io import collect_images, read_image, write_image
+
+    kinds: list[str] = args.output
+    background: tuple[int, int, int] | np.ndarray = (255, 255, 255)
+    if "composite" in kinds:
+        color = parse_color(args.background)
+        if color is not None:
+            background = color
+        elif Path(args.background).is_file():
+            background = read_image(args.background)
+        else:
+            raise P3MError(f"--background {args.background!r} is neither a colour (name, #RRGGBB, R,G,B) nor an image file")
+
+    paths, problems = collect_images(args.inputs, recursive=args.recursive)
+    for msg in problems:
+        print(f"p3m matte: {msg}", file=sys.stderr)
+    if not paths:
+        raise P3MError("no input images" + (f" ({'; '.join(problems)})" if problems else ""))
+
+    outdir = Path(args.outdir)
+    ext = ".jpg" if args.composite_format == "jpg" else ".png"
+    jobs = [(p, _output_paths(p, outdir, sub, kinds, ext)) for p, sub in zip(paths, _subdirs(paths))]
+    if args.skip_existing:
+        kept = [(p, outs) for p, outs in jobs if not all(o.exists() for o in outs.values())]
+        skipped = len(jobs) - len(kept)
+        jobs = kept
+    else:
+        skipped = 0
+        if not args.overwrite:
+            existing = [o for _, outs in jobs for o in outs.values() if o.exists()]
+            if existing:
+                shown = ", ".join(str(o) for o in existing[:5]) + (f" and {len(existing) - 5} more" if len(existing) > 5 else "")
+                raise P3MError(f"refusing to overwrite {len(existing)} existing output(s): {shown}; "
+                               "pass --overwrite or --skip-existing")
+
+    from p3m.infer.matter import Matter
+
+    matter = Matter(model=args.model, weights=args.weights, device=args.device, strategy=args.strategy,
+                    backend=args.backend, precision=args.precision, resize_mode=args.resize_mode,
+                    foreground_method=args.foreground_method, tile=args.tile)
+    from tqdm import tqdm
+
+    failed = len(problems)
+    done = 0
+    bar = tqdm(jobs, desc="matte", unit="img", disable=args.quiet, file=sys.stderr)
+    for src, outs in bar:
+        try:
+            result = matter.matte(src, foreground=any(k != "alpha" for k in kinds))
+            for kind, dest in outs.items():
+                if kind == "alpha":
+                    array = result.alpha_uint8()
+                elif kind == "rgba":
+                    array = result.cutout
+                elif kind == "fg":
+                    array = result.foreground
+                else:
+                    bg = background
+                    if isinstance(bg, np.ndarray):
+                        bg = _fit_background(bg, *result.alpha.shape)
+                    array = result.composite(bg)
+                write_image(dest, array)
+            done += 1
+        except (P3MError, OSError, ValueError, RuntimeError, MemoryError) as exc:
+            failed += 1
+            msg = str(exc)
+            if str(src) not in msg:
+                msg = f"{src}: {msg}"
+            tqdm.write(f"p3m matte: error: {msg}", file=sys.stderr)
+    bar.close()
+    if not args.quiet:
+        note = f", {skipped} skipped (outputs exist)" if skipped else ""
+        print(f"p3m matte: {done} image(s) written to {outdir}{note}, {failed} failed "
+              f"[{matter.arch or 'model'} on {matter.device}, {matter.backend}, {matter.strategy}]", file=sys.stderr)
+    return 1 if failed else 0

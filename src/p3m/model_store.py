@@ -1,0 +1,303 @@
+"""The toolkit's model folder: where trained and downloaded checkpoints live, by name.
+
+Folder: `$P3M_HOME/models` (default `~/.p3m/models`). `p3m train` / `p3m demo` call `register`, which
+copies the checkpoint (and its JSON sidecar) in and records it in `index.json`; users may also drop
+published files (`p3mnet_pretrained_on_p3m10k.pth`, `*.safetensors`, exported `*.onnx`) into the folder.
+`list_models` reports both, guessing the architecture of dropped files from their key names without
+unpickling anything unsafe (weights-only loading; safetensors and ONNX headers only).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from p3m.errors import CheckpointError
+
+__all__ = [
+    "ModelEntry",
+    "model_home",
+    "register",
+    "list_models",
+    "resolve",
+    "guess_arch",
+    "default_model",
+    "missing_weights_help",
+    "WEIGHT_SUFFIXES",
+    "PUBLISHED_R34",
+]
+
+INDEX_NAME = "index.json"
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt", ".tar", ".onnx")
+PUBLISHED_R34 = "p3mnet_pretrained_on_p3m10k.pth"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# key prefixes that identify an architecture (reference 4.5, 5.3, 6.3)
+_ARCH_KEYS = (
+    ("resnet.", "p3m-r34"),
+    ("encoder.layers.0.RC", "p3m-vitae-s"),
+    ("encoder.patch_embed", "p3m-swin-t"),
+)
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model of the folder. origin: what made it ("demo", "train", "published", "dropped file", ...)."""
+
+    name: str
+    path: Path
+    arch: str | None
+    origin: str
+    created: str
+    format: str = field(default="")  # "safetensors", "pth" or "onnx"
+    registered: bool = field(default=False)
+
+
+def model_home() -> Path:
+    """`$P3M_HOME/models`, or `~/.p3m/models` when P3M_HOME is unset (not created here)."""
+    root = os.environ.get("P3M_HOME")
+    base = Path(root).expanduser() if root else Path.home() / ".p3m"
+    return base / "models"
+
+
+def missing_weights_help() -> str:
+    """How to get weights, for error messages."""
+    return (
+        f"no trained weights found in {model_home()}; train some with `p3m demo` or `p3m train` "
+        f"(they register themselves there), drop the published {PUBLISHED_R34} into that folder, "
+        "or pass --weights PATH"
+    )
+
+
+def _format_of(path: Path) -> str:
+    if path.suffix == ".safetensors":
+        return "safetensors"
+    if path.suffix == ".onnx":
+        return "onnx"
+    return "pth"
+
+
+def _read_index(home: Path) -> dict[str, dict[str, Any]]:
+    p = home / INDEX_NAME
+    if not p.is_file():
+        return {}
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{p}: unreadable model index ({exc}); fix or delete it") from None
+    models = data.get("models", {}) if isinstance(data, dict) else {}
+    return {k: v for k, v in models.items() if isinstance(v, dict)}
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _copy_atomic(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_index(home: Path, models: dict[str, dict[str, Any]]) -> None:
+    text = json.dumps({"version": 1, "models": models}, indent=2, sort_keys=True) + "\n"
+    _write_atomic(home / INDEX_NAME, text.encode("utf-8"))
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime())
+
+
+def register(checkpoint_path: str | os.PathLike[str], name: str, *, arch: str, origin: str,
+             copy: bool = True) -> Path:
+    """Record a checkpoint under `name`; returns the path the store uses for it.
+
+    copy=True copies the weights (and a p3m JSON sidecar `<stem>.json`, if any) into the folder as
+    `<name><suffix>`; copy=False records the absolute path. Re-registering a name replaces it.
+    """
+    src = Path(checkpoint_path).expanduser()
+    if not _NAME_RE.match(name):
+        raise CheckpointError(f"invalid model name {name!r}: use letters, digits, '.', '_' and '-'")
+    if not src.is_file():
+        raise CheckpointError(f"{src}: checkpoint file not found")
+    home = model_home()
+    home.mkdir(parents=True, exist_ok=True)
+    if copy:
+        dst = home / f"{name}{src.suffix}"
+        if src.resolve() != dst.resolve():
+            _copy_atomic(src, dst)
+        sidecar = src.with_suffix(".json")
+        if src.suffix != ".json" and sidecar.is_file() and sidecar.resolve() != dst.with_suffix(".json").resolve():
+            _copy_atomic(sidecar, dst.with_suffix(".json"))
+        stored: str = dst.name
+        path = dst
+    else:
+        path = src.resolve()
+        stored = str(path)
+    models = _read_index(home)
+    models[name] = {"file": stored, "arch": arch, "origin": origin, "created": _now()}
+    _write_index(home, models)
+    return path
+
+
+def _sidecar_arch(path: Path) -> tuple[str | None, dict[str, Any]]:
+    meta = path.with_suffix(".json")
+    if meta.is_file():
+        try:
+            data = json.loads(meta.read_text(encoding="utf-8"))
+            if isinstance(data, dict) and data.get("arch"):
+                return str(data["arch"]), dict(data.get("arch_kwargs") or {})
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            pass
+    return None, {}
+
+
+def _keys_arch(keys: list[str]) -> str | None:
+    keys = [k[len("module."):] if k.startswith("module.") else k for k in keys]
+    for prefix, arch in _ARCH_KEYS:
+        if any(k.startswith(prefix) for k in keys):
+            return arch
+    return None
+
+
+def guess_arch(path: str | os.PathLike[str]) -> tuple[str | None, dict[str, Any]]:
+    """(arch, arch_kwargs) of a checkpoint file without building a model; (None, {}) if unknown.
+
+    Order: p3m JSON sidecar; safetensors header metadata / key names; ONNX metadata; `.pth` key names
+    read with torch's weights-only unpickler (never arbitrary code). R34 width from `resnet.conv1.weight`.
+    """
+    p = Path(path)
+    arch, kwargs = _sidecar_arch(p)
+    if arch:
+        return arch, kwargs
+    try:
+        if p.suffix == ".onnx":
+            import onnx
+
+            model = onnx.load(str(p), load_external_data=False)
+            props = {q.key: q.value for q in model.metadata_props}
+            arch = props.get("arch")
+            kwargs = json.loads(props.get("arch_kwargs", "{}"))
+            return arch, kwargs
+        if p.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(p), framework="pt") as f:
+                header = f.metadata() or {}
+                keys = list(f.keys())
+                arch = header.get("arch") or _keys_arch(keys)
+                if arch == "p3m-r34" and "resnet.conv1.weight" in keys:
+                    width = f.get_slice("resnet.conv1.weight").get_shape()[0]
+                    kwargs = {} if width == 64 else {"width": int(width)}
+            return arch, kwargs
+        import torch
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                obj = torch.load(p, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError:
+                obj = torch.load(p, map_location="cpu", weights_only=True)
+        if isinstance(obj, dict):
+            for key in ("state_dict", "state_dict_ema", "model_state_dict", "model"):
+                if isinstance(obj.get(key), dict):
+                    obj = obj[key]
+                    break
+            keys = [str(k) for k in obj]
+            arch = _keys_arch(keys)
+            conv = obj.get("resnet.conv1.weight", obj.get("module.resnet.conv1.weight"))
+            if arch == "p3m-r34" and conv is not None and conv.shape[0] != 64:
+                kwargs = {"width": int(conv.shape[0])}
+            return arch, kwargs
+    except Exception:  # unreadable or unsafe: listed with an unknown architecture
+        return None, {}
+    return None, {}
+
+
+def list_models() -> list[ModelEntry]:
+    """Registered models (index) plus weight files dropped into the folder, sorted by name."""
+    home = model_home()
+    entries: dict[str, ModelEntry] = {}
+    claimed: set[Path] = set()
+    for name, rec in _read_index(home).items():
+        path = Path(rec.get("file", ""))
+        path = path if path.is_absolute() else home / path
+        if not path.is_file():
+            continue  # deleted behind our back: not offered
+        claimed.add(path.resolve())
+        entries[name] = ModelEntry(name, path, rec.get("arch"), str(rec.get("origin", "registered")),
+                                   str(rec.get("created", "")), _format_of(path), True)
+    if home.is_dir():
+        for path in sorted(home.iterdir()):
+            if not path.is_file() or path.name.startswith(".") or path.resolve() in claimed:
+                continue
+            if not any(path.name.endswith(s) for s in WEIGHT_SUFFIXES):
+                continue
+            name = path.name[: -len(".pth.tar")] if path.name.endswith(".pth.tar") else path.stem
+            if name in entries:
+                continue
+            arch, _ = guess_arch(path)
+            origin = "published (dropped file)" if path.name == PUBLISHED_R34 else "dropped file"
+            created = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(path.stat().st_mtime))
+            entries[name] = ModelEntry(name, path, arch, origin, created, _format_of(path), False)
+    return [entries[k] for k in sorted(entries)]
+
+
+def default_model(arch: str | None = None, fmt: str | None = None) -> ModelEntry | None:
+    """The model used when none is named: the published R34 if present, else the newest matching entry."""
+    # files whose architecture cannot be told (e.g. an ImageNet backbone dropped there) are never picked
+    candidates = [e for e in list_models()
+                  if e.arch is not None and (arch is None or e.arch == arch) and (fmt is None or e.format == fmt)]
+    if not candidates:
+        return None
+    for e in candidates:
+        if e.path.name == PUBLISHED_R34:
+            return e
+    return max(candidates, key=lambda e: (e.created, e.name))
+
+
+def resolve(name_or_path: str | os.PathLike[str]) -> tuple[Path, str | None]:
+    """A file path, or a model name from the folder -> (path, arch or None if it cannot be told)."""
+    p = Path(name_or_path).expanduser()
+    if p.is_file():
+        arch, _ = guess_arch(p)
+        return p, arch
+    name = str(name_or_path)
+    for e in list_models():
+        if e.name == name or e.path.name == name:
+            return e.path, e.arch
+    if any(sep in name for sep in ("/", os.sep)) or p.suffix in WEIGHT_SUFFIXES:
+        raise CheckpointError(f"{p}: weights file not found")
+    known = ", ".join(e.name for e in list_models())
+    if known:
+        raise CheckpointError(f"no model named {name!r} in {model_home()} (available: {known}); see `p3m models`")
+    raise CheckpointError(f"no model named {name!r}: {missing_weights_help()}")
+
+
+def entry_as_dict(entry: ModelEntry) -> dict[str, Any]:
+    """JSON-friendly view of an entry."""
+    d = asdict(entry)
+    d["path"] = str(entry.path)
+    return d
