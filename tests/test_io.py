@@ -145,6 +145,7 @@ def test_zero_byte_file(tmp_path: Path) -> None:
     with pytest.raises(ImageError) as exc:
         io.read_image(path)
     _assert_one_line_error(exc, path, "empty")
+    assert exc.value.reason == "empty"
 
 
 def test_non_image_file(tmp_path: Path) -> None:
@@ -177,6 +178,7 @@ def test_truncated_file(tmp_path: Path, ext: str) -> None:
     msg = str(exc.value)
     assert str(path) in msg and "\n" not in msg
     assert "truncated" in msg.lower() or "cannot" in msg.lower()
+    assert exc.value.reason in ("truncated", "corrupt")
 
 
 def _png_header_only(width: int, height: int) -> bytes:
@@ -198,6 +200,7 @@ def test_pixel_limit_refuses_before_allocating(tmp_path: Path) -> None:
         io.read_image(path)
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     _assert_one_line_error(exc, path, "over the limit")
+    assert exc.value.reason == "too_large"
     assert after - before < 200_000  # KiB: nothing like the 10 GB the header asks for
 
 

@@ -6,7 +6,15 @@ class P3MError(Exception):
 
 
 class ImageError(P3MError, ValueError):
-    """An image file cannot be read or written; the message names the file."""
+    """An image file cannot be read or written; the message names the file.
+
+    ``reason`` says why, for callers that map errors to codes (the HTTP API): ``"missing"``, ``"empty"``,
+    ``"not_image"``, ``"truncated"``, ``"corrupt"``, ``"too_large"`` or ``"write"``.
+    """
+
+    def __init__(self, message: str, reason: str = "corrupt") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class DatasetError(P3MError):

@@ -64,22 +64,22 @@ def _open(source: PathLike | bytes, name: str, max_pixels: int | None) -> Image.
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
         if not data:
-            raise ImageError(f"{name}: empty data (0 bytes), not an image")
+            raise ImageError(f"{name}: empty data (0 bytes), not an image", "empty")
         fp: _io.BytesIO | Path = _io.BytesIO(data)
     else:
         fp = Path(source)
         if not fp.exists():
-            raise ImageError(f"{name}: no such file")
+            raise ImageError(f"{name}: no such file", "missing")
         if fp.is_dir():
-            raise ImageError(f"{name}: is a folder, not an image file")
+            raise ImageError(f"{name}: is a folder, not an image file", "missing")
         if fp.stat().st_size == 0:
-            raise ImageError(f"{name}: empty file (0 bytes), not an image")
+            raise ImageError(f"{name}: empty file (0 bytes), not an image", "empty")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             img = Image.open(fp)
     except UnidentifiedImageError:
-        raise ImageError(f"{name}: not a recognised image file") from None
+        raise ImageError(f"{name}: not a recognised image file", "not_image") from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise ImageError(f"{name}: cannot read image ({exc})") from None
     width, height = img.size
@@ -89,7 +89,8 @@ def _open(source: PathLike | bytes, name: str, max_pixels: int | None) -> Image.
         img.close()
         raise ImageError(
             f"{name}: image is {width}x{height} = {width * height / 1e6:.1f} megapixels, over the limit of "
-            f"{max_pixels / 1e6:.1f} megapixels (raise it with max_pixels / --max-pixels)"
+            f"{max_pixels / 1e6:.1f} megapixels (raise it with max_pixels / --max-pixels)",
+            "too_large",
         )
     return img
 
@@ -103,7 +104,7 @@ def _decode(img: Image.Image, name: str) -> Image.Image:
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         msg = str(exc)
         if "truncated" in msg.lower():
-            raise ImageError(f"{name}: image data is truncated (file incomplete or corrupt)") from None
+            raise ImageError(f"{name}: image data is truncated (file incomplete or corrupt)", "truncated") from None
         raise ImageError(f"{name}: cannot decode image ({msg})") from None
     return img
 
@@ -279,11 +280,11 @@ def write_image(path: PathLike, array: np.ndarray, *, quality: int = 95) -> Path
     dest = Path(path)
     ext = dest.suffix.lower()
     if ext not in _WRITE_FORMATS:
-        raise ImageError(f"{dest}: unsupported output extension {ext!r}; use one of {sorted(_WRITE_FORMATS)}")
+        raise ImageError(f"{dest}: unsupported output extension {ext!r}; use one of {sorted(_WRITE_FORMATS)}", "write")
     try:
         data = encode_image(array, ext, quality=quality)
     except ValueError as exc:
-        raise ImageError(f"{dest}: {exc}") from None
+        raise ImageError(f"{dest}: {exc}", "write") from None
     return write_bytes_atomic(dest, data)
 
 
@@ -365,5 +366,5 @@ def list_images(inputs: Iterable[PathLike] | PathLike, recursive: bool = False) 
         inputs = [inputs]
     paths, problems = collect_images(inputs, recursive)
     if problems:
-        raise ImageError("; ".join(problems))
+        raise ImageError("; ".join(problems), "missing")
     return paths

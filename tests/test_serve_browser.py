@@ -1,0 +1,206 @@
+"""The web page of `p3m serve` in a real browser: Debian's chromium driven by Playwright.
+
+Upload a portrait, wait for the results, check that the images render and that the downloads are valid
+PNGs (the alpha download must equal the cutout's alpha channel), run the anonymisation, check that a bad
+file gives a readable error, and that the page loads nothing from other hosts. A screenshot is kept in
+test-artifacts/. Skipped only when /usr/bin/chromium is missing outside CI (in CI it must run).
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+REPO = Path(__file__).resolve().parents[1]
+PORTRAIT = REPO / ".." / "shared" / "testdata" / "portraits" / "image" / "p_09ba26b4.jpg"
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+if not CHROMIUM.exists():
+    if os.environ.get("CI"):
+        pytest.fail("CI is set but /usr/bin/chromium is missing: install it with `apt-get install -y chromium`",
+                    pytrace=False)
+    pytest.skip("/usr/bin/chromium is not installed (apt-get install -y chromium); the browser test needs it",
+                allow_module_level=True)
+
+sync_api = pytest.importorskip("playwright.sync_api")
+pytest.importorskip("fastapi")
+
+from PIL import Image  # noqa: E402
+
+from p3m.io import has_metadata  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def base_url(tmp_path_factory):
+    import torch
+
+    from p3m.models import create, save_checkpoint
+    from p3m.serve import ServeSettings, create_app
+    from p3m.serve.app import bind_socket, make_server
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    home = tmp_path_factory.mktemp("home")
+    old_home = os.environ.get("P3M_HOME")
+    os.environ["P3M_HOME"] = str(home)
+    weights = save_checkpoint(create("p3m-r34", width=16), tmp_path_factory.mktemp("ckpt") / "w.safetensors")
+    app = create_app(ServeSettings(weights=str(weights), device="cpu", strategy="resize", workers=1, queue=2))
+    sock = bind_socket("127.0.0.1", 0)
+    server = make_server(app, log_level="warning")
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server.should_exit = True
+    thread.join(10)
+    sock.close()
+    if old_home is None:
+        os.environ.pop("P3M_HOME", None)
+    else:
+        os.environ["P3M_HOME"] = old_home
+
+
+@pytest.fixture(scope="module")
+def portrait_file(tmp_path_factory) -> Path:
+    if PORTRAIT.is_file():
+        return PORTRAIT
+    from p3m.data.synth import render_portrait
+
+    path = tmp_path_factory.mktemp("photo") / "portrait.png"
+    Image.fromarray(render_portrait(np.random.default_rng(7), (540, 960)).image).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser_page(tmp_path_factory):
+    profile = tmp_path_factory.mktemp("chromium-profile")  # new, empty user data dir
+    with sync_api.sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(profile), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
+            accept_downloads=True, viewport={"width": 1400, "height": 1000},
+        )
+        page = context.new_page()
+        page.set_default_timeout(90_000)
+        yield page
+        context.close()
+
+
+def natural_width(page, selector: str) -> int:
+    return page.eval_on_selector(selector, "img => img.complete ? img.naturalWidth : 0")
+
+
+def download_png(page, selector: str, tmp_path: Path) -> Image.Image:
+    with page.expect_download() as info:
+        page.click(selector)
+    download = info.value
+    path = tmp_path / download.suggested_filename
+    download.save_as(path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert has_metadata(path) == [], (selector, has_metadata(path))
+    img = Image.open(path)
+    img.load()
+    assert img.format == "PNG"
+    return img
+
+
+def test_page_mattes_anonymises_and_downloads(base_url, browser_page, portrait_file, tmp_path):
+    page = browser_page
+    requests: list[str] = []
+    problems: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+
+    page.goto(base_url + "/")
+    page.wait_for_selector("#model-pill.pill-ok")
+    assert "p3m-r34" in page.inner_text("#model-pill")
+
+    with Image.open(portrait_file) as src:
+        size = src.size
+    page.set_input_files("#file-input", str(portrait_file))  # choosing a photo starts the matting
+    page.wait_for_selector("#dl-composite:not([hidden])")
+    assert page.is_hidden("#error")
+    assert page.inner_text("#status").startswith("Done in")
+    for selector in ("#img-original", "#img-alpha", "#img-cutout", "#img-composite"):
+        page.wait_for_function("s => document.querySelector(s).complete", arg=selector)
+        assert natural_width(page, selector) == size[0], selector
+
+    cutout = download_png(page, "#dl-cutout", tmp_path)
+    assert cutout.mode == "RGBA" and cutout.size == size
+    alpha = download_png(page, "#dl-alpha", tmp_path)
+    assert alpha.size == size
+    a = np.asarray(alpha.convert("RGBA"))
+    np.testing.assert_array_equal(a[..., 0], np.asarray(cutout)[..., 3])  # the matte the server computed
+    assert (a[..., 3] == 255).all()
+    composite = download_png(page, "#dl-composite", tmp_path)
+    assert composite.size == size
+
+    # another background colour recomposites in the page
+    page.click('.swatch[data-color="#22c55e"]')
+    page.wait_for_selector('#dl-composite[data-background="#22c55e"]', state="attached")
+    green = np.asarray(download_png(page, "#dl-composite", tmp_path).convert("RGB")).astype(int)
+    transparent = np.asarray(cutout)[..., 3] == 0
+    if transparent.any():
+        assert np.abs(green[transparent] - [0x22, 0xC5, 0x5E]).max() <= 1
+
+    page.click("#run-anon")
+    page.wait_for_selector("#dl-anon:not([hidden])")
+    page.wait_for_function("() => document.querySelector('#img-anon').complete")
+    assert natural_width(page, "#img-anon") == size[0]
+    summary = page.inner_text("#anon-summary")
+    assert "obfuscated" in summary or "no face" in summary
+    anonymized = download_png(page, "#dl-anon", tmp_path)
+    assert anonymized.size == size
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "serve_page.png"), full_page=True)
+
+    assert all(u.startswith((base_url, "blob:", "data:")) for u in requests), requests
+    assert problems == []
+
+
+def test_page_shows_a_clear_error_for_a_bad_file(base_url, browser_page, tmp_path):
+    page = browser_page
+    page.goto(base_url + "/")
+    page.wait_for_selector("#model-pill.pill-ok")
+    bad = tmp_path / "holiday.jpg"
+    bad.write_bytes(b"this is not a photo" * 100)
+    page.set_input_files("#file-input", str(bad))
+    page.wait_for_selector("#error:not([hidden])")
+    text = page.inner_text("#error")
+    assert "holiday.jpg: not a recognised image file" in text and "invalid_image" in text
+    assert page.inner_text("#status") == "Failed"
+    assert page.is_enabled("#run-matte")  # the page stays usable
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "serve_page_error.png"))
+
+
+def test_dropping_a_photo_on_the_page_mattes_it(base_url, browser_page):
+    page = browser_page
+    page.goto(base_url + "/")
+    page.wait_for_selector("#model-pill.pill-ok")
+    page.evaluate("""async () => {
+        const canvas = document.createElement("canvas");
+        canvas.width = 160; canvas.height = 120;
+        const ctx = canvas.getContext("2d");
+        ctx.fillStyle = "#c08060"; ctx.fillRect(0, 0, 160, 120);
+        const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([blob], "dropped.png", {type: "image/png"}));
+        document.getElementById("drop-zone").dispatchEvent(
+            new DragEvent("drop", {dataTransfer: transfer, bubbles: true, cancelable: true}));
+    }""")
+    page.wait_for_selector("#dl-cutout:not([hidden])")
+    assert page.inner_text("#file-name") == "dropped.png"
+    assert page.is_hidden("#error")
+    assert natural_width(page, "#img-cutout") == 160
