@@ -9,6 +9,16 @@ import sys
 COMMANDS = (
     "synth",
     "demo",
+    "matte",
+    "models",
+    "export",
+    "anonymize",
+    "audit",
+    "evaluate",
+    "benchmark",
+    "train",
+    "prepare",
+    "serve",
 )
 
 

@@ -245,6 +245,15 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"metadata value of type {type(obj).__name__} is not JSON-serialisable")
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # read once: os.umask can only be read by setting it, which is not thread-safe
+
+
 def _atomic_write(path: Path, write: Any) -> None:
     """Write through a temp file in the same folder and os.replace it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -252,6 +261,9 @@ def _atomic_write(path: Path, write: Any) -> None:
     os.close(fd)
     try:
         write(tmp)
+        with open(tmp, "rb") as fh:  # on disk before the rename: a crash never leaves a torn checkpoint
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp made it 0600; give it the mode a plain open() would
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

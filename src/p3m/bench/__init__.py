@@ -1,0 +1,24 @@
+"""The PPT benchmark: every method behind one interface, a resumable runner and a paper-style report.
+
+>>> from p3m.bench import run_benchmark
+>>> result = run_benchmark("configs/benchmark-demo.yaml", "runs/bench-demo")
+>>> print(result.table_markdown); print(result.report_html)
+
+Submodules: `methods` (`predict(image[, trimap]) -> alpha` for networks and pymatting solvers), `runner`
+(stages with done markers), `report` (JSON, CSV, Markdown, self-contained HTML), `published` (the paper's
+numbers on P3M-10k, reference section 11).
+"""
+from __future__ import annotations
+
+from p3m.bench.methods import ClassicalMethod, Method, NetworkMethod
+from p3m.bench.runner import BenchmarkConfigError, BenchmarkResult, load_benchmark_config, run_benchmark
+
+__all__ = [
+    "run_benchmark",
+    "load_benchmark_config",
+    "BenchmarkResult",
+    "BenchmarkConfigError",
+    "Method",
+    "NetworkMethod",
+    "ClassicalMethod",
+]

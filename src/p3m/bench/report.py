@@ -1,0 +1,458 @@
+"""Benchmark report: results.json, results.csv, report.md and a self-contained report.html.
+
+The HTML has no external resource: CSS is inline, charts (matplotlib, Agg backend) and image grids are
+base64 PNG/JPEG data URIs. report.md shows the same tables and links the same figures, written as files
+beside it. Every table states its protocol (P3M whole-image, P3M -T, DIM unknown-region) and the two
+protocols are never mixed in one table (reference 10). Published numbers (reference 11) are labelled as
+published on the real P3M-10k; measured numbers on a synthetic set are not comparable with them.
+"""
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from p3m.bench import published
+
+__all__ = ["Table", "write_report", "make_grid", "sad_chart", "curves_chart", "main_table"]
+
+
+@dataclass
+class Table:
+    """A table rendered both as Markdown and as HTML."""
+
+    title: str
+    caption: str
+    headers: list[str]
+    rows: list[list[str]]
+
+    def markdown(self) -> str:
+        lines = [f"### {self.title}", "", self.caption, ""] if self.title else []
+        lines.append("| " + " | ".join(self.headers) + " |")
+        lines.append("|" + "|".join("---" for _ in self.headers) + "|")
+        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in self.rows]
+        return "\n".join(lines) + "\n"
+
+    def html(self) -> str:
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in self.headers)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in self.rows)
+        return (f"<h3>{html.escape(self.title)}</h3><p class='caption'>{html.escape(self.caption)}</p>"
+                f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        if value != 0 and abs(value) < 10 ** -(digits - 1):
+            return f"{value:.2e}"
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _columns(cfg: dict) -> list[tuple[str | None, str, str]]:
+    """(setting name, split, column label) of the trimap-free tables, in config order."""
+    from p3m.bench.runner import column_label
+
+    return [(s["name"], split, column_label(s["label"], split)) for s in cfg["settings"] for split in cfg["test_splits"]]
+
+
+def _find(results: list[dict], method: str, setting: str | None, split: str) -> dict | None:
+    for r in results:
+        if r["method"] == method and r["setting"] == setting and r["split"] == split:
+            return r
+    return None
+
+
+def _methods(results: list[dict], kind: str) -> list[dict]:
+    seen, out = set(), []
+    for r in results:
+        if r["kind"] == kind and r["method"] not in seen:
+            seen.add(r["method"])
+            out.append(r)
+    return out
+
+
+def main_table(cfg: dict, results: list[dict]) -> Table:
+    """Trimap-free methods, P3M protocol (whole image): SAD/MSE/MAD per train:test column + published SAD."""
+    cols = _columns(cfg)
+    settings = {s["name"]: s for s in cfg["settings"]}
+    headers = ["Method", "Params (M)"]
+    for _, split, label in cols:
+        headers += [f"{label} SAD", f"{label} MSE", f"{label} MAD", f"{label} published SAD (P3M-10k)"]
+    headers.append("s/img (CPU)")
+    rows = []
+    for m in _methods(results, "trimap-free"):
+        row = [m["method"], _fmt(m["params"] / 1e6, 2)]
+        times = []
+        for setting, split, _ in cols:
+            r = _find(results, m["method"], setting, split)
+            met = r["metrics"] if r else {}
+            row += [_fmt(met.get("sad")), _fmt(met.get("mse")), _fmt(met.get("mad"))]
+            pub = None
+            s = settings[setting]
+            if s["obfuscation"] == "none" and not s["copy_paste"]:
+                pub = published.published_for(m["type"], split)
+            row.append("—" if pub is None else f"{pub[0]:g}" + (f" / MSE {pub[1]:g}" if pub[1] is not None else ""))
+            if r and r.get("seconds_per_image") is not None:
+                times.append(r["seconds_per_image"])
+        row.append(_fmt(float(np.mean(times)), 3) if times else "—")
+        rows.append(row)
+    n = sorted({r["images"] for r in results if r["kind"] == "trimap-free"})
+    caption = (f"P3M protocol, whole image (reference 10.2); means over {', '.join(map(str, n))} images per test set. "
+               "Column X:Y = trained on setting X : tested on B = P3M-500-P (blurred faces) or N = P3M-500-NP "
+               "(normal faces). 'published SAD (P3M-10k)' is the paper's figure on the real dataset (reference "
+               "11.3/11.4), not comparable with numbers measured on another dataset.")
+    return Table("Trimap-free methods (PPT setting)", caption, headers, rows)
+
+
+def trimap_table(cfg: dict, results: list[dict]) -> Table:
+    """Trimap-based methods given the test trimap: P3M protocol -T metrics per test set."""
+    headers = ["Method", "Solver"]
+    for split in cfg["test_splits"]:
+        headers += [f"{split} SAD-T", f"{split} MSE-T", f"{split} MAD-T", f"{split} images"]
+    headers.append("s/img (CPU)")
+    rows = []
+    for m in _methods(results, "trimap-based"):
+        row = [m["method"], m["type"]]
+        times = []
+        for split in cfg["test_splits"]:
+            r = _find(results, m["method"], None, split)
+            met = r["metrics"] if r else {}
+            row += [_fmt(met.get("sad_t")), _fmt(met.get("mse_t")), _fmt(met.get("mad_t")), str(r["images"] if r else 0)]
+            if r and r.get("seconds_per_image") is not None:
+                times.append(r["seconds_per_image"])
+        row.append(_fmt(float(np.mean(times)), 3) if times else "—")
+        rows.append(row)
+    caption = ("P3M protocol -T variants (reference 10.2: prediction forced to 0/1 on the trimap's known regions, "
+               "MSE-T/MAD-T normalised by the unknown-pixel count), as the paper evaluates trimap-based methods. "
+               "Classical solvers of pymatting, given the test trimap; they need no training, so no train setting.")
+    return Table("Trimap-based methods (given the test trimap)", caption, headers, rows)
+
+
+def dim_table(cfg: dict, results: list[dict]) -> Table:
+    """All methods under the DIM protocol (unknown region only)."""
+    headers = ["Method", "Train:test"]
+    for key in ("SAD (U)", "MSE (U)", "Grad (U)", "Conn (U)"):
+        headers.append(key)
+    rows = []
+    for r in results:
+        met = r["metrics"]
+        if "dim_sad" not in met:
+            continue
+        rows.append([r["method"], r["column"] if r["kind"] == "trimap-free" else f"trimap:{r['column']}",
+                     _fmt(met.get("dim_sad")), _fmt(met.get("dim_mse")), _fmt(met.get("dim_grad")),
+                     _fmt(met.get("dim_conn"))])
+    caption = ("DIM protocol (Deep Image Matting MATLAB code, reference 10.3): unknown region of the test trimap "
+               "only, SAD/1000, raw MSE, Grad/1000, Conn/1000. Not comparable with the P3M-protocol tables.")
+    return Table("All methods, DIM protocol", caption, headers, rows)
+
+
+def detail_table(cfg: dict, results: list[dict]) -> Table:
+    """Grad, Conn and privacy SAD (P3M protocol) for the trimap-free methods."""
+    headers = ["Method", "Train:test", "Grad", "Conn", "SAD-P (face region)", "images"]
+    rows = []
+    for r in results:
+        if r["kind"] != "trimap-free":
+            continue
+        met = r["metrics"]
+        rows.append([r["method"], r["column"], _fmt(met.get("grad")), _fmt(met.get("conn")),
+                     _fmt(met.get("sad_privacy")), str(r["images"])])
+    caption = ("P3M protocol, whole image: Grad (/10) and Conn (/1000); SAD-P restricted to the face mask of "
+               "P3M-500-P (IJCV code; its exact definition is unconfirmed, reference 10.2). '—' where not computed "
+               "(evaluation.fast skips Grad and Conn).")
+    return Table("Trimap-free methods, further P3M-protocol metrics", caption, headers, rows)
+
+
+def efficiency_table(results: list[dict]) -> Table:
+    headers = ["Method", "Kind", "Width", "Params (M)", "Train steps", "Train time (s)", "Inference s/img"]
+    rows, seen = [], set()
+    for r in results:
+        key = (r["method"], r["setting"])
+        if key in seen:
+            continue
+        seen.add(key)
+        times = [x["seconds_per_image"] for x in results if (x["method"], x["setting"]) == key
+                 and x.get("seconds_per_image") is not None]
+        label = r["method"] + (f" ({r['setting_label']})" if r["setting_label"] else "")
+        params = _fmt(r["params"] / 1e6, 3) if r["params"] else "—"
+        rows.append([label, r["kind"], _fmt(r.get("width")), params, _fmt(r.get("train_steps")),
+                     _fmt(r.get("train_seconds"), 1), _fmt(float(np.mean(times)), 3) if times else "—"])
+    caption = "Measured in this run on this machine (CPU unless inference.device says otherwise)."
+    return Table("Size and speed", caption, headers, rows)
+
+
+def published_tables() -> list[Table]:
+    """The published P3M-10k tables of reference 11.2-11.4, verbatim."""
+    settings = ["B:B", "B:N", "N:B", "N:N"]
+    headers = ["Method"] + [f"{s} {m}" for s in settings for m in ("SAD", "MSE")]
+    out = []
+    for title, source, table in (("Published: trimap-free methods on P3M-500-P", published.SOURCE_TRIMAP_FREE,
+                                  published.TRIMAP_FREE),
+                                 ("Published: trimap-based methods on P3M-500-P", published.SOURCE_TRIMAP_BASED,
+                                  published.TRIMAP_BASED)):
+        rows = [[name] + [f"{v:g}" for s in settings for v in values[s]] for name, values in table.items()]
+        out.append(Table(title, "Published on the real P3M-10k, not measured here. " + source, headers, rows))
+    rows = [[split, f"{sad:g}", "unconfirmed" if mse is None else f"{mse:g}"]
+            for split, (sad, mse) in published.P3M_NET_PPT.items()]
+    out.append(Table("Published: P3M-Net R34 under PPT", "Published on the real P3M-10k, not measured here. "
+                     + published.SOURCE_PPT + "; P3M-500-NP SAD as quoted in JizhiziLi/P3M issue #11.",
+                     ["Test set", "SAD", "MSE"], rows))
+    return out
+
+
+# ------------------------------------------------------------------------------------------- figures
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def sad_chart(cfg: dict, results: list[dict]) -> bytes | None:
+    """Grouped bars: whole-image SAD (P3M protocol) per method (and setting), one bar per test set."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups: list[tuple[str, dict[str, float]]] = []
+    for r in results:
+        label = r["method"] + (f"\n({r['setting_label']})" if r["setting_label"] else "\n(trimap)")
+        if not groups or groups[-1][0] != label:
+            groups.append((label, {}))
+        if "sad" in r["metrics"]:
+            groups[-1][1][r["split"]] = r["metrics"]["sad"]
+    if not groups:
+        return None
+    splits = cfg["test_splits"]
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(groups) + 1), 3.6))
+    width = 0.8 / len(splits)
+    x = np.arange(len(groups))
+    for i, split in enumerate(splits):
+        values = [g[1].get(split, np.nan) for g in groups]
+        bars = ax.bar(x + (i - (len(splits) - 1) / 2) * width, values, width, label=split)
+        ax.bar_label(bars, fmt="%.2f", fontsize=7)
+    ax.set_xticks(x, [g[0] for g in groups], fontsize=8)
+    ax.set_ylabel("SAD (P3M protocol, whole image)")
+    ax.set_title("SAD per method and test set (lower is better)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def curves_chart(curves: dict[str, list[dict]]) -> bytes | None:
+    """Training loss (total) against step for every trained method, from the trainers' train_log.jsonl."""
+    series = {k: [r for r in v if r.get("type") == "train" and "loss" in r] for k, v in curves.items()}
+    series = {k: v for k, v in series.items() if v}
+    if not series:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    for label, records in series.items():
+        ax.plot([r["step"] for r in records], [r["loss"]["total"] for r in records], label=label)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("total training loss")
+    ax.set_title("Training curves (train_log.jsonl)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _tile(image: np.ndarray, label: str, height: int) -> np.ndarray:
+    import cv2
+
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    h, w = image.shape[:2]
+    width = max(1, round(w * height / h))
+    tile = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+    band = np.full((18, width, 3), 255, np.uint8)
+    cv2.putText(band, label[: max(4, width // 7)], (3, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([band, tile], axis=0)
+
+
+def make_grid(rows: list[list[tuple[str, np.ndarray]]], height: int = 160, gap: int = 4) -> np.ndarray:
+    """Labelled tiles (HxW gray or HxWx3 uint8) in rows -> one HxWx3 uint8 image on a white background."""
+    rendered = []
+    for row in rows:
+        tiles = [_tile(img, label, height) for label, img in row]
+        spaced = []
+        for t in tiles:
+            spaced += [t, np.full((t.shape[0], gap, 3), 255, np.uint8)]
+        rendered.append(np.concatenate(spaced[:-1], axis=1))
+    width = max(r.shape[1] for r in rendered)
+    out = []
+    for r in rendered:
+        pad = np.full((r.shape[0], width - r.shape[1], 3), 255, np.uint8)
+        out += [np.concatenate([r, pad], axis=1), np.full((gap, width, 3), 255, np.uint8)]
+    return np.concatenate(out[:-1], axis=0)
+
+
+def _error_map(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    import cv2
+
+    err = np.abs(pred.astype(np.int16) - gt.astype(np.int16)).astype(np.uint8)
+    return cv2.applyColorMap(err, cv2.COLORMAP_INFERNO)[:, :, ::-1].copy()
+
+
+def grids(cfg: dict, results: list[dict], dataset, pred_dirs: dict) -> list[tuple[str, np.ndarray]]:
+    """Per chosen sample: [input, ground truth, each method's alpha] over [trimap, -, each error map].
+
+    Samples are the first `report.grid_samples` readable images of each test split by stem (fixed, not chosen
+    by result)."""
+    from p3m.errors import P3MError
+    from p3m.io import read_image, read_mask
+
+    count = int(cfg["report"].get("grid_samples") or 0)
+    height = int(cfg["report"].get("grid_tile") or 160)
+    out = []
+    for split in cfg["test_splits"]:
+        shown = 0
+        for sample in dataset.split(split):
+            if shown >= count:
+                break
+            try:
+                image, gt = read_image(sample.image), read_mask(sample.mask)
+            except P3MError:
+                continue  # an unreadable sample (reported by the prediction stage): show the next one
+            shown += 1
+            top = [("input", image), ("ground truth", gt)]
+            bottom = [("trimap", read_mask(sample.trimap) if sample.trimap else np.zeros_like(gt)),
+                      ("", np.full_like(gt, 255))]
+            for (method, setting, sp), folder in pred_dirs.items():
+                path = folder / f"{sample.stem}.png"
+                if sp != split or not path.is_file():
+                    continue
+                pred = read_mask(path)
+                r = next((x for x in results if x["method"] == method and x["split"] == split
+                          and (x["setting"] or "trimap-based") == setting), None)
+                label = method if r is None or r["setting_label"] is None else f"{method} {r['column']}"
+                top.append((label, pred))
+                bottom.append((f"|error| {method}", _error_map(pred, gt)))
+            out.append((f"{split} / {sample.stem}", make_grid([top, bottom], height)))
+    return out
+
+
+# ------------------------------------------------------------------------------------------- writing
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;color:#222;
+padding:0 1em}
+h1{font-size:1.6em}h2{margin-top:1.8em;border-bottom:1px solid #ddd}h3{margin-bottom:.2em}
+table{border-collapse:collapse;margin:.5em 0 1.2em;font-size:.85em}
+th,td{border:1px solid #ccc;padding:.25em .5em;text-align:right}th{background:#f3f3f3}
+td:first-child,th:first-child{text-align:left}
+.caption{color:#555;font-size:.85em;max-width:60em}.statement{padding:.6em 1em;border-left:4px solid #888;
+background:#f7f7f7}.good{border-color:#2a8}.bad{border-color:#c44}
+img{max-width:100%;border:1px solid #ddd}figure{margin:1em 0}figcaption{font-size:.85em;color:#555}
+"""
+
+
+def _data_uri(data: bytes, mime: str) -> str:
+    return f"data:{mime};base64," + base64.b64encode(data).decode("ascii")
+
+
+def _csv(results: list[dict]) -> str:
+    keys = sorted({k for r in results for k in r["metrics"]})
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    base = ["method", "type", "kind", "setting", "column", "split", "images", "params", "seconds_per_image",
+            "train_seconds", "train_steps"]
+    writer.writerow(base + keys)
+    for r in results:
+        writer.writerow([r.get(k) if r.get(k) is not None else "" for k in base]
+                        + [repr(r["metrics"][k]) if k in r["metrics"] else "" for k in keys])
+    return buf.getvalue()
+
+
+def write_report(folder: Path, cfg: dict, results: list[dict], comparison: dict, *, curves: dict, dataset,
+                 pred_dirs: dict, seconds: float) -> dict[str, Any]:
+    """Write results.json, results.csv, report.md (+ PNG/JPEG figures) and report.html into `folder`."""
+    from p3m.io import encode_image, write_bytes_atomic
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    title = cfg["report"].get("title") or f"PPT benchmark: {cfg['name']}"
+    tables = [main_table(cfg, results)]
+    if any(r["kind"] == "trimap-based" for r in results):
+        tables.append(trimap_table(cfg, results))
+    tables += [detail_table(cfg, results), dim_table(cfg, results), efficiency_table(results)]
+    pub = published_tables()
+
+    figures: list[tuple[str, str, bytes, str]] = []  # (file name, caption, bytes, mime)
+    chart = sad_chart(cfg, results)
+    if chart:
+        figures.append(("sad_chart.png", "Whole-image SAD (P3M protocol) per method and test set.", chart, "image/png"))
+    curve = curves_chart(curves)
+    if curve:
+        figures.append(("training_curves.png", "Training loss of every trained method.", curve, "image/png"))
+    for i, (label, grid) in enumerate(grids(cfg, results, dataset, pred_dirs)):
+        figures.append((f"grid_{i:02d}.jpg", f"Samples {label}: input, ground truth, alpha of each method; "
+                        "trimap and |error| maps below.", encode_image(grid, "jpg", quality=90), "image/jpeg"))
+    for name, _, data, _ in figures:
+        write_bytes_atomic(folder / name, data)
+
+    payload = {"name": cfg["name"], "generated": time.strftime("%Y-%m-%d %H:%M:%S"), "seconds": seconds,
+               "config": cfg, "results": results, "comparison": comparison,
+               "published": {"trimap_free_P3M-500-P": published.TRIMAP_FREE,
+                             "trimap_based_P3M-500-P": published.TRIMAP_BASED,
+                             "p3m_net_r34_ppt": published.P3M_NET_PPT,
+                             "sources": [published.SOURCE_TRIMAP_FREE, published.SOURCE_TRIMAP_BASED,
+                                         published.SOURCE_PPT]}}
+    write_bytes_atomic(folder / "results.json",
+                       (json.dumps(payload, indent=2, default=str, allow_nan=True) + "\n").encode())
+    write_bytes_atomic(folder / "results.csv", _csv(results).encode())
+
+    train_seconds = sum({(r["method"], r["setting"]): r.get("train_seconds") or 0.0 for r in results}.values())
+    intro = (f"Dataset: `{dataset.root}`. Test sets: {', '.join(cfg['test_splits'])}. Inference: strategy "
+             f"{cfg['inference']['strategy']}" + (f" at r = {cfg['inference']['ratio']}"
+                                                  if cfg['inference']['strategy'] == "resize" else "")
+             + f", resize mode {cfg['inference']['resize_mode']}; alpha saved as floor(255 a). "
+             f"Training time of the trained methods {train_seconds:.0f} s in total (as recorded when each stage "
+             f"ran); this invocation took {seconds:.0f} s (finished stages are skipped).")
+    md = [f"# {title}", "", intro, "", "## P3M-Net vs BASIC", "", comparison["statement"], "", "## Measured", ""]
+    md += [t.markdown() for t in tables]
+    md += ["## Figures", ""] + [f"![{cap}]({name})\n\n*{cap}*\n" for name, cap, _, _ in figures]
+    md += ["## Published on P3M-10k (not measured here)", ""] + [t.markdown() for t in pub]
+    markdown = "\n".join(md)
+    write_bytes_atomic(folder / "report.md", markdown.encode())
+
+    cls = "good" if comparison.get("all_better") else ("bad" if comparison.get("all_better") is False else "")
+    body = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(intro).replace('`', '')}</p>",
+            "<h2>P3M-Net vs BASIC</h2>", f"<p class='statement {cls}'>{html.escape(comparison['statement'])}</p>",
+            "<h2>Measured</h2>"]
+    body += [t.html() for t in tables]
+    body.append("<h2>Figures</h2>")
+    for name, cap, data, mime in figures:
+        body.append(f"<figure><img src='{_data_uri(data, mime)}' alt='{html.escape(cap)}'>"
+                    f"<figcaption>{html.escape(cap)}</figcaption></figure>")
+    body.append("<h2>Published on P3M-10k (not measured here)</h2>")
+    body += [t.html() for t in pub]
+    page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>\n")
+    write_bytes_atomic(folder / "report.html", page.encode())
+    return {"html": folder / "report.html", "markdown": folder / "report.md", "json": folder / "results.json",
+            "csv": folder / "results.csv", "table_markdown": tables[0].markdown(),
+            "figures": [folder / f[0] for f in figures]}

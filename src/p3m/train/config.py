@@ -1,0 +1,270 @@
+"""Typed training configuration: dataclasses, YAML loading and ``--set section.key=value`` overrides.
+
+A YAML file mirrors :class:`TrainConfig` (sections ``model``, ``data``, ``copy_paste``, ``optim``,
+``train``, ``val`` plus top-level ``name`` and ``register_as``). Unknown keys and wrongly typed values
+are rejected with one message listing every problem.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from p3m.errors import P3MError
+
+__all__ = [
+    "ConfigError",
+    "ModelConfig",
+    "DataConfig",
+    "CopyPasteConfig",
+    "OptimConfig",
+    "LoopConfig",
+    "ValConfig",
+    "TrainConfig",
+    "config_from_dict",
+    "config_to_dict",
+    "load_config",
+    "apply_overrides",
+]
+
+
+class ConfigError(P3MError, ValueError):
+    """A training configuration is invalid; the message lists every problem."""
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "p3m-r34"
+    width: int | None = None  # R34 base width (default 64 = published); 16/32 give small fast variants
+    backbone: str | None = None  # ImageNet backbone weights (r34mp_pretrained_imagenet.pth.tar, vitae/swin ckpts)
+    pretrained: str | None = None  # full P3M-Net checkpoint to fine-tune from (non-strict load)
+
+
+@dataclass
+class DataConfig:
+    root: str = "data/P3M-10k"
+    split: str = "train"
+    image_dir: str | None = None  # train image folder name under train/ (e.g. "original_image"); default: the dataset's
+    crop_sizes: list[int] = field(default_factory=lambda: [512, 768, 1024])
+    resize: int = 512
+    trimap_kernel: list[int] = field(default_factory=lambda: [15, 30])  # k range, px at dataset resolution
+    crop_policy: str = "ijcv"  # "ijcv": centre on an unknown pixel + safe_crop clamp; "mm21": top-left corner
+    unknown_prob: float = 0.5  # probability that the crop is anchored on an unknown pixel
+    flip_prob: float = 0.5
+    trimap_variant: str = "ijcv"  # "ijcv": re-quantise after resize; "mm21": keep interpolated values
+    obfuscation: str = "none"  # "none" (PPT: images as stored) | "blur" | "mosaic" | "zero" (on the fly)
+    composition: bool = True  # composition loss; needs fg/bg (estimated and cached when the dataset has none)
+    fg_cache: str | None = None  # folder for estimated fg/bg; default <root>/train/fg_bg_cache
+    max_samples: int | None = None  # use only the first N training samples (debugging, demos)
+    workers: int = 4
+    pin_memory: bool = True
+
+
+@dataclass
+class CopyPasteConfig:
+    """P3M-ICP image-level copy-paste (reference §12; defaults of IJCV `DATA.CUT_AND_PASTE`)."""
+
+    enabled: bool = False
+    prob: float = 0.5
+    source: str = "self"  # "self": faces of other training samples; "folder": face_dir with image/ and mask/
+    face_dir: str | None = None
+    degree: float = 30.0
+    scale: list[float] = field(default_factory=lambda: [0.8, 1.2])
+    flip: float = 0.5  # horizontal flip probability
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-5
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    schedule: str = "constant"  # "constant" | "cosine"
+    warmup_steps: int = 0
+    min_lr: float = 0.0
+    clip_grad: float | None = None  # max gradient norm; None disables clipping
+
+
+@dataclass
+class LoopConfig:
+    epochs: int = 150
+    batch_size: int = 8  # per process (per GPU under DDP)
+    max_steps: int | None = None  # stop after this many optimizer steps (overrides epochs when smaller)
+    amp: str = "none"  # "none" | "bf16" | "fp16" | "auto" (bf16 where the device runs it natively)
+    channels_last: bool = False
+    compile: bool = False
+    find_unused_parameters: bool = False  # DDP: set for backbones with parameters that never reach the loss
+    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
+    seed: int = 10007
+    save_every: int = 500  # steps between resumable checkpoints (also saved at each epoch end)
+    log_every: int = 20  # steps between JSONL log records
+    threads: int | None = None  # torch CPU threads; None leaves the default
+
+
+@dataclass
+class ValConfig:
+    every: int = 1  # epochs between validations; 0 disables
+    every_steps: int | None = None  # validate every N steps instead (short runs)
+    splits: list[str] = field(default_factory=lambda: ["P3M-500-P", "P3M-500-NP"])
+    scale: float = 0.5  # RESIZE strategy ratio (reference §9.3); sides floored to multiples of 32
+    max_side: int = 1600
+    max_images: int | None = None
+    fast: bool = True  # skip Grad and Conn (IJCV FAST_TEST)
+    best: list[str] = field(default_factory=lambda: ["sad", "sad_privacy"])
+
+
+@dataclass
+class TrainConfig:
+    name: str = "p3m"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    copy_paste: CopyPasteConfig = field(default_factory=CopyPasteConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: LoopConfig = field(default_factory=LoopConfig)
+    val: ValConfig = field(default_factory=ValConfig)
+    register_as: str | None = None  # register the final checkpoint in the model store under this name
+
+    def validate(self) -> None:
+        """Raise ConfigError listing every semantic problem."""
+        problems = []
+        d, o, t = self.data, self.optim, self.train
+        if not d.crop_sizes or any(c <= 0 for c in d.crop_sizes):
+            problems.append("data.crop_sizes must be a non-empty list of positive sizes")
+        if d.resize <= 0 or d.resize % 32:
+            problems.append(f"data.resize must be a positive multiple of 32, got {d.resize}")
+        if len(d.trimap_kernel) != 2 or not 1 <= d.trimap_kernel[0] <= d.trimap_kernel[1]:
+            problems.append(f"data.trimap_kernel must be [low, high] with 1 <= low <= high, got {d.trimap_kernel}")
+        _choice(problems, "data.crop_policy", d.crop_policy, ("ijcv", "mm21"))
+        _choice(problems, "data.trimap_variant", d.trimap_variant, ("ijcv", "mm21"))
+        _choice(problems, "data.obfuscation", d.obfuscation, ("none", "blur", "mosaic", "zero"))
+        _choice(problems, "copy_paste.source", self.copy_paste.source, ("self", "folder"))
+        if self.copy_paste.enabled and self.copy_paste.source == "folder" and not self.copy_paste.face_dir:
+            problems.append("copy_paste.source 'folder' needs copy_paste.face_dir")
+        if len(self.copy_paste.scale) != 2 or not 0 < self.copy_paste.scale[0] <= self.copy_paste.scale[1]:
+            problems.append(f"copy_paste.scale must be [low, high], got {self.copy_paste.scale}")
+        _choice(problems, "optim.schedule", o.schedule, ("constant", "cosine"))
+        if o.lr <= 0:
+            problems.append(f"optim.lr must be positive, got {o.lr}")
+        _choice(problems, "train.amp", t.amp, ("none", "bf16", "fp16", "auto"))
+        if t.batch_size < 1 or t.epochs < 1 or t.save_every < 1 or t.log_every < 1:
+            problems.append("train.batch_size, train.epochs, train.save_every and train.log_every must be >= 1")
+        if t.max_steps is not None and t.max_steps < 1:
+            problems.append("train.max_steps must be >= 1")
+        if problems:
+            raise ConfigError("invalid training config: " + "; ".join(problems))
+
+
+def _choice(problems: list[str], key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        problems.append(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
+
+
+def _check_type(value: Any, hint: Any) -> bool:
+    """True when ``value`` fits the (resolved) type hint; ints are accepted where floats are expected."""
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        return any(_check_type(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        return isinstance(value, list) and all(_check_type(v, item) for v in value)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _accepts_float(hint: Any) -> bool:
+    return hint is float or float in typing.get_args(hint)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str, problems: list[str]) -> Any:
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if key not in names:
+            problems.append(f"unknown key {path!r} (valid: {', '.join(sorted(names))})")
+            continue
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, dict):
+                problems.append(f"{path} must be a mapping")
+                continue
+            kwargs[key] = _build(hint, value, path + ".", problems)
+        elif isinstance(value, str) and _accepts_float(hint) and _is_number(value):
+            kwargs[key] = float(value)  # PyYAML reads "1e-3" (no dot) as a string
+        elif _check_type(value, hint):
+            kwargs[key] = float(value) if hint is float else value
+        else:
+            problems.append(f"{path} has the wrong type: {value!r}")
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict[str, Any] | None) -> TrainConfig:
+    """Build and validate a TrainConfig from a nested mapping (missing keys take the defaults)."""
+    problems: list[str] = []
+    config = _build(TrainConfig, data or {}, "", problems)
+    if problems:
+        raise ConfigError("invalid training config: " + "; ".join(problems))
+    config.validate()
+    return config
+
+
+def config_to_dict(config: TrainConfig) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Apply ``section.key=value`` strings (values parsed as YAML) to a nested mapping, in place."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc.__class__.__name__})") from None
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {part!r} is not a section")
+        node[parts[-1]] = value
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """Read a YAML config (or start from defaults when ``path`` is None) and apply ``--set`` overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read config ({exc.strerror or exc})") from None
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: invalid YAML ({exc})".replace("\n", " ")) from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: a config must be a mapping of sections")
+    apply_overrides(data, overrides)
+    return config_from_dict(data)

@@ -1,0 +1,351 @@
+"""Training data: the published P3M augmentation over the P3M-10k dataset layer (reference §8.1).
+
+Per sample (full resolution first, then crop and resize):
+
+1. trimap from a random k x k elliptical dilate/erode of the alpha, k uniform in ``data.trimap_kernel``;
+2. optional on-the-fly obfuscation of the private area (face mask minus transition band) with
+   blur / mosaic / zero, for the PPT study on un-obfuscated images (``data.image_dir``);
+3. optional P3M-ICP copy-paste of another face into the private area (``copy_paste``);
+4. crop size c from ``data.crop_sizes`` (c = ``data.resize`` when c >= min(h, w)); crop location by the
+   IJCV policy (centre on an unknown pixel with probability ``unknown_prob``, window clamped into the
+   image, `safe_crop`) or the MM21 policy (top-left corner on an unknown pixel with that probability);
+5. horizontal flip, resize of every item to ``resize`` x ``resize`` (INTER_LINEAR);
+6. trimap re-quantisation (IJCV: > 180 -> 255, < 50 -> 0, else 128) or none (MM21);
+7. ImageNet normalisation of image, fg and bg.
+
+Randomness is a function of (seed, epoch, index) only, so results do not depend on the number of
+DataLoader workers, and a resumed run sees the same samples.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset, DistributedSampler
+
+from p3m.errors import DatasetError, P3MError
+from p3m.train.config import DataConfig, CopyPasteConfig
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "normalize",
+    "choose_crop",
+    "requantize_trimap",
+    "augment_sample",
+    "resolve_image_paths",
+    "P3MTrainDataset",
+    "ResumableSampler",
+    "sample_rng",
+    "make_loader",
+    "worker_init",
+]
+
+MAX_REPLACEMENTS = 16  # readable samples tried in place of an unreadable one
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+def normalize(rgb_u8: np.ndarray) -> torch.Tensor:
+    """HxWx3 uint8 -> [3,H,W] float32: x/255, then (x - mean)/std per channel (§8.1 step 8)."""
+    x = (rgb_u8.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+
+
+def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """The augmentation RNG of one sample: a function of the base seed, the epoch and the index only."""
+    return np.random.default_rng([int(seed), int(epoch), int(index)])
+
+
+def choose_crop(
+    trimap: np.ndarray,
+    crop_sizes: list[int] | tuple[int, ...],
+    fallback: int,
+    rng: np.random.Generator,
+    *,
+    policy: str = "ijcv",
+    unknown_prob: float = 0.5,
+) -> tuple[int, int, int, int]:
+    """Crop window (y0, x0, ch, cw) on an HxW trimap (§8.1 steps 2-3).
+
+    c is drawn from ``crop_sizes``; when c >= min(h, w) it becomes ``fallback`` (the resize size), and is
+    clamped to each side so that small images are never padded.
+    """
+    h, w = trimap.shape[:2]
+    c = int(crop_sizes[int(rng.integers(len(crop_sizes)))])
+    if c >= min(h, w):
+        c = fallback
+    ch, cw = min(c, h), min(c, w)
+    on_unknown = rng.random() < unknown_prob
+    if policy == "ijcv":
+        ys, xs = np.nonzero(trimap == 128) if on_unknown else (None, None)
+        if ys is not None and ys.size:
+            k = int(rng.integers(ys.size))
+            cy, cx = int(ys[k]), int(xs[k])
+        else:
+            cy, cx = int(rng.integers(h)), int(rng.integers(w))
+        # safe_crop: the centred window is clamped into the image
+        y0 = min(max(cy - ch // 2, 0), h - ch)
+        x0 = min(max(cx - cw // 2, 0), w - cw)
+        return y0, x0, ch, cw
+    if policy == "mm21":
+        ry, rx = max(h - ch, 1), max(w - cw, 1)  # top-left corner range [0, h - c) (0 when c == h)
+        if on_unknown:
+            ys, xs = np.nonzero(trimap[:ry, :rx] == 128)
+            if ys.size:
+                k = int(rng.integers(ys.size))
+                return int(ys[k]), int(xs[k]), ch, cw
+        return int(rng.integers(ry)), int(rng.integers(rx)), ch, cw
+    raise ValueError(f"unknown crop policy {policy!r}")
+
+
+def requantize_trimap(trimap_u8: np.ndarray) -> np.ndarray:
+    """IJCV re-quantisation after resize: > 180 -> 255, < 50 -> 0, else 128."""
+    out = np.full(trimap_u8.shape, 128, dtype=np.uint8)
+    out[trimap_u8 > 180] = 255
+    out[trimap_u8 < 50] = 0
+    return out
+
+
+def augment_sample(
+    image: np.ndarray,
+    alpha: np.ndarray,
+    rng: np.random.Generator,
+    cfg: DataConfig,
+    *,
+    fg: np.ndarray | None = None,
+    bg: np.ndarray | None = None,
+    trimap: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """Trimap, crop, flip, resize and re-quantise one full-resolution sample (uint8 arrays in and out).
+
+    ``trimap`` defaults to the random dilate/erode trimap of the alpha. Returns a dict with keys image,
+    alpha, trimap and, when given, fg and bg, all ``resize`` x ``resize``.
+    """
+    from p3m.data.trimap import random_trimap
+
+    if trimap is None:
+        trimap = random_trimap(alpha, rng, cfg.trimap_kernel[0], cfg.trimap_kernel[1])
+    y0, x0, ch, cw = choose_crop(trimap, cfg.crop_sizes, cfg.resize, rng, policy=cfg.crop_policy,
+                                 unknown_prob=cfg.unknown_prob)
+    flip = rng.random() < cfg.flip_prob
+    items = {"image": image, "alpha": alpha, "trimap": trimap}
+    if fg is not None and bg is not None:
+        items["fg"], items["bg"] = fg, bg
+    size = (cfg.resize, cfg.resize)
+    out = {}
+    for name, array in items.items():
+        crop = array[y0:y0 + ch, x0:x0 + cw]
+        if flip:
+            crop = crop[:, ::-1]
+        out[name] = cv2.resize(np.ascontiguousarray(crop), size, interpolation=cv2.INTER_LINEAR)
+    if cfg.trimap_variant == "ijcv":
+        out["trimap"] = requantize_trimap(out["trimap"])
+    return out
+
+
+def _find_by_stem(folder: Path, stem: str) -> Path | None:
+    from p3m.io import IMAGE_EXTENSIONS
+
+    for ext in sorted(IMAGE_EXTENSIONS):
+        for candidate in (folder / f"{stem}{ext}", folder / f"{stem}{ext.upper()}"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def resolve_image_paths(dataset, samples: list, image_dir: str | None) -> tuple[str, list[Path]]:
+    """(image folder name, image path per sample), honouring the ``data.image_dir`` override.
+
+    The override names a folder under the train split (e.g. ``original_image`` for un-obfuscated
+    images); every sample must have an image with its stem there.
+    """
+    if image_dir is None:
+        folder = samples[0].image.parent.name if samples else "blurred_image"
+        return folder, [s.image for s in samples]
+    folder = Path(dataset.split_dirs["train"]) / image_dir
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: data.image_dir folder not found")
+    paths, missing = [], []
+    for s in samples:
+        p = _find_by_stem(folder, s.stem)
+        (missing.append(s.stem) if p is None else paths.append(p))
+    if missing:
+        raise DatasetError(f"{folder}: no image for {len(missing)} training stems (first: {missing[0]})")
+    return image_dir, paths
+
+
+class P3MTrainDataset(Dataset):
+    """Torch dataset over the P3M-10k train split with the published augmentation.
+
+    Items are dicts of tensors: ``image`` [3,S,S] normalised, ``alpha`` [1,S,S] in [0, 1], ``trimap``
+    [1,S,S] values 0/128/255 (float), and with composition ``fg``, ``bg`` [3,S,S] normalised.
+    Set ``epoch`` before each epoch (the trainer does); workers must not be persistent.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        cfg: DataConfig,
+        *,
+        copy_paste: CopyPasteConfig | None = None,
+        seed: int = 0,
+    ) -> None:
+        from p3m.data.p3m10k import open_dataset
+        from p3m.train.foreground import default_cache_dir
+
+        self.cfg = cfg
+        self.copy_paste = copy_paste if copy_paste is not None and copy_paste.enabled else None
+        self.seed = seed
+        self.epoch = 0
+        self._reported: set[int] = set()
+        dataset = open_dataset(root, validate=False, require=(cfg.split,))
+        samples = dataset.split(cfg.split)
+        if cfg.max_samples:
+            samples = samples[: cfg.max_samples]
+        if not samples:
+            raise DatasetError(f"{root}: split {cfg.split} is empty")
+        self.samples = samples
+        self.image_folder, self.images = resolve_image_paths(dataset, samples, cfg.image_dir)
+        # shipped fg/bg belong to the stored (obfuscated) images; with an image override we estimate
+        self.use_shipped_fg = cfg.image_dir is None
+        self.cache_dir = Path(cfg.fg_cache) if cfg.fg_cache else default_cache_dir(dataset.root)
+        needs_faces = cfg.obfuscation != "none" or self.copy_paste is not None
+        if needs_faces and not any(s.facemask is not None for s in samples):
+            raise DatasetError(f"{root}: obfuscation/copy-paste need train/facemask/, which this dataset lacks")
+        self.face_bank = None
+        if self.copy_paste is not None:
+            from p3m.train.copy_paste import FaceBank
+
+            if self.copy_paste.source == "folder":
+                self.face_bank = FaceBank.from_folder(self.copy_paste.face_dir)
+            else:
+                self.face_bank = FaceBank.from_samples(self.images, [s.facemask for s in samples])
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def load(self, index: int) -> dict[str, np.ndarray]:
+        """Full-resolution uint8 arrays of one sample (image, alpha, optional facemask, fg, bg)."""
+        from p3m.io import read_image, read_mask
+
+        sample = self.samples[index]
+        image = read_image(self.images[index])
+        alpha = read_mask(sample.mask)
+        if alpha.shape != image.shape[:2]:
+            raise DatasetError(f"{sample.mask}: mask size {alpha.shape} differs from image {image.shape[:2]}")
+        out = {"image": image, "alpha": alpha}
+        if sample.facemask is not None and (self.cfg.obfuscation != "none" or self.copy_paste is not None):
+            face = read_mask(sample.facemask) > 100
+            out["face"] = face if face.shape == alpha.shape else np.zeros(alpha.shape, bool)
+        if self.cfg.composition:
+            if self.use_shipped_fg and sample.fg is not None and sample.bg is not None:
+                out["fg"], out["bg"] = read_image(sample.fg), read_image(sample.bg)
+            else:
+                from p3m.train.foreground import load_or_estimate
+
+                out["fg"], out["bg"] = load_or_estimate(image, alpha, self.cache_dir, self.image_folder, sample.stem)
+        return out
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        # an unreadable sample is reported and replaced by the next readable one, so one bad file in
+        # 9,421 does not stop a two-day run; a dataset with no readable sample at all still fails
+        for offset in range(min(len(self), MAX_REPLACEMENTS)):
+            candidate = (index + offset) % len(self)
+            try:
+                return self._item(candidate, sample_rng(self.seed, self.epoch, index))
+            except P3MError as exc:
+                if candidate not in self._reported:
+                    self._reported.add(candidate)
+                    print(f"p3m train: skipping sample: {exc}", file=sys.stderr)
+        raise DatasetError(f"{self.samples[index].image}: no readable sample among {MAX_REPLACEMENTS} tried")
+
+    def _item(self, index: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        data = self.load(index)
+        image, alpha = data["image"], data["alpha"]
+        fg, bg = data.get("fg"), data.get("bg")
+        trimap = None
+        face = data.get("face")
+        if face is not None and face.any():
+            from p3m.data.trimap import random_trimap
+            from p3m.privacy.obfuscate import obfuscate, private_area
+
+            trimap = random_trimap(alpha, rng, self.cfg.trimap_kernel[0], self.cfg.trimap_kernel[1])
+            private = private_area(face, alpha=alpha)
+            if self.cfg.obfuscation != "none":
+                image = obfuscate(image, private, self.cfg.obfuscation)
+                if fg is not None:  # alpha is 1 in the private area: the foreground is the image there
+                    fg = fg.copy()
+                    fg[private] = image[private]
+            cp = self.copy_paste
+            if cp is not None and rng.random() < cp.prob:
+                source = self.face_bank.pick(rng, exclude=self.images[index])
+                if source is not None:
+                    from p3m.train.copy_paste import paste_face
+
+                    image, replaced = paste_face(image, face, private, source, rng, degree=cp.degree,
+                                                 scale=tuple(cp.scale), flip=cp.flip)
+                    if fg is not None and replaced.any():
+                        fg = fg.copy()
+                        fg[replaced] = image[replaced]
+        out = augment_sample(image, alpha, rng, self.cfg, fg=fg, bg=bg, trimap=trimap)
+        item = {
+            "image": normalize(out["image"]),
+            "alpha": torch.from_numpy(out["alpha"].astype(np.float32) / 255.0)[None],
+            "trimap": torch.from_numpy(out["trimap"].astype(np.float32))[None],
+        }
+        if "fg" in out:
+            item["fg"], item["bg"] = normalize(out["fg"]), normalize(out["bg"])
+        return item
+
+
+class ResumableSampler(DistributedSampler):
+    """`DistributedSampler` (shuffled per epoch from ``seed + epoch``, padded to equal shards) that can
+    skip the first ``start`` indices of this rank's shard, so a resumed run continues mid-epoch."""
+
+    def __init__(self, dataset, *, num_replicas: int = 1, rank: int = 0, seed: int = 0, shuffle: bool = True) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)
+        self.start = 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:  # type: ignore[override]
+        super().set_epoch(epoch)
+        self.start = start
+
+    def __iter__(self):
+        indices = list(super().__iter__())
+        return iter(indices[self.start:])
+
+    def __len__(self) -> int:
+        return self.num_samples - self.start
+
+
+def worker_init(worker_id: int) -> None:
+    """Seed the global RNGs of a DataLoader worker from torch's per-worker seed (base seed + worker)."""
+    import random
+
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+    # no cv2.setNumThreads here: reconfiguring OpenCV's thread pool in a forked child can deadlock
+
+
+def make_loader(dataset: P3MTrainDataset, sampler: ResumableSampler, *, batch_size: int, workers: int,
+                pin_memory: bool, seed: int, epoch: int) -> torch.utils.data.DataLoader:
+    """DataLoader of one epoch (fresh workers each epoch, so they see ``dataset.epoch``)."""
+    generator = torch.Generator()
+    generator.manual_seed(seed * 1000 + epoch)
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        drop_last=False,
+        worker_init_fn=worker_init if workers > 0 else None,
+        generator=generator,
+        persistent_workers=False,
+    )

@@ -1,0 +1,128 @@
+"""Foreground/background colours for the composition loss when a dataset ships none.
+
+P3M-10k's 2021 archive has no fg/bg (reference §1.3); the authors point to closed-form estimates. We
+estimate them once with pymatting's multilevel foreground estimation (`estimate_foreground_ml`, which
+also returns the background) and cache them as PNG files:
+
+    <cache_dir>/<image folder name>/fg/<stem>.png
+    <cache_dir>/<image folder name>/bg/<stem>.png
+
+The default cache_dir is ``<root>/train/fg_bg_cache``. The image folder name is part of the path so that
+estimates of obfuscated and original images (``data.image_dir``) never mix. The cache is keyed by stem:
+after replacing images, run ``p3m prepare --force``.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from p3m.errors import P3MError
+
+__all__ = [
+    "estimate_fg_bg", "cache_paths", "default_cache_dir", "load_or_estimate", "PrepareReport", "prepare_foreground",
+]
+
+CACHE_FOLDER = "fg_bg_cache"
+
+
+def estimate_fg_bg(image_u8: np.ndarray, alpha_u8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(fg, bg) HxWx3 uint8 such that image ~ alpha fg + (1 - alpha) bg (pymatting multilevel estimate)."""
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(Path.home() / ".cache" / "p3m" / "numba"))
+    from pymatting import estimate_foreground_ml  # heavy import (numba JIT): only when needed
+
+    image = np.asarray(image_u8, dtype=np.float64) / 255.0
+    alpha = np.asarray(alpha_u8, dtype=np.float64) / 255.0
+    fg, bg = estimate_foreground_ml(image, alpha, return_background=True)
+    to_u8 = lambda x: np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)  # noqa: E731
+    return to_u8(fg), to_u8(bg)
+
+
+def default_cache_dir(root: str | os.PathLike) -> Path:
+    return Path(root) / "train" / CACHE_FOLDER
+
+
+def cache_paths(cache_dir: str | os.PathLike, image_folder: str, stem: str) -> tuple[Path, Path]:
+    base = Path(cache_dir) / image_folder
+    return base / "fg" / f"{stem}.png", base / "bg" / f"{stem}.png"
+
+
+def load_or_estimate(
+    image_u8: np.ndarray,
+    alpha_u8: np.ndarray,
+    cache_dir: str | os.PathLike,
+    image_folder: str,
+    stem: str,
+    *,
+    force: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cached (fg, bg) for one sample; estimates and writes them (atomically) on a miss."""
+    from p3m.io import read_image, write_image
+
+    fg_path, bg_path = cache_paths(cache_dir, image_folder, stem)
+    if not force and fg_path.is_file() and bg_path.is_file():
+        fg, bg = read_image(fg_path), read_image(bg_path)
+        if fg.shape == image_u8.shape and bg.shape == image_u8.shape:
+            return fg, bg
+    fg, bg = estimate_fg_bg(image_u8, alpha_u8)
+    fg_path.parent.mkdir(parents=True, exist_ok=True)
+    bg_path.parent.mkdir(parents=True, exist_ok=True)
+    write_image(fg_path, fg)
+    write_image(bg_path, bg)
+    return fg, bg
+
+
+@dataclass
+class PrepareReport:
+    """What `prepare_foreground` did."""
+
+    cache_dir: Path
+    estimated: int = 0
+    cached: int = 0  # already present
+    shipped: int = 0  # the dataset has its own fg/bg for these samples
+    failures: list[str] = field(default_factory=list)  # one line per bad sample
+
+
+def prepare_foreground(
+    root: str | os.PathLike,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    image_dir: str | None = None,
+    force: bool = False,
+    limit: int | None = None,
+    progress: bool = True,
+) -> PrepareReport:
+    """Estimate and cache fg/bg for every training sample that has none (``p3m prepare``).
+
+    One unreadable sample is reported in ``failures`` and skipped; the others are processed.
+    """
+    from tqdm import tqdm
+
+    from p3m.data.p3m10k import open_dataset
+    from p3m.io import read_image, read_mask
+    from p3m.train.data import resolve_image_paths
+
+    dataset = open_dataset(root, validate=False, require=("train",))
+    samples = dataset.split("train")[:limit] if limit else dataset.split("train")
+    folder_name, images = resolve_image_paths(dataset, samples, image_dir)
+    cache = Path(cache_dir) if cache_dir else default_cache_dir(dataset.root)
+    report = PrepareReport(cache_dir=cache)
+    for sample, image_path in tqdm(list(zip(samples, images)), desc="fg/bg", disable=not progress, unit="img"):
+        if image_dir is None and sample.fg is not None and sample.bg is not None:
+            report.shipped += 1
+            continue
+        fg_path, bg_path = cache_paths(cache, folder_name, sample.stem)
+        if not force and fg_path.is_file() and bg_path.is_file():
+            report.cached += 1
+            continue
+        try:
+            image, alpha = read_image(image_path), read_mask(sample.mask)
+            if image.shape[:2] != alpha.shape:
+                raise P3MError(f"{sample.mask}: mask size {alpha.shape} differs from image {image.shape[:2]}")
+            load_or_estimate(image, alpha, cache, folder_name, sample.stem, force=True)
+            report.estimated += 1
+        except P3MError as exc:
+            report.failures.append(str(exc))
+    return report

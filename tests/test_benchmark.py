@@ -1,0 +1,376 @@
+"""Tests for the PPT benchmark: method interface, runner stages (skip / force / resume hashes), config errors,
+the report (JSON, CSV, Markdown, self-contained HTML rendered in headless Chromium) and `p3m benchmark`.
+
+One tiny benchmark (64-px synthetic images, width-8 models, 3 training steps) is run once per module and re-run
+to check stage skipping.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".cache" / "numba"))
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+from p3m import models  # noqa: E402
+from p3m.bench import published  # noqa: E402
+from p3m.bench.methods import ClassicalMethod, NetworkMethod, ensure_models_registered  # noqa: E402
+from p3m.bench.runner import (  # noqa: E402
+    DONE_MARKER,
+    BenchmarkConfigError,
+    compare_p3m_basic,
+    load_benchmark_config,
+    run_benchmark,
+)
+from p3m.errors import DatasetError, P3MError  # noqa: E402
+
+torch.set_num_threads(1)
+
+TINY = {
+    "name": "tiny",
+    "dataset": {"synth": {"n_train": 6, "n_test_p": 2, "n_test_np": 2, "size": [64, 64], "seed": 3}},
+    "train": {
+        "data": {"crop_sizes": [64], "resize": 64, "trimap_kernel": [3, 5], "workers": 0, "pin_memory": False},
+        "optim": {"lr": 5.0e-4},
+        "train": {"epochs": 100, "max_steps": 2, "batch_size": 2, "seed": 0, "log_every": 1, "save_every": 100},
+        "val": {"every": 0},
+    },
+    "inference": {"ratio": 1.0},
+    "evaluation": {"fast": True},
+    "report": {"grid_samples": 1, "grid_tile": 64},
+    "methods": [
+        {"name": "P3M-Net R34", "type": "p3m-r34", "width": 8},
+        {"name": "BASIC", "type": "basic-r34", "width": 8},
+        {"name": "MODNet", "type": "modnet-mbv2", "width": 8},
+        {"name": "Closed-form", "type": "closed-form", "max_images": 1, "max_side": 64},
+    ],
+}
+
+
+def _tiny(**changes) -> dict:
+    cfg = json.loads(json.dumps(TINY))
+    cfg.update(changes)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    lines: list[str] = []
+    result = run_benchmark(_tiny(), out, progress=False, log=lines.append)
+    return out, result, lines
+
+
+# ------------------------------------------------------------------------------------------ methods
+
+
+def test_closed_form_recovers_a_known_alpha():
+    """Composite alpha*F + (1-alpha)*B with flat colours: closed-form matting recovers the ramp closely."""
+    h, w = 48, 64
+    alpha = np.tile(np.clip((np.arange(w) - 16) / 32, 0, 1), (h, 1))
+    fg, bg = np.array([220, 40, 30], float), np.array([20, 60, 200], float)
+    image = (alpha[..., None] * fg + (1 - alpha[..., None]) * bg).round().astype(np.uint8)
+    trimap = np.full((h, w), 128, np.uint8)
+    trimap[:, :12] = 0
+    trimap[:, 52:] = 255
+    pred = ClassicalMethod("cf", "closed-form", max_side=None).predict(image, trimap)
+    assert pred.shape == (h, w) and pred.dtype == np.float32
+    assert np.abs(pred - alpha).max() < 0.03
+    assert np.all(pred[trimap == 0] == 0) and np.all(pred[trimap == 255] == 1)
+    # solving at a reduced size keeps the known regions exact and the band close
+    small = ClassicalMethod("cf", "closed-form", max_side=32).predict(image, trimap)
+    assert np.all(small[trimap == 0] == 0) and np.all(small[trimap == 255] == 1)
+    assert np.abs(small - alpha).mean() < 0.03
+
+
+def test_classical_method_edge_cases():
+    image = np.zeros((32, 32, 3), np.uint8)
+    m = ClassicalMethod("knn", "knn")
+    assert m.needs_trimap and m.kind == "trimap-based"
+    with pytest.raises(P3MError, match="trimap"):
+        m.predict(image)
+    full = np.full((32, 32), 255, np.uint8)
+    assert np.all(m.predict(image, full) == 1)  # nothing unknown: the trimap is the answer
+    only_fg = np.full((32, 32), 128, np.uint8)
+    only_fg[:4] = 255
+    assert np.all(m.predict(image, only_fg) == 1)  # no background constraint: the band takes the known side
+    with pytest.raises(P3MError, match="unknown classical solver"):
+        ClassicalMethod("x", "nope")
+
+
+def test_network_method_interface():
+    ensure_models_registered()
+    net = models.create("modnet-mbv2", width=8)
+    method = NetworkMethod("MODNet", net, strategy="resize", ratio=0.5)
+    image = np.random.default_rng(0).integers(0, 255, (70, 90, 3), dtype=np.uint8)
+    alpha = method.predict(image)
+    assert alpha.shape == (70, 90) and alpha.dtype == np.float32
+    assert alpha.min() >= 0 and alpha.max() <= 1
+    assert method.kind == "trimap-free" and not method.needs_trimap
+    assert method.info["params"] == sum(p.numel() for p in net.parameters())
+    with pytest.raises(P3MError, match="unknown strategy"):
+        NetworkMethod("x", net, strategy="magic")
+
+
+# ------------------------------------------------------------------------------------------ config errors
+
+
+def test_unknown_method_type_is_a_clear_config_error(tmp_path):
+    cfg = _tiny(methods=[{"name": "Magic", "type": "magic-net"}])
+    with pytest.raises(BenchmarkConfigError, match=r"unknown method type 'magic-net'; available: p3m-r34"):
+        load_benchmark_config(cfg)
+
+
+def test_config_lists_every_problem():
+    cfg = _tiny(test_splits=["P3M-500-X"], bogus=1, settings=[{"name": "B", "obfuscation": "paint"}])
+    with pytest.raises(BenchmarkConfigError) as err:
+        load_benchmark_config(cfg)
+    msg = str(err.value)
+    assert "P3M-500-X" in msg and "'bogus'" in msg and "paint" in msg and "\n" not in msg
+
+
+def test_missing_dataset_is_a_clear_error(tmp_path):
+    with pytest.raises(BenchmarkConfigError, match="dataset.root is missing"):
+        load_benchmark_config(_tiny(dataset={}))
+    with pytest.raises(DatasetError, match="not a folder"):
+        run_benchmark(_tiny(dataset={"root": str(tmp_path / "nowhere")}), tmp_path / "out", progress=False,
+                      log=lambda s: None)
+    assert not (tmp_path / "out").exists()  # nothing written before the dataset is found
+
+
+def test_cli_reports_config_errors_in_one_line(tmp_path, capsys):
+    from p3m.commands import benchmark
+
+    config = tmp_path / "bad.yaml"
+    config.write_text("name: bad\ndataset: {root: %s}\nmethods: [{name: X, type: nope}]\n" % (tmp_path / "none"))
+    parser = argparse.ArgumentParser(prog="p3m")
+    benchmark.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["benchmark", str(config), "-o", str(tmp_path / "out")])
+    with pytest.raises(P3MError) as err:
+        benchmark.run(args)
+    assert "unknown method type 'nope'" in str(err.value) and str(config) in str(err.value)
+    # through the real entry point once the verb is wired: exit code 2, one line on stderr
+    from p3m import cli
+
+    if "benchmark" in cli.COMMANDS:
+        assert cli.main(["benchmark", str(config)]) == 2
+        lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert len(lines) == 1 and "unknown method type" in lines[0]
+
+
+# ------------------------------------------------------------------------------------------ runner
+
+
+def test_results_cover_every_method_and_split(bench):
+    out, result, _ = bench
+    rows = {(r["method"], r["setting"], r["split"]) for r in result.results}
+    for name in ("P3M-Net R34", "BASIC", "MODNet"):
+        for split in ("P3M-500-P", "P3M-500-NP"):
+            assert (name, "B", split) in rows
+    assert ("Closed-form", None, "P3M-500-P") in rows
+    for r in result.results:
+        assert r["images"] == (1 if r["method"] == "Closed-form" else 2)
+        assert {"sad", "mse", "mad"} <= set(r["metrics"])
+        assert "dim_sad" in r["metrics"] and "sad_t" in r["metrics"]  # both protocols (test trimaps exist)
+    by = {(r["method"], r["split"]): r for r in result.results}
+    assert by[("P3M-Net R34", "P3M-500-P")]["column"] == "B:B"
+    assert by[("P3M-Net R34", "P3M-500-NP")]["column"] == "B:N"
+    r34 = models.create("p3m-r34", width=8)
+    assert by[("P3M-Net R34", "P3M-500-P")]["params"] == sum(p.numel() for p in r34.parameters())
+    assert by[("P3M-Net R34", "P3M-500-P")]["train_steps"] == 2
+
+
+def test_metrics_match_an_independent_sad(bench):
+    """The stored mean SAD equals sum|p - a| / 1000 recomputed here from the saved PNGs."""
+    from PIL import Image
+
+    out, result, _ = bench
+    r = next(x for x in result.results if x["method"] == "BASIC" and x["split"] == "P3M-500-NP")
+    pred_dir = out / "predictions" / "b" / "basic" / "P3M-500-NP"
+    masks = out / "data" / "validation" / "P3M-500-NP" / "mask"
+    sads = []
+    for png in sorted(pred_dir.glob("*.png")):
+        p = np.asarray(Image.open(png), dtype=np.float64) / 255
+        a = np.asarray(Image.open(masks / png.name), dtype=np.float64) / 255
+        sads.append(np.abs(p - a).sum() / 1000)
+    assert len(sads) == 2 and r["metrics"]["sad"] == pytest.approx(np.mean(sads), rel=1e-9)
+
+
+def test_comparison_is_stated_from_the_numbers(bench):
+    _, result, _ = bench
+    comp = result.comparison
+    rows = comp["rows"]
+    assert len(rows) == 2
+    for row in rows:
+        p = next(r for r in result.results if r["method"] == "P3M-Net R34" and r["split"] == row["split"])
+        b = next(r for r in result.results if r["method"] == "BASIC" and r["split"] == row["split"])
+        assert row["p3m_better"] == (p["metrics"]["sad"] < b["metrics"]["sad"])
+    expected = "P3M-Net beats BASIC" if all(r["p3m_better"] for r in rows) else "P3M-Net does NOT beat BASIC"
+    assert comp["statement"].startswith(expected)
+    assert comp["statement"] in result.report_markdown.read_text()
+
+
+def test_compare_wording_both_ways():
+    cfg = {"settings": [{"name": "B", "label": "B"}], "test_splits": ["P3M-500-P"]}
+
+    def rows(p, b):
+        return [{"type": "p3m-r34", "method": "P", "setting": "B", "split": "P3M-500-P", "metrics": {"sad": p}},
+                {"type": "basic-r34", "method": "Q", "setting": "B", "split": "P3M-500-P", "metrics": {"sad": b}}]
+
+    assert compare_p3m_basic(rows(1.0, 2.0), cfg)["statement"].startswith("P3M-Net beats BASIC")
+    lose = compare_p3m_basic(rows(3.0, 2.0), cfg)
+    assert lose["all_better"] is False and "does NOT beat BASIC on SAD on B:B" in lose["statement"]
+    assert "reasons" in lose["statement"]
+
+
+# ------------------------------------------------------------------------------------------ report
+
+
+def test_report_files(bench):
+    out, result, _ = bench
+    report = out / "report"
+    data = json.loads((report / "results.json").read_text())
+    assert len(data["results"]) == len(result.results) == 8
+    assert data["published"]["p3m_net_r34_ppt"]["P3M-500-P"][0] == 8.73
+    rows = list(csv.DictReader(io.StringIO((report / "results.csv").read_text())))
+    assert len(rows) == 8 and {"method", "split", "sad", "dim_sad"} <= set(rows[0])
+    md = result.report_markdown.read_text()
+    assert "| Method | Params (M) | B:B SAD" in md and "B:N SAD" in md
+    assert "Published on P3M-10k (not measured here)" in md and "8.73" in md and "15.13" in md
+    assert "DIM protocol" in md and "Trimap-based methods" in md
+    for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md):
+        assert (report / link).is_file()
+    assert result.table_markdown in md
+    html = result.report_html.read_text()
+    assert "http://" not in html and "https://" not in html and "<script" not in html  # self-contained
+    assert html.count("data:image/") >= 3
+
+
+def test_published_numbers():
+    assert published.published_for("p3m-r34", "P3M-500-P") [:2] == (8.73, 0.0026)
+    assert published.published_for("p3m-r34", "P3M-500-NP")[:2] == (11.23, None)
+    assert published.published_for("basic-r34", "P3M-500-P")[:2] == (15.13, 0.0058)
+    assert published.published_for("basic-r34", "P3M-500-NP") is None
+    assert published.published_for("modnet-mbv2", "P3M-500-P") is None
+    assert published.TRIMAP_BASED["FBA"]["B:B"] == (4.1330, 0.0088)
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.mark.skipif(not CHROMIUM.exists() and not os.environ.get("CI"), reason="/usr/bin/chromium not installed")
+def test_html_report_renders_in_headless_chromium(bench):
+    from playwright.sync_api import sync_playwright
+
+    _, result, _ = bench
+    args = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=args)
+        try:
+            page = browser.new_page()
+            requests: list[str] = []
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(result.report_html.as_uri())
+            page.wait_for_load_state("load")
+            widths = page.eval_on_selector_all("img", "els => els.map(e => e.complete ? e.naturalWidth : 0)")
+            tables = page.eval_on_selector_all("table", "els => els.map(e => e.rows.length)")
+            text = page.inner_text("body")
+        finally:
+            browser.close()
+    assert len(widths) >= 3 and all(w > 0 for w in widths)  # bar chart, training curves, grids
+    assert len(tables) >= 5 and all(n >= 2 for n in tables)
+    assert "P3M-Net R34" in text and "BASIC" in text and "MODNet" in text
+    assert all(u.startswith(("file:", "data:")) for u in requests), requests
+
+
+# ------------------------------------------------------------------------------------------ re-runs (last: they
+# rewrite the module's report)
+
+
+def test_rerun_skips_finished_stages(bench, tmp_path):
+    out, _, _ = bench
+    weights = out / "train" / "b" / "p3m-net-r34" / "last.safetensors"
+    before = weights.stat().st_mtime_ns
+    lines: list[str] = []
+    run_benchmark(_tiny(), out, progress=False, log=lines.append)
+    work = [line for line in lines if line.startswith(("[train]", "[predict]", "[evaluate]", "[data]"))]
+    assert work and all("skip" in line for line in work), work
+    assert weights.stat().st_mtime_ns == before
+    # a changed inference setting redoes prediction and evaluation only
+    lines.clear()
+    run_benchmark(_tiny(inference={"ratio": 0.5}), out, progress=False, log=lines.append)
+    assert all("skip" in line for line in lines if line.startswith(("[train]", "[data]")))
+    assert any(line.startswith("[predict] P3M-Net") and "skip" not in line for line in lines)
+    assert weights.stat().st_mtime_ns == before
+
+
+def test_stage_without_done_marker_is_redone(bench):
+    out, _, _ = bench
+    marker = out / "predictions" / "b" / "modnet" / "P3M-500-P" / DONE_MARKER
+    assert marker.is_file()
+    marker.unlink()
+    lines: list[str] = []
+    run_benchmark(_tiny(inference={"ratio": 0.5}), out, progress=False, log=lines.append)
+    assert any(line.startswith("[predict] MODNet (B) on P3M-500-P") and "skip" not in line for line in lines)
+    assert any(line.startswith("[evaluate] MODNet (B) on P3M-500-P") and "skip" not in line for line in lines)
+    assert "[evaluate] skip: MODNet (B) on P3M-500-NP" in lines
+    assert marker.is_file()
+
+
+def test_force_redoes_everything(tmp_path):
+    cfg = _tiny(methods=[TINY["methods"][2]])
+    out = tmp_path / "forced"
+    run_benchmark(cfg, out, progress=False, log=lambda s: None)
+    weights = out / "train" / "b" / "modnet" / "last.safetensors"
+    before = weights.stat().st_mtime_ns
+    lines: list[str] = []
+    run_benchmark(cfg, out, force=True, progress=False, log=lines.append)
+    work = [line for line in lines if line.startswith(("[train]", "[predict]", "[evaluate]", "[data]"))]
+    assert work and not any("skip" in line for line in work)
+    assert weights.stat().st_mtime_ns != before
+
+
+def test_interrupted_training_stage_resumes(bench):
+    """A training folder with the trainer's resume.pt but no done marker continues instead of starting over."""
+    out, _, _ = bench
+    folder = out / "train" / "b" / "basic"
+    (folder / DONE_MARKER).unlink()
+    assert (folder / "resume.pt").is_file()
+    lines: list[str] = []
+    run_benchmark(_tiny(inference={"ratio": 0.5}), out, progress=False, log=lines.append)
+    started = [line for line in lines if line.startswith("[train] BASIC")]
+    assert len(started) == 1 and "(resuming)" in started[0]
+    assert json.loads((folder / DONE_MARKER).read_text())["resumed"] is True
+
+
+def test_bad_test_image_is_reported_and_skipped(tmp_path, capsys):
+    """One unreadable test image: reported, skipped, the others finish; the CLI exit code says so."""
+    from p3m.commands import benchmark
+    from p3m.data.synth import SynthConfig, generate_dataset
+
+    root = generate_dataset(tmp_path / "data", SynthConfig(n_train=0, n_test_p=2, n_test_np=2, size=(64, 64), seed=1))
+    bad = sorted((root / "validation" / "P3M-500-P" / "blurred_image").iterdir())[0]
+    bad.write_bytes(bad.read_bytes()[:40])  # truncated JPEG
+    config = tmp_path / "cf.yaml"
+    config.write_text(json.dumps({"name": "cf", "dataset": {"root": str(root)}, "evaluation": {"fast": True},
+                                  "methods": [{"name": "Closed-form", "type": "closed-form", "max_side": 64}]}))
+    parser = argparse.ArgumentParser(prog="p3m")
+    benchmark.add_parser(parser.add_subparsers(dest="command"))
+    code = benchmark.run(parser.parse_args(["benchmark", str(config), "-o", str(tmp_path / "out")]))
+    assert code == 1
+    err = capsys.readouterr().err
+    assert f"skipping {bad.stem}" in err and bad.name in err and "1 image(s) could not be processed" in err
+    data = json.loads((tmp_path / "out" / "report" / "results.json").read_text())
+    rows = {r["split"]: r for r in data["results"]}
+    assert rows["P3M-500-P"]["images"] == 1 and rows["P3M-500-P"]["failed"] == [bad.stem]
+    assert rows["P3M-500-NP"]["images"] == 2 and rows["P3M-500-NP"]["failed"] == []

@@ -1,0 +1,223 @@
+"""Trainer: loss decreases, SIGKILL + --resume, SIGINT clean stop, DDP (torchrun, gloo), checkpoints and logs."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from p3m.train.config import load_config
+from p3m.train.trainer import RESUME_FILE, lr_at, train
+
+torch.set_num_threads(1)
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+
+TINY = [
+    "data.crop_sizes=[32, 48, 64]", "data.resize=32", "data.trimap_kernel=[3, 5]", "data.workers=0",
+    "data.pin_memory=false", "model.width=8", "train.batch_size=2", "train.log_every=1", "optim.lr=1e-3",
+    "val.scale=0.5", "val.every=0", "train.threads=1",
+]
+
+
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory) -> Path:
+    from p3m.data.synth import SynthConfig, generate_dataset
+
+    root = tmp_path_factory.mktemp("tsynth") / "P3M-10k"
+    generate_dataset(root, SynthConfig(n_train=6, n_test_p=2, n_test_np=2, size=(64, 64), seed=5))
+    return root
+
+
+def tiny(root: Path, *extra: str):
+    return load_config(None, [f"data.root={root}", *TINY, *extra])
+
+
+def write_config(path: Path, root: Path, *extra: str) -> Path:
+    import yaml
+
+    from p3m.train.config import config_to_dict
+
+    path.write_text(yaml.safe_dump(config_to_dict(tiny(root, *extra))))
+    return path
+
+
+def records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+
+
+def test_lr_schedule():
+    cfg = load_config(None, ["optim.lr=1.0", "optim.warmup_steps=4", "optim.schedule=cosine", "optim.min_lr=0.1"]).optim
+    assert [lr_at(s, 14, cfg) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert lr_at(4, 14, cfg) == pytest.approx(1.0)
+    assert lr_at(9, 14, cfg) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert lr_at(14, 14, cfg) == pytest.approx(0.1)
+    const = load_config(None, ["optim.lr=0.5"]).optim
+    assert lr_at(1000, 10, const) == 0.5
+
+
+def test_loss_goes_down_on_tiny_set(synth_root, tmp_path):
+    torch.manual_seed(0)
+    # whole-image crops, fixed trimap kernel: the same two samples every step, so the loss must fall
+    cfg = tiny(synth_root, "train.max_steps=40", "data.max_samples=2", "train.batch_size=2", "data.flip_prob=0",
+               "data.crop_sizes=[64]", "data.trimap_kernel=[4, 4]", "optim.lr=2e-3", "train.save_every=100")
+    result = train(cfg, out_dir=tmp_path / "run", progress=False)
+    losses = [r["loss"]["total"] for r in result.history if r["type"] == "train"]
+    assert len(losses) == 40 and result.step == 40
+    first, last = np.mean(losses[:5]), np.mean(losses[-5:])
+    assert last < 0.85 * first, (first, last)
+    assert result.last_checkpoint.is_file() and (tmp_path / "run" / "curves.png").is_file()
+
+
+def test_validation_keeps_best_checkpoints_and_weights_load(synth_root, tmp_path):
+    from p3m.models import load_model
+
+    cfg = tiny(synth_root, "train.max_steps=4", "val.every_steps=2", "train.save_every=2")
+    result = train(cfg, out_dir=tmp_path / "run", progress=False)
+    vals = [r for r in result.history if r["type"] == "val"]
+    assert [v["step"] for v in vals] == [2, 4]
+    assert set(vals[0]["metrics"]) == {"P3M-500-P", "P3M-500-NP"}
+    assert "sad" in vals[0]["metrics"]["P3M-500-P"] and "sad_privacy" in vals[0]["metrics"]["P3M-500-P"]
+    assert {"sad_P3M-500-P", "sad_P3M-500-NP", "sad_privacy_P3M-500-P"} <= set(result.best_checkpoints)
+    for path in result.best_checkpoints.values():
+        assert path.is_file() and path.name.startswith("best_")
+    model, meta = load_model(result.last_checkpoint)
+    assert meta["step"] == 4 and meta["arch"] == "p3m-r34"
+    # resume state loads with the safe unpickler
+    state = torch.load(tmp_path / "run" / RESUME_FILE, weights_only=True)
+    assert state["step"] == 4 and "optimizer" in state and "rng" in state
+    # a second run into the same folder without --resume is refused
+    from p3m.errors import P3MError
+
+    with pytest.raises(P3MError, match="--resume"):
+        train(cfg, out_dir=tmp_path / "run", progress=False)
+
+
+def _spawn_train(config: Path, out: Path, *extra: str) -> subprocess.Popen:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return subprocess.Popen([str(VENV_BIN / "p3m"), "train", str(config), "--out", str(out), "-q", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+
+
+def _wait_for_step(out: Path, step: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if (out / RESUME_FILE).is_file() and (out / "train_log.jsonl").is_file():
+            if any(r["step"] >= step for r in records(out) if r["type"] == "train"):
+                return
+        if proc.poll() is not None:
+            raise AssertionError(proc.stdout.read().decode())
+        time.sleep(0.05)
+    raise AssertionError("training did not reach the step in time")
+
+
+def test_sigkill_then_resume_reaches_the_same_step_count(synth_root, tmp_path):
+    config = write_config(tmp_path / "c.yaml", synth_root, "train.max_steps=14", "train.save_every=3")
+    out = tmp_path / "run"
+    proc = _spawn_train(config, out)
+    _wait_for_step(out, 5, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    saved = torch.load(out / RESUME_FILE, weights_only=True)  # never corrupt, whenever the kill lands
+    assert saved["step"] in (3, 6) and saved["step"] < 14
+    proc = _spawn_train(config, out, "--resume")
+    output = proc.communicate(timeout=180)[0].decode()
+    assert proc.returncode == 0, output
+    state = torch.load(out / RESUME_FILE, weights_only=True)
+    assert state["step"] == 14
+    steps = [r["step"] for r in records(out) if r["type"] == "train"]
+    assert steps == list(range(1, 15))  # records of the steps lost by the kill were replaced, none duplicated
+    assert not list(out.glob(".*.tmp"))
+    from p3m.models import load_model
+
+    _, meta = load_model(out / "last.safetensors")
+    assert meta["step"] == 14
+
+
+def test_resume_matches_uninterrupted_run(synth_root, tmp_path):
+    """Stopping at a save point and resuming gives the same weights as one uninterrupted run."""
+    full = train(tiny(synth_root, "train.max_steps=6", "train.save_every=3"), out_dir=tmp_path / "a", progress=False)
+    train(tiny(synth_root, "train.max_steps=3", "train.save_every=3"), out_dir=tmp_path / "b", progress=False)
+    resumed = train(tiny(synth_root, "train.max_steps=6", "train.save_every=3"), out_dir=tmp_path / "b",
+                    resume=True, progress=False)
+    assert resumed.step == 6
+    a = torch.load(tmp_path / "a" / RESUME_FILE, weights_only=True)["model"]
+    b = torch.load(tmp_path / "b" / RESUME_FILE, weights_only=True)["model"]
+    for key in a:
+        assert torch.allclose(a[key].float(), b[key].float(), atol=1e-5), key
+
+
+def test_sigint_saves_and_exits_cleanly(synth_root, tmp_path):
+    config = write_config(tmp_path / "c.yaml", synth_root, "train.max_steps=400", "train.save_every=1000")
+    out = tmp_path / "run"
+    proc = _spawn_train(config, out)
+    deadline = time.time() + 120
+    while time.time() < deadline and not ((out / "train_log.jsonl").is_file() and records(out)):
+        assert proc.poll() is None, proc.stdout.read().decode()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)  # save_every is 1000: only the interrupt handler can have saved
+    output = proc.communicate(timeout=120)[0].decode()
+    assert proc.returncode == 130, output
+    assert "--resume" in output and "Traceback" not in output
+    state = torch.load(out / RESUME_FILE, weights_only=True)
+    assert 1 <= state["step"] < 400
+    assert max(r["step"] for r in records(out)) <= state["step"]
+
+
+def test_ddp_two_processes_gloo(synth_root, tmp_path):
+    torchrun = VENV_BIN / "torchrun"
+    if not torchrun.exists():
+        pytest.skip("torchrun not installed in this environment")
+    # resize 64: the last batch of an epoch holds 1 sample per rank, and BatchNorm needs > 1 value at 1/32
+    config = write_config(tmp_path / "c.yaml", synth_root, "train.max_steps=3", "train.save_every=2",
+                          "val.every_steps=3", "val.max_images=1", "data.resize=64")
+    out = tmp_path / "run"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [str(torchrun), "--nproc_per_node", "2", "--master_port", str(29500 + os.getpid() % 1000),
+         str(VENV_BIN / "p3m"), "train", str(config), "--out", str(out), "-q"],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    state = torch.load(out / RESUME_FILE, weights_only=True)
+    assert state["step"] == 3
+    recs = records(out)
+    # only rank 0 writes: one record per step, images counted over both ranks
+    assert [r["step"] for r in recs if r["type"] == "train"] == [1, 2, 3]
+    assert [r["step"] for r in recs if r["type"] == "val"] == [3]
+    assert all(r["images_per_s"] > 0 for r in recs if r["type"] == "train")
+    # 6 samples over 2 ranks at batch 2: 2 steps per epoch
+    assert recs[1]["epoch"] == pytest.approx(1.0)
+
+
+def test_bf16_channels_last_overwrite_and_register(synth_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("P3M_HOME", str(tmp_path / "home"))
+    cfg = tiny(synth_root, "train.max_steps=2", "train.amp=bf16", "train.channels_last=true", "train.save_every=1",
+               "optim.schedule=cosine", "optim.warmup_steps=1", "optim.clip_grad=1.0", "register_as=tiny-test",
+               "data.crop_policy=mm21", "data.trimap_variant=mm21", "copy_paste.enabled=true", "copy_paste.prob=1.0")
+    first = train(cfg, out_dir=tmp_path / "run", progress=False)
+    assert first.step == 2 and all(math.isfinite(r["loss"]["total"]) for r in first.history)
+    assert any("tiny-test" in p.name for p in (tmp_path / "home").rglob("*"))
+    (tmp_path / "run" / "notes.txt").write_text("keep me")
+    again = train(tiny(synth_root, "train.max_steps=1"), out_dir=tmp_path / "run", progress=False, overwrite=True)
+    assert again.step == 1 and [r["step"] for r in again.history] == [1]
+    assert (tmp_path / "run" / "notes.txt").read_text() == "keep me"
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    from p3m.cli import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  batch_size: -1\n  bogus: 1\n")
+    assert main(["train", str(bad), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "unknown key 'train.bogus'" in err
+    assert main(["train", str(tmp_path / "missing.yaml")]) == 2
+    assert "cannot read config" in capsys.readouterr().err
