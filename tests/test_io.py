@@ -317,3 +317,11 @@ def test_collect_images(tmp_path: Path) -> None:
     assert len(problems) == 2 and "missing.jpg" in problems[0] and "*.tif" in problems[1]
     with pytest.raises(ImageError, match="missing.jpg"):
         io.list_images([tmp_path / "missing.jpg"])
+
+
+def test_copy_file_atomic(tmp_path: Path) -> None:
+    src = tmp_path / "src.bin"
+    src.write_bytes(os.urandom(3 << 20))  # several copy chunks
+    out = io.copy_file_atomic(src, tmp_path / "sub" / "dst.bin")
+    assert out.read_bytes() == src.read_bytes()
+    assert sorted(p.name for p in out.parent.iterdir()) == ["dst.bin"]

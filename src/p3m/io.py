@@ -20,6 +20,7 @@ from __future__ import annotations
 import glob
 import io as _io
 import os
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -271,6 +272,24 @@ def write_bytes_atomic(path: PathLike, data: bytes) -> Path:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        raise
+    return dest
+
+
+def copy_file_atomic(src: PathLike, dst: PathLike) -> Path:
+    """Copy a file atomically (streamed, fsynced, renamed into place), e.g. a checkpoint into the model folder."""
+    dest = Path(dst)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
+            shutil.copyfileobj(inp, out, 1 << 20)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
         raise
     return dest
 

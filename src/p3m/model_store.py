@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -20,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from p3m.errors import CheckpointError
+from p3m.io import copy_file_atomic, write_bytes_atomic
 
 __all__ = [
     "ModelEntry",
@@ -95,35 +94,9 @@ def _read_index(home: Path) -> dict[str, dict[str, Any]]:
     return {k: v for k, v in models.items() if isinstance(v, dict)}
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _copy_atomic(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_index(home: Path, models: dict[str, dict[str, Any]]) -> None:
     text = json.dumps({"version": 1, "models": models}, indent=2, sort_keys=True) + "\n"
-    _write_atomic(home / INDEX_NAME, text.encode("utf-8"))
+    write_bytes_atomic(home / INDEX_NAME, text.encode("utf-8"))
 
 
 def _now() -> str:
@@ -147,10 +120,10 @@ def register(checkpoint_path: str | os.PathLike[str], name: str, *, arch: str, o
     if copy:
         dst = home / f"{name}{src.suffix}"
         if src.resolve() != dst.resolve():
-            _copy_atomic(src, dst)
+            copy_file_atomic(src, dst)
         sidecar = src.with_suffix(".json")
         if src.suffix != ".json" and sidecar.is_file() and sidecar.resolve() != dst.with_suffix(".json").resolve():
-            _copy_atomic(sidecar, dst.with_suffix(".json"))
+            copy_file_atomic(sidecar, dst.with_suffix(".json"))
         stored: str = dst.name
         path = dst
     else:

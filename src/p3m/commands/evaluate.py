@@ -5,17 +5,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from p3m.commands._types import positive
+
 SPLIT_CHOICES = ("P3M-500-P", "P3M-500-NP")
-
-
-def _workers(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
-    return value
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -47,7 +39,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="P3M (whole image, default), DIM (unknown region, needs trimaps) or both")
     parser.add_argument("-o", "--output", metavar="OUTDIR",
                         help="write per_image.csv, summary.json and summary.md here")
-    parser.add_argument("--workers", type=_workers, metavar="N", help="processes (default: all cores)")
+    parser.add_argument("--workers", type=positive, metavar="N", help="processes (default: all cores)")
     parser.add_argument("--allow-missing", action="store_true",
                         help="list ground truth without prediction and evaluate the rest")
     parser.add_argument("--fast", action="store_true", help="skip Grad and Conn (official --fast_test)")

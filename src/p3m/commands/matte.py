@@ -3,24 +3,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from p3m import colors
+from p3m.commands._types import whole_number
 from p3m.errors import P3MError
 
 OUTPUT_KINDS = ("alpha", "rgba", "fg", "composite")
-COLOR_NAMES = {
-    "white": (255, 255, 255),
-    "black": (0, 0, 0),
-    "gray": (128, 128, 128),
-    "grey": (128, 128, 128),
-    "red": (255, 0, 0),
-    "green": (0, 255, 0),
-    "blue": (0, 0, 255),
-}
 
 
 def parse_outputs(text: str) -> list[str]:
@@ -35,30 +27,15 @@ def parse_outputs(text: str) -> list[str]:
 
 
 def parse_color(text: str) -> tuple[int, int, int] | None:
-    """'white' / '#RRGGBB' / '#RGB' / 'R,G,B' -> (r, g, b); None when it is not a colour."""
-    t = text.strip().lower()
-    if t in COLOR_NAMES:
-        return COLOR_NAMES[t]
-    m = re.fullmatch(r"#([0-9a-f]{6}|[0-9a-f]{3})", t)
-    if m:
-        h = m.group(1)
-        if len(h) == 3:
-            h = "".join(c * 2 for c in h)
-        return int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16)
-    m = re.fullmatch(r"(\d{1,3}),\s*(\d{1,3}),\s*(\d{1,3})", t)
-    if m:
-        rgb = tuple(int(v) for v in m.groups())
-        if max(rgb) > 255:
-            raise P3MError(f"background colour {text!r}: components must be 0-255")
-        return rgb  # type: ignore[return-value]
-    return None
+    """`--background` as a colour, or None when it is not written as one (then it names an image file)."""
+    try:
+        return colors.parse_color(text)
+    except ValueError as exc:
+        raise P3MError(f"background {exc}") from None
 
 
 def _tile_count(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    v = whole_number(text)
     if v < 64 or v % 32:
         raise argparse.ArgumentTypeError(f"tile size must be a multiple of 32 and >= 64, got {v}")
     return v

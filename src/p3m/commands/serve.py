@@ -3,27 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from p3m.commands._types import count, positive
 from p3m.serve.settings import DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_MB, FOREGROUND_METHODS, STRATEGIES
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
-    return value
 
 
 def _megabytes(text: str) -> float:
@@ -61,13 +42,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="default test strategy; requests may choose another (default hybrid)")
     parser.add_argument("--foreground-method", choices=FOREGROUND_METHODS, default="ml",
                         help="foreground colour estimation for cutouts and composites (default ml)")
-    parser.add_argument("--workers", type=_positive_int, default=1,
+    parser.add_argument("--workers", type=positive, default=1,
                         help="inference jobs run at the same time (default 1)")
-    parser.add_argument("--queue", type=_count, default=4,
+    parser.add_argument("--queue", type=count, default=4,
                         help="jobs allowed to wait for a worker; more get 503 with Retry-After (default 4)")
     parser.add_argument("--max-upload-mb", type=_megabytes, default=DEFAULT_MAX_UPLOAD_MB,
                         help=f"largest accepted upload in MB (MiB) (default {DEFAULT_MAX_UPLOAD_MB:g}; 413 beyond)")
-    parser.add_argument("--max-pixels", type=_positive_int, default=DEFAULT_MAX_PIXELS,
+    parser.add_argument("--max-pixels", type=positive, default=DEFAULT_MAX_PIXELS,
                         help=f"largest accepted width x height (default {DEFAULT_MAX_PIXELS}; 413 beyond)")
     parser.add_argument("--log-level", choices=("critical", "error", "warning", "info", "debug"), default="info",
                         help="server log level (default info; the access log never shows request data)")

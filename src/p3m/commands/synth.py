@@ -5,6 +5,7 @@ import argparse
 import sys
 import time
 
+from p3m.commands._types import count
 from p3m.errors import P3MError
 
 
@@ -22,16 +23,6 @@ def parse_size(text: str) -> tuple[int, int]:
     return values[0], values[1]
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
-    return value
-
-
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "synth",
@@ -43,15 +34,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("outdir", metavar="OUTDIR", help="folder to write (missing, empty or an earlier synth output)")
-    parser.add_argument("--train", type=_count, default=24, metavar="N", help="training images (default 24)")
-    parser.add_argument("--test", type=_count, default=8, metavar="N",
+    parser.add_argument("--train", type=count, default=24, metavar="N", help="training images (default 24)")
+    parser.add_argument("--test", type=count, default=8, metavar="N",
                         help="images in each of P3M-500-P and P3M-500-NP (default 8)")
     parser.add_argument("--size", type=parse_size, default=(320, 320), metavar="HxW|N",
                         help="image size, e.g. 320 or 240x320 (default 320)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--overwrite", action="store_true",
                         help="write into a non-empty folder (its train/ and validation/ are replaced)")
-    parser.add_argument("--workers", type=_count, default=1, metavar="N",
+    parser.add_argument("--workers", type=count, default=1, metavar="N",
                         help="render in N processes (default 1; the files are the same for any N)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return parser

@@ -27,7 +27,6 @@ import contextlib
 import copy
 import logging
 import math
-import re
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -45,6 +44,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from p3m import colors
 from p3m.errors import CheckpointError, ImageError, P3MError
 from p3m.serve.settings import STRATEGIES, ServeSettings
 
@@ -72,15 +72,6 @@ ANONYMIZE_METHODS = ("blur", "mosaic", "zero")
 MIN_FACE_THRESHOLD = 0.05
 MAX_PARTS = 16
 MAX_FIELD_BYTES = 1024
-COLOR_NAMES = {
-    "white": (255, 255, 255),
-    "black": (0, 0, 0),
-    "gray": (128, 128, 128),
-    "grey": (128, 128, 128),
-    "red": (255, 0, 0),
-    "green": (0, 255, 0),
-    "blue": (0, 0, 255),
-}
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),
@@ -207,22 +198,13 @@ def parse_multipart(body: bytes | bytearray, content_type: str) -> dict[str, Par
 
 def parse_color(text: str) -> tuple[int, int, int]:
     """'white' / '#RRGGBB' / '#RGB' / 'R,G,B' -> (r, g, b); ApiError 422 otherwise."""
-    t = text.strip().lower()
-    if t in COLOR_NAMES:
-        return COLOR_NAMES[t]
-    m = re.fullmatch(r"#?([0-9a-f]{6}|[0-9a-f]{3})", t)
-    if m:
-        h = m.group(1)
-        if len(h) == 3:
-            h = "".join(c * 2 for c in h)
-        return int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16)
-    m = re.fullmatch(r"(\d{1,3})\s*,\s*(\d{1,3})\s*,\s*(\d{1,3})", t)
-    if m and all(int(v) <= 255 for v in m.groups()):
-        r, g, b = (int(v) for v in m.groups())
-        return r, g, b
-    raise ApiError(422, "invalid_option",
-                   f"background {text[:40]!r} is not a colour; use a name ({', '.join(COLOR_NAMES)}), "
-                   "#RRGGBB or R,G,B")
+    try:
+        color = colors.parse_color(text)
+    except ValueError:
+        color = None
+    if color is None:
+        raise ApiError(422, "invalid_option", f"background {text[:40]!r} is not a colour; use {colors.COLOR_HELP}")
+    return color
 
 
 class _Form:
