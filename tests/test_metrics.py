@@ -407,3 +407,14 @@ def test_dim_metrics_keys_and_zero_for_identical():
     assert all(v == 0.0 for v in values.values())
     assert set(dim_metrics(gt, gt, trimap, fast=True)) == {"dim_sad", "dim_mse"}
     assert dim_metrics_module.DIM_SIGMA == 1.4
+
+
+def test_published_conn_baseline_agrees_with_the_literal_reference():
+    """The benchmark's published-code baseline computes the same Conn (up to its float32 threshold map)."""
+    from reference_metrics import published_conn, ref_conn
+
+    rng = np.random.default_rng(7)
+    for shape in [(40, 56), (33, 17)]:
+        gt = np.clip(rng.random(shape) * 1.4 - 0.2, 0, 1)
+        pred = np.clip(gt + rng.normal(0, 0.1, shape), 0, 1)
+        assert published_conn(pred, gt) == pytest.approx(ref_conn(pred, gt), rel=1e-6)
