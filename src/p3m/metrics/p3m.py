@@ -352,52 +352,54 @@ def mad(pred: np.ndarray, gt: np.ndarray) -> float:
     return float(_sums(p, a, None, None)[0][0] / p.size)
 
 
+def _trimap_metric(pred: np.ndarray, gt: np.ndarray, trimap: np.ndarray, key: str) -> float:
+    p, a = _as_pair(pred, gt)
+    return float(_trimap_values(_sums(p, a, _as_trimap(trimap, p.shape), None)[0], p.size)[key])
+
+
 def sad_trimap(pred: np.ndarray, gt: np.ndarray, trimap: np.ndarray) -> float:
     """P3M protocol SAD-T: p forced to 1 on Fg and 0 on Bg, sum over the whole image / 1000."""
-    p, a = _as_pair(pred, gt)
-    return float(_trimap_values(_sums(p, a, _as_trimap(trimap, p.shape), None)[0], p.size)["sad_t"])
+    return _trimap_metric(pred, gt, trimap, "sad_t")
 
 
 def mse_trimap(pred: np.ndarray, gt: np.ndarray, trimap: np.ndarray) -> float:
     """P3M protocol MSE-T: forced p, sum (p~ - alpha)^2 / |U| (fallback H*W - |Fg| - |Bg| when |U| = 0)."""
-    p, a = _as_pair(pred, gt)
-    return float(_trimap_values(_sums(p, a, _as_trimap(trimap, p.shape), None)[0], p.size)["mse_t"])
+    return _trimap_metric(pred, gt, trimap, "mse_t")
 
 
 def mad_trimap(pred: np.ndarray, gt: np.ndarray, trimap: np.ndarray) -> float:
     """P3M protocol MAD-T: forced p, sum |p~ - alpha| / |U| (same fallback as MSE-T)."""
-    p, a = _as_pair(pred, gt)
-    return float(_trimap_values(_sums(p, a, _as_trimap(trimap, p.shape), None)[0], p.size)["mad_t"])
+    return _trimap_metric(pred, gt, trimap, "mad_t")
 
 
 def sad_fg(pred: np.ndarray, gt: np.ndarray, trimap: np.ndarray) -> float:
     """P3M protocol SAD-FG: sum over trimap == 255 of |p - alpha| (p not forced) / 1000."""
-    p, a = _as_pair(pred, gt)
-    return float(_trimap_values(_sums(p, a, _as_trimap(trimap, p.shape), None)[0], p.size)["sad_fg"])
+    return _trimap_metric(pred, gt, trimap, "sad_fg")
 
 
 def sad_bg(pred: np.ndarray, gt: np.ndarray, trimap: np.ndarray) -> float:
     """P3M protocol SAD-BG: sum over trimap == 0 of |p - alpha| (p not forced) / 1000."""
+    return _trimap_metric(pred, gt, trimap, "sad_bg")
+
+
+def _privacy_metric(pred: np.ndarray, gt: np.ndarray, face: np.ndarray, key: str) -> float:
     p, a = _as_pair(pred, gt)
-    return float(_trimap_values(_sums(p, a, _as_trimap(trimap, p.shape), None)[0], p.size)["sad_bg"])
+    return float(_privacy_values(_sums(p, a, None, _as_face(face, p.shape))[0])[key])
 
 
 def sad_privacy(pred: np.ndarray, gt: np.ndarray, face: np.ndarray) -> float:
     """P3M protocol (IJCV 2024), face region F: sum_F |p - alpha| / 1000; nan when F is empty."""
-    p, a = _as_pair(pred, gt)
-    return float(_privacy_values(_sums(p, a, None, _as_face(face, p.shape))[0])["sad_privacy"])
+    return _privacy_metric(pred, gt, face, "sad_privacy")
 
 
 def mse_privacy(pred: np.ndarray, gt: np.ndarray, face: np.ndarray) -> float:
     """P3M protocol (IJCV 2024), face region F: sum_F (p - alpha)^2 / |F|; nan when F is empty."""
-    p, a = _as_pair(pred, gt)
-    return float(_privacy_values(_sums(p, a, None, _as_face(face, p.shape))[0])["mse_privacy"])
+    return _privacy_metric(pred, gt, face, "mse_privacy")
 
 
 def mad_privacy(pred: np.ndarray, gt: np.ndarray, face: np.ndarray) -> float:
     """P3M protocol (IJCV 2024), face region F: sum_F |p - alpha| / |F|; nan when F is empty."""
-    p, a = _as_pair(pred, gt)
-    return float(_privacy_values(_sums(p, a, None, _as_face(face, p.shape))[0])["mad_privacy"])
+    return _privacy_metric(pred, gt, face, "mad_privacy")
 
 
 # --------------------------------------------------------------------------- Grad
