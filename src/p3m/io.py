@@ -17,6 +17,7 @@ Conventions:
 """
 from __future__ import annotations
 
+import csv
 import glob
 import io as _io
 import os
@@ -24,7 +25,7 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Iterable, Union
+from typing import Iterable, Sequence, Union
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -292,6 +293,15 @@ def copy_file_atomic(src: PathLike, dst: PathLike) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return dest
+
+
+def write_csv(path: PathLike, fieldnames: Sequence[str], rows: Iterable[dict]) -> Path:
+    """Write dict rows as CSV (header first, "\n" line ends), atomically."""
+    buf = _io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(fieldnames), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return write_bytes_atomic(path, buf.getvalue().encode("utf-8"))
 
 
 def write_image(path: PathLike, array: np.ndarray, *, quality: int = 95) -> Path:

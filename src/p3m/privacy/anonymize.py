@@ -8,7 +8,6 @@ and skipped, the others finish.
 """
 from __future__ import annotations
 
-import csv
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -135,16 +134,9 @@ class AnonymizeReport:
 
     def write_csv(self, path: str | Path) -> Path:
         """Write the report as CSV (atomically)."""
-        import io
+        from p3m.io import write_csv
 
-        from p3m.io import write_bytes_atomic
-
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=REPORT_FIELDS, lineterminator="\n")
-        writer.writeheader()
-        for r in self.records:
-            writer.writerow(r.row())
-        return write_bytes_atomic(path, buf.getvalue().encode("utf-8"))
+        return write_csv(path, REPORT_FIELDS, (r.row() for r in self.records))
 
     def summary(self) -> str:
         """A few human-readable lines."""

@@ -23,8 +23,6 @@ masks are available, a detected face whose core ellipse the facemask covers less
 """
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +31,7 @@ import cv2
 import numpy as np
 
 from p3m.errors import P3MError
-from p3m.io import collect_images, has_metadata, read_image, read_mask, write_bytes_atomic
+from p3m.io import collect_images, has_metadata, read_image, read_mask, write_csv
 from p3m.privacy.detect import Face, FaceDetector, default_detector
 from p3m.privacy.region import box_coverage, face_region
 
@@ -235,12 +233,7 @@ class AuditReport:
         return 1 if (self.leaks or self.errors or self.problems) else 0
 
     def write_csv(self, path: str | Path) -> Path:
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=AUDIT_FIELDS, lineterminator="\n")
-        writer.writeheader()
-        for r in self.records:
-            writer.writerow(r.row())
-        return write_bytes_atomic(path, buf.getvalue().encode("utf-8"))
+        return write_csv(path, AUDIT_FIELDS, (r.row() for r in self.records))
 
     def summary(self) -> str:
         n = len(self.records)
