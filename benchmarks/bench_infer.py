@@ -121,20 +121,25 @@ def gpu_network_latency(model: torch.nn.Module, precision: str, iters: int = 50)
     net = TorchNet(model, "cuda", precision)
     out: dict[str, Any] = {"precision": precision, "cuda_graphs": True}
     h, w = 1088, 1600
-    shapes = {"512x512": [(512, 512)], "hybrid_1088x1600": [size_rule(h, w, 0.5), size_rule(h, w, 1.0)]}
+    # (size, outputs) per pass: HYBRID's 1/2 pass needs the semantic branch only, its full pass the matting one
+    passes = "global", "local"
+    if not net.selects_outputs:
+        passes = "all", "all"
+    shapes = {"512x512": [((512, 512), "all")],
+              "hybrid_1088x1600": [(size_rule(h, w, 0.5), passes[0]), (size_rule(h, w, 1.0), passes[1])]}
     for key, sizes in shapes.items():
-        xs = [torch.randn(1, 3, *s, device="cuda") for s in sizes]
+        xs = [(torch.randn(1, 3, *s, device="cuda"), outputs) for s, outputs in sizes]
         runner = net.runner
         for _ in range(5):
-            for x in xs:
-                runner(x)
+            for x, outputs in xs:
+                runner(x, outputs=outputs)
         torch.cuda.synchronize()
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         times = []
         for _ in range(iters):
             start.record()
-            for x in xs:
-                runner(x)
+            for x, outputs in xs:
+                runner(x, outputs=outputs)
             end.record()
             end.synchronize()
             times.append(start.elapsed_time(end))

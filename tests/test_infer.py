@@ -500,3 +500,30 @@ def test_store_never_unpickles_code(store: Path) -> None:
     (entry,) = model_store.list_models()
     assert entry.arch is None
     assert not marker.exists()
+
+
+def test_branch_selection_keeps_hybrid_and_highres_results() -> None:
+    """TorchNet over a P3M-Net asks the 1/2 pass for the semantic branch and the full pass for the matting branch
+    only; the alpha is the same as with every output computed."""
+    torch.manual_seed(0)
+    selecting = TorchNet(create("p3m-r34", width=16).eval(), "cpu", "fp32")
+    assert selecting.selects_outputs
+
+    def everything(x: np.ndarray) -> NetOutput:  # a plain callable: always the full forward
+        return selecting(x)
+
+    calls: list[str] = []
+    original = selecting.runner
+
+    def spy(t, outputs="all"):
+        calls.append(outputs)
+        return original(t, outputs=outputs)
+
+    selecting.runner = spy
+    img = smooth_image(90, 130, seed=5)
+    np.testing.assert_allclose(predict_hybrid(selecting, img), predict_hybrid(everything, img), atol=1e-6)
+    assert calls[:2] == ["global", "local"]
+    calls.clear()
+    np.testing.assert_allclose(predict_highres(selecting, img), predict_highres(everything, img), atol=1e-6)
+    assert calls[:2] == ["global", "local"]
+    assert not TorchNet(VariedClasses().eval(), "cpu", "fp32").selects_outputs  # forward(x) only: full passes

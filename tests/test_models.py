@@ -851,3 +851,43 @@ def test_prepare_for_inference_in_place():
     with torch.no_grad():
         out = model(_image(1, 64, 64).to(torch.bfloat16))
     assert out.local_alpha.dtype == torch.bfloat16
+
+
+# ---------------------------------------------------------------------------------------------- branch selection
+
+
+def _check_branch(full: P3MOutput, part: P3MOutput, outputs: str) -> None:
+    kept = {"global": "global_logits", "local": "local_alpha"}[outputs]
+    for name in P3MOutput._fields:
+        value = getattr(part, name)
+        if name == kept:
+            assert torch.equal(value, getattr(full, name)), name
+        else:
+            assert value is None, name
+
+
+@pytest.mark.parametrize("outputs", ["global", "local"])
+def test_r34_branch_selection_computes_the_same_tensor(r34_small, outputs):
+    x = torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        _check_branch(r34_small(x), r34_small(x, outputs=outputs), outputs)
+        with pytest.raises(ValueError, match="outputs must be one of"):
+            r34_small(x, outputs="fused")
+
+
+def test_transformer_branch_selection_computes_the_same_tensors():
+    torch.manual_seed(0)
+    model = models.create("p3m-vitae-s").eval()
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        full = model(x)
+        for outputs in ("global", "local"):
+            _check_branch(full, model(x, outputs=outputs), outputs)
+
+
+def test_runner_branch_selection(r34_small):
+    runner = InferenceRunner(r34_small, "cpu", precision="fp32", channels_last=False)
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    full = runner(x)
+    _check_branch(full, runner(x, outputs="local"), "local")
+    _check_branch(full, runner(x, outputs="global"), "global")

@@ -62,14 +62,23 @@ class NetOutput(NamedTuple):
     classes: [B,H,W] uint8 argmax of the semantic logits (0 background, 1 transition, 2 foreground).
     local:   [B,H,W] float32 local (matting-branch) alpha L.
     fused:   [B,H,W] float32 fused alpha F.
+    A pass asked for one branch only (`need="global"`: classes; `need="local"`: local) leaves the others None.
     """
 
-    classes: np.ndarray
-    local: np.ndarray
-    fused: np.ndarray
+    classes: np.ndarray | None
+    local: np.ndarray | None
+    fused: np.ndarray | None
 
 
 NetFn = Callable[[np.ndarray], NetOutput]
+
+
+def _run(net: NetFn, x: np.ndarray, need: str) -> NetOutput:
+    """One pass. Nets that can skip a branch (`selects_outputs`, e.g. TorchNet over a P3M-Net) compute only what
+    `need` names ("global": the classes, "local": the local alpha); others compute everything."""
+    if getattr(net, "selects_outputs", False):
+        return net(x, need)  # type: ignore[call-arg]
+    return net(x)
 
 
 class TorchNet:
@@ -91,26 +100,32 @@ class TorchNet:
         self.precision = precision
         if cuda_graphs is None:
             cuda_graphs = self.device.type == "cuda"
+        self.selects_outputs = False
         if isinstance(model, torch.nn.Module):
+            import inspect
+
             from p3m.models.fast import InferenceRunner
 
-            self.runner: Callable[[Any], Any] = InferenceRunner(
+            self.runner: Callable[..., Any] = InferenceRunner(
                 model, self.device, precision, cuda_graphs, channels_last=channels_last
             )
+            # P3M-Nets can skip the branch a pass does not use (the semantic one's 1/2 pass, the matting one's
+            # full pass in HYBRID); other models compute everything
+            self.selects_outputs = "outputs" in inspect.signature(model.forward).parameters
         else:  # a plain callable (tests, wrappers): fp32 on the given device
             self.runner = model
         self._lock = threading.Lock()
 
-    def __call__(self, x: np.ndarray) -> NetOutput:
+    def __call__(self, x: np.ndarray, need: str = "all") -> NetOutput:
         import torch
 
         t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
         with self._lock, torch.inference_mode():
-            out = self.runner(t)
-            classes = out[0].argmax(dim=1).to(torch.uint8)
-            local = out[1][:, 0].float()
-            fused = out[2][:, 0].float()
-            return NetOutput(classes.cpu().numpy(), local.cpu().numpy(), fused.cpu().numpy())
+            out = self.runner(t, outputs=need) if need != "all" else self.runner(t)
+            classes = None if out[0] is None else out[0].argmax(dim=1).to(torch.uint8).cpu().numpy()
+            local = None if out[1] is None else out[1][:, 0].float().cpu().numpy()
+            fused = None if out[2] is None else out[2][:, 0].float().cpu().numpy()
+            return NetOutput(classes, local, fused)
 
 
 def size_rule(h: int, w: int, ratio: float, max_size: int | None = MAX_SIZE) -> tuple[int, int]:
@@ -182,10 +197,10 @@ def predict_hybrid(net: NetFn, image: np.ndarray, *, resize_mode: str = "paper",
     _check_mode(resize_mode)
     image = _to_rgb_uint8(image)
     h, w = image.shape[:2]
-    out1 = net(normalize(resize(image, size_rule(h, w, 0.5, max_size), resize_mode)))
+    out1 = _run(net, normalize(resize(image, size_rule(h, w, 0.5, max_size), resize_mode)), "global")
     fg, bg = _trimap_exact(out1.classes[0], (h, w), resize_mode)
     del out1
-    out2 = net(normalize(resize(image, size_rule(h, w, 1.0, max_size), resize_mode)))
+    out2 = _run(net, normalize(resize(image, size_rule(h, w, 1.0, max_size), resize_mode)), "local")
     local = resize(out2.local[0], (h, w), resize_mode)
     return _combine(fg, bg, local)
 
@@ -251,12 +266,12 @@ def predict_highres(net: NetFn, image: np.ndarray, *, resize_mode: str = "paper"
         raise ValueError("tile, overlap and single_pass_max must be multiples of 32")
     h, w = image.shape[:2]
     gsize, lsize = highres_sizes(h, w, global_max=global_max)
-    out1 = net(normalize(resize(image, gsize, resize_mode)))
+    out1 = _run(net, normalize(resize(image, gsize, resize_mode)), "global")
     fg, bg = _trimap_exact(out1.classes[0], (h, w), resize_mode)
     del out1
     scaled = resize(image, lsize, resize_mode)
     if max(lsize) <= single_pass_max:
-        local = net(normalize(scaled)).local[0]
+        local = _run(net, normalize(scaled), "local").local[0]
     else:
         local = _tiled_local(net, scaled, tile, overlap, single_pass_max)
     del scaled
@@ -275,7 +290,7 @@ def _tiled_local(net: NetFn, scaled: np.ndarray, tile: int, overlap: int, whole_
     weight = np.zeros((lh, lw), np.float32)
     for y, th, wy in _axis_tiles(lh, tile, overlap, whole_max):
         for x, tw, wx in _axis_tiles(lw, tile, overlap, whole_max):
-            local = net(normalize(scaled[y:y + th, x:x + tw])).local[0]
+            local = _run(net, normalize(scaled[y:y + th, x:x + tw]), "local").local[0]
             wt = wy[:, None] * wx[None, :]
             acc[y:y + th, x:x + tw] += local * wt
             weight[y:y + th, x:x + tw] += wt

@@ -146,10 +146,20 @@ class DBFI(nn.Module):
         self.conv2 = conv3x3(planes, 3)
         self.upsample2 = nn.Upsample(scale_factor=32 // stride, mode="bilinear")
 
-    def forward(self, semantic: Tensor, deep: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, semantic: Tensor, deep: Tensor, with_side: bool = True) -> tuple[Tensor, Tensor | None]:
         x = torch.cat((self.transform1(semantic), self.upsample(self.transform2(deep))), 1)
         x = semantic + self.relu(self.bn1(self.conv1(x)))
-        return x, self.upsample2(self.conv2(x))
+        return x, (self.upsample2(self.conv2(x)) if with_side else None)
+
+
+#: What a forward pass computes: the published six outputs, or one branch for inference passes that use only
+#: the semantic logits ("global": HYBRID's 1/2 pass) or only the local alpha ("local": its full pass).
+OUTPUT_SETS = ("all", "global", "local")
+
+
+def check_outputs(outputs: str) -> None:
+    if outputs not in OUTPUT_SETS:
+        raise ValueError(f"outputs must be one of {', '.join(OUTPUT_SETS)}, not {outputs!r}")
 
 
 def _nearest_multiples(n: int, k: int = 32) -> str:

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from p3m.models.blocks import P3MOutput, check_input
+from p3m.models.blocks import P3MOutput, check_input, check_outputs
 
 __all__ = [
     "PRECISIONS",
@@ -90,8 +90,9 @@ class InferenceRunner:
     Works on a private copy of `model` (the caller's model is left untouched unless copy_model=False),
     with its weights cast to the precision; autocast=True keeps fp32 weights and runs under
     torch.autocast instead.
-    With cuda_graphs=True on a CUDA device, one graph is captured per input shape and replayed;
-    shapes whose capture fails run eagerly.
+    With cuda_graphs=True on a CUDA device, one graph is captured per input shape (and output set) and
+    replayed; shapes whose capture fails run eagerly. `runner(x, outputs="global"|"local")` asks a P3M-Net for one
+    branch only (see `p3m.models.blocks.OUTPUT_SETS`); the outputs not computed are None.
     """
 
     def __init__(
@@ -119,8 +120,8 @@ class InferenceRunner:
         self.model = prepare_for_inference(
             src, self.device, precision="fp32" if self.autocast else _name_of(self.dtype), channels_last=channels_last
         )
-        # shape -> (graph, static input, static outputs); None marks a shape whose capture failed
-        self._graphs: dict[tuple[int, ...], Any] = {}
+        # (shape, outputs) -> (graph, static input, static outputs); None marks a capture that failed
+        self._graphs: dict[tuple[Any, ...], Any] = {}
 
     def _to_input(self, x: Tensor) -> Tensor:
         x = x.to(self.device, dtype=torch.float32 if self.autocast else self.dtype, non_blocking=True)
@@ -128,35 +129,38 @@ class InferenceRunner:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
-    def _capture(self, x: Tensor) -> Any:
+    def _capture(self, x: Tensor, outputs: str) -> Any:
         static_in = x.clone()
         stream = torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(stream):
             for _ in range(max(1, self.warmup_iters)):
-                self._forward(static_in)
+                self._forward(static_in, outputs)
         torch.cuda.current_stream(self.device).wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            static_out = self._forward(static_in)
+            static_out = self._forward(static_in, outputs)
         return graph, static_in, static_out
 
-    def _forward(self, x: Tensor) -> Any:
+    def _forward(self, x: Tensor, outputs: str = "all") -> Any:
+        # models without branch selection (e.g. MODNet) are only ever asked for "all"
+        kwargs = {} if outputs == "all" else {"outputs": outputs}
         if self.autocast:
             # the autocast weight cache must be off while a CUDA graph is captured
             with torch.autocast(self.device.type, dtype=self.dtype, cache_enabled=not self.cuda_graphs):
-                return self.model(x)
-        return self.model(x)
+                return self.model(x, **kwargs)
+        return self.model(x, **kwargs)
 
     @torch.no_grad()
-    def __call__(self, x: Tensor) -> P3MOutput:
+    def __call__(self, x: Tensor, outputs: str = "all") -> P3MOutput:
         check_input(x)
+        check_outputs(outputs)
         x = self._to_input(x)
         if self.cuda_graphs:
-            key = tuple(x.shape)
+            key = (*x.shape, outputs)
             if key not in self._graphs:
                 try:
-                    self._graphs[key] = self._capture(x)
+                    self._graphs[key] = self._capture(x, outputs)
                 except Exception as exc:  # capture is best effort: any failure means eager for this shape
                     warnings.warn(f"CUDA graph capture failed for input {key}, running eagerly: {exc}", stacklevel=2)
                     self._graphs[key] = None
@@ -166,14 +170,15 @@ class InferenceRunner:
                 static_in.copy_(x)
                 graph.replay()
                 # copies: the static outputs are overwritten by the next replay
-                return P3MOutput(*(o.float().clone() if o.dtype == torch.float32 else o.float() for o in static_out))
-        out = self._forward(x)
-        return P3MOutput(*(o.float().contiguous() for o in out))
+                return P3MOutput(*(None if o is None else o.float().clone() if o.dtype == torch.float32
+                                   else o.float() for o in static_out))
+        out = self._forward(x, outputs)
+        return P3MOutput(*(None if o is None else o.float().contiguous() for o in out))
 
     @property
     def captured_shapes(self) -> list[tuple[int, ...]]:
         """Input shapes with a captured CUDA graph."""
-        return [k for k, v in self._graphs.items() if v is not None]
+        return list(dict.fromkeys(k[:-1] for k, v in self._graphs.items() if v is not None))
 
 
 def _name_of(dtype: torch.dtype) -> str:
