@@ -71,17 +71,7 @@ class BasicR34(nn.Module):
 
     def forward(self, x: Tensor) -> P3MOutput:
         check_input(x)
-        r = self.resnet
-        e0 = r.relu(r.bn1(r.conv1(x)))
-        e0p, id0 = r.maxpool1(e0)
-        e1p, id1 = r.maxpool2(e0p)
-        e1 = r.layer1(e1p)
-        e2p, id2 = r.maxpool3(e1)
-        e2 = r.layer2(e2p)
-        e3p, id3 = r.maxpool4(e2)
-        e3 = r.layer3(e3p)
-        e4p, id4 = r.maxpool5(e3)
-        e4 = r.layer4(e4p)
+        (_, e0p, e1, e2, e3, e4), (id0, id1, id2, id3, id4) = self.resnet.features(x)
         # semantic decoder: no deep-feature integration, side heads where dBFI would be
         d3_g = self.decoder3_g(self.decoder4_g(e4))
         d2_g = self.decoder2_g(d3_g)

@@ -92,6 +92,21 @@ class ResNetMP(nn.Module):
         layers += [BasicBlock(planes, planes) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
 
+    def features(self, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        """[B,3,H,W] -> features [e0 @1, e0p @1/2, e1 @1/4, e2 @1/8, e3 @1/16, e4 @1/32] and the five pooling
+        indices [id0 .. id4] (idK: the pool whose output is at 1/2^(K+1)), as the P3M decoders use them."""
+        e0 = self.relu(self.bn1(self.conv1(x)))
+        e0p, id0 = self.maxpool1(e0)
+        e1p, id1 = self.maxpool2(e0p)
+        e1 = self.layer1(e1p)
+        e2p, id2 = self.maxpool3(e1)
+        e2 = self.layer2(e2p)
+        e3p, id3 = self.maxpool4(e2)
+        e3 = self.layer3(e3p)
+        e4p, id4 = self.maxpool5(e3)
+        e4 = self.layer4(e4p)
+        return [e0, e0p, e1, e2, e3, e4], [id0, id1, id2, id3, id4]
+
     def forward(self, x: Tensor) -> Tensor:
         """Classifier path (unused by P3M-Net, kept for ImageNet checkpoints): [B,3,H,W] -> [B,1000]."""
         x = self.relu(self.bn1(self.conv1(x)))
@@ -166,17 +181,8 @@ class P3MNetR34(nn.Module):
         check_input(x)
         check_outputs(outputs)
         sides = outputs == "all"
-        # encoder
-        e0 = self.encoder0(x)
-        e0p, id0 = self.mp0(e0)
-        e1p, id1 = self.mp1(e0p)
-        e1 = self.encoder1(e1p)
-        e2p, id2 = self.mp2(e1)
-        e2 = self.encoder2(e2p)
-        e3p, id3 = self.mp3(e2)
-        e3 = self.encoder3(e3p)
-        e4p, id4 = self.mp4(e3)
-        e4 = self.encoder4(e4p)
+        # encoder (`encoderN` / `mpN` are aliases of these `resnet` modules)
+        (e0, e0p, e1, e2, e3, e4), (id0, id1, id2, id3, id4) = self.resnet.features(x)
         # semantic decoder; TFI gets the block outputs before dBFI
         d4_g = self.decoder4_g(e4)
         d3_g = self.decoder3_g(d4_g)
