@@ -102,6 +102,19 @@ def bench_mode(args, mode: str, device: torch.device) -> dict:
     for _ in range(n_split):
         step(split)
     total_split = sum(split.values())
+    profile_table = None
+    if args.profile:
+        # where a step's time goes, kernel by kernel (the issue asks what limits the throughput)
+        from torch.profiler import ProfilerActivity, profile
+
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        with profile(activities=activities) as prof:
+            for _ in range(2):
+                step()
+            sync(device)
+        sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        profile_table = prof.key_averages().table(sort_by=sort, row_limit=args.profile, max_name_column_width=60)
+        print(f"# profile of 2 training steps, mode {mode}, sorted by {sort}\n{profile_table}", flush=True)
     result = {
         "mode": mode,
         "images_per_s": args.batch * args.steps / elapsed,
@@ -112,6 +125,8 @@ def bench_mode(args, mode: str, device: torch.device) -> dict:
     }
     if device.type == "cuda":
         result["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    if profile_table is not None:
+        result["profile"] = profile_table
     del net, model, opt, batch
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -131,6 +146,8 @@ def main() -> int:
     parser.add_argument("--compile", action="store_true", help="add the bf16+cl+compile mode")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--json", default=None, metavar="OUT", help="write the results as JSON (after each mode)")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="also profile 2 steps per mode and print the N most expensive operators")
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda":
