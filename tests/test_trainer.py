@@ -221,3 +221,22 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert err.count("\n") == 0 and "unknown key 'train.bogus'" in err
     assert main(["train", str(tmp_path / "missing.yaml")]) == 2
     assert "cannot read config" in capsys.readouterr().err
+
+
+def test_train_threads_apply_to_training_only(synth_root, tmp_path):
+    """`train.threads` is for the training loop; the caller's torch thread count is restored afterwards."""
+    before = torch.get_num_threads()
+    target = 1 if before != 1 else 2
+    seen = []
+    original = torch.set_num_threads
+
+    def spy(n):
+        seen.append(n)
+        original(n)
+
+    torch.set_num_threads = spy
+    try:
+        train(tiny(synth_root, "train.max_steps=1", f"train.threads={target}"), out_dir=tmp_path / "t", progress=False)
+    finally:
+        torch.set_num_threads = original
+    assert seen[0] == target and torch.get_num_threads() == before

@@ -429,9 +429,11 @@ def train(
         _remove_run(out)
     if info.world > 1:
         dist.barrier()
+    threads = torch.get_num_threads()
     try:
         return _train(cfg, out, info, resume=resume, progress=progress)
     finally:
+        torch.set_num_threads(threads)  # train.threads is for training only: give the caller its setting back
         if info.world > 1 and dist.is_initialized():
             dist.destroy_process_group()
 
