@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # verb -> module under p3m.commands exposing `add_parser(subparsers)` and `run(args) -> int`.
@@ -52,7 +53,14 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, P3MError):
             print(f"p3m {args.command}: error: {exc}", file=sys.stderr)
             return 2
-        raise
+        if os.environ.get("P3M_DEBUG"):
+            raise
+        if isinstance(exc, OSError):  # disk full, permission denied, ...: the system's own words
+            print(f"p3m {args.command}: error: {exc}", file=sys.stderr)
+            return 2
+        print(f"p3m {args.command}: internal error: {type(exc).__name__}: {exc} "
+              "(a bug: please report it; set P3M_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
