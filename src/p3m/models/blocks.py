@@ -24,6 +24,9 @@ __all__ = [
     "DBFI",
     "unpool",
     "check_input",
+    "check_outputs",
+    "OUTPUT_SETS",
+    "p3m_decode",
 ]
 
 
@@ -160,6 +163,40 @@ OUTPUT_SETS = ("all", "global", "local")
 def check_outputs(outputs: str) -> None:
     if outputs not in OUTPUT_SETS:
         raise ValueError(f"outputs must be one of {', '.join(OUTPUT_SETS)}, not {outputs!r}")
+
+
+def p3m_decode(m: nn.Module, deep: Tensor, indices: list[Tensor], feas: list[Tensor], outputs: str = "all") -> P3MOutput:
+    """The P3M-Net decoder wiring (reference 3.4), shared by every backbone.
+
+    `m` holds `decoder{4..0}_{g,l}`, `decoder_final_l`, `tfi_{3..0}`, `sbfi_{2..0}`, `dbfi_{2..0}` and
+    `global_head(g)` (R34: `decoder0_g`; Swin-T/ViTAE-S: `decoder_final_g(decoder0_g(g))`).
+    deep: the 1/32 feature; indices [id0 @1/2 .. id4 @1/32]; feas [stem @1, f0 @1/2, f1 @1/4, f2 @1/8, f3 @1/16].
+    """
+    check_outputs(outputs)
+    sides = outputs == "all"
+    stem, f0, f1, f2, f3 = feas
+    id0, id1, id2, id3, id4 = indices
+    # semantic decoder; TFI gets the block outputs before dBFI
+    d4_g = m.decoder4_g(deep)
+    d3_g = m.decoder3_g(d4_g)
+    g, side2 = m.dbfi_2(d3_g, deep, sides)
+    d2_g = m.decoder2_g(g)
+    g, side1 = m.dbfi_1(d2_g, deep, sides)
+    d1_g = m.decoder1_g(g)
+    g, side0 = m.dbfi_0(d1_g, deep, sides)
+    global_logits = m.global_head(g) if outputs != "local" else None
+    if outputs == "global":
+        return P3MOutput(global_logits, None, None, None, None, None)
+    # matting decoder
+    l = unpool(m.decoder4_l(deep), id4)
+    l = unpool(m.decoder3_l(m.tfi_3(d4_g, l, f3)), id3)
+    l = unpool(m.decoder2_l(m.sbfi_2(m.tfi_2(d3_g, l, f2), stem)), id2)
+    l = unpool(m.decoder1_l(m.sbfi_1(m.tfi_1(d2_g, l, f1), stem)), id1)
+    l = unpool(m.decoder0_l(m.sbfi_0(m.tfi_0(d1_g, l, f0), stem)), id0)
+    local_alpha = m.decoder_final_l(l).sigmoid()
+    if outputs == "local":
+        return P3MOutput(None, local_alpha, None, None, None, None)
+    return P3MOutput(global_logits, local_alpha, fuse(global_logits, local_alpha), side2, side1, side0)
 
 
 def _nearest_multiples(n: int, k: int = 32) -> str:

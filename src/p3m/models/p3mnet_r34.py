@@ -18,12 +18,10 @@ from p3m.models.blocks import (
     TFI,
     P3MOutput,
     check_input,
-    check_outputs,
     conv3x3,
-    fuse,
     matting_block,
+    p3m_decode,
     semantic_block,
-    unpool,
 )
 
 __all__ = ["BasicBlock", "ResNetMP", "resnet34_mp", "P3MNetR34", "p3mnet_r34"]
@@ -176,36 +174,16 @@ class P3MNetR34(nn.Module):
         self.decoder0_l = matting_block([c1, c1, c1])
         self.decoder_final_l = nn.Conv2d(c1, 1, 3, padding=1)
 
+    def global_head(self, g: Tensor) -> Tensor:
+        """[B,C,H/2,W/2] -> [B,3,H,W] semantic logits (R34: the last semantic block ends in the 3-class conv)."""
+        return self.decoder0_g(g)
+
     def forward(self, x: Tensor, outputs: str = "all") -> P3MOutput:
         """`outputs="all"`: the published six; "global" / "local" compute one branch (others None)."""
         check_input(x)
-        check_outputs(outputs)
-        sides = outputs == "all"
-        # encoder (`encoderN` / `mpN` are aliases of these `resnet` modules)
-        (e0, e0p, e1, e2, e3, e4), (id0, id1, id2, id3, id4) = self.resnet.features(x)
-        # semantic decoder; TFI gets the block outputs before dBFI
-        d4_g = self.decoder4_g(e4)
-        d3_g = self.decoder3_g(d4_g)
-        g, side2 = self.dbfi_2(d3_g, e4, sides)
-        d2_g = self.decoder2_g(g)
-        g, side1 = self.dbfi_1(d2_g, e4, sides)
-        d1_g = self.decoder1_g(g)
-        g, side0 = self.dbfi_0(d1_g, e4, sides)
-        global_logits = self.decoder0_g(g) if outputs != "local" else None
-        if outputs == "global":
-            return P3MOutput(global_logits, None, None, None, None, None)
-        # matting decoder
-        l = unpool(self.decoder4_l(e4), id4)
-        l = unpool(self.decoder3_l(self.tfi_3(d4_g, l, e3)), id3)
-        l = unpool(self.decoder2_l(self.sbfi_2(self.tfi_2(d3_g, l, e2), e0)), id2)
-        l = unpool(self.decoder1_l(self.sbfi_1(self.tfi_1(d2_g, l, e1), e0)), id1)
-        l = unpool(self.decoder0_l(self.sbfi_0(self.tfi_0(d1_g, l, e0p), e0)), id0)
-        local_alpha = self.decoder_final_l(l).sigmoid()
-        if outputs == "local":
-            return P3MOutput(None, local_alpha, None, None, None, None)
-        return P3MOutput(
-            global_logits, local_alpha, fuse(global_logits, local_alpha), side2, side1, side0
-        )
+        # encoder (`encoderN` / `mpN` are aliases of these `resnet` modules); skips e0 (sBFI), e0p, e1, e2, e3 (TFI)
+        feats, indices = self.resnet.features(x)
+        return p3m_decode(self, feats[5], indices, feats[:5], outputs)
 
 
 @register_model("p3m-r34")

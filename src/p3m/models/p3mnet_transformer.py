@@ -17,11 +17,9 @@ from p3m.models.blocks import (
     TFI,
     P3MOutput,
     check_input,
-    check_outputs,
-    fuse,
     matting_block,
+    p3m_decode,
     semantic_block,
-    unpool,
 )
 
 __all__ = ["TransformerMattingDecoder", "TransformerP3MNet", "SWIN_T_CHANNELS", "VITAE_S_CHANNELS"]
@@ -70,35 +68,14 @@ class TransformerMattingDecoder(nn.Module):
         self.decoder0_l = matting_block([c0, c_stem, c_stem])
         self.decoder_final_l = nn.Conv2d(c_stem, 1, 3, padding=1)
 
+    def global_head(self, g: Tensor) -> Tensor:
+        """[B,C,H/2,W/2] -> [B,3,H,W]: last semantic block, then the full-resolution head `decoder_final_g`."""
+        return self.decoder_final_g(self.decoder0_g(g))
+
     def forward(self, x: Tensor, indices: Sequence[Tensor], feas: Sequence[Tensor], outputs: str = "all") -> P3MOutput:
-        check_outputs(outputs)
-        sides = outputs == "all"
         if len(indices) != 5 or len(feas) != 5:
             raise ValueError(f"decoder expects 5 indices and 5 features, got {len(indices)} and {len(feas)}")
-        stem = feas[-5]
-        # semantic decoder; TFI gets the block outputs before dBFI
-        d4_g = self.decoder4_g(x)
-        d3_g = self.decoder3_g(d4_g)
-        g, side2 = self.dbfi_2(d3_g, x, sides)
-        d2_g = self.decoder2_g(g)
-        g, side1 = self.dbfi_1(d2_g, x, sides)
-        d1_g = self.decoder1_g(g)
-        g, side0 = self.dbfi_0(d1_g, x, sides)
-        global_logits = self.decoder_final_g(self.decoder0_g(g)) if outputs != "local" else None
-        if outputs == "global":
-            return P3MOutput(global_logits, None, None, None, None, None)
-        # matting decoder
-        l = unpool(self.decoder4_l(x), indices[-1])
-        l = unpool(self.decoder3_l(self.tfi_3(d4_g, l, feas[-1])), indices[-2])
-        l = unpool(self.decoder2_l(self.sbfi_2(self.tfi_2(d3_g, l, feas[-2]), stem)), indices[-3])
-        l = unpool(self.decoder1_l(self.sbfi_1(self.tfi_1(d2_g, l, feas[-3]), stem)), indices[-4])
-        l = unpool(self.decoder0_l(self.sbfi_0(self.tfi_0(d1_g, l, feas[-4]), stem)), indices[-5])
-        local_alpha = self.decoder_final_l(l).sigmoid()
-        if outputs == "local":
-            return P3MOutput(None, local_alpha, None, None, None, None)
-        return P3MOutput(
-            global_logits, local_alpha, fuse(global_logits, local_alpha), side2, side1, side0
-        )
+        return p3m_decode(self, x, list(indices), list(feas), outputs)
 
 
 class TransformerP3MNet(nn.Module):

@@ -362,7 +362,7 @@ class SwinStemPoolingEncoder(nn.Module):
             )
         self.num_features = embed_dim * 2 ** (len(depths) - 1)
         self.norm = nn.LayerNorm(self.num_features)
-        self.apply(_init_weights)
+        self.apply(init_transformer_weights)
 
     def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor], list[Tensor]]:
         _check_input(x)
@@ -377,8 +377,8 @@ class SwinStemPoolingEncoder(nn.Module):
         return x, indices, feas
 
 
-def _init_weights(module: nn.Module) -> None:
-    # Swin/timm initialisation; the stem convolutions keep PyTorch's default.
+def init_transformer_weights(module: nn.Module) -> None:
+    """Swin/ViTAE (timm) initialisation of Linear and LayerNorm; convolutions and BatchNorm keep PyTorch's default."""
     if isinstance(module, nn.Linear):
         nn.init.trunc_normal_(module.weight, std=0.02)
         if module.bias is not None:

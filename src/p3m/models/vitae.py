@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .swin import Mlp, PoolingPatchMerging, StemPoolingPatchEmbed
+from .swin import Mlp, PoolingPatchMerging, StemPoolingPatchEmbed, init_transformer_weights
 
 __all__ = [
     "PERFORMER_EPSILON",
@@ -234,7 +234,7 @@ class ViTAENoRCMaxPoolingEncoder(nn.Module):
             self.layers.append(ViTAEStage(rc, cells))
         self.num_features = token_dims[-1]
         self.head = nn.Linear(self.num_features, num_classes)  # ImageNet head, unused by P3M-Net
-        self.apply(_init_weights)
+        self.apply(init_transformer_weights)
 
     def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor], list[Tensor]]:
         if x.ndim != 4 or x.shape[1] != 3:
@@ -253,17 +253,6 @@ class ViTAENoRCMaxPoolingEncoder(nn.Module):
         assert size is not None
         x = tokens.transpose(1, 2).reshape(tokens.shape[0], self.num_features, *size)
         return x, indices, feas
-
-
-def _init_weights(module: nn.Module) -> None:
-    # ViTAE/timm initialisation; convolutions and BatchNorm keep PyTorch's default.
-    if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
 
 
 def vitae_s_encoder(seed: int = 0) -> ViTAENoRCMaxPoolingEncoder:
