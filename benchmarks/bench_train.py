@@ -2,12 +2,15 @@
 
 Synthetic random tensors, no dataset: runs on a bare GPU box with only torch installed::
 
-    PYTHONPATH=src python benchmarks/bench_train.py                       # CPU: fp32, bf16+channels_last
+    PYTHONPATH=src python benchmarks/bench_train.py                       # CPU: fp32, bf16+cl
     PYTHONPATH=src python benchmarks/bench_train.py --device cuda --compile --json out.json
 
-Modes: fp32; bf16 (autocast); bf16+cl (autocast + channels_last); bf16+cl+compile (torch.compile, with
---compile). For each mode the step time is split into forward, loss and backward+optimizer (synchronised
-timings of separate steps) to show what limits it. All numbers are measured in this one run.
+The step is `p3m.train.step.TrainStep`, the one the trainer runs. A mode is "+"-joined options:
+fp32 or bf16 (autocast), cl (channels_last), fused (fused Adam), graph (the whole step as one CUDA graph; implies
+fused + capturable Adam), compile / compile-ro / compile-ma (torch.compile of network and loss, mode default /
+reduce-overhead / max-autotune-no-cudagraphs). For eager modes the step time is also split into forward, loss
+and backward+optimizer (synchronised timings of separate steps) to show what limits it. All numbers are
+measured in this one run.
 """
 from __future__ import annotations
 
@@ -23,20 +26,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from p3m import models  # noqa: E402
-from p3m.train.losses import p3m_loss  # noqa: E402
+from p3m.train.step import TrainStep, make_optimizer  # noqa: E402
 
 
-def synthetic_batch(batch: int, size: int, device: torch.device, channels_last: bool) -> dict[str, torch.Tensor]:
+def synthetic_batch(batch: int, size: int, device: torch.device) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     image = torch.randn(batch, 3, size, size, generator=g)
     alpha = torch.rand(batch, 1, size, size, generator=g)
     trimap = torch.tensor([0.0, 128.0, 255.0])[torch.randint(0, 3, (batch, 1, size, size), generator=g)]
     fg, bg = torch.randn_like(image), torch.randn_like(image)
     out = {"image": image, "alpha": alpha, "trimap": trimap, "fg": fg, "bg": bg}
-    out = {k: v.to(device) for k, v in out.items()}
-    if channels_last:
-        out["image"] = out["image"].contiguous(memory_format=torch.channels_last)
-    return out
+    return {k: v.to(device) for k, v in out.items()}
 
 
 def sync(device: torch.device) -> None:
@@ -44,10 +44,23 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+COMPILE_TOKENS = {"compile": "default", "compile-ro": "reduce-overhead", "compile-ma": "max-autotune-no-cudagraphs"}
+KNOWN_TOKENS = {"fp32", "bf16", "cl", "fused", "graph", *COMPILE_TOKENS}
+
+
+def parse_mode(mode: str) -> dict:
+    tokens = set(mode.split("+"))
+    unknown = tokens - KNOWN_TOKENS
+    if unknown:
+        raise ValueError(f"unknown mode option(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(KNOWN_TOKENS))})")
+    compile_modes = [COMPILE_TOKENS[t] for t in tokens if t in COMPILE_TOKENS]
+    graph = "graph" in tokens
+    return {"bf16": "bf16" in tokens, "channels_last": "cl" in tokens, "fused": "fused" in tokens or graph,
+            "graph": graph, "compile_mode": compile_modes[0] if compile_modes else None}
+
+
 def bench_mode(args, mode: str, device: torch.device) -> dict:
-    bf16 = "bf16" in mode
-    channels_last = "cl" in mode
-    compiled = "compile" in mode
+    opts = parse_mode(mode)
     torch.manual_seed(0)
     kwargs = {"width": args.width} if args.width else {}
     model = models.create(args.arch, **kwargs).to(device).train()
@@ -56,52 +69,45 @@ def bench_mode(args, mode: str, device: torch.device) -> dict:
             model.get_submodule(name).requires_grad_(False)
         except AttributeError:
             pass
-    if channels_last:
+    if opts["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
-    net = torch.compile(model) if compiled else model
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-5)
-    batch = synthetic_batch(args.batch, args.size, device, channels_last)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = make_optimizer(params, lr=1e-5, fused=opts["fused"], capturable=opts["graph"], device=device)
+    step = TrainStep(model, opt, params=params, amp_dtype=torch.bfloat16 if opts["bf16"] else None,
+                     channels_last=opts["channels_last"], cuda_graph=opts["graph"], compile_mode=opts["compile_mode"])
+    batch = synthetic_batch(args.batch, args.size, device)
 
-    def step(split: dict | None = None) -> torch.Tensor:
-        t0 = time.perf_counter()
-        with autocast:
-            out = net(batch["image"])
-        if split is not None:
-            sync(device)
-            t1 = time.perf_counter()
-        loss = p3m_loss(out, batch["alpha"], batch["trimap"], batch["image"], batch["fg"], batch["bg"]).total
-        if split is not None:
-            sync(device)
-            t2 = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if split is not None:
-            sync(device)
-            t3 = time.perf_counter()
-            split["forward"] += t1 - t0
-            split["loss"] += t2 - t1
-            split["backward+adam"] += t3 - t2
-        return loss
-
-    t_compile = time.perf_counter()
+    t_warm = time.perf_counter()
     for _ in range(args.warmup):
-        step()
+        step(batch, 1e-5)
     sync(device)
-    warmup_s = time.perf_counter() - t_compile
+    warmup_s = time.perf_counter() - t_warm
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     t0 = time.perf_counter()
     for _ in range(args.steps):
-        loss = step()
+        parts = step(batch, 1e-5)
     sync(device)
     elapsed = time.perf_counter() - t0
-    split = {"forward": 0.0, "loss": 0.0, "backward+adam": 0.0}
-    n_split = max(1, min(args.steps, 3))
-    for _ in range(n_split):
-        step(split)
-    total_split = sum(split.values())
+    loss = float(parts["total"])
+    share = None
+    if not opts["graph"] and opts["compile_mode"] != "reduce-overhead":
+        split = {"forward": 0.0, "loss": 0.0, "backward+optimizer": 0.0}
+        last = [0.0]
+
+        def mark(phase: str) -> None:
+            sync(device)
+            now = time.perf_counter()
+            split[phase] += now - last[0]
+            last[0] = now
+
+        for _ in range(max(1, min(args.steps, 3))):
+            opt.zero_grad(set_to_none=True)
+            sync(device)
+            last[0] = time.perf_counter()
+            step.compute(batch, mark)
+        total_split = sum(split.values())
+        share = {k: v / total_split for k, v in split.items()}
     profile_table = None
     if args.profile:
         # where a step's time goes, kernel by kernel (the issue asks what limits the throughput)
@@ -110,7 +116,7 @@ def bench_mode(args, mode: str, device: torch.device) -> dict:
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
         with profile(activities=activities) as prof:
             for _ in range(2):
-                step()
+                step(batch, 1e-5)
             sync(device)
         sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
         profile_table = prof.key_averages().table(sort_by=sort, row_limit=args.profile, max_name_column_width=60)
@@ -120,14 +126,17 @@ def bench_mode(args, mode: str, device: torch.device) -> dict:
         "images_per_s": args.batch * args.steps / elapsed,
         "step_ms": 1000 * elapsed / args.steps,
         "warmup_s": warmup_s,
-        "share": {k: v / total_split for k, v in split.items()},
-        "loss": float(loss.detach()),
+        "loss": loss,
     }
+    if share is not None:
+        result["share"] = share
+    if opts["graph"]:
+        result["graph_replays"] = step.replays  # 0 means the capture failed and the steps ran eagerly
     if device.type == "cuda":
         result["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
     if profile_table is not None:
         result["profile"] = profile_table
-    del net, model, opt, batch
+    del step, model, opt, batch
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return result
@@ -142,8 +151,10 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default 2 on CPU, 20 on GPU)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps (default 1 on CPU, 5 on GPU)")
-    parser.add_argument("--modes", default=None, help="comma list of fp32,bf16,bf16+cl,bf16+cl+compile")
-    parser.add_argument("--compile", action="store_true", help="add the bf16+cl+compile mode")
+    parser.add_argument("--modes", default=None,
+                        help="comma list of modes, e.g. fp32,bf16+cl,bf16+cl+graph (options: see the module doc)")
+    parser.add_argument("--compile", action="store_true",
+                        help="add the bf16+cl+fused+compile and bf16+cl+fused+compile-ro modes")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--json", default=None, metavar="OUT", help="write the results as JSON (after each mode)")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
@@ -161,10 +172,17 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     gpu = device.type == "cuda"
     args.steps = args.steps or (20 if gpu else 2)
-    args.warmup = args.warmup if args.warmup is not None else (5 if gpu else 1)
-    modes = args.modes.split(",") if args.modes else (["fp32", "bf16", "bf16+cl"] if gpu else ["fp32", "bf16+cl"])
-    if args.compile and "bf16+cl+compile" not in modes:
-        modes.append("bf16+cl+compile")
+    args.warmup = args.warmup if args.warmup is not None else (6 if gpu else 1)  # graph: 3 eager, capture, 2 replays
+    default_modes = ["fp32", "bf16", "bf16+cl", "bf16+cl+fused", "bf16+cl+graph"] if gpu else ["fp32", "bf16+cl"]
+    modes = args.modes.split(",") if args.modes else default_modes
+    if args.compile:
+        modes += [m for m in ("bf16+cl+fused+compile", "bf16+cl+fused+compile-ro") if m not in modes]
+    for mode in modes:
+        try:
+            parse_mode(mode)
+        except ValueError as exc:
+            print(f"bench_train: mode {mode!r}: {exc}", file=sys.stderr)
+            return 2
     info = {
         "device": torch.cuda.get_device_name(device) if gpu else f"CPU ({platform.processor() or platform.machine()}, "
                                                                   f"{torch.get_num_threads()} threads)",
@@ -180,10 +198,11 @@ def main() -> int:
             r = {"mode": mode, "error": f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:300]}"}
             print(f"  {mode:16s} failed: {r['error']}", flush=True)
         else:
-            share = ", ".join(f"{k} {100 * v:.0f}%" for k, v in r["share"].items())
+            share = "; " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in r["share"].items()) if "share" in r else ""
+            graph = f"; {r['graph_replays']} graph replays" if "graph_replays" in r else ""
             mem = f"  peak {r['peak_mem_gib']:.1f} GiB" if "peak_mem_gib" in r else ""
-            print(f"  {mode:16s} {r['images_per_s']:8.2f} images/s  {r['step_ms']:8.1f} ms/step  "
-                  f"(warm-up {r['warmup_s']:.1f} s; {share}){mem}", flush=True)
+            print(f"  {mode:24s} {r['images_per_s']:8.2f} images/s  {r['step_ms']:8.1f} ms/step  "
+                  f"(warm-up {r['warmup_s']:.1f} s{share}{graph}){mem}", flush=True)
         info["results"].append(r)
         if args.json:
             Path(args.json).write_text(json.dumps(info, indent=2) + "\n")

@@ -258,3 +258,26 @@ def test_loss_gradients_flow_to_all_outputs(batch):
     terms.total.backward()
     for x in (g, local, fused, s2, s1, s0):
         assert x.grad is not None and float(x.grad.abs().sum()) > 0
+
+
+def test_stacked_laplacian_parts_match_literal_reference(batch):
+    """p3m_loss takes both Laplacian terms from one pyramid of stacked differences: each part must still be
+    the literal Lap(W a_l, W a) / Lap(a_f, a)."""
+    g, s2, s1, s0 = (t(x) for x in batch["logits"])
+    a, l, f, tri = batch["alpha"], batch["local"], batch["fused"], batch["trimap"]
+    terms = losses.p3m_loss((g, t(l), t(f), s2, s1, s0), t(a), t(tri))
+    w = (tri == 128).astype(float)
+    assert float(terms.parts["unknown_laplacian"]) == pytest.approx(ref_lap((w * l)[:, 0], (w * a)[:, 0]), rel=1e-5)
+    assert float(terms.parts["fusion_laplacian"]) == pytest.approx(ref_lap(f[:, 0], a[:, 0]), rel=1e-5)
+    rng = np.random.default_rng(3)
+    p, q = rng.random((4, 32, 32)), rng.random((4, 32, 32))
+    both = losses.laplacian_losses(torch.from_numpy(p - q)[:, None], 2)
+    assert both.tolist() == pytest.approx([ref_lap(p[:2], q[:2]), ref_lap(p[2:], q[2:])], rel=1e-9)
+
+
+def test_trimap_to_classes_matches_literal_rules_on_all_values():
+    values = torch.arange(256, dtype=torch.float32).view(1, 1, 16, 16)
+    ijcv = losses.trimap_to_classes(values, "ijcv")[0].flatten().tolist()
+    mm21 = losses.trimap_to_classes(values, "mm21")[0].flatten().tolist()
+    assert ijcv == [0 if v == 0 else 2 if v == 255 else 1 for v in range(256)]
+    assert mm21 == [2 if v == 255 else v if v <= 2 else 1 for v in range(256)]

@@ -18,6 +18,7 @@ import yaml
 from p3m.errors import P3MError
 
 __all__ = [
+    "COMPILE_MODES",
     "ConfigError",
     "ModelConfig",
     "DataConfig",
@@ -31,6 +32,10 @@ __all__ = [
     "load_config",
     "apply_overrides",
 ]
+
+
+#: `train.compile` values besides true/false (true = "default"); see torch.compile.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 class ConfigError(P3MError, ValueError):
@@ -88,6 +93,7 @@ class OptimConfig:
     warmup_steps: int = 0
     min_lr: float = 0.0
     clip_grad: float | None = None  # max gradient norm; None disables clipping
+    fused: bool | None = None  # fused (single-kernel) Adam; None: on CUDA only
 
 
 @dataclass
@@ -97,7 +103,8 @@ class LoopConfig:
     max_steps: int | None = None  # stop after this many optimizer steps (overrides epochs when smaller)
     amp: str = "none"  # "none" | "bf16" | "fp16" | "auto" (bf16 where the device runs it natively)
     channels_last: bool = False
-    compile: bool = False
+    compile: bool | str = False  # torch.compile the network and loss; true or a mode ("reduce-overhead", ...)
+    cuda_graph: bool = False  # capture the whole step (forward, loss, backward, Adam) as one CUDA graph
     find_unused_parameters: bool = False  # DDP: set for backbones with parameters that never reach the loss
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
     seed: int = 10007
@@ -155,6 +162,13 @@ class TrainConfig:
             problems.append("train.batch_size, train.epochs, train.save_every and train.log_every must be >= 1")
         if t.max_steps is not None and t.max_steps < 1:
             problems.append("train.max_steps must be >= 1")
+        if isinstance(t.compile, str):
+            _choice(problems, "train.compile", t.compile, COMPILE_MODES)
+        if t.cuda_graph and t.compile:
+            problems.append("train.cuda_graph and train.compile exclude each other "
+                            "(use train.compile=reduce-overhead for compiled code in CUDA graphs)")
+        if t.cuda_graph and t.amp == "fp16":
+            problems.append("train.cuda_graph does not work with train.amp=fp16 (loss scaling syncs the host); use bf16")
         if problems:
             raise ConfigError("invalid training config: " + "; ".join(problems))
 

@@ -24,7 +24,6 @@ import signal
 import sys
 import tempfile
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -429,11 +428,13 @@ def train(
         _remove_run(out)
     if info.world > 1:
         dist.barrier()
-    threads = torch.get_num_threads()
+    threads, cudnn_benchmark = torch.get_num_threads(), torch.backends.cudnn.benchmark
     try:
         return _train(cfg, out, info, resume=resume, progress=progress)
     finally:
-        torch.set_num_threads(threads)  # train.threads is for training only: give the caller its setting back
+        # train.threads and cuDNN autotuning are for training only: give the caller its settings back
+        torch.set_num_threads(threads)
+        torch.backends.cudnn.benchmark = cudnn_benchmark
         if info.world > 1 and dist.is_initialized():
             dist.destroy_process_group()
 
@@ -445,11 +446,13 @@ def _train(cfg: TrainConfig, out: Path, info: _Dist, *, resume: bool, progress: 
     from p3m.data.p3m10k import open_dataset
     from p3m.models.checkpoint import load_checkpoint, save_checkpoint
     from p3m.train.data import P3MTrainDataset, ResumableSampler, make_loader
-    from p3m.train.losses import p3m_loss
+    from p3m.train.step import TrainStep, load_optimizer_state, make_optimizer, optimizer_state
 
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     device = _pick_device(cfg.train.device, info)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed-size crops: pick the fastest convolution once
     resume_path = out / RESUME_FILE
     if info.main:
         out.mkdir(parents=True, exist_ok=True)
@@ -488,12 +491,14 @@ def _train(cfg: TrainConfig, out: Path, info: _Dist, *, resume: bool, progress: 
     model.train()
     o = cfg.optim
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(trainable, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
+    _check_cuda_graph(cfg, device, info)
+    optimizer = make_optimizer(trainable, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay,
+                               fused=o.fused, capturable=cfg.train.cuda_graph, device=device)
     scaler = torch.amp.GradScaler(device.type, enabled=_amp_dtype(cfg.train.amp, device) == torch.float16)
     step = 0
     best: dict[str, float] = {}
     if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(optimizer, state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         step = int(state["step"])
         best = {k: float(v) for k, v in state.get("best", {}).items()}
@@ -504,8 +509,13 @@ def _train(cfg: TrainConfig, out: Path, info: _Dist, *, resume: bool, progress: 
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=cfg.train.find_unused_parameters)
-    if cfg.train.compile:
-        net = torch.compile(net)
+    compile_mode = cfg.train.compile if isinstance(cfg.train.compile, str) else (
+        "default" if cfg.train.compile else None)
+    amp_dtype = _amp_dtype(cfg.train.amp, device)
+    train_step = TrainStep(net, optimizer, params=trainable, amp_dtype=amp_dtype, scaler=scaler,
+                           clip_grad=o.clip_grad, variant=cfg.data.trimap_variant,
+                           channels_last=cfg.train.channels_last, cuda_graph=cfg.train.cuda_graph,
+                           compile_mode=compile_mode)
 
     dataset = P3MTrainDataset(cfg.data.root, cfg.data, copy_paste=cfg.copy_paste, seed=cfg.train.seed)
     sampler = ResumableSampler(dataset, num_replicas=info.world, rank=info.rank, seed=cfg.train.seed)
@@ -525,8 +535,6 @@ def _train(cfg: TrainConfig, out: Path, info: _Dist, *, resume: bool, progress: 
 
         _atomic_text(out / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
-    amp_dtype = _amp_dtype(cfg.train.amp, device)
-    autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else nullcontext
     meta = {"name": cfg.name, "recipe": "p3m-train"}
 
     def save() -> None:
@@ -534,7 +542,7 @@ def _train(cfg: TrainConfig, out: Path, info: _Dist, *, resume: bool, progress: 
             return
         save_checkpoint(model, out / LAST_FILE, metadata={**meta, "step": step, "epoch": step // steps_per_epoch})
         _atomic_torch_save({
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+            "model": model.state_dict(), "optimizer": optimizer_state(optimizer), "scaler": scaler.state_dict(),
             "step": step, "epoch": step // steps_per_epoch, "best": best, "rng": _rng_state(),
             "config": config_to_dict(cfg),
         }, resume_path)
@@ -575,34 +583,21 @@ def _train(cfg: TrainConfig, out: Path, info: _Dist, *, resume: bool, progress: 
                                  seed=cfg.train.seed, epoch=epoch)
             for batch in loader:
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-                image = batch["image"]
-                if cfg.train.channels_last:
-                    image = image.contiguous(memory_format=torch.channels_last)
                 lr = lr_at(step, total_steps, o)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                with autocast():
-                    output = net(image)
-                terms = p3m_loss(output, batch["alpha"], batch["trimap"], batch["image"], batch.get("fg"),
-                                 batch.get("bg"), variant=cfg.data.trimap_variant)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(terms.total).backward()
-                if o.clip_grad:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(trainable, o.clip_grad)
-                scaler.step(optimizer)
-                scaler.update()
+                parts = train_step(batch, lr)
                 step += 1
-                window_images += image.shape[0] * info.world
+                window_images += batch["image"].shape[0] * info.world
                 bar.update(1)
                 if step % cfg.train.log_every == 0 or step == total_steps:
-                    loss = {k: float(v) for k, v in terms.parts.items()}
+                    loss = {k: float(v) for k, v in parts.items()}
                     if not math.isfinite(loss["total"]):
                         raise P3MError(f"training diverged at step {step} (loss {loss['total']}); lower optim.lr")
                     elapsed = time.perf_counter() - window_start
-                    logger.write({"type": "train", "step": step, "epoch": step / steps_per_epoch, "lr": lr,
-                                  "loss": loss, "images_per_s": window_images / max(elapsed, 1e-9),
-                                  "time": time.time()})
+                    record = {"type": "train", "step": step, "epoch": step / steps_per_epoch, "lr": lr,
+                              "loss": loss, "images_per_s": window_images / max(elapsed, 1e-9), "time": time.time()}
+                    if cfg.train.cuda_graph:
+                        record["graph_replays"] = train_step.replays  # stays 0 if the capture failed
+                    logger.write(record)
                     bar.set_postfix(loss=f"{loss['total']:.4f}")
                     window_images, window_start = 0, time.perf_counter()
                 stop_now = stop.requested
@@ -638,6 +633,15 @@ def _train(cfg: TrainConfig, out: Path, info: _Dist, *, resume: bool, progress: 
     return TrainResult(out_dir=out, last_checkpoint=last, best_checkpoints=dict(best_paths),
                        history=list(logger.records), step=step, epoch=step // steps_per_epoch,
                        interrupted=interrupted)
+
+
+def _check_cuda_graph(cfg: TrainConfig, device: torch.device, info: _Dist) -> None:
+    if not cfg.train.cuda_graph:
+        return
+    if device.type != "cuda":
+        raise P3MError(f"train.cuda_graph needs a CUDA device (training runs on {device}); set train.cuda_graph=false")
+    if info.world > 1:
+        raise P3MError("train.cuda_graph works in single-process runs; under torchrun use train.compile instead")
 
 
 def _remove_run(out: Path) -> None:
