@@ -216,31 +216,11 @@ def predict_resize(model: torch.nn.Module, image_u8: np.ndarray, *, scale: float
     return np.clip(cv2.resize(fused, (w, h), interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
 
 
-def _local_metrics(pred: np.ndarray, gt: np.ndarray, facemask: np.ndarray | None) -> dict[str, float]:
-    """Whole-image SAD/MSE/MAD of the P3M protocol (§10.2), used when p3m.evaluation is unavailable."""
-    diff = pred.astype(np.float64) - gt
-    out = {"sad": float(np.abs(diff).sum() / 1000), "mse": float((diff**2).mean()), "mad": float(np.abs(diff).mean())}
-    if facemask is not None and facemask.any():
-        d = diff[facemask]
-        out.update(sad_privacy=float(np.abs(d).sum() / 1000), mse_privacy=float((d**2).mean()),
-                   mad_privacy=float(np.abs(d).mean()))
-    return out
-
-
 def _score(pred: np.ndarray, gt: np.ndarray, trimap: np.ndarray | None, facemask: np.ndarray | None,
            fast: bool) -> dict[str, float]:
-    try:
-        from p3m.evaluation import evaluate_arrays
-    except ImportError:
-        return _local_metrics(pred, gt, facemask)
-    kwargs: dict[str, Any] = {"trimap": trimap, "facemask": facemask, "protocol": "p3m"}
-    if fast:
-        kwargs["fast"] = True
-    try:
-        result = evaluate_arrays(pred, gt, **kwargs)
-    except TypeError:  # an evaluator without the `fast` switch
-        kwargs.pop("fast", None)
-        result = evaluate_arrays(pred, gt, **kwargs)
+    from p3m.evaluation import evaluate_arrays
+
+    result = evaluate_arrays(pred, gt, trimap=trimap, facemask=facemask, protocol="p3m", fast=fast)
     return {k: float(v) for k, v in dict(result).items() if isinstance(v, (int, float, np.floating))}
 
 
@@ -675,10 +655,7 @@ def _load_backbone(model: torch.nn.Module, path: str) -> None:
 
 
 def _register(checkpoint: Path, cfg: TrainConfig) -> None:
-    try:
-        from p3m.model_store import register
-    except ImportError:
-        print("p3m train: register_as ignored: the model store (p3m.model_store) is not available", file=sys.stderr)
-        return
+    from p3m.model_store import register
+
     path = register(checkpoint, cfg.register_as, arch=cfg.model.arch, origin=f"trained:{cfg.name}")
     print(f"p3m train: registered {checkpoint.name} as {cfg.register_as!r} ({path})", file=sys.stderr)
