@@ -129,7 +129,10 @@ class TrainStep:
         image = batch["image"]
         if self.channels_last:
             image = image.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(image.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext():
+        # autocast's weight-cast cache is off under graph capture, as PyTorch asks (casts are recorded as kernels)
+        autocast = (torch.autocast(image.device.type, dtype=self.amp_dtype, cache_enabled=not self.cuda_graph)
+                    if self.amp_dtype else nullcontext())
+        with autocast:
             output = self.net(image)
         mark("forward")
         terms = self.loss_fn(output, batch["alpha"], batch["trimap"], batch["image"], batch.get("fg"),
