@@ -29,6 +29,11 @@ def synth_root(tmp_path_factory) -> Path:
     return root
 
 
+def prepared(item: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A uint8 dataset item as the training step sees it (`prepare_batch` on the CPU)."""
+    return tdata.prepare_batch(item, "cpu")
+
+
 def small_cfg(**kw) -> DataConfig:
     base = dict(root="unused", crop_sizes=[32, 48, 64], resize=64, trimap_kernel=[3, 6], workers=0)
     base.update(kw)
@@ -200,7 +205,10 @@ def test_dataset_items_shapes_normalisation_and_determinism(synth_root):
     cfg = small_cfg(root=str(synth_root), crop_sizes=[64], resize=64, flip_prob=0.0)
     ds = tdata.P3MTrainDataset(synth_root, cfg, seed=7)
     assert len(ds) == 6
-    item = ds[0]
+    raw_item = ds[0]
+    assert all(v.dtype == torch.uint8 for v in raw_item.values())  # 11 bytes per pixel cross the process queue
+    item = prepared(raw_item)
+    assert all(v.dtype == torch.float32 for v in item.values())
     assert item["image"].shape == (3, 64, 64) and item["fg"].shape == (3, 64, 64)
     assert item["alpha"].shape == (1, 64, 64) and 0 <= float(item["alpha"].min()) <= float(item["alpha"].max()) <= 1
     assert set(torch.unique(item["trimap"]).tolist()) <= {0.0, 128.0, 255.0}
@@ -229,6 +237,24 @@ def test_dataloader_workers_do_not_change_samples(synth_root):
         batches.append([b["image"] for b in loader])
     for x, y in zip(*batches):
         assert torch.equal(x, y)
+    auto = tdata.make_loader(ds, tdata.ResumableSampler(ds, seed=1), batch_size=3, workers=None, pin_memory=False,
+                             seed=1, epoch=0)
+    assert auto.num_workers == tdata.resolve_workers(None)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_prepare_batch_on_cuda_gives_the_cpu_bits():
+    # runs on a bare GPU box too (no PIL needed): PYTHONPATH=src python3 -m pytest tests/test_train_data.py -k cuda
+    values = torch.arange(256, dtype=torch.uint8).view(16, 16)
+    image = torch.stack([values, values.T, values.flip(0)])
+    batch = {"image": image[None].repeat(4, 1, 1, 1), "alpha": values[None, None].repeat(4, 1, 1, 1),
+             "trimap": values[None, None].repeat(4, 1, 1, 1), "fg": image[None].flip(3).repeat(4, 1, 1, 1),
+             "bg": image[None].flip(2).repeat(4, 1, 1, 1)}
+    want = tdata.prepare_batch(batch, "cpu")
+    got = tdata.prepare_batch({k: v.pin_memory() for k, v in batch.items()}, "cuda")
+    assert list(got) == list(want) and all(v.device.type == "cuda" for v in got.values())
+    for name, value in got.items():
+        assert value.dtype == want[name].dtype == torch.float32 and torch.equal(value.cpu(), want[name]), name
 
 
 def test_resumable_sampler_skips_and_shards():
@@ -264,7 +290,8 @@ def test_on_the_fly_obfuscation_from_original_images(synth_root, tmp_path):
         private = private_area(face, alpha=read_mask(sample.mask))
         if not private.any():
             continue
-        img = ds[i]["image"].numpy()
+        assert not ds[i]["image"][:, private].any()  # zero obfuscation: zero bytes
+        img = prepared(ds[i])["image"].numpy()
         zero = (0 - tdata.IMAGENET_MEAN[:, None]) / tdata.IMAGENET_STD[:, None]
         np.testing.assert_allclose(img[:, private], np.broadcast_to(zero, (3, int(private.sum()))), atol=1e-5)
         raw = read_image(ds.images[i]).astype(np.float32).transpose(2, 0, 1)
@@ -307,7 +334,7 @@ def test_missing_fg_bg_are_estimated_and_cached(synth_root, tmp_path):
     # the dataset uses the cache; the estimate composes back to the image
     cfg = small_cfg(root=str(root), crop_sizes=[64], resize=64, flip_prob=0.0, max_samples=2)
     ds = tdata.P3MTrainDataset(root, cfg, seed=0)
-    item = ds[0]
+    item = prepared(ds[0])
     alpha = item["alpha"]
     comp = alpha * item["fg"] + (1 - alpha) * item["bg"]
     assert float((comp - item["image"]).abs().mean()) < 0.1
@@ -336,6 +363,34 @@ def test_config_overrides_and_errors(tmp_path):
     published = load_config(Path(__file__).resolve().parents[1] / "configs" / "p3m-r34.yaml")
     assert (published.optim.lr, published.train.epochs, published.train.batch_size) == (1e-5, 150, 8)
     assert (published.data.crop_sizes, published.data.resize) == ([512, 768, 1024], 512)
+
+
+def test_workers_default_is_the_cores_per_process_minus_one(monkeypatch):
+    assert DataConfig().workers is None  # automatic
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert tdata.resolve_workers(None) == 15
+    assert tdata.resolve_workers(3) == 3 and tdata.resolve_workers(0) == 0  # an explicit count wins
+    for world, want in (("1", 15), ("2", 7), ("4", 3), ("8", 1), ("16", 0), ("32", 0), ("", 15), ("x", 15)):
+        monkeypatch.setenv("WORLD_SIZE", world)
+        assert tdata.resolve_workers(None) == want, world
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(96)))
+    assert tdata.resolve_workers(None) == 16  # at most MAX_AUTO_WORKERS
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    assert tdata.resolve_workers(None) == 0
+    monkeypatch.delattr(os, "sched_getaffinity")  # no affinity API: all the machine's cores
+    monkeypatch.setattr(os, "cpu_count", lambda: 6)
+    assert tdata.resolve_workers(None) == 2
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert tdata.resolve_workers(None) == 0
+    # the configs that name a count keep it; a negative count is refused
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    assert load_config(configs / "p3m-r34.yaml").data.workers == 8
+    assert load_config(configs / "demo.yaml").data.workers == 0
+    with pytest.raises(ConfigError, match="data.workers must be >= 0"):
+        load_config(configs / "demo.yaml", ["data.workers=-1"])
+    assert load_config(configs / "demo.yaml", ["data.workers=null"]).data.workers is None
 
 
 def test_prepare_command_reports_and_skips_bad_files(synth_root, tmp_path, capsys):

@@ -66,7 +66,7 @@ class DataConfig:
     composition: bool = True  # composition loss; needs fg/bg (estimated and cached when the dataset has none)
     fg_cache: str | None = None  # folder for estimated fg/bg; default <root>/train/fg_bg_cache
     max_samples: int | None = None  # use only the first N training samples (debugging, demos)
-    workers: int = 4
+    workers: int | None = None  # DataLoader workers per process; None: the process's CPU cores / WORLD_SIZE - 1, <= 16
     pin_memory: bool = True
 
 
@@ -146,6 +146,8 @@ class TrainConfig:
             problems.append(f"data.resize must be a positive multiple of 32, got {d.resize}")
         if len(d.trimap_kernel) != 2 or not 1 <= d.trimap_kernel[0] <= d.trimap_kernel[1]:
             problems.append(f"data.trimap_kernel must be [low, high] with 1 <= low <= high, got {d.trimap_kernel}")
+        if d.workers is not None and d.workers < 0:
+            problems.append(f"data.workers must be >= 0 or null (automatic), got {d.workers}")
         _choice(problems, "data.crop_policy", d.crop_policy, ("ijcv", "mm21"))
         _choice(problems, "data.trimap_variant", d.trimap_variant, ("ijcv", "mm21"))
         _choice(problems, "data.obfuscation", d.obfuscation, ("none", "blur", "mosaic", "zero"))

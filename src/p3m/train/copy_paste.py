@@ -18,7 +18,7 @@ import numpy as np
 
 from p3m.errors import DatasetError
 
-__all__ = ["Face", "FaceBank", "paste_face", "face_box"]
+__all__ = ["Face", "FaceBank", "paste_face", "face_box", "copy_where"]
 
 
 @dataclass
@@ -31,10 +31,33 @@ class Face:
 
 def face_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     """(y0, x0, y1, x1) exclusive bounding box of a bool mask, or None when empty."""
-    ys, xs = np.nonzero(mask)
-    if ys.size == 0:
+    mask = np.asarray(mask)
+    if mask.ndim != 2 or mask.size == 0:
+        ys, xs = np.nonzero(mask)
+        if ys.size == 0:
+            return None
+        return int(ys.min()), int(xs.min()), int(ys.max()) + 1, int(xs.max()) + 1
+    x, y, w, h = cv2.boundingRect(_as_u8_mask(mask))  # the box of the non-zero pixels, without listing them
+    if w == 0 or h == 0:
         return None
-    return int(ys.min()), int(xs.min()), int(ys.max()) + 1, int(xs.max()) + 1
+    return y, x, y + h, x + w
+
+
+def _as_u8_mask(mask: np.ndarray) -> np.ndarray:
+    """A 2-D mask as uint8, non-zero where ``mask`` is (bool arrays are viewed, not copied)."""
+    if mask.dtype == bool:
+        return mask.view(np.uint8)
+    return mask if mask.dtype == np.uint8 else (mask != 0).view(np.uint8)
+
+
+def copy_where(dst: np.ndarray, src: np.ndarray, mask: np.ndarray) -> None:
+    """``dst[mask] = src[mask]`` for a bool HxW mask and HxW or HxWxC arrays, touching only the mask's bounding box."""
+    box = face_box(mask)
+    if box is None:
+        return
+    y0, x0, y1, x1 = box
+    where = np.asarray(mask)[y0:y1, x0:x1].astype(bool, copy=False)
+    np.copyto(dst[y0:y1, x0:x1], src[y0:y1, x0:x1], where=where[..., None] if dst.ndim == 3 else where)
 
 
 def paste_face(
@@ -79,7 +102,7 @@ def paste_face(
     warped_mask = cv2.warpAffine(np.ascontiguousarray(patch_mask), matrix, (w, h), flags=cv2.INTER_LINEAR,
                                  borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     replaced = (warped_mask >= 128) & private
-    out[replaced] = warped[replaced]
+    copy_where(out, warped, replaced)  # out[replaced] = warped[replaced]
     return out, replaced
 
 

@@ -425,7 +425,7 @@ def _train(cfg: TrainConfig, out: Path, info: _Dist, *, resume: bool, progress: 
     from p3m import models
     from p3m.data.p3m10k import open_dataset
     from p3m.models.checkpoint import load_checkpoint, save_checkpoint
-    from p3m.train.data import P3MTrainDataset, ResumableSampler, make_loader
+    from p3m.train.data import P3MTrainDataset, ResumableSampler, make_loader, prepare_batch
     from p3m.train.step import TrainStep, load_optimizer_state, make_optimizer, optimizer_state
 
     if cfg.train.threads:
@@ -562,7 +562,7 @@ def _train(cfg: TrainConfig, out: Path, info: _Dist, *, resume: bool, progress: 
                                  pin_memory=cfg.data.pin_memory and device.type == "cuda",
                                  seed=cfg.train.seed, epoch=epoch)
             for batch in loader:
-                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+                batch = prepare_batch(batch, device, non_blocking=True)
                 lr = lr_at(step, total_steps, o)
                 parts = train_step(batch, lr)
                 step += 1
