@@ -10,8 +10,8 @@ Dataset: built in a temporary folder in the P3M-10k layout (never in the shared 
   on-the-fly obfuscation case), their reference mattes as ``train/mask``, and face masks from the CenterFace
   detector (``face_region``, scale 1.1); a portrait with no detected face gets an ellipse on the top of its matte
   (the head) instead, so that every sample exercises obfuscation and copy-paste. fg/bg are estimated once with
-  `p3m.train.foreground.prepare_foreground` (the 2021-release path: PNG cache), timed as a one-time cost, then the
-  cache is warm for every measurement.
+  `p3m.train.foreground.prepare_foreground` (the 2021-release path: lossless WebP cache; the "before" pipeline gets
+  the same pixels as the PNG cache it used), timed as a one-time cost, then the cache is warm for every measurement.
 * ``--source synth``: `p3m synth`'s generator at ``--size`` (default 1080x1440), which ships fg/bg as PNG.
 
 Cases (each with composition, i.e. fg/bg, unless named): ``default`` (the published recipe), ``no-composition``,
@@ -120,13 +120,18 @@ def build_portraits(root: Path, testdata: Path, n: int) -> dict:
         info["detected_faces"] += bool(faces)
         write_image(train / "facemask" / f"{path.stem}.png", face)
         info["images"].append(f"{image.shape[1]}x{image.shape[0]}")
-    # fg/bg: the 2021-release path (no shipped fg/bg): estimate once into the PNG cache
+    # fg/bg: the 2021-release path (no shipped fg/bg): estimate once into the cache
     from p3m.train.foreground import prepare_foreground
 
     t = time.perf_counter()
     report = prepare_foreground(root, progress=False)
     info["fg_estimate_s_per_image"] = (time.perf_counter() - t) / max(1, report.estimated)
     cache = root / "train" / "fg_bg_cache"
+    # the pipeline before the speed-up read a PNG cache: give it the same pixels in its format
+    from p3m.train.foreground import read_cache_image
+
+    for webp in sorted(cache.rglob("*.webp")):
+        write_image(webp.with_suffix(".png"), read_cache_image(webp))
     shutil.copytree(cache / "blurred_image", cache / "original_image")  # same pixels: same estimates
     return info
 

@@ -147,7 +147,7 @@ def ref_load_or_estimate(image_u8, alpha_u8, cache_dir, image_folder, stem, *, f
     from p3m.io import read_image, write_image
     from p3m.train.foreground import cache_paths, estimate_fg_bg
 
-    fg_path, bg_path = cache_paths(cache_dir, image_folder, stem)
+    fg_path, bg_path = cache_paths(cache_dir, image_folder, stem, ".png")  # the cache was PNG then
     if not force and fg_path.is_file() and bg_path.is_file():
         fg, bg = read_image(fg_path), read_image(bg_path)
         if fg.shape == image_u8.shape and bg.shape == image_u8.shape:

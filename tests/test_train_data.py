@@ -328,7 +328,7 @@ def test_missing_fg_bg_are_estimated_and_cached(synth_root, tmp_path):
     report = prepare_foreground(root, limit=2, progress=False)
     assert (report.estimated, report.cached, report.failures) == (2, 0, [])
     fg_file = root / "train" / "fg_bg_cache" / "blurred_image" / "fg"
-    assert len(list(fg_file.glob("*.png"))) == 2
+    assert len(list(fg_file.glob("*.webp"))) == 2 and not list(fg_file.glob("*.png"))
     again = prepare_foreground(root, limit=2, progress=False)
     assert (again.estimated, again.cached) == (0, 2)
     # the dataset uses the cache; the estimate composes back to the image
@@ -405,7 +405,7 @@ def test_prepare_command_reports_and_skips_bad_files(synth_root, tmp_path, capsy
     assert main(["prepare", str(root), "--limit", "3", "-q"]) == 1  # one bad file: reported, the others done
     err = capsys.readouterr().err
     assert bad.name in err and "2 estimated" in err and "1 failed" in err
-    assert len(list((root / "train" / "fg_bg_cache" / "blurred_image" / "fg").glob("*.png"))) == 2
+    assert len(list((root / "train" / "fg_bg_cache" / "blurred_image" / "fg").glob("*.webp"))) == 2
 
 
 def test_unreadable_sample_is_reported_and_replaced(synth_root, tmp_path, capsys):

@@ -73,9 +73,12 @@ def test_cache_read_gives_the_pil_pixels(tmp_path, monkeypatch):
     for h, w in ((1, 1), (37, 53), (120, 81)):
         smooth = cv2.resize(rng.integers(0, 256, (h // 8 + 2, w // 8 + 2, 3), dtype=np.uint8), (w, h))
         for name, pixels in {"noise": rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "smooth": smooth}.items():
-            path = write_image(tmp_path / f"{name}_{h}x{w}.png", pixels)  # as load_or_estimate writes them
-            written[path] = read_image(path)
-            np.testing.assert_array_equal(written[path], pixels)
+            # lossless WebP as load_or_estimate writes them, and PNG as earlier versions wrote them
+            for path in (foreground.write_cache_image(tmp_path / f"{name}_{h}x{w}.webp", pixels),
+                         write_image(tmp_path / f"{name}_{h}x{w}.png", pixels)):
+                written[path] = read_image(path)
+                np.testing.assert_array_equal(written[path], pixels)  # lossless
+                assert p3m.io.has_metadata(path) == []
     # files p3m does not write take read_image's rules (grey, alpha composited over white, 16 bits rounded)
     foreign = [write_image(tmp_path / "grey.png", rng.integers(0, 256, (20, 30), dtype=np.uint8)),
                write_image(tmp_path / "rgba.png", rng.integers(0, 256, (20, 30, 4), dtype=np.uint8))]
@@ -331,3 +334,34 @@ def test_face_bank_pick_matches_reference(synth_root):
         want = ref.ref_pick(bank, np.random.default_rng(seed), exclude=samples[0].image)
         assert_same(got.image, want.image)
         assert_same(got.mask, want.mask)
+
+
+def test_cache_is_lossless_webp_and_older_png_pairs_still_count(tmp_path, monkeypatch):
+    rng = np.random.default_rng(4)
+    image = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    alpha = rng.integers(0, 256, (30, 40), dtype=np.uint8)
+    calls = []
+
+    def estimate(image_u8, alpha_u8):
+        calls.append(1)
+        return image_u8 // 3, 255 - image_u8
+
+    monkeypatch.setattr(foreground, "estimate_fg_bg", estimate)
+    # a PNG pair from an earlier version is read, not estimated again
+    png_fg, png_bg = foreground.cache_paths(tmp_path, "blurred_image", "old", ".png")
+    png_fg.parent.mkdir(parents=True)
+    png_bg.parent.mkdir(parents=True)
+    write_image(png_fg, image // 2)
+    write_image(png_bg, image // 4)
+    fg, bg = foreground.load_or_estimate(image, alpha, tmp_path, "blurred_image", "old")
+    assert not calls and np.array_equal(fg, image // 2) and np.array_equal(bg, image // 4)
+    assert foreground.cached_pair(tmp_path, "blurred_image", "old") == (png_fg, png_bg)
+    # new entries are lossless WebP, and a WebP pair wins over a PNG pair
+    fg, bg = foreground.load_or_estimate(image, alpha, tmp_path, "blurred_image", "old", force=True)
+    assert len(calls) == 1
+    webp = foreground.cache_paths(tmp_path, "blurred_image", "old")
+    assert [p.suffix for p in webp] == [".webp", ".webp"] and all(p.is_file() for p in webp)
+    assert foreground.cached_pair(tmp_path, "blurred_image", "old") == webp
+    assert np.array_equal(read_image(webp[0]), image // 3) and np.array_equal(read_image(webp[1]), 255 - image)
+    assert np.array_equal(foreground.load_or_estimate(image, alpha, tmp_path, "blurred_image", "old")[0], image // 3)
+    assert len(calls) == 1

@@ -2,18 +2,20 @@
 
 P3M-10k's 2021 archive has no fg/bg (reference §1.3); the authors point to closed-form estimates. We
 estimate them once with pymatting's multilevel foreground estimation (`estimate_foreground_ml`, which
-also returns the background) and cache them as PNG files:
+also returns the background) and cache them as lossless WebP files:
 
-    <cache_dir>/<image folder name>/fg/<stem>.png
-    <cache_dir>/<image folder name>/bg/<stem>.png
+    <cache_dir>/<image folder name>/fg/<stem>.webp
+    <cache_dir>/<image folder name>/bg/<stem>.webp
 
 The default cache_dir is ``<root>/train/fg_bg_cache``. The image folder name is part of the path so that
 estimates of obfuscated and original images (``data.image_dir``) never mix. The cache is keyed by stem:
 after replacing images, run ``p3m prepare --force``. A cache file that cannot be read, or whose size differs from
 the image's, is estimated again and overwritten (one line on stderr for an unreadable one).
 
-The files are written by `p3m.io.write_image`: 8-bit RGB PNG, no metadata. Training reads two of them per sample
-at full resolution, so they are decoded with OpenCV (`read_cache_image`), about 1.5x faster than PIL, same pixels.
+Training decodes two of these files per sample at full resolution, the largest cost of a sample, hence the format:
+lossless WebP keeps every pixel like PNG but decodes about twice as fast and takes about half the space
+(`benchmarks/RESULTS.md`). They are written with OpenCV, 8-bit RGB without metadata, and read back with OpenCV
+(`read_cache_image`). PNG pairs written by earlier versions (``<stem>.png``) are still read.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ import numpy as np
 from p3m.errors import P3MError
 
 __all__ = [
-    "estimate_fg_bg", "cache_paths", "default_cache_dir", "read_cache_image", "load_or_estimate", "PrepareReport",
+    "estimate_fg_bg", "cache_paths", "cached_pair", "write_cache_image", "default_cache_dir", "read_cache_image", "load_or_estimate", "PrepareReport",
     "prepare_foreground",
 ]
 
@@ -50,15 +52,43 @@ def default_cache_dir(root: str | os.PathLike) -> Path:
     return Path(root) / "train" / CACHE_FOLDER
 
 
-def cache_paths(cache_dir: str | os.PathLike, image_folder: str, stem: str) -> tuple[Path, Path]:
+CACHE_EXT = ".webp"
+LEGACY_EXT = ".png"  # caches written before the switch to WebP
+
+
+def cache_paths(cache_dir: str | os.PathLike, image_folder: str, stem: str,
+                ext: str = CACHE_EXT) -> tuple[Path, Path]:
+    """(fg, bg) paths of one sample's cache entry in format ``ext``."""
     base = Path(cache_dir) / image_folder
-    return base / "fg" / f"{stem}.png", base / "bg" / f"{stem}.png"
+    return base / "fg" / f"{stem}{ext}", base / "bg" / f"{stem}{ext}"
+
+
+def cached_pair(cache_dir: str | os.PathLike, image_folder: str, stem: str) -> tuple[Path, Path] | None:
+    """The cached (fg, bg) files of one sample, WebP first, else an older PNG pair; None when there is none."""
+    for ext in (CACHE_EXT, LEGACY_EXT):
+        fg_path, bg_path = cache_paths(cache_dir, image_folder, stem, ext)
+        if fg_path.is_file() and bg_path.is_file():
+            return fg_path, bg_path
+    return None
+
+
+def write_cache_image(path: str | os.PathLike, rgb_u8: np.ndarray) -> Path:
+    """Write HxWx3 uint8 RGB atomically as lossless WebP (no metadata); the pixels read back are identical."""
+    import cv2
+
+    from p3m.io import write_bytes_atomic
+
+    ok, buffer = cv2.imencode(CACHE_EXT, cv2.cvtColor(np.ascontiguousarray(rgb_u8), cv2.COLOR_RGB2BGR),
+                              [cv2.IMWRITE_WEBP_QUALITY, 101])  # quality > 100 selects lossless
+    if not ok:
+        raise P3MError(f"{path}: OpenCV could not encode the fg/bg cache image")
+    return write_bytes_atomic(Path(path), buffer.tobytes())
 
 
 def read_cache_image(path: str | os.PathLike) -> np.ndarray:
     """A cache file as HxWx3 RGB uint8: the array `p3m.io.read_image` gives, decoded by OpenCV.
 
-    For the 8-bit RGB PNGs this module writes, OpenCV's decode is PIL's (PNG is lossless) and faster. Anything
+    For the 8-bit RGB lossless files this module writes, OpenCV's decode is PIL's and faster. Anything
     else (grey, alpha, 16 bits, a file OpenCV cannot decode) goes to `read_image`, which applies its own rules and
     raises `p3m.errors.ImageError` naming the file when it cannot read it either.
     """
@@ -86,22 +116,22 @@ def load_or_estimate(
     A miss is a missing file, a file of another size than the image, or an unreadable file (reported on stderr).
     """
     from p3m.errors import ImageError
-    from p3m.io import write_image
 
-    fg_path, bg_path = cache_paths(cache_dir, image_folder, stem)
-    if not force and fg_path.is_file() and bg_path.is_file():
+    found = None if force else cached_pair(cache_dir, image_folder, stem)
+    if found is not None:
         try:
-            fg, bg = read_cache_image(fg_path), read_cache_image(bg_path)
+            fg, bg = read_cache_image(found[0]), read_cache_image(found[1])
         except ImageError as exc:  # the cache is derived data: repair it rather than lose the sample
             print(f"p3m: fg/bg cache: {exc}; estimating fg/bg again", file=sys.stderr)
         else:
             if fg.shape == image_u8.shape and bg.shape == image_u8.shape:
                 return fg, bg
     fg, bg = estimate_fg_bg(image_u8, alpha_u8)
+    fg_path, bg_path = cache_paths(cache_dir, image_folder, stem)
     fg_path.parent.mkdir(parents=True, exist_ok=True)
     bg_path.parent.mkdir(parents=True, exist_ok=True)
-    write_image(fg_path, fg)
-    write_image(bg_path, bg)
+    write_cache_image(fg_path, fg)
+    write_cache_image(bg_path, bg)
     return fg, bg
 
 
@@ -144,8 +174,7 @@ def prepare_foreground(
         if image_dir is None and sample.fg is not None and sample.bg is not None:
             report.shipped += 1
             continue
-        fg_path, bg_path = cache_paths(cache, folder_name, sample.stem)
-        if not force and fg_path.is_file() and bg_path.is_file():
+        if not force and cached_pair(cache, folder_name, sample.stem) is not None:
             report.cached += 1
             continue
         try:
