@@ -11,7 +11,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="estimate and cache training fg/bg for datasets without them",
         description=(
             "For every training sample without shipped fg/bg (or for all, with --image-dir), estimate foreground "
-            "and background colours with pymatting's multilevel estimator and cache them as PNG under "
+            "and background colours with pymatting's multilevel estimator and cache them as lossless WebP under "
             "ROOT/train/fg_bg_cache (or --cache). Training does the same lazily; preparing first keeps the "
             "first epoch fast. One unreadable sample is reported and skipped."
         ),
