@@ -12,7 +12,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description=(
             "Train P3M-Net with the published recipe (configs/p3m-r34.yaml, configs/p3m-vitae-s.yaml, "
             "configs/p3m-swin-t.yaml) or the small demo (configs/demo.yaml). Ctrl-C saves and stops; --resume "
-            "continues from the last save. Multi-GPU: torchrun --nproc_per_node N $(which p3m) train CONFIG ..."
+            "continues from the last save. Multi-GPU: torchrun --nproc_per_node N $(which p3m) train CONFIG ... "
+            "Faster on one GPU: --set train.amp=bf16 --set train.channels_last=true --set train.cuda_graph=true "
+            "(docs/training.md, Performance)."
         ),
     )
     parser.add_argument("config", metavar="CONFIG", help="YAML config file")
