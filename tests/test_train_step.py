@@ -264,13 +264,14 @@ def test_cuda_graph_step_replays_the_eager_step(amp):
 
 @needs_cuda
 def test_trainer_with_cuda_graph_resumes(tmp_path):
+    """Real loader (worker processes, pin-memory thread running during the capture), graph replays, resume."""
     from p3m.data.synth import SynthConfig, generate_dataset
     from p3m.train.config import load_config
 
     root = tmp_path / "P3M-10k"
     generate_dataset(root, SynthConfig(n_train=8, n_test_p=1, n_test_np=1, size=(64, 64), seed=5))
     sets = [f"data.root={root}", "data.crop_sizes=[64]", "data.resize=64", "data.trimap_kernel=[3, 5]",
-            "data.workers=0", "model.width=8", "train.batch_size=2", "train.log_every=1", "val.every=0",
+            "data.workers=2", "data.pin_memory=true", "model.width=8", "train.batch_size=2", "train.log_every=1", "val.every=0",
             "train.device=cuda", "train.cuda_graph=true", "train.amp=bf16", "train.channels_last=true",
             "train.save_every=3"]
     first = train(load_config(None, [*sets, "train.max_steps=6"]), out_dir=tmp_path / "run", progress=False)

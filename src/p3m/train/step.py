@@ -193,7 +193,9 @@ class TrainStep:
         self.optimizer.zero_grad(set_to_none=True)  # the graph allocates the gradients it writes
         graph = torch.cuda.CUDAGraph()
         try:
-            with torch.cuda.graph(graph):
+            # thread_local: the DataLoader's pin-memory thread keeps allocating and querying pinned host memory
+            # while we capture; "global" mode would turn those calls into capture errors
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 self._static_parts = self.compute(self._static)
         except Exception as exc:  # e.g. an operator that synchronises with the host
             print(f"p3m train: cannot capture the training step as a CUDA graph "
