@@ -8,9 +8,10 @@ Synthetic random tensors, no dataset: runs on a bare GPU box with only torch ins
 The step is `p3m.train.step.TrainStep`, the one the trainer runs. A mode is "+"-joined options:
 fp32 or bf16 (autocast), cl (channels_last), fused (fused Adam), graph (the whole step as one CUDA graph; implies
 fused + capturable Adam), compile / compile-ro / compile-ma (torch.compile of network and loss, mode default /
-reduce-overhead / max-autotune-no-cudagraphs). For eager modes the step time is also split into forward, loss
-and backward+optimizer (synchronised timings of separate steps) to show what limits it. All numbers are
-measured in this one run.
+reduce-overhead / max-autotune-no-cudagraphs). Experiments (not in the library until they prove faster):
+unpool-nhwc (max-unpooling as a scatter over channels_last memory, no layout round trips; self-checked against
+F.max_unpool2d). For eager modes the step time is also split into forward, loss and backward+optimizer
+(synchronised timings of separate steps) to show what limits it. All numbers are measured in this one run.
 """
 from __future__ import annotations
 
@@ -45,7 +46,37 @@ def sync(device: torch.device) -> None:
 
 
 COMPILE_TOKENS = {"compile": "default", "compile-ro": "reduce-overhead", "compile-ma": "max-autotune-no-cudagraphs"}
-KNOWN_TOKENS = {"fp32", "bf16", "cl", "fused", "graph", *COMPILE_TOKENS}
+KNOWN_TOKENS = {"fp32", "bf16", "cl", "fused", "graph", "unpool-nhwc", *COMPILE_TOKENS}
+
+
+def unpool_nhwc(x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """max_unpool2d(kernel 2, stride 2) as a scatter along the flattened pixels of channels_last memory:
+    [B,C,h,w] -> [B,C,2h,2w] channels_last. F.max_unpool2d works in NCHW, so with channels_last it pays layout
+    copies of input, indices and output (the `copy_` share of the H100 profile). Duplicate indices (overlapping
+    3x3/2 pools) keep one of the candidates, as max_unpool2d does on the GPU."""
+    b, c, h, w = x.shape
+    src = x.permute(0, 2, 3, 1).reshape(b, h * w, c)  # a view for channels_last x
+    idx = indices.permute(0, 2, 3, 1).reshape(b, h * w, c)
+    out = x.new_zeros(b, 4 * h * w, c).scatter(1, idx, src)
+    return out.view(b, 2 * h, 2 * w, c).permute(0, 3, 1, 2)
+
+
+def check_unpool_nhwc(device: torch.device) -> None:
+    """Equal to F.max_unpool2d where indices are unique (2x2/2 pooling), values, gradients and layout."""
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 8, 16, 12, generator=g).to(device).contiguous(memory_format=torch.channels_last)
+    pooled, idx = F.max_pool2d(x, 2, 2, return_indices=True)
+    a = pooled.detach().clone().requires_grad_()
+    b_ = pooled.detach().clone().requires_grad_()
+    want, got = F.max_unpool2d(a, idx, 2, 2), unpool_nhwc(b_, idx)
+    grad = torch.randn(want.shape, generator=g).to(device)
+    (want * grad).sum().backward()
+    (got * grad).sum().backward()
+    if not (torch.equal(want, got) and torch.equal(a.grad, b_.grad)
+            and got.is_contiguous(memory_format=torch.channels_last)):
+        raise RuntimeError("unpool-nhwc differs from F.max_unpool2d")
 
 
 def parse_mode(mode: str) -> dict:
@@ -56,11 +87,25 @@ def parse_mode(mode: str) -> dict:
     compile_modes = [COMPILE_TOKENS[t] for t in tokens if t in COMPILE_TOKENS]
     graph = "graph" in tokens
     return {"bf16": "bf16" in tokens, "channels_last": "cl" in tokens, "fused": "fused" in tokens or graph,
-            "graph": graph, "compile_mode": compile_modes[0] if compile_modes else None}
+            "graph": graph, "compile_mode": compile_modes[0] if compile_modes else None,
+            "unpool_nhwc": "unpool-nhwc" in tokens}
 
 
 def bench_mode(args, mode: str, device: torch.device) -> dict:
     opts = parse_mode(mode)
+    from p3m.models import blocks
+
+    original_unpool = blocks.unpool
+    if opts["unpool_nhwc"]:
+        check_unpool_nhwc(device)
+        blocks.unpool = unpool_nhwc
+    try:
+        return _bench_mode(args, mode, opts, device)
+    finally:
+        blocks.unpool = original_unpool
+
+
+def _bench_mode(args, mode: str, opts: dict, device: torch.device) -> dict:
     torch.manual_seed(0)
     kwargs = {"width": args.width} if args.width else {}
     model = models.create(args.arch, **kwargs).to(device).train()
