@@ -2,9 +2,9 @@
 # GPU checks of the training step (issue 5), prepared for a lent device machine, about 6 minutes on an H100:
 #   1. the CUDA tests of p3m.train.step (CUDA-graph step vs eager step, trainer with train.cuda_graph + resume)
 #      and of prepare_batch (uint8 batches converted on the GPU, bit-identical to the CPU);
-#   Run it with the device tool: command "bash benchmarks/device_train.sh", timeout_s 600.
 #   2. bench_train.py: the eager bf16 + channels_last baseline and each lever, measured in one run (the JSON is
 #      rewritten after each mode, so a cut-off run keeps what it measured; the whole script ends within 10 min).
+# Run it with the device tool: command "bash benchmarks/device_train.sh", timeout_s 600.
 # Needs only the machine's own python3 (torch, pytest, numpy, opencv, pyyaml, tqdm, safetensors are there).
 # Results go to $OUT (the device tool brings them back); copy the JSON to benchmarks/results/.
 set -u
