@@ -105,8 +105,15 @@ def _binary(rng, h, w):
     return (rng.random((h, w)) < 0.5).astype(float), gt
 
 
+def _noisy(rng, h, w):
+    # the benchmark's worst case: noise on every pixel of the prediction, a clean GT with flat regions (the
+    # prediction differs everywhere, the GT gradient is exactly 0 on most tiles)
+    _, gt = _soft_edges(rng, h, w)
+    return np.clip(gt + rng.normal(0, 0.02, gt.shape), 0, 1), gt
+
+
 FAMILIES = {"soft": _soft_edges, "quantised": _quantised, "uniform": _uniform, "thresholds": _thresholds,
-            "blocks": _blocks, "binary": _binary}
+            "blocks": _blocks, "binary": _binary, "noisy": _noisy}
 SHAPES = [(1, 1), (1, 7), (7, 1), (2, 2), (3, 5), (13, 13), (17, 30), (31, 9), (40, 41), (64, 48)]
 
 
@@ -171,6 +178,31 @@ def test_conn_tie_goes_to_first_component_in_raster_order():
     expected = (115 / 255) / 1000
     assert conn(pred, gt) == pytest.approx(expected, rel=1e-12)
     assert ref_conn(pred, gt) == pytest.approx(expected, rel=1e-12)
+
+
+def test_conn_runs_split_where_prediction_equals_gt():
+    # one level-5 component whose rows alternate between p == alpha and p != alpha (the fast code cuts its row runs
+    # there), next to an equal-area component found later in raster order: the tie must still go to the first one
+    gt = np.zeros((12, 40))
+    gt[1:5, 2:20] = 0.55
+    gt[7:11, 2:20] = 0.55
+    pred = gt.copy()
+    pred[1:5, 3:20:2] = 0.57
+    pred[7:11, 4:20:3] = 0.9
+    pred[3, 30] = 1.0
+    assert conn(pred, gt) == pytest.approx(ref_conn(pred, gt), rel=RTOL)
+    assert p3m_metrics(pred, gt)["conn"] == pytest.approx(ref_conn(pred, gt), rel=RTOL)
+
+
+def test_rows_with_many_and_few_runs_equal_reference():
+    # smooth rows (few runs, cut 8 pixels at a time) and noisy rows (a run every pixel or two) in one image
+    rng = np.random.default_rng(13)
+    pred, gt = _soft_edges(rng, 48, 203)
+    noisy_rows = rng.random(48) < 0.5
+    pred[noisy_rows] = rng.random((int(noisy_rows.sum()), 203))
+    trimap = _trimap(rng, gt)
+    face = rng.random(gt.shape) < 0.3
+    assert_same(p3m_metrics(pred, gt, trimap, face), ref_all(pred, gt, trimap, face))
 
 
 def test_conn_uses_arange_thresholds():
@@ -245,19 +277,42 @@ def test_gaussian_kernels_are_scipys():
         np.testing.assert_array_equal(gaussian_kernel1d(1.4, order, 6), _filters._gaussian_kernel1d(1.4, order, 6))
 
 
+def _scipy_grad_error_map(pred, gt):
+    mags = []
+    for x in (pred, gt):
+        xa = ndi.gaussian_filter(x, sigma=1.4, order=[1, 0], output=np.float32)
+        xb = ndi.gaussian_filter(x, sigma=1.4, order=[0, 1], output=np.float32)
+        mags.append(np.sqrt(xa**2 + xb**2))
+    return (mags[0] - mags[1]) ** 2
+
+
 def test_grad_error_map_is_bitwise_scipys():
     from p3m.metrics.p3m import _grad_error_map_full
 
     rng = np.random.default_rng(3)
-    for shape in [(1, 1), (2, 9), (6, 6), (25, 70), (70, 25)]:
+    for shape in [(1, 1), (2, 9), (6, 6), (25, 70), (70, 25), (41, 33), (64, 64)]:
         pred, gt = _soft_edges(rng, *shape)
         pred[: shape[0] // 2] = gt[: shape[0] // 2]  # half the image identical: the skipped tiles
-        mags = []
-        for x in (pred, gt):
-            xa = ndi.gaussian_filter(x, sigma=1.4, order=[1, 0], output=np.float32)
-            xb = ndi.gaussian_filter(x, sigma=1.4, order=[0, 1], output=np.float32)
-            mags.append(np.sqrt(xa**2 + xb**2))
-        np.testing.assert_array_equal(_grad_error_map_full(pred, gt), (mags[0] - mags[1]) ** 2)
+        np.testing.assert_array_equal(_grad_error_map_full(pred, gt), _scipy_grad_error_map(pred, gt))
+        noisy, gt = _noisy(rng, *shape)  # differs everywhere; the GT is flat on most tiles
+        np.testing.assert_array_equal(_grad_error_map_full(noisy, gt), _scipy_grad_error_map(noisy, gt))
+        np.testing.assert_array_equal(_grad_error_map_full(gt, noisy), _scipy_grad_error_map(gt, noisy))
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, 0.5])
+def test_grad_flat_regions_with_nan_and_inf(value):
+    # GT and prediction flat but for one odd pixel (the same in both), far from the prediction's only difference:
+    # a window holding a nan or an inf never counts as flat (SciPy spreads nan there)
+    from p3m.metrics.p3m import _grad_error_map_full
+
+    gt = np.zeros((40, 50))
+    gt[30, 40] = value
+    pred = gt.copy()
+    pred[5:9, 5:9] = 1.0
+    with np.errstate(invalid="ignore"):
+        expected = _scipy_grad_error_map(pred, gt)
+        np.testing.assert_array_equal(_grad_error_map_full(pred, gt), expected)
+        np.testing.assert_array_equal(_grad_error_map_full(gt, pred), _scipy_grad_error_map(gt, pred))
 
 
 def test_grad_and_conn_are_zero_for_identical_maps():
