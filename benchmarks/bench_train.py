@@ -83,7 +83,8 @@ def parse_mode(mode: str) -> dict:
     tokens = set(mode.split("+"))
     unknown = tokens - KNOWN_TOKENS
     if unknown:
-        raise ValueError(f"unknown mode option(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(KNOWN_TOKENS))})")
+        raise ValueError(f"unknown mode option(s) {', '.join(sorted(unknown))} "
+                         f"(known: {', '.join(sorted(KNOWN_TOKENS))})")
     compile_modes = [COMPILE_TOKENS[t] for t in tokens if t in COMPILE_TOKENS]
     graph = "graph" in tokens
     return {"bf16": "bf16" in tokens, "channels_last": "cl" in tokens, "fused": "fused" in tokens or graph,

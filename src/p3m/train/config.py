@@ -170,7 +170,8 @@ class TrainConfig:
             problems.append("train.cuda_graph and train.compile exclude each other "
                             "(use train.compile=reduce-overhead for compiled code in CUDA graphs)")
         if t.cuda_graph and t.amp == "fp16":
-            problems.append("train.cuda_graph does not work with train.amp=fp16 (loss scaling syncs the host); use bf16")
+            problems.append("train.cuda_graph does not work with train.amp=fp16 (loss scaling syncs the host); "
+                            "use bf16")
         if problems:
             raise ConfigError("invalid training config: " + "; ".join(problems))
 

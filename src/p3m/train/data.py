@@ -27,8 +27,8 @@ DataLoader workers, and a resumed run sees the same samples.
 Speed (one sample is about 1080 x 1620 px in P3M-10k; ``benchmarks/bench_data.py``): the fg/bg cache (lossless
 WebP written by p3m) is decoded with OpenCV (`p3m.train.foreground.read_cache_image`, same pixels as
 `read_image`); the full-resolution trimap is built only when the crop is anchored on an unknown pixel (which needs
-all of them), otherwise only over the crop window (`p3m.data.trimap.trimap_crop`, same values). ``tests/test_train_data_speed.py`` checks every output
-against a literal copy of the code these replaced.
+all of them), otherwise only over the crop window (`p3m.data.trimap.trimap_crop`, same values).
+``tests/test_train_data_speed.py`` checks every output against a literal copy of the code these replaced.
 """
 from __future__ import annotations
 

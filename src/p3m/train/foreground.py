@@ -29,8 +29,8 @@ import numpy as np
 from p3m.errors import P3MError
 
 __all__ = [
-    "estimate_fg_bg", "cache_paths", "cached_pair", "write_cache_image", "default_cache_dir", "read_cache_image", "load_or_estimate", "PrepareReport",
-    "prepare_foreground",
+    "estimate_fg_bg", "cache_paths", "cached_pair", "write_cache_image", "default_cache_dir", "read_cache_image",
+    "load_or_estimate", "PrepareReport", "prepare_foreground",
 ]
 
 CACHE_FOLDER = "fg_bg_cache"

@@ -213,7 +213,7 @@ def p3m_loss(
         "fusion_laplacian": laplacians[1],
     }
     if image is not None and fg is not None and bg is not None:
-        terms["composition"] = composition_loss(fused_alpha, image.float(), fg.float(), bg.float())
+        terms["composition"] = composition_loss(fused, image.float(), fg.float(), bg.float())
     total = sum(LOSS_WEIGHTS[name] * value for name, value in terms.items())
     parts = {name: value.detach() for name, value in terms.items()}
     parts["total"] = total.detach()
