@@ -57,6 +57,7 @@ os.environ.setdefault("NUMBA_CACHE_DIR", str(REPO / ".cache" / "numba"))
 
 import reference_train_data as ref  # noqa: E402
 
+from p3m.commands.synth import parse_size as synth_size  # noqa: E402
 from p3m.data.trimap import random_kernel_size, trimap_crop, trimap_from_alpha  # noqa: E402
 from p3m.io import read_image, read_mask, write_image  # noqa: E402
 from p3m.train import data as tdata  # noqa: E402
@@ -70,14 +71,6 @@ def testdata_dir(arg: str | None) -> Path | None:
         if candidate and (Path(candidate) / "portraits" / "reference_alpha").is_dir():
             return Path(candidate)
     return None
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must be HxW (e.g. 1080x1440), got {text!r}") from None
-    return h, w
 
 
 # ------------------------------------------------------------------------------------------ dataset
@@ -307,7 +300,7 @@ def main() -> int:
     parser.add_argument("--source", choices=("portraits", "synth"), default="portraits")
     parser.add_argument("--testdata", help="test data folder (with portraits/); default ../shared/testdata")
     parser.add_argument("--images", type=int, default=12, help="training images (default 12)")
-    parser.add_argument("--size", type=parse_size, default=(1080, 1440), help="HxW for --source synth")
+    parser.add_argument("--size", type=synth_size, default=(1080, 1440), help="HxW for --source synth")
     parser.add_argument("--samples", type=int, default=48, help="samples per case and round (default 48)")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds, best taken (default 3)")
     parser.add_argument("--cases", default="all", help="comma-separated case names (default all)")
