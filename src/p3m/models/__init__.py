@@ -12,7 +12,8 @@ This package imports nothing of p3m outside `p3m.models` and `p3m.errors`, and o
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from torch import nn
@@ -21,7 +22,9 @@ from p3m.errors import P3MError
 
 __all__ = [
     "UnknownModelError",
+    "ModelArgumentError",
     "register_model",
+    "check_arch_kwargs",
     "create",
     "list_models",
     "load_checkpoint",
@@ -32,22 +35,80 @@ __all__ = [
 ]
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+# per architecture: keyword -> (lowest, highest) accepted value, for numeric construction arguments
+_LIMITS: dict[str, dict[str, tuple[float, float]]] = {}
 
 
 class UnknownModelError(P3MError, ValueError):
     """The requested architecture name is not registered."""
 
 
-def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator: register a builder `fn(**kwargs) -> nn.Module` under `name`."""
+class ModelArgumentError(P3MError, ValueError):
+    """Construction arguments (`arch_kwargs`) the architecture does not take, of the wrong type or out of range."""
+
+
+def register_model(
+    name: str, *, limits: Mapping[str, tuple[float, float]] | None = None
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator: register a builder `fn(**kwargs) -> nn.Module` under `name`.
+
+    ``limits``: ``{keyword: (lowest, highest)}`` for numeric arguments, checked by `check_arch_kwargs` before
+    anything is built (a checkpoint sidecar asking for ``width=40000`` must not try to allocate 57 GB).
+    """
 
     def decorate(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY and _REGISTRY[name] is not fn:
             raise ValueError(f"model {name!r} is already registered")
         _REGISTRY[name] = fn
+        _LIMITS[name] = dict(limits or {})
         return fn
 
     return decorate
+
+
+def check_arch_kwargs(name: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate construction arguments of `name` without building anything -> a plain dict of them.
+
+    Names must be parameters of the builder, values of the type of its default (an int where the default is an
+    int, never a bool; a number where it is a float; a string where it is a string) and within the registered
+    limits. Raises `ModelArgumentError` (one line) otherwise, `UnknownModelError` for an unknown `name`.
+    """
+    try:
+        builder = _REGISTRY[name]
+    except KeyError:
+        raise UnknownModelError(f"unknown model {name!r}; available: {', '.join(list_models())}") from None
+    if not isinstance(kwargs, Mapping):
+        raise ModelArgumentError(f"{name}: the arguments must be a mapping of names to values (a JSON object), "
+                                 f"got {type(kwargs).__name__}")
+    params = inspect.signature(builder).parameters
+    open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    allowed = [n for n, p in params.items()
+               if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
+    unknown = [str(k) for k in kwargs if k not in allowed]
+    if unknown and not open_ended:
+        raise ModelArgumentError(f"{name} takes no argument {', '.join(map(repr, unknown))}; "
+                                 f"it takes {', '.join(allowed) or 'no arguments'}")
+    limits = _LIMITS.get(name, {})
+    for key, value in kwargs.items():
+        default = params[key].default if key in params else inspect.Parameter.empty
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif isinstance(default, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        elif isinstance(default, str):
+            ok = isinstance(value, str)
+        else:
+            ok = True
+        if not ok:
+            raise ModelArgumentError(f"{name}: {key} must be {type(default).__name__} like its default "
+                                     f"{default!r}, got {value!r}")
+        if key in limits:
+            low, high = limits[key]
+            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high):
+                raise ModelArgumentError(f"{name}: {key}={value!r} is outside the accepted range {low:g}..{high:g}")
+    return dict(kwargs)
 
 
 def list_models() -> list[str]:
@@ -57,11 +118,8 @@ def list_models() -> list[str]:
 
 def create(name: str, **kwargs: Any) -> nn.Module:
     """Build the architecture `name` with random weights; sets `model.arch` and `model.arch_kwargs`."""
-    try:
-        builder = _REGISTRY[name]
-    except KeyError:
-        raise UnknownModelError(f"unknown model {name!r}; available: {', '.join(list_models())}") from None
-    model = builder(**kwargs)
+    check_arch_kwargs(name, kwargs)
+    model = _REGISTRY[name](**kwargs)
     model.arch = name
     model.arch_kwargs = dict(kwargs)
     return model
@@ -69,5 +127,5 @@ def create(name: str, **kwargs: Any) -> nn.Module:
 
 # builders register themselves on import; keep these imports below the registry definitions
 from p3m.models.blocks import P3MOutput, fuse  # noqa: E402
-from p3m.models import basic, modnet, p3mnet_r34, p3mnet_transformer  # noqa: E402,F401
+from p3m.models import basic, modnet, p3mnet_r34, p3mnet_transformer, selfie  # noqa: E402,F401
 from p3m.models.checkpoint import load_checkpoint, load_model, save_checkpoint  # noqa: E402
