@@ -277,3 +277,40 @@ def test_matte_output_names_are_accepted(tmp_path):
     result = evaluate_dirs(pred, gt, workers=1)
     assert sorted(r["name"] for r in result.rows) == ["p_a", "p_b"]
     assert result.means["sad"] == 0.0
+
+
+def test_missing_folders_are_named_exactly(tmp_path, monkeypatch, capsys):
+    pred = tmp_path / "pred"
+    _gray(pred / "a.png", np.full((8, 8), 128, np.uint8))
+    code, stdout, err = run_cli(monkeypatch, capsys, "--pred", pred, "--gt", tmp_path / "nope", "--quiet")
+    assert code == 2 and stdout == ""
+    assert err.strip() == f"p3m evaluate: error: ground truth folder {tmp_path / 'nope'} does not exist"
+    code, _, err = run_cli(monkeypatch, capsys, "--pred", tmp_path / "gone", "--gt", pred, "--quiet")
+    assert err.strip() == f"p3m evaluate: error: prediction folder {tmp_path / 'gone'} does not exist"
+    code, _, err = run_cli(monkeypatch, capsys, "--pred", pred, "--gt", pred, "--trimap", pred / "a.png", "--quiet")
+    assert code == 2 and err.strip().endswith(f"trimap folder {pred / 'a.png'} is a file, not a folder")
+    # an empty ground-truth folder is said once, not as one "extra prediction" per file
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_cli(monkeypatch, capsys, "--pred", pred, "--gt", tmp_path / "empty", "--quiet")
+    assert code == 2 and "contains no images" in err and "extra prediction" not in err
+
+
+def test_binary_mask_predictions_are_scored_with_a_warning(tmp_path, monkeypatch, capsys):
+    gt, zero_one, hard = tmp_path / "gt", tmp_path / "p01", tmp_path / "p0255"
+    soft = np.tile(np.linspace(0, 255, 16).astype(np.uint8), (16, 1))
+    mask = (soft > 127).astype(np.uint8)
+    for name in ("a", "b"):
+        _gray(gt / f"{name}.png", soft)
+        _gray(zero_one / f"{name}.png", mask)
+        _gray(hard / f"{name}.png", mask * 255)
+    code, stdout, err = run_cli(monkeypatch, capsys, "--pred", zero_one, "--gt", gt, "--quiet", "-o", tmp_path / "o")
+    assert code == 0 and "SAD" in stdout
+    warning = [line for line in err.splitlines() if "warning" in line]
+    assert len(warning) == 1 and "2 of 2 predictions hold only the values 0 and 1" in warning[0]
+    assert json.loads((tmp_path / "o" / "summary.json").read_text())["warnings"] == [
+        warning[0].removeprefix("p3m evaluate: warning: ")]
+    code, stdout, err = run_cli(monkeypatch, capsys, "--pred", hard, "--gt", gt, "--quiet")
+    assert code == 0 and err.count("\n") == 1 and "2 of 2 predictions are binary masks" in err
+    # soft predictions: no warning
+    code, stdout, err = run_cli(monkeypatch, capsys, "--pred", gt, "--gt", gt, "--quiet")
+    assert code == 0 and err == ""

@@ -425,9 +425,10 @@ def test_matter_is_thread_safe(tiny_weights: Path) -> None:
         np.testing.assert_array_equal(results[i], want)
 
 
-def test_matter_refuses_to_run_without_weights(store: Path) -> None:
+def test_matter_refuses_an_architecture_without_weights(store: Path) -> None:
+    # no name: the built-in route (tests/test_default_model.py); an architecture asked for needs its weights
     with pytest.raises(CheckpointError, match="p3m demo"):
-        Matter()
+        Matter(model="p3m-swin-t")
 
 
 def test_matter_cuda_request_fails_loudly(tiny_weights: Path) -> None:
@@ -461,11 +462,12 @@ def test_store_register_list_resolve(tiny_weights: Path, store: Path) -> None:
     index = json.loads((home / "index.json").read_text())
     assert index["models"]["tiny"]["arch"] == "p3m-r34"
     assert (home / "tiny.safetensors").is_file() and (home / "tiny.json").is_file()
-    (entry,) = model_store.list_models()
+    builtin, entry = model_store.list_models()
+    assert builtin.name == model_store.BUILTIN
     assert (entry.name, entry.arch, entry.origin, entry.format) == ("tiny", "p3m-r34", "test", "safetensors")
     assert model_store.resolve("tiny") == (home / "tiny.safetensors", "p3m-r34")
     assert model_store.resolve(str(tiny_weights))[1] == "p3m-r34"
-    with pytest.raises(CheckpointError, match="available: tiny"):
+    with pytest.raises(CheckpointError, match="available: portrait-cf, tiny"):
         model_store.resolve("nope")
 
 
@@ -479,7 +481,7 @@ def test_store_picks_up_dropped_files_and_guesses_arch(store: Path) -> None:
     save_file({"encoder.patch_embed.proj1.weight": torch.zeros(1)}, str(home / "swin.safetensors"))
     (home / "notes.txt").write_text("not a model")
     entries = {e.name: e for e in model_store.list_models()}
-    assert set(entries) == {"published", "vit", "swin"}
+    assert set(entries) == {"published", "vit", "swin", model_store.BUILTIN}
     assert entries["published"].arch == "p3m-r34" and entries["published"].origin == "dropped file"
     assert model_store.guess_arch(home / "published.pth") == ("p3m-r34", {"width": 16})
     assert entries["vit"].arch == "p3m-vitae-s" and entries["swin"].arch == "p3m-swin-t"
@@ -497,7 +499,7 @@ def test_store_never_unpickles_code(store: Path) -> None:
     marker.unlink(missing_ok=True)
     with open(home / "evil.pth", "wb") as f:
         pickle.dump({"resnet.x": _Payload()}, f)
-    (entry,) = model_store.list_models()
+    (entry,) = [e for e in model_store.list_models() if e.name != model_store.BUILTIN]
     assert entry.arch is None
     assert not marker.exists()
 

@@ -325,3 +325,23 @@ def test_copy_file_atomic(tmp_path: Path) -> None:
     out = io.copy_file_atomic(src, tmp_path / "sub" / "dst.bin")
     assert out.read_bytes() == src.read_bytes()
     assert sorted(p.name for p in out.parent.iterdir()) == ["dst.bin"]
+
+
+def test_write_image_set_is_all_or_nothing(tmp_path):
+    from p3m.io import write_image_set
+
+    gray = np.full((8, 8), 7, np.uint8)
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    # an output that cannot be encoded (RGBA as JPEG): nothing of the set is written
+    with pytest.raises(ImageError, match="JPEG cannot store an alpha channel"):
+        write_image_set([(tmp_path / "a_alpha.png", gray), (tmp_path / "a_rgba.jpg", rgba)])
+    assert list(tmp_path.iterdir()) == []
+    # an output that cannot be put in place (a folder in the way): the ones already placed are removed
+    (tmp_path / "b_rgba.png").mkdir()
+    with pytest.raises(OSError) as info:
+        write_image_set([(tmp_path / "b_alpha.png", gray), (tmp_path / "b_rgba.png", rgba)])
+    assert info.value.filename == str(tmp_path / "b_rgba.png")  # the destination, not the temporary file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b_rgba.png"]  # the folder only, no temp files
+    written = write_image_set([(tmp_path / "c" / "x.png", gray), (tmp_path / "c" / "y.png", rgba)])
+    assert [p.name for p in written] == ["x.png", "y.png"]
+    np.testing.assert_array_equal(io.read_mask(tmp_path / "c" / "x.png"), gray)

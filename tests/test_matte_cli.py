@@ -214,11 +214,12 @@ def test_cuda_request_without_cuda_is_an_error(weights: Path, tmp_path: Path, ca
 
 def test_no_weights_says_how_to_get_them(home: Path, tmp_path: Path, capsys) -> None:
     (src,) = small_copies(tmp_path / "in", n=1)
-    assert run_cli(["matte", str(src), "-o", str(tmp_path / "o")]) == 2
+    # no name: the built-in route runs (tests/test_default_model.py); an architecture without weights cannot
+    assert run_cli(["matte", str(src), "-o", str(tmp_path / "o"), "--model", "p3m-swin-t"]) == 2
     err = capsys.readouterr().err
     assert "p3m demo" in err and "p3mnet_pretrained_on_p3m10k.pth" in err
     assert run_cli(["models"]) == 0
-    assert "p3m demo" in capsys.readouterr().out
+    assert "* portrait-cf" in capsys.readouterr().out
 
 
 def test_models_lists_registered_and_dropped(weights: Path, home: Path, capsys) -> None:
@@ -249,3 +250,46 @@ def test_verbs_are_wired_into_the_p3m_command(weights: Path, capsys) -> None:
     assert {"matte", "models", "export"} <= set(COMMANDS)
     assert main(["models"]) == 0
     assert "tiny16" in capsys.readouterr().out
+
+
+def test_inputs_whose_outputs_clash_are_reported_not_overwritten(weights: Path, tmp_path: Path, capsys) -> None:
+    # p.png and p.jpg in one folder both map to p_alpha.png / p_rgba.png: the first is matted, the second is
+    # reported and skipped (exit 1), and nothing it would write replaces the first one's outputs
+    (src,) = small_copies(tmp_path / "in", n=1)
+    pixels = io.read_image(src)
+    png = tmp_path / "in" / "p.png"
+    io.write_image(png, pixels)
+    src.rename(tmp_path / "in" / "p.jpg")
+    other = small_copies(tmp_path / "more", n=1, scale=10)[0]
+    shutil.move(str(other), tmp_path / "in" / "q.jpg")
+    out = tmp_path / "out"
+    code = run_cli(["matte", str(tmp_path / "in"), "-o", str(out), "--output", "alpha"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "p.png: skipped: it would write the same files as" in err and "p.jpg" in err and "p_alpha.png" in err
+    assert "1 image(s) written" not in err and "2 image(s) written" in err and "1 failed" in err
+    assert sorted(x.name for x in out.iterdir()) == ["p_alpha.png", "q_alpha.png"]
+
+
+def test_a_failed_image_leaves_no_part_of_its_output_set(weights: Path, tmp_path: Path, capsys) -> None:
+    inputs = small_copies(tmp_path / "in", n=2)
+    out = tmp_path / "out"
+    (out / f"{inputs[0].stem}_rgba.png").mkdir(parents=True)  # the rgba output cannot be written
+    code = run_cli(["matte", str(tmp_path / "in"), "-o", str(out), "--overwrite", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1 and inputs[0].name in err and "Errno" not in err and "Traceback" not in err
+    assert not (out / f"{inputs[0].stem}_alpha.png").exists()  # alpha computed but not written without its rgba
+    assert (out / f"{inputs[1].stem}_alpha.png").is_file() and (out / f"{inputs[1].stem}_rgba.png").is_file()
+    assert not [x.name for x in out.iterdir() if x.name.startswith(".")]  # no temporary files left
+
+
+def test_output_folder_that_is_a_file_is_one_clear_line(weights: Path, tmp_path: Path, capsys) -> None:
+    from p3m.cli import main
+
+    (src,) = small_copies(tmp_path / "in", n=1)
+    blocker = tmp_path / "out"
+    blocker.write_text("a file where the output folder should be")
+    code = main(["matte", str(src), "-o", str(blocker / "sub"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code in (1, 2) and "Errno" not in err and "Traceback" not in err
+    assert "not a folder" in err or "already exists" in err

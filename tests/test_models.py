@@ -891,3 +891,59 @@ def test_runner_branch_selection(r34_small):
     full = runner(x)
     _check_branch(full, runner(x, outputs="local"), "local")
     _check_branch(full, runner(x, outputs="global"), "global")
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    ({"width": 40000}, r"width=40000 is outside the accepted range 2\.\.256"),  # would allocate ~57 GB
+    ({"width": 16, "depth": 3}, r"takes no argument 'depth'; it takes width"),
+    ({"width": "16"}, r"width must be int"),
+    ({"width": True}, r"width must be int"),
+    ({"width": 15}, r"width must be an even integer"),  # the builder's own check, as a CheckpointError
+    ([16], r"must be a mapping"),
+])
+def test_sidecar_arch_kwargs_are_validated_before_building(r34_small, tmp_path, monkeypatch, kwargs, needle):
+    out = save_checkpoint(r34_small, tmp_path / "m")
+    meta = json.loads(out.with_suffix(".json").read_text())
+    meta["arch_kwargs"] = kwargs
+    out.with_suffix(".json").write_text(json.dumps(meta))
+    import functools
+
+    built = []
+    real = models._REGISTRY["p3m-r34"]
+
+    @functools.wraps(real)  # same signature: what the check inspects
+    def spy(**kw):
+        built.append(kw)
+        assert not isinstance(kw.get("width"), int) or kw["width"] <= 256, "a 57 GB model must never be built"
+        return real(**kw)
+
+    monkeypatch.setitem(models._REGISTRY, "p3m-r34", spy)
+    with pytest.raises(CheckpointError, match=needle) as info:
+        load_model(out)
+    assert "\n" not in str(info.value) and str(info.value).startswith(str(out))
+    assert built in ([], [{"width": 15}])  # nothing is allocated for names, types or ranges that are refused
+
+
+def test_create_validates_arguments_against_the_builder():
+    with pytest.raises(P3MError, match="takes no argument 'depth'"):  # was a TypeError from the builder
+        models.create("p3m-r34", width=8, depth=3)
+    with pytest.raises(models.ModelArgumentError, match=r"width=4096 is outside the accepted range 4\.\.128"):
+        models.check_arch_kwargs("modnet-mbv2", {"width": 4096})
+    with pytest.raises(models.ModelArgumentError, match="takes no argument 'width'"):
+        models.check_arch_kwargs("p3m-vitae-s", {"width": 16})
+    assert models.check_arch_kwargs("p3m-swin-t", {"img_size": 256}) == {"img_size": 256}
+    with pytest.raises(models.ModelArgumentError, match="img_size=8192"):
+        models.check_arch_kwargs("p3m-swin-t", {"img_size": 8192})
+
+
+def test_cli_reports_bad_sidecar_kwargs_in_one_line(r34_small, tmp_path, capsys, monkeypatch):
+    from p3m.cli import main
+
+    monkeypatch.setenv("P3M_HOME", str(tmp_path / "home"))
+    out = save_checkpoint(r34_small, tmp_path / "m")
+    meta = json.loads(out.with_suffix(".json").read_text())
+    meta["arch_kwargs"] = {"width": 16, "depth": 3}  # was "internal error: TypeError: ... unexpected keyword"
+    out.with_suffix(".json").write_text(json.dumps(meta))
+    assert main(["export", "--weights", str(out), "-o", str(tmp_path / "m.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "p3m-r34 takes no argument 'depth'" in err and "internal" not in err

@@ -551,7 +551,8 @@ def test_without_weights_matte_is_503_and_anonymize_works(home, face_photo):
     from p3m.serve import ServeSettings, create_app
 
     assert not any(home.iterdir())  # the module's model folder is empty
-    running = RunningServer(create_app(ServeSettings(workers=1, queue=1)))
+    # an architecture asked for without weights (no name at all serves the built-in route, below)
+    running = RunningServer(create_app(ServeSettings(model="p3m-swin-t", workers=1, queue=1)))
     try:
         with httpx.Client(base_url=running.url, timeout=60) as c:
             health = c.get("/v1/health").json()
@@ -618,3 +619,57 @@ def test_cli_errors_are_one_line(home, weights, tmp_path, capsys):
         main(["serve", "--workers", "0"])
     assert exc.value.code == 2
     assert "--workers" in capsys.readouterr().err
+
+
+def test_default_serves_the_builtin_route_and_names_it(home, portrait):
+    from p3m.serve import ServeSettings, create_app
+
+    assert not any(home.iterdir())
+    running = RunningServer(create_app(ServeSettings(workers=1, queue=1)))
+    try:
+        with httpx.Client(base_url=running.url, timeout=120) as c:
+            loaded = c.get("/v1/models").json()["loaded"]
+            assert loaded["name"] == "portrait-cf" and loaded["route"] is True and loaded["warning"] == ""
+            resp = c.post("/v1/matte", data={"output": "alpha"}, files={"image": ("p.png", png_bytes(portrait))})
+            assert resp.status_code == 200
+            assert resp.headers["x-p3m-model"] == "portrait-cf" and resp.headers["x-p3m-strategy"] == "portrait-cf"
+            assert "x-p3m-warning" not in resp.headers
+    finally:
+        running.stop()
+
+
+def test_slow_uploads_do_not_lock_other_clients_out(server, client, portrait):
+    """Six clients that start an upload and stall (the body timeout is 60 s) must not hold the job slots
+    (workers 1 + queue 2 here): a request whose body has arrived is still served at once."""
+    import socket
+
+    port = int(server.url.rsplit(":", 1)[1])
+    head = (f"POST /v1/matte HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            "Content-Type: multipart/form-data; boundary=slow\r\nContent-Length: 200000\r\n\r\n"
+            '--slow\r\nContent-Disposition: form-data; name="image"; filename="p.png"\r\n'
+            "Content-Type: image/png\r\n\r\n").encode() + png_bytes(portrait)[:1000]
+    stalled = []
+    try:
+        for _ in range(6):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            sock.sendall(head)  # ... and nothing more
+            stalled.append(sock)
+        deadline = time.monotonic() + 10
+        while client.get("/v1/health").json()["jobs"]["uploading"] < 6:
+            assert time.monotonic() < deadline, "the stalled uploads never reached the app"
+            time.sleep(0.05)
+        jobs = client.get("/v1/health").json()["jobs"]
+        assert jobs["admitted"] == 0  # receiving a body holds no job slot
+        t0 = time.monotonic()
+        resp = client.post("/v1/matte", files={"image": ("p.png", png_bytes(portrait))}, data={"output": "alpha"})
+        assert resp.status_code == 200, resp.text
+        assert time.monotonic() - t0 < 30  # served now, not after the stalled bodies time out (60 s)
+        resp = client.post("/v1/anonymize", files={"image": ("p.png", png_bytes(portrait))})
+        assert resp.status_code == 200, resp.text
+    finally:
+        for sock in stalled:
+            sock.close()
+    deadline = time.monotonic() + 10
+    while client.get("/v1/health").json()["jobs"]["uploading"]:
+        assert time.monotonic() < deadline, "closed uploads were never released"
+        time.sleep(0.05)

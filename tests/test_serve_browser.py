@@ -7,6 +7,7 @@ test-artifacts/. Skipped only when /usr/bin/chromium is missing outside CI (in C
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -37,37 +38,46 @@ from PIL import Image  # noqa: E402
 from p3m.io import has_metadata  # noqa: E402
 
 
+@contextlib.contextmanager
+def running_server(home: Path, **settings):
+    """A real uvicorn server of `p3m serve` on a free port, with `home` as the model folder; yields its URL."""
+    from p3m.serve import ServeSettings, create_app
+    from p3m.serve.app import bind_socket, make_server
+
+    old_home = os.environ.get("P3M_HOME")
+    os.environ["P3M_HOME"] = str(home)
+    app = create_app(ServeSettings(device="cpu", workers=1, queue=2, **settings))
+    sock = bind_socket("127.0.0.1", 0)
+    server = make_server(app, log_level="warning")
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
+            time.sleep(0.02)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+        if old_home is None:
+            os.environ.pop("P3M_HOME", None)
+        else:
+            os.environ["P3M_HOME"] = old_home
+
+
 @pytest.fixture(scope="module")
 def base_url(tmp_path_factory):
     import torch
 
     from p3m.models import create, save_checkpoint
-    from p3m.serve import ServeSettings, create_app
-    from p3m.serve.app import bind_socket, make_server
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    home = tmp_path_factory.mktemp("home")
-    old_home = os.environ.get("P3M_HOME")
-    os.environ["P3M_HOME"] = str(home)
     weights = save_checkpoint(create("p3m-r34", width=16), tmp_path_factory.mktemp("ckpt") / "w.safetensors")
-    app = create_app(ServeSettings(weights=str(weights), device="cpu", strategy="resize", workers=1, queue=2))
-    sock = bind_socket("127.0.0.1", 0)
-    server = make_server(app, log_level="warning")
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
-    if old_home is None:
-        os.environ.pop("P3M_HOME", None)
-    else:
-        os.environ["P3M_HOME"] = old_home
+    with running_server(tmp_path_factory.mktemp("home"), weights=str(weights), strategy="resize") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +133,9 @@ def test_page_mattes_anonymises_and_downloads(base_url, browser_page, portrait_f
 
     page.goto(base_url + "/")
     page.wait_for_selector("#model-pill.pill-ok")
-    assert "p3m-r34" in page.inner_text("#model-pill")
+    assert "w.safetensors" in page.inner_text("#model-pill")  # the weights actually used
+    assert "p3m-r34" in page.get_attribute("#model-pill", "title")
+    assert page.is_enabled("#strategy")
 
     with Image.open(portrait_file) as src:
         size = src.size
@@ -204,3 +216,30 @@ def test_dropping_a_photo_on_the_page_mattes_it(base_url, browser_page):
     assert page.inner_text("#file-name") == "dropped.png"
     assert page.is_hidden("#error")
     assert natural_width(page, "#img-cutout") == 160
+
+
+def test_default_page_names_the_builtin_route(browser_page, tmp_path):
+    """No weights named, none in the folder: the built-in portrait-cf route, named on the badge, no strategies."""
+    page = browser_page
+    with running_server(tmp_path / "home") as url:
+        page.goto(url + "/")
+        page.wait_for_selector("#model-pill.pill-ok")
+        assert page.inner_text("#model-pill").startswith("portrait-cf")
+        assert "closed-form" in page.get_attribute("#model-pill", "title")
+        assert page.is_disabled("#strategy")
+
+
+def test_page_warns_about_weights_trained_on_drawn_portraits(browser_page, tmp_path):
+    import torch
+
+    from p3m.models import create, save_checkpoint
+
+    torch.manual_seed(0)
+    weights = save_checkpoint(create("p3m-r34", width=16), tmp_path / "drawn.safetensors",
+                              metadata={"dataset_synthetic": True})
+    page = browser_page
+    with running_server(tmp_path / "home", weights=str(weights), strategy="resize") as url:
+        page.goto(url + "/")
+        page.wait_for_selector("#model-pill.pill-warn")
+        assert page.inner_text("#model-pill").startswith("drawn.safetensors")
+        assert "synthetic" in page.inner_text("#notice")

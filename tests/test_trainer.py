@@ -91,6 +91,11 @@ def test_validation_keeps_best_checkpoints_and_weights_load(synth_root, tmp_path
         assert path.is_file() and path.name.startswith("best_")
     model, meta = load_model(result.last_checkpoint)
     assert meta["step"] == 4 and meta["arch"] == "p3m-r34"
+    # trained on `p3m synth` output: recorded, so that using the weights on real photos warns
+    assert meta["dataset_synthetic"] is True
+    from p3m import model_store
+
+    assert model_store.trained_on_synthetic(result.last_checkpoint)
     # resume state loads with the safe unpickler
     state = torch.load(tmp_path / "run" / RESUME_FILE, weights_only=True)
     assert state["step"] == 4 and "optimizer" in state and "rng" in state
@@ -240,3 +245,36 @@ def test_train_threads_apply_to_training_only(synth_root, tmp_path):
     finally:
         torch.set_num_threads = original
     assert seen[0] == target and torch.get_num_threads() == before
+
+
+class _Payload:
+    """A pickled object that would run code if unpickled without the weights-only guard."""
+
+    def __reduce__(self):
+        return (print, ("payload ran",))
+
+
+def test_bad_resume_files_are_one_clear_line(synth_root, tmp_path, capsys):
+    from p3m import models
+    from p3m.cli import main
+
+    cfg = write_config(tmp_path / "c.yaml", synth_root, "train.max_steps=1")
+    run = tmp_path / "run"
+    run.mkdir()
+    cases = {
+        # a plain state dict (e.g. the weights of a model) is not a resume state
+        "weights only": (models.create("p3m-r34", width=8).state_dict(), "model weights only"),
+        "refused payload": ({"model": _Payload()}, "refused to load"),
+        "other dict": ({"step": 3}, "missing model, optimizer, scaler, rng"),
+    }
+    for name, (obj, needle) in cases.items():
+        torch.save(obj, run / RESUME_FILE)
+        assert main(["train", str(cfg), "--out", str(run), "--resume"]) == 2, name
+        captured = capsys.readouterr()
+        err = captured.err.strip()
+        assert err.count("\n") == 0 and needle in err and str(run / RESUME_FILE) in err, (name, err)
+        assert "KeyError" not in err and "payload ran" not in captured.out + captured.err
+    (run / RESUME_FILE).write_bytes(b"not a torch file at all")
+    assert main(["train", str(cfg), "--out", str(run), "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "cannot load resume state" in err

@@ -55,8 +55,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         if os.environ.get("P3M_DEBUG"):
             raise
-        if isinstance(exc, OSError):  # disk full, permission denied, ...: the system's own words
-            print(f"p3m {args.command}: error: {exc}", file=sys.stderr)
+        if isinstance(exc, OSError):  # disk full, permission denied, ...: the path and the system's words
+            from p3m.errors import os_error_message
+
+            print(f"p3m {args.command}: error: {os_error_message(exc)}", file=sys.stderr)
             return 2
         print(f"p3m {args.command}: internal error: {type(exc).__name__}: {exc} "
               "(a bug: please report it; set P3M_DEBUG=1 for the traceback)", file=sys.stderr)

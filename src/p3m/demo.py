@@ -8,8 +8,9 @@ Stages (each prints the command it runs, so the demo doubles as a tutorial):
                        classical trimap-based solvers, mattes and evaluates both test splits (P3M-500-P: blurred
                        faces, P3M-500-NP: normal faces) with both protocols, and writes the HTML report.
 3. the trained P3M-Net is registered in the model store as ``demo-r34`` (``p3m models`` lists it).
-4. ``p3m matte``     — cutouts of the real portraits in ``../shared/testdata/portraits`` when present, and of the
-                       synthetic P3M-500-NP test images.
+4. ``p3m matte``     — cutouts of the real portraits in ``../shared/testdata/portraits`` when present, with the
+                       default model (the built-in ``portrait-cf``: a model trained on drawn portraits mattes real
+                       photos poorly), and of the synthetic P3M-500-NP test images with ``demo-r34``.
 
 Finished stages are skipped on a re-run unless ``force``; every output lives under one folder, printed at the end.
 """
@@ -114,7 +115,10 @@ def run_demo(opts: DemoOptions, log: Callable[[str], None] = print) -> DemoResul
     sources.append(("synthetic", data / "validation" / "P3M-500-NP" / "original_image"))
     for name, folder in sources:
         target = out / "cutouts" / name
-        run(["matte", str(folder), "-o", str(target), "--weights", MODEL_NAME, "--output", "alpha,rgba,composite",
+        # real photos: the default model (the built-in portrait-cf unless the published P3M-Net is dropped in);
+        # the synthetic test images: the P3M-Net just trained on their kind
+        weights = [] if name == "portraits" else ["--weights", MODEL_NAME]
+        run(["matte", str(folder), "-o", str(target), *weights, "--output", "alpha,rgba,composite",
              "--background", "#3a7bd5", "--skip-existing", *quiet])
         matte_dirs.append(target)
 

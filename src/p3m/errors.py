@@ -23,3 +23,28 @@ class DatasetError(P3MError):
 
 class CheckpointError(P3MError):
     """A checkpoint cannot be loaded; the message says why (missing/unexpected keys, unsafe pickle...)."""
+
+
+def os_error_message(exc: OSError) -> str:
+    """An OSError as ``"<path>: <what happened>"`` in words, without Python's ``[Errno N]`` prefix.
+
+    ``FileExistsError(17, "File exists", "out")`` -> ``"out: already exists and is not a folder"`` when the
+    path is a file where a folder is needed, else ``"out: already exists"``.
+    """
+    import errno
+    import os
+
+    code = exc.errno
+    words = exc.strerror or (str(exc.args[0]) if exc.args else "") or type(exc).__name__
+    where = os.fsdecode(exc.filename) if exc.filename is not None else ""
+    if code == errno.EEXIST:
+        words = "already exists" + (" and is not a folder" if where and os.path.isfile(where) else "")
+    elif code == errno.ENOTDIR:
+        words = "not a folder (a file is in the way)"
+    elif code == errno.EISDIR:
+        words = "is a folder, not a file"
+    elif code == errno.ENOENT:
+        words = "no such file or folder"
+    if exc.filename2 is not None:
+        where = f"{where} -> {os.fsdecode(exc.filename2)}"
+    return f"{where}: {words}" if where else words

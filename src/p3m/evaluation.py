@@ -182,6 +182,7 @@ class EvaluationResult:
     excluded: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     source: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # one line each, e.g. binary masks scored as mattes
 
     @property
     def ok(self) -> bool:
@@ -200,6 +201,7 @@ class EvaluationResult:
             "counts": dict(self.counts),
             "excluded": list(self.excluded),
             "failures": list(self.failures),
+            "warnings": list(self.warnings),
             "source": dict(self.source),
         }
 
@@ -344,6 +346,8 @@ def _match(
 
     Returns the items and the ground-truth files without a prediction."""
     preds = _accept_matte_names(_index(pred_dir, "prediction", problems), gt)
+    if not preds or not gt:  # an empty folder: said once by _index, not once per file of the other side
+        return [], []
     missing = [str(gt[stem]) for stem in sorted(gt) if stem not in preds]
     for stem in sorted(set(preds) - set(gt)):
         problems.append(f"{preds[stem]}: extra prediction, no ground truth with stem {stem!r}")
@@ -379,8 +383,21 @@ def _match(
     return items, missing
 
 
-def _score(item: _Item, protocol: str, fast: bool) -> tuple[str, dict[str, float] | None, str | None]:
-    """Worker: read the files of one item and compute its metrics; errors come back as one line."""
+def _mask_kind(values: np.ndarray) -> str | None:
+    """"zero_one" for an 8-bit matte holding only 0 and 1 (a 0/1 mask saved as is: alpha <= 1/255), "binary"
+    for one holding only 0 and 255 (a hard mask, no soft edge); None for a soft matte."""
+    if not values.any():
+        return None
+    if values.max() <= 1:
+        return "zero_one"
+    if np.isin(values, (0, 255)).all() and (values == 0).any():
+        return "binary"
+    return None
+
+
+def _score(item: _Item, protocol: str, fast: bool) -> tuple[str, dict[str, float] | None, str | None, tuple]:
+    """Worker: read the files of one item and compute its metrics; errors come back as one line. The last
+    element says which of prediction / ground truth look like masks rather than mattes (see `_mask_kind`)."""
     from p3m.io import read_mask
 
     try:
@@ -388,9 +405,10 @@ def _score(item: _Item, protocol: str, fast: bool) -> tuple[str, dict[str, float
         gt = read_mask(item.gt)
         trimap = read_mask(item.trimap) if item.trimap is not None else None
         face = read_mask(item.facemask) > 100 if item.facemask is not None else None
-        return item.name, evaluate_arrays(pred, gt, trimap, face, protocol, fast=fast), None
+        kinds = (_mask_kind(pred), _mask_kind(gt))
+        return item.name, evaluate_arrays(pred, gt, trimap, face, protocol, fast=fast), None, kinds
     except (ImageError, ValueError) as exc:
-        return item.name, None, str(exc)
+        return item.name, None, str(exc), (None, None)
 
 
 def _init_worker() -> None:
@@ -457,11 +475,14 @@ def _evaluate_items(
     result = EvaluationResult(protocol=protocol, keys=keys, excluded=list(missing), source=source)
     n_workers = max(1, min(workers if workers else (os.cpu_count() or 1), len(items)))
     by_name: dict[str, dict[str, float]] = {}
-    for name, metrics, error in _run(items, protocol, fast, n_workers, progress):
+    kinds_by_name: dict[str, tuple] = {}
+    for name, metrics, error, kinds in _run(items, protocol, fast, n_workers, progress):
         if error is not None:
             result.failures.append(error)
         else:
             by_name[name] = metrics
+            kinds_by_name[name] = kinds
+    result.warnings = _mask_warnings(items, kinds_by_name)
     for item in items:
         if item.name in by_name:
             result.rows.append({"name": item.name, **by_name[item.name]})
@@ -472,6 +493,41 @@ def _evaluate_items(
         result.means[key] = _mean(values)
         result.counts[key] = len(values)
     return result
+
+
+def _mask_warnings(items: list[_Item], kinds: dict[str, tuple]) -> list[str]:
+    """One line per kind of mask found among the scored files, naming the first of them."""
+    scored = [item for item in items if item.name in kinds]
+    lines = []
+    for index, role in ((0, "prediction"), (1, "ground-truth matte")):
+        for kind in ("zero_one", "binary") if index == 0 else ("zero_one",):
+            hits = [item for item in scored if kinds[item.name][index] == kind]
+            if not hits:
+                continue
+            first = hits[0].pred if index == 0 else hits[0].gt
+            if kind == "zero_one":
+                lines.append(f"{len(hits)} of {len(scored)} {role}s hold only the values 0 and 1 (e.g. {first}): they "
+                             "are read as alpha = value / 255, i.e. almost fully transparent; save a 0/1 mask "
+                             "as 0/255")
+            else:
+                lines.append(f"{len(hits)} of {len(scored)} {role}s are binary masks (only 0 and 255, no soft "
+                             f"edge; e.g. {first}): they are scored as mattes as they are")
+    return lines
+
+
+def _check_folders(folders: list[tuple[str, str | os.PathLike | None]]) -> None:
+    """DatasetError naming exactly the folders that are missing (or are files), before anything else is looked at."""
+    problems = []
+    for role, folder in folders:
+        if folder is None:
+            continue
+        path = Path(folder)
+        if not path.exists():
+            problems.append(f"{role} folder {path} does not exist")
+        elif not path.is_dir():
+            problems.append(f"{role} folder {path} is a file, not a folder")
+    if problems:
+        raise DatasetError("; ".join(problems))
 
 
 def _raise_problems(problems: list[str], what: str) -> None:
@@ -510,6 +566,8 @@ def evaluate_dirs(
     ``result.failures``. ``workers``: processes (default: all cores).
     """
     _check_protocol(protocol, trimap_dir is not None)
+    _check_folders([("prediction", pred_dir), ("ground truth", gt_dir), ("trimap", trimap_dir),
+                    ("facemask", facemask_dir)])
     problems: list[str] = []
     gt = _index(Path(gt_dir), "ground truth", problems)
     trimaps = _index(Path(trimap_dir), "trimap", problems) if trimap_dir is not None else None
@@ -547,6 +605,7 @@ def evaluate_dataset(
     `p3m.data.p3m10k.open_dataset`: its masks, trimaps and (where present) face masks."""
     from p3m.data.p3m10k import open_dataset
 
+    _check_folders([("prediction", pred_dir)])
     # Sizes are checked below for this split only (validating the whole root would read every train header).
     samples = open_dataset(root, validate=False, require=[split]).split(split)
     if not samples:

@@ -82,8 +82,9 @@ def _open(source: PathLike | bytes, name: str, max_pixels: int | None) -> Image.
             img = Image.open(fp)
     except UnidentifiedImageError:
         raise ImageError(f"{name}: not a recognised image file", "not_image") from None
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise ImageError(f"{name}: cannot read image ({exc})") from None
+    except (OSError, ValueError, SyntaxError) as exc:  # the system's words, not "[Errno 13] ...: 'path'"
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise ImageError(f"{name}: cannot read image ({reason})") from None
     width, height = img.size
     if width <= 0 or height <= 0:
         raise ImageError(f"{name}: invalid image size {width}x{height}")
@@ -91,7 +92,7 @@ def _open(source: PathLike | bytes, name: str, max_pixels: int | None) -> Image.
         img.close()
         raise ImageError(
             f"{name}: image is {width}x{height} = {width * height / 1e6:.1f} megapixels, over the limit of "
-            f"{max_pixels / 1e6:.1f} megapixels (raise it with max_pixels / --max-pixels)",
+            f"{max_pixels / 1e6:.1f} megapixels",
             "too_large",
         )
     return img
@@ -255,6 +256,14 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 
+def _replace(tmp: str, dest: Path) -> None:
+    """os.replace; a failure names the destination (e.g. a folder in the way), not the temporary file."""
+    try:
+        os.replace(tmp, dest)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(dest)) from None
+
+
 def write_bytes_atomic(path: PathLike, data: bytes) -> Path:
     """Write bytes to ``path`` atomically: temporary file in the same folder, fsync, then rename."""
     dest = Path(path)
@@ -267,7 +276,7 @@ def write_bytes_atomic(path: PathLike, data: bytes) -> Path:
             os.fsync(fh.fileno())
         # mkstemp creates 0600; give the file the mode a plain open() would (0666 minus the umask).
         os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, dest)
+        _replace(tmp, dest)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -307,14 +316,53 @@ def write_csv(path: PathLike, fieldnames: Sequence[str], rows: Iterable[dict]) -
 def write_image(path: PathLike, array: np.ndarray, *, quality: int = 95) -> Path:
     """Write pixels atomically with no metadata; the format follows the extension (.png, .jpg, .webp, .bmp, .tif)."""
     dest = Path(path)
+    return write_bytes_atomic(dest, _encode_for(dest, array, quality))
+
+
+def _encode_for(dest: Path, array: np.ndarray, quality: int) -> bytes:
     ext = dest.suffix.lower()
     if ext not in _WRITE_FORMATS:
         raise ImageError(f"{dest}: unsupported output extension {ext!r}; use one of {sorted(_WRITE_FORMATS)}", "write")
     try:
-        data = encode_image(array, ext, quality=quality)
+        return encode_image(array, ext, quality=quality)
     except ValueError as exc:
         raise ImageError(f"{dest}: {exc}", "write") from None
-    return write_bytes_atomic(dest, data)
+
+
+def write_image_set(items: Iterable[tuple[PathLike, np.ndarray]], *, quality: int = 95) -> list[Path]:
+    """Write several images as one set: all of them or none.
+
+    Every image is encoded first (a bad array or extension writes nothing), then each goes to a temporary file
+    next to its destination (flushed to disk), and only then are they renamed into place. On any failure the
+    temporary files and the files of the set already renamed are removed, so a failed set leaves none of its
+    outputs behind (with no metadata, like :func:`write_image`).
+    """
+    staged: list[tuple[Path, bytes]] = []
+    for path, array in items:
+        dest = Path(path)
+        staged.append((dest, _encode_for(dest, array, quality)))
+    temps: list[tuple[str, Path]] = []
+    placed: list[Path] = []
+    try:
+        for dest, data in staged:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+            temps.append((tmp, dest))
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, 0o666 & ~_UMASK)
+        for tmp, dest in temps:
+            _replace(tmp, dest)
+            placed.append(dest)
+    except BaseException:
+        for tmp, _ in temps:
+            Path(tmp).unlink(missing_ok=True)
+        for dest in placed:
+            dest.unlink(missing_ok=True)
+        raise
+    return [dest for dest, _ in staged]
 
 
 # TIFF stores its pixel layout as tags; these describe the raster, not the photo or its author.
@@ -346,12 +394,15 @@ def _is_glob(text: str) -> bool:
     return any(ch in text for ch in "*?[")
 
 
-def collect_images(inputs: Iterable[PathLike], recursive: bool = False) -> tuple[list[Path], list[str]]:
+def collect_images(
+    inputs: Iterable[PathLike], recursive: bool = False, *, recursive_hint: str | None = "--recursive"
+) -> tuple[list[Path], list[str]]:
     """Expand files, folders and glob patterns to image files.
 
     Returns ``(paths, problems)``: ``problems`` lists inputs that matched nothing, one message each. Files named
     explicitly are kept whatever their extension (decoding decides); folders and globs keep image extensions only.
-    Order: inputs in the given order, each folder's files sorted; duplicates removed.
+    Order: inputs in the given order, each folder's files sorted; duplicates removed. ``recursive_hint``: the
+    caller's option that descends into sub-folders, suggested for a folder without images (None: no such option).
     """
     seen: set[Path] = set()
     paths: list[Path] = []
@@ -370,7 +421,8 @@ def collect_images(inputs: Iterable[PathLike], recursive: bool = False) -> tuple
             pattern = "**/*" if recursive else "*"
             found = sorted(q for q in p.glob(pattern) if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS)
             if not found:
-                problems.append(f"{text}: folder contains no images" + ("" if recursive else " (try --recursive)"))
+                hint = f" (try {recursive_hint})" if recursive_hint and not recursive else ""
+                problems.append(f"{text}: folder contains no images{hint}")
             for q in found:
                 add(q)
         elif p.is_file():

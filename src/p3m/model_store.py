@@ -1,10 +1,14 @@
 """The toolkit's model folder: where trained and downloaded checkpoints live, by name.
 
-Folder: `$P3M_HOME/models` (default `~/.p3m/models`). `p3m train` / `p3m demo` call `register`, which
-copies the checkpoint (and its JSON sidecar) in and records it in `index.json`; users may also drop
-published files (`p3mnet_pretrained_on_p3m10k.pth`, `*.safetensors`, exported `*.onnx`) into the folder.
-`list_models` reports both, guessing the architecture of dropped files from their key names without
-unpickling anything unsafe (weights-only loading; safetensors and ONNX headers only).
+Folder: `$P3M_HOME/models` (default `~/.p3m/models`). `p3m demo` and `p3m train --set register_as=NAME`
+call `register`, which copies the checkpoint (and its JSON sidecar) in and records it in `index.json`; users
+may also drop published files (`p3mnet_pretrained_on_p3m10k.pth`, `*.safetensors`, exported `*.onnx`) into
+the folder. `list_models` reports both, plus the built-in `portrait-cf` route (shipped with the package),
+guessing the architecture of dropped files from their key names without unpickling anything unsafe
+(weights-only loading; safetensors and ONNX headers only).
+
+The default model (no name given) is the published P3M-Net checkpoint when it is in the folder, else the
+built-in `portrait-cf`; every other model is used only when named.
 """
 from __future__ import annotations
 
@@ -31,11 +35,18 @@ __all__ = [
     "missing_weights_help",
     "WEIGHT_SUFFIXES",
     "PUBLISHED_R34",
+    "BUILTIN",
+    "builtin_entry",
+    "trained_on_synthetic",
 ]
 
 INDEX_NAME = "index.json"
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt", ".tar", ".onnx")
 PUBLISHED_R34 = "p3mnet_pretrained_on_p3m10k.pth"
+PUBLISHED_LICENCE = "MIT (P3M authors)"
+# the built-in route (p3m.infer.portrait): its name is also its "architecture"; it cannot be registered over
+BUILTIN = "portrait-cf"
+BUILTIN_LICENCE = "Apache-2.0 (MediaPipe selfie weights), MIT (pymatting)"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # key prefixes that identify an architecture (reference 4.5, 5.3, 6.3)
 _ARCH_KEYS = (
@@ -54,8 +65,18 @@ class ModelEntry:
     arch: str | None
     origin: str
     created: str
-    format: str = field(default="")  # "safetensors", "pth" or "onnx"
+    format: str = field(default="")  # "safetensors", "pth", "onnx" or "builtin"
     registered: bool = field(default=False)
+    licence: str = field(default="")  # known for the built-in route and the published checkpoint
+
+
+def builtin_entry() -> ModelEntry:
+    """The built-in `portrait-cf` route: shipped segmentation weights, nothing to download or train."""
+    from importlib import resources
+
+    path = Path(str(resources.files("p3m") / "models" / "weights" / "selfie_segmentation.safetensors"))
+    return ModelEntry(BUILTIN, path, BUILTIN, "built-in: segmentation + closed-form", "",
+                      "builtin", False, BUILTIN_LICENCE)
 
 
 def model_home() -> Path:
@@ -68,9 +89,9 @@ def model_home() -> Path:
 def missing_weights_help() -> str:
     """How to get weights, for error messages."""
     return (
-        f"no trained weights found in {model_home()}; train some with `p3m demo` or `p3m train` "
-        f"(they register themselves there), drop the published {PUBLISHED_R34} into that folder, "
-        "or pass --weights PATH"
+        f"no trained weights found in {model_home()}; `p3m demo` registers its model there, `p3m train` does "
+        f"with `--set register_as=NAME`; drop the published {PUBLISHED_R34} into that folder "
+        f"(docs/models.md says where to get it), or pass --weights PATH (or --weights {BUILTIN})"
     )
 
 
@@ -89,7 +110,8 @@ def _read_index(home: Path) -> dict[str, dict[str, Any]]:
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{p}: unreadable model index ({exc}); fix or delete it") from None
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise CheckpointError(f"{p}: unreadable model index ({reason}); fix or delete it") from None
     models = data.get("models", {}) if isinstance(data, dict) else {}
     return {k: v for k, v in models.items() if isinstance(v, dict)}
 
@@ -113,6 +135,8 @@ def register(checkpoint_path: str | os.PathLike[str], name: str, *, arch: str, o
     src = Path(checkpoint_path).expanduser()
     if not _NAME_RE.match(name):
         raise CheckpointError(f"invalid model name {name!r}: use letters, digits, '.', '_' and '-'")
+    if name == BUILTIN:
+        raise CheckpointError(f"{name!r} is the built-in route's name; choose another name")
     if not src.is_file():
         raise CheckpointError(f"{src}: checkpoint file not found")
     home = model_home()
@@ -141,7 +165,9 @@ def _sidecar_arch(path: Path) -> tuple[str | None, dict[str, Any]]:
         try:
             data = json.loads(meta.read_text(encoding="utf-8"))
             if isinstance(data, dict) and data.get("arch"):
-                return str(data["arch"]), dict(data.get("arch_kwargs") or {})
+                kwargs = data.get("arch_kwargs") or {}
+                # not an object: loading reads the sidecar again and says so (p3m.models.check_arch_kwargs)
+                return str(data["arch"]), dict(kwargs) if isinstance(kwargs, dict) else {}
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             pass
     return None, {}
@@ -210,15 +236,15 @@ def guess_arch(path: str | os.PathLike[str]) -> tuple[str | None, dict[str, Any]
 
 
 def list_models() -> list[ModelEntry]:
-    """Registered models (index) plus weight files dropped into the folder, sorted by name."""
+    """The built-in route, registered models (index) and weight files dropped into the folder, sorted by name."""
     home = model_home()
-    entries: dict[str, ModelEntry] = {}
+    entries: dict[str, ModelEntry] = {BUILTIN: builtin_entry()}
     claimed: set[Path] = set()
     for name, rec in _read_index(home).items():
         path = Path(rec.get("file", ""))
         path = path if path.is_absolute() else home / path
-        if not path.is_file():
-            continue  # deleted behind our back: not offered
+        if not path.is_file() or name == BUILTIN:
+            continue  # deleted behind our back, or shadowing the built-in: not offered
         claimed.add(path.resolve())
         entries[name] = ModelEntry(name, path, rec.get("arch"), str(rec.get("origin", "registered")),
                                    str(rec.get("created", "")), _format_of(path), True)
@@ -232,28 +258,39 @@ def list_models() -> list[ModelEntry]:
             if name in entries:
                 continue
             arch, _ = guess_arch(path)
-            origin = "published (dropped file)" if path.name == PUBLISHED_R34 else "dropped file"
+            published = path.name == PUBLISHED_R34
+            origin = "published (dropped file)" if published else "dropped file"
             created = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(path.stat().st_mtime))
-            entries[name] = ModelEntry(name, path, arch, origin, created, _format_of(path), False)
+            entries[name] = ModelEntry(name, path, arch, origin, created, _format_of(path), False,
+                                       PUBLISHED_LICENCE if published else "")
     return [entries[k] for k in sorted(entries)]
 
 
 def default_model(arch: str | None = None, fmt: str | None = None) -> ModelEntry | None:
-    """The model used when none is named: the published R34 if present, else the newest matching entry."""
+    """The model used when none is named.
+
+    No architecture asked: the published R34 if it is in the folder, else the built-in `portrait-cf` (ONNX
+    asked: the newest .onnx, if any). An architecture asked: the published file of it, else the newest entry.
+    """
     # files whose architecture cannot be told (e.g. an ImageNet backbone dropped there) are never picked
     candidates = [e for e in list_models()
                   if e.arch is not None and (arch is None or e.arch == arch) and (fmt is None or e.format == fmt)]
-    if not candidates:
-        return None
     for e in candidates:
         if e.path.name == PUBLISHED_R34:
             return e
+    if arch is None and fmt is None:
+        return builtin_entry()  # trained models (e.g. the demo's, drawn portraits) only when named
+    candidates = [e for e in candidates if e.format != "builtin"]
+    if not candidates:
+        return None
     return max(candidates, key=lambda e: (e.created, e.name))
 
 
 def resolve(name_or_path: str | os.PathLike[str]) -> tuple[Path, str | None]:
     """A file path, or a model name from the folder -> (path, arch or None if it cannot be told)."""
     p = Path(name_or_path).expanduser()
+    if str(name_or_path) == BUILTIN:
+        return builtin_entry().path, BUILTIN
     if p.is_file():
         arch, _ = guess_arch(p)
         return p, arch
@@ -267,6 +304,29 @@ def resolve(name_or_path: str | os.PathLike[str]) -> tuple[Path, str | None]:
     if known:
         raise CheckpointError(f"no model named {name!r} in {model_home()} (available: {known}); see `p3m models`")
     raise CheckpointError(f"no model named {name!r}: {missing_weights_help()}")
+
+
+def trained_on_synthetic(path: str | os.PathLike[str]) -> bool:
+    """True for weights trained on drawn portraits: the trainer's sidecar says so, or `p3m demo` registered them."""
+    p = Path(path)
+    meta = p.with_suffix(".json")
+    if meta.is_file():
+        try:
+            data = json.loads(meta.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            data = {}
+        if isinstance(data, dict) and data.get("dataset_synthetic"):
+            return True
+    try:
+        records = _read_index(model_home())
+    except CheckpointError:
+        return False
+    for rec in records.values():
+        stored = Path(rec.get("file", ""))
+        stored = stored if stored.is_absolute() else model_home() / stored
+        if str(rec.get("origin", "")).startswith("p3m demo") and stored.resolve() == p.resolve():
+            return True
+    return False
 
 
 def entry_as_dict(entry: ModelEntry) -> dict[str, Any]:

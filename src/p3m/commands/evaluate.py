@@ -69,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
             args.pred, args.gt, args.trimap, args.facemask, protocol=args.protocol, workers=args.workers,
             allow_missing=args.allow_missing, progress=not args.quiet, fast=args.fast,
         )
+    for line in result.warnings:
+        print(f"p3m evaluate: warning: {line}", file=sys.stderr)
     if result.excluded:
         print(f"p3m evaluate: {len(result.excluded)} ground-truth mattes have no prediction and were excluded:\n"
               + format_problems(result.excluded), file=sys.stderr)

@@ -41,6 +41,9 @@ def run(args: argparse.Namespace) -> int:
     if args.opset < 13:
         raise P3MError(f"opset {args.opset} is too old; use 13 or newer (17 recommended)")
     path, arch = model_store.resolve(args.weights)
+    if arch == model_store.BUILTIN:
+        raise P3MError(f"{arch} is the built-in segmentation + closed-form route, not a network ONNX can hold; "
+                       "export P3M-Net weights")
     if args.model and arch and arch != args.model:
         raise P3MError(f"{path}: holds a {arch} model but --model {args.model} was given")
     arch = args.model or arch or "p3m-r34"

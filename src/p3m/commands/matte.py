@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -46,8 +47,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "matte",
         help="alpha mattes and cutouts of portraits (files, folders, globs)",
         description=(
-            "Predict alpha mattes with P3M-Net and write <stem>_alpha.png, <stem>_rgba.png (straight RGBA with "
-            "decontaminated foreground colours), <stem>_fg.png and <stem>_composite.png into OUTDIR. A bad input "
+            "Predict alpha mattes (the published P3M-Net when it is in the model folder, else the built-in "
+            "portrait-cf route, or the weights named by --weights) and write <stem>_alpha.png, <stem>_rgba.png "
+            "(straight RGBA with decontaminated foreground colours), <stem>_fg.png and <stem>_composite.png into "
+            "OUTDIR. A bad input "
             "is reported and skipped; exit code 1 when any input failed, 2 for usage or configuration errors."
         ),
     )
@@ -65,7 +68,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     exist.add_argument("--skip-existing", action="store_true", help="skip inputs whose outputs all exist")
     exist.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--weights", default=None, metavar="PATH|NAME",
-                        help="checkpoint or .onnx file, or a name from `p3m models` (default: the model folder's)")
+                        help="checkpoint or .onnx file, or a name from `p3m models` (default: the published "
+                             "P3M-Net if it is in the model folder, else the built-in portrait-cf)")
     parser.add_argument("--model", default=None, metavar="ARCH", help="architecture, e.g. p3m-r34 (default: from the weights)")
     parser.add_argument("--strategy", choices=("hybrid", "resize", "highres"), default="hybrid",
                         help="test strategy (default hybrid; highres for 4K and larger, bounded memory)")
@@ -100,6 +104,27 @@ def _subdirs(paths: list[Path]) -> list[Path]:
     return [par.relative_to(root) for par in parents]
 
 
+def _drop_clashes(jobs: list[tuple[Path, dict[str, Path]]]) -> tuple[list[tuple[Path, dict[str, Path]]], list[str]]:
+    """Keep the first input of each group whose outputs share a file name (``p.png`` and ``p.jpg`` in one folder)
+    and report the others, one line each; an output that would replace an input is reported too."""
+    inputs = {p.resolve(): p for p, _ in jobs}
+    owner: dict[Path, Path] = {}
+    kept, clashes = [], []
+    for src, outs in jobs:
+        keys = [o.resolve() for o in outs.values()]
+        other = next((owner[k] for k in keys if k in owner), None)
+        over_input = next((inputs[k] for k in keys if k in inputs), None)
+        if other is not None:
+            names = ", ".join(o.name for o in outs.values())
+            clashes.append(f"{src}: skipped: it would write the same files as {other} ({names}); rename one of them")
+        elif over_input is not None:
+            clashes.append(f"{src}: skipped: an output would overwrite the input {over_input}; choose another -o")
+        else:
+            owner.update((k, src) for k in keys)
+            kept.append((src, outs))
+    return kept, clashes
+
+
 def _fit_background(bg: np.ndarray, h: int, w: int) -> np.ndarray:
     """Scale-to-cover and centre-crop a background image to h x w."""
     import cv2
@@ -112,8 +137,17 @@ def _fit_background(bg: np.ndarray, h: int, w: int) -> np.ndarray:
     return resized[y:y + h, x:x + w]
 
 
+def _describe(matter) -> str:
+    """'NAME (ARCH) on DEVICE, ...': the weights actually used, for the run summary."""
+    how = "segmentation prior + closed-form matting" if matter.route is not None else (
+        f"{matter.backend}, {matter.strategy}")
+    arch = f" ({matter.arch})" if matter.arch and matter.arch != matter.model_name else ""
+    return f"{matter.model_name}{arch} on {matter.device}, {how}"
+
+
 def run(args: argparse.Namespace) -> int:
-    from p3m.io import collect_images, read_image, write_image
+    from p3m.errors import os_error_message
+    from p3m.io import collect_images, read_image, write_image_set
 
     kinds: list[str] = args.output
     background: tuple[int, int, int] | np.ndarray = (255, 255, 255)
@@ -135,6 +169,9 @@ def run(args: argparse.Namespace) -> int:
     outdir = Path(args.outdir)
     ext = ".jpg" if args.composite_format == "jpg" else ".png"
     jobs = [(p, _output_paths(p, outdir, sub, kinds, ext)) for p, sub in zip(paths, _subdirs(paths))]
+    jobs, clashes = _drop_clashes(jobs)
+    for msg in clashes:
+        print(f"p3m matte: error: {msg}", file=sys.stderr)
     if args.skip_existing:
         kept = [(p, outs) for p, outs in jobs if not all(o.exists() for o in outs.values())]
         skipped = len(jobs) - len(kept)
@@ -150,17 +187,22 @@ def run(args: argparse.Namespace) -> int:
 
     from p3m.infer.matter import Matter
 
-    matter = Matter(model=args.model, weights=args.weights, device=args.device, strategy=args.strategy,
-                    backend=args.backend, precision=args.precision, resize_mode=args.resize_mode,
-                    foreground_method=args.foreground_method, tile=args.tile)
+    with warnings.catch_warnings():  # the model warning is printed once below, as one line
+        warnings.simplefilter("ignore")
+        matter = Matter(model=args.model, weights=args.weights, device=args.device, strategy=args.strategy,
+                        backend=args.backend, precision=args.precision, resize_mode=args.resize_mode,
+                        foreground_method=args.foreground_method, tile=args.tile)
+    if matter.model_warning:
+        print(f"p3m matte: warning: {matter.model_warning}", file=sys.stderr)
     from tqdm import tqdm
 
-    failed = len(problems)
+    failed = len(problems) + len(clashes)
     done = 0
     bar = tqdm(jobs, desc="matte", unit="img", disable=args.quiet, file=sys.stderr)
     for src, outs in bar:
         try:
             result = matter.matte(src, foreground=any(k != "alpha" for k in kinds))
+            arrays = []  # every output of the image first, then all written or none
             for kind, dest in outs.items():
                 if kind == "alpha":
                     array = result.alpha_uint8()
@@ -173,11 +215,12 @@ def run(args: argparse.Namespace) -> int:
                     if isinstance(bg, np.ndarray):
                         bg = _fit_background(bg, *result.alpha.shape)
                     array = result.composite(bg)
-                write_image(dest, array)
+                arrays.append((dest, array))
+            write_image_set(arrays)
             done += 1
         except (P3MError, OSError, ValueError, RuntimeError, MemoryError) as exc:
             failed += 1
-            msg = str(exc)
+            msg = os_error_message(exc) if isinstance(exc, OSError) else str(exc)
             if str(src) not in msg:
                 msg = f"{src}: {msg}"
             tqdm.write(f"p3m matte: error: {msg}", file=sys.stderr)
@@ -185,5 +228,5 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         note = f", {skipped} skipped (outputs exist)" if skipped else ""
         print(f"p3m matte: {done} image(s) written to {outdir}{note}, {failed} failed "
-              f"[{matter.arch or 'model'} on {matter.device}, {matter.backend}, {matter.strategy}]", file=sys.stderr)
+              f"[{_describe(matter)}]", file=sys.stderr)
     return 1 if failed else 0

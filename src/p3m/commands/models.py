@@ -10,9 +10,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "models",
         help="list trained / downloaded models usable by name",
         description=(
-            "List the models in $P3M_HOME/models (default ~/.p3m/models): those registered by `p3m train` and "
-            "`p3m demo`, and checkpoints dropped there (e.g. the published p3mnet_pretrained_on_p3m10k.pth), "
-            "with architecture and origin. Use a NAME with `p3m matte --weights NAME`."
+            "List the built-in portrait-cf route and the models in $P3M_HOME/models (default ~/.p3m/models): "
+            "those registered by `p3m demo` and `p3m train --set register_as=NAME`, and checkpoints dropped there "
+            "(e.g. the published p3mnet_pretrained_on_p3m10k.pth), with architecture, origin and licence. "
+            "The default (marked *) is the published checkpoint when present, else portrait-cf. "
+            "Use a NAME with `p3m matte --weights NAME`."
         ),
     )
     parser.add_argument("--json", action="store_true", help="print the list as JSON")
@@ -20,19 +22,20 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from p3m.model_store import entry_as_dict, list_models, missing_weights_help, model_home
+    from p3m.model_store import default_model, entry_as_dict, list_models, model_home
 
     entries = list_models()
+    default = default_model()
+    default_name = default.name if default is not None else None
     if args.json:
-        print(json.dumps({"home": str(model_home()), "models": [entry_as_dict(e) for e in entries]}, indent=2))
+        models = [dict(entry_as_dict(e), default=e.name == default_name) for e in entries]
+        print(json.dumps({"home": str(model_home()), "default": default_name, "models": models}, indent=2))
         return 0
-    if not entries:
-        print(missing_weights_help())
-        return 0
-    rows = [("NAME", "ARCH", "FORMAT", "ORIGIN", "CREATED", "PATH")]
-    rows += [(e.name, e.arch or "unknown", e.format, e.origin, e.created, str(e.path)) for e in entries]
+    rows = [("NAME", "ARCH", "FORMAT", "ORIGIN", "LICENCE", "CREATED", "PATH")]
+    rows += [(("* " if e.name == default_name else "  ") + e.name, e.arch or "unknown", e.format, e.origin,
+              e.licence or "-", e.created or "-", str(e.path)) for e in entries]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
-    print(f"({len(entries)} model(s) in {model_home()})")
+    print(f"({len(entries)} model(s): the built-in route and {model_home()}; * = used when none is named)")
     return 0

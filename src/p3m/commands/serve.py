@@ -24,8 +24,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description=(
             "Serve the p3m web page at / and the HTTP API under /v1 (POST /v1/matte, POST /v1/anonymize, "
             "GET /v1/health, GET /v1/models, schema at /openapi.json). Uploads stay in memory: nothing is "
-            "written to disk or logged. Without weights the server still starts: anonymisation works and "
-            "/v1/matte answers 503 no_weights saying how to get them."
+            "written to disk or logged. Without --weights it serves the default model: the published P3M-Net "
+            "when it is in the model folder, else the built-in portrait-cf route. When --model asks for an "
+            "architecture without weights the server still starts: anonymisation works and /v1/matte answers "
+            "503 no_weights saying how to get them."
         ),
     )
     parser.add_argument("--host", default="127.0.0.1",
@@ -33,7 +35,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     parser.add_argument("--model", default=None, metavar="ARCH", help="architecture, e.g. p3m-r34 (default: from the weights)")
     parser.add_argument("--weights", default=None, metavar="PATH|NAME",
-                        help="checkpoint or .onnx file, or a name from `p3m models` (default: the model folder's)")
+                        help="checkpoint or .onnx file, or a name from `p3m models` (default: the published P3M-Net "
+                             "if it is in the model folder, else the built-in portrait-cf)")
     parser.add_argument("--device", default="auto", metavar="auto|cpu|cuda",
                         help="device (default auto); an unavailable cuda is an error, never a silent CPU fallback")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",

@@ -164,11 +164,9 @@ def _band_iterations(img: np.ndarray, a: np.ndarray, f: np.ndarray, b: np.ndarra
 
 
 def _pymatting_foreground(image01: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    try:
-        from pymatting import estimate_foreground_ml
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise RuntimeError("foreground method 'pymatting' needs pymatting (pip install pymatting)") from exc
-    f = estimate_foreground_ml(image01.astype(np.float32), alpha.astype(np.float32))
+    from p3m.pymatting_import import import_pymatting
+
+    f = import_pymatting().estimate_foreground_ml(image01.astype(np.float32), alpha.astype(np.float32))
     return np.clip(f, 0.0, 1.0).astype(np.float32)
 
 

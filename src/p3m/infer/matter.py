@@ -1,7 +1,8 @@
 """`Matter`: the reusable Python API for matting portraits.
 
 >>> from p3m import Matter
->>> matter = Matter(weights="p3m-demo")                 # a name from `p3m models`, or a path
+>>> matter = Matter()                                  # the default: published P3M-Net if present, else portrait-cf
+>>> matter = Matter(weights="demo-r34")                # a name from `p3m models`, or a path
 >>> result = matter.matte("portrait.jpg", foreground=True)
 >>> result.alpha          # HxW float32 in [0, 1]
 >>> result.cutout         # HxWx4 uint8 straight RGBA, decontaminated colours
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,10 +23,12 @@ from typing import Any
 
 import numpy as np
 
+from p3m import model_store
 from p3m.errors import CheckpointError, ImageError, P3MError
 from p3m.infer.foreground import FOREGROUND_METHODS, alpha_to_uint8, composite, cutout_rgba, estimate_foreground
 from p3m.infer.resize import RESIZE_MODES
 from p3m.infer.strategies import STRATEGIES, NetFn, TorchNet, plan_passes, predict
+from p3m.model_store import BUILTIN
 
 __all__ = ["Matter", "MatteResult", "DeviceError", "resolve_device", "resolve_precision", "to_rgb_array", "BACKENDS"]
 
@@ -138,9 +142,12 @@ class Matter:
     """Reusable portrait matting: network loaded once, any number of images.
 
     model: architecture name (default: from the weights' metadata, else "p3m-r34").
-    weights: path to a checkpoint / .onnx file or a name from `p3m models`; None = the store's default
-        (the published R34 if dropped there, else the newest). No weights -> CheckpointError saying how
-        to get them (an untrained network is never used silently).
+    weights: path to a checkpoint / .onnx file or a name from `p3m models`; None = the default: the published
+        R34 if dropped into the model folder, else the built-in "portrait-cf" route (MediaPipe selfie
+        segmentation prior + closed-form matting, p3m.infer.portrait; no training, no download). An untrained
+        network is never used silently; weights trained on synthetic (drawn) portraits give a one-line
+        warning (`model_warning`, also a Python warning).
+    After construction: `model_name` names the weights actually used (a `p3m models` name or a file name).
     device: "auto", "cpu", "cuda", "cuda:N" (explicit CUDA without CUDA -> DeviceError).
     strategy: "hybrid" (default), "resize" or "highres" (see p3m.infer.strategies).
     backend: "auto" (.onnx -> onnxruntime, else torch), "torch", "onnxruntime".
@@ -167,8 +174,23 @@ class Matter:
         self.tile, self.overlap = tile, overlap
         self.shorter_side_limit = shorter_side_limit
         self.device = resolve_device(device)
-        path, arch, kwargs = self._find_weights(model, weights, backend)
+        path, arch, kwargs, self.model_name = self._find_weights(model, weights, backend)
         self.weights = path
+        self.route = None
+        self.model_warning = ""
+        if arch == BUILTIN:
+            if backend == "onnxruntime":
+                raise CheckpointError(f"{BUILTIN} runs on the torch backend only; use --backend auto or torch")
+            from p3m.infer.portrait import PortraitMatting
+
+            self.backend, self.precision, self.arch = "torch", "fp32", BUILTIN
+            self.route = PortraitMatting(device=self.device)
+            self.net = self.route  # type: ignore[assignment]  # whole-image route, not a P3M-Net pass
+            return
+        if model_store.trained_on_synthetic(path):
+            self.model_warning = (f"{self.model_name} was trained on synthetic (drawn) portraits: its mattes of real "
+                                  f"photos are poor; use the default ({BUILTIN}) or the published P3M-Net checkpoint")
+            warnings.warn(self.model_warning, stacklevel=2)
         if backend == "auto":
             backend = "onnxruntime" if path.suffix == ".onnx" else "torch"
         self.backend = backend
@@ -205,8 +227,11 @@ class Matter:
             raise P3MError(f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
         self.device = resolve_device(device)
         self.weights = None
+        self.route = None
+        self.model_warning = ""
         self.backend = "torch"
         self.arch = getattr(model, "arch", None)
+        self.model_name = f"{self.arch or type(model).__name__} (in memory)"
         import torch
 
         if isinstance(model, torch.nn.Module):
@@ -218,9 +243,9 @@ class Matter:
         return self
 
     @staticmethod
-    def _find_weights(model: str | None, weights: Any, backend: str) -> tuple[Path, str | None, dict[str, Any]]:
-        from p3m import model_store
-
+    def _find_weights(model: str | None, weights: Any,
+                      backend: str) -> tuple[Path, str | None, dict[str, Any], str]:
+        """(path, arch, arch kwargs, the name shown to users) of the weights to load."""
         if weights is None:
             fmt = "onnx" if backend == "onnxruntime" else None
             entry = model_store.default_model(model, fmt)
@@ -230,9 +255,14 @@ class Matter:
                 raise CheckpointError(model_store.missing_weights_help())
             if backend == "torch" and entry.format == "onnx":
                 raise CheckpointError(f"{entry.path}: is an ONNX model; use backend onnxruntime or pass --weights")
-            path, found_arch = entry.path, entry.arch
+            path, found_arch, name = entry.path, entry.arch, entry.name
         else:
             path, found_arch = model_store.resolve(weights)
+            name = path.name if Path(weights).expanduser().is_file() else str(weights)
+        if found_arch == BUILTIN:
+            if model not in (None, BUILTIN):
+                raise CheckpointError(f"{BUILTIN} is the built-in route, not a {model} model")
+            return path, BUILTIN, {}, BUILTIN
         _, kwargs = model_store.guess_arch(path) if path.suffix != ".onnx" else (None, {})
         if model is not None and found_arch is not None and found_arch != model:
             raise CheckpointError(f"{path}: holds a {found_arch} model but model {model!r} was requested")
@@ -242,10 +272,15 @@ class Matter:
         # p3m checkpoints carry their own arch/kwargs in the JSON sidecar; only guesses are passed on
         if path.with_suffix(".json").is_file():
             kwargs = {}
-        return path, arch, kwargs
+        return path, arch, kwargs, name
 
     def plan(self, height: int, width: int) -> dict[str, Any]:
         """The sizes the network sees for an image of this size (honest resolution policy)."""
+        if self.route is not None:
+            side = max(height, width)
+            solve = min(1.0, self.route.settings.matting_side / side)
+            return {"strategy": BUILTIN, "prior": list(self.route.net.input_size),
+                    "matting": [round(height * solve), round(width * solve)]}
         return plan_passes(self.strategy, height, width, tile=self.tile, overlap=self.overlap,
                            shorter_side_limit=self.shorter_side_limit)
 
@@ -254,11 +289,14 @@ class Matter:
         t0 = time.perf_counter()
         rgb = to_rgb_array(image)
         t1 = time.perf_counter()
-        options: dict[str, Any] = {}
-        if self.strategy == "highres":
-            options = {"tile": self.tile, "overlap": self.overlap}
-        alpha = predict(self.net, rgb, self.strategy, resize_mode=self.resize_mode,
-                        shorter_side_limit=self.shorter_side_limit, **options)
+        if self.route is not None:
+            alpha = self.route(rgb)
+        else:
+            options: dict[str, Any] = {}
+            if self.strategy == "highres":
+                options = {"tile": self.tile, "overlap": self.overlap}
+            alpha = predict(self.net, rgb, self.strategy, resize_mode=self.resize_mode,
+                            shorter_side_limit=self.shorter_side_limit, **options)
         t2 = time.perf_counter()
         result = MatteResult(alpha=alpha, image=rgb)
         if foreground:
@@ -266,11 +304,15 @@ class Matter:
             result.cutout = cutout_rgba(result.foreground, alpha)
         t3 = time.perf_counter()
         result.info = {
-            "strategy": self.strategy,
+            "model": self.model_name,
+            "arch": self.arch,
+            "strategy": BUILTIN if self.route is not None else self.strategy,
             "resize_mode": self.resize_mode,
             "plan": self.plan(*rgb.shape[:2]),
             "seconds": {"decode": t1 - t0, "network": t2 - t1, "foreground": t3 - t2},
         }
+        if self.model_warning:
+            result.info["warning"] = self.model_warning
         return result
 
     def matte_batch(self, images: Iterable[Any], *, foreground: bool = False) -> Iterator[MatteResult]:
@@ -279,6 +321,7 @@ class Matter:
             yield self.matte(image, foreground=foreground)
 
     def __repr__(self) -> str:
-        return (f"Matter(arch={self.arch!r}, weights={str(self.weights) if self.weights else None!r}, "
+        return (f"Matter(model_name={self.model_name!r}, arch={self.arch!r}, "
+                f"weights={str(self.weights) if self.weights else None!r}, "
                 f"device={self.device!r}, backend={self.backend!r}, precision={self.precision!r}, "
                 f"strategy={self.strategy!r}, resize_mode={self.resize_mode!r})")

@@ -94,7 +94,7 @@ class BasicR34(nn.Module):
         )
 
 
-@register_model("basic-r34")
+@register_model("basic-r34", limits={"width": (2, 256)})
 def basic_r34(width: int = 64) -> BasicR34:
     """BASIC baseline with the R34 encoder and decoders of P3M-Net (width 64 = published channel counts)."""
     return BasicR34(width=width)

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from p3m.errors import CheckpointError
+from p3m.errors import CheckpointError, P3MError
 
 __all__ = [
     "FORMAT_VERSION",
@@ -227,7 +227,8 @@ def _read_metadata(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: unreadable checkpoint metadata ({exc})") from None
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise CheckpointError(f"{path}: unreadable checkpoint metadata ({reason})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: checkpoint metadata must be a JSON object")
     return data
@@ -333,8 +334,18 @@ def load_model(
         arch = str(stored_arch)
     elif stored_arch and stored_arch != arch:
         raise CheckpointError(f"{p}: metadata says arch {stored_arch!r} but {arch!r} was requested")
-    kwargs = dict(metadata.get("arch_kwargs") or {}) if arch_kwargs is None else dict(arch_kwargs)
-    model = create(arch, **kwargs)
+    from p3m.models import check_arch_kwargs
+
+    given = (metadata.get("arch_kwargs") or {}) if arch_kwargs is None else arch_kwargs
+    source = f"arch_kwargs in {meta_file.name}" if arch_kwargs is None else "arch_kwargs"
+    try:
+        kwargs = check_arch_kwargs(arch, given)
+    except P3MError as exc:
+        raise CheckpointError(f"{p}: {source}: {exc}") from None
+    try:
+        model = create(arch, **kwargs)
+    except (ValueError, TypeError) as exc:  # a value the builder itself refuses (e.g. an odd width)
+        raise CheckpointError(f"{p}: {source}: {arch}: {_reason(exc)}") from None
     report = load_checkpoint(model, p, strict=strict)
     model.eval().to(device)
     merged = dict(metadata)

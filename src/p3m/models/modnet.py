@@ -288,7 +288,7 @@ class MODNet(nn.Module):
         return P3MOutput(global_logits, detail.sigmoid(), matte.sigmoid(), global_logits, global_logits, global_logits)
 
 
-@register_model("modnet-mbv2")
+@register_model("modnet-mbv2", limits={"width": (4, 128)})
 def modnet_mbv2(width: int = 32) -> MODNet:
     """MODNet with a MobileNetV2 backbone; width 32 = the published model (alpha 1.0, hr_channels 32)."""
     return MODNet(width=width)

@@ -186,7 +186,7 @@ class P3MNetR34(nn.Module):
         return p3m_decode(self, feats[5], indices, feats[:5], outputs)
 
 
-@register_model("p3m-r34")
+@register_model("p3m-r34", limits={"width": (2, 256)})
 def p3mnet_r34(width: int = 64) -> P3MNetR34:
     """P3M-Net R34 (MM21); width=64 matches `p3mnet_pretrained_on_p3m10k.pth`."""
     return P3MNetR34(width=width)

@@ -117,7 +117,7 @@ def _import_encoder_builder(module: str, builder: str, arch: str) -> Callable[..
 from p3m.models import register_model  # noqa: E402  (registry is defined before this module is imported)
 
 
-@register_model("p3m-swin-t")
+@register_model("p3m-swin-t", limits={"img_size": (32, 2048)})
 def p3mnet_swin_t(img_size: int = 512) -> TransformerP3MNet:
     """P3M-Net Swin-T (IJCV); build with img_size=512 to load state dicts strictly (reference 5.4)."""
     encoder = _import_encoder_builder("swin", "swin_t_encoder", "p3m-swin-t")(img_size=img_size)
@@ -126,7 +126,7 @@ def p3mnet_swin_t(img_size: int = 512) -> TransformerP3MNet:
     return model
 
 
-@register_model("p3m-vitae-s")
+@register_model("p3m-vitae-s", limits={"seed": (0, 2**63 - 1)})
 def p3mnet_vitae_s(seed: int = 0) -> TransformerP3MNet:
     """P3M-Net ViTAE-S (IJCV); `seed` fixes the unsaved Performer random features (reference 6.4)."""
     encoder = _import_encoder_builder("vitae", "vitae_s_encoder", "p3m-vitae-s")(seed=seed)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from p3m.errors import DatasetError, ImageError, P3MError
-from p3m.io import IMAGE_EXTENSIONS, collect_images, read_image, read_mask, write_image
+from p3m.errors import DatasetError, ImageError, P3MError, os_error_message
+from p3m.io import IMAGE_EXTENSIONS, collect_images, read_image, read_mask, write_image_set
 from p3m.privacy.detect import Face, FaceDetector, default_detector
 from p3m.privacy.obfuscate import METHODS, obfuscate, private_area
 from p3m.privacy.region import face_region
@@ -162,13 +162,15 @@ def _output_suffix(path: Path) -> str:
 
 
 def _find_by_stem(folder: Path, stem: str) -> Path | None:
-    for ext in (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"):
-        p = folder / f"{stem}{ext}"
-        if p.is_file():
-            return p
-    for p in sorted(folder.glob(f"{stem}.*")):
-        if p.suffix.lower() in IMAGE_EXTENSIONS:
-            return p
+    """`<stem>.<ext>`, else `p3m matte`'s `<stem>_alpha.png`, in `folder` (None when neither exists)."""
+    for name in (stem, f"{stem}_alpha"):
+        for ext in (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"):
+            p = folder / f"{name}{ext}"
+            if p.is_file():
+                return p
+        for p in sorted(folder.glob(f"{name}.*")):
+            if p.suffix.lower() in IMAGE_EXTENSIONS:
+                return p
     return None
 
 
@@ -198,10 +200,10 @@ def _process(
         except ImageError as exc:
             raise ImageError(f"{source}: {exc}") from None
         # Copies (dataset masks, trimaps) are decoded and re-encoded so that they carry no metadata either.
-        for src, dst in extra_writes:
-            write_image(dst, read_mask(src))
-        write_image(facemask_out, result.private.astype(np.uint8) * 255)
-        write_image(image_out, result.image, quality=options.quality)
+        # The whole set (copies, face mask, image) is written at once, or nothing of it.
+        outputs = [(dst, read_mask(src)) for src, dst in extra_writes]
+        outputs += [(facemask_out, result.private.astype(np.uint8) * 255), (image_out, result.image)]
+        write_image_set(outputs, quality=options.quality)
         rec.output = str(image_out)
         rec.faces = result.faces
         rec.status = "ok" if result.faces else "no_face"
@@ -209,8 +211,23 @@ def _process(
             rec.message = "no face found: written unchanged; check by hand"
     except (P3MError, OSError, ValueError) as exc:
         rec.status = "error"
-        rec.message = str(exc).replace("\n", " ")
+        rec.message = (os_error_message(exc) if isinstance(exc, OSError) else str(exc)).replace("\n", " ")
+        if str(source) not in rec.message:
+            rec.message = f"{source}: {rec.message}"
     return rec
+
+
+def _refuse_overwrite(planned: Iterable[Path], inputs: Iterable[Path], outdir: Path) -> None:
+    """P3MError when any planned output exists (the input images themselves when OUTDIR is their folder)."""
+    existing = [p for p in dict.fromkeys(planned) if p.exists()]
+    if not existing:
+        return
+    sources = {p.resolve() for p in inputs}
+    originals = sum(p.resolve() in sources for p in existing)
+    shown = ", ".join(str(p) for p in existing[:5]) + (f" and {len(existing) - 5} more" if len(existing) > 5 else "")
+    what = f", {originals} of them the input images themselves" if originals else ""
+    raise P3MError(f"refusing to overwrite {len(existing)} existing file(s) in {outdir}{what}: {shown}; "
+                   "pass --overwrite or choose another -o")
 
 
 def anonymize_files(
@@ -222,12 +239,14 @@ def anonymize_files(
     options: AnonymizeOptions | None = None,
     recursive: bool = False,
     progress: Progress | None = None,
+    overwrite: bool = False,
 ) -> AnonymizeReport:
     """Anonymise files/folders/globs into ``outdir/<stem>.<ext>`` + ``outdir/facemask/<stem>.png``.
 
-    alpha_dir: folder of alpha mattes matched by stem (any image extension); their transition band is kept
-    untouched. An image without its matte is an error (nothing written for it). Writes
-    ``outdir/anonymize_report.csv``.
+    alpha_dir: folder of alpha mattes matched by stem (`<stem>.<ext>` or `p3m matte`'s `<stem>_alpha.png`);
+    their transition band is kept untouched. An image without its matte is an error (nothing written for it). Writes
+    ``outdir/anonymize_report.csv``. Existing outputs (the input images themselves when ``outdir`` is their
+    folder) are a P3MError before anything is written, unless ``overwrite``.
     """
     options = options or AnonymizeOptions()
     detector = detector or default_detector(DEFAULT_THRESHOLD)
@@ -236,6 +255,14 @@ def anonymize_files(
     alpha_folder = Path(alpha_dir) if alpha_dir is not None else None
     if alpha_folder is not None and not alpha_folder.is_dir():
         raise P3MError(f"{alpha_folder}: alpha folder not found")
+    if not overwrite:
+        first: dict[str, Path] = {}
+        for path in paths:
+            first.setdefault(path.stem, path)
+        planned: list[Path] = []  # the report is rewritten on every run
+        for stem, path in first.items():
+            planned += [outdir / f"{stem}{_output_suffix(path)}", outdir / "facemask" / f"{stem}.png"]
+        _refuse_overwrite(planned, paths, outdir)
     report = AnonymizeReport(problems=problems)
     seen: dict[str, Path] = {}
     for path in paths:
@@ -250,7 +277,7 @@ def anonymize_files(
                 alpha_path = _find_by_stem(alpha_folder, stem)
             if alpha_folder is not None and alpha_path is None:
                 rec = ImageRecord(stem, str(path), status="error",
-                                  message=f"{path}: no alpha matte {stem}.* in {alpha_folder}")
+                                  message=f"{path}: no alpha matte {stem}.* or {stem}_alpha.* in {alpha_folder}")
             else:
                 rec = _process(
                     path, stem, outdir / f"{stem}{_output_suffix(path)}", outdir / "facemask" / f"{stem}.png",
@@ -271,12 +298,14 @@ def anonymize_dataset(
     detector: FaceDetector | None = None,
     options: AnonymizeOptions | None = None,
     progress: Progress | None = None,
+    overwrite: bool = False,
 ) -> AnonymizeReport:
     """Convert ``ROOT/{image or original_image}/`` + ``ROOT/mask/`` (+ optional ``ROOT/trimap/``) to the P3M-10k layout.
 
     Writes ``OUTDIR/blurred_image/<stem>.jpg`` (whatever the method; P3M's folder name), ``OUTDIR/mask/<stem>.png``,
     ``OUTDIR/facemask/<stem>.png`` and, when present, ``OUTDIR/trimap/<stem>.png``; the mask (and trimap) bound
-    the transition band that stays untouched. An image without a mask is an error.
+    the transition band that stays untouched. An image without a mask is an error. Existing outputs are a
+    P3MError before anything is written, unless ``overwrite``.
     """
     options = options or AnonymizeOptions()
     detector = detector or default_detector(DEFAULT_THRESHOLD)
@@ -291,7 +320,14 @@ def anonymize_dataset(
     if missing:
         raise DatasetError("; ".join(missing))
     trimap_dir = root / "trimap" if (root / "trimap").is_dir() else None
-    paths, problems = collect_images([image_dir])
+    paths, problems = collect_images([image_dir], recursive_hint=None)
+    if not overwrite:
+        planned: list[Path] = []  # the report is rewritten on every run
+        for path in paths:
+            planned += [outdir / sub / f"{path.stem}{ext}" for sub, ext in
+                        (("blurred_image", ".jpg"), ("mask", ".png"), ("facemask", ".png"), ("trimap", ".png"))
+                        if sub != "trimap" or trimap_dir is not None]
+        _refuse_overwrite(planned, paths, outdir)
     report = AnonymizeReport(problems=problems)
     seen: set[str] = set()
     for path in paths:

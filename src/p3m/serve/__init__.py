@@ -1,7 +1,7 @@
 """`p3m serve`: an HTTP API (FastAPI) and a single-page web app for matting and face anonymisation.
 
 >>> from p3m.serve import ServeSettings, create_app
->>> app = create_app(ServeSettings(weights="p3m-demo", workers=1, queue=4))   # any ASGI server can run it
+>>> app = create_app(ServeSettings(weights="demo-r34", workers=1, queue=4))   # any ASGI server can run it
 
 See docs/server.md for the endpoints, the limits and the privacy guarantees.
 """

@@ -15,9 +15,11 @@ or logged (options travel in form fields, never in the URL, and the access log d
 Outputs are re-encoded from pixel arrays, so they carry no metadata.
 
 Concurrency: one model instance serves every request. Jobs run in a pool of ``workers`` threads, off the
-event loop; at most ``workers + queue`` requests are admitted at a time, the next ones get 503 with
-Retry-After at once, before their body is read (so memory stays bounded by about
-``(workers + queue) x max upload``).
+event loop; at most ``workers + queue`` jobs are admitted at a time. A request is counted as a job only once its
+body has arrived, so slow uploads never hold a worker or queue slot; while every slot is taken, new requests get
+503 with Retry-After at once, before their body is read. Uploads in progress are capped too (``upload_slots``,
+``max(16, 4 x (workers + queue))``), so memory stays bounded by about ``(upload_slots + workers + queue) x max
+upload``.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ import logging
 import math
 import socket
 import time
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -269,9 +272,12 @@ class JobGate:
     Counters are only touched from the event loop thread, so they need no lock.
     """
 
-    def __init__(self, workers: int, queue: int) -> None:
+    def __init__(self, workers: int, queue: int, upload_slots: int | None = None) -> None:
         self.workers, self.queue = workers, queue
         self.capacity = workers + queue
+        # bodies being received; they hold no job slot (a slow client must not lock the others out)
+        self.upload_slots = upload_slots or max(16, 4 * self.capacity)
+        self.uploading = 0
         self.admitted = 0
         self.running = 0
         self.completed = 0
@@ -284,13 +290,28 @@ class JobGate:
         rounds = math.ceil(max(1, self.admitted) / self.workers)
         return int(min(120, max(1, math.ceil(rounds * self.mean_seconds))))
 
-    def admit(self) -> None:
+    def _busy(self, what: str) -> ApiError:
+        self.rejected += 1
+        seconds = self.retry_after()
+        return ApiError(503, "busy", f"the server is busy ({what}); retry in {seconds} s",
+                        {"Retry-After": str(seconds)})
+
+    def check(self) -> None:
+        """503 at once when every job slot is taken (called before the body is read)."""
         if self.admitted >= self.capacity:
-            self.rejected += 1
-            seconds = self.retry_after()
-            raise ApiError(503, "busy",
-                           f"the server is busy ({self.workers} running, {self.queue} waiting); retry in {seconds} s",
-                           {"Retry-After": str(seconds)})
+            raise self._busy(f"{self.workers} running, {self.queue} waiting")
+
+    def begin_upload(self) -> None:
+        if self.uploading >= self.upload_slots:
+            raise self._busy(f"{self.uploading} uploads in progress")
+        self.uploading += 1
+
+    def end_upload(self) -> None:
+        self.uploading -= 1
+
+    def admit(self) -> None:
+        """Take a job slot (called once the body has arrived)."""
+        self.check()
         self.admitted += 1
 
     def release(self) -> None:
@@ -381,9 +402,11 @@ def _load_matter(settings: ServeSettings) -> tuple[Any | None, str]:
     from p3m.infer import Matter
 
     try:
-        matter = Matter(model=settings.model, weights=settings.weights, device=settings.device,
-                        strategy=settings.strategy, precision=settings.precision,
-                        foreground_method=settings.foreground_method)
+        with warnings.catch_warnings():  # a model warning is announced and shown on the page instead
+            warnings.simplefilter("ignore")
+            matter = Matter(model=settings.model, weights=settings.weights, device=settings.device,
+                            strategy=settings.strategy, precision=settings.precision,
+                            foreground_method=settings.foreground_method)
     except CheckpointError as exc:
         if settings.weights is not None:
             raise  # an explicit --weights that cannot be loaded is a configuration error
@@ -544,7 +567,8 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         t0 = time.perf_counter()
         png = encode_image(pixels, "png")
         seconds = dict(result.info["seconds"], encode=time.perf_counter() - t0)
-        return png, {"width": rgb.shape[1], "height": rgb.shape[0], "seconds": seconds}
+        return png, {"width": rgb.shape[1], "height": rgb.shape[0], "seconds": seconds,
+                     "strategy": result.info["strategy"]}
 
     def anonymize_job(data: bytes, method: str, strength: float, threshold: float, mask_scale: float,
                       fmt: str) -> tuple[bytes, dict]:
@@ -564,9 +588,15 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         return encoded, info
 
     async def admitted(request: Request, work: Callable[[dict[str, Part]], Awaitable[Response]]) -> Response:
-        gate.admit()
+        gate.check()  # every job slot taken: 503 now, before the body is read
+        gate.begin_upload()
         try:
-            return await work(await read_fields(request))
+            fields = await read_fields(request)
+        finally:
+            gate.end_upload()
+        gate.admit()  # a job slot only once the body is here: slow uploads lock nobody out
+        try:
+            return await work(fields)
         finally:
             gate.release()
 
@@ -586,7 +616,8 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
             "anonymize": {"ready": True},
             "limits": {"max_upload_bytes": settings.max_upload_bytes, "max_pixels": settings.max_pixels},
             "jobs": {"workers": gate.workers, "queue": gate.queue, "admitted": gate.admitted,
-                     "running": gate.running, "completed": gate.completed, "rejected": gate.rejected},
+                     "running": gate.running, "completed": gate.completed, "rejected": gate.rejected,
+                     "uploading": gate.uploading},
         }
 
     @app.get("/v1/models", summary="The loaded model and the model folder")
@@ -602,9 +633,11 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
             problem = ""
         loaded = None
         if matter is not None:
-            loaded = {"arch": matter.arch, "weights": Path(matter.weights).name if matter.weights else None,
+            loaded = {"name": matter.model_name, "arch": matter.arch,
+                      "weights": Path(matter.weights).name if matter.weights else None,
                       "device": matter.device, "backend": matter.backend, "precision": matter.precision,
-                      "strategy": matter.strategy}
+                      "strategy": matter.strategy, "route": matter.route is not None,
+                      "warning": matter.model_warning}
         return {"loaded": loaded, "message": no_weights_reason or "ready", "available": available,
                 "model_folder_problem": problem, "strategies": list(STRATEGIES), "outputs": list(OUTPUTS),
                 "anonymize_methods": list(ANONYMIZE_METHODS)}
@@ -634,12 +667,16 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
             strategy = form.choice("strategy", STRATEGIES, settings.strategy)
             png, info = await gate.run(matte_job, fields["image"].data, output, background, strategy)
             timing = ", ".join(f"{k}={v:.3f}" for k, v in info["seconds"].items())
-            return Response(png, media_type="image/png", headers={
+            headers = {
                 "Content-Disposition": f'inline; filename="{output}.png"',
                 "X-P3M-Size": f"{info['width']}x{info['height']}",
-                "X-P3M-Strategy": strategy,
+                "X-P3M-Model": matter.model_name,
+                "X-P3M-Strategy": info["strategy"],
                 "X-P3M-Seconds": timing,
-            })
+            }
+            if matter.model_warning:
+                headers["X-P3M-Warning"] = matter.model_warning
+            return Response(png, media_type="image/png", headers=headers)
 
         return await admitted(request, work)
 
@@ -736,7 +773,10 @@ def serve(settings: ServeSettings, *, log_level: str = "info", announce: Callabl
         announce(f"p3m serve: warning: {app.state.no_weights_reason}")
         model = "none (/v1/matte answers 503 no_weights; anonymisation works)"
     else:
-        model = f"{matter.arch} ({Path(matter.weights).name if matter.weights else 'in memory'}, {matter.device})"
+        arch = f", {matter.arch}" if matter.arch != matter.model_name else ""
+        model = f"{matter.model_name} ({matter.device}{arch})"
+        if matter.model_warning:
+            announce(f"p3m serve: warning: {matter.model_warning}")
     if not settings.is_loopback:
         announce("p3m serve: warning: listening beyond this machine; anyone who can reach it can use it")
     announce(f"p3m serve: http://{shown}:{port}/  model: {model}; workers {settings.workers}, "

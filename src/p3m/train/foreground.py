@@ -38,8 +38,9 @@ CACHE_FOLDER = "fg_bg_cache"
 
 def estimate_fg_bg(image_u8: np.ndarray, alpha_u8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(fg, bg) HxWx3 uint8 such that image ~ alpha fg + (1 - alpha) bg (pymatting multilevel estimate)."""
-    os.environ.setdefault("NUMBA_CACHE_DIR", str(Path.home() / ".cache" / "p3m" / "numba"))
-    from pymatting import estimate_foreground_ml  # heavy import (numba JIT): only when needed
+    from p3m.pymatting_import import import_pymatting  # heavy import (numba JIT): only when needed
+
+    estimate_foreground_ml = import_pymatting().estimate_foreground_ml
 
     image = np.asarray(image_u8, dtype=np.float64) / 255.0
     alpha = np.asarray(alpha_u8, dtype=np.float64) / 255.0

@@ -442,10 +442,7 @@ def _train(cfg: TrainConfig, out: Path, info: _Dist, *, resume: bool, progress: 
             raise P3MError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
     state = None
     if resume and resume_path.is_file():
-        try:
-            state = torch.load(resume_path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise P3MError(f"{resume_path}: cannot load resume state ({exc.__class__.__name__}: {exc})") from None
+        state = _load_resume(resume_path)
     elif resume and info.main:
         print(f"p3m train: no {RESUME_FILE} in {out}; starting from scratch", file=sys.stderr)
 
@@ -457,7 +454,12 @@ def _train(cfg: TrainConfig, out: Path, info: _Dist, *, resume: bool, progress: 
     if cfg.model.pretrained and state is None:
         load_checkpoint(model, cfg.model.pretrained, strict=False)
     if state is not None:
-        model.load_state_dict(state["model"])
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as exc:  # torch lists every key on many lines
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise P3MError(f"{resume_path}: the saved model does not fit {cfg.model.arch} as configured "
+                           f"(model.arch or model.width changed since it was saved?): {first.rstrip(':. ')}") from None
     # classifier heads of the ImageNet backbones never reach the loss: freeze them so DDP does not wait for
     # their gradients (Adam skipped them anyway: they never had one)
     for name in UNUSED_HEADS:
@@ -478,11 +480,17 @@ def _train(cfg: TrainConfig, out: Path, info: _Dist, *, resume: bool, progress: 
     step = 0
     best: dict[str, float] = {}
     if state is not None:
-        load_optimizer_state(optimizer, state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        step = int(state["step"])
-        best = {k: float(v) for k, v in state.get("best", {}).items()}
-        _set_rng_state(state["rng"])
+        try:
+            load_optimizer_state(optimizer, state["optimizer"])
+            scaler.load_state_dict(state["scaler"])
+            step = int(state["step"])
+            best = {k: float(v) for k, v in (state.get("best") or {}).items()}
+            _set_rng_state(state["rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
+            from p3m.models.checkpoint import _reason
+
+            raise P3MError(f"{resume_path}: inconsistent resume state: its optimizer, scaler, step or RNG entries "
+                           f"cannot be restored ({_reason(exc)})") from None
 
     net: torch.nn.Module = model
     if info.world > 1:
@@ -515,7 +523,10 @@ def _train(cfg: TrainConfig, out: Path, info: _Dist, *, resume: bool, progress: 
 
         _atomic_text(out / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
-    meta = {"name": cfg.name, "recipe": "p3m-train"}
+    from p3m.data.synth import is_synth_output
+
+    # recorded so that using these weights on real photos warns (p3m.model_store.trained_on_synthetic)
+    meta = {"name": cfg.name, "recipe": "p3m-train", "dataset_synthetic": is_synth_output(cfg.data.root)}
 
     def save() -> None:
         if not info.main:
@@ -608,11 +619,52 @@ def _train(cfg: TrainConfig, out: Path, info: _Dist, *, resume: bool, progress: 
     last = out / LAST_FILE if (out / LAST_FILE).is_file() else None
     if info.main and cfg.register_as and last is not None and not interrupted:
         _register(last, cfg)
+    elif info.main and last is not None and not interrupted:
+        print(f"p3m train: weights in {last}; use them with `p3m matte --weights {last}` "
+              "(set register_as: NAME to list them in `p3m models`)", file=sys.stderr)
     if interrupted and info.main:
         print(f"p3m train: stopped at step {step}; continue with --resume --out {out}", file=sys.stderr)
     return TrainResult(out_dir=out, last_checkpoint=last, best_checkpoints=dict(best_paths),
                        history=list(logger.records), step=step, epoch=step // steps_per_epoch,
                        interrupted=interrupted)
+
+
+_RESUME_KEYS = ("model", "optimizer", "scaler", "step", "rng")
+
+
+def _load_resume(path: Path) -> dict[str, Any]:
+    """``resume.pt`` read with the weights-only unpickler and checked for the trainer's entries; one line on error."""
+    import pickle
+    import warnings
+
+    from p3m.models.checkpoint import _is_tensor_dict, _reason, _unpickler_reason
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        reason = _unpickler_reason(str(exc)).split(". Please use")[0].removeprefix("WeightsUnpickler error: ")
+        if "global" in reason.lower():
+            raise P3MError(f"{path}: refused to load: the file references Python objects other than tensors "
+                           f"({reason}); p3m reads resume states with the weights-only unpickler and never runs "
+                           "pickled code") from None
+        raise P3MError(f"{path}: cannot load resume state: corrupt, truncated or not a PyTorch file "
+                       f"({reason})") from None
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file, said in one line
+        raise P3MError(f"{path}: cannot load resume state: corrupt, truncated or not a PyTorch file "
+                       f"({_reason(exc)})") from None
+    if not isinstance(state, dict):
+        raise P3MError(f"{path}: not a p3m resume state (a {type(state).__name__}, not a dict)")
+    missing = [k for k in _RESUME_KEYS if k not in state]
+    if missing:
+        if _is_tensor_dict(state) or _is_tensor_dict(state.get("state_dict")):
+            raise P3MError(f"{path}: not a p3m resume state but model weights only (no optimizer, step or RNG "
+                           "state); to start from these weights, use --set model.pretrained=PATH without --resume")
+        raise P3MError(f"{path}: not a p3m resume state: missing {', '.join(missing)}")
+    if not _is_tensor_dict(state["model"]):
+        raise P3MError(f"{path}: not a p3m resume state: 'model' is not a dict of tensors")
+    return state
 
 
 def _check_cuda_graph(cfg: TrainConfig, device: torch.device, info: _Dist) -> None:

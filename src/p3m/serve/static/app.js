@@ -140,10 +140,17 @@
       $("limits").textContent =
         `up to ${formatBytes(health.limits.max_upload_bytes)} · ${(health.limits.max_pixels / 1e6).toFixed(0)} megapixels`;
       if (models.loaded) {
-        pill.textContent = `${models.loaded.arch} · ${models.loaded.device}`;
-        pill.title = `weights ${models.loaded.weights}, ${models.loaded.precision}, default strategy ${models.loaded.strategy}`;
-        pill.className = "pill pill-ok";
-        $("strategy").value = models.loaded.strategy;
+        const loaded = models.loaded;
+        pill.textContent = `${loaded.name} · ${loaded.device}`;
+        pill.title = loaded.route
+          ? `built-in route: segmentation prior + closed-form matting (${loaded.weights})`
+          : `${loaded.arch}, weights ${loaded.weights}, ${loaded.precision}, default strategy ${loaded.strategy}`;
+        pill.className = loaded.warning ? "pill pill-warn" : "pill pill-ok";
+        if (loaded.warning) showNotice(`Model warning: ${loaded.warning}`);
+        $("strategy").value = loaded.strategy;
+        // the built-in route matts the whole image at once: P3M-Net's test strategies do not apply
+        $("strategy").disabled = Boolean(loaded.route);
+        if (loaded.route) $("strategy").title = "the built-in portrait-cf route has no test strategy";
       } else {
         pill.textContent = "no weights: anonymisation only";
         pill.className = "pill pill-warn";
