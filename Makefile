@@ -16,9 +16,9 @@ $(STAMP): pyproject.toml
 	# torch pinned: the local CPU wheel; an unpinned torch pulls a multi-GB CUDA build.
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[test]'
-	# pymatting's numba kernels compile on first import (about a minute): once here, cached beside its sources in
-	# the venv, so that the first `p3m matte` with the built-in portrait-cf route is not the one that waits
-	env -u NUMBA_CACHE_DIR $(BIN)/python -c "from p3m.pymatting_import import import_pymatting; import_pymatting()"
+	# the closed-form solver of the built-in portrait-cf route is numba code: compiled once here and cached beside
+	# its sources, so that a user's first `p3m matte` does not wait for it
+	env -u NUMBA_CACHE_DIR $(BIN)/python -c "from p3m.infer.closed_form import warm_up; warm_up()"
 	touch $(STAMP)
 
 demo: setup

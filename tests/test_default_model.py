@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 import torch
 
@@ -150,3 +151,15 @@ def test_the_builtin_route_runs_offline(home: Path, portrait: Path, monkeypatch:
     monkeypatch.setattr(socket, "create_connection", refuse)
     result = Matter().matte(portrait, foreground=True)  # weights load, prior, closed-form, foreground
     assert result.info["model"] == "portrait-cf" and result.alpha.max() > 0.9
+
+
+def test_an_image_without_a_person_is_reported_not_silently_empty(home: Path, tmp_path: Path, portrait: Path,
+                                                                   capsys) -> None:
+    blank = tmp_path / "in" / "wall.png"
+    cv2.imwrite(str(blank), np.full((120, 160, 3), 200, np.uint8))
+    result = Matter().matte(blank)
+    assert not result.alpha.any() and result.info["warning"] == "no person found: the matte is empty"
+    assert "warning" not in Matter().matte(portrait).info
+    assert run_cli(["matte", str(blank), str(portrait), "-o", str(tmp_path / "out"), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("warning:") == 1 and "wall.png: no person found" in err

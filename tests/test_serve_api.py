@@ -634,6 +634,9 @@ def test_default_serves_the_builtin_route_and_names_it(home, portrait):
             assert resp.status_code == 200
             assert resp.headers["x-p3m-model"] == "portrait-cf" and resp.headers["x-p3m-strategy"] == "portrait-cf"
             assert "x-p3m-warning" not in resp.headers
+            blank = np.full((120, 160, 3), 128, np.uint8)  # nobody in it: the answer says so
+            resp = c.post("/v1/matte", data={"output": "alpha"}, files={"image": ("b.png", png_bytes(blank))})
+            assert resp.status_code == 200 and resp.headers["x-p3m-warning"] == "no person found: the matte is empty"
     finally:
         running.stop()
 

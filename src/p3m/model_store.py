@@ -46,7 +46,7 @@ PUBLISHED_R34 = "p3mnet_pretrained_on_p3m10k.pth"
 PUBLISHED_LICENCE = "MIT (P3M authors)"
 # the built-in route (p3m.infer.portrait): its name is also its "architecture"; it cannot be registered over
 BUILTIN = "portrait-cf"
-BUILTIN_LICENCE = "Apache-2.0 (MediaPipe selfie weights), MIT (pymatting)"
+BUILTIN_LICENCE = "Apache-2.0 (MediaPipe selfie segmentation weights)"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # key prefixes that identify an architecture (reference 4.5, 5.3, 6.3)
 _ARCH_KEYS = (

@@ -218,6 +218,8 @@ def run(args: argparse.Namespace) -> int:
                 arrays.append((dest, array))
             write_image_set(arrays)
             done += 1
+            if result.info.get("warning") and result.info["warning"] != matter.model_warning:
+                tqdm.write(f"p3m matte: warning: {src}: {result.info['warning']}", file=sys.stderr)
         except (P3MError, OSError, ValueError, RuntimeError, MemoryError) as exc:
             failed += 1
             msg = os_error_message(exc) if isinstance(exc, OSError) else str(exc)

@@ -313,6 +313,8 @@ class Matter:
         }
         if self.model_warning:
             result.info["warning"] = self.model_warning
+        elif self.route is not None and not alpha.any():
+            result.info["warning"] = "no person found: the matte is empty"
         return result
 
     def matte_batch(self, images: Iterable[Any], *, foreground: bool = False) -> Iterator[MatteResult]:

@@ -568,7 +568,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         png = encode_image(pixels, "png")
         seconds = dict(result.info["seconds"], encode=time.perf_counter() - t0)
         return png, {"width": rgb.shape[1], "height": rgb.shape[0], "seconds": seconds,
-                     "strategy": result.info["strategy"]}
+                     "strategy": result.info["strategy"], "warning": result.info.get("warning", "")}
 
     def anonymize_job(data: bytes, method: str, strength: float, threshold: float, mask_scale: float,
                       fmt: str) -> tuple[bytes, dict]:
@@ -674,8 +674,8 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
                 "X-P3M-Strategy": info["strategy"],
                 "X-P3M-Seconds": timing,
             }
-            if matter.model_warning:
-                headers["X-P3M-Warning"] = matter.model_warning
+            if info["warning"]:  # the model's (weights trained on drawn portraits) or this image's (no person)
+                headers["X-P3M-Warning"] = info["warning"]
             return Response(png, media_type="image/png", headers=headers)
 
         return await admitted(request, work)

@@ -108,7 +108,8 @@
         if (e.lengthComputable) progress(`Uploading… ${Math.round((100 * e.loaded) / e.total)}%`, e.loaded / e.total);
       };
       xhr.upload.onload = () => startTimer(label);
-      xhr.onload = () => resolve({ status: xhr.status, blob: xhr.response, retryAfter: xhr.getResponseHeader("Retry-After") });
+      xhr.onload = () => resolve({ status: xhr.status, blob: xhr.response, retryAfter: xhr.getResponseHeader("Retry-After"),
+                                   warning: xhr.getResponseHeader("X-P3M-Warning") });
       xhr.onerror = () => reject(new Error("the server could not be reached; is `p3m serve` still running?"));
       xhr.send(form);
     });
@@ -275,6 +276,7 @@
       await renderAlpha(state.cutout);
       await renderComposite();
       progress(`Done in ${((performance.now() - t0) / 1000).toFixed(1)} s`, 1);
+      if (resp.warning) showNotice(`Matting warning: ${resp.warning}`);
     } catch (err) {
       stopTimer();
       showError(err.message, "network");
