@@ -63,14 +63,9 @@ from p3m.io import read_image, read_mask, write_image  # noqa: E402
 from p3m.train import data as tdata  # noqa: E402
 from p3m.train.config import CopyPasteConfig, DataConfig  # noqa: E402
 
+from bench_common import testdata_dir  # noqa: E402
+
 MARKER = "bench_data.json"
-
-
-def testdata_dir(arg: str | None) -> Path | None:
-    for candidate in (arg, os.environ.get("P3M_TESTDATA"), REPO.parent / "shared" / "testdata"):
-        if candidate and (Path(candidate) / "portraits" / "reference_alpha").is_dir():
-            return Path(candidate)
-    return None
 
 
 # ------------------------------------------------------------------------------------------ dataset

@@ -39,25 +39,10 @@ from p3m.infer.strategies import TorchNet, size_rule  # noqa: E402
 from p3m.io import read_image, read_mask, write_image  # noqa: E402
 from p3m.models import create  # noqa: E402
 
+from bench_common import reset_rss_peak, rss_peak_mb  # noqa: E402
+
 TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "portraits"
 CASES = {"512": ((512, 512), "hybrid"), "1080p": ((1080, 1620), "hybrid"), "4k": ((2160, 3840), "highres")}
-
-
-def rss_peak_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def reset_rss_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def make_image(h: int, w: int, folder: Path) -> Path:

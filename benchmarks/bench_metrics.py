@@ -41,12 +41,7 @@ from reference_metrics import published_all, ref_all  # noqa: E402
 from p3m.io import read_mask  # noqa: E402
 from p3m.metrics import p3m_metrics  # noqa: E402
 
-
-def testdata_dir(arg: str | None) -> Path:
-    for candidate in (arg, os.environ.get("P3M_TESTDATA"), REPO.parent / "shared" / "testdata"):
-        if candidate and (Path(candidate) / "portraits" / "reference_alpha").is_dir():
-            return Path(candidate)
-    sys.exit("bench_metrics: test data not found; pass --testdata DIR or set P3M_TESTDATA")
+from bench_common import testdata_dir  # noqa: E402
 
 
 def make_pairs(root: Path, n: int, size: int) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
@@ -95,7 +90,10 @@ def main() -> int:
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core
     except (AttributeError, OSError):
         pass
-    pairs = make_pairs(testdata_dir(args.testdata), args.pairs, args.size)
+    root = testdata_dir(args.testdata)
+    if root is None:
+        sys.exit("bench_metrics: test data not found; pass --testdata DIR or set P3M_TESTDATA")
+    pairs = make_pairs(root, args.pairs, args.size)
     p0, a0, t0, f0 = pairs[0][1:]
     p3m_metrics(p0, a0, t0, f0)  # compile / load the numba kernels outside the timing
 

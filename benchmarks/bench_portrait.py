@@ -35,6 +35,8 @@ import torch  # noqa: E402
 
 from p3m.infer.portrait import PortraitMatting, PortraitSettings  # noqa: E402
 
+from bench_common import reset_rss_peak, rss_peak_mb  # noqa: E402
+
 PORTRAITS = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "portraits"
 GOAL = {"mean_sad": 15.0, "worst_sad": 35.0, "seconds": 1.0}
 
@@ -85,26 +87,6 @@ class PrototypeRoute:
             alpha = cv2.resize(alpha, (w, h), interpolation=cv2.INTER_LINEAR)
         alpha[tri == 255], alpha[tri == 0] = 1.0, 0.0
         return alpha
-
-
-def rss_peak_mb() -> float:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
-
-
-def reset_rss_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def scores(alpha: np.ndarray, ref: np.ndarray) -> dict[str, float]:
