@@ -676,3 +676,35 @@ def test_slow_uploads_do_not_lock_other_clients_out(server, client, portrait):
     while client.get("/v1/health").json()["jobs"]["uploading"]:
         assert time.monotonic() < deadline, "closed uploads were never released"
         time.sleep(0.05)
+
+
+def test_header_values_survive_names_outside_latin1():
+    from urllib.parse import unquote
+
+    from p3m.serve.app import header_text
+
+    assert header_text("portrait-cf") == "portrait-cf"
+    name = "模型 (v2).safetensors"
+    encoded = header_text(name)
+    encoded.encode("latin-1")  # what the server must be able to send
+    assert encoded.isascii() and unquote(encoded) == name
+    assert header_text("a\r\nX-Injected: 1").isascii() and "\n" not in header_text("a\r\nX-Injected: 1")
+
+
+def test_weights_named_outside_latin1_still_answer(home, tmp_path, portrait):
+    from urllib.parse import unquote
+
+    from p3m.models import create, save_checkpoint
+    from p3m.serve import ServeSettings, create_app
+
+    torch.manual_seed(0)
+    weights = save_checkpoint(create("p3m-r34", width=16), tmp_path / "模型.safetensors")
+    running = RunningServer(create_app(ServeSettings(weights=str(weights), strategy="resize", precision="fp32",
+                                                     workers=1, queue=1)))
+    try:
+        with httpx.Client(base_url=running.url, timeout=60) as c:
+            resp = c.post("/v1/matte", data={"output": "alpha"}, files={"image": ("p.png", png_bytes(portrait))})
+            assert resp.status_code == 200
+            assert unquote(resp.headers["x-p3m-model"]) == "模型.safetensors"
+    finally:
+        running.stop()

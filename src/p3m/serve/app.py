@@ -397,6 +397,14 @@ def _static_dir() -> Path:
     return Path(str(resources.files("p3m.serve") / "static"))
 
 
+def header_text(text: str) -> str:
+    """`text` as an HTTP header value: ASCII kept, anything else (a weights file named in Chinese, say)
+    percent-encoded as UTF-8, since header values are Latin-1 on the wire and must not break the answer."""
+    from urllib.parse import quote
+
+    return text if text.isascii() and text.isprintable() else quote(text, safe=" !#$&'()*+,/:;=?@[]~<>{}|^`\"%")
+
+
 def _load_matter(settings: ServeSettings) -> tuple[Any | None, str]:
     """The shared Matter, or (None, why) when no weights exist and none were named."""
     from p3m.infer import Matter
@@ -670,12 +678,12 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
             headers = {
                 "Content-Disposition": f'inline; filename="{output}.png"',
                 "X-P3M-Size": f"{info['width']}x{info['height']}",
-                "X-P3M-Model": matter.model_name,
+                "X-P3M-Model": header_text(matter.model_name),
                 "X-P3M-Strategy": info["strategy"],
                 "X-P3M-Seconds": timing,
             }
             if info["warning"]:  # the model's (weights trained on drawn portraits) or this image's (no person)
-                headers["X-P3M-Warning"] = info["warning"]
+                headers["X-P3M-Warning"] = header_text(info["warning"])
             return Response(png, media_type="image/png", headers=headers)
 
         return await admitted(request, work)
