@@ -264,9 +264,8 @@ def _replace(tmp: str, dest: Path) -> None:
         raise OSError(exc.errno, exc.strerror, str(dest)) from None
 
 
-def write_bytes_atomic(path: PathLike, data: bytes) -> Path:
-    """Write bytes to ``path`` atomically: temporary file in the same folder, fsync, then rename."""
-    dest = Path(path)
+def _stage(dest: Path, data: bytes) -> str:
+    """Write `data` to a temporary file next to `dest` (flushed to disk, plain file mode); returns its path."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     try:
@@ -276,12 +275,20 @@ def write_bytes_atomic(path: PathLike, data: bytes) -> Path:
             os.fsync(fh.fileno())
         # mkstemp creates 0600; give the file the mode a plain open() would (0666 minus the umask).
         os.chmod(tmp, 0o666 & ~_UMASK)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def write_bytes_atomic(path: PathLike, data: bytes) -> Path:
+    """Write bytes to ``path`` atomically: temporary file in the same folder, fsync, then rename."""
+    dest = Path(path)
+    tmp = _stage(dest, data)
+    try:
         _replace(tmp, dest)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        Path(tmp).unlink(missing_ok=True)
         raise
     return dest
 
@@ -345,14 +352,7 @@ def write_image_set(items: Iterable[tuple[PathLike, np.ndarray]], *, quality: in
     placed: list[Path] = []
     try:
         for dest, data in staged:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-            temps.append((tmp, dest))
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, 0o666 & ~_UMASK)
+            temps.append((_stage(dest, data), dest))
         for tmp, dest in temps:
             _replace(tmp, dest)
             placed.append(dest)
