@@ -41,7 +41,7 @@ _RECOMPUTABLE_SUFFIXES = ("attn_mask", "relative_position_index")
 _NAMES_SHOWN = 5
 
 
-def _reason(exc: BaseException) -> str:
+def error_reason(exc: BaseException) -> str:
     """First sentence of an exception message, for one-line errors."""
     text = str(exc).strip().splitlines()[0].strip() if str(exc).strip() else ""
     text = text.split(". ")[0].rstrip(".")
@@ -66,13 +66,13 @@ def _safetensors_path(path: str | os.PathLike[str]) -> Path:
     return p if p.suffix == ".safetensors" else p.with_name(p.name + ".safetensors")
 
 
-def _is_tensor_dict(obj: Any) -> bool:
+def is_tensor_dict(obj: Any) -> bool:
     return isinstance(obj, Mapping) and len(obj) > 0 and all(
         isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items()
     )
 
 
-def _unpickler_reason(text: str) -> str:
+def unpickler_reason(text: str) -> str:
     """The specific line of torch's weights-only error (the rest is boilerplate)."""
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     for ln in lines:
@@ -87,7 +87,7 @@ def _read_pth(path: Path) -> Any:
             warnings.simplefilter("ignore")  # pickle-protocol chatter from the weights-only unpickler
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        reason = _unpickler_reason(str(exc))
+        reason = unpickler_reason(str(exc))
         if "GLOBAL" in reason or "global" in reason:
             raise CheckpointError(
                 f"{path}: refused to load: the file references Python objects other than tensors "
@@ -98,7 +98,7 @@ def _read_pth(path: Path) -> Any:
             f"{path}: not a loadable PyTorch checkpoint: the weights-only unpickler rejected it ({reason})"
         ) from None
     except (RuntimeError, EOFError, ValueError, OSError, AttributeError, KeyError, IndexError, TypeError) as exc:
-        raise CheckpointError(f"{path}: corrupt, truncated or not a PyTorch checkpoint ({_reason(exc)})") from None
+        raise CheckpointError(f"{path}: corrupt, truncated or not a PyTorch checkpoint ({error_reason(exc)})") from None
 
 
 def _read_safetensors(path: Path) -> dict[str, Tensor]:
@@ -108,7 +108,7 @@ def _read_safetensors(path: Path) -> dict[str, Tensor]:
     try:
         return load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{path}: corrupt or truncated safetensors file ({_reason(exc)})") from None
+        raise CheckpointError(f"{path}: corrupt or truncated safetensors file ({error_reason(exc)})") from None
 
 
 def read_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -129,10 +129,10 @@ def read_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], di
     else:
         info["format"] = "pth"
         obj = _read_pth(p)
-        if _is_tensor_dict(obj):
+        if is_tensor_dict(obj):
             state = dict(obj)
         elif isinstance(obj, Mapping):
-            container = next((k for k in _STATE_DICT_KEYS if _is_tensor_dict(obj.get(k))), None)
+            container = next((k for k in _STATE_DICT_KEYS if is_tensor_dict(obj.get(k))), None)
             if container is None:
                 keys = ", ".join(map(str, list(obj)[:_NAMES_SHOWN]))
                 raise CheckpointError(
@@ -345,7 +345,7 @@ def load_model(
     try:
         model = create(arch, **kwargs)
     except (ValueError, TypeError) as exc:  # a value the builder itself refuses (e.g. an odd width)
-        raise CheckpointError(f"{p}: {source}: {arch}: {_reason(exc)}") from None
+        raise CheckpointError(f"{p}: {source}: {arch}: {error_reason(exc)}") from None
     report = load_checkpoint(model, p, strict=strict)
     model.eval().to(device)
     merged = dict(metadata)

@@ -487,10 +487,10 @@ def _train(cfg: TrainConfig, out: Path, info: _Dist, *, resume: bool, progress: 
             best = {k: float(v) for k, v in (state.get("best") or {}).items()}
             _set_rng_state(state["rng"])
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
-            from p3m.models.checkpoint import _reason
+            from p3m.models.checkpoint import error_reason
 
             raise P3MError(f"{resume_path}: inconsistent resume state: its optimizer, scaler, step or RNG entries "
-                           f"cannot be restored ({_reason(exc)})") from None
+                           f"cannot be restored ({error_reason(exc)})") from None
 
     net: torch.nn.Module = model
     if info.world > 1:
@@ -637,14 +637,14 @@ def _load_resume(path: Path) -> dict[str, Any]:
     import pickle
     import warnings
 
-    from p3m.models.checkpoint import _is_tensor_dict, _reason, _unpickler_reason
+    from p3m.models.checkpoint import error_reason, is_tensor_dict, unpickler_reason
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        reason = _unpickler_reason(str(exc)).split(". Please use")[0].removeprefix("WeightsUnpickler error: ")
+        reason = unpickler_reason(str(exc)).split(". Please use")[0].removeprefix("WeightsUnpickler error: ")
         if "global" in reason.lower():
             raise P3MError(f"{path}: refused to load: the file references Python objects other than tensors "
                            f"({reason}); p3m reads resume states with the weights-only unpickler and never runs "
@@ -653,16 +653,16 @@ def _load_resume(path: Path) -> dict[str, Any]:
                        f"({reason})") from None
     except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file, said in one line
         raise P3MError(f"{path}: cannot load resume state: corrupt, truncated or not a PyTorch file "
-                       f"({_reason(exc)})") from None
+                       f"({error_reason(exc)})") from None
     if not isinstance(state, dict):
         raise P3MError(f"{path}: not a p3m resume state (a {type(state).__name__}, not a dict)")
     missing = [k for k in _RESUME_KEYS if k not in state]
     if missing:
-        if _is_tensor_dict(state) or _is_tensor_dict(state.get("state_dict")):
+        if is_tensor_dict(state) or is_tensor_dict(state.get("state_dict")):
             raise P3MError(f"{path}: not a p3m resume state but model weights only (no optimizer, step or RNG "
                            "state); to start from these weights, use --set model.pretrained=PATH without --resume")
         raise P3MError(f"{path}: not a p3m resume state: missing {', '.join(missing)}")
-    if not _is_tensor_dict(state["model"]):
+    if not is_tensor_dict(state["model"]):
         raise P3MError(f"{path}: not a p3m resume state: 'model' is not a dict of tensors")
     return state
 
