@@ -159,18 +159,31 @@ def register(checkpoint_path: str | os.PathLike[str], name: str, *, arch: str, o
     return path
 
 
-def _sidecar_arch(path: Path) -> tuple[str | None, dict[str, Any]]:
+def _sidecar(path: Path) -> dict[str, Any]:
+    """The p3m JSON sidecar of a checkpoint as a dict; {} when absent or unreadable."""
     meta = path.with_suffix(".json")
-    if meta.is_file():
-        try:
-            data = json.loads(meta.read_text(encoding="utf-8"))
-            if isinstance(data, dict) and data.get("arch"):
-                kwargs = data.get("arch_kwargs") or {}
-                # not an object: loading reads the sidecar again and says so (p3m.models.check_arch_kwargs)
-                return str(data["arch"]), dict(kwargs) if isinstance(kwargs, dict) else {}
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            pass
-    return None, {}
+    if not meta.is_file():
+        return {}
+    try:
+        data = json.loads(meta.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _stored_path(home: Path, record: dict[str, Any]) -> Path:
+    """The weights file of an index record (relative names live in the model folder)."""
+    path = Path(record.get("file", ""))
+    return path if path.is_absolute() else home / path
+
+
+def _sidecar_arch(path: Path) -> tuple[str | None, dict[str, Any]]:
+    data = _sidecar(path)
+    if not data.get("arch"):
+        return None, {}
+    kwargs = data.get("arch_kwargs") or {}
+    # not an object: loading reads the sidecar again and says so (p3m.models.check_arch_kwargs)
+    return str(data["arch"]), dict(kwargs) if isinstance(kwargs, dict) else {}
 
 
 def _keys_arch(keys: list[str]) -> str | None:
@@ -241,8 +254,7 @@ def list_models() -> list[ModelEntry]:
     entries: dict[str, ModelEntry] = {BUILTIN: builtin_entry()}
     claimed: set[Path] = set()
     for name, rec in _read_index(home).items():
-        path = Path(rec.get("file", ""))
-        path = path if path.is_absolute() else home / path
+        path = _stored_path(home, rec)
         if not path.is_file() or name == BUILTIN:
             continue  # deleted behind our back, or shadowing the built-in: not offered
         claimed.add(path.resolve())
@@ -309,24 +321,15 @@ def resolve(name_or_path: str | os.PathLike[str]) -> tuple[Path, str | None]:
 def trained_on_synthetic(path: str | os.PathLike[str]) -> bool:
     """True for weights trained on drawn portraits: the trainer's sidecar says so, or `p3m demo` registered them."""
     p = Path(path)
-    meta = p.with_suffix(".json")
-    if meta.is_file():
-        try:
-            data = json.loads(meta.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            data = {}
-        if isinstance(data, dict) and data.get("dataset_synthetic"):
-            return True
+    if _sidecar(p).get("dataset_synthetic"):
+        return True
+    home = model_home()
     try:
-        records = _read_index(model_home())
+        records = _read_index(home)
     except CheckpointError:
         return False
-    for rec in records.values():
-        stored = Path(rec.get("file", ""))
-        stored = stored if stored.is_absolute() else model_home() / stored
-        if str(rec.get("origin", "")).startswith("p3m demo") and stored.resolve() == p.resolve():
-            return True
-    return False
+    return any(str(rec.get("origin", "")).startswith("p3m demo") and _stored_path(home, rec).resolve() == p.resolve()
+               for rec in records.values())
 
 
 def entry_as_dict(entry: ModelEntry) -> dict[str, Any]:

@@ -277,10 +277,10 @@ class Matter:
     def plan(self, height: int, width: int) -> dict[str, Any]:
         """The sizes the network sees for an image of this size (honest resolution policy)."""
         if self.route is not None:
-            side = max(height, width)
-            solve = min(1.0, self.route.settings.matting_side / side)
+            from p3m.infer.portrait import working_size
+
             return {"strategy": BUILTIN, "prior": list(self.route.net.input_size),
-                    "matting": [round(height * solve), round(width * solve)]}
+                    "matting": list(working_size(height, width, self.route.settings.matting_side))}
         return plan_passes(self.strategy, height, width, tile=self.tile, overlap=self.overlap,
                            shorter_side_limit=self.shorter_side_limit)
 
