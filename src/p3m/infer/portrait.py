@@ -33,9 +33,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-__all__ = ["PortraitSettings", "PortraitMatting", "ROUTE_NAME"]
+__all__ = ["PortraitSettings", "PortraitMatting", "working_size"]
 
-ROUTE_NAME = "portrait-cf"
 # high-pass energy below this (about one grey level) is noise: the bar for "fine structure" on a flat background
 _NOISE_FLOOR = 0.005
 
