@@ -1,4 +1,5 @@
 """Helpers shared by the benchmark scripts (run as `python benchmarks/bench_X.py`: this folder is on sys.path)."""
+
 from __future__ import annotations
 
 import os

@@ -31,6 +31,7 @@ the full trimap only when the crop choice needs it), crop/flip/resize and tensor
 Usage: ``.venv/bin/python benchmarks/bench_data.py [--samples 48] [--rounds 3] [--json OUT]``
 (``--workdir DIR`` keeps and reuses the built dataset and its fg/bg cache).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,14 +57,13 @@ sys.path.insert(0, str(REPO / "tests"))
 os.environ.setdefault("NUMBA_CACHE_DIR", str(REPO / ".cache" / "numba"))
 
 import reference_train_data as ref  # noqa: E402
+from bench_common import testdata_dir  # noqa: E402
 
 from p3m.commands.synth import parse_size as synth_size  # noqa: E402
 from p3m.data.trimap import random_kernel_size, trimap_crop, trimap_from_alpha  # noqa: E402
 from p3m.io import read_image, read_mask, write_image  # noqa: E402
 from p3m.train import data as tdata  # noqa: E402
 from p3m.train.config import CopyPasteConfig, DataConfig  # noqa: E402
-
-from bench_common import testdata_dir  # noqa: E402
 
 MARKER = "bench_data.json"
 
@@ -202,8 +202,9 @@ def handover_ms(item: dict, *, batch_size: int = 8, batches: int = 40, rounds: i
     queue, unpack in this process), best of ``rounds``."""
     best = float("inf")
     for _ in range(rounds):
-        loader = torch.utils.data.DataLoader(_FixedItems(item, batch_size * (batches + 1)), batch_size=batch_size,
-                                             num_workers=1, prefetch_factor=4)
+        loader = torch.utils.data.DataLoader(
+            _FixedItems(item, batch_size * (batches + 1)), batch_size=batch_size, num_workers=1, prefetch_factor=4
+        )
         batches_iter = iter(loader)
         next(batches_iter)  # worker start-up
         t = time.perf_counter()
@@ -241,17 +242,19 @@ def stage_profile(ds, indices: list[tuple[int, int]], which: str) -> dict[str, f
                 fg, bg = ref.ref_load_or_estimate(image, alpha, ds.cache_dir, ds.image_folder, sample.stem)
             t = add("fg/bg load", t)
             trimap = ref.ref_random_trimap(alpha, rng, cfg.trimap_kernel[0], cfg.trimap_kernel[1])
-            y0, x0, ch, cw = ref.ref_choose_crop(trimap, cfg.crop_sizes, cfg.resize, rng, policy=cfg.crop_policy,
-                                                 unknown_prob=cfg.unknown_prob)
+            y0, x0, ch, cw = ref.ref_choose_crop(
+                trimap, cfg.crop_sizes, cfg.resize, rng, policy=cfg.crop_policy, unknown_prob=cfg.unknown_prob
+            )
             t = add("trimap + crop choice", t)
             flip = rng.random() < cfg.flip_prob
             out = {}
             for name, array in {"image": image, "alpha": alpha, "trimap": trimap, "fg": fg, "bg": bg}.items():
-                crop = array[y0:y0 + ch, x0:x0 + cw]
+                crop = array[y0 : y0 + ch, x0 : x0 + cw]
                 if flip:
                     crop = crop[:, ::-1]
-                out[name] = cv2.resize(np.ascontiguousarray(crop), (cfg.resize, cfg.resize),
-                                       interpolation=cv2.INTER_LINEAR)
+                out[name] = cv2.resize(
+                    np.ascontiguousarray(crop), (cfg.resize, cfg.resize), interpolation=cv2.INTER_LINEAR
+                )
             out["trimap"] = ref.ref_requantize_trimap(out["trimap"])
             t = add("crop/flip/resize", t)
             [ref.ref_normalize(out[k]) for k in ("image", "fg", "bg")]
@@ -275,15 +278,24 @@ def stage_profile(ds, indices: list[tuple[int, int]], which: str) -> dict[str, f
                     built.append(trimap_from_alpha(alpha, k))
                 return built[0]
 
-            y0, x0, ch, cw = tdata._crop_window(alpha.shape[:2], full_trimap, cfg.crop_sizes, cfg.resize, rng,
-                                                policy=cfg.crop_policy, unknown_prob=cfg.unknown_prob)
-            trimap = built[0][y0:y0 + ch, x0:x0 + cw] if built else trimap_crop(alpha, k, y0, x0, ch, cw)
+            y0, x0, ch, cw = tdata._crop_window(
+                alpha.shape[:2],
+                full_trimap,
+                cfg.crop_sizes,
+                cfg.resize,
+                rng,
+                policy=cfg.crop_policy,
+                unknown_prob=cfg.unknown_prob,
+            )
+            trimap = built[0][y0 : y0 + ch, x0 : x0 + cw] if built else trimap_crop(alpha, k, y0, x0, ch, cw)
             t = add("trimap + crop choice", t)
             flip = rng.random() < cfg.flip_prob
-            out = tdata.crop_resize({"image": image, "alpha": alpha, "fg": fg, "bg": bg}, (y0, x0, ch, cw), flip,
-                                    cfg.resize)
+            out = tdata.crop_resize(
+                {"image": image, "alpha": alpha, "fg": fg, "bg": bg}, (y0, x0, ch, cw), flip, cfg.resize
+            )
             out["trimap"] = tdata.requantize_trimap(
-                tdata.crop_resize({"trimap": trimap}, (0, 0, ch, cw), flip, cfg.resize)["trimap"])
+                tdata.crop_resize({"trimap": trimap}, (0, 0, ch, cw), flip, cfg.resize)["trimap"]
+            )
             t = add("crop/flip/resize", t)
             tdata.to_tensors(out)
             add("tensor conversion", t)
@@ -336,16 +348,31 @@ def run(args, root: Path, info: dict) -> dict:
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     env = {
-        "machine": cpu_model(), "cpus": os.cpu_count(), "python": platform.python_version(),
-        "torch": torch.__version__, "opencv": cv2.__version__, "numpy": np.__version__, "pillow": PIL.__version__,
-        "pillow_libjpeg_turbo": features.version("libjpeg_turbo"), "pillow_zlib": features.version("zlib"),
-        "torch_threads": torch.get_num_threads(), "opencv_threads": cv2.getNumThreads(), "loadavg_start": load,
+        "machine": cpu_model(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "opencv": cv2.__version__,
+        "numpy": np.__version__,
+        "pillow": PIL.__version__,
+        "pillow_libjpeg_turbo": features.version("libjpeg_turbo"),
+        "pillow_zlib": features.version("zlib"),
+        "torch_threads": torch.get_num_threads(),
+        "opencv_threads": cv2.getNumThreads(),
+        "loadavg_start": load,
     }
-    print(f"machine: {env['machine']}, {env['cpus']} logical CPUs, load average {load:.2f}; one thread "
-          f"(torch {env['torch']}, OpenCV {env['opencv']})")
-    print(f"dataset: {args.source}, {len(info['images'])} images ({', '.join(sorted(set(info['images'])))})"
-          + (f", fg/bg estimate {info['fg_estimate_s_per_image']:.1f} s/image once"
-             if info.get("fg_estimate_s_per_image") else ""))
+    print(
+        f"machine: {env['machine']}, {env['cpus']} logical CPUs, load average {load:.2f}; one thread "
+        f"(torch {env['torch']}, OpenCV {env['opencv']})"
+    )
+    print(
+        f"dataset: {args.source}, {len(info['images'])} images ({', '.join(sorted(set(info['images'])))})"
+        + (
+            f", fg/bg estimate {info['fg_estimate_s_per_image']:.1f} s/image once"
+            if info.get("fg_estimate_s_per_image")
+            else ""
+        )
+    )
     selected = cases(root)
     if args.cases != "all":
         names = [c.strip() for c in args.cases.split(",")]
@@ -353,8 +380,11 @@ def run(args, root: Path, info: dict) -> dict:
         if unknown:
             sys.exit(f"bench_data: unknown case(s) {', '.join(sorted(unknown))}; known: {', '.join(selected)}")
         selected = {n: selected[n] for n in names}
-    pipelines = {"after": tdata.P3MTrainDataset} if args.no_before else {
-        "before": ref.ReferenceTrainDataset, "after": tdata.P3MTrainDataset}
+    pipelines = (
+        {"after": tdata.P3MTrainDataset}
+        if args.no_before
+        else {"before": ref.ReferenceTrainDataset, "after": tdata.P3MTrainDataset}
+    )
     seed = 10007
     results: dict[str, dict] = {}
     for name, (cfg, cp) in selected.items():
@@ -372,8 +402,7 @@ def run(args, root: Path, info: dict) -> dict:
             for index in range(n):
                 datasets["before"].epoch = datasets["after"].epoch = 7
                 a, b = datasets["before"][index], tdata.prepare_batch(datasets["after"][index], "cpu")
-                identical &= list(a) == list(b) and all(a[k].dtype == b[k].dtype and torch.equal(a[k], b[k])
-                                                        for k in a)
+                identical &= list(a) == list(b) and all(a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]) for k in a)
         times: dict[str, list[float]] = {p: [] for p in pipelines}
         for r in range(args.rounds):
             indices = [(r * 1000 + i // n, i % n) for i in range(args.samples)]
@@ -381,8 +410,11 @@ def run(args, root: Path, info: dict) -> dict:
                 times[p].append(time_samples(ds, indices))
         row = {"bytes_per_sample": handover}
         for p, ts in times.items():
-            row[p] = {"samples_per_s": args.samples / min(ts), "ms_per_sample": min(ts) / args.samples * 1000.0,
-                      "rounds_ms_per_sample": [t / args.samples * 1000.0 for t in ts]}
+            row[p] = {
+                "samples_per_s": args.samples / min(ts),
+                "ms_per_sample": min(ts) / args.samples * 1000.0,
+                "rounds_ms_per_sample": [t / args.samples * 1000.0 for t in ts],
+            }
         if "before" in row:
             row["speedup"] = row["after"]["samples_per_s"] / row["before"]["samples_per_s"]
             row["identical_outputs"] = bool(identical)
@@ -392,9 +424,13 @@ def run(args, root: Path, info: dict) -> dict:
         results[name] = row
         line = f"  {name:18s} after {row['after']['samples_per_s']:6.1f}/s ({row['after']['ms_per_sample']:6.1f} ms)"
         if "before" in pipelines:
-            line = (f"  {name:18s} before {row['before']['samples_per_s']:6.1f}/s "
-                    f"({row['before']['ms_per_sample']:6.1f} ms)  " + line.strip()[len(name):].strip()
-                    + f"  {row['speedup']:.2f}x" + ("" if identical else "  OUTPUTS DIFFER"))
+            line = (
+                f"  {name:18s} before {row['before']['samples_per_s']:6.1f}/s "
+                f"({row['before']['ms_per_sample']:6.1f} ms)  "
+                + line.strip()[len(name) :].strip()
+                + f"  {row['speedup']:.2f}x"
+                + ("" if identical else "  OUTPUTS DIFFER")
+            )
         print(line, flush=True)
 
     stages, handover = {}, {}
@@ -404,8 +440,10 @@ def run(args, root: Path, info: dict) -> dict:
         if "before" in pipelines:
             items["before"] = ref.ReferenceTrainDataset(root, cfg, seed=seed)[0]
         for p in pipelines:
-            handover[p] = {"bytes_per_sample": sum(v.nbytes for v in items[p].values()),
-                           "ms_per_sample": handover_ms(items[p])}
+            handover[p] = {
+                "bytes_per_sample": sum(v.nbytes for v in items[p].values()),
+                "ms_per_sample": handover_ms(items[p]),
+            }
         ds = tdata.P3MTrainDataset(root, cfg, seed=seed)
         n = len(ds)
         indices = [(2000 + i // n, i % n) for i in range(args.samples)]
@@ -413,20 +451,30 @@ def run(args, root: Path, info: dict) -> dict:
             stage_profile(ds, indices[:2], p)  # warm-up
             stages[p] = stage_profile(ds, indices, p)
 
-    print(f"\none worker (one process, one thread), best of {args.rounds} rounds of {args.samples} samples, "
-          f"{cfg.resize}x{cfg.resize} from crops {cfg.crop_sizes}:")
+    print(
+        f"\none worker (one process, one thread), best of {args.rounds} rounds of {args.samples} samples, "
+        f"{cfg.resize}x{cfg.resize} from crops {cfg.crop_sizes}:"
+    )
     head = f"{'case':18s} " + " ".join(f"{p + ' samples/s':>18s}" for p in pipelines)
     head += f" {'speedup':>8s} {'same output':>11s}" if "before" in pipelines else ""
     print(head + f" {'workers for ' + format(args.target, 'g') + '/s':>18s}")
     for name, row in results.items():
         line = f"{name:18s} " + " ".join(
-            f"{row[p]['samples_per_s']:8.1f} ({row[p]['ms_per_sample']:5.1f} ms)" for p in pipelines)
+            f"{row[p]['samples_per_s']:8.1f} ({row[p]['ms_per_sample']:5.1f} ms)" for p in pipelines
+        )
         if "speedup" in row:
             line += f" {row['speedup']:7.2f}x {'yes' if row['identical_outputs'] else 'NO':>11s}"
         print(line + f" {row['workers_for_target']:18d}")
-    print("bytes handed over per sample (worker -> main process -> device): " + "; ".join(
-        f"{name} " + ", ".join(f"{p} {row['bytes_per_sample'][p] / 1e6:.2f} MB" for p in pipelines
-                               if p in row["bytes_per_sample"]) for name, row in results.items()))
+    print(
+        "bytes handed over per sample (worker -> main process -> device): "
+        + "; ".join(
+            f"{name} "
+            + ", ".join(
+                f"{p} {row['bytes_per_sample'][p] / 1e6:.2f} MB" for p in pipelines if p in row["bytes_per_sample"]
+            )
+            for name, row in results.items()
+        )
+    )
     if stages:
         print(f"\nstages of one default-recipe sample, mean ms over {args.samples} samples:")
         print(f"{'stage':26s} " + " ".join(f"{p:>9s}" for p in pipelines))
@@ -435,13 +483,25 @@ def run(args, root: Path, info: dict) -> dict:
             print(f"{stage:26s} " + " ".join(cells))
         print(f"{'total':26s} " + " ".join(f"{sum(stages[p].values()):9.1f}" for p in pipelines))
     if handover:
-        print("\nhanding one default-recipe sample over (one-worker DataLoader, batch 8: collate into shared memory, "
-              "queue, unpack): " + ", ".join(f"{p} {h['ms_per_sample']:.2f} ms for {h['bytes_per_sample'] / 1e6:.2f} MB"
-                                           for p, h in handover.items()))
+        print(
+            "\nhanding one default-recipe sample over (one-worker DataLoader, batch 8: collate into shared memory, "
+            "queue, unpack): "
+            + ", ".join(
+                f"{p} {h['ms_per_sample']:.2f} ms for {h['bytes_per_sample'] / 1e6:.2f} MB" for p, h in handover.items()
+            )
+        )
     env["loadavg_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"load average at the end: {env['loadavg_end']:.2f}")
-    return {"env": env, "dataset": {"source": args.source, **info}, "samples": args.samples, "rounds": args.rounds,
-            "target_samples_per_s": args.target, "cases": results, "stages_ms": stages, "handover": handover}
+    return {
+        "env": env,
+        "dataset": {"source": args.source, **info},
+        "samples": args.samples,
+        "rounds": args.rounds,
+        "target_samples_per_s": args.target,
+        "cases": results,
+        "stages_ms": stages,
+        "handover": handover,
+    }
 
 
 if __name__ == "__main__":

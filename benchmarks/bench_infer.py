@@ -14,6 +14,7 @@ test data is present). Needs torch, numpy, OpenCV, PIL; no pymatting, no install
     PYTHONPATH=src python benchmarks/bench_infer.py                 # CPU, all cases
     PYTHONPATH=src python benchmarks/bench_infer.py --device cuda --json out.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,15 +32,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-import torch  # noqa: E402
+import torch
+from bench_common import reset_rss_peak, rss_peak_mb
 
-from p3m.infer.foreground import estimate_foreground  # noqa: E402
-from p3m.infer.matter import Matter  # noqa: E402
-from p3m.infer.strategies import TorchNet, size_rule  # noqa: E402
-from p3m.io import read_image, read_mask, write_image  # noqa: E402
-from p3m.models import create  # noqa: E402
-
-from bench_common import reset_rss_peak, rss_peak_mb  # noqa: E402
+from p3m.infer.foreground import estimate_foreground
+from p3m.infer.matter import Matter
+from p3m.infer.strategies import TorchNet, size_rule
+from p3m.io import read_image, read_mask, write_image
+from p3m.models import create
 
 TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "portraits"
 CASES = {"512": ((512, 512), "hybrid"), "1080p": ((1080, 1620), "hybrid"), "4k": ((2160, 3840), "highres")}
@@ -76,8 +76,13 @@ def one_call(matter: Matter, path: Path, out: Path) -> dict[str, float]:
     write_image(out / "rgba.png", res.cutout)
     t3 = time.perf_counter()
     s = res.info["seconds"]
-    return {"total": t3 - t0, "decode": t1 - t0, "network": s["network"], "foreground": s["foreground"],
-            "encode": t3 - t2}
+    return {
+        "total": t3 - t0,
+        "decode": t1 - t0,
+        "network": s["network"],
+        "foreground": s["foreground"],
+        "encode": t3 - t2,
+    }
 
 
 def bench_case(name: str, matter_for: Any, repeat: int, tmp: Path, device: str) -> dict[str, Any]:
@@ -92,9 +97,15 @@ def bench_case(name: str, matter_for: Any, repeat: int, tmp: Path, device: str) 
     runs = [one_call(matter, path, tmp) for _ in range(repeat)]
     med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     row: dict[str, Any] = {
-        "case": name, "size_hw": [h, w], "strategy": strategy, "plan": matter.plan(h, w)["passes"],
-        "first_call_s": round(first["total"], 3), "median_s": {k: round(v, 3) for k, v in med.items()},
-        "repeat": repeat, "peak_rss_mb": round(rss_peak_mb(), 1), "rss_peak_is_per_case": has_reset,
+        "case": name,
+        "size_hw": [h, w],
+        "strategy": strategy,
+        "plan": matter.plan(h, w)["passes"],
+        "first_call_s": round(first["total"], 3),
+        "median_s": {k: round(v, 3) for k, v in med.items()},
+        "repeat": repeat,
+        "peak_rss_mb": round(rss_peak_mb(), 1),
+        "rss_peak_is_per_case": has_reset,
     }
     if device.startswith("cuda"):
         row["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
@@ -110,8 +121,10 @@ def gpu_network_latency(model: torch.nn.Module, precision: str, iters: int = 50)
     passes = "global", "local"
     if not net.selects_outputs:
         passes = "all", "all"
-    shapes = {"512x512": [((512, 512), "all")],
-              "hybrid_1088x1600": [(size_rule(h, w, 0.5), passes[0]), (size_rule(h, w, 1.0), passes[1])]}
+    shapes = {
+        "512x512": [((512, 512), "all")],
+        "hybrid_1088x1600": [(size_rule(h, w, 0.5), passes[0]), (size_rule(h, w, 1.0), passes[1])],
+    }
     for key, sizes in shapes.items():
         xs = [(torch.randn(1, 3, *s, device="cuda"), outputs) for s, outputs in sizes]
         runner = net.runner
@@ -160,9 +173,13 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     report: dict[str, Any] = {
-        "device": args.device, "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-        "weights": args.weights or f"random p3m-r34 width {args.width}", "cases": [],
+        "device": args.device,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "weights": args.weights or f"random p3m-r34 width {args.width}",
+        "cases": [],
     }
     if args.device.startswith("cuda"):
         report["gpu"] = torch.cuda.get_device_name()
@@ -170,10 +187,20 @@ def main() -> int:
 
     def matter_for(strategy: str) -> Matter:
         if args.weights:
-            return Matter(weights=args.weights, device=args.device, strategy=strategy, precision=args.precision,
-                          foreground_method=args.foreground_method)
-        return Matter.from_model(model, device=args.device, strategy=strategy, precision=args.precision,
-                                 foreground_method=args.foreground_method)
+            return Matter(
+                weights=args.weights,
+                device=args.device,
+                strategy=strategy,
+                precision=args.precision,
+                foreground_method=args.foreground_method,
+            )
+        return Matter.from_model(
+            model,
+            device=args.device,
+            strategy=strategy,
+            precision=args.precision,
+            foreground_method=args.foreground_method,
+        )
 
     report["precision"] = matter_for("hybrid").precision
     with tempfile.TemporaryDirectory() as tmp:

@@ -17,6 +17,7 @@ wall seconds, best of ``--repeat`` runs for the fast code and of ``--ref-repeat`
 Usage: ``python benchmarks/bench_metrics.py [--testdata DIR] [--pairs N] [--size 1080]``
 (``P3M_TESTDATA`` may point to the test data folder; default ``../shared/testdata`` from the repository root).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,18 +31,17 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+import cv2
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
+from bench_common import testdata_dir  # noqa: E402
 from reference_metrics import published_all, ref_all  # noqa: E402
 
 from p3m.io import read_mask  # noqa: E402
 from p3m.metrics import p3m_metrics  # noqa: E402
-
-from bench_common import testdata_dir  # noqa: E402
 
 
 def make_pairs(root: Path, n: int, size: int) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
@@ -97,10 +97,13 @@ def main() -> int:
     p0, a0, t0, f0 = pairs[0][1:]
     p3m_metrics(p0, a0, t0, f0)  # compile / load the numba kernels outside the timing
 
-    print(f"P3M protocol, full metric set, {args.size}x{args.size}, one core "
-          f"(CPU seconds of this process; wall in brackets)")
-    print(f"{'pair':<28} {'reference':>18} {'published code':>18} {'fast':>18} {'ratio':>7} {'vs pub':>7}"
-          f"  max rel diff")
+    print(
+        f"P3M protocol, full metric set, {args.size}x{args.size}, one core "
+        f"(CPU seconds of this process; wall in brackets)"
+    )
+    print(
+        f"{'pair':<28} {'reference':>18} {'published code':>18} {'fast':>18} {'ratio':>7} {'vs pub':>7}  max rel diff"
+    )
     totals: dict[str, list[float]] = {"blurred": [0.0, 0.0, 0.0], "noisy": [0.0, 0.0, 0.0]}
     worst = 0.0
     for name, p, a, trimap, face in pairs:
@@ -108,7 +111,8 @@ def main() -> int:
         pub_cpu, pub_wall, _ = timed(lambda: published_all(p, a, trimap, face), args.ref_repeat)
         fast_cpu, fast_wall, fast = timed(lambda: p3m_metrics(p, a, trimap, face), args.repeat)
         rel = max(
-            0.0 if fast[k] == ref[k] or (np.isnan(fast[k]) and np.isnan(ref[k]))
+            0.0
+            if fast[k] == ref[k] or (np.isnan(fast[k]) and np.isnan(ref[k]))
             else abs(fast[k] - ref[k]) / max(abs(ref[k]), 1e-300)
             for k in ref
         )
@@ -119,15 +123,21 @@ def main() -> int:
         totals[kind][0] += ref_cpu
         totals[kind][1] += fast_cpu
         totals[kind][2] += pub_cpu
-        print(f"{name:<28} {ref_cpu * 1000:8.0f} ms [{ref_wall * 1000:4.0f}] {pub_cpu * 1000:8.0f} ms "
-              f"[{pub_wall * 1000:4.0f}] {fast_cpu * 1000:8.1f} ms [{fast_wall * 1000:4.0f}] "
-              f"{ref_cpu / fast_cpu:6.1f}x {pub_cpu / fast_cpu:6.1f}x  {rel:.1e}")
+        print(
+            f"{name:<28} {ref_cpu * 1000:8.0f} ms [{ref_wall * 1000:4.0f}] {pub_cpu * 1000:8.0f} ms "
+            f"[{pub_wall * 1000:4.0f}] {fast_cpu * 1000:8.1f} ms [{fast_wall * 1000:4.0f}] "
+            f"{ref_cpu / fast_cpu:6.1f}x {pub_cpu / fast_cpu:6.1f}x  {rel:.1e}"
+        )
     for kind, (ref_total, fast_total, pub_total) in totals.items():
-        print(f"{kind:>8}: reference {ref_total * 1000:.0f} ms, published code {pub_total * 1000:.0f} ms, "
-              f"fast {fast_total * 1000:.1f} ms; ratio {ref_total / fast_total:.1f}x vs the literal reference, "
-              f"{pub_total / fast_total:.1f}x vs the published code")
-    print(f"largest relative difference over all metrics and pairs: {worst:.1e} "
-          f"({'identical within 1e-6' if worst <= 1e-6 else 'MISMATCH'})")
+        print(
+            f"{kind:>8}: reference {ref_total * 1000:.0f} ms, published code {pub_total * 1000:.0f} ms, "
+            f"fast {fast_total * 1000:.1f} ms; ratio {ref_total / fast_total:.1f}x vs the literal reference, "
+            f"{pub_total / fast_total:.1f}x vs the published code"
+        )
+    print(
+        f"largest relative difference over all metrics and pairs: {worst:.1e} "
+        f"({'identical within 1e-6' if worst <= 1e-6 else 'MISMATCH'})"
+    )
     return 0 if worst <= 1e-6 else 1
 
 

@@ -12,6 +12,7 @@ Runs with only torch (+numpy not even needed): `PYTHONPATH=src python benchmarks
     python benchmarks/bench_models.py --quick
     python benchmarks/bench_models.py --models p3m-r34 --device cuda --json bench.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,16 +21,17 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout without install
 
-from p3m import models  # noqa: E402
-from p3m.errors import P3MError  # noqa: E402
-from p3m.models.fast import InferenceRunner, count_flops, count_parameters, resolve_precision  # noqa: E402
+from p3m import models
+from p3m.errors import P3MError
+from p3m.models.fast import InferenceRunner, count_flops, count_parameters, resolve_precision
 
 
 def _input(batch: int, size: int, device: torch.device) -> torch.Tensor:
@@ -126,7 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=512, help="square input side (multiple of 32)")
     p.add_argument("--batch", type=int, default=32, help="CUDA throughput batch size")
     p.add_argument("--iters", type=int, default=None, help="timed iterations (default 5 CPU, 30 CUDA)")
-    p.add_argument("--warmup", type=int, default=None, help="warm-up iterations (default 2 CPU: oneDNN builds its kernels on the first calls; 10 CUDA)")
+    p.add_argument(
+        "--warmup",
+        type=int,
+        default=None,
+        help="warm-up iterations (default 2 CPU: oneDNN builds its kernels on the first calls; 10 CUDA)",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--quick", action="store_true", help="fewer iterations (CPU 2, CUDA 10)")
     p.add_argument("--json", type=Path, default=None, help="write the results as JSON to this file")

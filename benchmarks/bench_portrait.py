@@ -13,6 +13,7 @@ measured in the same run for the ratio.
 
 Needs the shared test data next to the repository (../shared/testdata); exits with a message without it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,20 +23,20 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-import cv2  # noqa: E402
-import torch  # noqa: E402
+import cv2
+import torch
+from bench_common import reset_rss_peak, rss_peak_mb
 
-from p3m.infer.portrait import PortraitMatting, PortraitSettings  # noqa: E402
-
-from bench_common import reset_rss_peak, rss_peak_mb  # noqa: E402
+from p3m.infer.portrait import PortraitMatting, PortraitSettings
 
 PORTRAITS = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "portraits"
 GOAL = {"mean_sad": 15.0, "worst_sad": 35.0, "seconds": 1.0}
@@ -56,11 +57,11 @@ class PrototypeRoute:
         side = max(h, w)
         top, left = (side - h) // 2, (side - w) // 2
         square = np.zeros((side, side, 3), np.uint8)
-        square[top:top + h, left:left + w] = rgb
+        square[top : top + h, left : left + w] = rgb
         small = cv2.resize(square, (256, 256), interpolation=cv2.INTER_AREA)
         with torch.inference_mode():
             prob = self.net(torch.from_numpy(small).permute(2, 0, 1)[None].float() / 255.0)[0, 0].numpy()
-        prob = cv2.resize(prob, (side, side), interpolation=cv2.INTER_LINEAR)[top:top + h, left:left + w]
+        prob = cv2.resize(prob, (side, side), interpolation=cv2.INTER_LINEAR)[top : top + h, left : left + w]
         n, labels, stats, _ = cv2.connectedComponentsWithStats((prob >= 0.5).astype(np.uint8), connectivity=8)
         if n > 2:
             keep = np.zeros(n, bool)
@@ -95,12 +96,16 @@ def scores(alpha: np.ndarray, ref: np.ndarray) -> dict[str, float]:
     diff = alpha.astype(np.float64) - ref
     a, b = alpha > 0.5, ref > 0.5
     union = (a | b).sum()
-    return {"sad": float(np.abs(diff).sum() / 1000), "mse": float((diff ** 2).mean()),
-            "iou": float((a & b).sum() / union) if union else 1.0}
+    return {
+        "sad": float(np.abs(diff).sum() / 1000),
+        "mse": float((diff**2).mean()),
+        "iou": float((a & b).sum() / union) if union else 1.0,
+    }
 
 
-def run(route: Callable[[np.ndarray], np.ndarray], data: list[tuple[str, np.ndarray, np.ndarray]],
-        repeat: int) -> dict[str, Any]:
+def run(
+    route: Callable[[np.ndarray], np.ndarray], data: list[tuple[str, np.ndarray, np.ndarray]], repeat: int
+) -> dict[str, Any]:
     """Per-image scores, median seconds over `repeat` calls and the process's peak RSS; mean and worst."""
     route(data[0][1])  # warm-up: numba compilation or cache load, allocations
     rows = []
@@ -111,8 +116,16 @@ def run(route: Callable[[np.ndarray], np.ndarray], data: list[tuple[str, np.ndar
             t = time.perf_counter()
             alpha = route(rgb)
             times.append(time.perf_counter() - t)
-        rows.append({"name": name, "height": rgb.shape[0], "width": rgb.shape[1], **scores(alpha, ref),
-                     "seconds": statistics.median(times), "peak_rss_mb": rss_peak_mb()})
+        rows.append(
+            {
+                "name": name,
+                "height": rgb.shape[0],
+                "width": rgb.shape[1],
+                **scores(alpha, ref),
+                "seconds": statistics.median(times),
+                "peak_rss_mb": rss_peak_mb(),
+            }
+        )
     keys = ("sad", "mse", "iou", "seconds", "peak_rss_mb")
     mean = {k: float(np.mean([r[k] for r in rows])) for k in keys}
     worst = {k: (min if k == "iou" else max)(r[k] for r in rows) for k in keys}
@@ -123,12 +136,16 @@ def print_table(label: str, result: dict[str, Any]) -> None:
     print(f"\n{label}")
     print(f"  {'image':12s} {'size':>9s} {'SAD':>7s} {'MSE':>8s} {'IoU':>6s} {'s/img':>6s} {'RSS MB':>7s}")
     for r in result["images"]:
-        print(f"  {r['name']:12s} {r['width']:>4d}x{r['height']:<4d} {r['sad']:7.2f} {r['mse']:8.5f} {r['iou']:6.3f} "
-              f"{r['seconds']:6.2f} {r['peak_rss_mb']:7.0f}")
+        print(
+            f"  {r['name']:12s} {r['width']:>4d}x{r['height']:<4d} {r['sad']:7.2f} {r['mse']:8.5f} {r['iou']:6.3f} "
+            f"{r['seconds']:6.2f} {r['peak_rss_mb']:7.0f}"
+        )
     for key in ("mean", "worst"):
         r = result[key]
-        print(f"  {key:12s} {'':9s} {r['sad']:7.2f} {r['mse']:8.5f} {r['iou']:6.3f} {r['seconds']:6.2f} "
-              f"{r['peak_rss_mb']:7.0f}")
+        print(
+            f"  {key:12s} {'':9s} {r['sad']:7.2f} {r['mse']:8.5f} {r['iou']:6.3f} {r['seconds']:6.2f} "
+            f"{r['peak_rss_mb']:7.0f}"
+        )
 
 
 def main() -> None:
@@ -141,8 +158,10 @@ def main() -> None:
     args = parser.parse_args()
     paths = sorted((PORTRAITS / "image").glob("*.jpg"))
     if not paths:
-        raise SystemExit(f"no test portraits under {PORTRAITS}: the shared test data (../shared/testdata next to "
-                         f"the repository) is needed for this benchmark")
+        raise SystemExit(
+            f"no test portraits under {PORTRAITS}: the shared test data (../shared/testdata next to "
+            f"the repository) is needed for this benchmark"
+        )
     if args.images:
         paths = paths[: args.images]
     torch.set_num_threads(args.threads)
@@ -151,26 +170,41 @@ def main() -> None:
         rgb = cv2.cvtColor(cv2.imread(str(p), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
         ref = cv2.imread(str(PORTRAITS / "reference_alpha" / f"{p.stem}.png"), cv2.IMREAD_GRAYSCALE)
         data.append((p.stem, rgb, ref))  # 8-bit until scored: the figures' RSS is mostly the route's
-    machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
-               f"torch {torch.__version__} ({torch.get_num_threads()} threads), OpenCV {cv2.__version__}")
+    machine = (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads), OpenCV {cv2.__version__}"
+    )
     print(f"machine: {machine}")
     settings = PortraitSettings()
-    out: dict[str, Any] = {"machine": machine, "threads": args.threads, "repeat": args.repeat, "goal": GOAL,
-                           "settings": asdict(settings), "routes": {}}
+    out: dict[str, Any] = {
+        "machine": machine,
+        "threads": args.threads,
+        "repeat": args.repeat,
+        "goal": GOAL,
+        "settings": asdict(settings),
+        "routes": {},
+    }
     out["routes"]["portrait-cf"] = run(PortraitMatting(settings), data, args.repeat)
     print_table("portrait-cf (default settings)", out["routes"]["portrait-cf"])
     if not args.no_prototype:
         out["routes"]["prototype"] = run(PrototypeRoute(), data, args.repeat)
         print_table("prototype (the route as first written)", out["routes"]["prototype"])
         new, old = out["routes"]["portrait-cf"]["mean"], out["routes"]["prototype"]["mean"]
-        print(f"\nmean SAD prototype / portrait-cf: {old['sad'] / new['sad']:.2f}x; "
-              f"time portrait-cf / prototype: {new['seconds'] / old['seconds']:.2f}x")
+        print(
+            f"\nmean SAD prototype / portrait-cf: {old['sad'] / new['sad']:.2f}x; "
+            f"time portrait-cf / prototype: {new['seconds'] / old['seconds']:.2f}x"
+        )
     res = out["routes"]["portrait-cf"]
-    met = (res["mean"]["sad"] <= GOAL["mean_sad"] and res["worst"]["sad"] <= GOAL["worst_sad"]
-           and res["worst"]["seconds"] <= GOAL["seconds"])
+    met = (
+        res["mean"]["sad"] <= GOAL["mean_sad"]
+        and res["worst"]["sad"] <= GOAL["worst_sad"]
+        and res["worst"]["seconds"] <= GOAL["seconds"]
+    )
     out["goal_met"] = bool(met)
-    print(f"goal (mean SAD <= {GOAL['mean_sad']:g}, worst <= {GOAL['worst_sad']:g}, every image <= "
-          f"{GOAL['seconds']:g} s): {'met' if met else 'NOT met'}")
+    print(
+        f"goal (mean SAD <= {GOAL['mean_sad']:g}, worst <= {GOAL['worst_sad']:g}, every image <= "
+        f"{GOAL['seconds']:g} s): {'met' if met else 'NOT met'}"
+    )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(out, indent=2) + "\n")

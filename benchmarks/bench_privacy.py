@@ -3,6 +3,7 @@
 Run: `.venv/bin/python benchmarks/bench_privacy.py [--images N] [--repeat R]`. Prints the median time per image
 for each stage, measured in this one run on this machine (state the machine when quoting the numbers).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,8 +49,10 @@ def main() -> None:
     # the open faces first: they exercise the whole pipeline
     paths.sort(key=lambda p: p.stem not in ("p_07141906", "p_818e689d", "p_bac3c1ff"))
     paths = paths[: args.images]
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
-          f"OpenCV {cv2.__version__} ({cv2.getNumThreads()} threads)")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
+        f"OpenCV {cv2.__version__} ({cv2.getNumThreads()} threads)"
+    )
     pyramid = CenterFaceDetector(0.2)
     single = CenterFaceDetector(0.2, multiscale=False)
     rows: dict[str, list[float]] = {}
@@ -62,17 +65,23 @@ def main() -> None:
         rows.setdefault("detect, one level (640)", []).append(_median_ms(lambda: single.detect(image), args.repeat))
         region = face_region(image.shape, faces, 1.1)
         rows.setdefault("face region + private area", []).append(
-            _median_ms(lambda: private_area(face_region(image.shape, faces, 1.1), alpha=alpha), args.repeat))
+            _median_ms(lambda: private_area(face_region(image.shape, faces, 1.1), alpha=alpha), args.repeat)
+        )
         private = private_area(region, alpha=alpha)
         for method in ("blur", "mosaic", "zero"):
             rows.setdefault(f"obfuscate {method}", []).append(
-                _median_ms(lambda m=method: obfuscate(image, private, m), args.repeat))
+                _median_ms(lambda m=method: obfuscate(image, private, m), args.repeat)
+            )
         out = obfuscate(image, private, "blur")
         if faces:
-            rows.setdefault("audit measures per face (detail + SSIM)", []).append(_median_ms(
-                lambda: [(face_detail(out, f, faces), face_similarity(out, image, f)) for f in faces], args.repeat))
-        print(f"{path.name}: {image.shape[1]}x{image.shape[0]}, {len(faces)} faces, "
-              f"private area {int(private.sum())} px")
+            rows.setdefault("audit measures per face (detail + SSIM)", []).append(
+                _median_ms(
+                    lambda: [(face_detail(out, f, faces), face_similarity(out, image, f)) for f in faces], args.repeat
+                )
+            )
+        print(
+            f"{path.name}: {image.shape[1]}x{image.shape[0]}, {len(faces)} faces, private area {int(private.sum())} px"
+        )
     print(f"\nmedian ms per image over {len(paths)} portraits (each stage timed {args.repeat}x):")
     for name, values in rows.items():
         print(f"  {name:42s} {statistics.median(values):8.1f} ms   (range {min(values):.1f}-{max(values):.1f})")

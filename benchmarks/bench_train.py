@@ -13,6 +13,7 @@ unpool-nhwc (max-unpooling as a scatter over channels_last memory, no layout rou
 F.max_unpool2d). For eager modes the step time is also split into forward, loss and backward+optimizer
 (synchronised timings of separate steps) to show what limits it. All numbers are measured in this one run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from p3m import models  # noqa: E402
-from p3m.train.step import TrainStep, make_optimizer  # noqa: E402
+from p3m import models
+from p3m.train.step import TrainStep, make_optimizer
 
 
 def synthetic_batch(batch: int, size: int, device: torch.device) -> dict[str, torch.Tensor]:
@@ -74,8 +75,9 @@ def check_unpool_nhwc(device: torch.device) -> None:
     grad = torch.randn(want.shape, generator=g).to(device)
     (want * grad).sum().backward()
     (got * grad).sum().backward()
-    if not (torch.equal(want, got) and torch.equal(a.grad, b_.grad)
-            and got.is_contiguous(memory_format=torch.channels_last)):
+    if not (
+        torch.equal(want, got) and torch.equal(a.grad, b_.grad) and got.is_contiguous(memory_format=torch.channels_last)
+    ):
         raise RuntimeError("unpool-nhwc differs from F.max_unpool2d")
 
 
@@ -83,13 +85,19 @@ def parse_mode(mode: str) -> dict:
     tokens = set(mode.split("+"))
     unknown = tokens - KNOWN_TOKENS
     if unknown:
-        raise ValueError(f"unknown mode option(s) {', '.join(sorted(unknown))} "
-                         f"(known: {', '.join(sorted(KNOWN_TOKENS))})")
+        raise ValueError(
+            f"unknown mode option(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(KNOWN_TOKENS))})"
+        )
     compile_modes = [COMPILE_TOKENS[t] for t in tokens if t in COMPILE_TOKENS]
     graph = "graph" in tokens
-    return {"bf16": "bf16" in tokens, "channels_last": "cl" in tokens, "fused": "fused" in tokens or graph,
-            "graph": graph, "compile_mode": compile_modes[0] if compile_modes else None,
-            "unpool_nhwc": "unpool-nhwc" in tokens}
+    return {
+        "bf16": "bf16" in tokens,
+        "channels_last": "cl" in tokens,
+        "fused": "fused" in tokens or graph,
+        "graph": graph,
+        "compile_mode": compile_modes[0] if compile_modes else None,
+        "unpool_nhwc": "unpool-nhwc" in tokens,
+    }
 
 
 def bench_mode(args, mode: str, device: torch.device) -> dict:
@@ -119,8 +127,15 @@ def _bench_mode(args, mode: str, opts: dict, device: torch.device) -> dict:
         model = model.to(memory_format=torch.channels_last)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = make_optimizer(params, lr=1e-5, fused=opts["fused"], capturable=opts["graph"], device=device)
-    step = TrainStep(model, opt, params=params, amp_dtype=torch.bfloat16 if opts["bf16"] else None,
-                     channels_last=opts["channels_last"], cuda_graph=opts["graph"], compile_mode=opts["compile_mode"])
+    step = TrainStep(
+        model,
+        opt,
+        params=params,
+        amp_dtype=torch.bfloat16 if opts["bf16"] else None,
+        channels_last=opts["channels_last"],
+        cuda_graph=opts["graph"],
+        compile_mode=opts["compile_mode"],
+    )
     batch = synthetic_batch(args.batch, args.size, device)
 
     t_warm = time.perf_counter()
@@ -197,14 +212,23 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default 2 on CPU, 20 on GPU)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps (default 1 on CPU, 5 on GPU)")
-    parser.add_argument("--modes", default=None,
-                        help="comma list of modes, e.g. fp32,bf16+cl,bf16+cl+graph (options: see the module doc)")
-    parser.add_argument("--compile", action="store_true",
-                        help="add the bf16+cl+fused+compile and bf16+cl+fused+compile-ro modes")
+    parser.add_argument(
+        "--modes",
+        default=None,
+        help="comma list of modes, e.g. fp32,bf16+cl,bf16+cl+graph (options: see the module doc)",
+    )
+    parser.add_argument(
+        "--compile", action="store_true", help="add the bf16+cl+fused+compile and bf16+cl+fused+compile-ro modes"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--json", default=None, metavar="OUT", help="write the results as JSON (after each mode)")
-    parser.add_argument("--profile", type=int, default=0, metavar="N",
-                        help="also profile 2 steps per mode and print the N most expensive operators")
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also profile 2 steps per mode and print the N most expensive operators",
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda":
@@ -230,13 +254,24 @@ def main() -> int:
             print(f"bench_train: mode {mode!r}: {exc}", file=sys.stderr)
             return 2
     info = {
-        "device": torch.cuda.get_device_name(device) if gpu else f"CPU ({platform.processor() or platform.machine()}, "
-                                                                  f"{torch.get_num_threads()} threads)",
-        "torch": torch.__version__, "arch": args.arch, "width": args.width or 64, "batch": args.batch,
-        "size": args.size, "steps": args.steps, "warmup": args.warmup, "tf32": gpu, "results": [],
+        "device": torch.cuda.get_device_name(device)
+        if gpu
+        else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        "torch": torch.__version__,
+        "arch": args.arch,
+        "width": args.width or 64,
+        "batch": args.batch,
+        "size": args.size,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "tf32": gpu,
+        "results": [],
     }
-    print(f"{info['device']}  torch {info['torch']}  {args.arch} width {info['width']}  batch {args.batch}  "
-          f"{args.size}x{args.size}  {args.steps} timed steps after {args.warmup} warm-up", flush=True)
+    print(
+        f"{info['device']}  torch {info['torch']}  {args.arch} width {info['width']}  batch {args.batch}  "
+        f"{args.size}x{args.size}  {args.steps} timed steps after {args.warmup} warm-up",
+        flush=True,
+    )
     for mode in modes:
         try:
             r = bench_mode(args, mode, device)
@@ -247,8 +282,11 @@ def main() -> int:
             share = "; " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in r["share"].items()) if "share" in r else ""
             graph = f"; {r['graph_replays']} graph replays" if "graph_replays" in r else ""
             mem = f"  peak {r['peak_mem_gib']:.1f} GiB" if "peak_mem_gib" in r else ""
-            print(f"  {mode:24s} {r['images_per_s']:8.2f} images/s  {r['step_ms']:8.1f} ms/step  "
-                  f"(warm-up {r['warmup_s']:.1f} s{share}{graph}){mem}", flush=True)
+            print(
+                f"  {mode:24s} {r['images_per_s']:8.2f} images/s  {r['step_ms']:8.1f} ms/step  "
+                f"(warm-up {r['warmup_s']:.1f} s{share}{graph}){mem}",
+                flush=True,
+            )
         info["results"].append(r)
         if args.json:
             Path(args.json).write_text(json.dumps(info, indent=2) + "\n")

@@ -8,6 +8,7 @@ gradients. The fast implementation in `p3m.metrics.p3m` is tested against it; it
 Inputs: p (prediction) and alpha (ground truth) float64 arrays in [0, 1]; trimap uint8 with {0, 128, 255};
 face mask boolean.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -120,7 +121,7 @@ def published_conn(p: np.ndarray, alpha: np.ndarray) -> float:
         omega[coords[:, 0], coords[:, 1]] = 1
         l_map[(l_map == -1) & (omega == 0)] = thresh_steps[i - 1]
         dist_maps = distance_transform_edt(omega == 0)
-        dist_maps = dist_maps / dist_maps.max()  # noqa: F841 - unused, as in the published code
+        dist_maps = dist_maps / dist_maps.max()
     l_map[l_map == -1] = 1
     d_p, d_alpha = p - l_map, alpha - l_map
     phi_p = 1 - d_p * (d_p >= 0.15).astype(np.float32)
@@ -128,8 +129,9 @@ def published_conn(p: np.ndarray, alpha: np.ndarray) -> float:
     return float(np.sum(np.abs(phi_p - phi_alpha)) / 1000)
 
 
-def published_all(p: np.ndarray, alpha: np.ndarray, trimap: np.ndarray | None = None,
-                  face: np.ndarray | None = None) -> dict[str, float]:
+def published_all(
+    p: np.ndarray, alpha: np.ndarray, trimap: np.ndarray | None = None, face: np.ndarray | None = None
+) -> dict[str, float]:
     """`ref_all` with Conn computed the published code's way (timing baseline of benchmarks/bench_metrics.py)."""
     return {"conn": published_conn(p, alpha), **ref_all_without_conn(p, alpha, trimap, face)}
 
@@ -143,14 +145,16 @@ def ref_privacy(p: np.ndarray, alpha: np.ndarray, face: np.ndarray) -> tuple[flo
     return float(np.sum(np.abs(diff)) / 1000), float(np.sum(diff**2) / n_face), float(np.sum(np.abs(diff)) / n_face)
 
 
-def ref_all(p: np.ndarray, alpha: np.ndarray, trimap: np.ndarray | None = None,
-            face: np.ndarray | None = None) -> dict[str, float]:
+def ref_all(
+    p: np.ndarray, alpha: np.ndarray, trimap: np.ndarray | None = None, face: np.ndarray | None = None
+) -> dict[str, float]:
     """Every P3M-protocol metric, keyed like `p3m.metrics` (trimap / face keys only when given)."""
     return {"conn": ref_conn(p, alpha), **ref_all_without_conn(p, alpha, trimap, face)}
 
 
-def ref_all_without_conn(p: np.ndarray, alpha: np.ndarray, trimap: np.ndarray | None = None,
-                         face: np.ndarray | None = None) -> dict[str, float]:
+def ref_all_without_conn(
+    p: np.ndarray, alpha: np.ndarray, trimap: np.ndarray | None = None, face: np.ndarray | None = None
+) -> dict[str, float]:
     out = {
         "sad": ref_sad(p, alpha),
         "mse": ref_mse(p, alpha),

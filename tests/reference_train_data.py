@@ -9,6 +9,7 @@ crop/flip/resize, the re-quantisation and the normalisation, the fg/bg cache rea
 `face_box`, `FaceBank.pick`) and the dataset's `load` / `_item` (PIL decoding of image, alpha, fg and bg). The
 obfuscation, the private area and the fg/bg estimation it calls are imported from `p3m`, unchanged.
 """
+
 from __future__ import annotations
 
 import cv2
@@ -20,9 +21,17 @@ from p3m.train.config import DataConfig
 from p3m.train.data import IMAGENET_MEAN, IMAGENET_STD, P3MTrainDataset
 
 __all__ = [
-    "ref_trimap_from_alpha", "ref_random_trimap", "ref_choose_crop", "ref_requantize_trimap", "ref_normalize",
-    "ref_augment_sample", "ref_load_or_estimate", "ref_face_box", "ref_paste_face", "ref_pick",
     "ReferenceTrainDataset",
+    "ref_augment_sample",
+    "ref_choose_crop",
+    "ref_face_box",
+    "ref_load_or_estimate",
+    "ref_normalize",
+    "ref_paste_face",
+    "ref_pick",
+    "ref_random_trimap",
+    "ref_requantize_trimap",
+    "ref_trimap_from_alpha",
 ]
 
 
@@ -122,8 +131,9 @@ def ref_augment_sample(
 ) -> dict[str, np.ndarray]:
     if trimap is None:
         trimap = ref_random_trimap(alpha, rng, cfg.trimap_kernel[0], cfg.trimap_kernel[1])
-    y0, x0, ch, cw = ref_choose_crop(trimap, cfg.crop_sizes, cfg.resize, rng, policy=cfg.crop_policy,
-                                     unknown_prob=cfg.unknown_prob)
+    y0, x0, ch, cw = ref_choose_crop(
+        trimap, cfg.crop_sizes, cfg.resize, rng, policy=cfg.crop_policy, unknown_prob=cfg.unknown_prob
+    )
     flip = rng.random() < cfg.flip_prob
     items = {"image": image, "alpha": alpha, "trimap": trimap}
     if fg is not None and bg is not None:
@@ -131,7 +141,7 @@ def ref_augment_sample(
     size = (cfg.resize, cfg.resize)
     out = {}
     for name, array in items.items():
-        crop = array[y0:y0 + ch, x0:x0 + cw]
+        crop = array[y0 : y0 + ch, x0 : x0 + cw]
         if flip:
             crop = crop[:, ::-1]
         out[name] = cv2.resize(np.ascontiguousarray(crop), size, interpolation=cv2.INTER_LINEAR)
@@ -192,10 +202,22 @@ def ref_paste_face(target, target_face, private, source, rng, *, degree=30.0, sc
     matrix[0, 2] += target_centre[0] - patch_centre[0]
     matrix[1, 2] += target_centre[1] - patch_centre[1]
     h, w = target.shape[:2]
-    warped = cv2.warpAffine(np.ascontiguousarray(patch), matrix, (w, h), flags=cv2.INTER_LINEAR,
-                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    warped_mask = cv2.warpAffine(np.ascontiguousarray(patch_mask), matrix, (w, h), flags=cv2.INTER_LINEAR,
-                                 borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    warped = cv2.warpAffine(
+        np.ascontiguousarray(patch),
+        matrix,
+        (w, h),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
+    )
+    warped_mask = cv2.warpAffine(
+        np.ascontiguousarray(patch_mask),
+        matrix,
+        (w, h),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
+    )
     replaced = (warped_mask >= 128) & private
     out[replaced] = warped[replaced]
     return out, replaced
@@ -212,8 +234,9 @@ def ref_pick(bank, rng: np.random.Generator, exclude=None):
     image_path, mask_path = candidates[int(rng.integers(len(candidates)))]
     image, mask = read_image(image_path), read_mask(mask_path) > 100
     if mask.shape != image.shape[:2]:
-        mask = cv2.resize(mask.astype(np.uint8), (image.shape[1], image.shape[0]),
-                          interpolation=cv2.INTER_NEAREST).astype(bool)
+        mask = cv2.resize(
+            mask.astype(np.uint8), (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST
+        ).astype(bool)
     return Face(image, mask)
 
 
@@ -239,8 +262,9 @@ class ReferenceTrainDataset(P3MTrainDataset):
             if self.use_shipped_fg and sample.fg is not None and sample.bg is not None:
                 out["fg"], out["bg"] = read_image(sample.fg), read_image(sample.bg)
             else:
-                out["fg"], out["bg"] = ref_load_or_estimate(image, alpha, self.cache_dir, self.image_folder,
-                                                            sample.stem)
+                out["fg"], out["bg"] = ref_load_or_estimate(
+                    image, alpha, self.cache_dir, self.image_folder, sample.stem
+                )
         return out
 
     def _item(self, index: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
@@ -263,8 +287,9 @@ class ReferenceTrainDataset(P3MTrainDataset):
             if cp is not None and rng.random() < cp.prob:
                 source = ref_pick(self.face_bank, rng, exclude=self.images[index])
                 if source is not None:
-                    image, replaced = ref_paste_face(image, face, private, source, rng, degree=cp.degree,
-                                                 scale=tuple(cp.scale), flip=cp.flip)
+                    image, replaced = ref_paste_face(
+                        image, face, private, source, rng, degree=cp.degree, scale=tuple(cp.scale), flip=cp.flip
+                    )
                     if fg is not None and replaced.any():
                         fg = fg.copy()
                         fg[replaced] = image[replaced]

@@ -4,6 +4,7 @@ the report (JSON, CSV, Markdown, self-contained HTML rendered in headless Chromi
 One tiny benchmark (64-px synthetic images, width-8 models, 3 training steps) is run once per module and re-run
 to check stage skipping.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,17 +22,17 @@ import torch
 os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".cache" / "numba"))
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-from p3m import models  # noqa: E402
-from p3m.bench import published  # noqa: E402
-from p3m.bench.methods import ClassicalMethod, NetworkMethod, ensure_models_registered  # noqa: E402
-from p3m.bench.runner import (  # noqa: E402
+from p3m import models
+from p3m.bench import published
+from p3m.bench.methods import ClassicalMethod, NetworkMethod, ensure_models_registered
+from p3m.bench.runner import (
     DONE_MARKER,
     BenchmarkConfigError,
     compare_p3m_basic,
     load_benchmark_config,
     run_benchmark,
 )
-from p3m.errors import DatasetError, P3MError  # noqa: E402
+from p3m.errors import DatasetError, P3MError
 
 torch.set_num_threads(1)
 
@@ -142,8 +143,9 @@ def test_missing_dataset_is_a_clear_error(tmp_path):
     with pytest.raises(BenchmarkConfigError, match="dataset.root is missing"):
         load_benchmark_config(_tiny(dataset={}))
     with pytest.raises(DatasetError, match="not a folder"):
-        run_benchmark(_tiny(dataset={"root": str(tmp_path / "nowhere")}), tmp_path / "out", progress=False,
-                      log=lambda s: None)
+        run_benchmark(
+            _tiny(dataset={"root": str(tmp_path / "nowhere")}), tmp_path / "out", progress=False, log=lambda s: None
+        )
     assert not (tmp_path / "out").exists()  # nothing written before the dataset is found
 
 
@@ -223,8 +225,10 @@ def test_compare_wording_both_ways():
     cfg = {"settings": [{"name": "B", "label": "B"}], "test_splits": ["P3M-500-P"]}
 
     def rows(p, b):
-        return [{"type": "p3m-r34", "method": "P", "setting": "B", "split": "P3M-500-P", "metrics": {"sad": p}},
-                {"type": "basic-r34", "method": "Q", "setting": "B", "split": "P3M-500-P", "metrics": {"sad": b}}]
+        return [
+            {"type": "p3m-r34", "method": "P", "setting": "B", "split": "P3M-500-P", "metrics": {"sad": p}},
+            {"type": "basic-r34", "method": "Q", "setting": "B", "split": "P3M-500-P", "metrics": {"sad": b}},
+        ]
 
     assert compare_p3m_basic(rows(1.0, 2.0), cfg)["statement"].startswith("P3M-Net beats BASIC")
     lose = compare_p3m_basic(rows(3.0, 2.0), cfg)
@@ -256,7 +260,7 @@ def test_report_files(bench):
 
 
 def test_published_numbers():
-    assert published.published_for("p3m-r34", "P3M-500-P") [:2] == (8.73, 0.0026)
+    assert published.published_for("p3m-r34", "P3M-500-P")[:2] == (8.73, 0.0026)
     assert published.published_for("p3m-r34", "P3M-500-NP")[:2] == (11.23, None)
     assert published.published_for("basic-r34", "P3M-500-P")[:2] == (15.13, 0.0058)
     assert published.published_for("basic-r34", "P3M-500-NP") is None
@@ -272,8 +276,15 @@ def test_html_report_renders_in_headless_chromium(bench):
     from playwright.sync_api import sync_playwright
 
     _, result, _ = bench
-    args = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"]
+    args = [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ]
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=args)
         try:
@@ -362,8 +373,16 @@ def test_bad_test_image_is_reported_and_skipped(tmp_path, capsys):
     bad = sorted((root / "validation" / "P3M-500-P" / "blurred_image").iterdir())[0]
     bad.write_bytes(bad.read_bytes()[:40])  # truncated JPEG
     config = tmp_path / "cf.yaml"
-    config.write_text(json.dumps({"name": "cf", "dataset": {"root": str(root)}, "evaluation": {"fast": True},
-                                  "methods": [{"name": "Closed-form", "type": "closed-form", "max_side": 64}]}))
+    config.write_text(
+        json.dumps(
+            {
+                "name": "cf",
+                "dataset": {"root": str(root)},
+                "evaluation": {"fast": True},
+                "methods": [{"name": "Closed-form", "type": "closed-form", "max_side": 64}],
+            }
+        )
+    )
     parser = argparse.ArgumentParser(prog="p3m")
     benchmark.add_parser(parser.add_subparsers(dest="command"))
     code = benchmark.run(parser.parse_args(["benchmark", str(config), "-o", str(tmp_path / "out")]))

@@ -1,4 +1,5 @@
 """The `p3m` command itself: verbs wired, errors as one line, a debug switch for tracebacks."""
+
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,5 @@
 """P3M-10k dataset layer: trimaps, discovery of both layouts, pairing and validation."""
+
 from __future__ import annotations
 
 import shutil

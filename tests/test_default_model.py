@@ -1,5 +1,6 @@
 """The default model: the built-in portrait-cf route unless the published P3M-Net is dropped in; naming the
 weights actually used everywhere; the warning for weights trained on drawn portraits; the matte -> anonymize chain."""
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,9 @@ def portrait(tmp_path: Path) -> Path:
 
 def _synthetic_checkpoint(folder: Path) -> Path:
     torch.manual_seed(0)
-    path = save_checkpoint(create("p3m-r34", width=16), folder / "drawn",
-                           metadata={"recipe": "p3m-train", "dataset_synthetic": True})
+    path = save_checkpoint(
+        create("p3m-r34", width=16), folder / "drawn", metadata={"recipe": "p3m-train", "dataset_synthetic": True}
+    )
     return path
 
 
@@ -54,8 +56,8 @@ def test_trained_models_are_used_only_when_named_and_the_published_one_wins(home
     torch.manual_seed(0)
     ck = save_checkpoint(create("p3m-r34", width=16), tmp_path / "ck" / "mine")
     model_store.register(ck, "mine", arch="p3m-r34", origin="test")
-    assert model_store.default_model().name == "portrait-cf"       # a registered model does not take over
-    assert model_store.default_model("p3m-r34").name == "mine"      # ... unless its architecture is asked for
+    assert model_store.default_model().name == "portrait-cf"  # a registered model does not take over
+    assert model_store.default_model("p3m-r34").name == "mine"  # ... unless its architecture is asked for
     torch.save({"resnet.conv1.weight": torch.zeros(64, 3, 7, 7)}, home / model_store.PUBLISHED_R34)
     published = model_store.default_model()
     assert published.path.name == model_store.PUBLISHED_R34 and published.licence.startswith("MIT")
@@ -81,8 +83,9 @@ def test_matter_default_mattes_a_real_portrait_and_names_the_route(home: Path, p
         Matter(model="p3m-r34", weights="portrait-cf")
 
 
-def test_weights_trained_on_drawn_portraits_warn_once_everywhere(home: Path, tmp_path: Path, portrait: Path,
-                                                                capsys) -> None:
+def test_weights_trained_on_drawn_portraits_warn_once_everywhere(
+    home: Path, tmp_path: Path, portrait: Path, capsys
+) -> None:
     ck = _synthetic_checkpoint(tmp_path / "ck")
     model_store.register(ck, "drawn", arch="p3m-r34", origin="trained:demo")
     assert model_store.trained_on_synthetic(ck)
@@ -92,8 +95,25 @@ def test_weights_trained_on_drawn_portraits_warn_once_everywhere(home: Path, tmp
     assert matter.matte(portrait).info["warning"] == matter.model_warning
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the CLI prints its own line, no Python warning on top
-        assert run_cli(["matte", str(portrait), "-o", str(tmp_path / "out"), "--weights", "drawn",
-                        "--strategy", "resize", "--precision", "fp32", "--output", "alpha"]) == 0
+        assert (
+            run_cli(
+                [
+                    "matte",
+                    str(portrait),
+                    "-o",
+                    str(tmp_path / "out"),
+                    "--weights",
+                    "drawn",
+                    "--strategy",
+                    "resize",
+                    "--precision",
+                    "fp32",
+                    "--output",
+                    "alpha",
+                ]
+            )
+            == 0
+        )
     err = capsys.readouterr().err
     assert err.count("warning:") == 1 and "synthetic" in err
     assert "[drawn (p3m-r34) on cpu" in err
@@ -108,8 +128,9 @@ def test_demo_registered_weights_count_as_synthetic(home: Path, tmp_path: Path) 
     assert not model_store.trained_on_synthetic(other)
 
 
-def test_matte_cli_default_names_the_builtin_and_models_marks_it(home: Path, tmp_path: Path, portrait: Path,
-                                                                 capsys) -> None:
+def test_matte_cli_default_names_the_builtin_and_models_marks_it(
+    home: Path, tmp_path: Path, portrait: Path, capsys
+) -> None:
     assert run_cli(["matte", str(portrait), "-o", str(tmp_path / "out")]) == 0
     err = capsys.readouterr().err
     assert "[portrait-cf on cpu, segmentation prior + closed-form matting]" in err and "warning" not in err
@@ -153,8 +174,9 @@ def test_the_builtin_route_runs_offline(home: Path, portrait: Path, monkeypatch:
     assert result.info["model"] == "portrait-cf" and result.alpha.max() > 0.9
 
 
-def test_an_image_without_a_person_is_reported_not_silently_empty(home: Path, tmp_path: Path, portrait: Path,
-                                                                   capsys) -> None:
+def test_an_image_without_a_person_is_reported_not_silently_empty(
+    home: Path, tmp_path: Path, portrait: Path, capsys
+) -> None:
     blank = tmp_path / "in" / "wall.png"
     cv2.imwrite(str(blank), np.full((120, 160, 3), 200, np.uint8))
     result = Matter().matte(blank)

@@ -1,4 +1,5 @@
 """`p3m demo` wiring at toy scale: synth -> benchmark -> register -> matte, stage skipping on a re-run."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,8 +25,20 @@ def home(tmp_path, monkeypatch) -> Path:
 
 
 def _demo(out: Path, portraits: Path, *extra: str) -> int:
-    argv = ["demo", "-o", str(out), "--train-images", "6", "--test-images", "2", "--size", "64",
-            "--testdata", str(portraits), "--quiet"]
+    argv = [
+        "demo",
+        "-o",
+        str(out),
+        "--train-images",
+        "6",
+        "--test-images",
+        "2",
+        "--size",
+        "64",
+        "--testdata",
+        str(portraits),
+        "--quiet",
+    ]
     for item in TINY:
         argv += ["--set", item]
     return cli.main(argv + list(extra))

@@ -1,4 +1,5 @@
 """`p3m evaluate` and the evaluation API: matching, summaries, parallel runs, bad inputs."""
+
 from __future__ import annotations
 
 import csv
@@ -12,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image
+from reference_metrics import ref_all
 
 from p3m import cli
 from p3m.evaluation import (
@@ -23,8 +25,6 @@ from p3m.evaluation import (
     evaluate_arrays,
     evaluate_dirs,
 )
-
-from reference_metrics import ref_all
 
 TESTDATA = Path(os.environ.get("P3M_TESTDATA", Path(__file__).resolve().parents[2] / "shared" / "testdata"))
 
@@ -59,8 +59,9 @@ def _perturb(mask: np.ndarray, seed: int) -> np.ndarray:
 def synth(tmp_path_factory) -> Path:
     from p3m.data.synth import SynthConfig, generate_dataset
 
-    root = generate_dataset(tmp_path_factory.mktemp("eval") / "ds",
-                            SynthConfig(n_train=0, n_test_p=4, n_test_np=4, size=(128, 128), seed=5))
+    root = generate_dataset(
+        tmp_path_factory.mktemp("eval") / "ds", SynthConfig(n_train=0, n_test_p=4, n_test_np=4, size=(128, 128), seed=5)
+    )
     pred = root.parent / "pred_P"
     for i, mask in enumerate(sorted((root / "validation" / "P3M-500-P" / "mask").glob("*.png"))):
         _gray(pred / mask.name, _perturb(_read(mask), i))
@@ -85,8 +86,21 @@ def _reference_means(pred_dir: Path, split_dir: Path) -> dict[str, float]:
 
 def test_dataset_evaluation_equals_reference(synth, tmp_path, monkeypatch, capsys):
     out = tmp_path / "report"
-    code, stdout, err = run_cli(monkeypatch, capsys, "--pred", synth.parent / "pred_P", "--dataset", synth,
-                                "--split", "P3M-500-P", "-o", out, "--workers", "1", "--quiet")
+    code, stdout, err = run_cli(
+        monkeypatch,
+        capsys,
+        "--pred",
+        synth.parent / "pred_P",
+        "--dataset",
+        synth,
+        "--split",
+        "P3M-500-P",
+        "-o",
+        out,
+        "--workers",
+        "1",
+        "--quiet",
+    )
     assert code == 0, err
     summary = json.loads((out / "summary.json").read_text())
     assert summary["protocol"] == "p3m" and summary["images"] == 4
@@ -121,8 +135,13 @@ def test_dirs_evaluation_both_protocols_and_workers(synth, tmp_path):
     # per-image values are the arrays' values
     first = serial.rows[0]
     name = first["name"]
-    direct = evaluate_arrays(_read(args[0] / f"{name}.png"), _read(args[1] / f"{name}.png"),
-                             _read(args[2] / f"{name}.png"), _read(args[3] / f"{name}.png"), protocol="both")
+    direct = evaluate_arrays(
+        _read(args[0] / f"{name}.png"),
+        _read(args[1] / f"{name}.png"),
+        _read(args[2] / f"{name}.png"),
+        _read(args[3] / f"{name}.png"),
+        protocol="both",
+    )
     assert _nan_equal([{k: first[k] for k in direct}], [direct])
     assert "DIM protocol" in serial.to_markdown()
 
@@ -144,9 +163,24 @@ def test_reference_alphas_against_themselves_are_exactly_zero(tmp_path, monkeypa
         face = np.zeros(small.shape, np.uint8)
         face[50:150, 200:300] = 255
         _gray(face_dir / path.name, face)
-    code, stdout, err = run_cli(monkeypatch, capsys, "--pred", gt_dir, "--gt", gt_dir, "--trimap", tri_dir,
-                                "--facemask", face_dir, "--protocol", "both", "-o", tmp_path / "out",
-                                "--workers", "2")
+    code, stdout, err = run_cli(
+        monkeypatch,
+        capsys,
+        "--pred",
+        gt_dir,
+        "--gt",
+        gt_dir,
+        "--trimap",
+        tri_dir,
+        "--facemask",
+        face_dir,
+        "--protocol",
+        "both",
+        "-o",
+        tmp_path / "out",
+        "--workers",
+        "2",
+    )
     assert code == 0, err
     assert "evaluate" in err  # progress bar on stderr
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
@@ -175,9 +209,14 @@ def test_bad_inputs_are_all_listed_without_traceback(tmp_path, monkeypatch, caps
     assert code == 2
     assert "Traceback" not in err
     assert err.startswith("p3m evaluate: error: ")
-    for expected in ("b.png: size 25x20 differs", "c.png: prediction is not a grayscale image (mode RGB)",
-                     "d.png: not a readable image", "e.png: empty file", "f.png: missing prediction",
-                     "zzz.png: extra prediction"):
+    for expected in (
+        "b.png: size 25x20 differs",
+        "c.png: prediction is not a grayscale image (mode RGB)",
+        "d.png: not a readable image",
+        "e.png: empty file",
+        "f.png: missing prediction",
+        "zzz.png: extra prediction",
+    ):
         assert expected in err, expected
     assert "6 problems" in err
 
@@ -189,8 +228,9 @@ def test_allow_missing_lists_and_excludes(tmp_path, monkeypatch, capsys):
     _gray(pred / "a.png", np.full((10, 10), 100, np.uint8))
     code, _, err = run_cli(monkeypatch, capsys, "--pred", pred, "--gt", gt, "--quiet")
     assert code == 2 and "b.png: missing prediction" in err and "c.png: missing prediction" in err
-    code, stdout, err = run_cli(monkeypatch, capsys, "--pred", pred, "--gt", gt, "--allow-missing", "--quiet",
-                                "-o", tmp_path / "out")
+    code, stdout, err = run_cli(
+        monkeypatch, capsys, "--pred", pred, "--gt", gt, "--allow-missing", "--quiet", "-o", tmp_path / "out"
+    )
     assert code == 0
     assert "2 ground-truth mattes have no prediction" in err and "b.png" in err
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
@@ -229,8 +269,9 @@ def test_usage_errors(tmp_path, monkeypatch, capsys):
     assert code == 2 and "--gt" in err
     code, _, err = run_cli(monkeypatch, capsys, "--pred", tmp_path / "nope", "--gt", gt, "--quiet")
     assert code == 2 and "does not exist" in err
-    code, _, err = run_cli(monkeypatch, capsys, "--pred", gt, "--dataset", tmp_path / "nope",
-                           "--split", "P3M-500-P", "--quiet")
+    code, _, err = run_cli(
+        monkeypatch, capsys, "--pred", gt, "--dataset", tmp_path / "nope", "--split", "P3M-500-P", "--quiet"
+    )
     assert code == 2 and "Traceback" not in err
 
 
@@ -308,7 +349,8 @@ def test_binary_mask_predictions_are_scored_with_a_warning(tmp_path, monkeypatch
     warning = [line for line in err.splitlines() if "warning" in line]
     assert len(warning) == 1 and "2 of 2 predictions hold only the values 0 and 1" in warning[0]
     assert json.loads((tmp_path / "o" / "summary.json").read_text())["warnings"] == [
-        warning[0].removeprefix("p3m evaluate: warning: ")]
+        warning[0].removeprefix("p3m evaluate: warning: ")
+    ]
     code, stdout, err = run_cli(monkeypatch, capsys, "--pred", hard, "--gt", gt, "--quiet")
     assert code == 0 and err.count("\n") == 1 and "2 of 2 predictions are binary masks" in err
     # soft predictions: no warning

@@ -1,5 +1,6 @@
 """ONNX export: scatter unpooling equals max_unpool2d, dynamic H/W, parity with torch through the
 strategies, the onnxruntime backend of Matter and `p3m matte`, and the `p3m export` command."""
+
 from __future__ import annotations
 
 import argparse
@@ -97,8 +98,9 @@ def test_matter_and_cli_with_onnxruntime_backend(onnx_file, tmp_path, monkeypatc
     from PIL import Image
 
     Image.fromarray(img).save(src)
-    code = run_cli(["matte", str(src), "-o", str(tmp_path / "out"), "--backend", "onnxruntime",
-                    "--weights", str(path), "--quiet"])
+    code = run_cli(
+        ["matte", str(src), "-o", str(tmp_path / "out"), "--backend", "onnxruntime", "--weights", str(path), "--quiet"]
+    )
     assert code == 0 and (tmp_path / "out" / "in_alpha.png").is_file()
     with pytest.raises(P3MError, match="needs --backend onnxruntime|onnxruntime"):
         Matter(weights=path, backend="torch")

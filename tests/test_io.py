@@ -1,4 +1,5 @@
 """p3m.io: every bad input gives a one-line error naming the file; writes are atomic and metadata-free."""
+
 from __future__ import annotations
 
 import io as pyio
@@ -183,11 +184,14 @@ def test_truncated_file(tmp_path: Path, ext: str) -> None:
 
 def _png_header_only(width: int, height: int) -> bytes:
     """A PNG whose header claims a huge size, with a tiny (invalid) data stream: a decompression bomb."""
+
     def chunk(tag: bytes, payload: bytes) -> bytes:
         return struct.pack(">I", len(payload)) + tag + payload + struct.pack(">I", zlib.crc32(tag + payload))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 def test_pixel_limit_refuses_before_allocating(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
 """Losses of reference §8.2-§8.4 against literal NumPy re-implementations written here."""
+
 from __future__ import annotations
 
 import math
@@ -243,7 +244,13 @@ def test_total_loss_weights(batch):
     )
     assert float(terms.total) == pytest.approx(float(want), rel=1e-6)
     assert set(terms.parts) == {
-        "global", "unknown_alpha", "unknown_laplacian", "fusion_alpha", "fusion_laplacian", "composition", "total"
+        "global",
+        "unknown_alpha",
+        "unknown_laplacian",
+        "fusion_alpha",
+        "fusion_laplacian",
+        "composition",
+        "total",
     }
     no_comp = losses.p3m_loss(out, a, tri)
     assert float(no_comp.total) == pytest.approx(float(want) - float(terms.parts["composition"]), rel=1e-5)
@@ -253,8 +260,14 @@ def test_loss_gradients_flow_to_all_outputs(batch):
     g, s2, s1, s0 = (t(x).requires_grad_() for x in batch["logits"])
     local = t(batch["local"]).requires_grad_()
     fused = t(batch["fused"]).requires_grad_()
-    terms = losses.p3m_loss((g, local, fused, s2, s1, s0), t(batch["alpha"]), t(batch["trimap"]),
-                            t(batch["image"]), t(batch["fg"]), t(batch["bg"]))
+    terms = losses.p3m_loss(
+        (g, local, fused, s2, s1, s0),
+        t(batch["alpha"]),
+        t(batch["trimap"]),
+        t(batch["image"]),
+        t(batch["fg"]),
+        t(batch["bg"]),
+    )
     terms.total.backward()
     for x in (g, local, fused, s2, s1, s0):
         assert x.grad is not None and float(x.grad.abs().sum()) > 0

@@ -1,5 +1,6 @@
 """`p3m matte` and `p3m models`: outputs, naming, batches with bad files, exit codes, overwrite policy,
 metadata-free atomic writes, EXIF orientation, device errors, weights discovery."""
+
 from __future__ import annotations
 
 import argparse
@@ -89,8 +90,19 @@ def small_copies(dst: Path, n: int = 3, scale: int = 8) -> list[Path]:
 def test_folder_end_to_end_with_all_outputs(weights: Path, tmp_path: Path, capsys) -> None:
     inputs = small_copies(tmp_path / "in")
     out = tmp_path / "out"
-    code = run_cli(["matte", str(tmp_path / "in"), "-o", str(out), "--output", "alpha,rgba,fg,composite",
-                    "--background", "#00ff00", "--quiet"])
+    code = run_cli(
+        [
+            "matte",
+            str(tmp_path / "in"),
+            "-o",
+            str(out),
+            "--output",
+            "alpha,rgba,fg,composite",
+            "--background",
+            "#00ff00",
+            "--quiet",
+        ]
+    )
     assert code == 0
     for p in inputs:
         h, w = io.read_image(p).shape[:2]
@@ -187,12 +199,30 @@ def test_composite_background_colours_and_image(weights: Path, tmp_path: Path) -
     bg = tmp_path / "bg.png"
     Image.fromarray(np.full((50, 70, 3), (10, 20, 250), np.uint8)).save(bg)
     out = tmp_path / "out"
-    assert run_cli(["matte", str(src), "-o", str(out), "--output", "composite", "--background", str(bg),
-                    "--composite-format", "jpg", "--quiet"]) == 0
+    assert (
+        run_cli(
+            [
+                "matte",
+                str(src),
+                "-o",
+                str(out),
+                "--output",
+                "composite",
+                "--background",
+                str(bg),
+                "--composite-format",
+                "jpg",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     comp = io.read_image(out / f"{src.stem}_composite.jpg")
     assert comp.shape == io.read_image(src).shape
-    assert run_cli(["matte", str(src), "-o", str(out), "--output", "composite", "--background", "nonsense",
-                    "--overwrite"]) == 2
+    assert (
+        run_cli(["matte", str(src), "-o", str(out), "--output", "composite", "--background", "nonsense", "--overwrite"])
+        == 2
+    )
 
 
 def test_usage_errors_exit_2(weights: Path, tmp_path: Path, capsys) -> None:
@@ -238,8 +268,20 @@ def test_weights_by_path_and_duplicate_stems(weights: Path, tmp_path: Path) -> N
     b_dir.mkdir()
     shutil.copy(a, b_dir / a.name)
     out = tmp_path / "out"
-    code = run_cli(["matte", str(tmp_path / "in"), "--recursive", "-o", str(out), "--weights", str(weights),
-                    "--output", "alpha", "--quiet"])
+    code = run_cli(
+        [
+            "matte",
+            str(tmp_path / "in"),
+            "--recursive",
+            "-o",
+            str(out),
+            "--weights",
+            str(weights),
+            "--output",
+            "alpha",
+            "--quiet",
+        ]
+    )
     assert code == 0
     assert (out / "a" / f"{a.stem}_alpha.png").is_file() and (out / "b" / f"{a.stem}_alpha.png").is_file()
 

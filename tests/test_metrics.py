@@ -1,5 +1,6 @@
 """Metrics: the fast P3M protocol against the literal reference (tests/reference_metrics.py), the DIM protocol
 against hand-computed cases."""
+
 from __future__ import annotations
 
 import math
@@ -9,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.ndimage as ndi
+from reference_metrics import ref_all, ref_conn, ref_grad
 
-from p3m.metrics import dim as dim_metrics_module
 from p3m.metrics import (
     conn,
     grad,
@@ -27,6 +28,7 @@ from p3m.metrics import (
     sad_privacy,
     sad_trimap,
 )
+from p3m.metrics import dim as dim_metrics_module
 from p3m.metrics.dim import (
     dim_conn,
     dim_grad,
@@ -38,8 +40,6 @@ from p3m.metrics.dim import (
     matlab_colon,
 )
 from p3m.metrics.p3m import CONN_THRESHOLDS, gaussian_kernel1d
-
-from reference_metrics import ref_all, ref_conn, ref_grad
 
 TESTDATA = Path(os.environ.get("P3M_TESTDATA", Path(__file__).resolve().parents[2] / "shared" / "testdata"))
 RTOL = 1e-6
@@ -83,8 +83,15 @@ def _uniform(rng, h, w):
 
 def _thresholds(rng, h, w):
     # values sitting exactly on the Conn thresholds and on their float neighbours
-    values = np.concatenate([CONN_THRESHOLDS, np.nextafter(CONN_THRESHOLDS, 2), np.nextafter(CONN_THRESHOLDS, -1),
-                             np.arange(0, 256, 51) / 255, [0.15, 0.25, 0.45, 0.65]])
+    values = np.concatenate(
+        [
+            CONN_THRESHOLDS,
+            np.nextafter(CONN_THRESHOLDS, 2),
+            np.nextafter(CONN_THRESHOLDS, -1),
+            np.arange(0, 256, 51) / 255,
+            [0.15, 0.25, 0.45, 0.65],
+        ]
+    )
     values = np.clip(values, 0, 1)
     return rng.choice(values, (h, w)), rng.choice(values, (h, w))
 
@@ -112,8 +119,15 @@ def _noisy(rng, h, w):
     return np.clip(gt + rng.normal(0, 0.02, gt.shape), 0, 1), gt
 
 
-FAMILIES = {"soft": _soft_edges, "quantised": _quantised, "uniform": _uniform, "thresholds": _thresholds,
-            "blocks": _blocks, "binary": _binary, "noisy": _noisy}
+FAMILIES = {
+    "soft": _soft_edges,
+    "quantised": _quantised,
+    "uniform": _uniform,
+    "thresholds": _thresholds,
+    "blocks": _blocks,
+    "binary": _binary,
+    "noisy": _noisy,
+}
 SHAPES = [(1, 1), (1, 7), (7, 1), (2, 2), (3, 5), (13, 13), (17, 30), (31, 9), (40, 41), (64, 48)]
 
 
@@ -221,10 +235,18 @@ def test_single_metric_functions_match_the_combined_call():
     face = rng.random(gt.shape) < 0.2
     combined = p3m_metrics(pred, gt, trimap, face)
     singles = {
-        "sad": sad(pred, gt), "mse": mse(pred, gt), "mad": mad(pred, gt), "grad": grad(pred, gt),
-        "conn": conn(pred, gt), "sad_t": sad_trimap(pred, gt, trimap), "mse_t": mse_trimap(pred, gt, trimap),
-        "mad_t": mad_trimap(pred, gt, trimap), "sad_fg": sad_fg(pred, gt, trimap), "sad_bg": sad_bg(pred, gt, trimap),
-        "sad_privacy": sad_privacy(pred, gt, face), "mse_privacy": mse_privacy(pred, gt, face),
+        "sad": sad(pred, gt),
+        "mse": mse(pred, gt),
+        "mad": mad(pred, gt),
+        "grad": grad(pred, gt),
+        "conn": conn(pred, gt),
+        "sad_t": sad_trimap(pred, gt, trimap),
+        "mse_t": mse_trimap(pred, gt, trimap),
+        "mad_t": mad_trimap(pred, gt, trimap),
+        "sad_fg": sad_fg(pred, gt, trimap),
+        "sad_bg": sad_bg(pred, gt, trimap),
+        "sad_privacy": sad_privacy(pred, gt, face),
+        "mse_privacy": mse_privacy(pred, gt, face),
         "mad_privacy": mad_privacy(pred, gt, face),
     }
     assert set(singles) == set(combined)

@@ -4,6 +4,7 @@ Reference figures: MODNet 6.46 M parameters (landscape.md, the MODNet paper); to
 (alpha 1.0) has 3,504,872 parameters, of which 1,281,000 are the 1280->1000 classifier, so its feature
 extractor has 2,223,872.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -13,7 +14,7 @@ from torch import nn
 from p3m import models
 from p3m.models import P3MOutput, fuse
 from p3m.models.basic import BasicR34
-from p3m.models.modnet import MODNet, MobileNetV2, make_divisible
+from p3m.models.modnet import MobileNetV2, MODNet, make_divisible
 from p3m.train.losses import p3m_loss
 
 torch.set_num_threads(1)
@@ -110,8 +111,10 @@ def test_basic_is_p3mnet_without_integration_modules():
     for width in (8, 64):
         p3m = models.create("p3m-r34", width=width)
         basic = models.create("basic-r34", width=width)
-        integration = [getattr(p3m, n) for n in ("tfi_3", "tfi_2", "tfi_1", "tfi_0", "sbfi_2", "sbfi_1", "sbfi_0",
-                                                "dbfi_2", "dbfi_1", "dbfi_0")]
+        integration = [
+            getattr(p3m, n)
+            for n in ("tfi_3", "tfi_2", "tfi_1", "tfi_0", "sbfi_2", "sbfi_1", "sbfi_0", "dbfi_2", "dbfi_1", "dbfi_0")
+        ]
         side_convs = [p3m.dbfi_2.conv2, p3m.dbfi_1.conv2, p3m.dbfi_0.conv2]
         expected = _count(p3m) - sum(_count(m) for m in integration) + sum(_count(m) for m in side_convs)
         assert _count(basic) == expected
@@ -125,7 +128,10 @@ def test_basic_shares_encoder_and_decoder_layout_with_p3mnet():
     shared = [k for k in basic_state if not k.startswith("side_")]
     assert shared and all(k in p3m_state and p3m_state[k].shape == basic_state[k].shape for k in shared)
     assert {k.split(".")[0] for k in basic_state} - {k.split(".")[0] for k in p3m_state} == {
-        "side_2", "side_1", "side_0"}
+        "side_2",
+        "side_1",
+        "side_0",
+    }
 
 
 def test_basic_forward_outputs_and_fusion():

@@ -244,9 +244,7 @@ def reference_mask(height: int, width: int, ws: int, shift: int) -> torch.Tensor
     "height,width,shift", [(10, 9, 0), (10, 9, 3), (14, 21, 3), (4, 4, 3), (16, 16, 0), (16, 16, 3)]
 )
 def test_window_mask_matches_literal_reference(height, width, shift):
-    torch.testing.assert_close(
-        window_attention_mask(height, width, 7, shift), reference_mask(height, width, 7, shift)
-    )
+    torch.testing.assert_close(window_attention_mask(height, width, 7, shift), reference_mask(height, width, 7, shift))
 
 
 def test_window_mask_structure():

@@ -6,6 +6,7 @@ network that returns its input's red channel); the whole route on the stored rea
 (tests/data/selfie_general_input.png) and on odd inputs; its quality on the 12 shared real portraits (slow,
 skipped without ../shared/testdata).
 """
+
 from __future__ import annotations
 
 import tracemalloc
@@ -56,6 +57,7 @@ class RedChannel(torch.nn.Module):
 
 # -- prior geometry --------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("shape", [(300, 500), (500, 300), (256, 256)])
 def test_prior_samples_the_network_output_where_the_image_is(shape):
     h, w = shape
@@ -79,25 +81,26 @@ def test_prior_samples_the_network_output_where_the_image_is(shape):
 def test_crop_box_is_a_square_around_the_person_or_the_largest_square_on_its_core():
     h, w = 100, 200
     mask = np.zeros((h, w), bool)
-    mask[40:80, 120:150] = True                       # small person: box 40x30 + 10% margin, square
+    mask[40:80, 120:150] = True  # small person: box 40x30 + 10% margin, square
     top, left, side = _crop_box(mask, mask, (1.0, 1.0), (h, w), 0.1)
     assert side == 48 and top <= 36 and top + side >= 84 and left <= 117 and left + side >= 153
     mask[:, 20:190] = False
-    mask[0:100, 30:190] = True                        # wider than the image is tall: largest square (100)
+    mask[0:100, 30:190] = True  # wider than the image is tall: largest square (100)
     core = np.zeros_like(mask)
-    core[10:90, 140:180] = True                       # ... centred on the confident core, inside the image
+    core[10:90, 140:180] = True  # ... centred on the confident core, inside the image
     top, left, side = _crop_box(core, mask, (1.0, 1.0), (h, w), 0.1)
     assert (top, side) == (0, 100) and left == 100
 
 
 # -- mask ------------------------------------------------------------------------------------------------------
 
+
 def test_mask_keeps_components_with_confident_pixels_only():
     prob = np.zeros((100, 100), np.float32)
-    cv2.circle(prob, (30, 50), 20, 1.0, -1)            # the person: confident
-    cv2.circle(prob, (80, 20), 12, 0.7, -1)            # a grey blob on its own: a leak, dropped
-    cv2.circle(prob, (80, 80), 3, 1.0, -1)             # confident but tiny next to the person: dropped
-    prob[45:55, 50:75] = 0.6                           # grey region touching the person: part of its component
+    cv2.circle(prob, (30, 50), 20, 1.0, -1)  # the person: confident
+    cv2.circle(prob, (80, 20), 12, 0.7, -1)  # a grey blob on its own: a leak, dropped
+    cv2.circle(prob, (80, 80), 3, 1.0, -1)  # confident but tiny next to the person: dropped
+    prob[45:55, 50:75] = 0.6  # grey region touching the person: part of its component
     m = PortraitMatting(PortraitSettings()).mask(prob)
     assert m[50, 30] and m[50, 70]
     assert not m[20, 80] and not m[80, 80]
@@ -105,6 +108,7 @@ def test_mask_keeps_components_with_confident_pixels_only():
 
 
 # -- trimap ----------------------------------------------------------------------------------------------------
+
 
 def test_trimap_band_is_the_given_fraction_of_the_long_side_on_both_sides():
     mask = np.zeros((200, 300), bool)
@@ -158,10 +162,14 @@ def test_trimap_does_not_widen_into_textured_clothing_on_a_plain_background():
 
 # -- refinement ------------------------------------------------------------------------------------------------
 
+
 def test_refine_recovers_the_drawn_alpha_from_a_coarse_prior():
     image, alpha = drawn_scene()
-    coarse = cv2.resize(cv2.resize(alpha.astype(np.float32), (20, 15), interpolation=cv2.INTER_AREA),
-                        alpha.shape[::-1], interpolation=cv2.INTER_LINEAR)  # a blurry 8x-upsampled prior
+    coarse = cv2.resize(
+        cv2.resize(alpha.astype(np.float32), (20, 15), interpolation=cv2.INTER_AREA),
+        alpha.shape[::-1],
+        interpolation=cv2.INTER_LINEAR,
+    )  # a blurry 8x-upsampled prior
     pm = PortraitMatting(PortraitSettings(band=0.04))
     mask = pm.mask(coarse)
     tri = pm.trimap(mask, image)
@@ -205,6 +213,7 @@ def test_band_solver_with_nothing_unknown_returns_the_trimap():
 
 # -- the whole route -------------------------------------------------------------------------------------------
 
+
 def test_route_mattes_the_stored_real_portrait(route, portrait):
     alpha = route(portrait)
     assert alpha.shape == portrait.shape[:2] and alpha.dtype == np.float32
@@ -238,8 +247,9 @@ def test_route_on_tiny_images(route, shape):
 @pytest.mark.parametrize("fill", ["flat", "noise"])
 def test_route_without_a_person_gives_an_empty_matte(route, fill):
     rng = np.random.default_rng(0)
-    image = (np.full((240, 320, 3), 128, np.uint8) if fill == "flat"
-             else rng.integers(0, 256, (240, 320, 3), dtype=np.uint8))
+    image = (
+        np.full((240, 320, 3), 128, np.uint8) if fill == "flat" else rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    )
     assert not route(image).any()
     blank = PortraitMatting()
     blank.net = RedChannel()  # an all-background prior (black image): no person, nothing solved
@@ -283,6 +293,7 @@ def test_route_on_a_large_image_solves_at_the_working_size_with_bounded_memory(p
 
 
 # -- quality on the shared real portraits ----------------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_quality_on_the_shared_real_portraits(route):

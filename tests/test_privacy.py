@@ -1,4 +1,5 @@
 """Privacy toolkit: private area, obfuscation operators, face detection, anonymisation pipeline, audit."""
+
 from __future__ import annotations
 
 import math
@@ -200,9 +201,7 @@ def test_mosaic_matches_literal_reference_and_scales_with_face():
     cell = max(4, round(math.sqrt(w * h) / 6))
     np.testing.assert_array_equal(obfuscate(img, region, "mosaic"), _reference_mosaic(img, region, cell))
     cell2 = max(4, round(math.sqrt(w * h) * 2 / 6))
-    np.testing.assert_array_equal(
-        obfuscate(img, region, "mosaic", strength=2.0), _reference_mosaic(img, region, cell2)
-    )
+    np.testing.assert_array_equal(obfuscate(img, region, "mosaic", strength=2.0), _reference_mosaic(img, region, cell2))
 
 
 def test_zero_blacks_out_and_feather_blends_only_inside():
@@ -374,8 +373,16 @@ def test_face_region_is_the_scaled_box_ellipse():
 
 def test_face_region_follows_eye_line_roll():
     # eyes on a 30 degree line: the ellipse's long axis (box height) turns with them
-    lms = np.array([[40, 40], [40 + 10 * math.cos(math.radians(30)), 40 + 10 * math.sin(math.radians(30))],
-                    [45, 50], [42, 58], [50, 58]], float)
+    lms = np.array(
+        [
+            [40, 40],
+            [40 + 10 * math.cos(math.radians(30)), 40 + 10 * math.sin(math.radians(30))],
+            [45, 50],
+            [42, 58],
+            [50, 58],
+        ],
+        float,
+    )
     face = Face((30.0, 20.0, 70.0, 100.0), 0.9, lms)
     m = face_region((120, 120), [face])
     ys, xs = np.nonzero(m)

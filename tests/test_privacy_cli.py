@@ -1,4 +1,5 @@
 """End to end: `p3m anonymize` and `p3m audit` on real faces, bad inputs, metadata, datasets, synthetic portraits."""
+
 from __future__ import annotations
 
 import argparse
@@ -270,8 +271,9 @@ def test_anonymize_image_with_pluggable_detector_and_trimap():
     face = Face((182.0, 58.0, 270.0, 178.0), 0.9, None)
     trimap = np.full((512, 512), 255, np.uint8)
     trimap[:, 200:215] = 128
-    res = anonymize_image(img, detector=FixedFaces([face]), options=AnonymizeOptions(method="zero", mask_scale=1.0),
-                          trimap=trimap)
+    res = anonymize_image(
+        img, detector=FixedFaces([face]), options=AnonymizeOptions(method="zero", mask_scale=1.0), trimap=trimap
+    )
     assert res.faces == [face]
     assert not res.private[:, 200:215].any() and res.private[118, 226]
     np.testing.assert_array_equal(res.image[:, 200:215], img[:, 200:215])
@@ -320,8 +322,20 @@ def test_dataset_mode_builds_p3m_layout_and_facemasks_cover_faces(tmp_path):
     assert recall >= 0.7
     assert ious and min(ious) >= 0.7 and float(np.mean(ious)) >= 0.8
     # the dataset audit passes against the originals
-    assert run_cli(["audit", str(out / "blurred_image"), "--originals", str(root / "original_image"),
-                    "--facemask", str(out / "facemask"), "-q"]) == 0
+    assert (
+        run_cli(
+            [
+                "audit",
+                str(out / "blurred_image"),
+                "--originals",
+                str(root / "original_image"),
+                "--facemask",
+                str(out / "facemask"),
+                "-q",
+            ]
+        )
+        == 0
+    )
 
 
 def test_dataset_mode_missing_folders_and_masks(tmp_path):
@@ -392,7 +406,7 @@ def _tiny_face_on_flat_background(side: int = 24) -> tuple[np.ndarray, Face]:
     s = side / 88.0
     small = cv2.resize(data.astronaut(), None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
     img = np.full((400, 400, 3), 128, np.uint8)
-    img[50:50 + small.shape[0], 50:50 + small.shape[1]] = small
+    img[50 : 50 + small.shape[0], 50 : 50 + small.shape[1]] = small
     return img, Face((50 + 182 * s, 50 + 58 * s, 50 + 270 * s, 50 + 178 * s), 0.9, None)
 
 
@@ -449,8 +463,13 @@ def test_audit_of_the_shared_portraits_flags_exactly_the_unobfuscated_faces(tmp_
     report = tmp_path / "audit.csv"
     assert run_cli(["audit", str(folder), "--report", str(report), "-q"]) == 1
     rows = {r["stem"]: r for r in _csv(report)}
-    print("\n" + "\n".join(f"{s}: {r['status']} faces={r['faces']} detail={r['max_detail']} "
-                           f"ratio={r['max_detail_ratio']}" for s, r in sorted(rows.items())))
+    print(
+        "\n"
+        + "\n".join(
+            f"{s}: {r['status']} faces={r['faces']} detail={r['max_detail']} ratio={r['max_detail_ratio']}"
+            for s, r in sorted(rows.items())
+        )
+    )
     assert len(rows) == 12
     assert {s for s, r in rows.items() if r["status"] == "leak"} == UNOBFUSCATED
     # the face hidden under kept hair (p_bd6af989) is detailed (hair) but no more than the rest of its picture

@@ -1,4 +1,5 @@
 """Importing pymatting through p3m keeps PyTorch's thread count (numba's OpenMP layer would reset it)."""
+
 from __future__ import annotations
 
 import subprocess
@@ -22,4 +23,3 @@ def _threads_after(script: str) -> int:
 
 def test_import_keeps_torch_threads():
     assert _threads_after(SCRIPT) == 1
-

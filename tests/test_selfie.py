@@ -3,6 +3,7 @@
 tests/data/selfie_<variant>_mediapipe.png were written by tools/selfie_reference_output.py (MediaPipe 0.10.21's
 ImageSegmenter, TFLite + XNNPACK, on the stored input at the model's input size): 16-bit, value / 65535.
 """
+
 from __future__ import annotations
 
 import hashlib

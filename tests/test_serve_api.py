@@ -4,6 +4,7 @@ The server runs in a background thread of this process (so that the test can spy
 width-16 P3M-Net R34 of random weights. Expected images are computed with the library (`Matter`,
 `anonymize_image`) in the test process: the API must return exactly what the library computes.
 """
+
 from __future__ import annotations
 
 import base64
@@ -129,8 +130,16 @@ def weights(tmp_path_factory, home) -> Path:
 def settings(weights):
     from p3m.serve import ServeSettings
 
-    return ServeSettings(weights=str(weights), device="cpu", precision="fp32", strategy="resize", workers=1, queue=2,
-                         max_upload_mb=MAX_UPLOAD_MB, max_pixels=MAX_PIXELS)
+    return ServeSettings(
+        weights=str(weights),
+        device="cpu",
+        precision="fp32",
+        strategy="resize",
+        workers=1,
+        queue=2,
+        max_upload_mb=MAX_UPLOAD_MB,
+        max_pixels=MAX_PIXELS,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -191,8 +200,14 @@ def test_settings_validate_and_default_to_loopback():
     assert s.host == "127.0.0.1" and s.is_loopback
     assert s.max_upload_bytes == 20 * 1024 * 1024 and s.capacity == 5
     assert not ServeSettings(host="0.0.0.0").is_loopback
-    for bad in ({"workers": 0}, {"queue": -1}, {"max_upload_mb": 0}, {"strategy": "magic"}, {"port": 70000},
-                {"face_threshold": 1.5}):
+    for bad in (
+        {"workers": 0},
+        {"queue": -1},
+        {"max_upload_mb": 0},
+        {"strategy": "magic"},
+        {"port": 70000},
+        {"face_threshold": 1.5},
+    ):
         with pytest.raises(P3MError):
             ServeSettings(**bad)
 
@@ -320,8 +335,9 @@ def test_matte_strategy_is_per_request(client, portrait, weights):
     resp = _post_matte(client, png_bytes(portrait), output="alpha", strategy="hybrid")
     assert resp.status_code == 200 and resp.headers["x-p3m-strategy"] == "hybrid"
     hybrid = Matter(weights=str(weights), device="cpu", precision="fp32", strategy="hybrid")
-    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(resp.content))),
-                                  hybrid.matte(portrait).alpha_uint8())
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(io.BytesIO(resp.content))), hybrid.matte(portrait).alpha_uint8()
+    )
     # the shared model keeps its own default
     assert _post_matte(client, png_bytes(portrait), output="alpha").headers["x-p3m-strategy"] == "resize"
 
@@ -343,8 +359,12 @@ def test_outputs_carry_no_metadata(client, portrait, tmp_path):
 
 @pytest.mark.parametrize(
     "options, needle",
-    [({"output": "bogus"}, "output"), ({"background": "not-a-colour"}, "background"),
-     ({"strategy": "magic"}, "strategy"), ({"colour": "red"}, "unknown field")],
+    [
+        ({"output": "bogus"}, "output"),
+        ({"background": "not-a-colour"}, "background"),
+        ({"strategy": "magic"}, "strategy"),
+        ({"colour": "red"}, "unknown field"),
+    ],
 )
 def test_matte_bad_options(client, portrait, options, needle):
     err = assert_json_error(_post_matte(client, png_bytes(portrait), **options), 422, "invalid_option")
@@ -357,23 +377,35 @@ def test_matte_bad_options(client, portrait, options, needle):
 def _bad_inputs(portrait: np.ndarray) -> list[tuple[str, dict, int, str]]:
     jpeg = jpeg_with_metadata(render_big(portrait))
     boundary = "XyZ123"
-    unterminated = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n"
-                    f"Content-Type: image/png\r\n\r\n").encode() + png_bytes(portrait)
+    unterminated = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n'
+        f"Content-Type: image/png\r\n\r\n"
+    ).encode() + png_bytes(portrait)
     return [
-        ("empty body", {"content": b"", "headers": {"content-type": "multipart/form-data; boundary=x"}}, 400,
-         "empty_body"),
+        (
+            "empty body",
+            {"content": b"", "headers": {"content-type": "multipart/form-data; boundary=x"}},
+            400,
+            "empty_body",
+        ),
         ("empty file", {"files": {"image": ("a.jpg", b"")}}, 422, "invalid_image"),
-        ("not an image", {"files": {"image": ("a.jpg", b"hello, this is text and not a photo" * 10)}}, 422,
-         "invalid_image"),
+        (
+            "not an image",
+            {"files": {"image": ("a.jpg", b"hello, this is text and not a photo" * 10)}},
+            422,
+            "invalid_image",
+        ),
         ("truncated jpeg", {"files": {"image": ("a.jpg", jpeg[: len(jpeg) // 2])}}, 422, "truncated_image"),
         ("huge dimensions", {"files": {"image": ("bomb.png", huge_png_header())}}, 413, "too_many_pixels"),
-        ("no image field", {"data": {"output": "alpha"}, "files": {"other": ("a.txt", b"x")}}, 422,
-         "missing_image"),
+        ("no image field", {"data": {"output": "alpha"}, "files": {"other": ("a.txt", b"x")}}, 422, "missing_image"),
         ("only options", {"data": {"output": "alpha"}}, 415, "unsupported_media_type"),
         ("json body", {"json": {"image": "base64..."}}, 415, "unsupported_media_type"),
-        ("unterminated multipart", {"content": unterminated,
-                                    "headers": {"content-type": f"multipart/form-data; boundary={boundary}"}}, 400,
-         "bad_multipart"),
+        (
+            "unterminated multipart",
+            {"content": unterminated, "headers": {"content-type": f"multipart/form-data; boundary={boundary}"}},
+            400,
+            "bad_multipart",
+        ),
     ]
 
 
@@ -440,13 +472,15 @@ def test_anonymize_image_and_json_equal_the_library(client, face_photo):
     np.testing.assert_array_equal(got, expected)
     assert not np.array_equal(got, face_photo)
 
-    body = client.post("/v1/anonymize", files={"image": ("p.png", upload)},
-                       data={"method": "mosaic", "response": "json"}).json()
+    body = client.post(
+        "/v1/anonymize", files={"image": ("p.png", upload)}, data={"method": "mosaic", "response": "json"}
+    ).json()
     assert body["width"] == 640 and body["height"] == 360 and body["warning"] == ""
     assert [f["box"] for f in body["faces"]] == [[round(v, 1) for v in f.box] for f in faces]
     assert body["image"]["content_type"] == "image/png"
-    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(base64.b64decode(body["image"]["base64"])))),
-                                  expected)
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(io.BytesIO(base64.b64decode(body["image"]["base64"])))), expected
+    )
 
 
 def test_anonymize_threshold_filters_like_detecting_at_that_threshold(client, face_photo):
@@ -455,8 +489,9 @@ def test_anonymize_threshold_filters_like_detecting_at_that_threshold(client, fa
 
     upload = png_bytes(face_photo)
     for threshold in (0.05, 0.15, 0.5, 0.9):
-        body = client.post("/v1/anonymize", files={"image": ("p.png", upload)},
-                           data={"threshold": str(threshold), "response": "json"}).json()
+        body = client.post(
+            "/v1/anonymize", files={"image": ("p.png", upload)}, data={"threshold": str(threshold), "response": "json"}
+        ).json()
         direct = CenterFaceDetector(threshold).detect(face_photo)
         assert [f["box"] for f in body["faces"]] == [[round(v, 1) for v in f.box] for f in direct], threshold
 
@@ -468,8 +503,17 @@ def test_anonymize_without_faces_returns_the_image_unchanged_with_a_warning(clie
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(base64.b64decode(body["image"]["base64"])))), flat)
 
 
-@pytest.mark.parametrize("options", [{"method": "smudge"}, {"strength": "0"}, {"threshold": "nan"},
-                                     {"mask_scale": "x"}, {"response": "xml"}, {"format": "gif"}])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"method": "smudge"},
+        {"strength": "0"},
+        {"threshold": "nan"},
+        {"mask_scale": "x"},
+        {"response": "xml"},
+        {"format": "gif"},
+    ],
+)
 def test_anonymize_bad_options(client, face_photo, options):
     resp = client.post("/v1/anonymize", files={"image": ("p.png", png_bytes(face_photo[:64, :64]))}, data=options)
     assert_json_error(resp, 422, "invalid_option")
@@ -482,13 +526,16 @@ def test_uploads_never_touch_the_disk(client, portrait, face_photo, monkeypatch,
     """No file appears in the temp folder or the working directory, and no temporary file is even opened
     (Linux TemporaryFile is anonymous, so the `tempfile` module is spied on as well)."""
     created: list[str] = []
-    real = {name: getattr(tempfile, name) for name in
-            ("TemporaryFile", "NamedTemporaryFile", "mkstemp", "mkdtemp", "SpooledTemporaryFile")}
+    real = {
+        name: getattr(tempfile, name)
+        for name in ("TemporaryFile", "NamedTemporaryFile", "mkstemp", "mkdtemp", "SpooledTemporaryFile")
+    }
 
     def spy(name):
         def wrapper(*args, **kwargs):
             created.append(name)
             return real[name](*args, **kwargs)
+
         return wrapper
 
     for name in real:
@@ -517,8 +564,15 @@ def test_uploads_never_touch_the_disk(client, portrait, face_photo, monkeypatch,
 def test_access_log_never_shows_query_strings(server, client, portrait):
     from p3m.serve.app import AccessLogFilter
 
-    record = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
-                               ("127.0.0.1:1", "POST", "/v1/matte?name=secret", "1.1", 200), None)
+    record = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:1", "POST", "/v1/matte?name=secret", "1.1", 200),
+        None,
+    )
     assert AccessLogFilter().filter(record)
     assert "secret" not in record.getMessage() and "/v1/matte" in record.getMessage()
 
@@ -558,8 +612,9 @@ def test_without_weights_matte_is_503_and_anonymize_works(home, face_photo):
             health = c.get("/v1/health").json()
             assert health["matting"]["ready"] is False
             assert "--weights" in health["matting"]["message"]
-            err = assert_json_error(c.post("/v1/matte", files={"image": ("p.png", png_bytes(face_photo))}), 503,
-                                    "no_weights")
+            err = assert_json_error(
+                c.post("/v1/matte", files={"image": ("p.png", png_bytes(face_photo))}), 503, "no_weights"
+            )
             assert "p3m demo" in err["message"] and "--weights" in err["message"]
             assert c.get("/v1/models").json()["loaded"] is None
             resp = c.post("/v1/anonymize", files={"image": ("p.png", png_bytes(face_photo))})
@@ -576,8 +631,12 @@ def test_parse_multipart_returns_the_exact_bytes():
     from p3m.serve.app import ApiError, parse_multipart
 
     payload = b"\r\n--boundary\r\n" + bytes(range(256)) * 300 + b"\r\n--"
-    request = httpx.Request("POST", "http://x/", files={"image": ("ph\u00f6to.png", payload, "image/png")},
-                            data={"output": "alpha", "background": "#00ff00"})
+    request = httpx.Request(
+        "POST",
+        "http://x/",
+        files={"image": ("ph\u00f6to.png", payload, "image/png")},
+        data={"output": "alpha", "background": "#00ff00"},
+    )
     body = request.read()
     fields = parse_multipart(body, request.headers["content-type"])
     assert set(fields) == {"image", "output", "background"}
@@ -647,10 +706,12 @@ def test_slow_uploads_do_not_lock_other_clients_out(server, client, portrait):
     import socket
 
     port = int(server.url.rsplit(":", 1)[1])
-    head = (f"POST /v1/matte HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            "Content-Type: multipart/form-data; boundary=slow\r\nContent-Length: 200000\r\n\r\n"
-            '--slow\r\nContent-Disposition: form-data; name="image"; filename="p.png"\r\n'
-            "Content-Type: image/png\r\n\r\n").encode() + png_bytes(portrait)[:1000]
+    head = (
+        f"POST /v1/matte HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        "Content-Type: multipart/form-data; boundary=slow\r\nContent-Length: 200000\r\n\r\n"
+        '--slow\r\nContent-Disposition: form-data; name="image"; filename="p.png"\r\n'
+        "Content-Type: image/png\r\n\r\n"
+    ).encode() + png_bytes(portrait)[:1000]
     stalled = []
     try:
         for _ in range(6):
@@ -699,8 +760,9 @@ def test_weights_named_outside_latin1_still_answer(home, tmp_path, portrait):
 
     torch.manual_seed(0)
     weights = save_checkpoint(create("p3m-r34", width=16), tmp_path / "模型.safetensors")
-    running = RunningServer(create_app(ServeSettings(weights=str(weights), strategy="resize", precision="fp32",
-                                                     workers=1, queue=1)))
+    running = RunningServer(
+        create_app(ServeSettings(weights=str(weights), strategy="resize", precision="fp32", workers=1, queue=1))
+    )
     try:
         with httpx.Client(base_url=running.url, timeout=60) as c:
             resp = c.post("/v1/matte", data={"output": "alpha"}, files={"image": ("p.png", png_bytes(portrait))})

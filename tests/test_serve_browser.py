@@ -5,6 +5,7 @@ PNGs (the alpha download must equal the cutout's alpha channel), run the anonymi
 file gives a readable error, and that the page loads nothing from other hosts. A screenshot is kept in
 test-artifacts/. Skipped only when /usr/bin/chromium is missing outside CI (in CI it must run).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -20,15 +21,25 @@ CHROMIUM = Path("/usr/bin/chromium")
 REPO = Path(__file__).resolve().parents[1]
 PORTRAIT = REPO / ".." / "shared" / "testdata" / "portraits" / "image" / "p_09ba26b4.jpg"
 ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 if not CHROMIUM.exists():
     if os.environ.get("CI"):
-        pytest.fail("CI is set but /usr/bin/chromium is missing: install it with `apt-get install -y chromium`",
-                    pytrace=False)
-    pytest.skip("/usr/bin/chromium is not installed (apt-get install -y chromium); the browser test needs it",
-                allow_module_level=True)
+        pytest.fail(
+            "CI is set but /usr/bin/chromium is missing: install it with `apt-get install -y chromium`", pytrace=False
+        )
+    pytest.skip(
+        "/usr/bin/chromium is not installed (apt-get install -y chromium); the browser test needs it",
+        allow_module_level=True,
+    )
 
 sync_api = pytest.importorskip("playwright.sync_api")
 pytest.importorskip("fastapi")
@@ -96,8 +107,12 @@ def browser_page(tmp_path_factory):
     profile = tmp_path_factory.mktemp("chromium-profile")  # new, empty user data dir
     with sync_api.sync_playwright() as p:
         context = p.chromium.launch_persistent_context(
-            str(profile), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
-            accept_downloads=True, viewport={"width": 1400, "height": 1000},
+            str(profile),
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            accept_downloads=True,
+            viewport={"width": 1400, "height": 1000},
         )
         page = context.new_page()
         page.set_default_timeout(90_000)
@@ -235,8 +250,9 @@ def test_page_warns_about_weights_trained_on_drawn_portraits(browser_page, tmp_p
     from p3m.models import create, save_checkpoint
 
     torch.manual_seed(0)
-    weights = save_checkpoint(create("p3m-r34", width=16), tmp_path / "drawn.safetensors",
-                              metadata={"dataset_synthetic": True})
+    weights = save_checkpoint(
+        create("p3m-r34", width=16), tmp_path / "drawn.safetensors", metadata={"dataset_synthetic": True}
+    )
     page = browser_page
     with running_server(tmp_path / "home", weights=str(weights), strategy="resize") as url:
         page.goto(url + "/")

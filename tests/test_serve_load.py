@@ -5,6 +5,7 @@ Retry-After) well within its timeout, the event loop must keep answering /v1/hea
 busy, the server's resident memory must stay bounded, and nothing may appear in its temp folder or
 working directory.
 """
+
 from __future__ import annotations
 
 import io
@@ -53,8 +54,26 @@ def served(tmp_path_factory):
     weights = save_checkpoint(create("p3m-r34", width=16), tmp_path_factory.mktemp("ckpt") / "w.safetensors")
     home, tmpdir, workdir = (tmp_path_factory.mktemp(n) for n in ("home", "tmp", "cwd"))
     env = dict(os.environ, P3M_HOME=str(home), TMPDIR=str(tmpdir), PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "p3m.cli", "serve", "--port", "0", "--weights", str(weights), "--device", "cpu",
-           "--strategy", "resize", "--workers", str(WORKERS), "--queue", str(QUEUE), "--log-level", "warning"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "p3m.cli",
+        "serve",
+        "--port",
+        "0",
+        "--weights",
+        str(weights),
+        "--device",
+        "cpu",
+        "--strategy",
+        "resize",
+        "--workers",
+        str(WORKERS),
+        "--queue",
+        str(QUEUE),
+        "--log-level",
+        "warning",
+    ]
     proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     url: list[str] = []
@@ -99,8 +118,9 @@ def test_many_concurrent_requests_end_with_200_or_503_and_memory_stays_bounded(s
     Image.fromarray(render_portrait(np.random.default_rng(1), (384, 512)).image).save(buf, format="PNG")
     upload = buf.getvalue()
 
-    with httpx.Client(base_url=url, timeout=REQUEST_TIMEOUT_S,
-                      limits=httpx.Limits(max_connections=CONCURRENCY + 2)) as client:
+    with httpx.Client(
+        base_url=url, timeout=REQUEST_TIMEOUT_S, limits=httpx.Limits(max_connections=CONCURRENCY + 2)
+    ) as client:
         # warm-up: model, face detector, allocator pools
         for _ in range(2):
             assert client.post("/v1/matte", files={"image": ("p.png", upload)}).status_code == 200
@@ -155,9 +175,11 @@ def test_many_concurrent_requests_end_with_200_or_503_and_memory_stays_bounded(s
         assert list(served["tmpdir"].iterdir()) == []
         assert list(served["cwd"].iterdir()) == []
         growth = rss_after - rss_before
-        print(f"\n2-core CPU dev machine: {N_REQUESTS} requests ({CONCURRENCY} concurrent, workers={WORKERS}, "
-              f"queue={QUEUE}) in {wall:.1f} s: {n_ok} x 200, {n_busy} x 503; max /v1/health latency "
-              f"{max(health_latency) * 1000:.0f} ms; server RSS {rss_before:.0f} -> {rss_after:.0f} MB")
+        print(
+            f"\n2-core CPU dev machine: {N_REQUESTS} requests ({CONCURRENCY} concurrent, workers={WORKERS}, "
+            f"queue={QUEUE}) in {wall:.1f} s: {n_ok} x 200, {n_busy} x 503; max /v1/health latency "
+            f"{max(health_latency) * 1000:.0f} ms; server RSS {rss_before:.0f} -> {rss_after:.0f} MB"
+        )
         assert growth < RSS_GROWTH_LIMIT_MB, (rss_before, rss_after)
 
     # Ctrl+C stops it cleanly

@@ -1,4 +1,5 @@
 """Synthetic P3M-10k generator and the `p3m synth` command."""
+
 from __future__ import annotations
 
 import json
@@ -44,16 +45,29 @@ def test_layout_is_exactly_the_2024_release_plus_extras(root):
     stems = dataset_stems(CONFIG)
     expected = {META_FILE}
     for stem in stems["train"]:
-        expected |= {f"train/blurred_image/{stem}.jpg", f"train/mask/{stem}.png", f"train/fg/{stem}.png",
-                     f"train/bg/{stem}.png", f"train/facemask/{stem}.png"}
+        expected |= {
+            f"train/blurred_image/{stem}.jpg",
+            f"train/mask/{stem}.png",
+            f"train/fg/{stem}.png",
+            f"train/bg/{stem}.png",
+            f"train/facemask/{stem}.png",
+        }
     for stem in stems["P3M-500-P"]:
         base = "validation/P3M-500-P"
-        expected |= {f"{base}/blurred_image/{stem}.jpg", f"{base}/mask/{stem}.png", f"{base}/trimap/{stem}.png",
-                     f"{base}/facemask/{stem}.png"}
+        expected |= {
+            f"{base}/blurred_image/{stem}.jpg",
+            f"{base}/mask/{stem}.png",
+            f"{base}/trimap/{stem}.png",
+            f"{base}/facemask/{stem}.png",
+        }
     for stem in stems["P3M-500-NP"]:
         base = "validation/P3M-500-NP"
-        expected |= {f"{base}/original_image/{stem}.jpg", f"{base}/mask/{stem}.png", f"{base}/trimap/{stem}.png",
-                     f"{base}/facemask/{stem}.png"}
+        expected |= {
+            f"{base}/original_image/{stem}.jpg",
+            f"{base}/mask/{stem}.png",
+            f"{base}/trimap/{stem}.png",
+            f"{base}/facemask/{stem}.png",
+        }
     assert set(_files(root)) == expected
     all_stems = [s for names in stems.values() for s in names]
     assert len(set(all_stems)) == 7
@@ -124,7 +138,7 @@ def portraits() -> list[Portrait]:
 def test_portrait_fields_and_composite(portraits):
     for p in portraits:
         assert p.image.dtype == np.uint8 and p.image.shape == (128, 128, 3)
-        assert p.alpha.dtype == np.float32 and 0.0 <= p.alpha.min() and p.alpha.max() <= 1.0
+        assert p.alpha.dtype == np.float32 and p.alpha.min() >= 0.0 and p.alpha.max() <= 1.0
         assert p.fg.shape == p.bg.shape == p.image.shape and p.facemask.dtype == bool
         a = p.alpha[..., None]
         composite = a * p.fg.astype(np.float64) + (1 - a) * p.bg.astype(np.float64)
@@ -309,7 +323,9 @@ def test_cli_refuses_foreign_folder_with_one_line(synth_only_cli, tmp_path, caps
 
 def test_cli_unwritable_outdir_is_one_line(synth_only_cli, tmp_path, capsys):
     (tmp_path / "a_file").write_text("x")
-    assert synth_only_cli(["synth", str(tmp_path / "a_file" / "sub"), "--train", "1", "--test", "1", "--size", "48"]) == 2
+    assert (
+        synth_only_cli(["synth", str(tmp_path / "a_file" / "sub"), "--train", "1", "--test", "1", "--size", "48"]) == 2
+    )
     err = capsys.readouterr().err.strip()
     assert err.startswith("p3m synth: error:") and "cannot write" in err and "\n" not in err
     assert synth_only_cli(["synth", str(tmp_path / "x"), "--train", "0", "--test", "0"]) == 2

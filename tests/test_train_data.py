@@ -1,5 +1,6 @@
 """Training data pipeline: crop policy, trimap generation/re-quantisation, copy-paste, obfuscation, fg/bg cache,
 sampler, config overrides."""
+
 from __future__ import annotations
 
 import os
@@ -13,9 +14,9 @@ import torch
 
 os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".cache" / "numba"))
 
-from p3m.train import data as tdata  # noqa: E402
-from p3m.train.config import ConfigError, DataConfig, CopyPasteConfig, load_config  # noqa: E402
-from p3m.train.copy_paste import Face, FaceBank, paste_face  # noqa: E402
+from p3m.train import data as tdata
+from p3m.train.config import ConfigError, CopyPasteConfig, DataConfig, load_config
+from p3m.train.copy_paste import Face, FaceBank, paste_face
 
 torch.set_num_threads(1)
 
@@ -62,8 +63,9 @@ def test_mm21_crop_top_left_on_unknown_pixel():
     trimap[10:12, 30:33] = 128
     trimap[90:, :] = 128  # outside the [0, h - c) corner range: never chosen
     for seed in range(20):
-        y0, x0, ch, cw = tdata.choose_crop(trimap, [40], 40, np.random.default_rng(seed), policy="mm21",
-                                           unknown_prob=1.0)
+        y0, x0, ch, cw = tdata.choose_crop(
+            trimap, [40], 40, np.random.default_rng(seed), policy="mm21", unknown_prob=1.0
+        )
         assert trimap[y0, x0] == 128 and y0 < 60 and x0 < 80
 
 
@@ -73,11 +75,12 @@ def test_crop_unknown_probability_and_sizes():
     hits, sizes = 0, set()
     n = 400
     for seed in range(n):
-        y0, x0, ch, cw = tdata.choose_crop(trimap, [32, 48, 64], 32, np.random.default_rng(seed), policy="ijcv",
-                                           unknown_prob=0.5)
+        y0, x0, ch, cw = tdata.choose_crop(
+            trimap, [32, 48, 64], 32, np.random.default_rng(seed), policy="ijcv", unknown_prob=0.5
+        )
         sizes.add(ch)
         assert ch == cw and 0 <= y0 <= 200 - ch and 0 <= x0 <= 200 - cw
-        hits += bool((trimap[y0:y0 + ch, x0:x0 + cw] == 128).any())
+        hits += bool((trimap[y0 : y0 + ch, x0 : x0 + cw] == 128).any())
     assert sizes == {32, 48, 64}
     # w.p. 0.5 anchored on the corner, else a uniform centre rarely covers it
     assert 0.4 < hits / n < 0.7
@@ -150,15 +153,16 @@ def test_paste_face_identity_alignment_is_exact():
     src_img = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
     src_mask = np.zeros((40, 40), bool)
     src_mask[5:15, 7:17] = True  # same box size: base scale 1
-    out, replaced = paste_face(target, face, private, Face(src_img, src_mask), np.random.default_rng(1),
-                               degree=0.0, scale=(1.0, 1.0), flip=0.0)
+    out, replaced = paste_face(
+        target, face, private, Face(src_img, src_mask), np.random.default_rng(1), degree=0.0, scale=(1.0, 1.0), flip=0.0
+    )
     np.testing.assert_array_equal(replaced, private)
-    np.testing.assert_array_equal(out[20:30, 24:34][private[20:30, 24:34]],
-                                  src_img[5:15, 7:17][private[20:30, 24:34]])
+    np.testing.assert_array_equal(out[20:30, 24:34][private[20:30, 24:34]], src_img[5:15, 7:17][private[20:30, 24:34]])
     np.testing.assert_array_equal(out[~private], target[~private])
     # flip = 1: the pasted face is mirrored
-    out_f, _ = paste_face(target, face, private, Face(src_img, src_mask), np.random.default_rng(1),
-                          degree=0.0, scale=(1.0, 1.0), flip=1.0)
+    out_f, _ = paste_face(
+        target, face, private, Face(src_img, src_mask), np.random.default_rng(1), degree=0.0, scale=(1.0, 1.0), flip=1.0
+    )
     np.testing.assert_array_equal(out_f[22:30, 24:34], src_img[7:15, 7:17][:, ::-1])
 
 
@@ -237,8 +241,9 @@ def test_dataloader_workers_do_not_change_samples(synth_root):
         batches.append([b["image"] for b in loader])
     for x, y in zip(*batches):
         assert torch.equal(x, y)
-    auto = tdata.make_loader(ds, tdata.ResumableSampler(ds, seed=1), batch_size=3, workers=None, pin_memory=False,
-                             seed=1, epoch=0)
+    auto = tdata.make_loader(
+        ds, tdata.ResumableSampler(ds, seed=1), batch_size=3, workers=None, pin_memory=False, seed=1, epoch=0
+    )
     assert auto.num_workers == tdata.resolve_workers(None)
 
 
@@ -247,9 +252,13 @@ def test_prepare_batch_on_cuda_gives_the_cpu_bits():
     # runs on a bare GPU box too (no PIL needed): PYTHONPATH=src python3 -m pytest tests/test_train_data.py -k cuda
     values = torch.arange(256, dtype=torch.uint8).view(16, 16)
     image = torch.stack([values, values.T, values.flip(0)])
-    batch = {"image": image[None].repeat(4, 1, 1, 1), "alpha": values[None, None].repeat(4, 1, 1, 1),
-             "trimap": values[None, None].repeat(4, 1, 1, 1), "fg": image[None].flip(3).repeat(4, 1, 1, 1),
-             "bg": image[None].flip(2).repeat(4, 1, 1, 1)}
+    batch = {
+        "image": image[None].repeat(4, 1, 1, 1),
+        "alpha": values[None, None].repeat(4, 1, 1, 1),
+        "trimap": values[None, None].repeat(4, 1, 1, 1),
+        "fg": image[None].flip(3).repeat(4, 1, 1, 1),
+        "bg": image[None].flip(2).repeat(4, 1, 1, 1),
+    }
     want = tdata.prepare_batch(batch, "cpu")
     got = tdata.prepare_batch({k: v.pin_memory() for k, v in batch.items()}, "cuda")
     assert list(got) == list(want) and all(v.device.type == "cuda" for v in got.values())
@@ -274,14 +283,21 @@ def test_resumable_sampler_skips_and_shards():
 
 
 def test_on_the_fly_obfuscation_from_original_images(synth_root, tmp_path):
-    from p3m.privacy.obfuscate import private_area
     from p3m.io import read_image, read_mask
+    from p3m.privacy.obfuscate import private_area
 
     root = tmp_path / "ds"
     shutil.copytree(synth_root, root)
     shutil.copytree(root / "train" / "blurred_image", root / "train" / "original_image")
-    cfg = small_cfg(root=str(root), crop_sizes=[64], resize=64, flip_prob=0.0, image_dir="original_image",
-                    obfuscation="zero", composition=False)
+    cfg = small_cfg(
+        root=str(root),
+        crop_sizes=[64],
+        resize=64,
+        flip_prob=0.0,
+        image_dir="original_image",
+        obfuscation="zero",
+        composition=False,
+    )
     ds = tdata.P3MTrainDataset(root, cfg, seed=0)
     assert ds.images[0].parent.name == "original_image"
     checked = 0
@@ -302,8 +318,8 @@ def test_on_the_fly_obfuscation_from_original_images(synth_root, tmp_path):
 
 
 def test_copy_paste_in_dataset_changes_only_private_area(synth_root):
-    from p3m.privacy.obfuscate import private_area
     from p3m.io import read_mask
+    from p3m.privacy.obfuscate import private_area
 
     cfg = small_cfg(root=str(synth_root), crop_sizes=[64], resize=64, flip_prob=0.0, composition=False)
     plain = tdata.P3MTrainDataset(synth_root, cfg, seed=0)

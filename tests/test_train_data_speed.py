@@ -8,6 +8,7 @@ against PIL (and what happens to an unreadable cache file), the uint8 trimap and
 choice, crop/flip/resize, normalisation, tensors and `prepare_batch`, the copy-paste helpers, and whole dataset items
 for the default recipe, the MM21 variant, on-the-fly obfuscation, copy-paste and the fg/bg cache.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,14 +23,14 @@ from torch.utils.data import default_collate
 
 os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".cache" / "numba"))
 
-import reference_train_data as ref  # noqa: E402
+import reference_train_data as ref
 
-from p3m.data.trimap import random_kernel_size, random_trimap, trimap_crop, trimap_from_alpha  # noqa: E402
-from p3m.io import read_image, write_image  # noqa: E402
-from p3m.train import data as tdata  # noqa: E402
-from p3m.train import foreground  # noqa: E402
-from p3m.train.config import CopyPasteConfig, DataConfig  # noqa: E402
-from p3m.train.copy_paste import Face, FaceBank, copy_where, face_box, paste_face  # noqa: E402
+from p3m.data.trimap import random_kernel_size, random_trimap, trimap_crop, trimap_from_alpha
+from p3m.io import read_image, write_image
+from p3m.train import data as tdata
+from p3m.train import foreground
+from p3m.train.config import CopyPasteConfig, DataConfig
+from p3m.train.copy_paste import Face, FaceBank, copy_where, face_box, paste_face
 
 torch.set_num_threads(1)
 
@@ -74,14 +75,18 @@ def test_cache_read_gives_the_pil_pixels(tmp_path, monkeypatch):
         smooth = cv2.resize(rng.integers(0, 256, (h // 8 + 2, w // 8 + 2, 3), dtype=np.uint8), (w, h))
         for name, pixels in {"noise": rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "smooth": smooth}.items():
             # lossless WebP as load_or_estimate writes them, and PNG as earlier versions wrote them
-            for path in (foreground.write_cache_image(tmp_path / f"{name}_{h}x{w}.webp", pixels),
-                         write_image(tmp_path / f"{name}_{h}x{w}.png", pixels)):
+            for path in (
+                foreground.write_cache_image(tmp_path / f"{name}_{h}x{w}.webp", pixels),
+                write_image(tmp_path / f"{name}_{h}x{w}.png", pixels),
+            ):
                 written[path] = read_image(path)
                 np.testing.assert_array_equal(written[path], pixels)  # lossless
                 assert p3m.io.has_metadata(path) == []
     # files p3m does not write take read_image's rules (grey, alpha composited over white, 16 bits rounded)
-    foreign = [write_image(tmp_path / "grey.png", rng.integers(0, 256, (20, 30), dtype=np.uint8)),
-               write_image(tmp_path / "rgba.png", rng.integers(0, 256, (20, 30, 4), dtype=np.uint8))]
+    foreign = [
+        write_image(tmp_path / "grey.png", rng.integers(0, 256, (20, 30), dtype=np.uint8)),
+        write_image(tmp_path / "rgba.png", rng.integers(0, 256, (20, 30, 4), dtype=np.uint8)),
+    ]
     cv2.imwrite(str(tmp_path / "rgb16.png"), rng.integers(0, 65536, (20, 30, 3), dtype=np.uint16))
     foreign.append(tmp_path / "rgb16.png")
     for path in foreign:
@@ -138,9 +143,10 @@ def test_trimap_and_crop_window_trimap_match_reference():
             for _ in range(4):
                 y0, x0 = int(rng.integers(h)), int(rng.integers(w))
                 ch, cw = int(rng.integers(0, h - y0 + 1)), int(rng.integers(0, w - x0 + 1))
-                np.testing.assert_array_equal(trimap_crop(alpha, k, y0, x0, ch, cw), full[y0:y0 + ch, x0:x0 + cw])
-        assert_same(random_trimap(alpha, np.random.default_rng(case)),
-                    ref.ref_random_trimap(alpha, np.random.default_rng(case)))
+                np.testing.assert_array_equal(trimap_crop(alpha, k, y0, x0, ch, cw), full[y0 : y0 + ch, x0 : x0 + cw])
+        assert_same(
+            random_trimap(alpha, np.random.default_rng(case)), ref.ref_random_trimap(alpha, np.random.default_rng(case))
+        )
     # 3-channel masks use channel 0, as before
     alpha3 = np.dstack([soft_alpha(rng, 40, 50)] * 3)
     assert_same(trimap_from_alpha(alpha3, 7), ref.ref_trimap_from_alpha(alpha3, 7))
@@ -179,9 +185,16 @@ def test_augment_sample_matches_reference():
         h, w = int(rng.integers(40, 130)), int(rng.integers(40, 130))
         image, alpha, fg, bg = random_sample(rng, h, w)
         policy = ("ijcv", "mm21")[case % 2]
-        cfg = DataConfig(root="unused", crop_sizes=[24, 48, 96], resize=32, trimap_kernel=[3, 15], crop_policy=policy,
-                         trimap_variant=("ijcv", "mm21")[case // 2 % 2], unknown_prob=(0.5, 1.0, 0.0)[case % 3],
-                         flip_prob=0.5)
+        cfg = DataConfig(
+            root="unused",
+            crop_sizes=[24, 48, 96],
+            resize=32,
+            trimap_kernel=[3, 15],
+            crop_policy=policy,
+            trimap_variant=("ijcv", "mm21")[case // 2 % 2],
+            unknown_prob=(0.5, 1.0, 0.0)[case % 3],
+            flip_prob=0.5,
+        )
         kw = {"fg": fg, "bg": bg} if case % 4 else {}
         got = tdata.augment_sample(image, alpha, np.random.default_rng(case), cfg, **kw)
         assert_same(got, ref.ref_augment_sample(image, alpha, np.random.default_rng(case), cfg, **kw))
@@ -189,18 +202,24 @@ def test_augment_sample_matches_reference():
         a, b = np.random.default_rng(case + 100), np.random.default_rng(case + 100)
         k = random_kernel_size(a, 3, 15)
         trimap = ref.ref_random_trimap(alpha, b, 3, 15)
-        assert_same(tdata.augment_sample(image, alpha, a, cfg, kernel_size=k, **kw),
-                    ref.ref_augment_sample(image, alpha, b, cfg, trimap=trimap, **kw))
-        assert_same(tdata.augment_sample(image, alpha, np.random.default_rng(1), cfg, trimap=trimap, **kw),
-                    ref.ref_augment_sample(image, alpha, np.random.default_rng(1), cfg, trimap=trimap, **kw))
+        assert_same(
+            tdata.augment_sample(image, alpha, a, cfg, kernel_size=k, **kw),
+            ref.ref_augment_sample(image, alpha, b, cfg, trimap=trimap, **kw),
+        )
+        assert_same(
+            tdata.augment_sample(image, alpha, np.random.default_rng(1), cfg, trimap=trimap, **kw),
+            ref.ref_augment_sample(image, alpha, np.random.default_rng(1), cfg, trimap=trimap, **kw),
+        )
     # strided inputs (a BGR view, a flipped view) are handled as before
     image, alpha, fg, bg = random_sample(rng, 70, 90)
     cfg = DataConfig(root="unused", crop_sizes=[40], resize=32, trimap_kernel=[3, 5], flip_prob=0.5)
     for seed in range(6):
-        got = tdata.augment_sample(image[:, ::-1], alpha[::-1], np.random.default_rng(seed), cfg, fg=fg[..., ::-1],
-                                   bg=bg)
-        want = ref.ref_augment_sample(image[:, ::-1], alpha[::-1], np.random.default_rng(seed), cfg,
-                                      fg=fg[..., ::-1], bg=bg)
+        got = tdata.augment_sample(
+            image[:, ::-1], alpha[::-1], np.random.default_rng(seed), cfg, fg=fg[..., ::-1], bg=bg
+        )
+        want = ref.ref_augment_sample(
+            image[:, ::-1], alpha[::-1], np.random.default_rng(seed), cfg, fg=fg[..., ::-1], bg=bg
+        )
         assert_same(got, want)
 
 
@@ -226,8 +245,15 @@ def test_normalisation_tensors_and_prepare_batch_match_reference():
     outs = [{"image": image, "alpha": values, "trimap": values, "fg": image[::-1], "bg": image[:, ::-1]}]
     for _ in range(3):  # random bytes, strided views
         rgb = [rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) for _ in range(3)]
-        outs.append({"image": rgb[0][:, ::-1], "alpha": rng.integers(0, 256, (16, 16), dtype=np.uint8),
-                     "trimap": rng.choice(np.array([0, 128, 255], np.uint8), (16, 16)), "fg": rgb[1], "bg": rgb[2]})
+        outs.append(
+            {
+                "image": rgb[0][:, ::-1],
+                "alpha": rng.integers(0, 256, (16, 16), dtype=np.uint8),
+                "trimap": rng.choice(np.array([0, 128, 255], np.uint8), (16, 16)),
+                "fg": rgb[1],
+                "bg": rgb[2],
+            }
+        )
     for out in outs:
         item = tdata.to_tensors(out)
         assert list(item) == ["image", "alpha", "trimap", "fg", "bg"]
@@ -236,8 +262,10 @@ def test_normalisation_tensors_and_prepare_batch_match_reference():
         assert sum(v.nbytes for v in item.values()) == 11 * 256  # 11 bytes per pixel, 44 before
         assert_same(tdata.prepare_batch(item, "cpu"), ref_item(out))
     batch = default_collate([tdata.to_tensors(out) for out in outs])
-    assert_same(tdata.prepare_batch(batch, torch.device("cpu"), non_blocking=False),
-                default_collate([ref_item(out) for out in outs]))
+    assert_same(
+        tdata.prepare_batch(batch, torch.device("cpu"), non_blocking=False),
+        default_collate([ref_item(out) for out in outs]),
+    )
     no_fg = {k: outs[1][k] for k in ("image", "alpha", "trimap")}
     assert_same(tdata.prepare_batch(tdata.to_tensors(no_fg), "cpu"), ref_item(no_fg))
     floats = {"image": torch.zeros(2, 3, 4, 4), "other": torch.arange(3)}  # not uint8: moved, not converted
@@ -303,13 +331,14 @@ def dataset_cases(root: Path):
         "blur": (DataConfig(**base, image_dir="original_image", obfuscation="blur"), None),
         "mosaic": (DataConfig(**base, image_dir="original_image", obfuscation="mosaic"), None),
         "copy-paste": (DataConfig(**base), CopyPasteConfig(enabled=True, prob=1.0)),
-        "fg/bg cache": (DataConfig(**base, fg_cache=str(root / "train" / "fg_bg_cache"), image_dir="blurred_image"),
-                        None),
+        "fg/bg cache": (
+            DataConfig(**base, fg_cache=str(root / "train" / "fg_bg_cache"), image_dir="blurred_image"),
+            None,
+        ),
     }
 
 
-@pytest.mark.parametrize("case", ["default", "mm21", "no composition", "blur", "mosaic", "copy-paste",
-                                  "fg/bg cache"])
+@pytest.mark.parametrize("case", ["default", "mm21", "no composition", "blur", "mosaic", "copy-paste", "fg/bg cache"])
 def test_dataset_items_match_reference(synth_root, case):
     cfg, cp = dataset_cases(synth_root)[case]
     new = tdata.P3MTrainDataset(synth_root, cfg, copy_paste=cp, seed=21)

@@ -1,6 +1,7 @@
 """The shared training step (p3m.train.step): parity with a literal eager step, no host synchronisation (what a
 CUDA graph needs, checked on CPU at the operator level), optimizer state across implementations, and the
 configuration rules of train.cuda_graph / train.compile / optim.fused."""
+
 from __future__ import annotations
 
 import copy
@@ -21,8 +22,19 @@ torch.set_num_threads(1)
 
 # Operators that wait for the device or read a device value on the host: any of them makes
 # torch.cuda.graph() fail (or silently freeze a value into the graph).
-HOST_SYNC_OPS = {"_local_scalar_dense", "item", "nonzero", "masked_select", "is_nonzero", "equal",
-                 "unique", "_unique2", "repeat_interleave", "allclose", "boolean-mask indexing"}
+HOST_SYNC_OPS = {
+    "_local_scalar_dense",
+    "item",
+    "nonzero",
+    "masked_select",
+    "is_nonzero",
+    "equal",
+    "unique",
+    "_unique2",
+    "repeat_interleave",
+    "allclose",
+    "boolean-mask indexing",
+}
 
 
 class OpRecorder(TorchDispatchMode):
@@ -180,8 +192,9 @@ def test_compiled_step_matches_eager_step():
     for mode in (None, "default"):
         torch.manual_seed(0)
         model = ToyP3M()
-        step = TrainStep(model, make_optimizer(model.parameters(), lr=1e-2), params=list(model.parameters()),
-                         compile_mode=mode)
+        step = TrainStep(
+            model, make_optimizer(model.parameters(), lr=1e-2), params=list(model.parameters()), compile_mode=mode
+        )
         losses[mode] = [float(step(tiny_batch(i, size=32), 1e-2)["total"]) for i in range(3)]
         if mode is not None:
             assert step.loss_fn is not p3m_loss and hasattr(step.net, "_orig_mod")  # really compiled
@@ -242,8 +255,7 @@ def test_cuda_graph_step_replays_the_eager_step(amp):
     opt_a = make_optimizer(trainable(a), lr=1e-3, fused=True, capturable=True)
     opt_b = make_optimizer(trainable(b), lr=1e-3, fused=True, capturable=True)
     eager = TrainStep(a, opt_a, params=trainable(a), amp_dtype=amp, clip_grad=1.0)
-    graphed = TrainStep(b, opt_b, params=trainable(b), amp_dtype=amp, clip_grad=1.0, cuda_graph=True,
-                        warmup_steps=2)
+    graphed = TrainStep(b, opt_b, params=trainable(b), amp_dtype=amp, clip_grad=1.0, cuda_graph=True, warmup_steps=2)
     plan = [(0, 2, 1e-3), (1, 2, 1e-3), (2, 2, 5e-4), (3, 2, 5e-4), (4, 1, 5e-4), (5, 2, 2e-4), (6, 2, 2e-4)]
     for seed, n, lr in plan:
         batch = {k: v.to(dev) for k, v in tiny_batch(seed, n).items()}
@@ -270,14 +282,28 @@ def test_trainer_with_cuda_graph_resumes(tmp_path):
 
     root = tmp_path / "P3M-10k"
     generate_dataset(root, SynthConfig(n_train=8, n_test_p=1, n_test_np=1, size=(64, 64), seed=5))
-    sets = [f"data.root={root}", "data.crop_sizes=[64]", "data.resize=64", "data.trimap_kernel=[3, 5]",
-            "data.workers=2", "data.pin_memory=true", "model.width=8", "train.batch_size=2", "train.log_every=1", "val.every=0",
-            "train.device=cuda", "train.cuda_graph=true", "train.amp=bf16", "train.channels_last=true",
-            "train.save_every=3"]
+    sets = [
+        f"data.root={root}",
+        "data.crop_sizes=[64]",
+        "data.resize=64",
+        "data.trimap_kernel=[3, 5]",
+        "data.workers=2",
+        "data.pin_memory=true",
+        "model.width=8",
+        "train.batch_size=2",
+        "train.log_every=1",
+        "val.every=0",
+        "train.device=cuda",
+        "train.cuda_graph=true",
+        "train.amp=bf16",
+        "train.channels_last=true",
+        "train.save_every=3",
+    ]
     first = train(load_config(None, [*sets, "train.max_steps=6"]), out_dir=tmp_path / "run", progress=False)
     recs = [r for r in first.history if r["type"] == "train"]
     assert first.step == 6 and recs[-1]["graph_replays"] == 3
     assert all(math.isfinite(r["loss"]["total"]) for r in recs)
-    again = train(load_config(None, [*sets, "train.max_steps=9"]), out_dir=tmp_path / "run", progress=False,
-                  resume=True)
+    again = train(
+        load_config(None, [*sets, "train.max_steps=9"]), out_dir=tmp_path / "run", progress=False, resume=True
+    )
     assert again.step == 9 and math.isfinite(again.history[-1]["loss"]["total"])

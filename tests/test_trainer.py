@@ -1,4 +1,5 @@
 """Trainer: loss decreases, SIGKILL + --resume, SIGINT clean stop, DDP (torchrun, gloo), checkpoints and logs."""
+
 from __future__ import annotations
 
 import json
@@ -22,9 +23,18 @@ REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 
 TINY = [
-    "data.crop_sizes=[32, 48, 64]", "data.resize=32", "data.trimap_kernel=[3, 5]", "data.workers=0",
-    "data.pin_memory=false", "model.width=8", "train.batch_size=2", "train.log_every=1", "optim.lr=1e-3",
-    "val.scale=0.5", "val.every=0", "train.threads=1",
+    "data.crop_sizes=[32, 48, 64]",
+    "data.resize=32",
+    "data.trimap_kernel=[3, 5]",
+    "data.workers=0",
+    "data.pin_memory=false",
+    "model.width=8",
+    "train.batch_size=2",
+    "train.log_every=1",
+    "optim.lr=1e-3",
+    "val.scale=0.5",
+    "val.every=0",
+    "train.threads=1",
 ]
 
 
@@ -67,8 +77,17 @@ def test_lr_schedule():
 def test_loss_goes_down_on_tiny_set(synth_root, tmp_path):
     torch.manual_seed(0)
     # whole-image crops, fixed trimap kernel: the same two samples every step, so the loss must fall
-    cfg = tiny(synth_root, "train.max_steps=40", "data.max_samples=2", "train.batch_size=2", "data.flip_prob=0",
-               "data.crop_sizes=[64]", "data.trimap_kernel=[4, 4]", "optim.lr=2e-3", "train.save_every=100")
+    cfg = tiny(
+        synth_root,
+        "train.max_steps=40",
+        "data.max_samples=2",
+        "train.batch_size=2",
+        "data.flip_prob=0",
+        "data.crop_sizes=[64]",
+        "data.trimap_kernel=[4, 4]",
+        "optim.lr=2e-3",
+        "train.save_every=100",
+    )
     result = train(cfg, out_dir=tmp_path / "run", progress=False)
     losses = [r["loss"]["total"] for r in result.history if r["type"] == "train"]
     assert len(losses) == 40 and result.step == 40
@@ -108,8 +127,13 @@ def test_validation_keeps_best_checkpoints_and_weights_load(synth_root, tmp_path
 
 def _spawn_train(config: Path, out: Path, *extra: str) -> subprocess.Popen:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    return subprocess.Popen([str(VENV_BIN / "p3m"), "train", str(config), "--out", str(out), "-q", *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+    return subprocess.Popen(
+        [str(VENV_BIN / "p3m"), "train", str(config), "--out", str(out), "-q", *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=REPO,
+    )
 
 
 def _wait_for_step(out: Path, step: int, proc: subprocess.Popen, timeout: float = 120) -> None:
@@ -151,8 +175,9 @@ def test_resume_matches_uninterrupted_run(synth_root, tmp_path):
     """Stopping at a save point and resuming gives the same weights as one uninterrupted run."""
     full = train(tiny(synth_root, "train.max_steps=6", "train.save_every=3"), out_dir=tmp_path / "a", progress=False)
     train(tiny(synth_root, "train.max_steps=3", "train.save_every=3"), out_dir=tmp_path / "b", progress=False)
-    resumed = train(tiny(synth_root, "train.max_steps=6", "train.save_every=3"), out_dir=tmp_path / "b",
-                    resume=True, progress=False)
+    resumed = train(
+        tiny(synth_root, "train.max_steps=6", "train.save_every=3"), out_dir=tmp_path / "b", resume=True, progress=False
+    )
     assert resumed.step == 6
     a = torch.load(tmp_path / "a" / RESUME_FILE, weights_only=True)["model"]
     b = torch.load(tmp_path / "b" / RESUME_FILE, weights_only=True)["model"]
@@ -182,14 +207,37 @@ def test_ddp_two_processes_gloo(synth_root, tmp_path):
     if not torchrun.exists():
         pytest.skip("torchrun not installed in this environment")
     # resize 64: the last batch of an epoch holds 1 sample per rank, and BatchNorm needs > 1 value at 1/32
-    config = write_config(tmp_path / "c.yaml", synth_root, "train.max_steps=3", "train.save_every=2",
-                          "val.every_steps=3", "val.max_images=1", "data.resize=64")
+    config = write_config(
+        tmp_path / "c.yaml",
+        synth_root,
+        "train.max_steps=3",
+        "train.save_every=2",
+        "val.every_steps=3",
+        "val.max_images=1",
+        "data.resize=64",
+    )
     out = tmp_path / "run"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(
-        [str(torchrun), "--nproc_per_node", "2", "--master_port", str(29500 + os.getpid() % 1000),
-         str(VENV_BIN / "p3m"), "train", str(config), "--out", str(out), "-q"],
-        capture_output=True, text=True, env=env, cwd=REPO, timeout=240)
+        [
+            str(torchrun),
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(29500 + os.getpid() % 1000),
+            str(VENV_BIN / "p3m"),
+            "train",
+            str(config),
+            "--out",
+            str(out),
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=240,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     state = torch.load(out / RESUME_FILE, weights_only=True)
     assert state["step"] == 3
@@ -204,9 +252,21 @@ def test_ddp_two_processes_gloo(synth_root, tmp_path):
 
 def test_bf16_channels_last_overwrite_and_register(synth_root, tmp_path, monkeypatch):
     monkeypatch.setenv("P3M_HOME", str(tmp_path / "home"))
-    cfg = tiny(synth_root, "train.max_steps=2", "train.amp=bf16", "train.channels_last=true", "train.save_every=1",
-               "optim.schedule=cosine", "optim.warmup_steps=1", "optim.clip_grad=1.0", "register_as=tiny-test",
-               "data.crop_policy=mm21", "data.trimap_variant=mm21", "copy_paste.enabled=true", "copy_paste.prob=1.0")
+    cfg = tiny(
+        synth_root,
+        "train.max_steps=2",
+        "train.amp=bf16",
+        "train.channels_last=true",
+        "train.save_every=1",
+        "optim.schedule=cosine",
+        "optim.warmup_steps=1",
+        "optim.clip_grad=1.0",
+        "register_as=tiny-test",
+        "data.crop_policy=mm21",
+        "data.trimap_variant=mm21",
+        "copy_paste.enabled=true",
+        "copy_paste.prob=1.0",
+    )
     first = train(cfg, out_dir=tmp_path / "run", progress=False)
     assert first.step == 2 and all(math.isfinite(r["loss"]["total"]) for r in first.history)
     assert any("tiny-test" in p.name for p in (tmp_path / "home").rglob("*"))

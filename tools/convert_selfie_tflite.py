@@ -14,6 +14,7 @@ conversion is exact), and the operator list as JSON in the safetensors metadata 
 `p3m.models.selfie.SelfieSegmentation` executes that list. DEQUANTIZE ops (fp16 -> fp32) are folded into the
 loader; every other operator kind is kept one for one, so the port stays checkable against the TFLite graph.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -78,28 +79,41 @@ def convert(src: Path) -> tuple[dict[str, np.ndarray], dict[str, object]]:
         if kind == "CONV_2D":
             o = _options(op, tflite.Conv2DOptions)
             assert o.DilationHFactor() == o.DilationWFactor() == 1
-            entry.update(stride=[o.StrideH(), o.StrideW()], padding=_PADDING[o.Padding()],
-                         activation=_ACTIVATION[o.FusedActivationFunction()])
+            entry.update(
+                stride=[o.StrideH(), o.StrideW()],
+                padding=_PADDING[o.Padding()],
+                activation=_ACTIVATION[o.FusedActivationFunction()],
+            )
             w = tensors[args[1]]
             tensors[args[1]] = np.ascontiguousarray(w.transpose(0, 3, 1, 2))  # OHWI -> OIHW
         elif kind == "DEPTHWISE_CONV_2D":
             o = _options(op, tflite.DepthwiseConv2DOptions)
             assert o.DepthMultiplier() == 1 and o.DilationHFactor() == o.DilationWFactor() == 1
-            entry.update(stride=[o.StrideH(), o.StrideW()], padding=_PADDING[o.Padding()],
-                         activation=_ACTIVATION[o.FusedActivationFunction()])
+            entry.update(
+                stride=[o.StrideH(), o.StrideW()],
+                padding=_PADDING[o.Padding()],
+                activation=_ACTIVATION[o.FusedActivationFunction()],
+            )
             w = tensors[args[1]]
             tensors[args[1]] = np.ascontiguousarray(w.transpose(3, 0, 1, 2))  # 1HWC -> C1HW
         elif kind == "AVERAGE_POOL_2D":
             o = _options(op, tflite.Pool2DOptions)
-            entry.update(kernel=[o.FilterHeight(), o.FilterWidth()], stride=[o.StrideH(), o.StrideW()],
-                         padding=_PADDING[o.Padding()], activation=_ACTIVATION[o.FusedActivationFunction()])
+            entry.update(
+                kernel=[o.FilterHeight(), o.FilterWidth()],
+                stride=[o.StrideH(), o.StrideW()],
+                padding=_PADDING[o.Padding()],
+                activation=_ACTIVATION[o.FusedActivationFunction()],
+            )
         elif kind in ("ADD", "MUL"):
             o = _options(op, tflite.AddOptions if kind == "ADD" else tflite.MulOptions)
             entry.update(activation=_ACTIVATION[o.FusedActivationFunction()])
         elif kind == "RESIZE_BILINEAR":
             o = _options(op, tflite.ResizeBilinearOptions)
-            entry.update(size=[int(v) for v in constant(ins[1])], align_corners=bool(o.AlignCorners()),
-                         half_pixel_centers=bool(o.HalfPixelCenters()))
+            entry.update(
+                size=[int(v) for v in constant(ins[1])],
+                align_corners=bool(o.AlignCorners()),
+                half_pixel_centers=bool(o.HalfPixelCenters()),
+            )
             entry["in"] = args[:1]
         elif kind == "MEAN":
             o = _options(op, tflite.ReducerOptions)
@@ -107,8 +121,11 @@ def convert(src: Path) -> tuple[dict[str, np.ndarray], dict[str, object]]:
             entry["in"] = args[:1]
         elif kind == "Convolution2DTransposeBias":
             padding, stride_w, stride_h = np.frombuffer(op.CustomOptionsAsNumpy().tobytes(), dtype=np.int32)
-            entry.update(op="conv_transpose_bias", stride=[int(stride_h), int(stride_w)],
-                         padding={1: "same", 2: "valid"}[int(padding)])
+            entry.update(
+                op="conv_transpose_bias",
+                stride=[int(stride_h), int(stride_w)],
+                padding={1: "same", 2: "valid"}[int(padding)],
+            )
             w = tensors[args[1]]
             tensors[args[1]] = np.ascontiguousarray(w.transpose(3, 0, 1, 2))  # OHWI -> IOHW
         elif kind not in ("HARD_SWISH", "RELU", "LOGISTIC"):
@@ -116,8 +133,12 @@ def convert(src: Path) -> tuple[dict[str, np.ndarray], dict[str, object]]:
         ops.append(entry)
     (inp,) = [int(t) for t in graph.InputsAsNumpy()]
     (outp,) = [int(t) for t in graph.OutputsAsNumpy()]
-    meta = {"input": tname(inp), "input_shape": [int(v) for v in graph.Tensors(inp).ShapeAsNumpy()],
-            "output": tname(outp), "ops": ops}
+    meta = {
+        "input": tname(inp),
+        "input_shape": [int(v) for v in graph.Tensors(inp).ShapeAsNumpy()],
+        "output": tname(outp),
+        "ops": ops,
+    }
     return tensors, meta
 
 
@@ -130,8 +151,13 @@ def main(argv: list[str] | None = None) -> int:
 
     tensors, graph = convert(args.tflite)
     digest = hashlib.sha256(args.tflite.read_bytes()).hexdigest()
-    metadata = {"graph": json.dumps(graph, separators=(",", ":")), "source": args.tflite.name,
-                "source_sha256": digest, "licence": "Apache-2.0", "origin": "MediaPipe selfie segmentation"}
+    metadata = {
+        "graph": json.dumps(graph, separators=(",", ":")),
+        "source": args.tflite.name,
+        "source_sha256": digest,
+        "licence": "Apache-2.0",
+        "origin": "MediaPipe selfie segmentation",
+    }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(args.output), metadata=metadata)
     print(f"{args.output}: {len(tensors)} tensors, {len(graph['ops'])} ops, from {args.tflite.name} sha256 {digest}")

@@ -11,6 +11,7 @@ pre- and post-processing resize nothing) through MediaPipe's ImageSegmenter task
 mediapipe wheel (same weights as the npm package p3m converts), and writes the confidence mask as a 16-bit PNG
 `selfie_<variant>_mediapipe.png` (value / 65535; quantisation <= 7.7e-6).
 """
+
 import sys
 from pathlib import Path
 
@@ -26,13 +27,18 @@ def main(folder: str) -> None:
     models = Path(mp.__file__).parent / "modules" / "selfie_segmentation"
     for variant, model in MODELS.items():
         rgb = cv2.cvtColor(cv2.imread(str(Path(folder) / f"selfie_{variant}_input.png")), cv2.COLOR_BGR2RGB)
-        options = vision.ImageSegmenterOptions(base_options=BaseOptions(model_asset_path=str(models / model)),
-                                               output_confidence_masks=True, output_category_mask=False)
+        options = vision.ImageSegmenterOptions(
+            base_options=BaseOptions(model_asset_path=str(models / model)),
+            output_confidence_masks=True,
+            output_category_mask=False,
+        )
         with vision.ImageSegmenter.create_from_options(options) as segmenter:
             result = segmenter.segment(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb)))
         mask = result.confidence_masks[0].numpy_view()
-        cv2.imwrite(str(Path(folder) / f"selfie_{variant}_mediapipe.png"),
-                    np.rint(np.clip(mask, 0, 1) * 65535).astype(np.uint16))
+        cv2.imwrite(
+            str(Path(folder) / f"selfie_{variant}_mediapipe.png"),
+            np.rint(np.clip(mask, 0, 1) * 65535).astype(np.uint16),
+        )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """The `p3m` command: one verb per job. Each verb lives in `p3m.commands.<verb>`; this module only wires."""
+
 from __future__ import annotations
 
 import argparse
@@ -60,8 +61,11 @@ def main(argv: list[str] | None = None) -> int:
 
             print(f"p3m {args.command}: error: {os_error_message(exc)}", file=sys.stderr)
             return 2
-        print(f"p3m {args.command}: internal error: {type(exc).__name__}: {exc} "
-              "(a bug: please report it; set P3M_DEBUG=1 for the traceback)", file=sys.stderr)
+        print(
+            f"p3m {args.command}: internal error: {type(exc).__name__}: {exc} "
+            "(a bug: please report it; set P3M_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
         return 1
 
 

@@ -1,4 +1,5 @@
 """Background colours given as text (CLI `--background`, the HTTP API's `background` field)."""
+
 from __future__ import annotations
 
 import re

@@ -14,14 +14,15 @@ Stages (each prints the command it runs, so the demo doubles as a tutorial):
 
 Finished stages are skipped on a re-run unless ``force``; every output lives under one folder, printed at the end.
 """
+
 from __future__ import annotations
 
 import json
 import shlex
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from p3m.errors import P3MError
 
@@ -80,20 +81,43 @@ def run_demo(opts: DemoOptions, log: Callable[[str], None] = print) -> DemoResul
     run = _runner(log)
     quiet = ["--quiet"] if opts.quiet else []
     if not Path(opts.config).is_file():
-        raise P3MError(f"demo benchmark config not found: {opts.config} (run `p3m demo` from a p3m checkout, "
-                       "or pass --config)")
+        raise P3MError(
+            f"demo benchmark config not found: {opts.config} (run `p3m demo` from a p3m checkout, or pass --config)"
+        )
 
     # 1. data
     if opts.force or not _synth_complete(data, opts):
-        run(["synth", str(data), "--train", str(opts.n_train), "--test", str(opts.n_test), "--size", str(opts.size),
-             "--seed", str(opts.seed), "--overwrite", *quiet])
+        run(
+            [
+                "synth",
+                str(data),
+                "--train",
+                str(opts.n_train),
+                "--test",
+                str(opts.n_test),
+                "--size",
+                str(opts.size),
+                "--seed",
+                str(opts.seed),
+                "--overwrite",
+                *quiet,
+            ]
+        )
     else:
         log(f"\n[skip] dataset already at {data}")
 
     # 2. benchmark (skips its own finished stages)
     # dataset.synth=null: benchmark the data of stage 1 instead of generating its own copy.
-    argv = ["benchmark", str(opts.config), "-o", str(bench_dir), "--set", f"dataset.root={data}",
-            "--set", "dataset.synth=null"]
+    argv = [
+        "benchmark",
+        str(opts.config),
+        "-o",
+        str(bench_dir),
+        "--set",
+        f"dataset.root={data}",
+        "--set",
+        "dataset.synth=null",
+    ]
     for item in opts.overrides:
         argv += ["--set", item]
     run(argv + (["--force"] if opts.force else []) + quiet)
@@ -118,14 +142,33 @@ def run_demo(opts: DemoOptions, log: Callable[[str], None] = print) -> DemoResul
         # real photos: the default model (the built-in portrait-cf unless the published P3M-Net is dropped in);
         # the synthetic test images: the P3M-Net just trained on their kind
         weights = [] if name == "portraits" else ["--weights", MODEL_NAME]
-        run(["matte", str(folder), "-o", str(target), *weights, "--output", "alpha,rgba,composite",
-             "--background", "#3a7bd5", "--skip-existing", *quiet])
+        run(
+            [
+                "matte",
+                str(folder),
+                "-o",
+                str(target),
+                *weights,
+                "--output",
+                "alpha,rgba,composite",
+                "--background",
+                "#3a7bd5",
+                "--skip-existing",
+                *quiet,
+            ]
+        )
         matte_dirs.append(target)
 
     comparison = results.get("comparison", {}).get("statement", "") if isinstance(results, dict) else ""
-    return DemoResult(out_dir=out, table_markdown=_table(report_dir), comparison=comparison,
-                      report_html=report_dir / "report.html", checkpoint=checkpoint, matte_dirs=matte_dirs,
-                      seconds=time.perf_counter() - start)
+    return DemoResult(
+        out_dir=out,
+        table_markdown=_table(report_dir),
+        comparison=comparison,
+        report_html=report_dir / "report.html",
+        checkpoint=checkpoint,
+        matte_dirs=matte_dirs,
+        seconds=time.perf_counter() - start,
+    )
 
 
 def _trained_checkpoint(bench_dir: Path, results) -> Path:
@@ -158,5 +201,10 @@ def _synth_complete(data: Path, opts: DemoOptions) -> bool:
     except (OSError, ValueError):
         return False
     cfg = info.get("config", {})
-    return bool(info.get("complete")) and cfg.get("n_train") == opts.n_train and cfg.get("n_test_p") == opts.n_test \
-        and list(cfg.get("size", [])) == [opts.size, opts.size] and cfg.get("seed") == opts.seed
+    return (
+        bool(info.get("complete"))
+        and cfg.get("n_train") == opts.n_train
+        and cfg.get("n_test_p") == opts.n_test
+        and list(cfg.get("size", [])) == [opts.size, opts.size]
+        and cfg.get("seed") == opts.seed
+    )

@@ -15,6 +15,7 @@ no unknown pixel is inf or nan, as in the reference code, and so is then the mea
 Importing this module has no side effects; `evaluate_arrays` and `evaluate_dirs` are the API used by training
 (validation) and by benchmarks.
 """
+
 from __future__ import annotations
 
 import csv
@@ -34,16 +35,16 @@ import numpy as np
 from p3m.errors import DatasetError, ImageError, P3MError
 
 __all__ = [
-    "PROTOCOLS",
-    "P3M_KEYS",
-    "TRIMAP_KEYS",
-    "PRIVACY_KEYS",
     "DIM_KEYS",
+    "P3M_KEYS",
+    "PRIVACY_KEYS",
+    "PROTOCOLS",
+    "TRIMAP_KEYS",
     "EvaluationResult",
-    "evaluate_arrays",
-    "evaluate_dirs",
-    "evaluate_dataset",
     "binarize_facemask",
+    "evaluate_arrays",
+    "evaluate_dataset",
+    "evaluate_dirs",
     "format_problems",
 ]
 
@@ -259,15 +260,22 @@ def _json_number(value: float) -> float | str:
 
 
 def _protocol_title(protocol: str) -> str:
-    return {"p3m": "P3M protocol (whole image)", "dim": "DIM protocol (unknown region)",
-            "both": "P3M protocol (whole image) and DIM protocol (unknown region)"}[protocol]
+    return {
+        "p3m": "P3M protocol (whole image)",
+        "dim": "DIM protocol (unknown region)",
+        "both": "P3M protocol (whole image) and DIM protocol (unknown region)",
+    }[protocol]
 
 
 def _protocol_description(protocol: str) -> str:
-    p3m = ("P3M protocol (reference 10.2): whole-image SAD/MAD/MSE, Grad (Gaussian derivatives sigma 1.4, /10), "
-           "Conn (/1000); -T: p forced to 0/1 on the trimap's known pixels; privacy: inside the face mask")
-    dim = ("DIM protocol (reference 10.3): unknown region only (trimap 128), Deep Image Matting MATLAB "
-           "conventions (mat2gray, normalised 9x9 kernel, replicate border), SAD/Grad/Conn /1000")
+    p3m = (
+        "P3M protocol (reference 10.2): whole-image SAD/MAD/MSE, Grad (Gaussian derivatives sigma 1.4, /10), "
+        "Conn (/1000); -T: p forced to 0/1 on the trimap's known pixels; privacy: inside the face mask"
+    )
+    dim = (
+        "DIM protocol (reference 10.3): unknown region only (trimap 128), Deep Image Matting MATLAB "
+        "conventions (mat2gray, normalised 9x9 kernel, replicate border), SAD/Grad/Conn /1000"
+    )
     return {"p3m": p3m, "dim": dim, "both": p3m + "; " + dim}[protocol]
 
 
@@ -384,7 +392,7 @@ def _match(
 
 
 def _mask_kind(values: np.ndarray) -> str | None:
-    """"zero_one" for an 8-bit matte holding only 0 and 1 (a 0/1 mask saved as is: alpha <= 1/255), "binary"
+    """ "zero_one" for an 8-bit matte holding only 0 and 1 (a 0/1 mask saved as is: alpha <= 1/255), "binary"
     for one holding only 0 and 255 (a hard mask, no soft edge); None for a soft matte."""
     if not values.any():
         return None
@@ -506,12 +514,16 @@ def _mask_warnings(items: list[_Item], kinds: dict[str, tuple]) -> list[str]:
                 continue
             first = hits[0].pred if index == 0 else hits[0].gt
             if kind == "zero_one":
-                lines.append(f"{len(hits)} of {len(scored)} {role}s hold only the values 0 and 1 (e.g. {first}): they "
-                             "are read as alpha = value / 255, i.e. almost fully transparent; save a 0/1 mask "
-                             "as 0/255")
+                lines.append(
+                    f"{len(hits)} of {len(scored)} {role}s hold only the values 0 and 1 (e.g. {first}): they "
+                    "are read as alpha = value / 255, i.e. almost fully transparent; save a 0/1 mask "
+                    "as 0/255"
+                )
             else:
-                lines.append(f"{len(hits)} of {len(scored)} {role}s are binary masks (only 0 and 255, no soft "
-                             f"edge; e.g. {first}): they are scored as mattes as they are")
+                lines.append(
+                    f"{len(hits)} of {len(scored)} {role}s are binary masks (only 0 and 255, no soft "
+                    f"edge; e.g. {first}): they are scored as mattes as they are"
+                )
     return lines
 
 
@@ -566,8 +578,9 @@ def evaluate_dirs(
     ``result.failures``. ``workers``: processes (default: all cores).
     """
     _check_protocol(protocol, trimap_dir is not None)
-    _check_folders([("prediction", pred_dir), ("ground truth", gt_dir), ("trimap", trimap_dir),
-                    ("facemask", facemask_dir)])
+    _check_folders(
+        [("prediction", pred_dir), ("ground truth", gt_dir), ("trimap", trimap_dir), ("facemask", facemask_dir)]
+    )
     problems: list[str] = []
     gt = _index(Path(gt_dir), "ground truth", problems)
     trimaps = _index(Path(trimap_dir), "trimap", problems) if trimap_dir is not None else None
@@ -585,8 +598,15 @@ def evaluate_dirs(
     if facemask_dir is not None:
         source["facemask"] = str(facemask_dir)
     return _evaluate_items(
-        items, missing, protocol, with_trimap=trimap_dir is not None, with_face=facemask_dir is not None,
-        workers=workers, progress=progress, fast=fast, source=source,
+        items,
+        missing,
+        protocol,
+        with_trimap=trimap_dir is not None,
+        with_face=facemask_dir is not None,
+        workers=workers,
+        progress=progress,
+        fast=fast,
+        source=source,
     )
 
 
@@ -624,8 +644,15 @@ def evaluate_dataset(
         raise DatasetError(f"{pred_dir}: no prediction matches a {split} matte")
     source = {"pred": str(pred_dir), "dataset": str(root), "split": split}
     return _evaluate_items(
-        items, missing, protocol, with_trimap=has_trimaps, with_face=has_faces,
-        workers=workers, progress=progress, fast=fast, source=source,
+        items,
+        missing,
+        protocol,
+        with_trimap=has_trimaps,
+        with_face=has_faces,
+        workers=workers,
+        progress=progress,
+        fast=fast,
+        source=source,
     )
 
 

@@ -15,6 +15,7 @@ Conventions:
 * 16-bit images are scaled to 8 bits by rounding ``v / 257``; 32-bit float images are taken as [0, 1] when their
   maximum is at most 1, else clipped to [0, 255].
 """
+
 from __future__ import annotations
 
 import csv
@@ -24,8 +25,9 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence, Union
+from typing import Union
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -131,7 +133,7 @@ def _to_uint8_array(img: Image.Image) -> np.ndarray:
     if mode in ("L", "RGB", "RGBA", "LA"):
         return np.asarray(img, dtype=np.uint8)
     if mode == "P":
-        has_alpha = "transparency" in img.info or img.palette is not None and img.palette.mode == "RGBA"
+        has_alpha = "transparency" in img.info or (img.palette is not None and img.palette.mode == "RGBA")
         return np.asarray(img.convert("RGBA" if has_alpha else "RGB"), dtype=np.uint8)
     if mode in ("RGBa", "La", "PA"):
         return np.asarray(img.convert("RGBA"), dtype=np.uint8)
@@ -367,8 +369,32 @@ def write_image_set(items: Iterable[tuple[PathLike, np.ndarray]], *, quality: in
 
 # TIFF stores its pixel layout as tags; these describe the raster, not the photo or its author.
 _TIFF_STRUCTURE_TAGS = frozenset(
-    {254, 255, 256, 257, 258, 259, 262, 266, 273, 274, 277, 278, 279, 282, 283, 284, 296, 317, 322, 323, 324, 325,
-     338, 339}
+    {
+        254,
+        255,
+        256,
+        257,
+        258,
+        259,
+        262,
+        266,
+        273,
+        274,
+        277,
+        278,
+        279,
+        282,
+        283,
+        284,
+        296,
+        317,
+        322,
+        323,
+        324,
+        325,
+        338,
+        339,
+    }
 )
 
 
@@ -429,7 +455,8 @@ def collect_images(
             add(p)
         elif _is_glob(text):
             found = sorted(
-                Path(q) for q in glob.glob(text, recursive=recursive)
+                Path(q)
+                for q in glob.glob(text, recursive=recursive)
                 if Path(q).is_file() and Path(q).suffix.lower() in IMAGE_EXTENSIONS
             )
             if not found:

@@ -10,6 +10,7 @@ guessing the architecture of dropped files from their key names without unpickli
 The default model (no name given) is the published P3M-Net checkpoint when it is in the folder, else the
 built-in `portrait-cf`; every other model is used only when named.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,18 +26,18 @@ from p3m.errors import CheckpointError
 from p3m.io import copy_file_atomic, write_bytes_atomic
 
 __all__ = [
+    "BUILTIN",
+    "PUBLISHED_R34",
+    "WEIGHT_SUFFIXES",
     "ModelEntry",
+    "builtin_entry",
+    "default_model",
+    "guess_arch",
+    "list_models",
+    "missing_weights_help",
     "model_home",
     "register",
-    "list_models",
     "resolve",
-    "guess_arch",
-    "default_model",
-    "missing_weights_help",
-    "WEIGHT_SUFFIXES",
-    "PUBLISHED_R34",
-    "BUILTIN",
-    "builtin_entry",
     "trained_on_synthetic",
 ]
 
@@ -75,8 +76,9 @@ def builtin_entry() -> ModelEntry:
     from importlib import resources
 
     path = Path(str(resources.files("p3m") / "models" / "weights" / "selfie_segmentation.safetensors"))
-    return ModelEntry(BUILTIN, path, BUILTIN, "built-in: segmentation + closed-form", "",
-                      "builtin", False, BUILTIN_LICENCE)
+    return ModelEntry(
+        BUILTIN, path, BUILTIN, "built-in: segmentation + closed-form", "", "builtin", False, BUILTIN_LICENCE
+    )
 
 
 def model_home() -> Path:
@@ -125,8 +127,7 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime())
 
 
-def register(checkpoint_path: str | os.PathLike[str], name: str, *, arch: str, origin: str,
-             copy: bool = True) -> Path:
+def register(checkpoint_path: str | os.PathLike[str], name: str, *, arch: str, origin: str, copy: bool = True) -> Path:
     """Record a checkpoint under `name`; returns the path the store uses for it.
 
     copy=True copies the weights (and a p3m JSON sidecar `<stem>.json`, if any) into the folder as
@@ -187,7 +188,7 @@ def _sidecar_arch(path: Path) -> tuple[str | None, dict[str, Any]]:
 
 
 def _keys_arch(keys: list[str]) -> str | None:
-    keys = [k[len("module."):] if k.startswith("module.") else k for k in keys]
+    keys = [k[len("module.") :] if k.startswith("module.") else k for k in keys]
     for prefix, arch in _ARCH_KEYS:
         if any(k.startswith(prefix) for k in keys):
             return arch
@@ -258,8 +259,15 @@ def list_models() -> list[ModelEntry]:
         if not path.is_file() or name == BUILTIN:
             continue  # deleted behind our back, or shadowing the built-in: not offered
         claimed.add(path.resolve())
-        entries[name] = ModelEntry(name, path, rec.get("arch"), str(rec.get("origin", "registered")),
-                                   str(rec.get("created", "")), _format_of(path), True)
+        entries[name] = ModelEntry(
+            name,
+            path,
+            rec.get("arch"),
+            str(rec.get("origin", "registered")),
+            str(rec.get("created", "")),
+            _format_of(path),
+            True,
+        )
     if home.is_dir():
         for path in sorted(home.iterdir()):
             if not path.is_file() or path.name.startswith(".") or path.resolve() in claimed:
@@ -273,8 +281,9 @@ def list_models() -> list[ModelEntry]:
             published = path.name == PUBLISHED_R34
             origin = "published (dropped file)" if published else "dropped file"
             created = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(path.stat().st_mtime))
-            entries[name] = ModelEntry(name, path, arch, origin, created, _format_of(path), False,
-                                       PUBLISHED_LICENCE if published else "")
+            entries[name] = ModelEntry(
+                name, path, arch, origin, created, _format_of(path), False, PUBLISHED_LICENCE if published else ""
+            )
     return [entries[k] for k in sorted(entries)]
 
 
@@ -285,8 +294,11 @@ def default_model(arch: str | None = None, fmt: str | None = None) -> ModelEntry
     asked: the newest .onnx, if any). An architecture asked: the published file of it, else the newest entry.
     """
     # files whose architecture cannot be told (e.g. an ImageNet backbone dropped there) are never picked
-    candidates = [e for e in list_models()
-                  if e.arch is not None and (arch is None or e.arch == arch) and (fmt is None or e.format == fmt)]
+    candidates = [
+        e
+        for e in list_models()
+        if e.arch is not None and (arch is None or e.arch == arch) and (fmt is None or e.format == fmt)
+    ]
     for e in candidates:
         if e.path.name == PUBLISHED_R34:
             return e
@@ -328,8 +340,10 @@ def trained_on_synthetic(path: str | os.PathLike[str]) -> bool:
         records = _read_index(home)
     except CheckpointError:
         return False
-    return any(str(rec.get("origin", "")).startswith("p3m demo") and _stored_path(home, rec).resolve() == p.resolve()
-               for rec in records.values())
+    return any(
+        str(rec.get("origin", "")).startswith("p3m demo") and _stored_path(home, rec).resolve() == p.resolve()
+        for rec in records.values()
+    )
 
 
 def entry_as_dict(entry: ModelEntry) -> dict[str, Any]:

@@ -4,6 +4,7 @@ Importing pymatting starts numba's OpenMP threading layer, which resizes the Ope
 numba's thread count (torch 2.13 + numba 0.68: `torch.set_num_threads(1)` silently becomes 2 once PyTorch has
 run a parallel region). That overrides the user's choice and changes PyTorch's results in their last bits.
 """
+
 from __future__ import annotations
 
 import sys

@@ -8,17 +8,18 @@ Submodules: `methods` (`predict(image[, trimap]) -> alpha` for networks and pyma
 (stages with done markers), `report` (JSON, CSV, Markdown, self-contained HTML), `published` (the paper's
 numbers on P3M-10k, reference section 11).
 """
+
 from __future__ import annotations
 
 from p3m.bench.methods import ClassicalMethod, Method, NetworkMethod
 from p3m.bench.runner import BenchmarkConfigError, BenchmarkResult, load_benchmark_config, run_benchmark
 
 __all__ = [
-    "run_benchmark",
-    "load_benchmark_config",
-    "BenchmarkResult",
     "BenchmarkConfigError",
+    "BenchmarkResult",
+    "ClassicalMethod",
     "Method",
     "NetworkMethod",
-    "ClassicalMethod",
+    "load_benchmark_config",
+    "run_benchmark",
 ]

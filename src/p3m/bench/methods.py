@@ -9,6 +9,7 @@
 `image`: HxWx3 uint8 RGB. `trimap`: HxW uint8 {0, 128, 255}. The alpha returned is HxW float32 in [0, 1]
 at the image's size.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,13 +22,13 @@ import numpy as np
 from p3m.errors import P3MError
 
 __all__ = [
-    "TRIMAP_FREE",
-    "TRIMAP_BASED",
     "METHOD_TYPES",
-    "MethodError",
-    "Method",
-    "NetworkMethod",
+    "TRIMAP_BASED",
+    "TRIMAP_FREE",
     "ClassicalMethod",
+    "Method",
+    "MethodError",
+    "NetworkMethod",
     "ensure_models_registered",
 ]
 
@@ -44,7 +45,7 @@ class MethodError(P3MError, ValueError):
 
 def ensure_models_registered() -> None:
     """Import the builders of BASIC and MODNet so `p3m.models.create` knows "basic-r34" and "modnet-mbv2"."""
-    import p3m.models.basic  # noqa: F401
+    import p3m.models.basic
     import p3m.models.modnet  # noqa: F401
 
 
@@ -71,9 +72,18 @@ class Method:
 class NetworkMethod(Method):
     """A P3MOutput network behind a test strategy: predict(image) -> fused (RESIZE) or hybrid alpha."""
 
-    def __init__(self, name: str, model: Any, *, strategy: str = "resize", ratio: float = 0.5,
-                 resize_mode: str = "paper", max_size: int | None = 1600, device: str = "cpu",
-                 precision: str = "fp32") -> None:
+    def __init__(
+        self,
+        name: str,
+        model: Any,
+        *,
+        strategy: str = "resize",
+        ratio: float = 0.5,
+        resize_mode: str = "paper",
+        max_size: int | None = 1600,
+        device: str = "cpu",
+        precision: str = "fp32",
+    ) -> None:
         from p3m.infer.strategies import STRATEGIES, TorchNet
         from p3m.models.fast import count_parameters
 
@@ -89,12 +99,23 @@ class NetworkMethod(Method):
             self.options = {}
         self.resize_mode = resize_mode
         self.net = TorchNet(model, device=device, precision=precision, channels_last=True)
-        self.info = {"params": count_parameters(model), "strategy": strategy, "ratio": ratio,
-                     "arch_kwargs": dict(getattr(model, "arch_kwargs", {}))}
+        self.info = {
+            "params": count_parameters(model),
+            "strategy": strategy,
+            "ratio": ratio,
+            "arch_kwargs": dict(getattr(model, "arch_kwargs", {})),
+        }
 
     @classmethod
-    def from_checkpoint(cls, name: str, path: str | os.PathLike, *, arch: str | None = None,
-                        arch_kwargs: dict | None = None, **options: Any) -> NetworkMethod:
+    def from_checkpoint(
+        cls,
+        name: str,
+        path: str | os.PathLike,
+        *,
+        arch: str | None = None,
+        arch_kwargs: dict | None = None,
+        **options: Any,
+    ) -> NetworkMethod:
         """Load weights saved by the trainer (arch from the sidecar) or a published checkpoint (pass `arch`)."""
         from p3m.models import load_model
 

@@ -4,10 +4,10 @@ Column keys: "B:B", "B:N", "N:B", "N:N" are the MM21 benchmark's train:test sett
 (N = the authors' un-obfuscated versions of the training and P3M-500-P images, not released). They are not
 the benchmark's own B:N column, which tests on P3M-500-NP; the P3M-500-NP figures are `P3M_NET_PPT`.
 """
+
 from __future__ import annotations
 
-__all__ = ["SOURCE_TRIMAP_BASED", "SOURCE_TRIMAP_FREE", "TRIMAP_BASED", "TRIMAP_FREE", "P3M_NET_PPT",
-           "published_for"]
+__all__ = ["P3M_NET_PPT", "SOURCE_TRIMAP_BASED", "SOURCE_TRIMAP_FREE", "TRIMAP_BASED", "TRIMAP_FREE", "published_for"]
 
 SOURCE_TRIMAP_BASED = (
     "MM21 README Table 1, trimap-based methods on P3M-500-P (reference 11.2); evaluation region unconfirmed, "
@@ -33,8 +33,12 @@ TRIMAP_FREE: dict[str, dict[str, tuple[float, float]]] = {
     "HATT": {"B:B": (25.99, 0.0054), "B:N": (26.5, 0.0055), "N:B": (35.02, 0.0103), "N:N": (22.93, 0.0040)},
     "GFM": {"B:B": (13.20, 0.0050), "B:N": (13.08, 0.0050), "N:B": (13.54, 0.0048), "N:N": (10.73, 0.0033)},
     "BASIC": {"B:B": (15.13, 0.0058), "B:N": (15.52, 0.0060), "N:B": (24.38, 0.0109), "N:N": (14.52, 0.0054)},
-    "P3M-Net (R34, MM21)": {"B:B": (8.73, 0.0026), "B:N": (9.22, 0.0028), "N:B": (11.22, 0.0040),
-                            "N:N": (9.06, 0.0028)},
+    "P3M-Net (R34, MM21)": {
+        "B:B": (8.73, 0.0026),
+        "B:N": (9.22, 0.0028),
+        "N:B": (11.22, 0.0040),
+        "N:N": (9.06, 0.0028),
+    },
 }
 # test split -> (SAD, MSE or None when unconfirmed)
 P3M_NET_PPT: dict[str, tuple[float, float | None]] = {

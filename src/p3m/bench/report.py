@@ -6,6 +6,7 @@ beside it. Every table states its protocol (P3M whole-image, P3M -T, DIM unknown
 protocols are never mixed in one table (reference 10). Published numbers (reference 11) are labelled as
 published on the real P3M-10k; measured numbers on a synthetic set are not comparable with them.
 """
+
 from __future__ import annotations
 
 import base64
@@ -23,7 +24,7 @@ import numpy as np
 
 from p3m.bench import published
 
-__all__ = ["Table", "write_report", "make_grid", "sad_chart", "curves_chart", "main_table"]
+__all__ = ["Table", "curves_chart", "main_table", "make_grid", "sad_chart", "write_report"]
 
 
 @dataclass
@@ -45,8 +46,10 @@ class Table:
     def html(self) -> str:
         head = "".join(f"<th>{html.escape(h)}</th>" for h in self.headers)
         body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in self.rows)
-        return (f"<h3>{html.escape(self.title)}</h3><p class='caption'>{html.escape(self.caption)}</p>"
-                f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        return (
+            f"<h3>{html.escape(self.title)}</h3><p class='caption'>{html.escape(self.caption)}</p>"
+            f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+        )
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -65,7 +68,9 @@ def _columns(cfg: dict) -> list[tuple[str | None, str, str]]:
     """(setting name, split, column label) of the trimap-free tables, in config order."""
     from p3m.bench.runner import column_label
 
-    return [(s["name"], split, column_label(s["label"], split)) for s in cfg["settings"] for split in cfg["test_splits"]]
+    return [
+        (s["name"], split, column_label(s["label"], split)) for s in cfg["settings"] for split in cfg["test_splits"]
+    ]
 
 
 def _find(results: list[dict], method: str, setting: str | None, split: str) -> dict | None:
@@ -110,10 +115,12 @@ def main_table(cfg: dict, results: list[dict]) -> Table:
         row.append(_fmt(float(np.mean(times)), 3) if times else "—")
         rows.append(row)
     n = sorted({r["images"] for r in results if r["kind"] == "trimap-free"})
-    caption = (f"P3M protocol, whole image (reference 10.2); means over {', '.join(map(str, n))} images per test set. "
-               "Column X:Y = trained on setting X : tested on B = P3M-500-P (blurred faces) or N = P3M-500-NP "
-               "(normal faces). 'published SAD (P3M-10k)' is the paper's figure on the real dataset (reference "
-               "11.3/11.4), not comparable with numbers measured on another dataset.")
+    caption = (
+        f"P3M protocol, whole image (reference 10.2); means over {', '.join(map(str, n))} images per test set. "
+        "Column X:Y = trained on setting X : tested on B = P3M-500-P (blurred faces) or N = P3M-500-NP "
+        "(normal faces). 'published SAD (P3M-10k)' is the paper's figure on the real dataset (reference "
+        "11.3/11.4), not comparable with numbers measured on another dataset."
+    )
     return Table("Trimap-free methods (PPT setting)", caption, headers, rows)
 
 
@@ -130,14 +137,21 @@ def trimap_table(cfg: dict, results: list[dict]) -> Table:
         for split in cfg["test_splits"]:
             r = _find(results, m["method"], None, split)
             met = r["metrics"] if r else {}
-            row += [_fmt(met.get("sad_t")), _fmt(met.get("mse_t")), _fmt(met.get("mad_t")), str(r["images"] if r else 0)]
+            row += [
+                _fmt(met.get("sad_t")),
+                _fmt(met.get("mse_t")),
+                _fmt(met.get("mad_t")),
+                str(r["images"] if r else 0),
+            ]
             if r and r.get("seconds_per_image") is not None:
                 times.append(r["seconds_per_image"])
         row.append(_fmt(float(np.mean(times)), 3) if times else "—")
         rows.append(row)
-    caption = ("P3M protocol -T variants (reference 10.2: prediction forced to 0/1 on the trimap's known regions, "
-               "MSE-T/MAD-T normalised by the unknown-pixel count), as the paper evaluates trimap-based methods. "
-               "Classical solvers of pymatting, given the test trimap; they need no training, so no train setting.")
+    caption = (
+        "P3M protocol -T variants (reference 10.2: prediction forced to 0/1 on the trimap's known regions, "
+        "MSE-T/MAD-T normalised by the unknown-pixel count), as the paper evaluates trimap-based methods. "
+        "Classical solvers of pymatting, given the test trimap; they need no training, so no train setting."
+    )
     return Table("Trimap-based methods (given the test trimap)", caption, headers, rows)
 
 
@@ -151,11 +165,20 @@ def dim_table(cfg: dict, results: list[dict]) -> Table:
         met = r["metrics"]
         if "dim_sad" not in met:
             continue
-        rows.append([r["method"], r["column"] if r["kind"] == "trimap-free" else f"trimap:{r['column']}",
-                     _fmt(met.get("dim_sad")), _fmt(met.get("dim_mse")), _fmt(met.get("dim_grad")),
-                     _fmt(met.get("dim_conn"))])
-    caption = ("DIM protocol (Deep Image Matting MATLAB code, reference 10.3): unknown region of the test trimap "
-               "only, SAD/1000, raw MSE, Grad/1000, Conn/1000. Not comparable with the P3M-protocol tables.")
+        rows.append(
+            [
+                r["method"],
+                r["column"] if r["kind"] == "trimap-free" else f"trimap:{r['column']}",
+                _fmt(met.get("dim_sad")),
+                _fmt(met.get("dim_mse")),
+                _fmt(met.get("dim_grad")),
+                _fmt(met.get("dim_conn")),
+            ]
+        )
+    caption = (
+        "DIM protocol (Deep Image Matting MATLAB code, reference 10.3): unknown region of the test trimap "
+        "only, SAD/1000, raw MSE, Grad/1000, Conn/1000. Not comparable with the P3M-protocol tables."
+    )
     return Table("All methods, DIM protocol", caption, headers, rows)
 
 
@@ -167,11 +190,21 @@ def detail_table(cfg: dict, results: list[dict]) -> Table:
         if r["kind"] != "trimap-free":
             continue
         met = r["metrics"]
-        rows.append([r["method"], r["column"], _fmt(met.get("grad")), _fmt(met.get("conn")),
-                     _fmt(met.get("sad_privacy")), str(r["images"])])
-    caption = ("P3M protocol, whole image: Grad (/10) and Conn (/1000); SAD-P restricted to the face mask of "
-               "P3M-500-P (IJCV code; its exact definition is unconfirmed, reference 10.2). '—' where not computed "
-               "(evaluation.fast skips Grad and Conn).")
+        rows.append(
+            [
+                r["method"],
+                r["column"],
+                _fmt(met.get("grad")),
+                _fmt(met.get("conn")),
+                _fmt(met.get("sad_privacy")),
+                str(r["images"]),
+            ]
+        )
+    caption = (
+        "P3M protocol, whole image: Grad (/10) and Conn (/1000); SAD-P restricted to the face mask of "
+        "P3M-500-P (IJCV code; its exact definition is unconfirmed, reference 10.2). '—' where not computed "
+        "(evaluation.fast skips Grad and Conn)."
+    )
     return Table("Trimap-free methods, further P3M-protocol metrics", caption, headers, rows)
 
 
@@ -183,12 +216,24 @@ def efficiency_table(results: list[dict]) -> Table:
         if key in seen:
             continue
         seen.add(key)
-        times = [x["seconds_per_image"] for x in results if (x["method"], x["setting"]) == key
-                 and x.get("seconds_per_image") is not None]
+        times = [
+            x["seconds_per_image"]
+            for x in results
+            if (x["method"], x["setting"]) == key and x.get("seconds_per_image") is not None
+        ]
         label = r["method"] + (f" ({r['setting_label']})" if r["setting_label"] else "")
         params = _fmt(r["params"] / 1e6, 3) if r["params"] else "—"
-        rows.append([label, r["kind"], _fmt(r.get("width")), params, _fmt(r.get("train_steps")),
-                     _fmt(r.get("train_seconds"), 1), _fmt(float(np.mean(times)), 3) if times else "—"])
+        rows.append(
+            [
+                label,
+                r["kind"],
+                _fmt(r.get("width")),
+                params,
+                _fmt(r.get("train_steps")),
+                _fmt(r.get("train_seconds"), 1),
+                _fmt(float(np.mean(times)), 3) if times else "—",
+            ]
+        )
     caption = "Measured in this run on this machine (CPU unless inference.device says otherwise)."
     return Table("Size and speed", caption, headers, rows)
 
@@ -198,17 +243,26 @@ def published_tables() -> list[Table]:
     settings = ["B:B", "B:N", "N:B", "N:N"]
     headers = ["Method"] + [f"{s} {m}" for s in settings for m in ("SAD", "MSE")]
     out = []
-    for title, source, table in (("Published: trimap-free methods on P3M-500-P", published.SOURCE_TRIMAP_FREE,
-                                  published.TRIMAP_FREE),
-                                 ("Published: trimap-based methods on P3M-500-P", published.SOURCE_TRIMAP_BASED,
-                                  published.TRIMAP_BASED)):
+    for title, source, table in (
+        ("Published: trimap-free methods on P3M-500-P", published.SOURCE_TRIMAP_FREE, published.TRIMAP_FREE),
+        ("Published: trimap-based methods on P3M-500-P", published.SOURCE_TRIMAP_BASED, published.TRIMAP_BASED),
+    ):
         rows = [[name] + [f"{v:g}" for s in settings for v in values[s]] for name, values in table.items()]
         out.append(Table(title, "Published on the real P3M-10k, not measured here. " + source, headers, rows))
-    rows = [[split, f"{sad:g}", "unconfirmed" if mse is None else f"{mse:g}"]
-            for split, (sad, mse) in published.P3M_NET_PPT.items()]
-    out.append(Table("Published: P3M-Net R34 under PPT", "Published on the real P3M-10k, not measured here. "
-                     + published.SOURCE_PPT + "; P3M-500-NP SAD as quoted in JizhiziLi/P3M issue #11.",
-                     ["Test set", "SAD", "MSE"], rows))
+    rows = [
+        [split, f"{sad:g}", "unconfirmed" if mse is None else f"{mse:g}"]
+        for split, (sad, mse) in published.P3M_NET_PPT.items()
+    ]
+    out.append(
+        Table(
+            "Published: P3M-Net R34 under PPT",
+            "Published on the real P3M-10k, not measured here. "
+            + published.SOURCE_PPT
+            + "; P3M-500-NP SAD as quoted in JizhiziLi/P3M issue #11.",
+            ["Test set", "SAD", "MSE"],
+            rows,
+        )
+    )
     return out
 
 
@@ -338,15 +392,23 @@ def grids(cfg: dict, results: list[dict], dataset, pred_dirs: dict) -> list[tupl
                 continue  # an unreadable sample (reported by the prediction stage): show the next one
             shown += 1
             top = [("input", image), ("ground truth", gt)]
-            bottom = [("trimap", read_mask(sample.trimap) if sample.trimap else np.zeros_like(gt)),
-                      ("", np.full_like(gt, 255))]
+            bottom = [
+                ("trimap", read_mask(sample.trimap) if sample.trimap else np.zeros_like(gt)),
+                ("", np.full_like(gt, 255)),
+            ]
             for (method, setting, sp), folder in pred_dirs.items():
                 path = folder / f"{sample.stem}.png"
                 if sp != split or not path.is_file():
                     continue
                 pred = read_mask(path)
-                r = next((x for x in results if x["method"] == method and x["split"] == split
-                          and (x["setting"] or "trimap-based") == setting), None)
+                r = next(
+                    (
+                        x
+                        for x in results
+                        if x["method"] == method and x["split"] == split and (x["setting"] or "trimap-based") == setting
+                    ),
+                    None,
+                )
                 label = method if r is None or r["setting_label"] is None else f"{method} {r['column']}"
                 top.append((label, pred))
                 bottom.append((f"|error| {method}", _error_map(pred, gt)))
@@ -378,17 +440,39 @@ def _csv(results: list[dict]) -> str:
     keys = sorted({k for r in results for k in r["metrics"]})
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    base = ["method", "type", "kind", "setting", "column", "split", "images", "params", "seconds_per_image",
-            "train_seconds", "train_steps"]
+    base = [
+        "method",
+        "type",
+        "kind",
+        "setting",
+        "column",
+        "split",
+        "images",
+        "params",
+        "seconds_per_image",
+        "train_seconds",
+        "train_steps",
+    ]
     writer.writerow(base + keys)
     for r in results:
-        writer.writerow([r.get(k) if r.get(k) is not None else "" for k in base]
-                        + [repr(r["metrics"][k]) if k in r["metrics"] else "" for k in keys])
+        writer.writerow(
+            [r.get(k) if r.get(k) is not None else "" for k in base]
+            + [repr(r["metrics"][k]) if k in r["metrics"] else "" for k in keys]
+        )
     return buf.getvalue()
 
 
-def write_report(folder: Path, cfg: dict, results: list[dict], comparison: dict, *, curves: dict, dataset,
-                 pred_dirs: dict, seconds: float) -> dict[str, Any]:
+def write_report(
+    folder: Path,
+    cfg: dict,
+    results: list[dict],
+    comparison: dict,
+    *,
+    curves: dict,
+    dataset,
+    pred_dirs: dict,
+    seconds: float,
+) -> dict[str, Any]:
     """Write results.json, results.csv, report.md (+ PNG/JPEG figures) and report.html into `folder`."""
     from p3m.io import encode_image, write_bytes_atomic
 
@@ -409,29 +493,45 @@ def write_report(folder: Path, cfg: dict, results: list[dict], comparison: dict,
     if curve:
         figures.append(("training_curves.png", "Training loss of every trained method.", curve, "image/png"))
     for i, (label, grid) in enumerate(grids(cfg, results, dataset, pred_dirs)):
-        figures.append((f"grid_{i:02d}.jpg", f"Samples {label}: input, ground truth, alpha of each method; "
-                        "trimap and |error| maps below.", encode_image(grid, "jpg", quality=90), "image/jpeg"))
+        figures.append(
+            (
+                f"grid_{i:02d}.jpg",
+                f"Samples {label}: input, ground truth, alpha of each method; trimap and |error| maps below.",
+                encode_image(grid, "jpg", quality=90),
+                "image/jpeg",
+            )
+        )
     for name, _, data, _ in figures:
         write_bytes_atomic(folder / name, data)
 
-    payload = {"name": cfg["name"], "generated": time.strftime("%Y-%m-%d %H:%M:%S"), "seconds": seconds,
-               "config": cfg, "results": results, "comparison": comparison,
-               "published": {"trimap_free_P3M-500-P": published.TRIMAP_FREE,
-                             "trimap_based_P3M-500-P": published.TRIMAP_BASED,
-                             "p3m_net_r34_ppt": published.P3M_NET_PPT,
-                             "sources": [published.SOURCE_TRIMAP_FREE, published.SOURCE_TRIMAP_BASED,
-                                         published.SOURCE_PPT]}}
-    write_bytes_atomic(folder / "results.json",
-                       (json.dumps(payload, indent=2, default=str, allow_nan=True) + "\n").encode())
+    payload = {
+        "name": cfg["name"],
+        "generated": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "seconds": seconds,
+        "config": cfg,
+        "results": results,
+        "comparison": comparison,
+        "published": {
+            "trimap_free_P3M-500-P": published.TRIMAP_FREE,
+            "trimap_based_P3M-500-P": published.TRIMAP_BASED,
+            "p3m_net_r34_ppt": published.P3M_NET_PPT,
+            "sources": [published.SOURCE_TRIMAP_FREE, published.SOURCE_TRIMAP_BASED, published.SOURCE_PPT],
+        },
+    }
+    write_bytes_atomic(
+        folder / "results.json", (json.dumps(payload, indent=2, default=str, allow_nan=True) + "\n").encode()
+    )
     write_bytes_atomic(folder / "results.csv", _csv(results).encode())
 
     train_seconds = sum({(r["method"], r["setting"]): r.get("train_seconds") or 0.0 for r in results}.values())
-    intro = (f"Dataset: `{dataset.root}`. Test sets: {', '.join(cfg['test_splits'])}. Inference: strategy "
-             f"{cfg['inference']['strategy']}" + (f" at r = {cfg['inference']['ratio']}"
-                                                  if cfg['inference']['strategy'] == "resize" else "")
-             + f", resize mode {cfg['inference']['resize_mode']}; alpha saved as floor(255 a). "
-             f"Training time of the trained methods {train_seconds:.0f} s in total (as recorded when each stage "
-             f"ran); this invocation took {seconds:.0f} s (finished stages are skipped).")
+    intro = (
+        f"Dataset: `{dataset.root}`. Test sets: {', '.join(cfg['test_splits'])}. Inference: strategy "
+        f"{cfg['inference']['strategy']}"
+        + (f" at r = {cfg['inference']['ratio']}" if cfg["inference"]["strategy"] == "resize" else "")
+        + f", resize mode {cfg['inference']['resize_mode']}; alpha saved as floor(255 a). "
+        f"Training time of the trained methods {train_seconds:.0f} s in total (as recorded when each stage "
+        f"ran); this invocation took {seconds:.0f} s (finished stages are skipped)."
+    )
     md = [f"# {title}", "", intro, "", "## P3M-Net vs BASIC", "", comparison["statement"], "", "## Measured", ""]
     md += [t.markdown() for t in tables]
     md += ["## Figures", ""] + [f"![{cap}]({name})\n\n*{cap}*\n" for name, cap, _, _ in figures]
@@ -440,19 +540,32 @@ def write_report(folder: Path, cfg: dict, results: list[dict], comparison: dict,
     write_bytes_atomic(folder / "report.md", markdown.encode())
 
     cls = "good" if comparison.get("all_better") else ("bad" if comparison.get("all_better") is False else "")
-    body = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(intro).replace('`', '')}</p>",
-            "<h2>P3M-Net vs BASIC</h2>", f"<p class='statement {cls}'>{html.escape(comparison['statement'])}</p>",
-            "<h2>Measured</h2>"]
+    body = [
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p>{html.escape(intro).replace('`', '')}</p>",
+        "<h2>P3M-Net vs BASIC</h2>",
+        f"<p class='statement {cls}'>{html.escape(comparison['statement'])}</p>",
+        "<h2>Measured</h2>",
+    ]
     body += [t.html() for t in tables]
     body.append("<h2>Figures</h2>")
     for name, cap, data, mime in figures:
-        body.append(f"<figure><img src='{_data_uri(data, mime)}' alt='{html.escape(cap)}'>"
-                    f"<figcaption>{html.escape(cap)}</figcaption></figure>")
+        body.append(
+            f"<figure><img src='{_data_uri(data, mime)}' alt='{html.escape(cap)}'>"
+            f"<figcaption>{html.escape(cap)}</figcaption></figure>"
+        )
     body.append("<h2>Published on P3M-10k (not measured here)</h2>")
     body += [t.html() for t in pub]
-    page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>\n")
+    page = (
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>\n"
+    )
     write_bytes_atomic(folder / "report.html", page.encode())
-    return {"html": folder / "report.html", "markdown": folder / "report.md", "json": folder / "results.json",
-            "csv": folder / "results.csv", "table_markdown": tables[0].markdown(),
-            "figures": [folder / f[0] for f in figures]}
+    return {
+        "html": folder / "report.html",
+        "markdown": folder / "report.md",
+        "json": folder / "results.json",
+        "csv": folder / "results.csv",
+        "table_markdown": tables[0].markdown(),
+        "figures": [folder / f[0] for f in figures],
+    }

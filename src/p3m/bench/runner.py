@@ -14,6 +14,7 @@ of a metrics file) holding the hash of the stage's configuration, which includes
 stages it depends on. Re-running skips finished stages; ``force=True`` redoes everything. A training
 stage that was interrupted resumes from the trainer's ``resume.pt`` when its configuration is unchanged.
 """
+
 from __future__ import annotations
 
 import copy
@@ -42,12 +43,12 @@ from p3m.bench.methods import (
 from p3m.errors import DatasetError, P3MError
 
 __all__ = [
+    "DONE_MARKER",
+    "TEST_SPLITS",
     "BenchmarkConfigError",
     "BenchmarkResult",
     "load_benchmark_config",
     "run_benchmark",
-    "DONE_MARKER",
-    "TEST_SPLITS",
 ]
 
 DONE_MARKER = ".done.json"
@@ -58,8 +59,15 @@ TRIMAP_SETTING = "trimap-based"
 _TOP_KEYS = {"name", "dataset", "test_splits", "settings", "train", "inference", "evaluation", "report", "methods"}
 _METHOD_KEYS = {"name", "type", "width", "train", "weights", "arch_kwargs", "max_side", "max_images"}
 _SETTING_KEYS = {"name", "obfuscation", "copy_paste", "label"}
-_INFERENCE_DEFAULTS = {"strategy": "resize", "ratio": 0.5, "resize_mode": "paper", "max_size": 1600,
-                       "max_images": None, "device": "cpu", "precision": "fp32"}
+_INFERENCE_DEFAULTS = {
+    "strategy": "resize",
+    "ratio": 0.5,
+    "resize_mode": "paper",
+    "max_size": 1600,
+    "max_images": None,
+    "device": "cpu",
+    "precision": "fp32",
+}
 _EVALUATION_DEFAULTS = {"fast": False}
 _REPORT_DEFAULTS = {"title": None, "grid_samples": 2, "grid_tile": 160}
 _DATASET_KEYS = {"root", "synth"}
@@ -89,7 +97,9 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-").lower() or "method"
 
 
-def load_benchmark_config(config: dict | str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+def load_benchmark_config(
+    config: dict | str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()
+) -> dict[str, Any]:
     """Read (YAML path) or copy (mapping) a benchmark config, apply `key.sub=value` overrides, fill defaults, validate.
 
     Raises BenchmarkConfigError naming every problem: unknown keys, unknown method types, duplicate names,
@@ -129,11 +139,13 @@ def load_benchmark_config(config: dict | str | os.PathLike, overrides: list[str]
     for key in sorted(set(dataset) - _DATASET_KEYS):
         problems.append(f"unknown key 'dataset.{key}' (valid: root, synth)")
     if not dataset.get("root") and not dataset.get("synth"):
-        problems.append("dataset.root is missing (the P3M-10k folder), and no dataset.synth section asks for "
-                        "a synthetic one")
+        problems.append(
+            "dataset.root is missing (the P3M-10k folder), and no dataset.synth section asks for a synthetic one"
+        )
     if dataset.get("synth") is not None and not isinstance(dataset.get("synth"), dict):
-        problems.append("dataset.synth must be a mapping of SynthConfig fields (n_train, n_test_p, n_test_np, "
-                        "size, seed)")
+        problems.append(
+            "dataset.synth must be a mapping of SynthConfig fields (n_train, n_test_p, n_test_np, size, seed)"
+        )
 
     splits = data.get("test_splits", list(TEST_SPLITS))
     if not isinstance(splits, list) or not splits:
@@ -157,8 +169,14 @@ def load_benchmark_config(config: dict | str | os.PathLike, overrides: list[str]
         obf = s.get("obfuscation", "none")
         if obf not in ("none", "blur", "mosaic", "zero"):
             problems.append(f"settings[{i}].obfuscation must be none, blur, mosaic or zero, got {obf!r}")
-        norm_settings.append({"name": str(s["name"]), "obfuscation": obf, "copy_paste": bool(s.get("copy_paste")),
-                              "label": str(s.get("label", s["name"]))})
+        norm_settings.append(
+            {
+                "name": str(s["name"]),
+                "obfuscation": obf,
+                "copy_paste": bool(s.get("copy_paste")),
+                "label": str(s.get("label", s["name"])),
+            }
+        )
     names = [s["name"] for s in norm_settings]
     if len(set(map(_slug, names))) != len(names):
         problems.append(f"setting names must be unique: {names}")
@@ -177,20 +195,34 @@ def load_benchmark_config(config: dict | str | os.PathLike, overrides: list[str]
         for key in sorted(set(m) - _METHOD_KEYS):
             problems.append(f"unknown key 'methods[{i}].{key}' (valid: {', '.join(sorted(_METHOD_KEYS))})")
         if kind not in METHOD_TYPES:
-            problems.append(f"methods[{i}] ({label}): unknown method type {kind!r}; available: {', '.join(METHOD_TYPES)}")
+            problems.append(
+                f"methods[{i}] ({label}): unknown method type {kind!r}; available: {', '.join(METHOD_TYPES)}"
+            )
             continue
         if m.get("train") is not None and not isinstance(m.get("train"), dict):
             problems.append(f"methods[{i}].train must be a mapping of trainer config overrides")
-        norm_methods.append({"name": str(label), "type": kind, "width": m.get("width"), "train": m.get("train") or {},
-                             "weights": m.get("weights"), "arch_kwargs": m.get("arch_kwargs"),
-                             "max_side": m.get("max_side", 512), "max_images": m.get("max_images")})
+        norm_methods.append(
+            {
+                "name": str(label),
+                "type": kind,
+                "width": m.get("width"),
+                "train": m.get("train") or {},
+                "weights": m.get("weights"),
+                "arch_kwargs": m.get("arch_kwargs"),
+                "max_side": m.get("max_side", 512),
+                "max_images": m.get("max_images"),
+            }
+        )
     mnames = [m["name"] for m in norm_methods]
     if len(set(map(_slug, mnames))) != len(mnames):
         problems.append(f"method names must be unique: {mnames}")
 
     sections = {}
-    for key, defaults in (("inference", _INFERENCE_DEFAULTS), ("evaluation", _EVALUATION_DEFAULTS),
-                          ("report", _REPORT_DEFAULTS)):
+    for key, defaults in (
+        ("inference", _INFERENCE_DEFAULTS),
+        ("evaluation", _EVALUATION_DEFAULTS),
+        ("report", _REPORT_DEFAULTS),
+    ):
         section = data.get(key) or {}
         if not isinstance(section, dict):
             problems.append(f"{key} must be a mapping")
@@ -199,7 +231,9 @@ def load_benchmark_config(config: dict | str | os.PathLike, overrides: list[str]
             problems.append(f"unknown key '{key}.{k}' (valid: {', '.join(sorted(defaults))})")
         sections[key] = {**defaults, **{k: v for k, v in section.items() if k in defaults}}
     if sections["inference"]["strategy"] not in ("resize", "hybrid", "highres"):
-        problems.append(f"inference.strategy must be resize, hybrid or highres, got {sections['inference']['strategy']!r}")
+        problems.append(
+            f"inference.strategy must be resize, hybrid or highres, got {sections['inference']['strategy']!r}"
+        )
     train = data.get("train") or {}
     if not isinstance(train, dict):
         problems.append("train must be a mapping (a p3m training config, see configs/p3m-r34.yaml)")
@@ -209,7 +243,7 @@ def load_benchmark_config(config: dict | str | os.PathLike, overrides: list[str]
     root = dataset.get("root")
     if root is not None and source is not None and not Path(root).expanduser().is_absolute():
         # relative to the working directory, as the trainer's data.root; the config folder is tried first
-        candidate = (source.parent / root)
+        candidate = source.parent / root
         root = str(candidate) if candidate.exists() and not Path(root).exists() else root
     return {
         "name": str(data.get("name", "benchmark")),
@@ -324,22 +358,34 @@ class _Runner:
             self.log(f"[train] skip: {method['name']} ({setting['name']}) already trained in {folder}")
             return folder / "last.safetensors", marker
         started = _read_json(folder / STARTED_MARKER)
-        resume = (not self.force and started is not None and started.get("hash") == stage_hash
-                  and (folder / "resume.pt").is_file())
+        resume = (
+            not self.force
+            and started is not None
+            and started.get("hash") == stage_hash
+            and (folder / "resume.pt").is_file()
+        )
         if folder.exists() and not resume:
             shutil.rmtree(folder)
         folder.mkdir(parents=True, exist_ok=True)
         _write_json(folder / STARTED_MARKER, {"hash": stage_hash})
         steps = resolved["train"]["max_steps"]
-        self.log(f"[train] {method['name']} ({setting['name']}): {resolved['model']['arch']} width "
-                 f"{resolved['model']['width']}, {steps} steps{' (resuming)' if resume else ''} -> {folder}")
+        self.log(
+            f"[train] {method['name']} ({setting['name']}): {resolved['model']['arch']} width "
+            f"{resolved['model']['width']}, {steps} steps{' (resuming)' if resume else ''} -> {folder}"
+        )
         start = time.perf_counter()
         result = train(resolved, out_dir=folder, resume=resume, progress=self.progress)
         seconds = time.perf_counter() - start
         if result.interrupted or result.last_checkpoint is None:
             raise P3MError(f"training of {method['name']} ({setting['name']}) was interrupted; re-run to resume")
-        marker = {"stage": "train", "hash": stage_hash, "seconds": seconds, "steps": result.step,
-                  "resumed": resume, "finished": time.time()}
+        marker = {
+            "stage": "train",
+            "hash": stage_hash,
+            "seconds": seconds,
+            "steps": result.step,
+            "resumed": resume,
+            "finished": time.time(),
+        }
         _write_json(folder / DONE_MARKER, marker)
         return result.last_checkpoint, marker
 
@@ -361,15 +407,22 @@ class _Runner:
             raise P3MError(f"method {method['name']!r}: {exc}") from None
 
     # predict ---------------------------------------------------------------------------------------
-    def predict(self, method: dict, net: Callable[[], Method], setting: str, split: str, samples: list,
-                upstream: str) -> tuple[Path, dict]:
+    def predict(
+        self, method: dict, net: Callable[[], Method], setting: str, split: str, samples: list, upstream: str
+    ) -> tuple[Path, dict]:
         from p3m.io import read_image, read_mask, write_image
 
         limit = method.get("max_images") or self.cfg["inference"]["max_images"]
         samples = samples[: int(limit)] if limit else samples
         stems = [s.stem for s in samples]
-        stage_hash = _hash({"upstream": upstream, "inference": self.cfg["inference"], "stems": stems,
-                            "max_side": method.get("max_side") if method["type"] in TRIMAP_BASED else None})
+        stage_hash = _hash(
+            {
+                "upstream": upstream,
+                "inference": self.cfg["inference"],
+                "stems": stems,
+                "max_side": method.get("max_side") if method["type"] in TRIMAP_BASED else None,
+            }
+        )
         folder = self.out / "predictions" / _slug(setting) / _slug(method["name"]) / split
         marker = None if self.force else _done(folder, stage_hash)
         if marker and all((folder / f"{stem}.png").is_file() for stem in stems):
@@ -389,8 +442,9 @@ class _Runner:
                 model.predict(read_image(samples[0].image))
             except P3MError:
                 pass
-        for sample in tqdm(samples, desc=f"{method['name']} {split}", unit="img", leave=False,
-                           disable=not self.progress):
+        for sample in tqdm(
+            samples, desc=f"{method['name']} {split}", unit="img", leave=False, disable=not self.progress
+        ):
             try:
                 image = read_image(sample.image)
                 trimap = read_mask(sample.trimap) if model.needs_trimap and sample.trimap is not None else None
@@ -406,15 +460,20 @@ class _Runner:
             # dataset mode writes floor(255 a), a plain integer cast (reference 9.6)
             write_image(folder / f"{sample.stem}.png", np.floor(np.clip(alpha, 0, 1) * 255).astype(np.uint8))
             done += 1
-        marker = {"stage": "predict", "hash": stage_hash, "images": done, "failed": failed,
-                  "seconds_per_image": seconds / max(done, 1), "params": model.info.get("params", 0),
-                  "finished": time.time()}
+        marker = {
+            "stage": "predict",
+            "hash": stage_hash,
+            "images": done,
+            "failed": failed,
+            "seconds_per_image": seconds / max(done, 1),
+            "params": model.info.get("params", 0),
+            "finished": time.time(),
+        }
         _write_json(folder / DONE_MARKER, marker)
         return folder, marker
 
     # evaluate --------------------------------------------------------------------------------------
-    def evaluate(self, method: dict, setting: str, split: str, samples: list, pred_dir: Path,
-                 upstream: str) -> dict:
+    def evaluate(self, method: dict, setting: str, split: str, samples: list, pred_dir: Path, upstream: str) -> dict:
         from p3m.evaluation import evaluate_arrays
         from p3m.io import read_mask
 
@@ -443,11 +502,21 @@ class _Runner:
         keys = sorted({k for m in per_image.values() for k in m})
         mean = {k: float(np.mean([m[k] for m in per_image.values() if k in m])) for k in keys}
         counts = {k: sum(1 for m in per_image.values() if k in m) for k in keys}
-        data = {"hash": stage_hash, "method": method["name"], "setting": setting, "split": split,
-                "images": len(per_image), "mean": mean, "counts": counts, "per_image": per_image}
+        data = {
+            "hash": stage_hash,
+            "method": method["name"],
+            "setting": setting,
+            "split": split,
+            "images": len(per_image),
+            "mean": mean,
+            "counts": counts,
+            "per_image": per_image,
+        }
         _write_json(path, data)
-        self.log(f"[evaluate] {method['name']} ({setting}) on {split}: SAD {mean.get('sad', float('nan')):.3f} "
-                 f"over {len(per_image)} images")
+        self.log(
+            f"[evaluate] {method['name']} ({setting}) on {split}: SAD {mean.get('sad', float('nan')):.3f} "
+            f"over {len(per_image)} images"
+        )
         return data
 
 
@@ -465,39 +534,65 @@ def compare_p3m_basic(results: list[dict[str, Any]], cfg: dict) -> dict[str, Any
     rows = []
     for setting in cfg["settings"]:
         for split in cfg["test_splits"]:
+
             def pick(kind: str) -> dict | None:
-                cands = [r for r in results if r["type"] == kind and r["setting"] == setting["name"]
-                         and r["split"] == split and "sad" in r["metrics"]]
+                cands = [
+                    r
+                    for r in results
+                    if r["type"] == kind
+                    and r["setting"] == setting["name"]
+                    and r["split"] == split
+                    and "sad" in r["metrics"]
+                ]
                 return cands[0] if cands else None
 
             p3m, basic = pick("p3m-r34"), pick("basic-r34")
             if p3m is None or basic is None:
                 continue
-            rows.append({"setting": setting["name"], "split": split, "column": column_label(setting["label"], split),
-                         "p3m": p3m["method"], "basic": basic["method"], "p3m_sad": p3m["metrics"]["sad"],
-                         "basic_sad": basic["metrics"]["sad"],
-                         "p3m_better": bool(p3m["metrics"]["sad"] < basic["metrics"]["sad"])})
+            rows.append(
+                {
+                    "setting": setting["name"],
+                    "split": split,
+                    "column": column_label(setting["label"], split),
+                    "p3m": p3m["method"],
+                    "basic": basic["method"],
+                    "p3m_sad": p3m["metrics"]["sad"],
+                    "basic_sad": basic["metrics"]["sad"],
+                    "p3m_better": bool(p3m["metrics"]["sad"] < basic["metrics"]["sad"]),
+                }
+            )
     if not rows:
-        return {"rows": [], "all_better": None,
-                "statement": "No P3M-Net R34 vs BASIC comparison: the benchmark does not run both."}
+        return {
+            "rows": [],
+            "all_better": None,
+            "statement": "No P3M-Net R34 vs BASIC comparison: the benchmark does not run both.",
+        }
     parts = [f"{r['column']} ({r['split']}): P3M-Net {r['p3m_sad']:.3f} vs BASIC {r['basic_sad']:.3f}" for r in rows]
     all_better = all(r["p3m_better"] for r in rows)
     if all_better:
         statement = "P3M-Net beats BASIC on SAD on every test set: " + "; ".join(parts) + "."
     else:
         losing = [r["column"] for r in rows if not r["p3m_better"]]
-        statement = ("P3M-Net does NOT beat BASIC on SAD on " + ", ".join(losing) + ": " + "; ".join(parts) + ". "
-                     "Likely reasons, not verified: the training budget is tiny compared with the published "
-                     "recipe (about 176.7 k steps at batch 8 on 9,421 images, reference 8.5), the models are "
-                     "narrow, the test sets are small and synthetic, and a single seed was run, so differences "
-                     "of this size are within run-to-run noise. The numbers are reported as measured, with no "
-                     "tuning on the test sets.")
+        statement = (
+            "P3M-Net does NOT beat BASIC on SAD on " + ", ".join(losing) + ": " + "; ".join(parts) + ". "
+            "Likely reasons, not verified: the training budget is tiny compared with the published "
+            "recipe (about 176.7 k steps at batch 8 on 9,421 images, reference 8.5), the models are "
+            "narrow, the test sets are small and synthetic, and a single seed was run, so differences "
+            "of this size are within run-to-run noise. The numbers are reported as measured, with no "
+            "tuning on the test sets."
+        )
     return {"rows": rows, "all_better": all_better, "statement": statement}
 
 
-def run_benchmark(config: dict | str | os.PathLike, out_dir: str | os.PathLike, *, force: bool = False,
-                  progress: bool = True, log: Callable[[str], None] = print,
-                  overrides: list[str] | tuple[str, ...] = ()) -> BenchmarkResult:
+def run_benchmark(
+    config: dict | str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    force: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> BenchmarkResult:
     """Run the whole benchmark described by `config` (mapping or YAML path) into `out_dir`; see the module doc.
 
     `force` redoes every stage; `overrides` are `section.key=value` strings (YAML values) applied to the config.
@@ -526,8 +621,14 @@ def run_benchmark(config: dict | str | os.PathLike, out_dir: str | os.PathLike, 
             weights = Path(method["weights"]).expanduser()
             if not weights.is_file():
                 raise BenchmarkConfigError(f"method {method['name']!r}: weights file not found: {weights}")
-            upstream = _hash({"weights": str(weights.resolve()), "mtime": weights.stat().st_mtime,
-                              "arch": method["type"], "width": method.get("width")})
+            upstream = _hash(
+                {
+                    "weights": str(weights.resolve()),
+                    "mtime": weights.stat().st_mtime,
+                    "arch": method["type"],
+                    "width": method.get("width"),
+                }
+            )
         else:
             weights, train_marker = runner.train(method, setting, root)
             upstream = train_marker["hash"]
@@ -553,18 +654,27 @@ def run_benchmark(config: dict | str | os.PathLike, out_dir: str | os.PathLike, 
             pred_dirs[(method["name"], setting_name, split)] = pred_dir
             # the whole marker (with its finish time): re-written predictions are always re-scored
             metrics = runner.evaluate(method, setting_name, split, samples, pred_dir, _hash(pmarker))
-            results.append({
-                "method": method["name"], "type": method["type"],
-                "kind": "trimap-based" if method["type"] in TRIMAP_BASED else "trimap-free",
-                "setting": setting["name"] if setting else None,
-                "setting_label": setting["label"] if setting else None,
-                "obfuscation": setting["obfuscation"] if setting else None,
-                "split": split, "column": column_label(setting["label"] if setting else None, split),
-                "images": metrics["images"], "failed": list(pmarker.get("failed", [])), "metrics": metrics["mean"], "counts": metrics.get("counts", {}),
-                "params": pmarker.get("params", 0), "seconds_per_image": pmarker.get("seconds_per_image"),
-                "train_seconds": train_marker.get("seconds"), "train_steps": train_marker.get("steps"),
-                "width": method.get("width"),
-            })
+            results.append(
+                {
+                    "method": method["name"],
+                    "type": method["type"],
+                    "kind": "trimap-based" if method["type"] in TRIMAP_BASED else "trimap-free",
+                    "setting": setting["name"] if setting else None,
+                    "setting_label": setting["label"] if setting else None,
+                    "obfuscation": setting["obfuscation"] if setting else None,
+                    "split": split,
+                    "column": column_label(setting["label"] if setting else None, split),
+                    "images": metrics["images"],
+                    "failed": list(pmarker.get("failed", [])),
+                    "metrics": metrics["mean"],
+                    "counts": metrics.get("counts", {}),
+                    "params": pmarker.get("params", 0),
+                    "seconds_per_image": pmarker.get("seconds_per_image"),
+                    "train_seconds": train_marker.get("seconds"),
+                    "train_steps": train_marker.get("steps"),
+                    "width": method.get("width"),
+                }
+            )
 
     for setting in cfg["settings"]:
         for method in cfg["methods"]:
@@ -576,9 +686,23 @@ def run_benchmark(config: dict | str | os.PathLike, out_dir: str | os.PathLike, 
 
     comparison = compare_p3m_basic(results, cfg)
     log(f"[compare] {comparison['statement']}")
-    paths = write_report(out / "report", cfg, results, comparison, curves=curves, dataset=dataset,
-                         pred_dirs=pred_dirs, seconds=time.perf_counter() - start)
+    paths = write_report(
+        out / "report",
+        cfg,
+        results,
+        comparison,
+        curves=curves,
+        dataset=dataset,
+        pred_dirs=pred_dirs,
+        seconds=time.perf_counter() - start,
+    )
     log(f"[report] {paths['html']}")
-    return BenchmarkResult(out_dir=out, results=results, report_html=paths["html"], report_markdown=paths["markdown"],
-                           table_markdown=paths["table_markdown"], comparison=comparison,
-                           seconds=time.perf_counter() - start)
+    return BenchmarkResult(
+        out_dir=out,
+        results=results,
+        report_html=paths["html"],
+        report_markdown=paths["markdown"],
+        table_markdown=paths["table_markdown"],
+        comparison=comparison,
+        seconds=time.perf_counter() - start,
+    )

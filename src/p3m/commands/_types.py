@@ -1,8 +1,9 @@
 """argparse value types shared by the verbs: numbers with a lower bound, each error one clear line."""
+
 from __future__ import annotations
 
 import argparse
-from typing import Callable
+from collections.abc import Callable
 
 
 def whole_number(text: str) -> int:

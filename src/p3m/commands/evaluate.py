@@ -1,4 +1,5 @@
 """`p3m evaluate`: score alpha predictions against ground truth (P3M and/or DIM protocol)."""
+
 from __future__ import annotations
 
 import argparse
@@ -35,13 +36,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--facemask", metavar="DIR", help="folder of face masks (binarised > 100; same stems)")
     parser.add_argument("--dataset", metavar="ROOT", help="P3M-10k root (instead of --gt/--trimap/--facemask)")
     parser.add_argument("--split", choices=SPLIT_CHOICES, help="test split of --dataset")
-    parser.add_argument("--protocol", choices=("p3m", "dim", "both"), default="p3m",
-                        help="P3M (whole image, default), DIM (unknown region, needs trimaps) or both")
-    parser.add_argument("-o", "--output", metavar="OUTDIR",
-                        help="write per_image.csv, summary.json and summary.md here")
+    parser.add_argument(
+        "--protocol",
+        choices=("p3m", "dim", "both"),
+        default="p3m",
+        help="P3M (whole image, default), DIM (unknown region, needs trimaps) or both",
+    )
+    parser.add_argument(
+        "-o", "--output", metavar="OUTDIR", help="write per_image.csv, summary.json and summary.md here"
+    )
     parser.add_argument("--workers", type=positive, metavar="N", help="processes (default: all cores)")
-    parser.add_argument("--allow-missing", action="store_true",
-                        help="list ground truth without prediction and evaluate the rest")
+    parser.add_argument(
+        "--allow-missing", action="store_true", help="list ground truth without prediction and evaluate the rest"
+    )
     parser.add_argument("--fast", action="store_true", help="skip Grad and Conn (official --fast_test)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -57,8 +64,14 @@ def run(args: argparse.Namespace) -> int:
         if args.split is None:
             raise P3MError("--dataset needs --split P3M-500-P or P3M-500-NP")
         result = evaluate_dataset(
-            args.pred, args.dataset, args.split, protocol=args.protocol, workers=args.workers,
-            allow_missing=args.allow_missing, progress=not args.quiet, fast=args.fast,
+            args.pred,
+            args.dataset,
+            args.split,
+            protocol=args.protocol,
+            workers=args.workers,
+            allow_missing=args.allow_missing,
+            progress=not args.quiet,
+            fast=args.fast,
         )
     else:
         if args.gt is None:
@@ -66,17 +79,30 @@ def run(args: argparse.Namespace) -> int:
         if args.split is not None:
             raise P3MError("--split goes with --dataset")
         result = evaluate_dirs(
-            args.pred, args.gt, args.trimap, args.facemask, protocol=args.protocol, workers=args.workers,
-            allow_missing=args.allow_missing, progress=not args.quiet, fast=args.fast,
+            args.pred,
+            args.gt,
+            args.trimap,
+            args.facemask,
+            protocol=args.protocol,
+            workers=args.workers,
+            allow_missing=args.allow_missing,
+            progress=not args.quiet,
+            fast=args.fast,
         )
     for line in result.warnings:
         print(f"p3m evaluate: warning: {line}", file=sys.stderr)
     if result.excluded:
-        print(f"p3m evaluate: {len(result.excluded)} ground-truth mattes have no prediction and were excluded:\n"
-              + format_problems(result.excluded), file=sys.stderr)
+        print(
+            f"p3m evaluate: {len(result.excluded)} ground-truth mattes have no prediction and were excluded:\n"
+            + format_problems(result.excluded),
+            file=sys.stderr,
+        )
     if result.failures:
-        print(f"p3m evaluate: {len(result.failures)} files could not be scored and were skipped:\n"
-              + format_problems(result.failures), file=sys.stderr)
+        print(
+            f"p3m evaluate: {len(result.failures)} files could not be scored and were skipped:\n"
+            + format_problems(result.failures),
+            file=sys.stderr,
+        )
     if args.output:
         written = result.write(Path(args.output))
         if not args.quiet:

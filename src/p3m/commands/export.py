@@ -1,4 +1,5 @@
 """`p3m export --weights W -o model.onnx`: ONNX export with dynamic height/width, checked against onnxruntime."""
+
 from __future__ import annotations
 
 import argparse
@@ -17,7 +18,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "file with `p3m matte --backend onnxruntime --weights model.onnx`."
         ),
     )
-    parser.add_argument("--weights", required=True, metavar="PATH|NAME", help="checkpoint file or a name from `p3m models`")
+    parser.add_argument(
+        "--weights", required=True, metavar="PATH|NAME", help="checkpoint file or a name from `p3m models`"
+    )
     parser.add_argument("--model", default=None, metavar="ARCH", help="architecture (default: from the weights)")
     parser.add_argument("-o", "--output", required=True, metavar="FILE.onnx", help="ONNX file to write")
     parser.add_argument("--format", choices=("onnx",), default="onnx", help="export format (onnx)")
@@ -42,15 +45,19 @@ def run(args: argparse.Namespace) -> int:
         raise P3MError(f"opset {args.opset} is too old; use 13 or newer (17 recommended)")
     path, arch = model_store.resolve(args.weights)
     if arch == model_store.BUILTIN:
-        raise P3MError(f"{arch} is the built-in segmentation + closed-form route, not a network ONNX can hold; "
-                       "export P3M-Net weights")
+        raise P3MError(
+            f"{arch} is the built-in segmentation + closed-form route, not a network ONNX can hold; "
+            "export P3M-Net weights"
+        )
     if args.model and arch and arch != args.model:
         raise P3MError(f"{path}: holds a {arch} model but --model {args.model} was given")
     arch = args.model or arch or "p3m-r34"
     kwargs = None if path.with_suffix(".json").is_file() else (model_store.guess_arch(path)[1] or None)
     model, meta = load_model(path, arch=arch, arch_kwargs=kwargs)
     report = export_onnx(model, out, opset=args.opset, metadata={"source_weights": path.name})
-    print(f"exported {meta.get('arch', arch)} to {report['path']} (opset {report['opset']}, dynamic H/W); "
-          f"onnxruntime vs torch: max |alpha diff| {report['max_abs_diff']:.2e}, "
-          f"logits {report['logits_rel_diff']:.2e} relative")
+    print(
+        f"exported {meta.get('arch', arch)} to {report['path']} (opset {report['opset']}, dynamic H/W); "
+        f"onnxruntime vs torch: max |alpha diff| {report['max_abs_diff']:.2e}, "
+        f"logits {report['logits_rel_diff']:.2e} relative"
+    )
     return 0

@@ -1,4 +1,5 @@
 """`p3m matte INPUT... -o OUTDIR`: alpha mattes and decontaminated cutouts for files, folders and globs."""
+
 from __future__ import annotations
 
 import argparse
@@ -57,33 +58,76 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
     parser.add_argument("-o", "--outdir", required=True, metavar="OUTDIR", help="output folder (created if missing)")
     parser.add_argument("--recursive", action="store_true", help="descend into sub-folders of folder inputs")
-    parser.add_argument("--output", type=parse_outputs, default=["alpha", "rgba"], metavar="KINDS",
-                        help="comma-separated outputs among alpha,rgba,fg,composite (default alpha,rgba)")
-    parser.add_argument("--background", default="white", metavar="COLOR|IMAGE",
-                        help="composite background: white, black, gray, green, ..., #RRGGBB, R,G,B or an image file "
-                             "(default white)")
-    parser.add_argument("--composite-format", choices=("png", "jpg"), default="png",
-                        help="file format of <stem>_composite (default png)")
+    parser.add_argument(
+        "--output",
+        type=parse_outputs,
+        default=["alpha", "rgba"],
+        metavar="KINDS",
+        help="comma-separated outputs among alpha,rgba,fg,composite (default alpha,rgba)",
+    )
+    parser.add_argument(
+        "--background",
+        default="white",
+        metavar="COLOR|IMAGE",
+        help="composite background: white, black, gray, green, ..., #RRGGBB, R,G,B or an image file (default white)",
+    )
+    parser.add_argument(
+        "--composite-format",
+        choices=("png", "jpg"),
+        default="png",
+        help="file format of <stem>_composite (default png)",
+    )
     exist = parser.add_mutually_exclusive_group()
     exist.add_argument("--skip-existing", action="store_true", help="skip inputs whose outputs all exist")
     exist.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    parser.add_argument("--weights", default=None, metavar="PATH|NAME",
-                        help="checkpoint or .onnx file, or a name from `p3m models` (default: the published "
-                             "P3M-Net if it is in the model folder, else the built-in portrait-cf)")
-    parser.add_argument("--model", default=None, metavar="ARCH", help="architecture, e.g. p3m-r34 (default: from the weights)")
-    parser.add_argument("--strategy", choices=("hybrid", "resize", "highres"), default="hybrid",
-                        help="test strategy (default hybrid; highres for 4K and larger, bounded memory)")
-    parser.add_argument("--resize", dest="resize_mode", choices=("fast", "paper"), default="fast",
-                        help="resize function: fast (OpenCV) or paper (the published scikit-image 0.14.5 R)")
-    parser.add_argument("--backend", choices=("auto", "torch", "onnxruntime"), default="auto",
-                        help="inference backend (default auto: onnxruntime for .onnx weights)")
-    parser.add_argument("--device", default="auto", metavar="auto|cpu|cuda",
-                        help="device (default auto); an unavailable cuda is an error, never a silent CPU fallback")
-    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
-                        help="torch precision (default auto: bf16 where the hardware supports it)")
-    parser.add_argument("--foreground-method", choices=("ml", "blur", "pymatting"), default="ml",
-                        help="foreground colour estimation: ml (multi-level, numpy; default), blur (blur-fusion, "
-                             "fastest) or pymatting (pymatting's numba implementation)")
+    parser.add_argument(
+        "--weights",
+        default=None,
+        metavar="PATH|NAME",
+        help="checkpoint or .onnx file, or a name from `p3m models` (default: the published "
+        "P3M-Net if it is in the model folder, else the built-in portrait-cf)",
+    )
+    parser.add_argument(
+        "--model", default=None, metavar="ARCH", help="architecture, e.g. p3m-r34 (default: from the weights)"
+    )
+    parser.add_argument(
+        "--strategy",
+        choices=("hybrid", "resize", "highres"),
+        default="hybrid",
+        help="test strategy (default hybrid; highres for 4K and larger, bounded memory)",
+    )
+    parser.add_argument(
+        "--resize",
+        dest="resize_mode",
+        choices=("fast", "paper"),
+        default="fast",
+        help="resize function: fast (OpenCV) or paper (the published scikit-image 0.14.5 R)",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=("auto", "torch", "onnxruntime"),
+        default="auto",
+        help="inference backend (default auto: onnxruntime for .onnx weights)",
+    )
+    parser.add_argument(
+        "--device",
+        default="auto",
+        metavar="auto|cpu|cuda",
+        help="device (default auto); an unavailable cuda is an error, never a silent CPU fallback",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        default="auto",
+        help="torch precision (default auto: bf16 where the hardware supports it)",
+    )
+    parser.add_argument(
+        "--foreground-method",
+        choices=("ml", "blur", "pymatting"),
+        default="ml",
+        help="foreground colour estimation: ml (multi-level, numpy; default), blur (blur-fusion, "
+        "fastest) or pymatting (pymatting's numba implementation)",
+    )
     parser.add_argument("--tile", type=_tile_count, default=1024, help="highres tile side (default 1024)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return parser
@@ -134,13 +178,16 @@ def _fit_background(bg: np.ndarray, h: int, w: int) -> np.ndarray:
     nh, nw = max(h, round(bh * scale)), max(w, round(bw * scale))
     resized = cv2.resize(bg, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
     y, x = (nh - h) // 2, (nw - w) // 2
-    return resized[y:y + h, x:x + w]
+    return resized[y : y + h, x : x + w]
 
 
 def _describe(matter) -> str:
     """'NAME (ARCH) on DEVICE, ...': the weights actually used, for the run summary."""
-    how = "segmentation prior + closed-form matting" if matter.route is not None else (
-        f"{matter.backend}, {matter.strategy}")
+    how = (
+        "segmentation prior + closed-form matting"
+        if matter.route is not None
+        else (f"{matter.backend}, {matter.strategy}")
+    )
     arch = f" ({matter.arch})" if matter.arch and matter.arch != matter.model_name else ""
     return f"{matter.model_name}{arch} on {matter.device}, {how}"
 
@@ -158,7 +205,9 @@ def run(args: argparse.Namespace) -> int:
         elif Path(args.background).is_file():
             background = read_image(args.background)
         else:
-            raise P3MError(f"--background {args.background!r} is neither a colour (name, #RRGGBB, R,G,B) nor an image file")
+            raise P3MError(
+                f"--background {args.background!r} is neither a colour (name, #RRGGBB, R,G,B) nor an image file"
+            )
 
     paths, problems = collect_images(args.inputs, recursive=args.recursive)
     for msg in problems:
@@ -181,17 +230,29 @@ def run(args: argparse.Namespace) -> int:
         if not args.overwrite:
             existing = [o for _, outs in jobs for o in outs.values() if o.exists()]
             if existing:
-                shown = ", ".join(str(o) for o in existing[:5]) + (f" and {len(existing) - 5} more" if len(existing) > 5 else "")
-                raise P3MError(f"refusing to overwrite {len(existing)} existing output(s): {shown}; "
-                               "pass --overwrite or --skip-existing")
+                shown = ", ".join(str(o) for o in existing[:5]) + (
+                    f" and {len(existing) - 5} more" if len(existing) > 5 else ""
+                )
+                raise P3MError(
+                    f"refusing to overwrite {len(existing)} existing output(s): {shown}; "
+                    "pass --overwrite or --skip-existing"
+                )
 
     from p3m.infer.matter import Matter
 
     with warnings.catch_warnings():  # the model warning is printed once below, as one line
         warnings.simplefilter("ignore")
-        matter = Matter(model=args.model, weights=args.weights, device=args.device, strategy=args.strategy,
-                        backend=args.backend, precision=args.precision, resize_mode=args.resize_mode,
-                        foreground_method=args.foreground_method, tile=args.tile)
+        matter = Matter(
+            model=args.model,
+            weights=args.weights,
+            device=args.device,
+            strategy=args.strategy,
+            backend=args.backend,
+            precision=args.precision,
+            resize_mode=args.resize_mode,
+            foreground_method=args.foreground_method,
+            tile=args.tile,
+        )
     if matter.model_warning:
         print(f"p3m matte: warning: {matter.model_warning}", file=sys.stderr)
     from tqdm import tqdm
@@ -229,6 +290,8 @@ def run(args: argparse.Namespace) -> int:
     bar.close()
     if not args.quiet:
         note = f", {skipped} skipped (outputs exist)" if skipped else ""
-        print(f"p3m matte: {done} image(s) written to {outdir}{note}, {failed} failed "
-              f"[{_describe(matter)}]", file=sys.stderr)
+        print(
+            f"p3m matte: {done} image(s) written to {outdir}{note}, {failed} failed [{_describe(matter)}]",
+            file=sys.stderr,
+        )
     return 1 if failed else 0

@@ -1,4 +1,5 @@
 """`p3m models`: list the models of the toolkit's model folder ($P3M_HOME/models, default ~/.p3m/models)."""
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,18 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"home": str(model_home()), "default": default_name, "models": models}, indent=2))
         return 0
     rows = [("NAME", "ARCH", "FORMAT", "ORIGIN", "LICENCE", "CREATED", "PATH")]
-    rows += [(("* " if e.name == default_name else "  ") + e.name, e.arch or "unknown", e.format, e.origin,
-              e.licence or "-", e.created or "-", str(e.path)) for e in entries]
+    rows += [
+        (
+            ("* " if e.name == default_name else "  ") + e.name,
+            e.arch or "unknown",
+            e.format,
+            e.origin,
+            e.licence or "-",
+            e.created or "-",
+            str(e.path),
+        )
+        for e in entries
+    ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])

@@ -1,4 +1,5 @@
 """`p3m serve`: the web page and HTTP API on this machine (127.0.0.1:8000 by default)."""
+
 from __future__ import annotations
 
 import argparse
@@ -30,31 +31,68 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "503 no_weights saying how to get them."
         ),
     )
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 opens it to the network)")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 opens it to the network)",
+    )
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
-    parser.add_argument("--model", default=None, metavar="ARCH", help="architecture, e.g. p3m-r34 (default: from the weights)")
-    parser.add_argument("--weights", default=None, metavar="PATH|NAME",
-                        help="checkpoint or .onnx file, or a name from `p3m models` (default: the published P3M-Net "
-                             "if it is in the model folder, else the built-in portrait-cf)")
-    parser.add_argument("--device", default="auto", metavar="auto|cpu|cuda",
-                        help="device (default auto); an unavailable cuda is an error, never a silent CPU fallback")
-    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
-                        help="torch precision (default auto)")
-    parser.add_argument("--strategy", choices=STRATEGIES, default="hybrid",
-                        help="default test strategy; requests may choose another (default hybrid)")
-    parser.add_argument("--foreground-method", choices=FOREGROUND_METHODS, default="ml",
-                        help="foreground colour estimation for cutouts and composites (default ml)")
-    parser.add_argument("--workers", type=positive, default=1,
-                        help="inference jobs run at the same time (default 1)")
-    parser.add_argument("--queue", type=count, default=4,
-                        help="jobs allowed to wait for a worker; more get 503 with Retry-After (default 4)")
-    parser.add_argument("--max-upload-mb", type=_megabytes, default=DEFAULT_MAX_UPLOAD_MB,
-                        help=f"largest accepted upload in MB (MiB) (default {DEFAULT_MAX_UPLOAD_MB:g}; 413 beyond)")
-    parser.add_argument("--max-pixels", type=positive, default=DEFAULT_MAX_PIXELS,
-                        help=f"largest accepted width x height (default {DEFAULT_MAX_PIXELS}; 413 beyond)")
-    parser.add_argument("--log-level", choices=("critical", "error", "warning", "info", "debug"), default="info",
-                        help="server log level (default info; the access log never shows request data)")
+    parser.add_argument(
+        "--model", default=None, metavar="ARCH", help="architecture, e.g. p3m-r34 (default: from the weights)"
+    )
+    parser.add_argument(
+        "--weights",
+        default=None,
+        metavar="PATH|NAME",
+        help="checkpoint or .onnx file, or a name from `p3m models` (default: the published P3M-Net "
+        "if it is in the model folder, else the built-in portrait-cf)",
+    )
+    parser.add_argument(
+        "--device",
+        default="auto",
+        metavar="auto|cpu|cuda",
+        help="device (default auto); an unavailable cuda is an error, never a silent CPU fallback",
+    )
+    parser.add_argument(
+        "--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto", help="torch precision (default auto)"
+    )
+    parser.add_argument(
+        "--strategy",
+        choices=STRATEGIES,
+        default="hybrid",
+        help="default test strategy; requests may choose another (default hybrid)",
+    )
+    parser.add_argument(
+        "--foreground-method",
+        choices=FOREGROUND_METHODS,
+        default="ml",
+        help="foreground colour estimation for cutouts and composites (default ml)",
+    )
+    parser.add_argument("--workers", type=positive, default=1, help="inference jobs run at the same time (default 1)")
+    parser.add_argument(
+        "--queue",
+        type=count,
+        default=4,
+        help="jobs allowed to wait for a worker; more get 503 with Retry-After (default 4)",
+    )
+    parser.add_argument(
+        "--max-upload-mb",
+        type=_megabytes,
+        default=DEFAULT_MAX_UPLOAD_MB,
+        help=f"largest accepted upload in MB (MiB) (default {DEFAULT_MAX_UPLOAD_MB:g}; 413 beyond)",
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=positive,
+        default=DEFAULT_MAX_PIXELS,
+        help=f"largest accepted width x height (default {DEFAULT_MAX_PIXELS}; 413 beyond)",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=("critical", "error", "warning", "info", "debug"),
+        default="info",
+        help="server log level (default info; the access log never shows request data)",
+    )
     return parser
 
 
@@ -63,9 +101,18 @@ def run(args: argparse.Namespace) -> int:
     from p3m.serve.settings import ServeSettings
 
     settings = ServeSettings(
-        host=args.host, port=args.port, model=args.model, weights=args.weights, device=args.device,
-        precision=args.precision, strategy=args.strategy, foreground_method=args.foreground_method,
-        workers=args.workers, queue=args.queue, max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels,
+        host=args.host,
+        port=args.port,
+        model=args.model,
+        weights=args.weights,
+        device=args.device,
+        precision=args.precision,
+        strategy=args.strategy,
+        foreground_method=args.foreground_method,
+        workers=args.workers,
+        queue=args.queue,
+        max_upload_mb=args.max_upload_mb,
+        max_pixels=args.max_pixels,
     )
     serve(settings, log_level=args.log_level, announce=lambda line: print(line, flush=True))
     return 0

@@ -1,4 +1,5 @@
 """`p3m synth OUTDIR`: write the embedded synthetic P3M-10k set (no download needed)."""
+
 from __future__ import annotations
 
 import argparse
@@ -35,15 +36,29 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("outdir", metavar="OUTDIR", help="folder to write (missing, empty or an earlier synth output)")
     parser.add_argument("--train", type=count, default=24, metavar="N", help="training images (default 24)")
-    parser.add_argument("--test", type=count, default=8, metavar="N",
-                        help="images in each of P3M-500-P and P3M-500-NP (default 8)")
-    parser.add_argument("--size", type=parse_size, default=(320, 320), metavar="HxW|N",
-                        help="image size, e.g. 320 or 240x320 (default 320)")
+    parser.add_argument(
+        "--test", type=count, default=8, metavar="N", help="images in each of P3M-500-P and P3M-500-NP (default 8)"
+    )
+    parser.add_argument(
+        "--size",
+        type=parse_size,
+        default=(320, 320),
+        metavar="HxW|N",
+        help="image size, e.g. 320 or 240x320 (default 320)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="write into a non-empty folder (its train/ and validation/ are replaced)")
-    parser.add_argument("--workers", type=count, default=1, metavar="N",
-                        help="render in N processes (default 1; the files are the same for any N)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into a non-empty folder (its train/ and validation/ are replaced)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=count,
+        default=1,
+        metavar="N",
+        help="render in N processes (default 1; the files are the same for any N)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -53,7 +68,9 @@ def run(args: argparse.Namespace) -> int:
     from p3m.data.synth import SynthConfig, generate_dataset
 
     try:
-        config = SynthConfig(n_train=args.train, n_test_p=args.test, n_test_np=args.test, size=args.size, seed=args.seed)
+        config = SynthConfig(
+            n_train=args.train, n_test_p=args.test, n_test_np=args.test, size=args.size, seed=args.seed
+        )
     except ValueError as exc:
         raise P3MError(str(exc)) from None
     start = time.perf_counter()

@@ -1,4 +1,5 @@
 """`p3m train CONFIG.yaml [--set key=value ...] [--resume] [--out DIR]`: train P3M-Net (multi-GPU via torchrun)."""
+
 from __future__ import annotations
 
 import argparse
@@ -18,9 +19,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("config", metavar="CONFIG", help="YAML config file")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set data.root=/data/P3M-10k --set train.batch_size=4 "
-                             "(repeatable; values are YAML)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set data.root=/data/P3M-10k --set train.batch_size=4 "
+        "(repeatable; values are YAML)",
+    )
     parser.add_argument("--out", default=None, metavar="DIR", help="output folder (default runs/<config name>)")
     parser.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     parser.add_argument("--overwrite", action="store_true", help="delete the run saved in --out and start afresh")
@@ -36,8 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     out = Path(args.out) if args.out else Path("runs") / config.name
-    result = train(config, out_dir=out, resume=args.resume, progress=not args.quiet,
-                   overwrite=args.overwrite)
+    result = train(config, out_dir=out, resume=args.resume, progress=not args.quiet, overwrite=args.overwrite)
     if result.interrupted:
         return 130
     import os

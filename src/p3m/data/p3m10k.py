@@ -9,6 +9,7 @@ Layouts accepted (reference §1.3, §1.4):
 
 Files are paired by stem, whatever their image extension. Validation reads image headers only.
 """
+
 from __future__ import annotations
 
 import os
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from p3m.errors import DatasetError, ImageError
 
-__all__ = ["SPLITS", "Sample", "P3M10k", "open_dataset", "summarize"]
+__all__ = ["SPLITS", "P3M10k", "Sample", "open_dataset", "summarize"]
 
 SPLITS = ("train", "P3M-500-P", "P3M-500-NP")
 

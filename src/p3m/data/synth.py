@@ -10,6 +10,7 @@ Train and P3M-500-P images get the P3M face obfuscation (reference §2.1): priva
 transition band, then blur (`p3m.privacy.obfuscate`). P3M-500-NP keeps faces. Test trimaps come from
 `trimap_from_alpha(mask, kernel_size_for_test_split(H, W))`.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,17 +27,17 @@ from p3m.data.trimap import kernel_size_for_test_split, trimap_from_alpha
 from p3m.errors import DatasetError
 
 __all__ = [
-    "SYNTH_VERSION",
     "META_FILE",
-    "SynthConfig",
+    "SYNTH_VERSION",
     "Portrait",
+    "SynthConfig",
     "SynthSample",
-    "render_portrait",
-    "render_sample",
+    "auto_supersample",
     "dataset_stems",
     "generate_dataset",
     "is_synth_output",
-    "auto_supersample",
+    "render_portrait",
+    "render_sample",
 ]
 
 SYNTH_VERSION = 1  # bump when the drawing changes, so old synth folders are recognisably different
@@ -49,8 +50,18 @@ _SKIN_TONES = np.array(
     np.float32,
 )
 _HAIR_COLOURS = np.array(
-    [(22, 18, 16), (45, 30, 22), (85, 56, 36), (130, 90, 55), (200, 160, 100), (230, 205, 150), (150, 60, 30),
-     (170, 170, 170), (60, 60, 140), (190, 80, 140)],
+    [
+        (22, 18, 16),
+        (45, 30, 22),
+        (85, 56, 36),
+        (130, 90, 55),
+        (200, 160, 100),
+        (230, 205, 150),
+        (150, 60, 30),
+        (170, 170, 170),
+        (60, 60, 140),
+        (190, 80, 140),
+    ],
     np.float32,
 )
 _HAIR_WEIGHTS = np.array([6, 6, 5, 4, 3, 2, 2, 1, 0.5, 0.5], np.float64)
@@ -214,7 +225,9 @@ def _smooth_noise(rng: np.random.Generator, height: int, width: int, cells: int,
     return np.clip(out, -1, 1)
 
 
-def _shaded(rng: np.random.Generator, base: np.ndarray, shape: tuple[int, int], amount: float, cells: int) -> np.ndarray:
+def _shaded(
+    rng: np.random.Generator, base: np.ndarray, shape: tuple[int, int], amount: float, cells: int
+) -> np.ndarray:
     """Base colour modulated by smooth luminance noise and a little fine grain, HxWx3 float32."""
     h, w = shape
     lum = 1.0 + amount * _smooth_noise(rng, h, w, cells)
@@ -304,7 +317,9 @@ def _draw_person(
         n = int(rng.integers(60, 140))
         side = rng.choice([-1.0, 1.0], n)
         v = rng.uniform(0.0, 1.0, n)
-        starts = np.array([at(sd * width * (1.0 + 0.1 * t), -0.2 * r + t * (length + 0.2 * r)) for sd, t in zip(side, v)])
+        starts = np.array(
+            [at(sd * width * (1.0 + 0.1 * t), -0.2 * r + t * (length + 0.2 * r)) for sd, t in zip(side, v)]
+        )
         dirs = np.stack([side * rng.uniform(0.2, 0.7, n), rng.uniform(0.6, 1.0, n)], 1)
         dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
         lengths = r * rng.uniform(0.15, 0.7, n)
@@ -323,8 +338,14 @@ def _draw_person(
     # Sloping shoulders: a tall ellipse over a slightly wider trapezoid (upper arms) down to the bottom edge.
     torso = _ellipse(canvas.blank(), (sx, shoulder_y + shoulder_h), (shoulder_w, shoulder_h), rng.uniform(-6, 6))
     flare = shoulder_w * rng.uniform(1.0, 1.15)
-    arms = np.array([(sx - shoulder_w * 0.97, shoulder_y + shoulder_h), (sx + shoulder_w * 0.97, shoulder_y + shoulder_h),
-                     (sx + flare, canvas.h), (sx - flare, canvas.h)])
+    arms = np.array(
+        [
+            (sx - shoulder_w * 0.97, shoulder_y + shoulder_h),
+            (sx + shoulder_w * 0.97, shoulder_y + shoulder_h),
+            (sx + flare, canvas.h),
+            (sx - flare, canvas.h),
+        ]
+    )
     cv2.fillPoly(torso, [np.round(arms).astype(np.int32)], 1)
     canvas.paint(torso, cloth_tex)
     if rng.random() < 0.6:  # neckline: skin V or round collar over the clothes
@@ -350,13 +371,17 @@ def _draw_person(
         _draw_face(rng, canvas, at, r, tilt, skin, face)
         ys, xs = np.nonzero(face)
         if len(xs):
-            face_boxes.append((int(xs.min()) // s, int(ys.min()) // s, -(-int(xs.max() + 1) // s), -(-int(ys.max() + 1) // s)))
+            face_boxes.append(
+                (int(xs.min()) // s, int(ys.min()) // s, -(-int(xs.max() + 1) // s), -(-int(ys.max() + 1) // s))
+            )
         if not bald:
             # Hair cap: an ellipse above the head minus a lowered face oval, which leaves a hairline.
             cap = _ellipse(canvas.blank(), at(0, -0.06 * r), (head_axes[0] * 1.07, r * 1.07), tilt)
             hairline = _ellipse(
-                canvas.blank(), at(rng.uniform(-0.1, 0.1) * r, rng.uniform(0.25, 0.42) * r),
-                (head_axes[0] * 0.8, r * 0.92), tilt,
+                canvas.blank(),
+                at(rng.uniform(-0.1, 0.1) * r, rng.uniform(0.25, 0.42) * r),
+                (head_axes[0] * 0.8, r * 0.92),
+                tilt,
             )
             cap &= 1 - hairline
             face_before = canvas.face.copy()
@@ -381,7 +406,11 @@ def _draw_person(
 
 
 def _strands(
-    rng: np.random.Generator, canvas: _Canvas, hair_tex: np.ndarray, starts: np.ndarray, dirs: np.ndarray,
+    rng: np.random.Generator,
+    canvas: _Canvas,
+    hair_tex: np.ndarray,
+    starts: np.ndarray,
+    dirs: np.ndarray,
     lengths: np.ndarray,
 ) -> None:
     """Hair strands 1-2 canvas pixels wide (1/supersample of an output pixel): fractional alpha."""
@@ -395,7 +424,9 @@ def _strands(
     canvas.paint(mask, hair_tex, is_hair=True)
 
 
-def _draw_face(rng: np.random.Generator, canvas: _Canvas, at, r: float, tilt: float, skin: np.ndarray, face: np.ndarray) -> None:
+def _draw_face(
+    rng: np.random.Generator, canvas: _Canvas, at, r: float, tilt: float, skin: np.ndarray, face: np.ndarray
+) -> None:
     """Eyes (sclera, iris, pupil, highlight), brows, nose shading and a mouth inside the face oval."""
     dark = np.clip(skin * 0.72, 0, 255)
     brow_colour = np.clip(skin * 0.3, 0, 255)
@@ -419,11 +450,17 @@ def _draw_face(rng: np.random.Generator, canvas: _Canvas, at, r: float, tilt: fl
         paint_face(_ellipse(canvas.blank(), (ex, ey), (0.15 * r, 0.075 * r), tilt), (245, 245, 240))
         paint_face(_ellipse(canvas.blank(), (ex + gaze[0], ey + gaze[1]), (0.07 * r, 0.07 * r), 0), iris)
         paint_face(_ellipse(canvas.blank(), (ex + gaze[0], ey + gaze[1]), (0.035 * r, 0.035 * r), 0), (10, 10, 10))
-        paint_face(_ellipse(canvas.blank(), (ex + gaze[0] + 0.02 * r, ey + gaze[1] - 0.02 * r), (0.015 * r, 0.015 * r), 0), (255, 255, 255))
+        paint_face(
+            _ellipse(canvas.blank(), (ex + gaze[0] + 0.02 * r, ey + gaze[1] - 0.02 * r), (0.015 * r, 0.015 * r), 0),
+            (255, 255, 255),
+        )
         brow = canvas.blank()
         lift = rng.uniform(-0.04, 0.04) * r
-        p = [at(side * eye_dx * 0.45, eye_dy - 0.2 * r), at(side * eye_dx * 1.0, eye_dy - 0.26 * r + lift),
-             at(side * eye_dx * 1.5, eye_dy - 0.2 * r + lift)]
+        p = [
+            at(side * eye_dx * 0.45, eye_dy - 0.2 * r),
+            at(side * eye_dx * 1.0, eye_dy - 0.26 * r + lift),
+            at(side * eye_dx * 1.5, eye_dy - 0.2 * r + lift),
+        ]
         cv2.polylines(brow, [np.round(np.array(p)).astype(np.int32)], False, 1, max(1, int(round(0.06 * r))))
         paint_face(brow, brow_colour)
     # Nose: a shaded ridge and the nostrils.
@@ -437,7 +474,9 @@ def _draw_face(rng: np.random.Generator, canvas: _Canvas, at, r: float, tilt: fl
     width = r * rng.uniform(0.18, 0.26)
     paint_face(_ellipse(canvas.blank(), at(0, mouth_y), (width, 0.08 * r), tilt), lip)
     line = canvas.blank()
-    cv2.ellipse(line, _pt(*at(0, mouth_y - 0.05 * r)), _pt(width, 0.06 * r), tilt, 20, 160, 1, max(1, int(round(0.02 * r))))
+    cv2.ellipse(
+        line, _pt(*at(0, mouth_y - 0.05 * r)), _pt(width, 0.06 * r), tilt, 20, 160, 1, max(1, int(round(0.02 * r)))
+    )
     paint_face(line, lip * 0.5)
 
 
@@ -536,7 +575,7 @@ def render_portrait(
     # Boxes of faces that stayed visible (a second person may hide the first face entirely).
     visible = []
     for x0, y0, x1, y1 in face_boxes:
-        if facemask[max(y0, 0):y1, max(x0, 0):x1].sum() > 0.2 * max(1, (x1 - x0) * (y1 - y0)):
+        if facemask[max(y0, 0) : y1, max(x0, 0) : x1].sum() > 0.2 * max(1, (x1 - x0) * (y1 - y0)):
             visible.append((max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)))
     return Portrait(image=image, alpha=alpha, fg=fg, bg=bg, facemask=facemask, face_boxes=visible, hair=hair)
 
@@ -596,7 +635,10 @@ def render_sample(config: SynthConfig, split: str, index: int, stem: str | None 
         stem = dataset_stems(config)[split][index]
     rng = np.random.default_rng([int(config.seed), _SPLIT_IDS[split], int(index)])
     portrait = render_portrait(
-        rng, config.size, two_person_prob=config.two_person_prob, back_view_prob=config.back_view_prob,
+        rng,
+        config.size,
+        two_person_prob=config.two_person_prob,
+        back_view_prob=config.back_view_prob,
         supersample=config.supersample,
     )
     mask = np.clip(np.rint(portrait.alpha * 255.0), 0, 255).astype(np.uint8)
@@ -613,8 +655,9 @@ def render_sample(config: SynthConfig, split: str, index: int, stem: str | None 
         # (alpha is 1 inside the private area) and keep the face out of the training foreground.
         fg = portrait.fg.copy()
         fg[private] = image[private]
-    return SynthSample(split=split, stem=stem, portrait=portrait, image=image, mask=mask, private_area=private,
-                       trimap=trimap, fg=fg)
+    return SynthSample(
+        split=split, stem=stem, portrait=portrait, image=image, mask=mask, private_area=private, trimap=trimap, fg=fg
+    )
 
 
 def is_synth_output(root: str | os.PathLike) -> bool:
@@ -629,12 +672,21 @@ def is_synth_output(root: str | os.PathLike) -> bool:
 def _split_folders(split: str) -> dict[str, str]:
     """Item kind -> folder (relative to the root) for one split."""
     if split == "train":
-        return {"image": "train/blurred_image", "mask": "train/mask", "fg": "train/fg", "bg": "train/bg",
-                "facemask": "train/facemask"}
+        return {
+            "image": "train/blurred_image",
+            "mask": "train/mask",
+            "fg": "train/fg",
+            "bg": "train/bg",
+            "facemask": "train/facemask",
+        }
     image_folder = "blurred_image" if split == "P3M-500-P" else "original_image"
     base = f"validation/{split}"
-    return {"image": f"{base}/{image_folder}", "mask": f"{base}/mask", "trimap": f"{base}/trimap",
-            "facemask": f"{base}/facemask"}
+    return {
+        "image": f"{base}/{image_folder}",
+        "mask": f"{base}/mask",
+        "trimap": f"{base}/trimap",
+        "facemask": f"{base}/facemask",
+    }
 
 
 def _write_sample(root: Path, config: SynthConfig, split: str, index: int, stem: str) -> None:

@@ -2,12 +2,13 @@
 
 Values follow reference §0: 0 = background, 128 = unknown/transition, 255 = foreground.
 """
+
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
-__all__ = ["trimap_from_alpha", "trimap_crop", "random_kernel_size", "random_trimap", "kernel_size_for_test_split"]
+__all__ = ["kernel_size_for_test_split", "random_kernel_size", "random_trimap", "trimap_crop", "trimap_from_alpha"]
 
 
 def trimap_from_alpha(alpha_u8: np.ndarray, kernel_size: int) -> np.ndarray:
@@ -49,7 +50,7 @@ def trimap_crop(alpha_u8: np.ndarray, kernel_size: int, y0: int, x0: int, height
     if alpha.ndim == 3:
         alpha = alpha[..., 0]
     h, w = alpha.shape[:2]
-    if not (0 <= y0 and 0 <= x0 and height >= 0 and width >= 0 and y0 + height <= h and x0 + width <= w):
+    if not (y0 >= 0 and x0 >= 0 and height >= 0 and width >= 0 and y0 + height <= h and x0 + width <= w):
         raise ValueError(f"window ({y0}, {x0}, {height}, {width}) is not inside the {h}x{w} alpha")
     if height == 0 or width == 0:
         return np.zeros((height, width), np.uint8)
@@ -57,7 +58,7 @@ def trimap_crop(alpha_u8: np.ndarray, kernel_size: int, y0: int, x0: int, height
     wy0, wx0 = max(y0 - reach, 0), max(x0 - reach, 0)
     wy1, wx1 = min(y0 + height + reach, h), min(x0 + width + reach, w)
     window = trimap_from_alpha(alpha[wy0:wy1, wx0:wx1], kernel_size)
-    return window[y0 - wy0:y0 - wy0 + height, x0 - wx0:x0 - wx0 + width]
+    return window[y0 - wy0 : y0 - wy0 + height, x0 - wx0 : x0 - wx0 + width]
 
 
 def random_kernel_size(rng: np.random.Generator, low: int = 15, high: int = 30) -> int:
@@ -67,9 +68,7 @@ def random_kernel_size(rng: np.random.Generator, low: int = 15, high: int = 30) 
     return int(rng.integers(low, high, endpoint=True))
 
 
-def random_trimap(
-    alpha_u8: np.ndarray, rng: np.random.Generator, low: int = 15, high: int = 30
-) -> np.ndarray:
+def random_trimap(alpha_u8: np.ndarray, rng: np.random.Generator, low: int = 15, high: int = 30) -> np.ndarray:
     """Training trimap: `trimap_from_alpha` with k drawn uniformly from [low, high] inclusive."""
     return trimap_from_alpha(alpha_u8, random_kernel_size(rng, low, high))
 

@@ -4,6 +4,7 @@ Submodules: `resize` (the published resize R and a fast equivalent), `strategies
 `matter` (`Matter`, `MatteResult`), `export` (ONNX export, `OnnxNet`). Names below load lazily so
 that `import p3m.infer` stays cheap.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -12,12 +12,13 @@ windows as pymatting (radius 1, epsilon 1e-7), agreeing with it to the solver to
 
 Compiled with numba (a dependency; pymatting uses it too): about 6 s on first use, then cached (`cache=True`).
 """
+
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
 
-__all__ = ["band_laplacian", "solve_alpha", "conjugate_gradients", "warm_up"]
+__all__ = ["band_laplacian", "conjugate_gradients", "solve_alpha", "warm_up"]
 
 
 @njit(cache=True, nogil=True)
@@ -112,8 +113,9 @@ def _to_csr(index, uy, ux, values):  # pragma: no cover - numba
     return indptr, indices[:q], data[:q]
 
 
-def band_laplacian(image: np.ndarray, unknown: np.ndarray, known_alpha: np.ndarray,
-                   eps: float = 1e-7) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray, np.ndarray]:
+def band_laplacian(
+    image: np.ndarray, unknown: np.ndarray, known_alpha: np.ndarray, eps: float = 1e-7
+) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray, np.ndarray]:
     """((indptr, indices, data) of L_UU in CSR, rhs = -L_UK a_K, flat indices of the unknown pixels).
 
     image HxWx3 float64 in [0, 1]; unknown HxW bool; known_alpha HxW float64 (read where not unknown).
@@ -126,16 +128,23 @@ def band_laplacian(image: np.ndarray, unknown: np.ndarray, known_alpha: np.ndarr
     near = np.zeros((h + 2, w + 2), dtype=bool)
     for dy in range(3):
         for dx in range(3):
-            near[dy:dy + h, dx:dx + w] |= unknown
-    near = near[1:h + 1, 1:w + 1]
+            near[dy : dy + h, dx : dx + w] |= unknown
+    near = near[1 : h + 1, 1 : w + 1]
     near[[0, -1], :] = False
     near[:, [0, -1]] = False
     cy, cx = np.nonzero(near)
     values = np.zeros((flat.size, 5, 5))
     rhs = np.zeros(flat.size)
-    _accumulate(np.ascontiguousarray(image, dtype=np.float64), index,
-                np.ascontiguousarray(known_alpha, dtype=np.float64), cy.astype(np.int64), cx.astype(np.int64),
-                float(eps), values, rhs)
+    _accumulate(
+        np.ascontiguousarray(image, dtype=np.float64),
+        index,
+        np.ascontiguousarray(known_alpha, dtype=np.float64),
+        cy.astype(np.int64),
+        cx.astype(np.int64),
+        float(eps),
+        values,
+        rhs,
+    )
     uy, ux = np.divmod(flat, w)
     return _to_csr(index, uy.astype(np.int64), ux.astype(np.int64), values), rhs, flat
 
@@ -241,8 +250,14 @@ def _pcg(indptr, indices, data, lptr, lidx, lval, b, x, rtol, maxiter):  # pragm
     return it
 
 
-def conjugate_gradients(csr: tuple[np.ndarray, np.ndarray, np.ndarray], rhs: np.ndarray, x0: np.ndarray, *,
-                        rtol: float = 1e-4, maxiter: int = 1000) -> tuple[np.ndarray, int]:
+def conjugate_gradients(
+    csr: tuple[np.ndarray, np.ndarray, np.ndarray],
+    rhs: np.ndarray,
+    x0: np.ndarray,
+    *,
+    rtol: float = 1e-4,
+    maxiter: int = 1000,
+) -> tuple[np.ndarray, int]:
     """(x, iterations) solving the SPD system (CSR, rows with sorted columns) by IC(0)-preconditioned CG.
 
     The factorisation can break down on a matrix that is not diagonally dominant; the diagonal is then
@@ -256,13 +271,20 @@ def conjugate_gradients(csr: tuple[np.ndarray, np.ndarray, np.ndarray], rhs: np.
     else:
         raise np.linalg.LinAlgError("no incomplete Cholesky factor: the matrix is not positive definite")
     x = np.array(x0, dtype=np.float64)
-    it = _pcg(indptr, indices, data, lptr, lidx, lval, np.asarray(rhs, dtype=np.float64), x, float(rtol),
-              int(maxiter))
+    it = _pcg(indptr, indices, data, lptr, lidx, lval, np.asarray(rhs, dtype=np.float64), x, float(rtol), int(maxiter))
     return x, it
 
 
-def solve_alpha(image: np.ndarray, trimap: np.ndarray, guess: np.ndarray | None = None, *, eps: float = 1e-7,
-                rtol: float = 1e-4, maxiter: int = 1000, ridge: float = 1e-6) -> np.ndarray:
+def solve_alpha(
+    image: np.ndarray,
+    trimap: np.ndarray,
+    guess: np.ndarray | None = None,
+    *,
+    eps: float = 1e-7,
+    rtol: float = 1e-4,
+    maxiter: int = 1000,
+    ridge: float = 1e-6,
+) -> np.ndarray:
     """HxW float32 alpha in [0, 1] from an HxWx3 image (uint8, or float in [0, 1]) and a {0, 128, 255} trimap.
 
     `guess` (HxW in [0, 1], default 0.5) starts the iteration and is the target of a `ridge`-weighted data

@@ -7,6 +7,7 @@ export it is replaced by an equivalent scatter: each value is written at its sto
 2x-upsampled, zero-filled map (what MaxUnpool does). Parity with the torch model is checked with
 onnxruntime right after export.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -23,14 +24,15 @@ import numpy as np
 from p3m.errors import CheckpointError, P3MError
 from p3m.infer.strategies import NetOutput
 
-__all__ = ["export_onnx", "verify_onnx", "OnnxNet", "scatter_unpool2d", "DEFAULT_OPSET", "OUTPUT_NAMES"]
+__all__ = ["DEFAULT_OPSET", "OUTPUT_NAMES", "OnnxNet", "export_onnx", "scatter_unpool2d", "verify_onnx"]
 
 DEFAULT_OPSET = 17
 OUTPUT_NAMES = ("global_logits", "local_alpha", "fused_alpha")
 
 
-def scatter_unpool2d(x: Any, indices: Any, kernel_size: Any = 2, stride: Any = 2, padding: Any = 0,
-                     output_size: Any = None) -> Any:
+def scatter_unpool2d(
+    x: Any, indices: Any, kernel_size: Any = 2, stride: Any = 2, padding: Any = 0, output_size: Any = None
+) -> Any:
     """max_unpool2d(kernel 2, stride 2) as a scatter: [B,C,h,w] + flat indices -> [B,C,2h,2w] (exportable)."""
     import torch
 
@@ -75,8 +77,16 @@ class _ThreeOutputs:
         return Wrapped(model).eval()
 
 
-def export_onnx(model: Any, path: str | os.PathLike[str], *, opset: int = DEFAULT_OPSET, sample_size: tuple[int, int] = (320, 256),
-                metadata: dict[str, Any] | None = None, verify: bool = True, seed: int = 0) -> dict[str, Any]:
+def export_onnx(
+    model: Any,
+    path: str | os.PathLike[str],
+    *,
+    opset: int = DEFAULT_OPSET,
+    sample_size: tuple[int, int] = (320, 256),
+    metadata: dict[str, Any] | None = None,
+    verify: bool = True,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Export `model` to ONNX at `path` (atomic) with dynamic batch, height and width.
 
     Returns {"path", "opset", "max_abs_diff", ...} (`verify_onnx` on a random input of another size
@@ -97,17 +107,28 @@ def export_onnx(model: Any, path: str | os.PathLike[str], *, opset: int = DEFAUL
         with _unpool_as_scatter(), torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                wrapped, (sample,), str(tmp), dynamo=False, opset_version=opset,
-                input_names=["input"], output_names=list(OUTPUT_NAMES),
-                dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"},
-                              **{n: {0: "batch", 2: "height", 3: "width"} for n in OUTPUT_NAMES}},
+                wrapped,
+                (sample,),
+                str(tmp),
+                dynamo=False,
+                opset_version=opset,
+                input_names=["input"],
+                output_names=list(OUTPUT_NAMES),
+                dynamic_axes={
+                    "input": {0: "batch", 2: "height", 3: "width"},
+                    **{n: {0: "batch", 2: "height", 3: "width"} for n in OUTPUT_NAMES},
+                },
                 do_constant_folding=True,
             )
         import onnx
 
         proto = onnx.load(str(tmp))
-        meta = {"arch": getattr(model, "arch", None), "arch_kwargs": json.dumps(getattr(model, "arch_kwargs", {}) or {}),
-                "producer": "p3m", "input_normalisation": "x/255, ImageNet mean/std, RGB, H and W multiples of 32"}
+        meta = {
+            "arch": getattr(model, "arch", None),
+            "arch_kwargs": json.dumps(getattr(model, "arch_kwargs", {}) or {}),
+            "producer": "p3m",
+            "input_normalisation": "x/255, ImageNet mean/std, RGB, H and W multiples of 32",
+        }
         meta.update({k: (v if isinstance(v, str) else json.dumps(v)) for k, v in (metadata or {}).items()})
         for k, v in meta.items():
             if v is not None:
@@ -133,8 +154,9 @@ def export_onnx(model: Any, path: str | os.PathLike[str], *, opset: int = DEFAUL
     return report
 
 
-def verify_onnx(model: Any, path: str | os.PathLike[str], *, size: tuple[int, int] = (384, 288),
-                seed: int = 1) -> dict[str, float]:
+def verify_onnx(
+    model: Any, path: str | os.PathLike[str], *, size: tuple[int, int] = (384, 288), seed: int = 1
+) -> dict[str, float]:
     """onnxruntime vs torch on one random normalised input of `size`.
 
     max_abs_diff: largest |difference| of the alpha outputs (L, and F where the class maps agree);
@@ -176,8 +198,10 @@ class OnnxNet:
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 from p3m.infer.matter import DeviceError
 
-                raise DeviceError(f"device {device!r} requested but onnxruntime has no CUDA provider "
-                                  "(install onnxruntime-gpu) ; use --device cpu")
+                raise DeviceError(
+                    f"device {device!r} requested but onnxruntime has no CUDA provider "
+                    "(install onnxruntime-gpu) ; use --device cpu"
+                )
             providers = ["CUDAExecutionProvider"]
         opts = ort.SessionOptions()
         if threads:

@@ -19,6 +19,7 @@ Methods:
 Both run only on the bounding box of the unknown band (plus a margin), so the cost follows the
 size of the band, not of the image.
 """
+
 from __future__ import annotations
 
 import cv2
@@ -26,13 +27,13 @@ import numpy as np
 
 __all__ = [
     "FOREGROUND_METHODS",
-    "estimate_foreground",
+    "alpha_to_uint8",
     "blur_fusion_foreground",
+    "composite",
+    "cutout_rgba",
+    "estimate_foreground",
     "multilevel_foreground",
     "unknown_bbox",
-    "cutout_rgba",
-    "composite",
-    "alpha_to_uint8",
 ]
 
 FOREGROUND_METHODS = ("ml", "blur", "pymatting")
@@ -46,12 +47,17 @@ def unknown_bbox(alpha: np.ndarray, margin: int = 0) -> tuple[int, int, int, int
         return None
     cols = np.flatnonzero(band.any(axis=0))
     h, w = alpha.shape
-    return (max(0, rows[0] - margin), min(h, rows[-1] + 1 + margin),
-            max(0, cols[0] - margin), min(w, cols[-1] + 1 + margin))
+    return (
+        max(0, rows[0] - margin),
+        min(h, rows[-1] + 1 + margin),
+        max(0, cols[0] - margin),
+        min(w, cols[-1] + 1 + margin),
+    )
 
 
-def _blur_fusion_pass(image: np.ndarray, fg: np.ndarray, bg: np.ndarray, alpha: np.ndarray,
-                      radius: int) -> tuple[np.ndarray, np.ndarray]:
+def _blur_fusion_pass(
+    image: np.ndarray, fg: np.ndarray, bg: np.ndarray, alpha: np.ndarray, radius: int
+) -> tuple[np.ndarray, np.ndarray]:
     """One blur-fusion step: local means of F and B weighted by alpha, then the residual put back into F."""
     k = (radius, radius)
     a = alpha[..., None]
@@ -84,9 +90,17 @@ def _neighbours(a: np.ndarray) -> list[np.ndarray]:
     return [p[1:-1, :-2], p[1:-1, 2:], p[:-2, 1:-1], p[2:, 1:-1]]
 
 
-def multilevel_foreground(image01: np.ndarray, alpha: np.ndarray, *, regularization: float = 1e-5,
-                          n_small_iterations: int = 20, n_big_iterations: int = 4, small_size: int = 32,
-                          gradient_weight: float = 1.0, band_only_above: int | None = 200_000) -> tuple[np.ndarray, np.ndarray]:
+def multilevel_foreground(
+    image01: np.ndarray,
+    alpha: np.ndarray,
+    *,
+    regularization: float = 1e-5,
+    n_small_iterations: int = 20,
+    n_big_iterations: int = 4,
+    small_size: int = 32,
+    gradient_weight: float = 1.0,
+    band_only_above: int | None = 200_000,
+) -> tuple[np.ndarray, np.ndarray]:
     """Multi-level (F, B) estimation (Germer et al. 2020), vectorised: HxWx3 float in [0, 1], HxW alpha.
 
     band_only_above: on pyramid levels with more pixels than this, only the unknown band (0 < a < 1,
@@ -131,8 +145,15 @@ def multilevel_foreground(image01: np.ndarray, alpha: np.ndarray, *, regularizat
     return f, b
 
 
-def _band_iterations(img: np.ndarray, a: np.ndarray, f: np.ndarray, b: np.ndarray, n_iter: int,
-                     regularization: float, gradient_weight: float) -> None:
+def _band_iterations(
+    img: np.ndarray,
+    a: np.ndarray,
+    f: np.ndarray,
+    b: np.ndarray,
+    n_iter: int,
+    regularization: float,
+    gradient_weight: float,
+) -> None:
     """Jacobi updates of f, b (in place) on the unknown band grown by one pixel, as flat gathers."""
     h, w = a.shape
     band = (a > 0) & (a < 1)
@@ -141,8 +162,12 @@ def _band_iterations(img: np.ndarray, a: np.ndarray, f: np.ndarray, b: np.ndarra
     if ys.size == 0:
         return
     idx = ys * w + xs
-    nbrs = [ys * w + np.maximum(xs - 1, 0), ys * w + np.minimum(xs + 1, w - 1),
-            np.maximum(ys - 1, 0) * w + xs, np.minimum(ys + 1, h - 1) * w + xs]
+    nbrs = [
+        ys * w + np.maximum(xs - 1, 0),
+        ys * w + np.minimum(xs + 1, w - 1),
+        np.maximum(ys - 1, 0) * w + xs,
+        np.minimum(ys + 1, h - 1) * w + xs,
+    ]
     af = a.reshape(-1)
     a0 = af[idx]
     weights = [(regularization + gradient_weight * np.abs(a0 - af[n]))[:, None] for n in nbrs]

@@ -11,6 +11,7 @@
 One object loads the network once; `matte` may be called from several threads (the network call is
 serialised by a lock, everything else is per-call state).
 """
+
 from __future__ import annotations
 
 import os
@@ -30,7 +31,7 @@ from p3m.infer.resize import RESIZE_MODES
 from p3m.infer.strategies import STRATEGIES, NetFn, TorchNet, plan_passes, predict
 from p3m.model_store import BUILTIN
 
-__all__ = ["Matter", "MatteResult", "DeviceError", "resolve_device", "resolve_precision", "to_rgb_array", "BACKENDS"]
+__all__ = ["BACKENDS", "DeviceError", "MatteResult", "Matter", "resolve_device", "resolve_precision", "to_rgb_array"]
 
 BACKENDS = ("auto", "torch", "onnxruntime")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -66,7 +67,7 @@ class MatteResult:
 
 
 def resolve_device(device: str = "auto") -> str:
-    """"auto" -> "cuda" if available else "cpu"; an explicit CUDA request without CUDA raises DeviceError."""
+    """ "auto" -> "cuda" if available else "cpu"; an explicit CUDA request without CUDA raises DeviceError."""
     import torch
 
     if device == "auto":
@@ -85,7 +86,7 @@ def resolve_device(device: str = "auto") -> str:
 
 
 def resolve_precision(precision: str, device: str) -> str:
-    """"auto": bf16 on CPUs with native bf16 (AVX512-BF16/AMX) and on CUDA, else fp32."""
+    """ "auto": bf16 on CPUs with native bf16 (AVX512-BF16/AMX) and on CUDA, else fp32."""
     if precision not in PRECISIONS:
         raise P3MError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
     if precision != "auto":
@@ -156,10 +157,21 @@ class Matter:
     shorter_side_limit: SAMPLES mode of 9.5 (1080 in the published code); None = off.
     """
 
-    def __init__(self, model: str | None = None, weights: str | os.PathLike[str] | None = None, device: str = "auto",
-                 strategy: str = "hybrid", backend: str = "auto", precision: str = "auto", *,
-                 resize_mode: str = "fast", foreground_method: str = "ml", tile: int = 1024, overlap: int = 128,
-                 shorter_side_limit: int | None = None) -> None:
+    def __init__(
+        self,
+        model: str | None = None,
+        weights: str | os.PathLike[str] | None = None,
+        device: str = "auto",
+        strategy: str = "hybrid",
+        backend: str = "auto",
+        precision: str = "auto",
+        *,
+        resize_mode: str = "fast",
+        foreground_method: str = "ml",
+        tile: int = 1024,
+        overlap: int = 128,
+        shorter_side_limit: int | None = None,
+    ) -> None:
         if strategy not in STRATEGIES:
             raise P3MError(f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
         if backend not in BACKENDS:
@@ -167,7 +179,9 @@ class Matter:
         if resize_mode not in RESIZE_MODES:
             raise P3MError(f"unknown resize mode {resize_mode!r}; use one of {', '.join(RESIZE_MODES)}")
         if foreground_method not in FOREGROUND_METHODS:
-            raise P3MError(f"unknown foreground method {foreground_method!r}; use one of {', '.join(FOREGROUND_METHODS)}")
+            raise P3MError(
+                f"unknown foreground method {foreground_method!r}; use one of {', '.join(FOREGROUND_METHODS)}"
+            )
         self.strategy = strategy
         self.resize_mode = resize_mode
         self.foreground_method = foreground_method
@@ -188,15 +202,19 @@ class Matter:
             self.net = self.route  # type: ignore[assignment]  # whole-image route, not a P3M-Net pass
             return
         if model_store.trained_on_synthetic(path):
-            self.model_warning = (f"{self.model_name} was trained on synthetic (drawn) portraits: its mattes of real "
-                                  f"photos are poor; use the default ({BUILTIN}) or the published P3M-Net checkpoint")
+            self.model_warning = (
+                f"{self.model_name} was trained on synthetic (drawn) portraits: its mattes of real "
+                f"photos are poor; use the default ({BUILTIN}) or the published P3M-Net checkpoint"
+            )
             warnings.warn(self.model_warning, stacklevel=2)
         if backend == "auto":
             backend = "onnxruntime" if path.suffix == ".onnx" else "torch"
         self.backend = backend
         if backend == "onnxruntime":
             if path.suffix != ".onnx":
-                raise CheckpointError(f"{path}: the onnxruntime backend needs an .onnx file; create one with `p3m export`")
+                raise CheckpointError(
+                    f"{path}: the onnxruntime backend needs an .onnx file; create one with `p3m export`"
+                )
             from p3m.infer.export import OnnxNet
 
             self.precision = "fp32"
@@ -213,8 +231,16 @@ class Matter:
             self.net = TorchNet(net_model, self.device, self.precision)
 
     @classmethod
-    def from_model(cls, model: Any, *, device: str = "auto", strategy: str = "hybrid", precision: str = "fp32",
-                   resize_mode: str = "fast", **options: Any) -> "Matter":
+    def from_model(
+        cls,
+        model: Any,
+        *,
+        device: str = "auto",
+        strategy: str = "hybrid",
+        precision: str = "fp32",
+        resize_mode: str = "fast",
+        **options: Any,
+    ) -> Matter:
         """A Matter around an in-memory torch model (or any NetFn when `model` is not an nn.Module)."""
         self = cls.__new__(cls)
         self.strategy, self.resize_mode = strategy, resize_mode
@@ -243,8 +269,7 @@ class Matter:
         return self
 
     @staticmethod
-    def _find_weights(model: str | None, weights: Any,
-                      backend: str) -> tuple[Path, str | None, dict[str, Any], str]:
+    def _find_weights(model: str | None, weights: Any, backend: str) -> tuple[Path, str | None, dict[str, Any], str]:
         """(path, arch, arch kwargs, the name shown to users) of the weights to load."""
         if weights is None:
             fmt = "onnx" if backend == "onnxruntime" else None
@@ -279,10 +304,19 @@ class Matter:
         if self.route is not None:
             from p3m.infer.portrait import working_size
 
-            return {"strategy": BUILTIN, "prior": list(self.route.net.input_size),
-                    "matting": list(working_size(height, width, self.route.settings.matting_side))}
-        return plan_passes(self.strategy, height, width, tile=self.tile, overlap=self.overlap,
-                           shorter_side_limit=self.shorter_side_limit)
+            return {
+                "strategy": BUILTIN,
+                "prior": list(self.route.net.input_size),
+                "matting": list(working_size(height, width, self.route.settings.matting_side)),
+            }
+        return plan_passes(
+            self.strategy,
+            height,
+            width,
+            tile=self.tile,
+            overlap=self.overlap,
+            shorter_side_limit=self.shorter_side_limit,
+        )
 
     def matte(self, image: Any, *, foreground: bool = False) -> MatteResult:
         """Alpha matte of one image (path, bytes, PIL image or array); foreground=True adds fg + RGBA cutout."""
@@ -295,8 +329,14 @@ class Matter:
             options: dict[str, Any] = {}
             if self.strategy == "highres":
                 options = {"tile": self.tile, "overlap": self.overlap}
-            alpha = predict(self.net, rgb, self.strategy, resize_mode=self.resize_mode,
-                            shorter_side_limit=self.shorter_side_limit, **options)
+            alpha = predict(
+                self.net,
+                rgb,
+                self.strategy,
+                resize_mode=self.resize_mode,
+                shorter_side_limit=self.shorter_side_limit,
+                **options,
+            )
         t2 = time.perf_counter()
         result = MatteResult(alpha=alpha, image=rgb)
         if foreground:
@@ -323,7 +363,9 @@ class Matter:
             yield self.matte(image, foreground=foreground)
 
     def __repr__(self) -> str:
-        return (f"Matter(model_name={self.model_name!r}, arch={self.arch!r}, "
-                f"weights={str(self.weights) if self.weights else None!r}, "
-                f"device={self.device!r}, backend={self.backend!r}, precision={self.precision!r}, "
-                f"strategy={self.strategy!r}, resize_mode={self.resize_mode!r})")
+        return (
+            f"Matter(model_name={self.model_name!r}, arch={self.arch!r}, "
+            f"weights={str(self.weights) if self.weights else None!r}, "
+            f"device={self.device!r}, backend={self.backend!r}, precision={self.precision!r}, "
+            f"strategy={self.strategy!r}, resize_mode={self.resize_mode!r})"
+        )

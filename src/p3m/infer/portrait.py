@@ -23,6 +23,7 @@ No trained P3M-Net checkpoint is needed. For an RGB image (HxWx3 uint8), at a wo
 
 Measured on the 12 real test portraits: benchmarks/bench_portrait.py and benchmarks/RESULTS.md.
 """
+
 from __future__ import annotations
 
 import threading
@@ -33,7 +34,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-__all__ = ["PortraitSettings", "PortraitMatting", "working_size"]
+__all__ = ["PortraitMatting", "PortraitSettings", "working_size"]
 
 # high-pass energy below this (about one grey level) is noise: the bar for "fine structure" on a flat background
 _NOISE_FLOOR = 0.005
@@ -46,23 +47,23 @@ class PortraitSettings:
     Lengths are fractions of the image's long side, so they mean the same at every resolution.
     """
 
-    matting_side: int = 1024        # working resolution (long side) of the mask, trimap and closed-form solve
-    crop_pass: bool = True          # second segmentation pass on a square crop around the person
-    crop_margin: float = 0.1        # margin around the person's box, fraction of the box's long side
-    crop_flip: bool = True          # average the crop pass with its mirror image
-    feather: float = 0.05           # crop blended into the first pass over this fraction of the crop's side
-    threshold: float = 0.5          # person where the prior is >= this ...
-    seed_threshold: float = 0.9     # ... in components holding pixels >= this (hysteresis)
-    min_component: float = 0.1      # ... at least this fraction of the largest such count
-    band: float = 0.01              # trimap half-width on each side of the mask's edge
-    hair_out: float = 0.03          # outward widening where fine structure continues (0 = off)
-    hair_in: float = 0.02           # inward widening next to such structure (0 = off)
-    hair_contrast: float = 5.0      # fine structure: high-pass energy > this x the background's median
-    cf_eps: float = 1e-7            # closed-form regulariser (pymatting's default)
-    rtol: float = 1e-4              # conjugate-gradient tolerance (relative residual)
-    clean: float = 0.05             # alpha within this of 0 or 1 is set to 0 or 1 (the solver's ripple)
+    matting_side: int = 1024  # working resolution (long side) of the mask, trimap and closed-form solve
+    crop_pass: bool = True  # second segmentation pass on a square crop around the person
+    crop_margin: float = 0.1  # margin around the person's box, fraction of the box's long side
+    crop_flip: bool = True  # average the crop pass with its mirror image
+    feather: float = 0.05  # crop blended into the first pass over this fraction of the crop's side
+    threshold: float = 0.5  # person where the prior is >= this ...
+    seed_threshold: float = 0.9  # ... in components holding pixels >= this (hysteresis)
+    min_component: float = 0.1  # ... at least this fraction of the largest such count
+    band: float = 0.01  # trimap half-width on each side of the mask's edge
+    hair_out: float = 0.03  # outward widening where fine structure continues (0 = off)
+    hair_in: float = 0.02  # inward widening next to such structure (0 = off)
+    hair_contrast: float = 5.0  # fine structure: high-pass energy > this x the background's median
+    cf_eps: float = 1e-7  # closed-form regulariser (pymatting's default)
+    rtol: float = 1e-4  # conjugate-gradient tolerance (relative residual)
+    clean: float = 0.05  # alpha within this of 0 or 1 is set to 0 or 1 (the solver's ripple)
 
-    def with_(self, **changes: Any) -> "PortraitSettings":
+    def with_(self, **changes: Any) -> PortraitSettings:
         """A copy with some fields changed."""
         return replace(self, **changes)
 
@@ -94,8 +95,9 @@ def _distance_to(mask: np.ndarray) -> np.ndarray:
     return cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
 
 
-def _crop_box(core: np.ndarray, mask: np.ndarray, scale: tuple[float, float], image_hw: tuple[int, int],
-              margin: float) -> tuple[int, int, int]:
+def _crop_box(
+    core: np.ndarray, mask: np.ndarray, scale: tuple[float, float], image_hw: tuple[int, int], margin: float
+) -> tuple[int, int, int]:
     """(top, left, side) in image pixels of the crop pass: the person's box with a margin, made square.
 
     When that square does not fit inside the image it becomes the largest square that does, centred on the
@@ -120,8 +122,9 @@ def _crop_box(core: np.ndarray, mask: np.ndarray, scale: tuple[float, float], im
     return top, left, side
 
 
-def _feather(top: int, left: int, side: int, image_hw: tuple[int, int], work_hw: tuple[int, int],
-             width: float) -> np.ndarray:
+def _feather(
+    top: int, left: int, side: int, image_hw: tuple[int, int], work_hw: tuple[int, int], width: float
+) -> np.ndarray:
     """work-size float32 weight of the crop: 1 inside, ramping to 0 over `width` px at edges inside the image."""
     h, w = image_hw
     hw, ww = work_hw
@@ -178,8 +181,9 @@ class PortraitMatting:
 
     # -- 1. prior ---------------------------------------------------------------------------------------
 
-    def _segment(self, rgb: np.ndarray, top: int, left: int, side: int, work_hw: tuple[int, int],
-                 flip: bool) -> np.ndarray:
+    def _segment(
+        self, rgb: np.ndarray, top: int, left: int, side: int, work_hw: tuple[int, int], flip: bool
+    ) -> np.ndarray:
         """Person probability of the square box (top, left, side) of rgb (zeros outside the image), sampled
         at the work-size grid of the whole image (values outside the box are the box's edge values)."""
         torch = self._torch
@@ -192,8 +196,7 @@ class PortraitMatting:
         cy1, cx1 = min(max(cy1, cy0 + 1), nh), min(max(cx1, cx0 + 1), nw)
         cy0, cx0 = min(cy0, cy1 - 1), min(cx0, cx1 - 1)
         canvas = np.zeros((nh, nw, 3), np.uint8)
-        canvas[cy0:cy1, cx0:cx1] = cv2.resize(rgb[y0:y1, x0:x1], (cx1 - cx0, cy1 - cy0),
-                                              interpolation=cv2.INTER_AREA)
+        canvas[cy0:cy1, cx0:cx1] = cv2.resize(rgb[y0:y1, x0:x1], (cx1 - cx0, cy1 - cy0), interpolation=cv2.INTER_AREA)
         x = torch.from_numpy(canvas).permute(2, 0, 1)[None].float().div_(255.0)
         if flip:
             x = torch.cat([x, x.flip(-1)])
@@ -205,8 +208,9 @@ class PortraitMatting:
         ky, kx = (cy1 - cy0) / (y1 - y0), (cx1 - cx0) / (x1 - x0)
         ay, ax = ky * h / hw, kx * w / ww
         m = np.array([[ax, 0, 0.5 * ax - x0 * kx + cx0 - 0.5], [0, ay, 0.5 * ay - y0 * ky + cy0 - 0.5]])
-        return cv2.warpAffine(prob, m, (ww, hw), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                              borderMode=cv2.BORDER_REPLICATE)
+        return cv2.warpAffine(
+            prob, m, (ww, hw), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE
+        )
 
     def prior(self, rgb: np.ndarray) -> np.ndarray:
         """Working-size float32 person probability of an HxWx3 uint8 image (two passes, see the module doc)."""
@@ -245,8 +249,8 @@ class PortraitMatting:
         s = self.settings
         side = max(mask.shape)
         mask = mask.astype(bool)
-        d_out = _distance_to(mask)    # background pixels: distance to the person
-        d_in = _distance_to(~mask)    # person pixels: distance to the background
+        d_out = _distance_to(mask)  # background pixels: distance to the person
+        d_in = _distance_to(~mask)  # person pixels: distance to the background
         r = max(1.0, s.band * side)
         unknown = np.where(mask, d_in <= r, d_out <= r)
         if image is not None and mask.any() and (s.hair_out > 0 or s.hair_in > 0):
@@ -255,8 +259,9 @@ class PortraitMatting:
         tri[unknown] = 128
         return tri
 
-    def _hair(self, mask: np.ndarray, d_out: np.ndarray, d_in: np.ndarray, r: float, energy: np.ndarray,
-              band: np.ndarray) -> np.ndarray:
+    def _hair(
+        self, mask: np.ndarray, d_out: np.ndarray, d_in: np.ndarray, r: float, energy: np.ndarray, band: np.ndarray
+    ) -> np.ndarray:
         """HxW bool: the extra unknown pixels where fine structure (hair) crosses the band (see the module doc)."""
         s = self.settings
         side = max(mask.shape)

@@ -7,12 +7,13 @@ is fast and keeps constant regions exactly constant (the HYBRID rule compares ag
 exactly 255). `resize_fast` is the same sampling geometry with a replicated border (OpenCV
 `INTER_LINEAR` on float32): no darkened one-pixel frame, several times faster.
 """
+
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
-__all__ = ["resize_paper", "resize_fast", "resize", "RESIZE_MODES"]
+__all__ = ["RESIZE_MODES", "resize", "resize_fast", "resize_paper"]
 
 RESIZE_MODES = ("paper", "fast")
 
@@ -47,8 +48,8 @@ def _interp_axis(a: np.ndarray, axis: int, n_out: int) -> np.ndarray:
     # ... and the few border taps that read the zero padding use w0*v0 + w1*v1
     edge = np.flatnonzero((w0 + w1) != 1)
     if edge.size:
-        e0 = np.take(v0, edge, axis=axis) * w0[edge].reshape(shape[:axis] + [-1] + shape[axis + 1:])
-        e1 = np.take(v1, edge, axis=axis) * w1[edge].reshape(shape[:axis] + [-1] + shape[axis + 1:])
+        e0 = np.take(v0, edge, axis=axis) * w0[edge].reshape(shape[:axis] + [-1] + shape[axis + 1 :])
+        e1 = np.take(v1, edge, axis=axis) * w1[edge].reshape(shape[:axis] + [-1] + shape[axis + 1 :])
         idx = [slice(None)] * a.ndim
         idx[axis] = edge
         out[tuple(idx)] = e0 + e1

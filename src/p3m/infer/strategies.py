@@ -14,6 +14,7 @@ Every strategy talks to the network through a `NetFn`: a callable taking a norma
 ONNX Runtime session are interchangeable. `resize_mode="paper"` reproduces the published resize R
 (scikit-image 0.14.5 defaults); `"fast"` uses OpenCV with a replicated border (no darkened frame).
 """
+
 from __future__ import annotations
 
 import math
@@ -28,25 +29,25 @@ from p3m.errors import ImageError
 from p3m.infer.resize import RESIZE_MODES, resize
 
 __all__ = [
-    "NetOutput",
-    "NetFn",
-    "TorchNet",
-    "STRATEGIES",
-    "MAX_SIZE",
-    "SHORTER_SIDE_LIMIT",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
-    "size_rule",
-    "normalize",
-    "tile_starts",
+    "MAX_SIZE",
+    "SHORTER_SIDE_LIMIT",
+    "STRATEGIES",
+    "NetFn",
+    "NetOutput",
+    "TorchNet",
     "blend_ramp",
-    "plan_passes",
     "highres_sizes",
     "iter_tiles",
-    "predict_resize",
-    "predict_hybrid",
-    "predict_highres",
+    "normalize",
+    "plan_passes",
     "predict",
+    "predict_highres",
+    "predict_hybrid",
+    "predict_resize",
+    "size_rule",
+    "tile_starts",
 ]
 
 MAX_SIZE = 1600  # MAX_SIZE_H = MAX_SIZE_W of the published code
@@ -90,8 +91,14 @@ class TorchNet:
     shared by threads.
     """
 
-    def __init__(self, model: Any, device: str = "cpu", precision: str = "fp32", channels_last: bool = True,
-                 cuda_graphs: bool | None = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        device: str = "cpu",
+        precision: str = "fp32",
+        channels_last: bool = True,
+        cuda_graphs: bool | None = None,
+    ) -> None:
         import torch
 
         if precision not in ("fp32", "bf16", "fp16"):
@@ -179,8 +186,9 @@ def _combine(fg: np.ndarray, bg: np.ndarray, local: np.ndarray) -> np.ndarray:
     return np.clip(alpha, 0.0, 1.0).astype(np.float32)
 
 
-def predict_resize(net: NetFn, image: np.ndarray, *, resize_mode: str = "paper", ratio: float = 0.5,
-                   max_size: int | None = MAX_SIZE) -> np.ndarray:
+def predict_resize(
+    net: NetFn, image: np.ndarray, *, resize_mode: str = "paper", ratio: float = 0.5, max_size: int | None = MAX_SIZE
+) -> np.ndarray:
     """RESIZE (9.3): alpha = R(F, (h, w)) of one pass at `ratio`. Returns HxW float32 in [0, 1]."""
     _check_mode(resize_mode)
     image = _to_rgb_uint8(image)
@@ -191,8 +199,9 @@ def predict_resize(net: NetFn, image: np.ndarray, *, resize_mode: str = "paper",
     return np.clip(alpha, 0.0, 1.0).astype(np.float32)
 
 
-def predict_hybrid(net: NetFn, image: np.ndarray, *, resize_mode: str = "paper",
-                   max_size: int | None = MAX_SIZE) -> np.ndarray:
+def predict_hybrid(
+    net: NetFn, image: np.ndarray, *, resize_mode: str = "paper", max_size: int | None = MAX_SIZE
+) -> np.ndarray:
     """HYBRID (9.4): trimap from the 1/2 pass, local alpha of the full pass where the trimap is not 0/255."""
     _check_mode(resize_mode)
     image = _to_rgb_uint8(image)
@@ -257,8 +266,16 @@ def highres_sizes(h: int, w: int, *, global_max: int = MAX_SIZE) -> tuple[tuple[
     return size_rule(gh, gw, 1.0, None), size_rule(h, w, 1.0, None)
 
 
-def predict_highres(net: NetFn, image: np.ndarray, *, resize_mode: str = "paper", global_max: int = MAX_SIZE,
-                    single_pass_max: int = MAX_SIZE, tile: int = 1024, overlap: int = 128) -> np.ndarray:
+def predict_highres(
+    net: NetFn,
+    image: np.ndarray,
+    *,
+    resize_mode: str = "paper",
+    global_max: int = MAX_SIZE,
+    single_pass_max: int = MAX_SIZE,
+    tile: int = 1024,
+    overlap: int = 128,
+) -> np.ndarray:
     """HYBRID without the 1600 cap, bounded memory: local pass tiled when a side exceeds `single_pass_max`."""
     _check_mode(resize_mode)
     image = _to_rgb_uint8(image)
@@ -290,15 +307,24 @@ def _tiled_local(net: NetFn, scaled: np.ndarray, tile: int, overlap: int, whole_
     weight = np.zeros((lh, lw), np.float32)
     for y, th, wy in _axis_tiles(lh, tile, overlap, whole_max):
         for x, tw, wx in _axis_tiles(lw, tile, overlap, whole_max):
-            local = _run(net, normalize(scaled[y:y + th, x:x + tw]), "local").local[0]
+            local = _run(net, normalize(scaled[y : y + th, x : x + tw]), "local").local[0]
             wt = wy[:, None] * wx[None, :]
-            acc[y:y + th, x:x + tw] += local * wt
-            weight[y:y + th, x:x + tw] += wt
+            acc[y : y + th, x : x + tw] += local * wt
+            weight[y : y + th, x : x + tw] += wt
     return acc / weight
 
 
-def plan_passes(strategy: str, h: int, w: int, *, global_max: int = MAX_SIZE, single_pass_max: int = MAX_SIZE,
-                tile: int = 1024, overlap: int = 128, shorter_side_limit: int | None = None) -> dict[str, Any]:
+def plan_passes(
+    strategy: str,
+    h: int,
+    w: int,
+    *,
+    global_max: int = MAX_SIZE,
+    single_pass_max: int = MAX_SIZE,
+    tile: int = 1024,
+    overlap: int = 128,
+    shorter_side_limit: int | None = None,
+) -> dict[str, Any]:
     """What the network sees for an h x w image: pass sizes (h, w) and tiles. The honest resolution policy."""
     plan: dict[str, Any] = {"strategy": strategy, "image": (h, w)}
     if shorter_side_limit is not None and min(h, w) > shorter_side_limit:
@@ -338,8 +364,15 @@ _PREDICTORS: dict[str, Callable[..., np.ndarray]] = {
 }
 
 
-def predict(net: NetFn, image: np.ndarray, strategy: str = "hybrid", *, resize_mode: str = "paper",
-            shorter_side_limit: int | None = None, **options: Any) -> np.ndarray:
+def predict(
+    net: NetFn,
+    image: np.ndarray,
+    strategy: str = "hybrid",
+    *,
+    resize_mode: str = "paper",
+    shorter_side_limit: int | None = None,
+    **options: Any,
+) -> np.ndarray:
     """Run `strategy` on an HxWx3 uint8 image; HxW float32 alpha in [0, 1].
 
     shorter_side_limit: the SAMPLES mode of 9.5 (1080 in the published code): a larger image is first
@@ -360,7 +393,9 @@ def predict(net: NetFn, image: np.ndarray, strategy: str = "hybrid", *, resize_m
     return fn(net, image, resize_mode=resize_mode, **options)
 
 
-def iter_tiles(h: int, w: int, tile: int, overlap: int, whole_max: int = MAX_SIZE) -> Iterator[tuple[int, int, int, int]]:
+def iter_tiles(
+    h: int, w: int, tile: int, overlap: int, whole_max: int = MAX_SIZE
+) -> Iterator[tuple[int, int, int, int]]:
     """(y, x, th, tw) of every tile of an h x w local pass (for tools and docs)."""
     for y, th, _ in _axis_tiles(h, tile, overlap, whole_max):
         for x, tw, _ in _axis_tiles(w, tile, overlap, whole_max):

@@ -4,6 +4,7 @@ Two protocols that must never be mixed in one table (reference §10): the **P3M 
 whole image, the official P3M / GFM evaluation code) and the **DIM protocol** (`p3m.metrics.dim`, unknown region,
 the Deep Image Matting MATLAB code).
 """
+
 from __future__ import annotations
 
 from p3m.metrics.p3m import (
@@ -24,18 +25,18 @@ from p3m.metrics.p3m import (
 )
 
 __all__ = [
-    "sad",
-    "mse",
-    "mad",
-    "sad_trimap",
-    "mse_trimap",
-    "mad_trimap",
-    "sad_fg",
-    "sad_bg",
-    "grad",
     "conn",
-    "sad_privacy",
-    "mse_privacy",
+    "grad",
+    "mad",
     "mad_privacy",
+    "mad_trimap",
+    "mse",
+    "mse_privacy",
+    "mse_trimap",
     "p3m_metrics",
+    "sad",
+    "sad_bg",
+    "sad_fg",
+    "sad_privacy",
+    "sad_trimap",
 ]

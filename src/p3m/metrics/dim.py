@@ -12,6 +12,7 @@ components, ties going to the component found first in MATLAB's column-major sca
 (MATLAB accumulates single-precision SAD/MSE/Conn sums in single precision; the difference is in the 7th digit at
 most).
 """
+
 from __future__ import annotations
 
 import math
@@ -20,8 +21,16 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["dim_sad", "dim_mse", "dim_grad", "dim_conn", "dim_metrics", "dim_gradient_kernel", "mat2gray",
-           "matlab_colon"]
+__all__ = [
+    "dim_conn",
+    "dim_grad",
+    "dim_gradient_kernel",
+    "dim_metrics",
+    "dim_mse",
+    "dim_sad",
+    "mat2gray",
+    "matlab_colon",
+]
 
 DIM_SIGMA = 1.4
 _FOUR_CONNECTED = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=bool)

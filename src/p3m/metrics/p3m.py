@@ -24,6 +24,7 @@ transcription of the reference gives (`tests/reference_metrics.py`); the impleme
   run's parent comes first in raster order, so one sweep in raster order gives each run's round-down level, and
   sums the Conn terms on the way.
 """
+
 from __future__ import annotations
 
 import cv2
@@ -31,22 +32,22 @@ import numpy as np
 from numba import njit
 
 __all__ = [
-    "sad",
-    "mse",
-    "mad",
-    "sad_trimap",
-    "mse_trimap",
-    "mad_trimap",
-    "sad_fg",
-    "sad_bg",
-    "grad",
-    "conn",
-    "sad_privacy",
-    "mse_privacy",
-    "mad_privacy",
-    "p3m_metrics",
     "CONN_THRESHOLDS",
+    "conn",
     "gaussian_kernel1d",
+    "grad",
+    "mad",
+    "mad_privacy",
+    "mad_trimap",
+    "mse",
+    "mse_privacy",
+    "mse_trimap",
+    "p3m_metrics",
+    "sad",
+    "sad_bg",
+    "sad_fg",
+    "sad_privacy",
+    "sad_trimap",
 ]
 
 #: Conn thresholds exactly as the reference builds them: ``np.arange(0, 1.1, 0.1)`` (0.30000000000000004, ...).
@@ -253,8 +254,7 @@ def _scan_kernel(p, a, tri, face, use_tri, use_face, with_runs, t, theta, tile_s
     down_hi = np.empty(cap, np.int32)
     row_first = np.zeros(h + 1, np.int64)
     counts = np.zeros(nt + 1, np.int64)
-    differ = np.zeros(((h + (1 << tile_shift) - 1) >> tile_shift, (w + (1 << tile_shift) - 1) >> tile_shift),
-                      np.bool_)
+    differ = np.zeros(((h + (1 << tile_shift) - 1) >> tile_shift, (w + (1 << tile_shift) - 1) >> tile_shift), np.bool_)
     n_words = (w + 7) // 8
     diff_bytes = np.zeros(8 * n_words, np.uint8)
     diff_words = diff_bytes.view(np.uint64)  # p != alpha, 8 pixels per word
@@ -263,8 +263,17 @@ def _scan_kernel(p, a, tri, face, use_tri, use_face, with_runs, t, theta, tile_s
     ids_above = np.empty(w, np.int32)
     n_runs = 0
     for r in range(h):
-        _row_pass(p[r], a[r], tri[r] if use_tri else tri[0], face[r] if use_face else face[0], t, theta, key,
-                  diff_bytes[:w], acc)
+        _row_pass(
+            p[r],
+            a[r],
+            tri[r] if use_tri else tri[0],
+            face[r] if use_face else face[0],
+            t,
+            theta,
+            key,
+            diff_bytes[:w],
+            acc,
+        )
         if not with_runs:
             continue
         tile_row = differ[r >> tile_shift]
@@ -298,13 +307,26 @@ def _scan_kernel(p, a, tri, face, use_tri, use_face, with_runs, t, theta, tile_s
         sums[2:9] = 0.0
     if not use_face:
         sums[9:12] = 0.0
-    runs = (run_start, run_end, run_level, run_differs, up_lo, up_hi, down_lo, down_hi, row_first, counts, n_runs,
-            acc[_N_SUMS])
+    runs = (
+        run_start,
+        run_end,
+        run_level,
+        run_differs,
+        up_lo,
+        up_hi,
+        down_lo,
+        down_hi,
+        row_first,
+        counts,
+        n_runs,
+        acc[_N_SUMS],
+    )
     return sums, differ, runs
 
 
-def _scan(p: np.ndarray, a: np.ndarray, trimap: np.ndarray | None, face: np.ndarray | None,
-          with_runs: bool = True) -> tuple:
+def _scan(
+    p: np.ndarray, a: np.ndarray, trimap: np.ndarray | None, face: np.ndarray | None, with_runs: bool = True
+) -> tuple:
     """(sums, tile grid where p != alpha, Conn runs) of one pair, see `_scan_kernel` (the last two only
     ``with_runs``)."""
     w = p.shape[1]

@@ -10,6 +10,7 @@ arguments it was built with), which `save_checkpoint` stores so `load_model` can
 This package imports nothing of p3m outside `p3m.models` and `p3m.errors`, and only torch
 (plus safetensors for checkpoints), so it runs on a bare GPU box with `PYTHONPATH=src`.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -21,17 +22,17 @@ from torch import nn
 from p3m.errors import P3MError
 
 __all__ = [
-    "UnknownModelError",
     "ModelArgumentError",
-    "register_model",
+    "P3MOutput",
+    "UnknownModelError",
     "check_arch_kwargs",
     "create",
+    "fuse",
     "list_models",
     "load_checkpoint",
-    "save_checkpoint",
     "load_model",
-    "P3MOutput",
-    "fuse",
+    "register_model",
+    "save_checkpoint",
 ]
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
@@ -78,16 +79,21 @@ def check_arch_kwargs(name: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
     except KeyError:
         raise UnknownModelError(f"unknown model {name!r}; available: {', '.join(list_models())}") from None
     if not isinstance(kwargs, Mapping):
-        raise ModelArgumentError(f"{name}: the arguments must be a mapping of names to values (a JSON object), "
-                                 f"got {type(kwargs).__name__}")
+        raise ModelArgumentError(
+            f"{name}: the arguments must be a mapping of names to values (a JSON object), got {type(kwargs).__name__}"
+        )
     params = inspect.signature(builder).parameters
     open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    allowed = [n for n, p in params.items()
-               if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
+    allowed = [
+        n
+        for n, p in params.items()
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    ]
     unknown = [str(k) for k in kwargs if k not in allowed]
     if unknown and not open_ended:
-        raise ModelArgumentError(f"{name} takes no argument {', '.join(map(repr, unknown))}; "
-                                 f"it takes {', '.join(allowed) or 'no arguments'}")
+        raise ModelArgumentError(
+            f"{name} takes no argument {', '.join(map(repr, unknown))}; it takes {', '.join(allowed) or 'no arguments'}"
+        )
     limits = _LIMITS.get(name, {})
     for key, value in kwargs.items():
         default = params[key].default if key in params else inspect.Parameter.empty
@@ -102,8 +108,9 @@ def check_arch_kwargs(name: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
         else:
             ok = True
         if not ok:
-            raise ModelArgumentError(f"{name}: {key} must be {type(default).__name__} like its default "
-                                     f"{default!r}, got {value!r}")
+            raise ModelArgumentError(
+                f"{name}: {key} must be {type(default).__name__} like its default {default!r}, got {value!r}"
+            )
         if key in limits:
             low, high = limits[key]
             if not (isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high):
@@ -126,6 +133,6 @@ def create(name: str, **kwargs: Any) -> nn.Module:
 
 
 # builders register themselves on import; keep these imports below the registry definitions
-from p3m.models.blocks import P3MOutput, fuse  # noqa: E402
 from p3m.models import basic, modnet, p3mnet_r34, p3mnet_transformer, selfie  # noqa: E402,F401
+from p3m.models.blocks import P3MOutput, fuse  # noqa: E402
 from p3m.models.checkpoint import load_checkpoint, load_model, save_checkpoint  # noqa: E402

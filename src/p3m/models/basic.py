@@ -16,6 +16,7 @@ baseline's definition as unconfirmed):
   each side is a 3x3 conv (no bias, as dBFI `conv2`) on the same semantic decoder output that the
   dBFI of that level would receive, bilinearly upsampled to full resolution.
 """
+
 from __future__ import annotations
 
 from torch import Tensor, nn
@@ -24,7 +25,7 @@ from p3m.models import register_model
 from p3m.models.blocks import P3MOutput, check_input, conv3x3, fuse, matting_block, semantic_block, unpool
 from p3m.models.p3mnet_r34 import resnet34_mp
 
-__all__ = ["SideHead", "BasicR34", "basic_r34"]
+__all__ = ["BasicR34", "SideHead", "basic_r34"]
 
 
 class SideHead(nn.Module):

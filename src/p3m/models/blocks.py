@@ -3,6 +3,7 @@
 Module and attribute names follow the published code (`JizhiziLi/P3M`, `ViTAE-Transformer/P3M-Net`)
 so that state-dict keys match the released checkpoints exactly.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -12,21 +13,21 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
+    "DBFI",
+    "OUTPUT_SETS",
+    "SBFI",
+    "TFI",
     "P3MOutput",
-    "fuse",
+    "check_input",
+    "check_outputs",
     "conv1x1",
     "conv3x3",
     "conv_bn_relu",
-    "semantic_block",
+    "fuse",
     "matting_block",
-    "TFI",
-    "SBFI",
-    "DBFI",
-    "unpool",
-    "check_input",
-    "check_outputs",
-    "OUTPUT_SETS",
     "p3m_decode",
+    "semantic_block",
+    "unpool",
 ]
 
 
@@ -165,7 +166,9 @@ def check_outputs(outputs: str) -> None:
         raise ValueError(f"outputs must be one of {', '.join(OUTPUT_SETS)}, not {outputs!r}")
 
 
-def p3m_decode(m: nn.Module, deep: Tensor, indices: list[Tensor], feas: list[Tensor], outputs: str = "all") -> P3MOutput:
+def p3m_decode(
+    m: nn.Module, deep: Tensor, indices: list[Tensor], feas: list[Tensor], outputs: str = "all"
+) -> P3MOutput:
     """The P3M-Net decoder wiring (reference 3.4), shared by every backbone.
 
     `m` holds `decoder{4..0}_{g,l}`, `decoder_final_l`, `tfi_{3..0}`, `sbfi_{2..0}`, `dbfi_{2..0}` and

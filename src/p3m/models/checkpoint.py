@@ -9,6 +9,7 @@ p3m writes `<name>.safetensors` (each tensor once: safetensors refuses shared te
 `encoderN.*` aliases are dropped and restored on load) and `<name>.json` with
 `{"arch", "arch_kwargs", "format_version", **metadata}`.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,11 +28,11 @@ from p3m.errors import CheckpointError, P3MError
 
 __all__ = [
     "FORMAT_VERSION",
-    "read_state_dict",
     "load_checkpoint",
-    "save_checkpoint",
     "load_model",
     "metadata_path",
+    "read_state_dict",
+    "save_checkpoint",
 ]
 
 FORMAT_VERSION = 1
@@ -67,8 +68,10 @@ def _safetensors_path(path: str | os.PathLike[str]) -> Path:
 
 
 def is_tensor_dict(obj: Any) -> bool:
-    return isinstance(obj, Mapping) and len(obj) > 0 and all(
-        isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items()
+    return (
+        isinstance(obj, Mapping)
+        and len(obj) > 0
+        and all(isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items())
     )
 
 
@@ -141,13 +144,11 @@ def read_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], di
                 )
             state = dict(obj[container])
             info["container"] = container
-            info["extra"] = {
-                k: v for k, v in obj.items() if k != container and isinstance(v, (int, float, str, bool))
-            }
+            info["extra"] = {k: v for k, v in obj.items() if k != container and isinstance(v, (int, float, str, bool))}
         else:
             raise CheckpointError(f"{p}: expected a dict of tensors, found {type(obj).__name__}")
     if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
+        state = {k[len("module.") :]: v for k, v in state.items()}
     return state, info
 
 
@@ -272,9 +273,7 @@ def _atomic_write(path: Path, write: Any) -> None:
         raise
 
 
-def save_checkpoint(
-    model: nn.Module, path: str | os.PathLike[str], *, metadata: dict[str, Any] | None = None
-) -> Path:
+def save_checkpoint(model: nn.Module, path: str | os.PathLike[str], *, metadata: dict[str, Any] | None = None) -> Path:
     """Save `model` as `<path>.safetensors` (or `path` if it ends so) plus `<same stem>.json`; returns the weights path.
 
     JSON: {"arch", "arch_kwargs", "format_version", **metadata}. Both writes are atomic.

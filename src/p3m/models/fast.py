@@ -13,6 +13,7 @@ the weights on every call. BatchNorm in bf16 is fine for inference (eval-mode BN
 affine map). `InferenceRunner(..., autocast=True)` keeps fp32 weights and uses autocast instead.
 oneDNN builds its kernels during the first two calls per input shape: warm up before timing.
 """
+
 from __future__ import annotations
 
 import copy
@@ -28,11 +29,11 @@ from p3m.models.blocks import P3MOutput, check_input, check_outputs
 
 __all__ = [
     "PRECISIONS",
-    "resolve_precision",
-    "prepare_for_inference",
     "InferenceRunner",
-    "count_parameters",
     "count_flops",
+    "count_parameters",
+    "prepare_for_inference",
+    "resolve_precision",
 ]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -170,8 +171,12 @@ class InferenceRunner:
                 static_in.copy_(x)
                 graph.replay()
                 # copies: the static outputs are overwritten by the next replay
-                return P3MOutput(*(None if o is None else o.float().clone() if o.dtype == torch.float32
-                                   else o.float() for o in static_out))
+                return P3MOutput(
+                    *(
+                        None if o is None else o.float().clone() if o.dtype == torch.float32 else o.float()
+                        for o in static_out
+                    )
+                )
         out = self._forward(x, outputs)
         return P3MOutput(*(None if o is None else o.float().contiguous() for o in out))
 

@@ -27,6 +27,7 @@ returns a `P3MOutput`:
 - `fused_alpha`: the fusion branch output (P3M's whole-image alpha, Laplacian and composition
   losses = MODNet's matte loss). The argmax fusion rule of P3M-Net is not used.
 """
+
 from __future__ import annotations
 
 import torch
@@ -37,16 +38,16 @@ from p3m.models import register_model
 from p3m.models.blocks import P3MOutput, check_input
 
 __all__ = [
-    "make_divisible",
-    "InvertedResidual",
-    "MobileNetV2",
-    "IBNorm",
     "Conv2dIBNormRelu",
-    "SEBlock",
-    "LRBranch",
-    "HRBranch",
     "FusionBranch",
+    "HRBranch",
+    "IBNorm",
+    "InvertedResidual",
+    "LRBranch",
     "MODNet",
+    "MobileNetV2",
+    "SEBlock",
+    "make_divisible",
     "modnet_mbv2",
 ]
 
@@ -91,7 +92,15 @@ class MobileNetV2(nn.Module):
     """MobileNetV2 feature extractor: [B,3,H,W] -> 5 features at 1/2, 1/4, 1/8, 1/16, 1/32 (no classifier)."""
 
     # expansion t, channels c, repeats n, first stride s
-    SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+    SETTINGS = (
+        (1, 16, 1, 1),
+        (6, 24, 2, 2),
+        (6, 32, 3, 2),
+        (6, 64, 4, 2),
+        (6, 96, 3, 1),
+        (6, 160, 3, 2),
+        (6, 320, 1, 1),
+    )
     # indices into `features` after which the 1/2, 1/4, 1/8, 1/16, 1/32 outputs are taken
     TAPS = (1, 3, 6, 13, 18)
 
@@ -149,8 +158,16 @@ class IBNorm(nn.Module):
 class Conv2dIBNormRelu(nn.Module):
     """Conv (with bias) -> optional IBNorm -> optional ReLU: [B,Cin,H,W] -> [B,Cout,H/s,W/s]."""
 
-    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, padding: int = 0,
-                 with_ibn: bool = True, with_relu: bool = True) -> None:
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        kernel: int,
+        stride: int = 1,
+        padding: int = 0,
+        with_ibn: bool = True,
+        with_relu: bool = True,
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.Conv2d(cin, cout, kernel, stride, padding, bias=True)]
         if with_ibn:

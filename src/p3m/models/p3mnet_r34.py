@@ -7,6 +7,7 @@ checkpoint loads strictly. Hand-written: no torchvision.
 `width` scales every channel count (64 -> width, 128 -> 2*width, ...); only width=64 matches the
 published weights; width 16 or 32 gives small, fast models for CPU demos and tests.
 """
+
 from __future__ import annotations
 
 from torch import Tensor, nn
@@ -24,7 +25,7 @@ from p3m.models.blocks import (
     semantic_block,
 )
 
-__all__ = ["BasicBlock", "ResNetMP", "resnet34_mp", "P3MNetR34", "p3mnet_r34"]
+__all__ = ["BasicBlock", "P3MNetR34", "ResNetMP", "p3mnet_r34", "resnet34_mp"]
 
 
 class BasicBlock(nn.Module):

@@ -5,6 +5,7 @@ The encoders live in `p3m.models.swin` and `p3m.models.vitae`; each returns
 [@1/2 .. @1/32] and 5 skip features ordered shallow->deep [@1, @1/2, @1/4, @1/8, @1/16].
 Attribute names follow `ViTAE-Transformer/P3M-Net` (`encoder.*`, `decoder.*` state-dict keys).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -22,7 +23,7 @@ from p3m.models.blocks import (
     semantic_block,
 )
 
-__all__ = ["TransformerMattingDecoder", "TransformerP3MNet", "SWIN_T_CHANNELS", "VITAE_S_CHANNELS"]
+__all__ = ["SWIN_T_CHANNELS", "VITAE_S_CHANNELS", "TransformerMattingDecoder", "TransformerP3MNet"]
 
 # (deepest, level-4, level-3, level-2, level-1, stem) channels of the decoder per variant
 SWIN_T_CHANNELS: tuple[int, ...] = (768, 384, 192, 96, 96, 48)

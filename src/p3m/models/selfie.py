@@ -10,6 +10,7 @@ padding and half-pixel bilinear resizing, so it is checkable against the TFLite 
 >>> net = models.create("mediapipe-selfie")            # 256x256 general model, weights included
 >>> prob = net(torch.rand(1, 3, 256, 256))             # (1, 1, 256, 256) in [0, 1]
 """
+
 from __future__ import annotations
 
 import json
@@ -23,7 +24,7 @@ from torch import nn
 
 from p3m.models import register_model
 
-__all__ = ["SelfieSegmentation", "WEIGHTS", "weights_path"]
+__all__ = ["WEIGHTS", "SelfieSegmentation", "weights_path"]
 
 WEIGHTS_DIR = Path(__file__).with_name("weights")
 WEIGHTS = {"general": "selfie_segmentation.safetensors", "landscape": "selfie_segmentation_landscape.safetensors"}
@@ -66,7 +67,7 @@ class SelfieSegmentation(nn.Module):
             self.register_buffer(self._keys[name], value.float())
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "SelfieSegmentation":
+    def from_file(cls, path: str | Path) -> SelfieSegmentation:
         """Load a file written by tools/convert_selfie_tflite.py."""
         from safetensors import safe_open
 
@@ -101,7 +102,7 @@ class SelfieSegmentation(nn.Module):
                     h, wd = x.shape[2] * stride[0], x.shape[3] * stride[1]
                     top = max((x.shape[2] - 1) * stride[0] + kernel[0] - h, 0) // 2
                     left = max((x.shape[3] - 1) * stride[1] + kernel[1] - wd, 0) // 2
-                    y = y[:, :, top:top + h, left:left + wd]
+                    y = y[:, :, top : top + h, left : left + wd]
             elif kind == "average_pool_2d":
                 (x,) = args
                 if op["padding"] != "valid":

@@ -23,17 +23,17 @@ __all__ = [
     "MASK_VALUE",
     "DropPath",
     "Mlp",
-    "StemPoolingPatchEmbed",
     "PoolingPatchMerging",
-    "WindowAttention",
+    "StemPoolingPatchEmbed",
     "SwinBlock",
     "SwinStage",
     "SwinStemPoolingEncoder",
+    "WindowAttention",
     "relative_position_index",
+    "swin_t_encoder",
     "window_attention_mask",
     "window_partition",
     "window_reverse",
-    "swin_t_encoder",
 ]
 
 # Added to attention logits between tokens of different regions (value of the official code: a
@@ -57,9 +57,9 @@ def window_reverse(windows: Tensor, window_size: int, height: int, width: int) -
 
 def relative_position_index(window_size: int) -> Tensor:
     """-> [ws*ws, ws*ws] int64: row of the (2ws-1)^2 bias table for each (query, key) pair of a window."""
-    coords = torch.stack(
-        torch.meshgrid(torch.arange(window_size), torch.arange(window_size), indexing="ij")
-    ).flatten(1)  # [2, N]
+    coords = torch.stack(torch.meshgrid(torch.arange(window_size), torch.arange(window_size), indexing="ij")).flatten(
+        1
+    )  # [2, N]
     relative = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window_size - 1)
     return relative[..., 0] * (2 * window_size - 1) + relative[..., 1]
 
@@ -190,9 +190,7 @@ class WindowAttention(nn.Module):
         self.window_size = window_size
         self.num_heads = num_heads
         self.scale = (dim // num_heads) ** -0.5
-        self.relative_position_bias_table = nn.Parameter(
-            torch.zeros((2 * window_size - 1) ** 2, num_heads)
-        )
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1) ** 2, num_heads))
         self.register_buffer("relative_position_index", relative_position_index(window_size))
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
@@ -242,9 +240,7 @@ class SwinBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         # Mask of the construction size, saved in the state dict like the official one (§5.4).
-        self.register_buffer(
-            "attn_mask", window_attention_mask(*self.input_resolution, window_size, shift_size)
-        )
+        self.register_buffer("attn_mask", window_attention_mask(*self.input_resolution, window_size, shift_size))
         self._mask_cache: dict[tuple[int, int, torch.device], Tensor] = {}
 
     def mask_for(self, height: int, width: int, device: torch.device) -> Tensor:
@@ -312,9 +308,7 @@ class SwinStage(nn.Module):
         )
         self.downsample = PoolingPatchMerging(dim) if downsample else None
 
-    def forward(
-        self, x: Tensor, size: tuple[int, int]
-    ) -> tuple[Tensor, tuple[int, int], Tensor | None, Tensor | None]:
+    def forward(self, x: Tensor, size: tuple[int, int]) -> tuple[Tensor, tuple[int, int], Tensor | None, Tensor | None]:
         for block in self.blocks:
             x = block(x, size)
         if self.downsample is None:
@@ -392,9 +386,7 @@ def _check_input(x: Tensor) -> None:
     if x.ndim != 4 or x.shape[1] != 3:
         raise ValueError(f"expected an input of shape [B, 3, H, W], got {list(x.shape)}")
     if x.shape[2] % 32 or x.shape[3] % 32:
-        raise ValueError(
-            f"input height and width must be multiples of 32, got {x.shape[2]}x{x.shape[3]}"
-        )
+        raise ValueError(f"input height and width must be multiples of 32, got {x.shape[2]}x{x.shape[3]}")
 
 
 def swin_t_encoder(img_size: int = 512, drop_path_rate: float = 0.2) -> SwinStemPoolingEncoder:

@@ -26,11 +26,11 @@ from .swin import Mlp, PoolingPatchMerging, StemPoolingPatchEmbed, init_transfor
 
 __all__ = [
     "PERFORMER_EPSILON",
-    "PerformerAttention",
     "Attention",
     "NormalCell",
-    "ViTAEStage",
+    "PerformerAttention",
     "ViTAENoRCMaxPoolingEncoder",
+    "ViTAEStage",
     "orthogonal_random_features",
     "parallel_convolution_module",
     "positive_random_features",
@@ -40,9 +40,7 @@ __all__ = [
 PERFORMER_EPSILON = 1e-8  # keeps the Performer normaliser away from 0
 
 
-def orthogonal_random_features(
-    num_heads: int, num_features: int, head_dim: int, generator: torch.Generator
-) -> Tensor:
+def orthogonal_random_features(num_heads: int, num_features: int, head_dim: int, generator: torch.Generator) -> Tensor:
     """-> [heads, m, d]: per head, m orthonormal rows (m <= d) from a Gaussian draw, scaled by sqrt(m).
 
     The orthogonalisation is that of ``nn.init.orthogonal_``: QR of the transposed draw, signs fixed
@@ -215,9 +213,7 @@ class ViTAENoRCMaxPoolingEncoder(nn.Module):
         self.layers = nn.ModuleList()
         for s, dim in enumerate(token_dims):
             if s == 0:
-                rc: nn.Module = StemPoolingPatchEmbed(
-                    in_chans, stem_dim, dim, final_relu=False, norm_eps=1e-5
-                )
+                rc: nn.Module = StemPoolingPatchEmbed(in_chans, stem_dim, dim, final_relu=False, norm_eps=1e-5)
             else:
                 rc = PoolingPatchMerging(token_dims[s - 1], dim)
             cells = [
@@ -240,9 +236,7 @@ class ViTAENoRCMaxPoolingEncoder(nn.Module):
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"expected an input of shape [B, 3, H, W], got {list(x.shape)}")
         if x.shape[2] % 32 or x.shape[3] % 32:
-            raise ValueError(
-                f"input height and width must be multiples of 32, got {x.shape[2]}x{x.shape[3]}"
-            )
+            raise ValueError(f"input height and width must be multiples of 32, got {x.shape[2]}x{x.shape[3]}")
         feas: list[Tensor] = []
         indices: list[Tensor] = []
         tokens, size = x, None

@@ -2,6 +2,7 @@
 
 `p3m.privacy.obfuscate` depends on nothing but NumPy/OpenCV and can be imported on its own.
 """
+
 from __future__ import annotations
 
 from p3m.privacy.detect import CenterFaceDetector, Face, FaceDetector, default_detector

@@ -6,6 +6,7 @@ its face mask (PNG, 255 = obfuscated). Every image gets a report row; images whe
 flagged for manual review (a back view is fine, a missed face is a privacy leak). A bad file is reported
 and skipped, the others finish.
 """
+
 from __future__ import annotations
 
 import sys
@@ -226,8 +227,10 @@ def _refuse_overwrite(planned: Iterable[Path], inputs: Iterable[Path], outdir: P
     originals = sum(p.resolve() in sources for p in existing)
     shown = ", ".join(str(p) for p in existing[:5]) + (f" and {len(existing) - 5} more" if len(existing) > 5 else "")
     what = f", {originals} of them the input images themselves" if originals else ""
-    raise P3MError(f"refusing to overwrite {len(existing)} existing file(s) in {outdir}{what}: {shown}; "
-                   "pass --overwrite or choose another -o")
+    raise P3MError(
+        f"refusing to overwrite {len(existing)} existing file(s) in {outdir}{what}: {shown}; "
+        "pass --overwrite or choose another -o"
+    )
 
 
 def anonymize_files(
@@ -268,20 +271,34 @@ def anonymize_files(
     for path in paths:
         stem = path.stem
         if stem in seen:
-            rec = ImageRecord(stem, str(path), status="error",
-                              message=f"{path}: same name as {seen[stem]}; outputs would overwrite each other")
+            rec = ImageRecord(
+                stem,
+                str(path),
+                status="error",
+                message=f"{path}: same name as {seen[stem]}; outputs would overwrite each other",
+            )
         else:
             seen[stem] = path
             alpha_path = None
             if alpha_folder is not None:
                 alpha_path = _find_by_stem(alpha_folder, stem)
             if alpha_folder is not None and alpha_path is None:
-                rec = ImageRecord(stem, str(path), status="error",
-                                  message=f"{path}: no alpha matte {stem}.* or {stem}_alpha.* in {alpha_folder}")
+                rec = ImageRecord(
+                    stem,
+                    str(path),
+                    status="error",
+                    message=f"{path}: no alpha matte {stem}.* or {stem}_alpha.* in {alpha_folder}",
+                )
             else:
                 rec = _process(
-                    path, stem, outdir / f"{stem}{_output_suffix(path)}", outdir / "facemask" / f"{stem}.png",
-                    detector=detector, options=options, alpha_path=alpha_path, trimap_path=None,
+                    path,
+                    stem,
+                    outdir / f"{stem}{_output_suffix(path)}",
+                    outdir / "facemask" / f"{stem}.png",
+                    detector=detector,
+                    options=options,
+                    alpha_path=alpha_path,
+                    trimap_path=None,
                 )
         report.records.append(rec)
         if progress:
@@ -324,9 +341,11 @@ def anonymize_dataset(
     if not overwrite:
         planned: list[Path] = []  # the report is rewritten on every run
         for path in paths:
-            planned += [outdir / sub / f"{path.stem}{ext}" for sub, ext in
-                        (("blurred_image", ".jpg"), ("mask", ".png"), ("facemask", ".png"), ("trimap", ".png"))
-                        if sub != "trimap" or trimap_dir is not None]
+            planned += [
+                outdir / sub / f"{path.stem}{ext}"
+                for sub, ext in (("blurred_image", ".jpg"), ("mask", ".png"), ("facemask", ".png"), ("trimap", ".png"))
+                if sub != "trimap" or trimap_dir is not None
+            ]
         _refuse_overwrite(planned, paths, outdir)
     report = AnonymizeReport(problems=problems)
     seen: set[str] = set()
@@ -343,8 +362,14 @@ def anonymize_dataset(
             if trimap_path is not None:
                 extra.append((trimap_path, outdir / "trimap" / f"{stem}.png"))
             rec = _process(
-                path, stem, outdir / "blurred_image" / f"{stem}.jpg", outdir / "facemask" / f"{stem}.png",
-                detector=detector, options=options, alpha_path=mask_path, trimap_path=trimap_path,
+                path,
+                stem,
+                outdir / "blurred_image" / f"{stem}.jpg",
+                outdir / "facemask" / f"{stem}.png",
+                detector=detector,
+                options=options,
+                alpha_path=mask_path,
+                trimap_path=trimap_path,
                 extra_writes=extra,
             )
         seen.add(stem)

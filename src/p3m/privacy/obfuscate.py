@@ -17,6 +17,7 @@ of the component (a band cut through the face leaves holes; the bounding box is 
 Blur and mosaic are *masked*: only pixels of the private area enter the averages (a normalised
 convolution ``G*(I·M) / G*M``), so no background or hair colour bleeds into the face.
 """
+
 from __future__ import annotations
 
 import math

@@ -6,6 +6,7 @@ inscribed in its box, scaled about the box centre by ``scale`` and rotated by th
 when landmarks are present. ``scale=1.0`` covers brows to chin; 1.2 (the CLI default) adds a margin
 for detector jitter, as `deface`'s ``--mask-scale 1.3`` does.
 """
+
 from __future__ import annotations
 
 import math

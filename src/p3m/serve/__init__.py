@@ -5,6 +5,7 @@
 
 See docs/server.md for the endpoints, the limits and the privacy guarantees.
 """
+
 from __future__ import annotations
 
 from p3m.serve.settings import ServeSettings

@@ -21,6 +21,7 @@ body has arrived, so slow uploads never hold a worker or queue slot; while every
 ``max(16, 4 x (workers + queue))``), so memory stays bounded by about ``(upload_slots + workers + queue) x max
 upload``.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -52,18 +53,18 @@ from p3m.errors import CheckpointError, ImageError, P3MError
 from p3m.serve.settings import STRATEGIES, ServeSettings
 
 __all__ = [
-    "create_app",
-    "serve",
-    "make_server",
-    "bind_socket",
+    "ANONYMIZE_METHODS",
+    "OUTPUTS",
+    "AccessLogFilter",
     "ApiError",
     "Part",
-    "parse_multipart",
+    "bind_socket",
+    "create_app",
+    "make_server",
     "multipart_boundary",
     "parse_color",
-    "AccessLogFilter",
-    "OUTPUTS",
-    "ANONYMIZE_METHODS",
+    "parse_multipart",
+    "serve",
 ]
 
 logger = logging.getLogger("p3m.serve")
@@ -122,9 +123,11 @@ def multipart_boundary(content_type: str) -> bytes:
 
     ctype, params = parse_options_header(content_type or "")
     if ctype != b"multipart/form-data":
-        raise ApiError(415, "unsupported_media_type",
-                       "send the image as multipart/form-data with the file in the field 'image' "
-                       "(e.g. curl -F image=@photo.jpg)")
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            "send the image as multipart/form-data with the file in the field 'image' (e.g. curl -F image=@photo.jpg)",
+        )
     boundary = params.get(b"boundary")
     if not boundary:
         raise ApiError(400, "bad_multipart", "multipart/form-data without a boundary parameter")
@@ -165,9 +168,14 @@ def parse_multipart(body: bytes | bytearray, content_type: str) -> dict[str, Par
     def on_end() -> None:
         state["ended"] = True
 
-    callbacks = {"on_part_begin": on_part_begin, "on_header_field": on_header_field,
-                 "on_header_value": on_header_value, "on_header_end": on_header_end,
-                 "on_part_data": on_part_data, "on_end": on_end}
+    callbacks = {
+        "on_part_begin": on_part_begin,
+        "on_header_field": on_header_field,
+        "on_header_value": on_header_value,
+        "on_header_end": on_header_end,
+        "on_part_data": on_part_data,
+        "on_end": on_end,
+    }
     parser = MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
     try:
         parser.write(body)  # type: ignore[arg-type]  # a bytearray parses as bytes do, without a copy
@@ -191,8 +199,12 @@ def parse_multipart(body: bytes | bytearray, content_type: str) -> dict[str, Par
             raise ApiError(400, "bad_multipart", f"field {key!r} given more than once")
         filename = dparams.get(b"filename")
         ptype = raw["headers"].get("content-type")
-        fields[key] = Part(key, filename.decode("utf-8", "replace") if filename is not None else None,
-                           ptype.decode("latin-1") if ptype else None, b"".join(raw["chunks"]))
+        fields[key] = Part(
+            key,
+            filename.decode("utf-8", "replace") if filename is not None else None,
+            ptype.decode("latin-1") if ptype else None,
+            b"".join(raw["chunks"]),
+        )
     return fields
 
 
@@ -216,8 +228,11 @@ class _Form:
     def __init__(self, fields: dict[str, Part], allowed: set[str]) -> None:
         unknown = sorted(set(fields) - allowed - {"image"})
         if unknown:
-            raise ApiError(422, "invalid_option",
-                           f"unknown field(s) {', '.join(unknown)}; allowed: image, {', '.join(sorted(allowed))}")
+            raise ApiError(
+                422,
+                "invalid_option",
+                f"unknown field(s) {', '.join(unknown)}; allowed: image, {', '.join(sorted(allowed))}",
+            )
         self.values: dict[str, str] = {}
         for key in allowed & set(fields):
             data = fields[key].data
@@ -293,8 +308,9 @@ class JobGate:
     def _busy(self, what: str) -> ApiError:
         self.rejected += 1
         seconds = self.retry_after()
-        return ApiError(503, "busy", f"the server is busy ({what}); retry in {seconds} s",
-                        {"Retry-After": str(seconds)})
+        return ApiError(
+            503, "busy", f"the server is busy ({what}); retry in {seconds} s", {"Retry-After": str(seconds)}
+        )
 
     def check(self) -> None:
         """503 at once when every job slot is taken (called before the body is read)."""
@@ -358,8 +374,9 @@ class SecurityHeaders:
             origin = headers.get(b"origin")
             refusal = None
             if hostname and hostname.lower() not in LOOPBACK_HOSTS:
-                refusal = error_response(400, "invalid_host",
-                                         "this server only answers requests addressed to localhost / 127.0.0.1")
+                refusal = error_response(
+                    400, "invalid_host", "this server only answers requests addressed to localhost / 127.0.0.1"
+                )
             elif scope["method"] == "POST" and origin is not None and urlsplit(origin.decode("latin-1")).netloc != host:
                 # another web site's page posting through the visitor's browser (CSRF): not our page
                 refusal = error_response(403, "cross_origin", "requests from other web pages are not accepted")
@@ -412,9 +429,14 @@ def _load_matter(settings: ServeSettings) -> tuple[Any | None, str]:
     try:
         with warnings.catch_warnings():  # a model warning is announced and shown on the page instead
             warnings.simplefilter("ignore")
-            matter = Matter(model=settings.model, weights=settings.weights, device=settings.device,
-                            strategy=settings.strategy, precision=settings.precision,
-                            foreground_method=settings.foreground_method)
+            matter = Matter(
+                model=settings.model,
+                weights=settings.weights,
+                device=settings.device,
+                strategy=settings.strategy,
+                precision=settings.precision,
+                foreground_method=settings.foreground_method,
+            )
     except CheckpointError as exc:
         if settings.weights is not None:
             raise  # an explicit --weights that cannot be loaded is a configuration error
@@ -449,11 +471,16 @@ _ERROR_SCHEMA = {
 _ERRORS = {
     400: {"description": "empty body or malformed multipart (`empty_body`, `bad_multipart`)", "content": _ERROR_SCHEMA},
     408: {"description": "the body did not arrive in time (`body_timeout`)", "content": _ERROR_SCHEMA},
-    413: {"description": "upload or pixel count over the limit (`upload_too_large`, `too_many_pixels`)",
-          "content": _ERROR_SCHEMA},
+    413: {
+        "description": "upload or pixel count over the limit (`upload_too_large`, `too_many_pixels`)",
+        "content": _ERROR_SCHEMA,
+    },
     415: {"description": "not multipart/form-data (`unsupported_media_type`)", "content": _ERROR_SCHEMA},
-    422: {"description": "not an image, truncated, bad option (`invalid_image`, `truncated_image`, "
-                         "`missing_image`, `invalid_option`)", "content": _ERROR_SCHEMA},
+    422: {
+        "description": "not an image, truncated, bad option (`invalid_image`, `truncated_image`, "
+        "`missing_image`, `invalid_option`)",
+        "content": _ERROR_SCHEMA,
+    },
     503: {"description": "busy (`busy`, with Retry-After) or no weights (`no_weights`)", "content": _ERROR_SCHEMA},
 }
 
@@ -479,7 +506,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         title="p3m",
         version=__version__,
         description="Privacy-preserving portrait matting: alpha mattes, cutouts and face anonymisation. "
-                    "Uploads are processed in memory only and never stored or logged.",
+        "Uploads are processed in memory only and never stored or logged.",
         docs_url=None,  # Swagger UI would load its assets from a CDN
         redoc_url=None,
         lifespan=lifespan,
@@ -498,10 +525,13 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         codes = {404: "not_found", 405: "method_not_allowed"}
-        message = {404: f"no such page: {request.url.path}",
-                   405: f"{request.method} is not allowed on {request.url.path}"}.get(exc.status_code, str(exc.detail))
-        return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), message,
-                              dict(exc.headers or {}))
+        message = {
+            404: f"no such page: {request.url.path}",
+            405: f"{request.method} is not allowed on {request.url.path}",
+        }.get(exc.status_code, str(exc.detail))
+        return error_response(
+            exc.status_code, codes.get(exc.status_code, "http_error"), message, dict(exc.headers or {})
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -516,8 +546,9 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     async def read_fields(request: Request) -> dict[str, Part]:
         """The request body, capped while it is read, parsed in memory."""
         limit = settings.max_upload_bytes
-        too_large = ApiError(413, "upload_too_large",
-                             f"upload is larger than the limit of {settings.max_upload_mb:g} MB")
+        too_large = ApiError(
+            413, "upload_too_large", f"upload is larger than the limit of {settings.max_upload_mb:g} MB"
+        )
         empty = ApiError(400, "empty_body", "empty request body: send the photo in the multipart field 'image'")
         declared = request.headers.get("content-length")
         if declared is not None:
@@ -542,8 +573,9 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         try:
             await asyncio.wait_for(collect(), timeout=settings.body_timeout_s)
         except asyncio.TimeoutError:
-            raise ApiError(408, "body_timeout",
-                           f"the upload did not arrive within {settings.body_timeout_s:g} s") from None
+            raise ApiError(
+                408, "body_timeout", f"the upload did not arrive within {settings.body_timeout_s:g} s"
+            ) from None
         except ClientDisconnect:  # nobody is left to read the answer; not a server error either
             raise ApiError(400, "client_disconnected", "the client closed the connection during the upload") from None
         if not body:
@@ -575,11 +607,17 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         t0 = time.perf_counter()
         png = encode_image(pixels, "png")
         seconds = dict(result.info["seconds"], encode=time.perf_counter() - t0)
-        return png, {"width": rgb.shape[1], "height": rgb.shape[0], "seconds": seconds,
-                     "strategy": result.info["strategy"], "warning": result.info.get("warning", "")}
+        return png, {
+            "width": rgb.shape[1],
+            "height": rgb.shape[0],
+            "seconds": seconds,
+            "strategy": result.info["strategy"],
+            "warning": result.info.get("warning", ""),
+        }
 
-    def anonymize_job(data: bytes, method: str, strength: float, threshold: float, mask_scale: float,
-                      fmt: str) -> tuple[bytes, dict]:
+    def anonymize_job(
+        data: bytes, method: str, strength: float, threshold: float, mask_scale: float, fmt: str
+    ) -> tuple[bytes, dict]:
         from p3m.privacy.anonymize import AnonymizeOptions, anonymize_image
 
         rgb = decode(data)
@@ -623,9 +661,15 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
             "matting": {"ready": matter is not None, "message": no_weights_reason or "ready"},
             "anonymize": {"ready": True},
             "limits": {"max_upload_bytes": settings.max_upload_bytes, "max_pixels": settings.max_pixels},
-            "jobs": {"workers": gate.workers, "queue": gate.queue, "admitted": gate.admitted,
-                     "running": gate.running, "completed": gate.completed, "rejected": gate.rejected,
-                     "uploading": gate.uploading},
+            "jobs": {
+                "workers": gate.workers,
+                "queue": gate.queue,
+                "admitted": gate.admitted,
+                "running": gate.running,
+                "completed": gate.completed,
+                "rejected": gate.rejected,
+                "uploading": gate.uploading,
+            },
         }
 
     @app.get("/v1/models", summary="The loaded model and the model folder")
@@ -641,28 +685,49 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
             problem = ""
         loaded = None
         if matter is not None:
-            loaded = {"name": matter.model_name, "arch": matter.arch,
-                      "weights": Path(matter.weights).name if matter.weights else None,
-                      "device": matter.device, "backend": matter.backend, "precision": matter.precision,
-                      "strategy": matter.strategy, "route": matter.route is not None,
-                      "warning": matter.model_warning}
-        return {"loaded": loaded, "message": no_weights_reason or "ready", "available": available,
-                "model_folder_problem": problem, "strategies": list(STRATEGIES), "outputs": list(OUTPUTS),
-                "anonymize_methods": list(ANONYMIZE_METHODS)}
+            loaded = {
+                "name": matter.model_name,
+                "arch": matter.arch,
+                "weights": Path(matter.weights).name if matter.weights else None,
+                "device": matter.device,
+                "backend": matter.backend,
+                "precision": matter.precision,
+                "strategy": matter.strategy,
+                "route": matter.route is not None,
+                "warning": matter.model_warning,
+            }
+        return {
+            "loaded": loaded,
+            "message": no_weights_reason or "ready",
+            "available": available,
+            "model_folder_problem": problem,
+            "strategies": list(STRATEGIES),
+            "outputs": list(OUTPUTS),
+            "anonymize_methods": list(ANONYMIZE_METHODS),
+        }
 
     @app.post(
         "/v1/matte",
         summary="Alpha matte, cutout or composite of a portrait (PNG)",
         response_class=Response,
         responses={200: {"content": {"image/png": {}}, "description": "the PNG (no metadata)"}, **_ERRORS},
-        openapi_extra=_multipart_body({
-            "output": {"type": "string", "enum": list(OUTPUTS), "default": "rgba",
-                       "description": "alpha: 8-bit matte; rgba: straight RGBA cutout with decontaminated "
-                                      "colours; composite: the cutout over `background`"},
-            "background": {"type": "string", "default": "white",
-                           "description": "composite colour: a name, #RRGGBB or R,G,B"},
-            "strategy": {"type": "string", "enum": list(STRATEGIES), "default": settings.strategy},
-        }),
+        openapi_extra=_multipart_body(
+            {
+                "output": {
+                    "type": "string",
+                    "enum": list(OUTPUTS),
+                    "default": "rgba",
+                    "description": "alpha: 8-bit matte; rgba: straight RGBA cutout with decontaminated "
+                    "colours; composite: the cutout over `background`",
+                },
+                "background": {
+                    "type": "string",
+                    "default": "white",
+                    "description": "composite colour: a name, #RRGGBB or R,G,B",
+                },
+                "strategy": {"type": "string", "enum": list(STRATEGIES), "default": settings.strategy},
+            }
+        ),
     )
     async def matte(request: Request) -> Response:
         if matter is None:
@@ -692,19 +757,40 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         "/v1/anonymize",
         summary="Obfuscate the faces of a photo (image, or JSON with the face boxes)",
         response_class=Response,
-        responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "application/json": {}},
-                         "description": "the image (no metadata), or JSON when response=json"}, **_ERRORS},
-        openapi_extra=_multipart_body({
-            "method": {"type": "string", "enum": list(ANONYMIZE_METHODS), "default": "blur"},
-            "strength": {"type": "number", "default": 1.0, "minimum": 0.1, "maximum": 10},
-            "threshold": {"type": "number", "default": settings.face_threshold, "minimum": MIN_FACE_THRESHOLD,
-                          "maximum": 0.95, "description": "face detector score threshold"},
-            "mask_scale": {"type": "number", "default": 1.1, "minimum": 0.5, "maximum": 3,
-                           "description": "face ellipse size relative to the detected box"},
-            "format": {"type": "string", "enum": ["png", "jpeg"], "default": "png"},
-            "response": {"type": "string", "enum": ["image", "json"], "default": "image",
-                         "description": "json: {faces: [{box, score}], width, height, image: {content_type, base64}}"},
-        }),
+        responses={
+            200: {
+                "content": {"image/png": {}, "image/jpeg": {}, "application/json": {}},
+                "description": "the image (no metadata), or JSON when response=json",
+            },
+            **_ERRORS,
+        },
+        openapi_extra=_multipart_body(
+            {
+                "method": {"type": "string", "enum": list(ANONYMIZE_METHODS), "default": "blur"},
+                "strength": {"type": "number", "default": 1.0, "minimum": 0.1, "maximum": 10},
+                "threshold": {
+                    "type": "number",
+                    "default": settings.face_threshold,
+                    "minimum": MIN_FACE_THRESHOLD,
+                    "maximum": 0.95,
+                    "description": "face detector score threshold",
+                },
+                "mask_scale": {
+                    "type": "number",
+                    "default": 1.1,
+                    "minimum": 0.5,
+                    "maximum": 3,
+                    "description": "face ellipse size relative to the detected box",
+                },
+                "format": {"type": "string", "enum": ["png", "jpeg"], "default": "png"},
+                "response": {
+                    "type": "string",
+                    "enum": ["image", "json"],
+                    "default": "image",
+                    "description": "json: {faces: [{box, score}], width, height, image: {content_type, base64}}",
+                },
+            }
+        ),
     )
     async def anonymize(request: Request) -> Response:
         async def work(fields: dict[str, Part]) -> Response:
@@ -715,19 +801,27 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
             mask_scale = form.number("mask_scale", 1.1, 0.5, 3.0)
             fmt = form.choice("format", ("png", "jpeg", "jpg"), "png").replace("jpeg", "jpg")
             answer = form.choice("response", ("image", "json"), "image")
-            data, info = await gate.run(anonymize_job, fields["image"].data, method, strength, threshold,
-                                        mask_scale, fmt)
+            data, info = await gate.run(
+                anonymize_job, fields["image"].data, method, strength, threshold, mask_scale, fmt
+            )
             media_type = "image/png" if fmt == "png" else "image/jpeg"
             n_faces = len(info["faces"])
             if answer == "json":
-                body = {**info, "method": method,
-                        "warning": "" if n_faces else "no face found: the image is unchanged; check it by hand",
-                        "image": {"content_type": media_type, "base64": base64.b64encode(data).decode("ascii")}}
+                body = {
+                    **info,
+                    "method": method,
+                    "warning": "" if n_faces else "no face found: the image is unchanged; check it by hand",
+                    "image": {"content_type": media_type, "base64": base64.b64encode(data).decode("ascii")},
+                }
                 return JSONResponse(body)
-            return Response(data, media_type=media_type, headers={
-                "Content-Disposition": f'inline; filename="anonymized.{fmt}"',
-                "X-P3M-Faces": str(n_faces),
-            })
+            return Response(
+                data,
+                media_type=media_type,
+                headers={
+                    "Content-Disposition": f'inline; filename="anonymized.{fmt}"',
+                    "X-P3M-Faces": str(n_faces),
+                },
+            )
 
         return await admitted(request, work)
 
@@ -761,8 +855,9 @@ def make_server(app: FastAPI, *, log_level: str = "info") -> Any:
 
     capacity = app.state.settings.capacity
     # connections beyond this get uvicorn's own 503; far above what the job gate admits, so pages still load
-    config = uvicorn.Config(app, log_level=log_level, limit_concurrency=max(64, 8 * capacity),
-                            server_header=False, timeout_keep_alive=5)
+    config = uvicorn.Config(
+        app, log_level=log_level, limit_concurrency=max(64, 8 * capacity), server_header=False, timeout_keep_alive=5
+    )
     access = logging.getLogger("uvicorn.access")  # configured by uvicorn.Config above
     if not any(isinstance(f, AccessLogFilter) for f in access.filters):
         access.addFilter(AccessLogFilter())
@@ -787,8 +882,10 @@ def serve(settings: ServeSettings, *, log_level: str = "info", announce: Callabl
             announce(f"p3m serve: warning: {matter.model_warning}")
     if not settings.is_loopback:
         announce("p3m serve: warning: listening beyond this machine; anyone who can reach it can use it")
-    announce(f"p3m serve: http://{shown}:{port}/  model: {model}; workers {settings.workers}, "
-             f"queue {settings.queue}, max upload {settings.max_upload_mb:g} MB")
+    announce(
+        f"p3m serve: http://{shown}:{port}/  model: {model}; workers {settings.workers}, "
+        f"queue {settings.queue}, max upload {settings.max_upload_mb:g} MB"
+    )
     try:
         server.run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn re-raises the Ctrl+C it handled; stopping is the expected way out

@@ -1,4 +1,5 @@
 """Settings of the `p3m serve` web app: one frozen dataclass, validated on creation."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -6,7 +7,7 @@ from dataclasses import dataclass
 
 from p3m.errors import P3MError
 
-__all__ = ["ServeSettings", "DEFAULT_MAX_UPLOAD_MB", "DEFAULT_MAX_PIXELS", "STRATEGIES", "FOREGROUND_METHODS"]
+__all__ = ["DEFAULT_MAX_PIXELS", "DEFAULT_MAX_UPLOAD_MB", "FOREGROUND_METHODS", "STRATEGIES", "ServeSettings"]
 
 DEFAULT_MAX_UPLOAD_MB = 20.0
 #: 50 megapixels covers 8K frames and 48 MP phone photos; decoding one takes ~150 MB.

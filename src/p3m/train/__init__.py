@@ -5,11 +5,12 @@
 
 Submodules import lazily so that `p3m.train.losses` runs on a bare GPU box (torch only).
 """
+
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["train", "TrainResult", "load_config", "TrainConfig"]
+__all__ = ["TrainConfig", "TrainResult", "load_config", "train"]
 
 
 def __getattr__(name: str) -> Any:

@@ -4,6 +4,7 @@ A YAML file mirrors :class:`TrainConfig` (sections ``model``, ``data``, ``copy_p
 ``train``, ``val`` plus top-level ``name`` and ``register_as``). Unknown keys and wrongly typed values
 are rejected with one message listing every problem.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,17 +21,17 @@ from p3m.errors import P3MError
 __all__ = [
     "COMPILE_MODES",
     "ConfigError",
-    "ModelConfig",
-    "DataConfig",
     "CopyPasteConfig",
-    "OptimConfig",
+    "DataConfig",
     "LoopConfig",
-    "ValConfig",
+    "ModelConfig",
+    "OptimConfig",
     "TrainConfig",
+    "ValConfig",
+    "apply_overrides",
     "config_from_dict",
     "config_to_dict",
     "load_config",
-    "apply_overrides",
 ]
 
 
@@ -167,11 +168,14 @@ class TrainConfig:
         if isinstance(t.compile, str):
             _choice(problems, "train.compile", t.compile, COMPILE_MODES)
         if t.cuda_graph and t.compile:
-            problems.append("train.cuda_graph and train.compile exclude each other "
-                            "(use train.compile=reduce-overhead for compiled code in CUDA graphs)")
+            problems.append(
+                "train.cuda_graph and train.compile exclude each other "
+                "(use train.compile=reduce-overhead for compiled code in CUDA graphs)"
+            )
         if t.cuda_graph and t.amp == "fp16":
-            problems.append("train.cuda_graph does not work with train.amp=fp16 (loss scaling syncs the host); "
-                            "use bf16")
+            problems.append(
+                "train.cuda_graph does not work with train.amp=fp16 (loss scaling syncs the host); use bf16"
+            )
         if problems:
             raise ConfigError("invalid training config: " + "; ".join(problems))
 

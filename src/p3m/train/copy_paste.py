@@ -7,6 +7,7 @@ box area matches the target face box, its centre is moved onto the target face c
 the target pixels inside the target's private area only (face minus transition band), so the alpha matte
 stays valid. The alignment math of the paper is not published (§12.1); this is our reading of it.
 """
+
 from __future__ import annotations
 
 import os
@@ -18,7 +19,7 @@ import numpy as np
 
 from p3m.errors import DatasetError
 
-__all__ = ["Face", "FaceBank", "paste_face", "face_box", "copy_where"]
+__all__ = ["Face", "FaceBank", "copy_where", "face_box", "paste_face"]
 
 
 @dataclass
@@ -97,10 +98,22 @@ def paste_face(
     matrix[0, 2] += target_centre[0] - patch_centre[0]
     matrix[1, 2] += target_centre[1] - patch_centre[1]
     h, w = target.shape[:2]
-    warped = cv2.warpAffine(np.ascontiguousarray(patch), matrix, (w, h), flags=cv2.INTER_LINEAR,
-                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    warped_mask = cv2.warpAffine(np.ascontiguousarray(patch_mask), matrix, (w, h), flags=cv2.INTER_LINEAR,
-                                 borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    warped = cv2.warpAffine(
+        np.ascontiguousarray(patch),
+        matrix,
+        (w, h),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
+    )
+    warped_mask = cv2.warpAffine(
+        np.ascontiguousarray(patch_mask),
+        matrix,
+        (w, h),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
+    )
     replaced = (warped_mask >= 128) & private
     copy_where(out, warped, replaced)  # out[replaced] = warped[replaced]
     return out, replaced
@@ -130,7 +143,8 @@ class FaceBank:
             raise DatasetError(f"{folder}: a face folder needs image/ and mask/ subfolders")
         masks = {p.stem: p for p in mask_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS}
         entries = [
-            (p, masks[p.stem]) for p in sorted(image_dir.iterdir())
+            (p, masks[p.stem])
+            for p in sorted(image_dir.iterdir())
             if p.suffix.lower() in IMAGE_EXTENSIONS and p.stem in masks
         ]
         if not entries:
@@ -150,6 +164,7 @@ class FaceBank:
         image_path, mask_path = candidates[int(rng.integers(len(candidates)))]
         image, mask = read_image(image_path), read_mask(mask_path) > 100
         if mask.shape != image.shape[:2]:
-            mask = cv2.resize(mask.astype(np.uint8), (image.shape[1], image.shape[0]),
-                              interpolation=cv2.INTER_NEAREST).astype(bool)
+            mask = cv2.resize(
+                mask.astype(np.uint8), (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST
+            ).astype(bool)
         return Face(image, mask)

@@ -30,6 +30,7 @@ WebP written by p3m) is decoded with OpenCV (`p3m.train.foreground.read_cache_im
 all of them), otherwise only over the crop window (`p3m.data.trimap.trimap_crop`, same values).
 ``tests/test_train_data_speed.py`` checks every output against a literal copy of the code these replaced.
 """
+
 from __future__ import annotations
 
 import os
@@ -42,24 +43,24 @@ import torch
 from torch.utils.data import Dataset, DistributedSampler
 
 from p3m.errors import DatasetError, P3MError
-from p3m.train.config import DataConfig, CopyPasteConfig
+from p3m.train.config import CopyPasteConfig, DataConfig
 
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
-    "normalize",
-    "choose_crop",
-    "requantize_trimap",
-    "augment_sample",
-    "crop_resize",
-    "to_tensors",
-    "prepare_batch",
-    "resolve_image_paths",
     "P3MTrainDataset",
     "ResumableSampler",
-    "sample_rng",
+    "augment_sample",
+    "choose_crop",
+    "crop_resize",
     "make_loader",
+    "normalize",
+    "prepare_batch",
+    "requantize_trimap",
+    "resolve_image_paths",
     "resolve_workers",
+    "sample_rng",
+    "to_tensors",
     "worker_init",
 ]
 
@@ -94,8 +95,9 @@ def choose_crop(
     c is drawn from ``crop_sizes``; when c >= min(h, w) it becomes ``fallback`` (the resize size), and is
     clamped to each side so that small images are never padded.
     """
-    return _crop_window(trimap.shape[:2], lambda: trimap, crop_sizes, fallback, rng, policy=policy,
-                        unknown_prob=unknown_prob)
+    return _crop_window(
+        trimap.shape[:2], lambda: trimap, crop_sizes, fallback, rng, policy=policy, unknown_prob=unknown_prob
+    )
 
 
 def _crop_window(
@@ -167,8 +169,11 @@ def augment_sample(
     from p3m.data.trimap import random_kernel_size, trimap_crop, trimap_from_alpha
 
     if trimap is None:
-        k = random_kernel_size(rng, cfg.trimap_kernel[0], cfg.trimap_kernel[1]) if kernel_size is None \
+        k = (
+            random_kernel_size(rng, cfg.trimap_kernel[0], cfg.trimap_kernel[1])
+            if kernel_size is None
             else int(kernel_size)
+        )
         built: list[np.ndarray] = []
 
         def full_trimap() -> np.ndarray:
@@ -176,13 +181,21 @@ def augment_sample(
                 built.append(trimap_from_alpha(alpha, k))
             return built[0]
 
-        y0, x0, ch, cw = _crop_window(alpha.shape[:2], full_trimap, cfg.crop_sizes, cfg.resize, rng,
-                                      policy=cfg.crop_policy, unknown_prob=cfg.unknown_prob)
-        trimap_window = built[0][y0:y0 + ch, x0:x0 + cw] if built else trimap_crop(alpha, k, y0, x0, ch, cw)
+        y0, x0, ch, cw = _crop_window(
+            alpha.shape[:2],
+            full_trimap,
+            cfg.crop_sizes,
+            cfg.resize,
+            rng,
+            policy=cfg.crop_policy,
+            unknown_prob=cfg.unknown_prob,
+        )
+        trimap_window = built[0][y0 : y0 + ch, x0 : x0 + cw] if built else trimap_crop(alpha, k, y0, x0, ch, cw)
     else:
-        y0, x0, ch, cw = choose_crop(trimap, cfg.crop_sizes, cfg.resize, rng, policy=cfg.crop_policy,
-                                     unknown_prob=cfg.unknown_prob)
-        trimap_window = trimap[y0:y0 + ch, x0:x0 + cw]
+        y0, x0, ch, cw = choose_crop(
+            trimap, cfg.crop_sizes, cfg.resize, rng, policy=cfg.crop_policy, unknown_prob=cfg.unknown_prob
+        )
+        trimap_window = trimap[y0 : y0 + ch, x0 : x0 + cw]
     flip = rng.random() < cfg.flip_prob
     items = {"image": image, "alpha": alpha}
     if fg is not None and bg is not None:
@@ -194,14 +207,15 @@ def augment_sample(
     return {name: out[name] for name in ("image", "alpha", "trimap", "fg", "bg") if name in out}
 
 
-def crop_resize(items: dict[str, np.ndarray], window: tuple[int, int, int, int], flip: bool,
-                size: int) -> dict[str, np.ndarray]:
+def crop_resize(
+    items: dict[str, np.ndarray], window: tuple[int, int, int, int], flip: bool, size: int
+) -> dict[str, np.ndarray]:
     """Crop every array to ``window`` (y0, x0, h, w), flip it horizontally if asked, resize it to size x size
     (INTER_LINEAR)."""
     y0, x0, ch, cw = window
     out = {}
     for name, array in items.items():
-        crop = array[y0:y0 + ch, x0:x0 + cw]
+        crop = array[y0 : y0 + ch, x0 : x0 + cw]
         if not _opencv_view(crop):
             crop = np.ascontiguousarray(crop)
         # cv2.flip writes the mirrored crop contiguously, as np.ascontiguousarray(crop[:, ::-1]) does, faster; an
@@ -226,6 +240,7 @@ _RGB = ("image", "fg", "bg")  # ImageNet-normalised by prepare_batch; alpha is d
 def to_tensors(out: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     """The dataset item of `augment_sample`'s uint8 arrays, as uint8 tensors: image (and fg, bg) HxWx3 -> [3,H,W],
     alpha and trimap HxW -> [1,H,W]. `prepare_batch` converts a batch of them to float32 on the device."""
+
     def planes(array: np.ndarray, channels: int) -> torch.Tensor:
         if array.dtype != np.uint8:
             raise TypeError(f"to_tensors expects uint8 arrays, got {array.dtype}")
@@ -256,13 +271,13 @@ _TABLES: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 def _table(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """(the conversion table flattened to [1024], the offsets [3,1,1] of the R, G, B rows) on ``device``."""
     if device not in _TABLES:
-        _TABLES[device] = (_conversion_table().view(-1).to(device),
-                           (torch.arange(3) * 256).view(3, 1, 1).to(device))
+        _TABLES[device] = (_conversion_table().view(-1).to(device), (torch.arange(3) * 256).view(3, 1, 1).to(device))
     return _TABLES[device]
 
 
-def prepare_batch(batch: dict[str, torch.Tensor], device: torch.device | str, *,
-                  non_blocking: bool = True) -> dict[str, torch.Tensor]:
+def prepare_batch(
+    batch: dict[str, torch.Tensor], device: torch.device | str, *, non_blocking: bool = True
+) -> dict[str, torch.Tensor]:
     """Move a collated batch of dataset items to ``device`` and convert it there to the training tensors.
 
     uint8 inputs become float32: ``image``, ``fg``, ``bg`` [B,3,S,S] ImageNet-normalised (x / 255 - mean) / std,
@@ -431,8 +446,9 @@ class P3MTrainDataset(Dataset):
                 if source is not None:
                     from p3m.train.copy_paste import paste_face
 
-                    image, replaced = paste_face(image, face, private, source, rng, degree=cp.degree,
-                                                 scale=tuple(cp.scale), flip=cp.flip)
+                    image, replaced = paste_face(
+                        image, face, private, source, rng, degree=cp.degree, scale=tuple(cp.scale), flip=cp.flip
+                    )
                     if fg is not None and replaced.any():
                         fg = fg.copy()
                         copy_where(fg, image, replaced)  # fg[replaced] = image[replaced]
@@ -454,7 +470,7 @@ class ResumableSampler(DistributedSampler):
 
     def __iter__(self):
         indices = list(super().__iter__())
-        return iter(indices[self.start:])
+        return iter(indices[self.start :])
 
     def __len__(self) -> int:
         return self.num_samples - self.start
@@ -487,8 +503,16 @@ def resolve_workers(workers: int | None) -> int:
     return max(0, min(MAX_AUTO_WORKERS, cores // world - 1))
 
 
-def make_loader(dataset: P3MTrainDataset, sampler: ResumableSampler, *, batch_size: int, workers: int | None,
-                pin_memory: bool, seed: int, epoch: int) -> torch.utils.data.DataLoader:
+def make_loader(
+    dataset: P3MTrainDataset,
+    sampler: ResumableSampler,
+    *,
+    batch_size: int,
+    workers: int | None,
+    pin_memory: bool,
+    seed: int,
+    epoch: int,
+) -> torch.utils.data.DataLoader:
     """DataLoader of one epoch (fresh workers each epoch, so they see ``dataset.epoch``); ``workers`` None picks
     the number with `resolve_workers`. Batches hold uint8 tensors: pass them through `prepare_batch`."""
     workers = resolve_workers(workers)

@@ -17,6 +17,7 @@ lossless WebP keeps every pixel like PNG but decodes about twice as fast and tak
 (`benchmarks/RESULTS.md`). They are written with OpenCV, 8-bit RGB without metadata, and read back with OpenCV
 (`read_cache_image`). PNG pairs written by earlier versions (``<stem>.png``) are still read.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,8 +30,15 @@ import numpy as np
 from p3m.errors import P3MError
 
 __all__ = [
-    "estimate_fg_bg", "cache_paths", "cached_pair", "write_cache_image", "default_cache_dir", "read_cache_image",
-    "load_or_estimate", "PrepareReport", "prepare_foreground",
+    "PrepareReport",
+    "cache_paths",
+    "cached_pair",
+    "default_cache_dir",
+    "estimate_fg_bg",
+    "load_or_estimate",
+    "prepare_foreground",
+    "read_cache_image",
+    "write_cache_image",
 ]
 
 CACHE_FOLDER = "fg_bg_cache"
@@ -57,8 +65,7 @@ CACHE_EXT = ".webp"
 LEGACY_EXT = ".png"  # caches written before the switch to WebP
 
 
-def cache_paths(cache_dir: str | os.PathLike, image_folder: str, stem: str,
-                ext: str = CACHE_EXT) -> tuple[Path, Path]:
+def cache_paths(cache_dir: str | os.PathLike, image_folder: str, stem: str, ext: str = CACHE_EXT) -> tuple[Path, Path]:
     """(fg, bg) paths of one sample's cache entry in format ``ext``."""
     base = Path(cache_dir) / image_folder
     return base / "fg" / f"{stem}{ext}", base / "bg" / f"{stem}{ext}"
@@ -79,8 +86,9 @@ def write_cache_image(path: str | os.PathLike, rgb_u8: np.ndarray) -> Path:
 
     from p3m.io import write_bytes_atomic
 
-    ok, buffer = cv2.imencode(CACHE_EXT, cv2.cvtColor(np.ascontiguousarray(rgb_u8), cv2.COLOR_RGB2BGR),
-                              [cv2.IMWRITE_WEBP_QUALITY, 101])  # quality > 100 selects lossless
+    ok, buffer = cv2.imencode(
+        CACHE_EXT, cv2.cvtColor(np.ascontiguousarray(rgb_u8), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_WEBP_QUALITY, 101]
+    )  # quality > 100 selects lossless
     if not ok:
         raise P3MError(f"{path}: OpenCV could not encode the fg/bg cache image")
     return write_bytes_atomic(Path(path), buffer.tobytes())

@@ -11,6 +11,7 @@ Conventions of this module (all tensors ``[B, C, H, W]``):
 Losses are computed in float32 even under autocast: the sqrt(x + 1e-12) terms underflow in half
 precision.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -22,20 +23,20 @@ __all__ = [
     "EPS",
     "LOSS_WEIGHTS",
     "LossTerms",
-    "laplacian_kernel",
-    "laplacian_pyramid",
-    "laplacian_loss",
-    "laplacian_losses",
-    "trimap_to_classes",
-    "unknown_region",
+    "composition_loss",
     "cross_entropy_loss",
-    "global_loss",
-    "unknown_alpha_loss",
-    "unknown_laplacian_loss",
     "fusion_alpha_loss",
     "fusion_laplacian_loss",
-    "composition_loss",
+    "global_loss",
+    "laplacian_kernel",
+    "laplacian_loss",
+    "laplacian_losses",
+    "laplacian_pyramid",
     "p3m_loss",
+    "trimap_to_classes",
+    "unknown_alpha_loss",
+    "unknown_laplacian_loss",
+    "unknown_region",
 ]
 
 EPS = 1e-12

@@ -8,6 +8,7 @@ with one launch. It needs static shapes and no host synchronisation inside the s
 ``torch.where`` instead of boolean-mask assignment and the optimizer is capturable with its learning rate in a
 device tensor.
 """
+
 from __future__ import annotations
 
 import sys
@@ -19,14 +20,22 @@ import torch
 
 from p3m.train.losses import p3m_loss
 
-__all__ = ["TrainStep", "make_optimizer", "optimizer_state", "load_optimizer_state"]
+__all__ = ["TrainStep", "load_optimizer_state", "make_optimizer", "optimizer_state"]
 
 Batch = dict[str, torch.Tensor]
 
 
-def make_optimizer(params: Iterable[torch.Tensor], *, lr: float, betas=(0.9, 0.999), eps: float = 1e-8,
-                   weight_decay: float = 0.0, fused: bool | None = None, capturable: bool = False,
-                   device: torch.device | None = None) -> torch.optim.Adam:
+def make_optimizer(
+    params: Iterable[torch.Tensor],
+    *,
+    lr: float,
+    betas=(0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    fused: bool | None = None,
+    capturable: bool = False,
+    device: torch.device | None = None,
+) -> torch.optim.Adam:
     """Adam as in the recipe. ``fused=None`` picks the single-kernel fused implementation on CUDA (the foreach
     one issues ~10 launches per parameter chunk and took 10 % of the H100 step). ``capturable`` keeps the step
     counters and the learning rate on the device so `optimizer.step()` can be recorded in a CUDA graph."""
@@ -83,10 +92,21 @@ class TrainStep:
     static outputs: they are overwritten by the next step.
     """
 
-    def __init__(self, net: torch.nn.Module, optimizer: torch.optim.Optimizer, *, params: list[torch.Tensor],
-                 amp_dtype: torch.dtype | None = None, scaler: torch.amp.GradScaler | None = None,
-                 clip_grad: float | None = None, variant: str = "ijcv", channels_last: bool = False,
-                 cuda_graph: bool = False, compile_mode: str | None = None, warmup_steps: int = 3) -> None:
+    def __init__(
+        self,
+        net: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        params: list[torch.Tensor],
+        amp_dtype: torch.dtype | None = None,
+        scaler: torch.amp.GradScaler | None = None,
+        clip_grad: float | None = None,
+        variant: str = "ijcv",
+        channels_last: bool = False,
+        cuda_graph: bool = False,
+        compile_mode: str | None = None,
+        warmup_steps: int = 3,
+    ) -> None:
         """``net`` is the model as called (maybe DDP-wrapped); ``compile_mode`` compiles it and the loss."""
         if cuda_graph and compile_mode is not None:
             raise ValueError("cuda_graph and compile exclude each other (compile mode 'reduce-overhead' makes its own)")
@@ -130,13 +150,23 @@ class TrainStep:
         if self.channels_last:
             image = image.contiguous(memory_format=torch.channels_last)
         # autocast's weight-cast cache is off under graph capture, as PyTorch asks (casts are recorded as kernels)
-        autocast = (torch.autocast(image.device.type, dtype=self.amp_dtype, cache_enabled=not self.cuda_graph)
-                    if self.amp_dtype else nullcontext())
+        autocast = (
+            torch.autocast(image.device.type, dtype=self.amp_dtype, cache_enabled=not self.cuda_graph)
+            if self.amp_dtype
+            else nullcontext()
+        )
         with autocast:
             output = self.net(image)
         mark("forward")
-        terms = self.loss_fn(output, batch["alpha"], batch["trimap"], batch["image"], batch.get("fg"),
-                             batch.get("bg"), variant=self.variant)
+        terms = self.loss_fn(
+            output,
+            batch["alpha"],
+            batch["trimap"],
+            batch["image"],
+            batch.get("fg"),
+            batch.get("bg"),
+            variant=self.variant,
+        )
         mark("loss")
         if self.scaler is not None:
             self.scaler.scale(terms.total).backward()
@@ -198,9 +228,11 @@ class TrainStep:
             with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 self._static_parts = self.compute(self._static)
         except Exception as exc:  # e.g. an operator that synchronises with the host
-            print(f"p3m train: cannot capture the training step as a CUDA graph "
-                  f"({exc.__class__.__name__}: {str(exc).splitlines()[0][:200]}); continuing without it",
-                  file=sys.stderr)
+            print(
+                f"p3m train: cannot capture the training step as a CUDA graph "
+                f"({exc.__class__.__name__}: {str(exc).splitlines()[0][:200]}); continuing without it",
+                file=sys.stderr,
+            )
             self.cuda_graph = False
             self._static, self._static_parts = {}, {}
             torch.cuda.synchronize()

@@ -14,6 +14,7 @@ Every file is written through a temp file in the same folder and ``os.replace``;
 fsync'ed, so a SIGKILL at any moment loses at most the steps since the last save. SIGINT (Ctrl-C) finishes
 the current step, saves and returns with ``interrupted=True``; a second Ctrl-C aborts at once.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,7 +36,7 @@ import torch.distributed as dist
 from p3m.errors import P3MError
 from p3m.train.config import TrainConfig, config_from_dict, config_to_dict, load_config
 
-__all__ = ["TrainResult", "train", "lr_at", "validate", "predict_resize", "RESUME_FILE", "LOG_FILE"]
+__all__ = ["LOG_FILE", "RESUME_FILE", "TrainResult", "lr_at", "predict_resize", "train", "validate"]
 
 RESUME_FILE = "resume.pt"
 LAST_FILE = "last.safetensors"
@@ -121,8 +122,12 @@ def _rng_state() -> dict[str, Any]:
     py_state = random.getstate()
     state = {
         "torch": torch.get_rng_state(),
-        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "numpy": {
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
         "python": {"version": py_state[0], "state": list(py_state[1]), "gauss": py_state[2]},
     }
     if torch.cuda.is_available():
@@ -191,8 +196,15 @@ def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
 # ---------------------------------------------------------------------------------------- validation
 
 
-def predict_resize(model: torch.nn.Module, image_u8: np.ndarray, *, scale: float, max_side: int,
-                   device: torch.device, channels_last: bool = False) -> np.ndarray:
+def predict_resize(
+    model: torch.nn.Module,
+    image_u8: np.ndarray,
+    *,
+    scale: float,
+    max_side: int,
+    device: torch.device,
+    channels_last: bool = False,
+) -> np.ndarray:
     """Whole-image RESIZE inference (reference §9.2-§9.3, OpenCV bilinear): fused alpha HxW float in [0, 1].
 
     Each side is scaled by ``scale``, floored to a multiple of 32 (at least 32) and capped at ``max_side``.
@@ -216,16 +228,18 @@ def predict_resize(model: torch.nn.Module, image_u8: np.ndarray, *, scale: float
     return np.clip(cv2.resize(fused, (w, h), interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
 
 
-def _score(pred: np.ndarray, gt: np.ndarray, trimap: np.ndarray | None, facemask: np.ndarray | None,
-           fast: bool) -> dict[str, float]:
+def _score(
+    pred: np.ndarray, gt: np.ndarray, trimap: np.ndarray | None, facemask: np.ndarray | None, fast: bool
+) -> dict[str, float]:
     from p3m.evaluation import evaluate_arrays
 
     result = evaluate_arrays(pred, gt, trimap=trimap, facemask=facemask, protocol="p3m", fast=fast)
     return {k: float(v) for k, v in dict(result).items() if isinstance(v, (int, float, np.floating))}
 
 
-def validate(model: torch.nn.Module, dataset, cfg: TrainConfig, device: torch.device,
-             *, progress: bool = False) -> dict[str, dict[str, float]]:
+def validate(
+    model: torch.nn.Module, dataset, cfg: TrainConfig, device: torch.device, *, progress: bool = False
+) -> dict[str, dict[str, float]]:
     """Mean metrics per validation split present in ``dataset`` (a `P3M10k`)."""
     from tqdm import tqdm
 
@@ -252,8 +266,14 @@ def validate(model: torch.nn.Module, dataset, cfg: TrainConfig, device: torch.de
                     continue
                 if split == "P3M-500-NP":
                     facemask = None  # privacy metrics are defined on P3M-500-P only (§10.2)
-                pred = predict_resize(model, image, scale=cfg.val.scale, max_side=cfg.val.max_side, device=device,
-                                      channels_last=cfg.train.channels_last)
+                pred = predict_resize(
+                    model,
+                    image,
+                    scale=cfg.val.scale,
+                    max_side=cfg.val.max_side,
+                    device=device,
+                    channels_last=cfg.train.channels_last,
+                )
                 rows.append(_score(pred, gt, trimap, facemask, cfg.val.fast))
             keys = sorted({k for r in rows for k in r})
             results[split] = {k: float(np.mean([r[k] for r in rows if k in r])) for k in keys}
@@ -458,8 +478,10 @@ def _train(cfg: TrainConfig, out: Path, info: _Dist, *, resume: bool, progress: 
             model.load_state_dict(state["model"])
         except RuntimeError as exc:  # torch lists every key on many lines
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise P3MError(f"{resume_path}: the saved model does not fit {cfg.model.arch} as configured "
-                           f"(model.arch or model.width changed since it was saved?): {first.rstrip(':. ')}") from None
+            raise P3MError(
+                f"{resume_path}: the saved model does not fit {cfg.model.arch} as configured "
+                f"(model.arch or model.width changed since it was saved?): {first.rstrip(':. ')}"
+            ) from None
     # classifier heads of the ImageNet backbones never reach the loss: freeze them so DDP does not wait for
     # their gradients (Adam skipped them anyway: they never had one)
     for name in UNUSED_HEADS:
@@ -474,8 +496,16 @@ def _train(cfg: TrainConfig, out: Path, info: _Dist, *, resume: bool, progress: 
     o = cfg.optim
     trainable = [p for p in model.parameters() if p.requires_grad]
     _check_cuda_graph(cfg, device, info)
-    optimizer = make_optimizer(trainable, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay,
-                               fused=o.fused, capturable=cfg.train.cuda_graph, device=device)
+    optimizer = make_optimizer(
+        trainable,
+        lr=o.lr,
+        betas=o.betas,
+        eps=o.eps,
+        weight_decay=o.weight_decay,
+        fused=o.fused,
+        capturable=cfg.train.cuda_graph,
+        device=device,
+    )
     scaler = torch.amp.GradScaler(device.type, enabled=_amp_dtype(cfg.train.amp, device) == torch.float16)
     step = 0
     best: dict[str, float] = {}
@@ -489,21 +519,34 @@ def _train(cfg: TrainConfig, out: Path, info: _Dist, *, resume: bool, progress: 
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
             from p3m.models.checkpoint import error_reason
 
-            raise P3MError(f"{resume_path}: inconsistent resume state: its optimizer, scaler, step or RNG entries "
-                           f"cannot be restored ({error_reason(exc)})") from None
+            raise P3MError(
+                f"{resume_path}: inconsistent resume state: its optimizer, scaler, step or RNG entries "
+                f"cannot be restored ({error_reason(exc)})"
+            ) from None
 
     net: torch.nn.Module = model
     if info.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=cfg.train.find_unused_parameters)
-    compile_mode = cfg.train.compile if isinstance(cfg.train.compile, str) else (
-        "default" if cfg.train.compile else None)
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=cfg.train.find_unused_parameters,
+        )
+    compile_mode = (
+        cfg.train.compile if isinstance(cfg.train.compile, str) else ("default" if cfg.train.compile else None)
+    )
     amp_dtype = _amp_dtype(cfg.train.amp, device)
-    train_step = TrainStep(net, optimizer, params=trainable, amp_dtype=amp_dtype, scaler=scaler,
-                           clip_grad=o.clip_grad, variant=cfg.data.trimap_variant,
-                           channels_last=cfg.train.channels_last, cuda_graph=cfg.train.cuda_graph,
-                           compile_mode=compile_mode)
+    train_step = TrainStep(
+        net,
+        optimizer,
+        params=trainable,
+        amp_dtype=amp_dtype,
+        scaler=scaler,
+        clip_grad=o.clip_grad,
+        variant=cfg.data.trimap_variant,
+        channels_last=cfg.train.channels_last,
+        cuda_graph=cfg.train.cuda_graph,
+        compile_mode=compile_mode,
+    )
 
     dataset = P3MTrainDataset(cfg.data.root, cfg.data, copy_paste=cfg.copy_paste, seed=cfg.train.seed)
     sampler = ResumableSampler(dataset, num_replicas=info.world, rank=info.rank, seed=cfg.train.seed)
@@ -532,11 +575,19 @@ def _train(cfg: TrainConfig, out: Path, info: _Dist, *, resume: bool, progress: 
         if not info.main:
             return
         save_checkpoint(model, out / LAST_FILE, metadata={**meta, "step": step, "epoch": step // steps_per_epoch})
-        _atomic_torch_save({
-            "model": model.state_dict(), "optimizer": optimizer_state(optimizer), "scaler": scaler.state_dict(),
-            "step": step, "epoch": step // steps_per_epoch, "best": best, "rng": _rng_state(),
-            "config": config_to_dict(cfg),
-        }, resume_path)
+        _atomic_torch_save(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer_state(optimizer),
+                "scaler": scaler.state_dict(),
+                "step": step,
+                "epoch": step // steps_per_epoch,
+                "best": best,
+                "rng": _rng_state(),
+                "config": config_to_dict(cfg),
+            },
+            resume_path,
+        )
 
     def run_validation() -> None:
         if val_dataset is None:
@@ -553,14 +604,22 @@ def _train(cfg: TrainConfig, out: Path, info: _Dist, *, resume: bool, progress: 
                     if metrics[metric] < best.get(key, math.inf):
                         best[key] = metrics[metric]
                         best_paths[key] = save_checkpoint(
-                            model, out / f"best_{key}.safetensors",
-                            metadata={**meta, "step": step, "metric": metric, "split": split, "value": metrics[metric]})
+                            model,
+                            out / f"best_{key}.safetensors",
+                            metadata={**meta, "step": step, "metric": metric, "split": split, "value": metrics[metric]},
+                        )
             logger.plot(out)
         if info.world > 1:
             dist.barrier()
 
-    bar = tqdm(total=total_steps, initial=step, disable=not (progress and info.main), unit="step",
-               desc=f"train {cfg.name}", dynamic_ncols=True)
+    bar = tqdm(
+        total=total_steps,
+        initial=step,
+        disable=not (progress and info.main),
+        unit="step",
+        desc=f"train {cfg.name}",
+        dynamic_ncols=True,
+    )
     interrupted = False
     last_validated = -1
     window_images, window_start = 0, time.perf_counter()
@@ -569,9 +628,15 @@ def _train(cfg: TrainConfig, out: Path, info: _Dist, *, resume: bool, progress: 
             epoch = step // steps_per_epoch
             dataset.epoch = epoch
             sampler.set_epoch(epoch, (step % steps_per_epoch) * bs)
-            loader = make_loader(dataset, sampler, batch_size=bs, workers=cfg.data.workers,
-                                 pin_memory=cfg.data.pin_memory and device.type == "cuda",
-                                 seed=cfg.train.seed, epoch=epoch)
+            loader = make_loader(
+                dataset,
+                sampler,
+                batch_size=bs,
+                workers=cfg.data.workers,
+                pin_memory=cfg.data.pin_memory and device.type == "cuda",
+                seed=cfg.train.seed,
+                epoch=epoch,
+            )
             for batch in loader:
                 batch = prepare_batch(batch, device, non_blocking=True)
                 lr = lr_at(step, total_steps, o)
@@ -584,8 +649,15 @@ def _train(cfg: TrainConfig, out: Path, info: _Dist, *, resume: bool, progress: 
                     if not math.isfinite(loss["total"]):
                         raise P3MError(f"training diverged at step {step} (loss {loss['total']}); lower optim.lr")
                     elapsed = time.perf_counter() - window_start
-                    record = {"type": "train", "step": step, "epoch": step / steps_per_epoch, "lr": lr,
-                              "loss": loss, "images_per_s": window_images / max(elapsed, 1e-9), "time": time.time()}
+                    record = {
+                        "type": "train",
+                        "step": step,
+                        "epoch": step / steps_per_epoch,
+                        "lr": lr,
+                        "loss": loss,
+                        "images_per_s": window_images / max(elapsed, 1e-9),
+                        "time": time.time(),
+                    }
                     if cfg.train.cuda_graph:
                         record["graph_replays"] = train_step.replays  # stays 0 if the capture failed
                     logger.write(record)
@@ -620,13 +692,22 @@ def _train(cfg: TrainConfig, out: Path, info: _Dist, *, resume: bool, progress: 
     if info.main and cfg.register_as and last is not None and not interrupted:
         _register(last, cfg)
     elif info.main and last is not None and not interrupted:
-        print(f"p3m train: weights in {last}; use them with `p3m matte --weights {last}` "
-              "(set register_as: NAME to list them in `p3m models`)", file=sys.stderr)
+        print(
+            f"p3m train: weights in {last}; use them with `p3m matte --weights {last}` "
+            "(set register_as: NAME to list them in `p3m models`)",
+            file=sys.stderr,
+        )
     if interrupted and info.main:
         print(f"p3m train: stopped at step {step}; continue with --resume --out {out}", file=sys.stderr)
-    return TrainResult(out_dir=out, last_checkpoint=last, best_checkpoints=dict(best_paths),
-                       history=list(logger.records), step=step, epoch=step // steps_per_epoch,
-                       interrupted=interrupted)
+    return TrainResult(
+        out_dir=out,
+        last_checkpoint=last,
+        best_checkpoints=dict(best_paths),
+        history=list(logger.records),
+        step=step,
+        epoch=step // steps_per_epoch,
+        interrupted=interrupted,
+    )
 
 
 _RESUME_KEYS = ("model", "optimizer", "scaler", "step", "rng")
@@ -646,21 +727,27 @@ def _load_resume(path: Path) -> dict[str, Any]:
     except pickle.UnpicklingError as exc:
         reason = unpickler_reason(str(exc)).split(". Please use")[0].removeprefix("WeightsUnpickler error: ")
         if "global" in reason.lower():
-            raise P3MError(f"{path}: refused to load: the file references Python objects other than tensors "
-                           f"({reason}); p3m reads resume states with the weights-only unpickler and never runs "
-                           "pickled code") from None
-        raise P3MError(f"{path}: cannot load resume state: corrupt, truncated or not a PyTorch file "
-                       f"({reason})") from None
-    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file, said in one line
-        raise P3MError(f"{path}: cannot load resume state: corrupt, truncated or not a PyTorch file "
-                       f"({error_reason(exc)})") from None
+            raise P3MError(
+                f"{path}: refused to load: the file references Python objects other than tensors "
+                f"({reason}); p3m reads resume states with the weights-only unpickler and never runs "
+                "pickled code"
+            ) from None
+        raise P3MError(
+            f"{path}: cannot load resume state: corrupt, truncated or not a PyTorch file ({reason})"
+        ) from None
+    except Exception as exc:
+        raise P3MError(
+            f"{path}: cannot load resume state: corrupt, truncated or not a PyTorch file ({error_reason(exc)})"
+        ) from None
     if not isinstance(state, dict):
         raise P3MError(f"{path}: not a p3m resume state (a {type(state).__name__}, not a dict)")
     missing = [k for k in _RESUME_KEYS if k not in state]
     if missing:
         if is_tensor_dict(state) or is_tensor_dict(state.get("state_dict")):
-            raise P3MError(f"{path}: not a p3m resume state but model weights only (no optimizer, step or RNG "
-                           "state); to start from these weights, use --set model.pretrained=PATH without --resume")
+            raise P3MError(
+                f"{path}: not a p3m resume state but model weights only (no optimizer, step or RNG "
+                "state); to start from these weights, use --set model.pretrained=PATH without --resume"
+            )
         raise P3MError(f"{path}: not a p3m resume state: missing {', '.join(missing)}")
     if not is_tensor_dict(state["model"]):
         raise P3MError(f"{path}: not a p3m resume state: 'model' is not a dict of tensors")
