@@ -15,9 +15,9 @@ from PIL import Image
 from skimage.transform import resize as sk_resize
 
 from p3m import model_store
-from p3m.errors import CheckpointError, ImageError
+from p3m.errors import CheckpointError, DeviceError, ImageError
 from p3m.infer import foreground as fgmod
-from p3m.infer.matter import DeviceError, Matter, MatteResult, to_rgb_array
+from p3m.infer.matter import Matter, MatteResult, to_rgb_array
 from p3m.infer.resize import resize_fast, resize_paper
 from p3m.infer.strategies import (
     NetOutput,

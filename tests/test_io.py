@@ -323,14 +323,6 @@ def test_collect_images(tmp_path: Path) -> None:
         io.list_images([tmp_path / "missing.jpg"])
 
 
-def test_copy_file_atomic(tmp_path: Path) -> None:
-    src = tmp_path / "src.bin"
-    src.write_bytes(os.urandom(3 << 20))  # several copy chunks
-    out = io.copy_file_atomic(src, tmp_path / "sub" / "dst.bin")
-    assert out.read_bytes() == src.read_bytes()
-    assert sorted(p.name for p in out.parent.iterdir()) == ["dst.bin"]
-
-
 def test_write_image_set_is_all_or_nothing(tmp_path):
     from p3m.io import write_image_set
 

@@ -14,8 +14,9 @@ import torch
 
 os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".cache" / "numba"))
 
+from p3m.errors import ConfigError
 from p3m.train import data as tdata
-from p3m.train.config import ConfigError, CopyPasteConfig, DataConfig, load_config
+from p3m.train.config import CopyPasteConfig, DataConfig, load_config
 from p3m.train.copy_paste import Face, FaceBank, paste_face
 
 torch.set_num_threads(1)

@@ -12,9 +12,9 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from p3m import models
-from p3m.errors import P3MError
+from p3m.errors import ConfigError, P3MError
 from p3m.train import train
-from p3m.train.config import ConfigError, config_from_dict
+from p3m.train.config import config_from_dict
 from p3m.train.losses import p3m_loss
 from p3m.train.step import TrainStep, load_optimizer_state, make_optimizer, optimizer_state
 

@@ -25,6 +25,39 @@ class CheckpointError(P3MError):
     """A checkpoint cannot be loaded; the message says why (missing/unexpected keys, unsafe pickle...)."""
 
 
+class ConfigError(P3MError, ValueError):
+    """A training configuration is invalid; the message lists every problem."""
+
+
+class UnknownModelError(P3MError, ValueError):
+    """The requested architecture name is not registered."""
+
+
+class ModelArgumentError(P3MError, ValueError):
+    """Construction arguments (`arch_kwargs`) the architecture does not take, of the wrong type or out of range."""
+
+
+class DeviceError(P3MError):
+    """The requested device cannot be used (never silently replaced by another one)."""
+
+
+class BenchmarkConfigError(P3MError, ValueError):
+    """The benchmark configuration is invalid; the message lists every problem."""
+
+
+class MethodError(P3MError, ValueError):
+    """A method cannot run on an input (the message names the method)."""
+
+
+class ApiError(Exception):
+    """An answer other than 200: HTTP status, a stable machine-readable code and a one-line message."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.headers = headers or {}
+
+
 def os_error_message(exc: OSError) -> str:
     """An OSError as ``"<path>: <what happened>"`` in words, without Python's ``[Errno N]`` prefix.
 

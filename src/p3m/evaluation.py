@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from p3m.choices import PROTOCOLS
 from p3m.errors import DatasetError, ImageError, P3MError
 
 __all__ = [
@@ -48,7 +49,6 @@ __all__ = [
     "format_problems",
 ]
 
-PROTOCOLS = ("p3m", "dim", "both")
 #: P3M protocol, whole image (always).
 P3M_KEYS = ("sad", "mse", "mad", "grad", "conn")
 #: P3M protocol, with a trimap.
@@ -243,7 +243,7 @@ class EvaluationResult:
 
     def write(self, outdir: str | os.PathLike) -> list[Path]:
         """Write ``per_image.csv``, ``summary.json`` and ``summary.md`` into ``outdir`` (atomically, each file)."""
-        from p3m.io import write_bytes_atomic
+        from p3m.atomic import write_bytes_atomic
 
         out = Path(outdir)
         out.mkdir(parents=True, exist_ok=True)

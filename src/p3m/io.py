@@ -22,19 +22,15 @@ import csv
 import glob
 import io as _io
 import os
-import shutil
-import tempfile
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from p3m.atomic import PathLike, commit, stage_bytes, write_bytes_atomic
 from p3m.errors import ImageError
-
-PathLike = Union[str, os.PathLike]
 
 #: Extensions treated as images when scanning folders.
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
@@ -248,71 +244,6 @@ def encode_image(array: np.ndarray, fmt: str = "png", *, quality: int = 95) -> b
     return buf.getvalue()
 
 
-def _read_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-# Read once at import: os.umask can only be read by setting it, which is not thread-safe.
-_UMASK = _read_umask()
-
-
-def _replace(tmp: str, dest: Path) -> None:
-    """os.replace; a failure names the destination (e.g. a folder in the way), not the temporary file."""
-    try:
-        os.replace(tmp, dest)
-    except OSError as exc:
-        raise OSError(exc.errno, exc.strerror, str(dest)) from None
-
-
-def _stage(dest: Path, data: bytes) -> str:
-    """Write `data` to a temporary file next to `dest` (flushed to disk, plain file mode); returns its path."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        # mkstemp creates 0600; give the file the mode a plain open() would (0666 minus the umask).
-        os.chmod(tmp, 0o666 & ~_UMASK)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return tmp
-
-
-def write_bytes_atomic(path: PathLike, data: bytes) -> Path:
-    """Write bytes to ``path`` atomically: temporary file in the same folder, fsync, then rename."""
-    dest = Path(path)
-    tmp = _stage(dest, data)
-    try:
-        _replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return dest
-
-
-def copy_file_atomic(src: PathLike, dst: PathLike) -> Path:
-    """Copy a file atomically (streamed, fsynced, renamed into place), e.g. a checkpoint into the model folder."""
-    dest = Path(dst)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
-            shutil.copyfileobj(inp, out, 1 << 20)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return dest
-
-
 def write_csv(path: PathLike, fieldnames: Sequence[str], rows: Iterable[dict]) -> Path:
     """Write dict rows as CSV (header first, "\n" line ends), atomically."""
     buf = _io.StringIO()
@@ -354,9 +285,9 @@ def write_image_set(items: Iterable[tuple[PathLike, np.ndarray]], *, quality: in
     placed: list[Path] = []
     try:
         for dest, data in staged:
-            temps.append((_stage(dest, data), dest))
+            temps.append((stage_bytes(dest, data), dest))
         for tmp, dest in temps:
-            _replace(tmp, dest)
+            commit(tmp, dest)
             placed.append(dest)
     except BaseException:
         for tmp, _ in temps:

@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from p3m.atomic import copy_file_atomic, write_bytes_atomic
 from p3m.errors import CheckpointError
-from p3m.io import copy_file_atomic, write_bytes_atomic
 
 __all__ = [
     "BUILTIN",

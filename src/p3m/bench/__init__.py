@@ -12,7 +12,8 @@ numbers on P3M-10k, reference section 11).
 from __future__ import annotations
 
 from p3m.bench.methods import ClassicalMethod, Method, NetworkMethod
-from p3m.bench.runner import BenchmarkConfigError, BenchmarkResult, load_benchmark_config, run_benchmark
+from p3m.bench.runner import BenchmarkResult, load_benchmark_config, run_benchmark
+from p3m.errors import BenchmarkConfigError
 
 __all__ = [
     "BenchmarkConfigError",

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from p3m.errors import P3MError
+from p3m.errors import MethodError
 
 __all__ = [
     "METHOD_TYPES",
@@ -27,7 +27,6 @@ __all__ = [
     "TRIMAP_FREE",
     "ClassicalMethod",
     "Method",
-    "MethodError",
     "NetworkMethod",
     "ensure_models_registered",
 ]
@@ -37,10 +36,6 @@ TRIMAP_FREE = ("p3m-r34", "p3m-vitae-s", "p3m-swin-t", "basic-r34", "modnet-mbv2
 #: trimap-based classical solvers (pymatting function names)
 TRIMAP_BASED = {"closed-form": "estimate_alpha_cf", "knn": "estimate_alpha_knn", "lkm": "estimate_alpha_lkm"}
 METHOD_TYPES = TRIMAP_FREE + tuple(TRIMAP_BASED)
-
-
-class MethodError(P3MError, ValueError):
-    """A method cannot run on an input (the message names the method)."""
 
 
 def ensure_models_registered() -> None:

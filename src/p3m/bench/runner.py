@@ -40,12 +40,11 @@ from p3m.bench.methods import (
     NetworkMethod,
     ensure_models_registered,
 )
-from p3m.errors import DatasetError, P3MError
+from p3m.errors import BenchmarkConfigError, DatasetError, P3MError
 
 __all__ = [
     "DONE_MARKER",
     "TEST_SPLITS",
-    "BenchmarkConfigError",
     "BenchmarkResult",
     "load_benchmark_config",
     "run_benchmark",
@@ -71,10 +70,6 @@ _INFERENCE_DEFAULTS = {
 _EVALUATION_DEFAULTS = {"fast": False}
 _REPORT_DEFAULTS = {"title": None, "grid_samples": 2, "grid_tile": 160}
 _DATASET_KEYS = {"root", "synth"}
-
-
-class BenchmarkConfigError(P3MError, ValueError):
-    """The benchmark configuration is invalid; the message lists every problem."""
 
 
 @dataclass

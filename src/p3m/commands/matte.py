@@ -10,11 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from p3m import colors
+from p3m.choices import OUTPUT_KINDS
+from p3m.choices import parse_color as parse_color_text
 from p3m.commands._types import whole_number
 from p3m.errors import P3MError
-
-OUTPUT_KINDS = ("alpha", "rgba", "fg", "composite")
 
 
 def parse_outputs(text: str) -> list[str]:
@@ -31,7 +30,7 @@ def parse_outputs(text: str) -> list[str]:
 def parse_color(text: str) -> tuple[int, int, int] | None:
     """`--background` as a colour, or None when it is not written as one (then it names an image file)."""
     try:
-        return colors.parse_color(text)
+        return parse_color_text(text)
     except ValueError as exc:
         raise P3MError(f"background {exc}") from None
 

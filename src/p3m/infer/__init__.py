@@ -13,7 +13,7 @@ from typing import Any
 _EXPORTS = {
     "Matter": "p3m.infer.matter",
     "MatteResult": "p3m.infer.matter",
-    "DeviceError": "p3m.infer.matter",
+    "DeviceError": "p3m.errors",
     "predict": "p3m.infer.strategies",
     "predict_resize": "p3m.infer.strategies",
     "predict_hybrid": "p3m.infer.strategies",

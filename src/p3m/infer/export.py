@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from p3m.atomic import commit, staged
 from p3m.errors import CheckpointError, P3MError
 from p3m.infer.strategies import NetOutput
 
@@ -101,53 +102,52 @@ def export_onnx(
     wrapped = _ThreeOutputs.wrap(model)
     gen = torch.Generator().manual_seed(seed)
     sample = torch.randn(1, 3, *sample_size, generator=gen)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
     try:
-        with _unpool_as_scatter(), torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                wrapped,
-                (sample,),
-                str(tmp),
-                dynamo=False,
-                opset_version=opset,
-                input_names=["input"],
-                output_names=list(OUTPUT_NAMES),
-                dynamic_axes={
-                    "input": {0: "batch", 2: "height", 3: "width"},
-                    **{n: {0: "batch", 2: "height", 3: "width"} for n in OUTPUT_NAMES},
-                },
-                do_constant_folding=True,
-            )
-        import onnx
-
-        proto = onnx.load(str(tmp))
-        meta = {
-            "arch": getattr(model, "arch", None),
-            "arch_kwargs": json.dumps(getattr(model, "arch_kwargs", {}) or {}),
-            "producer": "p3m",
-            "input_normalisation": "x/255, ImageNet mean/std, RGB, H and W multiples of 32",
-        }
-        meta.update({k: (v if isinstance(v, str) else json.dumps(v)) for k, v in (metadata or {}).items()})
-        for k, v in meta.items():
-            if v is not None:
-                entry = proto.metadata_props.add()
-                entry.key, entry.value = k, str(v)
-        onnx.save(proto, str(tmp))
-        report: dict[str, Any] = {"path": str(out), "opset": opset, "max_abs_diff": None}
-        if verify:
-            h, w = sample_size
-            diffs = verify_onnx(model, tmp, size=(h + 64, w + 32), seed=seed + 1)
-            report.update(diffs)
-            if not diffs["max_abs_diff"] < 1e-4 or not diffs["logits_rel_diff"] < 1e-4:
-                raise P3MError(
-                    f"{out}: exported model differs from torch (alpha {diffs['max_abs_diff']:.3g}, "
-                    f"logits {diffs['logits_rel_diff']:.3g} relative; limit 1e-4); nothing written"
+        with staged(out) as tmp_name:
+            tmp = Path(tmp_name)
+            with _unpool_as_scatter(), torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(
+                    wrapped,
+                    (sample,),
+                    str(tmp),
+                    dynamo=False,
+                    opset_version=opset,
+                    input_names=["input"],
+                    output_names=list(OUTPUT_NAMES),
+                    dynamic_axes={
+                        "input": {0: "batch", 2: "height", 3: "width"},
+                        **{n: {0: "batch", 2: "height", 3: "width"} for n in OUTPUT_NAMES},
+                    },
+                    do_constant_folding=True,
                 )
-        os.replace(tmp, out)
+            import onnx
+
+            proto = onnx.load(str(tmp))
+            meta = {
+                "arch": getattr(model, "arch", None),
+                "arch_kwargs": json.dumps(getattr(model, "arch_kwargs", {}) or {}),
+                "producer": "p3m",
+                "input_normalisation": "x/255, ImageNet mean/std, RGB, H and W multiples of 32",
+            }
+            meta.update({k: (v if isinstance(v, str) else json.dumps(v)) for k, v in (metadata or {}).items()})
+            for k, v in meta.items():
+                if v is not None:
+                    entry = proto.metadata_props.add()
+                    entry.key, entry.value = k, str(v)
+            onnx.save(proto, str(tmp))
+            report: dict[str, Any] = {"path": str(out), "opset": opset, "max_abs_diff": None}
+            if verify:
+                h, w = sample_size
+                diffs = verify_onnx(model, tmp, size=(h + 64, w + 32), seed=seed + 1)
+                report.update(diffs)
+                if not diffs["max_abs_diff"] < 1e-4 or not diffs["logits_rel_diff"] < 1e-4:
+                    raise P3MError(
+                        f"{out}: exported model differs from torch (alpha {diffs['max_abs_diff']:.3g}, "
+                        f"logits {diffs['logits_rel_diff']:.3g} relative; limit 1e-4); nothing written"
+                    )
+        commit(tmp, out)
     except Exception as exc:
-        tmp.unlink(missing_ok=True)
         if isinstance(exc, P3MError):
             raise
         raise P3MError(f"ONNX export to {out} failed: {type(exc).__name__}: {exc}") from exc
@@ -196,7 +196,7 @@ class OnnxNet:
         providers = ["CPUExecutionProvider"]
         if device.startswith("cuda"):
             if "CUDAExecutionProvider" not in ort.get_available_providers():
-                from p3m.infer.matter import DeviceError
+                from p3m.errors import DeviceError
 
                 raise DeviceError(
                     f"device {device!r} requested but onnxruntime has no CUDA provider "

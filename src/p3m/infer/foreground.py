@@ -25,6 +25,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from p3m.choices import FOREGROUND_METHODS
+
 __all__ = [
     "FOREGROUND_METHODS",
     "alpha_to_uint8",
@@ -35,8 +37,6 @@ __all__ = [
     "multilevel_foreground",
     "unknown_bbox",
 ]
-
-FOREGROUND_METHODS = ("ml", "blur", "pymatting")
 
 
 def unknown_bbox(alpha: np.ndarray, margin: int = 0) -> tuple[int, int, int, int] | None:

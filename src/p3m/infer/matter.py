@@ -25,20 +25,14 @@ from typing import Any
 import numpy as np
 
 from p3m import model_store
-from p3m.errors import CheckpointError, ImageError, P3MError
+from p3m.choices import BACKENDS, PRECISIONS
+from p3m.errors import CheckpointError, DeviceError, ImageError, P3MError
 from p3m.infer.foreground import FOREGROUND_METHODS, alpha_to_uint8, composite, cutout_rgba, estimate_foreground
 from p3m.infer.resize import RESIZE_MODES
 from p3m.infer.strategies import STRATEGIES, NetFn, TorchNet, plan_passes, predict
 from p3m.model_store import BUILTIN
 
-__all__ = ["BACKENDS", "DeviceError", "MatteResult", "Matter", "resolve_device", "resolve_precision", "to_rgb_array"]
-
-BACKENDS = ("auto", "torch", "onnxruntime")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-
-
-class DeviceError(P3MError):
-    """The requested device cannot be used (never silently replaced by another one)."""
+__all__ = ["BACKENDS", "MatteResult", "Matter", "resolve_device", "resolve_precision", "to_rgb_array"]
 
 
 @dataclass

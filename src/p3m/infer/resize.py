@@ -13,9 +13,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["RESIZE_MODES", "resize", "resize_fast", "resize_paper"]
+from p3m.choices import RESIZE_MODES
 
-RESIZE_MODES = ("paper", "fast")
+__all__ = ["RESIZE_MODES", "resize", "resize_fast", "resize_paper"]
 
 
 def _axis_weights(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

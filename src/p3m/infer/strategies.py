@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 import cv2
 import numpy as np
 
+from p3m.choices import STRATEGIES
 from p3m.errors import ImageError
 from p3m.infer.resize import RESIZE_MODES, resize
 
@@ -54,7 +55,6 @@ MAX_SIZE = 1600  # MAX_SIZE_H = MAX_SIZE_W of the published code
 SHORTER_SIDE_LIMIT = 1080  # SHORTER_PATH_LIMITATION of the SAMPLES mode (9.5)
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
-STRATEGIES = ("hybrid", "resize", "highres")
 
 
 class NetOutput(NamedTuple):

@@ -19,12 +19,10 @@ from typing import Any
 
 from torch import nn
 
-from p3m.errors import P3MError
+from p3m.errors import ModelArgumentError, UnknownModelError
 
 __all__ = [
-    "ModelArgumentError",
     "P3MOutput",
-    "UnknownModelError",
     "check_arch_kwargs",
     "create",
     "fuse",
@@ -38,14 +36,6 @@ __all__ = [
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 # per architecture: keyword -> (lowest, highest) accepted value, for numeric construction arguments
 _LIMITS: dict[str, dict[str, tuple[float, float]]] = {}
-
-
-class UnknownModelError(P3MError, ValueError):
-    """The requested architecture name is not registered."""
-
-
-class ModelArgumentError(P3MError, ValueError):
-    """Construction arguments (`arch_kwargs`) the architecture does not take, of the wrong type or out of range."""
 
 
 def register_model(

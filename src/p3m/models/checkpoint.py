@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from p3m.atomic import write_bytes_atomic, write_with
 from p3m.errors import CheckpointError, P3MError
 
 __all__ = [
@@ -247,32 +247,6 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"metadata value of type {type(obj).__name__} is not JSON-serialisable")
 
 
-def _read_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _read_umask()  # read once: os.umask can only be read by setting it, which is not thread-safe
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    """Write through a temp file in the same folder and os.replace it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as fh:  # on disk before the rename: a crash never leaves a torn checkpoint
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp made it 0600; give it the mode a plain open() would
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_checkpoint(model: nn.Module, path: str | os.PathLike[str], *, metadata: dict[str, Any] | None = None) -> Path:
     """Save `model` as `<path>.safetensors` (or `path` if it ends so) plus `<same stem>.json`; returns the weights path.
 
@@ -297,8 +271,8 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike[str], *, metadata:
     header = {"format": "pt", "p3m_format_version": str(FORMAT_VERSION)}
     if meta["arch"]:
         header["arch"] = str(meta["arch"])
-    _atomic_write(out, lambda tmp: save_file(tensors, tmp, metadata=header))
-    _atomic_write(metadata_path(out), lambda tmp: Path(tmp).write_text(meta_text + "\n", encoding="utf-8"))
+    write_with(out, lambda tmp: save_file(tensors, tmp, metadata=header))
+    write_bytes_atomic(metadata_path(out), (meta_text + "\n").encode("utf-8"))
     return out
 
 

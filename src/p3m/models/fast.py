@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from p3m.choices import PRECISIONS
 from p3m.models.blocks import P3MOutput, check_input, check_outputs
 
 __all__ = [
@@ -36,7 +37,6 @@ __all__ = [
     "resolve_precision",
 ]
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 

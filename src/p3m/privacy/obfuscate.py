@@ -25,9 +25,10 @@ import math
 import cv2
 import numpy as np
 
+from p3m.choices import OBFUSCATION_METHODS
 from p3m.errors import ImageError
 
-METHODS = ("blur", "mosaic", "zero")
+METHODS = OBFUSCATION_METHODS
 
 # Fractions of the component size; see the module docstring.
 BLUR_SIGMA_FRACTION = 0.4

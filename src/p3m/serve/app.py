@@ -48,15 +48,15 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from p3m import colors
-from p3m.errors import CheckpointError, ImageError, P3MError
+from p3m.choices import COLOR_HELP, OBFUSCATION_METHODS
+from p3m.choices import parse_color as parse_color_text
+from p3m.errors import ApiError, CheckpointError, ImageError, P3MError
 from p3m.serve.settings import STRATEGIES, ServeSettings
 
 __all__ = [
     "ANONYMIZE_METHODS",
     "OUTPUTS",
     "AccessLogFilter",
-    "ApiError",
     "Part",
     "bind_socket",
     "create_app",
@@ -70,7 +70,7 @@ __all__ = [
 logger = logging.getLogger("p3m.serve")
 
 OUTPUTS = ("alpha", "rgba", "composite")
-ANONYMIZE_METHODS = ("blur", "mosaic", "zero")
+ANONYMIZE_METHODS = OBFUSCATION_METHODS
 # The shared face detector runs at this floor; a request's threshold filters its faces (greedy NMS keeps the
 # best-scoring box of each cluster, so filtering afterwards gives the same faces as detecting at that threshold).
 MIN_FACE_THRESHOLD = 0.05
@@ -88,15 +88,6 @@ SECURITY_HEADERS = [
     ),
 ]
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
-
-
-class ApiError(Exception):
-    """An answer other than 200: HTTP status, a stable machine-readable code and a one-line message."""
-
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-        self.headers = headers or {}
 
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -214,11 +205,11 @@ def parse_multipart(body: bytes | bytearray, content_type: str) -> dict[str, Par
 def parse_color(text: str) -> tuple[int, int, int]:
     """'white' / '#RRGGBB' / '#RGB' / 'R,G,B' -> (r, g, b); ApiError 422 otherwise."""
     try:
-        color = colors.parse_color(text)
+        color = parse_color_text(text)
     except ValueError:
         color = None
     if color is None:
-        raise ApiError(422, "invalid_option", f"background {text[:40]!r} is not a colour; use {colors.COLOR_HELP}")
+        raise ApiError(422, "invalid_option", f"background {text[:40]!r} is not a colour; use {COLOR_HELP}")
     return color
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+from p3m.choices import FOREGROUND_METHODS, PRECISIONS, STRATEGIES
 from p3m.errors import P3MError
 
 __all__ = ["DEFAULT_MAX_PIXELS", "DEFAULT_MAX_UPLOAD_MB", "FOREGROUND_METHODS", "STRATEGIES", "ServeSettings"]
@@ -13,9 +14,6 @@ DEFAULT_MAX_UPLOAD_MB = 20.0
 #: 50 megapixels covers 8K frames and 48 MP phone photos; decoding one takes ~150 MB.
 DEFAULT_MAX_PIXELS = 50_000_000
 # Copies of p3m.infer's tuples, so that settings can be validated without importing torch.
-STRATEGIES = ("hybrid", "resize", "highres")
-FOREGROUND_METHODS = ("ml", "blur", "pymatting")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,11 @@ from typing import Any, Union
 
 import yaml
 
-from p3m.errors import P3MError
+from p3m.choices import OBFUSCATION_METHODS
+from p3m.errors import ConfigError
 
 __all__ = [
     "COMPILE_MODES",
-    "ConfigError",
     "CopyPasteConfig",
     "DataConfig",
     "LoopConfig",
@@ -37,10 +37,6 @@ __all__ = [
 
 #: `train.compile` values besides true/false (true = "default"); see torch.compile.
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-
-
-class ConfigError(P3MError, ValueError):
-    """A training configuration is invalid; the message lists every problem."""
 
 
 @dataclass
@@ -151,7 +147,7 @@ class TrainConfig:
             problems.append(f"data.workers must be >= 0 or null (automatic), got {d.workers}")
         _choice(problems, "data.crop_policy", d.crop_policy, ("ijcv", "mm21"))
         _choice(problems, "data.trimap_variant", d.trimap_variant, ("ijcv", "mm21"))
-        _choice(problems, "data.obfuscation", d.obfuscation, ("none", "blur", "mosaic", "zero"))
+        _choice(problems, "data.obfuscation", d.obfuscation, ("none", *OBFUSCATION_METHODS))
         _choice(problems, "copy_paste.source", self.copy_paste.source, ("self", "folder"))
         if self.copy_paste.enabled and self.copy_paste.source == "folder" and not self.copy_paste.face_dir:
             problems.append("copy_paste.source 'folder' needs copy_paste.face_dir")

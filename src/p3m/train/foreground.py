@@ -84,7 +84,7 @@ def write_cache_image(path: str | os.PathLike, rgb_u8: np.ndarray) -> Path:
     """Write HxWx3 uint8 RGB atomically as lossless WebP (no metadata); the pixels read back are identical."""
     import cv2
 
-    from p3m.io import write_bytes_atomic
+    from p3m.atomic import write_bytes_atomic
 
     ok, buffer = cv2.imencode(
         CACHE_EXT, cv2.cvtColor(np.ascontiguousarray(rgb_u8), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_WEBP_QUALITY, 101]

@@ -23,7 +23,6 @@ import os
 import random
 import signal
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from p3m.atomic import write_bytes_atomic, write_with
 from p3m.errors import P3MError
 from p3m.train.config import TrainConfig, config_from_dict, config_to_dict, load_config
 
@@ -79,41 +79,6 @@ def lr_at(step: int, total_steps: int, cfg) -> float:
         progress = min(1.0, (step - cfg.warmup_steps) / span)
         return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
     return cfg.lr
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    """torch.save through temp file + fsync + os.replace (+ directory fsync)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    from p3m.io import write_bytes_atomic
-
-    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def _rng_state() -> dict[str, Any]:
@@ -305,7 +270,7 @@ class _Logger:
                     continue  # a line torn by a kill
                 if rec.get("step", 0) <= resume_step:
                     self.records.append(rec)
-            _atomic_text(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
+            write_bytes_atomic(self.path, "".join(json.dumps(r) + "\n" for r in self.records).encode("utf-8"))
         elif resume_step is None and self.path.is_file():
             self.path.unlink()
         try:
@@ -362,15 +327,10 @@ class _Logger:
         if splits:
             axes[1].legend()
         fig.tight_layout()
-        fd, tmp = tempfile.mkstemp(prefix=".curves.", suffix=".png", dir=out_dir)
-        os.close(fd)
         try:
-            fig.savefig(tmp, dpi=80)
-            os.replace(tmp, out_dir / PLOT_FILE)
+            write_with(out_dir / PLOT_FILE, lambda tmp: fig.savefig(tmp, dpi=80, format="png"))
         finally:
             plt.close(fig)
-            if os.path.exists(tmp):
-                os.unlink(tmp)
 
     def close(self) -> None:
         if self.tb is not None:
@@ -564,7 +524,7 @@ def _train(cfg: TrainConfig, out: Path, info: _Dist, *, resume: bool, progress: 
     if info.main:
         import yaml
 
-        _atomic_text(out / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+        write_bytes_atomic(out / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False).encode("utf-8"))
 
     from p3m.data.synth import is_synth_output
 
@@ -575,19 +535,17 @@ def _train(cfg: TrainConfig, out: Path, info: _Dist, *, resume: bool, progress: 
         if not info.main:
             return
         save_checkpoint(model, out / LAST_FILE, metadata={**meta, "step": step, "epoch": step // steps_per_epoch})
-        _atomic_torch_save(
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer_state(optimizer),
-                "scaler": scaler.state_dict(),
-                "step": step,
-                "epoch": step // steps_per_epoch,
-                "best": best,
-                "rng": _rng_state(),
-                "config": config_to_dict(cfg),
-            },
-            resume_path,
-        )
+        state = {
+            "model": model.state_dict(),
+            "optimizer": optimizer_state(optimizer),
+            "scaler": scaler.state_dict(),
+            "step": step,
+            "epoch": step // steps_per_epoch,
+            "best": best,
+            "rng": _rng_state(),
+            "config": config_to_dict(cfg),
+        }
+        write_with(resume_path, lambda tmp: torch.save(state, tmp), sync_dir=True)
 
     def run_validation() -> None:
         if val_dataset is None:
