@@ -13,13 +13,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from p3m import model_store
+from p3m.models import store as model_store
 from p3m.commands import export as export_cmd
 from p3m.commands import matte as matte_cmd
 from p3m.errors import P3MError
-from p3m.infer.export import OUTPUT_NAMES, OnnxNet, export_onnx, scatter_unpool2d, verify_onnx
+from p3m.infer.export import export_onnx, scatter_unpool2d, verify_onnx
 from p3m.infer.matter import Matter
-from p3m.infer.strategies import TorchNet, predict
+from p3m.infer.runtime import ONNX_OUTPUT_NAMES, OnnxNet, TorchNet
+from p3m.infer.strategies import predict
 from p3m.models import create
 from p3m.models.checkpoint import save_checkpoint
 
@@ -67,7 +68,7 @@ def test_export_parity_and_dynamic_shapes(tiny, onnx_file) -> None:
     assert report["max_abs_diff"] < 1e-4 and report["logits_rel_diff"] < 1e-4
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto)
-    assert [o.name for o in proto.graph.output] == list(OUTPUT_NAMES)
+    assert [o.name for o in proto.graph.output] == list(ONNX_OUTPUT_NAMES)
     dims = [d.dim_param for d in proto.graph.input[0].type.tensor_type.shape.dim]
     assert dims[2:] == ["height", "width"]
     assert {p.key: p.value for p in proto.metadata_props}["arch"] == "p3m-r34"
@@ -120,6 +121,6 @@ def test_export_command(tiny, tmp_path, monkeypatch, capsys) -> None:
     # an exported model dropped in the folder is listed and usable by name
     (tmp_path / "home" / "models").mkdir(parents=True, exist_ok=True)
     out.replace(tmp_path / "home" / "models" / "exported.onnx")
-    entries = {e.name: e for e in model_store.list_models()}
+    entries = {e.name: e for e in model_store.list_weights()}
     assert entries["exported"].format == "onnx" and entries["exported"].arch == "p3m-r34"
     assert Matter(weights="exported").backend == "onnxruntime"

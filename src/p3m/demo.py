@@ -126,10 +126,10 @@ def run_demo(opts: DemoOptions, log: Callable[[str], None] = print) -> DemoResul
 
     # 3. register the trained P3M-Net
     checkpoint = _trained_checkpoint(bench_dir, results)
-    from p3m import model_store
+    from p3m.models import store
 
-    model_store.register(checkpoint, MODEL_NAME, arch="p3m-r34", origin=f"p3m demo ({out})")
-    log(f"\nregistered {checkpoint} as `{MODEL_NAME}` in {model_store.model_home()}")
+    store.register(checkpoint, MODEL_NAME, arch="p3m-r34", origin=f"p3m demo ({out})")
+    log(f"\nregistered {checkpoint} as `{MODEL_NAME}` in {store.model_home()}")
 
     # 4. cutouts: real portraits when present, synthetic normal-face test images always
     matte_dirs = []

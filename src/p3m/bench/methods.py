@@ -79,8 +79,9 @@ class NetworkMethod(Method):
         device: str = "cpu",
         precision: str = "fp32",
     ) -> None:
-        from p3m.infer.strategies import STRATEGIES, TorchNet
-        from p3m.models.fast import count_parameters
+        from p3m.choices import STRATEGIES
+        from p3m.infer.runtime import TorchNet
+        from p3m.models.counting import count_parameters
 
         if strategy not in STRATEGIES:
             raise MethodError(f"{name}: unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")

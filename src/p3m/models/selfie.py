@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from p3m.models import register_model
+from p3m.models.registry import register_model
 
 __all__ = ["WEIGHTS", "SelfieSegmentation", "weights_path"]
 
@@ -35,10 +35,10 @@ def weights_path(variant: str = "general") -> Path:
     return WEIGHTS_DIR / WEIGHTS[variant]
 
 
-def _same_pad(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int]) -> torch.Tensor:
+def _same_pad(x: torch.Tensor, kernel: tuple[int, ...], stride: tuple[int, ...]) -> torch.Tensor:
     """NCHW -> NCHW padded as TensorFlow's SAME (the extra pixel goes after, not before)."""
     pads = []
-    for size, k, s in zip(reversed(x.shape[2:]), reversed(kernel), reversed(stride)):
+    for size, k, s in zip(reversed(x.shape[2:]), reversed(kernel), reversed(stride), strict=True):
         total = max((math.ceil(size / s) - 1) * s + k - size, 0)
         pads += [total // 2, total - total // 2]
     return F.pad(x, pads) if any(pads) else x
@@ -73,7 +73,8 @@ class SelfieSegmentation(nn.Module):
 
         with safe_open(str(path), framework="pt") as f:
             graph = json.loads((f.metadata() or {})["graph"])
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            names = f.keys()  # a safetensors file handle, not a dict: it is not iterable
+            tensors = {k: f.get_tensor(k) for k in names}
         return cls(graph, tensors)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
@@ -130,7 +131,12 @@ class SelfieSegmentation(nn.Module):
         return values[self.graph["output"]]
 
 
-@register_model("mediapipe-selfie")
+@register_model(
+    "mediapipe-selfie",
+    licence="Apache-2.0 (Google, MediaPipe selfie segmentation)",
+    normalisation="unit",
+    size_multiple=0,
+)
 def mediapipe_selfie(variant: str = "general") -> SelfieSegmentation:
     """MediaPipe selfie segmentation with its shipped weights (variant "general" or "landscape")."""
     if variant not in WEIGHTS:

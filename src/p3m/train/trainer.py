@@ -34,6 +34,8 @@ import torch.distributed as dist
 
 from p3m.atomic import write_bytes_atomic, write_with
 from p3m.errors import P3MError
+from p3m.infer.preprocess import normalize
+from p3m.infer.runtime import autocast_dtype, resolve_device
 from p3m.train.config import TrainConfig, config_from_dict, config_to_dict, load_config
 
 __all__ = ["LOG_FILE", "RESUME_FILE", "TrainResult", "lr_at", "predict_resize", "train", "validate"]
@@ -134,30 +136,6 @@ def _init_distributed(device_pref: str) -> _Dist:
     return info
 
 
-def _pick_device(pref: str, info: _Dist) -> torch.device:
-    if pref == "auto":
-        return torch.device(f"cuda:{info.local_rank}" if torch.cuda.is_available() else "cpu")
-    device = torch.device(pref)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise P3MError(f"train.device is {pref!r} but CUDA is not available")
-        if device.index is None:
-            device = torch.device(f"cuda:{info.local_rank}")
-    return device
-
-
-def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype of ``train.amp``; "auto" is bf16 where the device runs it natively (CUDA with bf16,
-    CPUs with AVX512-BF16/AMX), else no autocast."""
-    if amp == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-        from p3m.models.fast import cpu_supports_bf16
-
-        return torch.bfloat16 if device.type == "cpu" and cpu_supports_bf16() else None
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
-
-
 # ---------------------------------------------------------------------------------------- validation
 
 
@@ -176,8 +154,6 @@ def predict_resize(
     """
     import cv2
 
-    from p3m.train.data import normalize
-
     h, w = image_u8.shape[:2]
 
     def side(n: int) -> int:
@@ -185,7 +161,7 @@ def predict_resize(
         return max(32, min(max_side - max_side % 32, s - s % 32))
 
     hs, ws = side(h), side(w)
-    x = normalize(cv2.resize(image_u8, (ws, hs), interpolation=cv2.INTER_LINEAR))[None].to(device)
+    x = torch.from_numpy(normalize(cv2.resize(image_u8, (ws, hs), interpolation=cv2.INTER_LINEAR)))[None].to(device)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
@@ -410,7 +386,7 @@ def _train(cfg: TrainConfig, out: Path, info: _Dist, *, resume: bool, progress: 
 
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    device = _pick_device(cfg.train.device, info)
+    device = torch.device(resolve_device(cfg.train.device, local_rank=info.local_rank, fix="train.device=cpu"))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed-size crops: pick the fastest convolution once
     resume_path = out / RESUME_FILE
@@ -466,7 +442,7 @@ def _train(cfg: TrainConfig, out: Path, info: _Dist, *, resume: bool, progress: 
         capturable=cfg.train.cuda_graph,
         device=device,
     )
-    scaler = torch.amp.GradScaler(device.type, enabled=_amp_dtype(cfg.train.amp, device) == torch.float16)
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype(cfg.train.amp, device) == torch.float16)
     step = 0
     best: dict[str, float] = {}
     if state is not None:
@@ -494,7 +470,7 @@ def _train(cfg: TrainConfig, out: Path, info: _Dist, *, resume: bool, progress: 
     compile_mode = (
         cfg.train.compile if isinstance(cfg.train.compile, str) else ("default" if cfg.train.compile else None)
     )
-    amp_dtype = _amp_dtype(cfg.train.amp, device)
+    amp_dtype = autocast_dtype(cfg.train.amp, device)
     train_step = TrainStep(
         net,
         optimizer,
@@ -528,7 +504,7 @@ def _train(cfg: TrainConfig, out: Path, info: _Dist, *, resume: bool, progress: 
 
     from p3m.data.synth import is_synth_output
 
-    # recorded so that using these weights on real photos warns (p3m.model_store.trained_on_synthetic)
+    # recorded so that using these weights on real photos warns (p3m.models.store.trained_on_synthetic)
     meta = {"name": cfg.name, "recipe": "p3m-train", "dataset_synthetic": is_synth_output(cfg.data.root)}
 
     def save() -> None:
@@ -752,7 +728,7 @@ def _load_backbone(model: torch.nn.Module, path: str) -> None:
 
 
 def _register(checkpoint: Path, cfg: TrainConfig) -> None:
-    from p3m.model_store import register
+    from p3m.models.store import register
 
     path = register(checkpoint, cfg.register_as, arch=cfg.model.arch, origin=f"trained:{cfg.name}")
     print(f"p3m train: registered {checkpoint.name} as {cfg.register_as!r} ({path})", file=sys.stderr)
