@@ -61,6 +61,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
     parser.add_argument("-o", "--outdir", required=True, metavar="OUTDIR", help="output folder (created if missing)")
     parser.add_argument("--recursive", action="store_true", help="descend into sub-folders of folder inputs")
+    _add_output_options(parser)
+    _add_model_options(parser)
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def _add_output_options(parser: argparse.ArgumentParser) -> None:
+    """What is written per image, and what happens to outputs that exist."""
     parser.add_argument(
         "--output",
         type=parse_outputs,
@@ -83,6 +91,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     exist = parser.add_mutually_exclusive_group()
     exist.add_argument("--skip-existing", action="store_true", help="skip inputs whose outputs all exist")
     exist.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    """Which model runs, where and how (the arguments of `Matter`)."""
     parser.add_argument(
         "--weights",
         default=None,
@@ -137,8 +149,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "fastest) or pymatting (pymatting's numba implementation)",
     )
     parser.add_argument("--tile", type=_tile_count, default=1024, help="highres tile side (default 1024)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    return parser
 
 
 def _background(text: str) -> tuple[int, int, int] | np.ndarray:

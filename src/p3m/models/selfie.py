@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from torch import nn
 
 from p3m.models.registry import register_model
@@ -69,8 +70,6 @@ class SelfieSegmentation(nn.Module):
     @classmethod
     def from_file(cls, path: str | Path) -> SelfieSegmentation:
         """Load a file written by tools/convert_selfie_tflite.py."""
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as f:
             graph = json.loads((f.metadata() or {})["graph"])
             names = f.keys()  # a safetensors file handle, not a dict: it is not iterable

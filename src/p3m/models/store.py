@@ -221,7 +221,7 @@ def guess_arch(path: str | os.PathLike[str]) -> tuple[str | None, dict[str, Any]
         return arch, kwargs
     try:
         if p.suffix == ".onnx":
-            import onnx
+            import onnx  # only for a dropped .onnx file: the onnx package costs start-up time otherwise
 
             model = onnx.load(str(p), load_external_data=False)
             props = {q.key: q.value for q in model.metadata_props}
