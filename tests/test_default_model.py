@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from p3m.infer.sessions import PortraitSession
-from p3m.models import store as model_store
 from p3m.cli import main as run_cli
 from p3m.errors import CheckpointError
 from p3m.infer import Matter
+from p3m.infer.sessions import PortraitSession
 from p3m.models import create, save_checkpoint
+from p3m.models import store as model_store
 
 DATA = Path(__file__).parent / "data"
 
@@ -72,7 +72,8 @@ def test_the_builtin_name_cannot_be_registered_over(home: Path, tmp_path: Path) 
 
 def test_matter_default_mattes_a_real_portrait_and_names_the_route(home: Path, portrait: Path) -> None:
     matter = Matter()
-    assert matter.model_name == "portrait-cf" and isinstance(matter.session, PortraitSession) and not matter.model_warning
+    assert matter.model_name == "portrait-cf" and not matter.model_warning
+    assert isinstance(matter.session, PortraitSession)
     result = matter.matte(portrait, foreground=True)
     assert result.info["model"] == "portrait-cf" and result.info["strategy"] == "portrait-cf"
     assert result.alpha.shape == (256, 256) and result.cutout.shape == (256, 256, 4)

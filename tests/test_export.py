@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from p3m.models import store as model_store
+from p3m import models
 from p3m.commands import export as export_cmd
 from p3m.commands import matte as matte_cmd
 from p3m.errors import P3MError
@@ -22,6 +22,7 @@ from p3m.infer.matter import Matter
 from p3m.infer.runtime import ONNX_OUTPUT_NAMES, OnnxNet, TorchNet
 from p3m.infer.strategies import predict
 from p3m.models import create
+from p3m.models import store as model_store
 from p3m.models.checkpoint import save_checkpoint
 
 torch.set_num_threads(1)
@@ -71,7 +72,11 @@ def test_export_parity_and_dynamic_shapes(tiny, onnx_file) -> None:
     assert [o.name for o in proto.graph.output] == list(ONNX_OUTPUT_NAMES)
     dims = [d.dim_param for d in proto.graph.input[0].type.tensor_type.shape.dim]
     assert dims[2:] == ["height", "width"]
-    assert {p.key: p.value for p in proto.metadata_props}["arch"] == "p3m-r34"
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert meta["arch"] == "p3m-r34"
+    # the input contract and licence registered beside the architecture (p3m.models.registry)
+    assert meta["input_normalisation"] == "x/255, ImageNet mean/std, RGB, H and W multiples of 32"
+    assert meta["licence"] == models.arch_config("p3m-r34").licence
     assert "MaxUnpool" not in {n.op_type for n in proto.graph.node}
     for size in ((64, 96), (160, 128)):  # sizes other than the traced one
         assert verify_onnx(tiny, path, size=size)["max_abs_diff"] < 1e-4
@@ -103,7 +108,7 @@ def test_matter_and_cli_with_onnxruntime_backend(onnx_file, tmp_path, monkeypatc
         ["matte", str(src), "-o", str(tmp_path / "out"), "--backend", "onnxruntime", "--weights", str(path), "--quiet"]
     )
     assert code == 0 and (tmp_path / "out" / "in_alpha.png").is_file()
-    with pytest.raises(P3MError, match="needs --backend onnxruntime|onnxruntime"):
+    with pytest.raises(P3MError, match=r"needs --backend onnxruntime|onnxruntime"):
         Matter(weights=path, backend="torch")
 
 

@@ -3,6 +3,7 @@ highres tiling, SAMPLES mode, foreground estimation, the Matter API and the mode
 
 from __future__ import annotations
 
+import itertools
 import json
 import pickle
 import threading
@@ -19,6 +20,7 @@ from p3m.infer import foreground as fgmod
 from p3m.infer.matter import Matter, MatteResult
 from p3m.infer.preprocess import to_rgb
 from p3m.infer.resize import resize_fast, resize_paper
+from p3m.infer.runtime import TorchNet
 from p3m.infer.strategies import (
     NetOutput,
     blend_ramp,
@@ -30,9 +32,8 @@ from p3m.infer.strategies import (
     tile_starts,
 )
 from p3m.models import create, fuse
-from p3m.models.blocks import P3MOutput
-from p3m.infer.runtime import TorchNet
 from p3m.models import store as model_store
+from p3m.models.blocks import P3MOutput
 from p3m.models.checkpoint import save_checkpoint
 
 torch.set_num_threads(1)
@@ -212,7 +213,7 @@ def test_tile_offsets_are_multiples_of_32_and_cover() -> None:
         starts = tile_starts(n, 1024, 128)
         assert all(s % 32 == 0 for s in starts)
         assert starts[0] == 0 and starts[-1] == n - 1024
-        assert all(b - a <= 1024 - 128 for a, b in zip(starts, starts[1:]))  # overlap >= 128
+        assert all(b - a <= 1024 - 128 for a, b in itertools.pairwise(starts))  # overlap >= 128
     assert tile_starts(640, 1024, 128) == [0]
     w1, w2 = blend_ramp(256, 0, 96), blend_ramp(256, 96, 0)
     np.testing.assert_allclose(w1[-96:] + w2[:96], 1.0, atol=1e-6)
@@ -302,15 +303,18 @@ def literal_multilevel(image, alpha, eps=1e-5, n_small=20, n_big=4, small=32, gw
     levels = int(np.ceil(np.log2(max(w0, h0))))
     for lev in range(levels + 1):
         w, h = round(w0 ** (lev / levels)), round(h0 ** (lev / levels))
-        near = lambda a: np.array(
-            [
+
+        def near(a: np.ndarray, h: int = h, w: int = w) -> np.ndarray:
+            return np.array(
                 [
-                    a[min(a.shape[0] - 1, y * a.shape[0] // h), min(a.shape[1] - 1, x * a.shape[1] // w)]
-                    for x in range(w)
+                    [
+                        a[min(a.shape[0] - 1, y * a.shape[0] // h), min(a.shape[1] - 1, x * a.shape[1] // w)]
+                        for x in range(w)
+                    ]
+                    for y in range(h)
                 ]
-                for y in range(h)
-            ]
-        )
+            )
+
         img, al, F, B = near(image), near(alpha), near(F), near(B)
         for _ in range(n_small if (w <= small and h <= small) else n_big):
             F2, B2 = F.copy(), B.copy()

@@ -221,7 +221,7 @@ def test_bytes_input_and_errors() -> None:
     buf = pyio.BytesIO()
     Image.fromarray(_gradient()).save(buf, format="PNG")
     assert io.read_image(buf.getvalue()).shape == (48, 64, 3)
-    with pytest.raises(ImageError, match="upload.png: empty"):
+    with pytest.raises(ImageError, match=r"upload\.png: empty"):
         io.read_image(b"", name="upload.png")
     with pytest.raises(ImageError, match="not a recognised image"):
         io.read_image(b"GIF89a-garbage-not-really", name="x")

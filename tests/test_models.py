@@ -18,10 +18,9 @@ from torch import nn
 
 from p3m import models
 from p3m.errors import CheckpointError, ModelArgumentError, P3MError, UnknownModelError
-from p3m.models import P3MOutput, fuse
-from p3m.models.checkpoint import load_checkpoint, load_model, read_state_dict, save_checkpoint
 from p3m.infer.runtime import DTYPES, InferenceRunner, prepare_for_inference, resolve_precision
-from p3m.models import registry
+from p3m.models import P3MOutput, fuse, registry
+from p3m.models.checkpoint import load_checkpoint, load_model, read_state_dict, save_checkpoint
 from p3m.models.counting import count_flops, count_parameters
 from p3m.models.p3mnet_transformer import (
     SWIN_T_CHANNELS,
@@ -233,7 +232,7 @@ def test_width_scales_channels():
 
 def _published_fusion(global_sigmoid, local_sigmoid):
     """Literal copy of `get_masked_local_from_global` from the published code."""
-    values, index = torch.max(global_sigmoid, 1)
+    _values, index = torch.max(global_sigmoid, 1)
     index = index[:, None, :, :].float()
     bg_mask = index.clone()
     bg_mask[bg_mask == 2] = 1
@@ -343,7 +342,7 @@ def test_forward_matches_published_wiring(r34_small):
     with torch.no_grad():
         ours = r34_small(x)
         ref = _published_r34_forward(r34_small, x)
-    for a, b in zip(ours, ref):
+    for a, b in zip(ours, ref, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
@@ -384,14 +383,14 @@ def test_deterministic_in_eval(r34_small):
     with torch.no_grad():
         a = r34_small(x)
         b = r34_small(x)
-    for t, u in zip(a, b):
+    for t, u in zip(a, b, strict=True):
         assert torch.equal(t, u)
     torch.manual_seed(0)
     twin = models.create("p3m-r34", width=16).eval()
     _randomise_bn(twin)
     with torch.no_grad():
         c = twin(x)
-    for t, u in zip(a, c):
+    for t, u in zip(a, c, strict=True):
         assert torch.equal(t, u)
 
 
@@ -412,7 +411,7 @@ def test_transformer_decoder_counts(channels, params_m):
     sd = dec.state_dict()
     assert len(sd) == 281
     assert dict(Counter(k.split(".")[0] for k in sd)) == _decoder_prefix_counts()
-    c_deep, c3, c2, c1, c0, stem = channels
+    c_deep, c3, c2, _c1, c0, stem = channels
     assert sd["decoder4_g.0.weight"].shape == (c3, c_deep, 3, 3)  # first conv changes channels
     assert sd["decoder0_g.6.weight"].shape == (stem, stem, 3, 3) and "decoder0_g.6.bias" in sd
     assert sd["decoder_final_g.weight"].shape == (3, stem, 3, 3)
@@ -491,7 +490,7 @@ def test_transformer_wrapper_forward_and_wiring():
         deep, indices, feas = enc(x)
         ref = _published_transformer_decoder_forward(dec, deep, indices, feas)
     assert [tuple(t.shape) for t in out] == [(2, 3, 64, 96), (2, 1, 64, 96), (2, 1, 64, 96)] + [(2, 3, 64, 96)] * 3
-    for a, b in zip(out, ref):
+    for a, b in zip(out, ref, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert set(k.split(".")[0] for k in model.state_dict()) == {"encoder", "decoder"}
     with pytest.raises(ValueError, match="multiples of 32"):
@@ -564,7 +563,7 @@ def _outputs(model, x):
 
 
 def _assert_same_outputs(a, b):
-    for t, u in zip(a, b):
+    for t, u in zip(a, b, strict=True):
         assert torch.equal(t, u)
 
 
@@ -681,7 +680,7 @@ def test_malicious_pickle_is_refused_and_not_executed(r34_small, tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pth"
     torch.save({"state_dict": r34_small.state_dict(), "payload": _Exploit(marker)}, path)
-    with pytest.raises(CheckpointError, match="refused.*arbitrary code"):
+    with pytest.raises(CheckpointError, match=r"refused.*arbitrary code"):
         load_checkpoint(_fresh_small(), path)
     assert not marker.exists()
     raw = tmp_path / "evil.pkl"
@@ -791,7 +790,7 @@ def test_runner_fp32_matches_eager(r34_small):
     runner = InferenceRunner(r34_small, "cpu", precision="fp32", cuda_graphs=True)  # graphs ignored on CPU
     out = runner(x)
     ref = _outputs(r34_small, x)
-    for a, b in zip(out, ref):
+    for a, b in zip(out, ref, strict=True):
         assert a.dtype == torch.float32
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
     assert runner.captured_shapes == []
@@ -947,3 +946,55 @@ def test_cli_reports_bad_sidecar_kwargs_in_one_line(r34_small, tmp_path, capsys,
     assert main(["export", "--weights", str(out), "-o", str(tmp_path / "m.onnx")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "p3m-r34 takes no argument 'depth'" in err and "internal" not in err
+
+
+# ---------------------------------------------------------------------------------------------- registry configs
+
+
+def test_every_architecture_registers_its_input_contract_and_licence():
+    for name in models.list_architectures():
+        config = models.arch_config(name)
+        assert config.licence and config.normalisation in registry.NORMALISATIONS, name
+    for name in ("p3m-r34", "basic-r34", "modnet-mbv2", "p3m-swin-t", "p3m-vitae-s"):  # the strategies' input
+        assert (models.arch_config(name).normalisation, models.arch_config(name).size_multiple) == ("imagenet", 32)
+    selfie = models.arch_config("mediapipe-selfie")
+    assert (selfie.normalisation, selfie.size_multiple) == ("unit", 0) and selfie.licence.startswith("Apache-2.0")
+    assert models.arch_config("p3m-r34").licence.startswith("MIT")
+    with pytest.raises(UnknownModelError, match="unknown model 'nope'"):
+        models.arch_config("nope")
+    with pytest.raises(UnknownModelError):  # a JSON list where a name belongs: one clear line, no TypeError
+        models.check_arch_kwargs(["p3m-r34"], {})  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------------------- the sidecar
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ('{"arch": "p3m-r34", "format_version": 999}', "format_version 999 is not one this p3m reads"),
+        (
+            '{"arch": ["p3m-r34"], "format_version": 1}',
+            r"'arch' must be an architecture name \(a string\), got \[\"p3m-r34\"\]",
+        ),
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ("[1, 2]", "must be a JSON object"),
+        ("{oops", "unreadable checkpoint metadata"),
+    ],
+)
+def test_the_sidecar_is_read_and_validated_in_one_place(r34_small, tmp_path, monkeypatch, text, needle):
+    from p3m.models import store
+    from p3m.models.checkpoint import read_sidecar, sidecar_path
+
+    monkeypatch.setenv("P3M_HOME", str(tmp_path / "home"))
+    out = save_checkpoint(r34_small, tmp_path / "home" / "models" / "m")
+    assert sidecar_path(out) == out.with_suffix(".json") and read_sidecar(out)["arch"] == "p3m-r34"
+    sidecar_path(out).write_text(text)
+    for load in (read_sidecar, load_model):
+        with pytest.raises(CheckpointError, match=needle) as info:
+            load(out)
+        assert "\n" not in str(info.value)
+    # the folder is still listed (the weights' own header names them) and the default route is unaffected
+    entries = {e.name: e for e in store.list_weights()}
+    assert entries["m"].arch == "p3m-r34" and store.default_model().name == store.BUILTIN
+    assert not store.trained_on_synthetic(out)
