@@ -245,32 +245,51 @@ def test_sessions_answer_one_interface(tmp_path: Path, monkeypatch: pytest.Monke
     torch.manual_seed(0)
     weights = save_checkpoint(create("p3m-r34", width=16), tmp_path / "tiny")
     route = new_session()
-    network = new_session(weights=weights, precision="fp32", options=StrategyOptions("resize"))
+    network = new_session(weights=weights, precision="fp32")
     assert isinstance(route, PortraitSession) and isinstance(network, TorchSession)
-    assert (route.name, route.arch, route.backend, route.strategy) == (
-        "portrait-cf",
-        "portrait-cf",
-        "torch",
-        "portrait-cf",
-    )
+    assert (route.name, route.arch, route.backend, route.precision) == ("portrait-cf", "portrait-cf", "torch", "fp32")
     assert route.licence.startswith("Apache-2.0") and route.weights is not None and route.weights.is_file()
-    assert (network.name, network.arch, network.precision, network.strategy) == (
+    assert (network.name, network.arch, network.backend, network.precision) == (
         "tiny.safetensors",
         "p3m-r34",
+        "torch",
         "fp32",
-        "resize",
     )
     assert network.licence.startswith("MIT") and network.weights == weights
     image = gradient(64, 96)
-    for session in (route, network):
-        alpha = session.predict_alpha(image)
-        assert alpha.shape == (64, 96) and alpha.dtype == np.float32
-        assert session.plan(64, 96)["strategy"] == session.strategy
+    for options in (StrategyOptions("resize"), StrategyOptions("hybrid", "paper")):
+        assert route.plan(64, 96, options)["strategy"] == "portrait-cf"
+        assert network.plan(64, 96, options) == strategies.plan_passes(options.strategy, 64, 96)
+        np.testing.assert_array_equal(  # one loaded session serves any strategy
+            network.predict_alpha(image, options),
+            strategies.predict(network.net, image, options.strategy, resize_mode=options.resize_mode),
+        )
+        for session in (route, network):
+            alpha = session.predict_alpha(image, options)
+            assert alpha.shape == (64, 96) and alpha.dtype == np.float32
+    assert route.method(StrategyOptions()) == "segmentation prior + closed-form matting"
+    assert network.method(StrategyOptions("resize")) == "torch, resize"
     assert route.result_warning(np.zeros((4, 4), np.float32)) == "no person found: the matte is empty"
     assert network.result_warning(np.zeros((4, 4), np.float32)) == ""
     with pytest.raises(ChoiceError, match="unknown backend 'tensorrt'"):
         new_session(backend="tensorrt")
+    with pytest.raises(ChoiceError, match="unknown strategy 'fast'"):
+        StrategyOptions("fast")
     assert OnnxSession.backend == "onnxruntime"
+
+
+def test_a_copy_of_matter_with_another_strategy_shares_the_model() -> None:
+    """The server's per-request strategy: copy.copy(matter), then set the strategy on the copy."""
+    import copy
+
+    matter = Matter.from_network(_ConstantNet(), strategy="hybrid")
+    job = copy.copy(matter)
+    job.strategy = "resize"
+    assert job.session is matter.session and (job.strategy, matter.strategy) == ("resize", "hybrid")
+    image = gradient(64, 96)
+    assert job.matte(image).info["strategy"] == "resize" and matter.matte(image).info["strategy"] == "hybrid"
+    with pytest.raises(ChoiceError):
+        job.strategy = "fastest"
 
 
 def test_matter_names_what_it_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -21,7 +21,7 @@ import os
 import time
 import warnings
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -119,7 +119,6 @@ class Matter:
             backend=backend,
             device=self.device,
             precision=precision,
-            options=options,
         )
         if self.model_warning:
             warnings.warn(self.model_warning, stacklevel=2)
@@ -147,7 +146,7 @@ class Matter:
         self = cls.__new__(cls)
         options = StrategyOptions(strategy, resize_mode, tile, overlap, shorter_side_limit)
         self._setup(options, foreground_method, device)
-        self.session = network_session(network, device=self.device, precision=precision, options=options)
+        self.session = network_session(network, device=self.device, precision=precision)
         return self
 
     # -- what was loaded -------------------------------------------------------------------------------------
@@ -179,8 +178,15 @@ class Matter:
 
     @property
     def strategy(self) -> str:
-        """The test strategy asked for (the built-in route has none of its own: see `session.strategy`)."""
+        """The test strategy of P3M-Net passes (the built-in route has none: its plan says "portrait-cf").
+
+        Settable: a shallow copy of a Matter with another strategy shares the loaded model (the server's
+        per-request strategy)."""
         return self.options.strategy
+
+    @strategy.setter
+    def strategy(self, name: str) -> None:
+        self.options = replace(self.options, strategy=name)
 
     @property
     def resize_mode(self) -> str:
@@ -195,13 +201,13 @@ class Matter:
     def describe(self) -> str:
         """'NAME (ARCH) on DEVICE, METHOD': the model actually used, for run summaries."""
         arch = f" ({self.arch})" if self.arch and self.arch != self.model_name else ""
-        return f"{self.model_name}{arch} on {self.device}, {self.session.method}"
+        return f"{self.model_name}{arch} on {self.device}, {self.session.method(self.options)}"
 
     # -- matting ---------------------------------------------------------------------------------------------
 
     def plan(self, height: int, width: int) -> dict[str, Any]:
         """The sizes the network sees for an image of this size (honest resolution policy)."""
-        return self.session.plan(height, width)
+        return self.session.plan(height, width, self.options)
 
     def matte(self, image: Any, *, foreground: bool = False) -> MatteResult:
         """Alpha matte of one image; foreground=True adds fg + RGBA cutout.
@@ -212,19 +218,20 @@ class Matter:
         t0 = time.perf_counter()
         rgb = to_rgb(image)
         t1 = time.perf_counter()
-        alpha = self.session.predict_alpha(rgb)
+        alpha = self.session.predict_alpha(rgb, self.options)
         t2 = time.perf_counter()
         result = MatteResult(alpha=alpha, image=rgb, foreground_method=self.foreground_method)
         if foreground:
             result.foreground = estimate_foreground(rgb, alpha, self.foreground_method)
             result.cutout = cutout_rgba(result.foreground, alpha)
         t3 = time.perf_counter()
+        plan = self.plan(*rgb.shape[:2])
         result.info = {
             "model": self.model_name,
             "arch": self.arch,
-            "strategy": self.session.strategy,
+            "strategy": plan["strategy"],
             "resize_mode": self.resize_mode,
-            "plan": self.plan(*rgb.shape[:2]),
+            "plan": plan,
             "seconds": {"decode": t1 - t0, "network": t2 - t1, "foreground": t3 - t2},
         }
         warning = self.model_warning or self.session.result_warning(alpha)

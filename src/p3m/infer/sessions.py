@@ -3,10 +3,12 @@
 A session is one loaded model: a P3M-Net run by torch (`TorchSession`), an exported ONNX file run by ONNX Runtime
 (`OnnxSession`), or the built-in `portrait-cf` route (`PortraitSession`: segmentation prior + closed-form matting,
 no trained matting network). Each one answers `MattingSession`: what it is (`name`, `arch`, `weights`, `backend`,
-`precision`, `strategy`, `method`, `licence`, `warning`), what the network will see (`plan(h, w)`) and the matte
-(`predict_alpha(rgb)`, HxWx3 uint8 -> HxW float32 in [0, 1]). `new_session` picks and loads one from what a user
-names (weights or nothing, an architecture, a backend, a device, a precision); `network_session` wraps a network
-that is already in memory. `p3m.infer.matter.Matter` drives any of them the same way.
+`precision`, `licence`, `warning`), what the network will see (`plan(h, w, options)`), how it mattes
+(`method(options)`) and the matte (`predict_alpha(rgb, options)`, HxWx3 uint8 -> HxW float32 in [0, 1]). The
+`StrategyOptions` say how a P3M-Net pass engine is driven over a whole image (the route has no use for them), so one
+loaded session serves any strategy. `new_session` picks and loads one from what a user names (weights or nothing,
+an architecture, a backend, a device, a precision); `network_session` wraps a network that is already in memory.
+`p3m.infer.matter.Matter` drives any of them the same way.
 """
 
 from __future__ import annotations
@@ -46,47 +48,6 @@ __all__ = [
     "network_session",
     "new_session",
 ]
-
-
-class MattingSession(Protocol):
-    """One loaded model that mattes RGB images.
-
-    name: the model as `p3m models` names it (or a file name); arch: its architecture (registry name);
-    weights: the file it was loaded from (None in memory); backend: "torch" or "onnxruntime"; precision: the one
-    that runs; strategy: the test strategy, or the route's name; method: how it mattes, in words; licence: of the
-    architecture's code and published weights ("" when unknown); warning: one line about the weights ("" if none).
-    """
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def arch(self) -> str | None: ...
-    @property
-    def weights(self) -> Path | None: ...
-    @property
-    def backend(self) -> str: ...
-    @property
-    def precision(self) -> str: ...
-    @property
-    def strategy(self) -> str: ...
-    @property
-    def method(self) -> str: ...
-    @property
-    def licence(self) -> str: ...
-    @property
-    def warning(self) -> str: ...
-
-    def plan(self, height: int, width: int) -> dict[str, Any]:
-        """What the network sees for an image of this size (the honest resolution policy)."""
-        ...
-
-    def predict_alpha(self, rgb: np.ndarray) -> np.ndarray:
-        """HxW float32 alpha in [0, 1] of an HxWx3 uint8 RGB image (thread-safe)."""
-        ...
-
-    def result_warning(self, alpha: np.ndarray) -> str:
-        """One line about one result (e.g. "no person found"), "" when there is nothing to say."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -129,6 +90,48 @@ class StrategyOptions:
         )
 
 
+class MattingSession(Protocol):
+    """One loaded model that mattes RGB images.
+
+    name: the model as `p3m models` names it (or a file name); arch: its architecture (registry name);
+    weights: the file it was loaded from (None in memory); backend: "torch" or "onnxruntime"; precision: the one
+    that runs; licence: of the architecture's code and published weights ("" when unknown); warning: one line about
+    the weights ("" if none).
+    """
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def arch(self) -> str | None: ...
+    @property
+    def weights(self) -> Path | None: ...
+    @property
+    def backend(self) -> str: ...
+    @property
+    def precision(self) -> str: ...
+    @property
+    def licence(self) -> str: ...
+    @property
+    def warning(self) -> str: ...
+
+    def plan(self, height: int, width: int, options: StrategyOptions) -> dict[str, Any]:
+        """What the network sees for an image of this size (the honest resolution policy); its "strategy" names
+        the strategy, or the route."""
+        ...
+
+    def method(self, options: StrategyOptions) -> str:
+        """How it mattes, in words (run summaries)."""
+        ...
+
+    def predict_alpha(self, rgb: np.ndarray, options: StrategyOptions) -> np.ndarray:
+        """HxW float32 alpha in [0, 1] of an HxWx3 uint8 RGB image (thread-safe)."""
+        ...
+
+    def result_warning(self, alpha: np.ndarray) -> str:
+        """One line about one result (e.g. "no person found"), "" when there is nothing to say."""
+        ...
+
+
 def _licence_of(arch: str | None) -> str:
     try:
         return arch_config(str(arch)).licence
@@ -142,33 +145,20 @@ class _NetworkSession:
     backend = ""
 
     def __init__(
-        self,
-        net: NetFn,
-        options: StrategyOptions,
-        *,
-        name: str,
-        arch: str | None,
-        weights: Path | None,
-        precision: str,
-        warning: str = "",
+        self, net: NetFn, *, name: str, arch: str | None, weights: Path | None, precision: str, warning: str = ""
     ) -> None:
-        self.net, self.options = net, options
+        self.net = net
         self.name, self.arch, self.weights, self.precision, self.warning = name, arch, weights, precision, warning
         self.licence = _licence_of(arch)
 
-    @property
-    def strategy(self) -> str:
-        return self.options.strategy
+    def plan(self, height: int, width: int, options: StrategyOptions) -> dict[str, Any]:
+        return options.plan(height, width)
 
-    @property
-    def method(self) -> str:
-        return f"{self.backend}, {self.strategy}"
+    def method(self, options: StrategyOptions) -> str:
+        return f"{self.backend}, {options.strategy}"
 
-    def plan(self, height: int, width: int) -> dict[str, Any]:
-        return self.options.plan(height, width)
-
-    def predict_alpha(self, rgb: np.ndarray) -> np.ndarray:
-        return self.options.predict(self.net, rgb)
+    def predict_alpha(self, rgb: np.ndarray, options: StrategyOptions) -> np.ndarray:
+        return options.predict(self.net, rgb)
 
     def result_warning(self, alpha: np.ndarray) -> str:
         return ""
@@ -182,7 +172,6 @@ class TorchSession(_NetworkSession):
     def __init__(
         self,
         network: Any,
-        options: StrategyOptions,
         *,
         device: str,
         precision: str,
@@ -196,7 +185,7 @@ class TorchSession(_NetworkSession):
             net: NetFn = TorchNet(network, device, precision)
         else:  # already a NetFn (tests, wrappers): called as it is
             net = network
-        super().__init__(net, options, name=name, arch=arch, weights=weights, precision=precision, warning=warning)
+        super().__init__(net, name=name, arch=arch, weights=weights, precision=precision, warning=warning)
 
 
 class OnnxSession(_NetworkSession):
@@ -204,20 +193,17 @@ class OnnxSession(_NetworkSession):
 
     backend = "onnxruntime"
 
-    def __init__(
-        self, path: Path, options: StrategyOptions, *, device: str, name: str, arch: str | None, warning: str = ""
-    ) -> None:
+    def __init__(self, path: Path, *, device: str, name: str, arch: str | None, warning: str = "") -> None:
         net = OnnxNet(path, device=device)
-        super().__init__(net, options, name=name, arch=arch, weights=path, precision="fp32", warning=warning)
+        super().__init__(net, name=name, arch=arch, weights=path, precision="fp32", warning=warning)
         self.licence = net.metadata.get("licence") or self.licence
 
 
 class PortraitSession:
     """The built-in `portrait-cf` route: MediaPipe selfie segmentation prior + closed-form matting (torch, fp32)."""
 
-    name = arch = strategy = BUILTIN
+    name = arch = BUILTIN
     backend, precision = "torch", "fp32"
-    method = "segmentation prior + closed-form matting"
     licence = BUILTIN_LICENCE
     warning = ""
 
@@ -225,14 +211,17 @@ class PortraitSession:
         self.weights: Path | None = builtin_entry().path
         self.route = PortraitMatting(device=device)
 
-    def plan(self, height: int, width: int) -> dict[str, Any]:
+    def plan(self, height: int, width: int, options: StrategyOptions) -> dict[str, Any]:
         return {
             "strategy": BUILTIN,
             "prior": list(self.route.net.input_size),
             "matting": list(working_size(height, width, self.route.settings.matting_side)),
         }
 
-    def predict_alpha(self, rgb: np.ndarray) -> np.ndarray:
+    def method(self, options: StrategyOptions) -> str:
+        return "segmentation prior + closed-form matting"
+
+    def predict_alpha(self, rgb: np.ndarray, options: StrategyOptions) -> np.ndarray:
         return self.route(rgb)
 
     def result_warning(self, alpha: np.ndarray) -> str:
@@ -273,7 +262,6 @@ def new_session(
     backend: str = "auto",
     device: str = "cpu",
     precision: str = "auto",
-    options: StrategyOptions | None = None,
 ) -> MattingSession:
     """Load the model a user named -> its session.
 
@@ -283,7 +271,6 @@ def new_session(
     (`p3m.infer.runtime.resolve_device`). Raises CheckpointError (one line) for weights that cannot be used so.
     """
     check_choice("backend", backend, BACKENDS)
-    options = options or StrategyOptions()
     path, arch, name = _locate(weights, arch, backend)
     if arch == BUILTIN:
         if backend == "onnxruntime":
@@ -295,14 +282,13 @@ def new_session(
     if backend == "onnxruntime":
         if path.suffix != ".onnx":
             raise CheckpointError(f"{path}: the onnxruntime backend needs an .onnx file; create one with `p3m export`")
-        return OnnxSession(path, options, device=device, name=name, arch=arch, warning=warning)
+        return OnnxSession(path, device=device, name=name, arch=arch, warning=warning)
     if path.suffix == ".onnx":
         raise CheckpointError(f"{path}: an .onnx file needs --backend onnxruntime")
     assert arch is not None  # choose_arch names one for every torch file
     model, meta = load_network(path, arch)
     return TorchSession(
         model,
-        options,
         device=device,
         precision=precision,
         name=name,
@@ -312,14 +298,11 @@ def new_session(
     )
 
 
-def network_session(
-    network: Any, *, device: str = "cpu", precision: str = "fp32", options: StrategyOptions | None = None
-) -> TorchSession:
+def network_session(network: Any, *, device: str = "cpu", precision: str = "fp32") -> TorchSession:
     """A session around a network already in memory: an nn.Module returning P3MOutput, or any `NetFn`."""
     arch = getattr(network, "arch", None)
     return TorchSession(
         network,
-        options or StrategyOptions(),
         device=device,
         precision=precision,
         name=f"{arch or type(network).__name__} (in memory)",
