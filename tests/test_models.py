@@ -962,6 +962,8 @@ def test_every_architecture_registers_its_input_contract_and_licence():
     assert models.arch_config("p3m-r34").licence.startswith("MIT")
     with pytest.raises(UnknownModelError, match="unknown model 'nope'"):
         models.arch_config("nope")
+    assert registry.find_config("nope") is None and registry.find_config(None) is None
+    assert registry.find_config("p3m-r34") == models.arch_config("p3m-r34")
     with pytest.raises(UnknownModelError):  # a JSON list where a name belongs: one clear line, no TypeError
         models.check_arch_kwargs(["p3m-r34"], {})  # type: ignore[arg-type]
 

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from p3m import choices
-from p3m.errors import ChoiceError, DeviceError, ImageError
+from p3m.errors import CheckpointError, ChoiceError, DeviceError, ImageError
 from p3m.infer import foreground, runtime, strategies
 from p3m.infer.matter import Matter, MatteResult
 from p3m.infer.preprocess import IMAGENET_MEAN, IMAGENET_STD, array_to_rgb, normalize, to_rgb
@@ -276,6 +276,10 @@ def test_sessions_answer_one_interface(tmp_path: Path, monkeypatch: pytest.Monke
     with pytest.raises(ChoiceError, match="unknown strategy 'fast'"):
         StrategyOptions("fast")
     assert OnnxSession.backend == "onnxruntime"
+    # the input contract registered beside each architecture: a segmentation network is not a P3M-Net
+    selfie = save_checkpoint(create("mediapipe-selfie"), tmp_path / "selfie")
+    with pytest.raises(CheckpointError, match="mediapipe-selfie takes x/255, RGB.*not a matting network"):
+        new_session(weights=selfie)
 
 
 def test_a_copy_of_matter_with_another_strategy_shares_the_model() -> None:

@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 
 from p3m.atomic import commit, staged
-from p3m.errors import P3MError, UnknownModelError
+from p3m.errors import P3MError
 from p3m.infer.runtime import ONNX_OUTPUT_NAMES
-from p3m.models.registry import ArchConfig, arch_config
+from p3m.models.registry import ArchConfig, find_config
 
 __all__ = ["DEFAULT_OPSET", "export_onnx", "scatter_unpool2d", "verify_onnx"]
 
@@ -75,15 +75,6 @@ class _ThreeOutputs(torch.nn.Module):
         return out[0], out[1], out[2]
 
 
-def _arch_config(arch: str | None) -> ArchConfig:
-    """The registered input contract and licence of `arch`; a model of no registered architecture is taken to
-    follow the P3M-Net contract (its licence unknown)."""
-    try:
-        return arch_config(str(arch))
-    except UnknownModelError:
-        return ArchConfig(licence="")
-
-
 def export_onnx(
     model: Any,
     path: str | os.PathLike[str],
@@ -126,7 +117,8 @@ def export_onnx(
                     do_constant_folding=True,
                 )
             proto = onnx.load(str(tmp))
-            config = _arch_config(getattr(model, "arch", None))
+            # a model of no registered architecture is taken to follow the P3M-Net contract (its licence unknown)
+            config = find_config(getattr(model, "arch", None)) or ArchConfig()
             meta = {
                 "arch": getattr(model, "arch", None),
                 "arch_kwargs": json.dumps(getattr(model, "arch_kwargs", {}) or {}),

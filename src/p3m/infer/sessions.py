@@ -22,11 +22,11 @@ import numpy as np
 from torch import nn
 
 from p3m.choices import BACKENDS, RESIZE_MODES, STRATEGIES, check_choice
-from p3m.errors import CheckpointError, UnknownModelError
+from p3m.errors import CheckpointError
 from p3m.infer.portrait import PortraitMatting, working_size
 from p3m.infer.runtime import OnnxNet, TorchNet, resolve_precision
 from p3m.infer.strategies import NetFn, plan_passes, predict
-from p3m.models.registry import arch_config
+from p3m.models.registry import find_config
 from p3m.models.store import (
     BUILTIN,
     BUILTIN_LICENCE,
@@ -132,13 +132,6 @@ class MattingSession(Protocol):
         ...
 
 
-def _licence_of(arch: str | None) -> str:
-    try:
-        return arch_config(str(arch)).licence
-    except UnknownModelError:
-        return ""
-
-
 class _NetworkSession:
     """A P3M-Net pass engine (`NetFn`) driven by a test strategy; the torch and ONNX sessions differ in the engine."""
 
@@ -149,7 +142,8 @@ class _NetworkSession:
     ) -> None:
         self.net = net
         self.name, self.arch, self.weights, self.precision, self.warning = name, arch, weights, precision, warning
-        self.licence = _licence_of(arch)
+        config = find_config(arch)
+        self.licence = config.licence if config is not None else ""
 
     def plan(self, height: int, width: int, options: StrategyOptions) -> dict[str, Any]:
         return options.plan(height, width)
@@ -247,6 +241,15 @@ def _locate(weights: str | os.PathLike[str] | None, arch: str | None, backend: s
     return path, choose_arch(path, found, arch), name
 
 
+def _check_contract(path: Path, arch: str) -> None:
+    """The test strategies feed ImageNet-normalised images of sides in multiples of 32: refuse other networks."""
+    config = find_config(arch)
+    if config is not None and (config.normalisation, config.size_multiple) != ("imagenet", 32):
+        raise CheckpointError(
+            f"{path}: {arch} takes {config.describe_input()}: it is not a matting network the test strategies can run"
+        )
+
+
 def _synthetic_warning(name: str) -> str:
     """The one-line warning for weights trained on drawn portraits."""
     return (
@@ -286,6 +289,7 @@ def new_session(
     if path.suffix == ".onnx":
         raise CheckpointError(f"{path}: an .onnx file needs --backend onnxruntime")
     assert arch is not None  # choose_arch names one for every torch file
+    _check_contract(path, arch)
     model, meta = load_network(path, arch)
     return TorchSession(
         model,

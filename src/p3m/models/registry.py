@@ -26,6 +26,7 @@ __all__ = [
     "arch_config",
     "check_arch_kwargs",
     "create",
+    "find_config",
     "list_architectures",
     "register_model",
 ]
@@ -43,7 +44,7 @@ class ArchConfig:
     a fixed input size (the model's ``input_size``). licence: of the upstream code and published weights.
     """
 
-    licence: str
+    licence: str = ""
     normalisation: str = "imagenet"
     size_multiple: int = 32
 
@@ -99,6 +100,11 @@ def arch_config(name: str) -> ArchConfig:
     """The `ArchConfig` of a registered architecture (`UnknownModelError` for another name)."""
     _builder(name)
     return _CONFIGS[name]
+
+
+def find_config(name: object) -> ArchConfig | None:
+    """The `ArchConfig` of `name` when it is a registered architecture, else None (e.g. a model built by hand)."""
+    return _CONFIGS.get(name) if isinstance(name, str) else None
 
 
 def _type_ok(default: Any, value: Any) -> bool:
