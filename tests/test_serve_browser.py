@@ -53,7 +53,7 @@ from p3m.io import has_metadata  # noqa: E402
 def running_server(home: Path, **settings):
     """A real uvicorn server of `p3m serve` on a free port, with `home` as the model folder; yields its URL."""
     from p3m.serve import ServeSettings, create_app
-    from p3m.serve.app import bind_socket, make_server
+    from p3m.serve.server import bind_socket, make_server
 
     old_home = os.environ.get("P3M_HOME")
     os.environ["P3M_HOME"] = str(home)
