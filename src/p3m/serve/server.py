@@ -15,7 +15,10 @@ from p3m.serve.connections import guarded_protocol
 from p3m.serve.middleware import AccessLogFilter
 from p3m.serve.settings import ServeSettings
 
-__all__ = ["bind_socket", "make_server", "serve"]
+__all__ = ["GRACEFUL_SHUTDOWN_S", "bind_socket", "make_server", "serve"]
+
+#: Ctrl+C waits this long for the requests in progress, then cancels them.
+GRACEFUL_SHUTDOWN_S = 10
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -45,9 +48,11 @@ def make_server(app: FastAPI, *, log_level: str = "info") -> Any:
     config = uvicorn.Config(
         app,
         http=guarded_protocol(settings),
+        ws="none",  # no WebSocket routes; an upgrade would also hand the connection past its caps
         log_level=log_level,
         server_header=False,
         timeout_keep_alive=5,  # idle kept-alive connections; the header deadline closes them at the latest
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )
     access = logging.getLogger("uvicorn.access")  # configured by uvicorn.Config above
     if not any(isinstance(f, AccessLogFilter) for f in access.filters):
