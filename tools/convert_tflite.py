@@ -203,11 +203,14 @@ def convert(src: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         else:
             tensors[name] = value
 
-    def fixed(index: int) -> list[Any]:
+    def required(index: int) -> np.ndarray:
         value = constant(index)
         if value is None:
             raise SystemExit(f"{src}: expected a constant for tensor {names[index]}")
-        return value.tolist()
+        return value
+
+    def fixed(index: int) -> list[Any]:
+        return required(index).tolist()
 
     ops: list[dict[str, Any]] = []
     for i in range(graph.OperatorsLength()):
@@ -222,8 +225,9 @@ def convert(src: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
             folded[out] = (root(ins[0]), value)
             continue
         for t in ins:
-            if t >= 0 and constant(t) is not None and constant(t).dtype != np.float16 and kind not in _ATTRIBUTE_INPUTS:
-                raise SystemExit(f"{src}: {kind} takes a {constant(t).dtype} constant; not supported")
+            value = constant(t) if t >= 0 else None
+            if value is not None and value.dtype != np.float16 and kind not in _ATTRIBUTE_INPUTS:
+                raise SystemExit(f"{src}: {kind} takes a {value.dtype} constant; not supported")
         entry: dict[str, Any] = {"op": kind.lower(), "in": [names[root(t)] for t in ins], "out": names[out]}
         if kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
             cls = tflite.Conv2DOptions if kind == "CONV_2D" else tflite.DepthwiseConv2DOptions
@@ -237,10 +241,10 @@ def convert(src: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
                 padding=_PADDING[o.Padding()],
                 activation=_ACTIVATION[o.FusedActivationFunction()],
             )
-            w = constant(ins[1])
+            w = required(ins[1])
             # OHWI -> OIHW (convolution); 1HWC -> C1HW (depthwise)
             keep(ins[1], w.transpose(0, 3, 1, 2) if kind == "CONV_2D" else w.transpose(3, 0, 1, 2))
-            keep(ins[2], constant(ins[2]))
+            keep(ins[2], required(ins[2]))
         elif kind == "Convolution2DTransposeBias":
             padding, stride_w, stride_h = np.frombuffer(op.CustomOptionsAsNumpy().tobytes(), dtype=np.int32)
             entry.update(
@@ -248,8 +252,8 @@ def convert(src: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
                 stride=[int(stride_h), int(stride_w)],
                 padding={1: "same", 2: "valid"}[int(padding)],
             )
-            keep(ins[1], constant(ins[1]).transpose(3, 0, 1, 2))  # OHWI -> IOHW
-            keep(ins[2], constant(ins[2]))
+            keep(ins[1], required(ins[1]).transpose(3, 0, 1, 2))  # OHWI -> IOHW
+            keep(ins[2], required(ins[2]))
         elif kind in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
             o = _options(op, tflite.Pool2DOptions)
             entry.update(
@@ -295,9 +299,9 @@ def convert(src: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
             if o.WeightsFormat() != 0:
                 raise SystemExit(f"{src}: shuffled FULLY_CONNECTED weights are not supported")
             entry.update(activation=_ACTIVATION[o.FusedActivationFunction()], keep_num_dims=bool(o.KeepNumDims()))
-            keep(ins[1], constant(ins[1]))  # (out, in): already PyTorch's linear layout
+            keep(ins[1], required(ins[1]))  # (out, in): already PyTorch's linear layout
             if len(ins) > 2 and ins[2] >= 0:
-                keep(ins[2], constant(ins[2]))
+                keep(ins[2], required(ins[2]))
             else:
                 raise SystemExit(f"{src}: FULLY_CONNECTED without bias is not supported")
         elif kind not in _PLAIN:
