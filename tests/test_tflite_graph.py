@@ -133,3 +133,28 @@ def test_bad_graphs_and_inputs_are_refused():
     with pytest.raises(ValueError, match=r"expected input of \(B, 3, 4, 4\)"):
         net(torch.zeros(1, 3, 5, 4))
     assert torch.equal(net(torch.tensor([-1.0, 2.0]).repeat(24).reshape(1, 3, 4, 4))[0].min(), torch.tensor(0.0))
+
+
+def test_every_shipped_network_records_its_source_and_licence():
+    import json
+
+    from safetensors import safe_open
+
+    from p3m.models.tflite_graph import WEIGHTS_DIR, load_graph
+
+    notice = (WEIGHTS_DIR / "NOTICE").read_text()
+    licence = (WEIGHTS_DIR / "LICENSE-mediapipe.txt").read_text()
+    assert "Apache License" in licence and "Version 2.0" in licence
+    files = sorted(WEIGHTS_DIR.glob("*.safetensors"))
+    assert len(files) >= 5
+    for path in files:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata()
+            dtypes = {f.get_tensor(k).dtype for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
+        assert meta["licence"] == "Apache-2.0" and meta["source"] in notice, path.name
+        assert meta["source_sha256"] in notice and len(meta["source_sha256"]) == 64, path.name
+        packed = json.loads(meta["graph"]).get("packed", {})
+        assert dtypes == ({torch.float16, torch.uint8} if packed else {torch.float16}), path.name  # fp16 as stored
+        graph, tensors, _ = load_graph(path)
+        used = {name for op in graph["ops"] for name in op["in"]}
+        assert set(tensors) <= used, path.name  # every stored constant is an operator's input

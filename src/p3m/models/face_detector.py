@@ -1,0 +1,111 @@
+"""MediaPipe face detection (BlazeFace) in PyTorch: face boxes with six keypoints, as MediaPipe 0.10.21 finds them.
+
+Two networks (Apache-2.0, Google), converted once from the mediapipe 0.10.21 wheel by `tools/convert_tflite.py`
+and run op for op by `p3m.models.tflite_graph`:
+
+- ``"short"`` (`face_detection_short_range.tflite`, 128x128 input, 896 anchors): faces within about 2 m of the
+  camera, i.e. faces that fill a fair part of the picture (MediaPipe's default, and face mesh's detector);
+- ``"full"`` (`face_detection_full_range_sparse.tflite`, 192x192, 2304 anchors): faces up to about 5 m, i.e.
+  small faces in a wide picture.
+
+`FaceDetector.detect` is MediaPipe's FaceDetection graph: the whole image letterboxed (zero border) into the
+square input with values in [-1, 1], SSD anchor decoding, sigmoid scores, weighted non-maximum suppression
+(IoU 0.3), projection back to image pixels. tests/test_face_detector.py compares it with MediaPipe's own run.
+
+>>> faces = FaceDetector().detect(rgb)          # (H, W, 3) uint8 RGB -> list of Detection, best first
+>>> faces[0].box                                # (x0, y0, x1, y1) in image pixels
+>>> faces[0].keypoints[KEYPOINTS.index("nose_tip")]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from p3m.models import register_model
+from p3m.models.mediapipe_calculators import (
+    Detection,
+    RotatedRect,
+    crop,
+    decode_detections,
+    letterbox,
+    ssd_anchors,
+    to_image,
+    weighted_nms,
+)
+from p3m.models.tflite_graph import WEIGHTS_DIR, TFLiteGraph
+
+__all__ = ["KEYPOINTS", "VARIANTS", "FaceDetector", "mediapipe_face_detection"]
+
+# the subject's own right and left: "right_eye" is the eye on the left of the picture of a face seen from the front
+KEYPOINTS = ("right_eye", "left_eye", "nose_tip", "mouth_center", "right_ear_tragion", "left_ear_tragion")
+
+
+@dataclass(frozen=True)
+class _Variant:
+    file: str
+    input_size: int
+    strides: tuple[int, ...]
+    interpolated_scale_aspect_ratio: float
+    min_score: float  # MediaPipe's default threshold for this model
+
+
+VARIANTS = {
+    "short": _Variant("face_detection_short_range.safetensors", 128, (8, 16, 16, 16), 1.0, 0.5),
+    "full": _Variant("face_detection_full_range_sparse.safetensors", 192, (4,), 0.0, 0.6),
+}
+
+
+@register_model("mediapipe-face-detection")
+def mediapipe_face_detection(variant: str = "short") -> TFLiteGraph:
+    """The BlazeFace network with its shipped weights: (B, 3, S, S) RGB in [-1, 1] -> (raw boxes (B, N, 16),
+    score logits (B, N, 1)) for the N anchors."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; use one of {', '.join(VARIANTS)}")
+    return TFLiteGraph.from_file(WEIGHTS_DIR / VARIANTS[variant].file)
+
+
+class FaceDetector:
+    """Faces in an RGB image, as MediaPipe's face detection finds them.
+
+    ``variant``: "short" or "full" (see the module docstring); ``min_score``: the detection threshold (default
+    MediaPipe's: 0.5 short, 0.6 full); ``device``: where the network runs.
+    """
+
+    def __init__(self, variant: str = "short", *, min_score: float | None = None, device: str = "cpu") -> None:
+        self.net = mediapipe_face_detection(variant).eval().to(device)
+        self.variant = VARIANTS[variant]
+        self.min_score = self.variant.min_score if min_score is None else float(min_score)
+        self.anchors = ssd_anchors(
+            self.variant.input_size,
+            list(self.variant.strides),
+            interpolated_scale_aspect_ratio=self.variant.interpolated_scale_aspect_ratio,
+        )
+        self.device = device
+
+    def input_tensor(self, rgb: np.ndarray) -> tuple[np.ndarray, RotatedRect]:
+        """The network's input (S, S, 3) uint8 crop of the whole image, letterboxed, and the rectangle it covers."""
+        size = self.variant.input_size
+        rect = letterbox(RotatedRect.whole_image(rgb.shape[1], rgb.shape[0]), (size, size))
+        return crop(rgb, rect, (size, size), border="zero"), rect
+
+    @torch.no_grad()
+    def detect(self, rgb: np.ndarray) -> list[Detection]:
+        """(H, W, 3) uint8 RGB -> detections in image pixels, best first (boxes may reach past the image edge)."""
+        pixels, rect = self.input_tensor(rgb)
+        x = torch.from_numpy(pixels).to(self.device).permute(2, 0, 1)[None].float() * (2.0 / 255.0) - 1.0
+        raw_boxes, raw_scores = self.net(x)
+        boxes, keypoints, scores = decode_detections(
+            raw_boxes[0].cpu().numpy(),
+            raw_scores[0, :, 0].cpu().numpy(),
+            self.anchors,
+            self.variant.input_size,
+            self.min_score,
+        )
+        faces = []
+        for box, points, score in weighted_nms(boxes, keypoints, scores):
+            corners = to_image(box.reshape(2, 2), rect)
+            faces.append(Detection(corners.reshape(4), to_image(points, rect), score))
+        return faces
