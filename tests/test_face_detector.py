@@ -40,7 +40,7 @@ def test_network_matches_the_tflite_interpreter(variant):
 
 @pytest.mark.parametrize("image", PHOTOS)
 def test_detections_match_mediapipe(detector, image):
-    variant = "short" if detector.variant.input_size == 128 else "full"
+    variant = "short" if detector.spec.input_size == 128 else "full"
     rgb = photo(image, "face")
     ref = reference("face")
     key = f"face_detection/{variant}/{image}"

@@ -83,7 +83,7 @@ def detector_outputs(out: dict[str, np.ndarray], prefix: str) -> dict[str, np.nd
 
 def inputs(folder: Path, p3m: Path | None) -> None:
     """The stored test inputs: two P3M photos (MIT, the authors' P3M-10k demo images) made smaller as JPEG, and
-    the network-level inputs cut from the astronaut and from the walking photo."""
+    the network-level inputs cut from the astronaut and from the singer's photo."""
     if p3m is None:
         raise SystemExit("inputs needs --p3m: the folder holding p_818e689d.jpg, p_bd6af989.jpg and p_07141906.jpg")
     sources = (
@@ -96,11 +96,11 @@ def inputs(folder: Path, p3m: Path | None) -> None:
         cv2.imwrite(str(folder / f"people_{name}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 90])
     face_crop = cv2.resize(data.astronaut()[58:202, 153:297], (192, 192), interpolation=cv2.INTER_LINEAR)
     cv2.imwrite(str(folder / "face_input_192.png"), cv2.cvtColor(face_crop, cv2.COLOR_RGB2BGR))
-    walking = cv2.imread(str(folder / "people_walking.jpg"))
-    side = max(walking.shape[:2])
+    singer = cv2.imread(str(folder / "people_profile.jpg"))
+    side = max(singer.shape[:2])
     square = np.zeros((side, side, 3), np.uint8)
-    left = (side - walking.shape[1]) // 2
-    square[:, left : left + walking.shape[1]] = walking
+    top = (side - singer.shape[0]) // 2
+    square[top : top + singer.shape[0]] = singer
     cv2.imwrite(str(folder / "pose_input_256.png"), cv2.resize(square, (256, 256), interpolation=cv2.INTER_AREA))
 
 
@@ -161,9 +161,8 @@ def pose(folder: Path) -> None:
     out["net/pose_landmark_full/world"] = net["Identity_4"].reshape(-1)
     out["net/pose_landmark_full/heatmap"] = net["Identity_3"][::4, ::4].astype(np.float32)
     segmentation = net["Identity_2"][..., 0]
-    cv2.imwrite(
-        str(folder / "mediapipe_pose_net_mask.png"), np.rint(65535 / (1 + np.exp(-segmentation))).astype(np.uint16)
-    )
+    probability = 1 / (1 + np.exp(-np.clip(segmentation, -80, 80)))
+    cv2.imwrite(str(folder / "mediapipe_pose_net_mask.png"), np.rint(probability * 65535).astype(np.uint16))
     raw = interpret(MODULES / "pose_detection" / "pose_detection.tflite", centre(crop, 224), -1.0)
     out.update(detector_outputs(raw, "net/pose_detection"))
     for image, rgb in photos(folder).items():
@@ -173,9 +172,8 @@ def pose(folder: Path) -> None:
         if result.pose_landmarks is None:
             continue
         points = result.pose_landmarks.landmark
-        out[f"pose/{image}/landmarks"] = np.array(
-            [[p.x, p.y, p.z, p.visibility, p.presence] for p in points], np.float32
-        )
+        # x, y, z, visibility (the solution leaves each landmark's presence unset: checked at network level only)
+        out[f"pose/{image}/landmarks"] = np.array([[p.x, p.y, p.z, p.visibility] for p in points], np.float32)
         world = result.pose_world_landmarks.landmark
         out[f"pose/{image}/world"] = np.array([[p.x, p.y, p.z] for p in world], np.float32)
         mask = np.rint(np.clip(result.segmentation_mask, 0, 1) * 65535).astype(np.uint16)

@@ -130,6 +130,8 @@ from p3m.models import (  # noqa: E402,F401
     modnet,
     p3mnet_r34,
     p3mnet_transformer,
+    pose_detector,
+    pose_landmark,
     selfie,
 )
 from p3m.models.blocks import P3MOutput, fuse  # noqa: E402

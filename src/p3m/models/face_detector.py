@@ -19,42 +19,18 @@ square input with values in [-1, 1], SSD anchor decoding, sigmoid scores, weight
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import numpy as np
-import torch
-
 from p3m.models import register_model
-from p3m.models.mediapipe_calculators import (
-    Detection,
-    RotatedRect,
-    crop,
-    decode_detections,
-    letterbox,
-    ssd_anchors,
-    to_image,
-    weighted_nms,
-)
+from p3m.models.blaze_detector import BlazeDetector, DetectorSpec
 from p3m.models.tflite_graph import WEIGHTS_DIR, TFLiteGraph
 
 __all__ = ["KEYPOINTS", "VARIANTS", "FaceDetector", "mediapipe_face_detection"]
 
 # the subject's own right and left: "right_eye" is the eye on the left of the picture of a face seen from the front
 KEYPOINTS = ("right_eye", "left_eye", "nose_tip", "mouth_center", "right_ear_tragion", "left_ear_tragion")
-
-
-@dataclass(frozen=True)
-class _Variant:
-    file: str
-    input_size: int
-    strides: tuple[int, ...]
-    interpolated_scale_aspect_ratio: float
-    min_score: float  # MediaPipe's default threshold for this model
-
-
+# (file, how MediaPipe runs it); min_score is MediaPipe's default threshold for the model
 VARIANTS = {
-    "short": _Variant("face_detection_short_range.safetensors", 128, (8, 16, 16, 16), 1.0, 0.5),
-    "full": _Variant("face_detection_full_range_sparse.safetensors", 192, (4,), 0.0, 0.6),
+    "short": ("face_detection_short_range.safetensors", DetectorSpec(128, (8, 16, 16, 16), 1.0, 0.5)),
+    "full": ("face_detection_full_range_sparse.safetensors", DetectorSpec(192, (4,), 0.0, 0.6)),
 }
 
 
@@ -64,48 +40,16 @@ def mediapipe_face_detection(variant: str = "short") -> TFLiteGraph:
     score logits (B, N, 1)) for the N anchors."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; use one of {', '.join(VARIANTS)}")
-    return TFLiteGraph.from_file(WEIGHTS_DIR / VARIANTS[variant].file)
+    return TFLiteGraph.from_file(WEIGHTS_DIR / VARIANTS[variant][0])
 
 
-class FaceDetector:
-    """Faces in an RGB image, as MediaPipe's face detection finds them.
+class FaceDetector(BlazeDetector):
+    """Faces in an RGB image, as MediaPipe's face detection finds them: `detect(rgb)` -> list of `Detection`
+    (box, the six `KEYPOINTS`, score), best first, in image pixels.
 
     ``variant``: "short" or "full" (see the module docstring); ``min_score``: the detection threshold (default
     MediaPipe's: 0.5 short, 0.6 full); ``device``: where the network runs.
     """
 
     def __init__(self, variant: str = "short", *, min_score: float | None = None, device: str = "cpu") -> None:
-        self.net = mediapipe_face_detection(variant).eval().to(device)
-        self.variant = VARIANTS[variant]
-        self.min_score = self.variant.min_score if min_score is None else float(min_score)
-        self.anchors = ssd_anchors(
-            self.variant.input_size,
-            list(self.variant.strides),
-            interpolated_scale_aspect_ratio=self.variant.interpolated_scale_aspect_ratio,
-        )
-        self.device = device
-
-    def input_tensor(self, rgb: np.ndarray) -> tuple[np.ndarray, RotatedRect]:
-        """The network's input (S, S, 3) uint8 crop of the whole image, letterboxed, and the rectangle it covers."""
-        size = self.variant.input_size
-        rect = letterbox(RotatedRect.whole_image(rgb.shape[1], rgb.shape[0]), (size, size))
-        return crop(rgb, rect, (size, size), border="zero"), rect
-
-    @torch.no_grad()
-    def detect(self, rgb: np.ndarray) -> list[Detection]:
-        """(H, W, 3) uint8 RGB -> detections in image pixels, best first (boxes may reach past the image edge)."""
-        pixels, rect = self.input_tensor(rgb)
-        x = torch.from_numpy(pixels).to(self.device).permute(2, 0, 1)[None].float() * (2.0 / 255.0) - 1.0
-        raw_boxes, raw_scores = self.net(x)
-        boxes, keypoints, scores = decode_detections(
-            raw_boxes[0].cpu().numpy(),
-            raw_scores[0, :, 0].cpu().numpy(),
-            self.anchors,
-            self.variant.input_size,
-            self.min_score,
-        )
-        faces = []
-        for box, points, score in weighted_nms(boxes, keypoints, scores):
-            corners = to_image(box.reshape(2, 2), rect)
-            faces.append(Detection(corners.reshape(4), to_image(points, rect), score))
-        return faces
+        super().__init__(mediapipe_face_detection(variant), VARIANTS[variant][1], min_score=min_score, device=device)
