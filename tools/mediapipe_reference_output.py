@@ -5,7 +5,7 @@ Run by a maintainer in a separate environment (MediaPipe needs numpy<2; p3m neve
     python -m venv /tmp/mp && /tmp/mp/bin/pip install --no-deps mediapipe==0.10.21
     /tmp/mp/bin/pip install "numpy<2" "protobuf<5" absl-py attrs flatbuffers matplotlib \\
         "opencv-contrib-python<4.11" tflite-runtime==2.14.0 scikit-image
-    /tmp/mp/bin/python tools/mediapipe_reference_output.py selfie face pose --out tests/data
+    /tmp/mp/bin/python tools/mediapipe_reference_output.py selfie face pose hands --out tests/data
     # once, to make the stored inputs: --p3m names a folder with the P3M-10k demo photos p_818e689d.jpg,
     # p_bd6af989.jpg and p_07141906.jpg (github.com/JizhiziLi/P3M, MIT)
     /tmp/mp/bin/python tools/mediapipe_reference_output.py inputs --p3m P3M_DIR --out tests/data
@@ -13,10 +13,11 @@ Run by a maintainer in a separate environment (MediaPipe needs numpy<2; p3m neve
 Two kinds of reference, both from the model files of the mediapipe 0.10.21 wheel:
 
 - **network**: the raw TFLite interpreter (tflite-runtime 2.14, XNNPACK) on a stored input image at the network's
-  input size (`face_input_192.png`, `pose_input_256.png`; smaller inputs are centre slices of them), its raw
+  input size (`face_input_192.png`, `pose_input_256.png`, `hand_input_224.png`; smaller inputs are centre slices
+  of them), its raw
   output tensors saved to `mediapipe_<family>.npz` under ``net/<model>/<output>`` (the big ones reduced: the
   rows of the 32 best-scoring anchors, every 4th heatmap pixel);
-- **pipeline**: MediaPipe's own solutions (`mp.solutions.face_detection`, `face_mesh`, `pose`, static-image
+- **pipeline**: MediaPipe's own solutions (`mp.solutions.face_detection`, `face_mesh`, `pose`, `hands`, static-image
   mode) on whole photos: scikit-image's astronaut and the three P3M photos in tests/data (see its README), saved
   under ``<solution>/<image>/...`` in normalised coordinates as MediaPipe gives them, plus the pose
   segmentation masks as 16-bit PNGs (value / 65535).
@@ -102,6 +103,8 @@ def inputs(folder: Path, p3m: Path | None) -> None:
     top = (side - singer.shape[0]) // 2
     square[top : top + singer.shape[0]] = singer
     cv2.imwrite(str(folder / "pose_input_256.png"), cv2.resize(square, (256, 256), interpolation=cv2.INTER_AREA))
+    hand = cv2.resize(singer[214:304, 382:472], (224, 224), interpolation=cv2.INTER_LINEAR)  # his open left hand
+    cv2.imwrite(str(folder / "hand_input_224.png"), hand)
 
 
 def selfie(folder: Path) -> None:
@@ -181,9 +184,41 @@ def pose(folder: Path) -> None:
     np.savez_compressed(folder / "mediapipe_pose.npz", **out)
 
 
+def hands(folder: Path) -> None:
+    out: dict[str, np.ndarray] = {}
+    crop = read_rgb(folder / "hand_input_224.png")
+    net = interpret(MODULES / "hand_landmark" / "hand_landmark_full.tflite", crop, 0.0)
+    for key, name in (
+        ("landmarks", "Identity"),
+        ("presence", "Identity_1"),
+        ("handedness", "Identity_2"),
+        ("world", "Identity_3"),
+    ):
+        out[f"net/hand_landmark_full/{key}"] = net[name].reshape(-1)
+    raw = interpret(MODULES / "palm_detection" / "palm_detection_full.tflite", centre(crop, 192), 0.0)
+    out.update(detector_outputs(raw, "net/palm_detection_full"))
+    for image, rgb in photos(folder).items():
+        out[f"digest/{image}"] = digest(rgb)
+        with mp.solutions.hands.Hands(static_image_mode=True, max_num_hands=2, model_complexity=1) as model:
+            result = model.process(rgb)
+        found = result.multi_hand_landmarks or []
+        out[f"hands/{image}/landmarks"] = np.array(
+            [[[p.x, p.y, p.z] for p in h.landmark] for h in found], np.float32
+        ).reshape(-1, 21, 3)
+        out[f"hands/{image}/world"] = np.array(
+            [[[p.x, p.y, p.z] for p in h.landmark] for h in result.multi_hand_world_landmarks or []], np.float32
+        ).reshape(-1, 21, 3)
+        # the score of MediaPipe's label "Left" (for a mirrored selfie; the person's right hand in a plain photo)
+        out[f"hands/{image}/left_label_score"] = np.array(
+            [c.classification[0].score if c.classification[0].label == "Left" else 1 - c.classification[0].score
+             for c in result.multi_handedness or []], np.float32
+        )  # fmt: skip
+    np.savez_compressed(folder / "mediapipe_hands.npz", **out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", nargs="+", choices=["inputs", "selfie", "face", "pose"])
+    parser.add_argument("what", nargs="+", choices=["inputs", "selfie", "face", "pose", "hands"])
     parser.add_argument("--out", type=Path, required=True, help="the tests/data folder")
     parser.add_argument("--p3m", type=Path, help="for inputs: the folder of the P3M demo photos")
     args = parser.parse_args()
@@ -191,7 +226,7 @@ def main() -> None:
         if what == "inputs":
             inputs(args.out, args.p3m)
         else:
-            {"selfie": selfie, "face": face, "pose": pose}[what](args.out)
+            {"selfie": selfie, "face": face, "pose": pose, "hands": hands}[what](args.out)
 
 
 if __name__ == "__main__":
