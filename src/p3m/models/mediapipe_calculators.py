@@ -241,14 +241,25 @@ def warp_to_image(values: np.ndarray, rect: RotatedRect, image_size: tuple[int, 
     zero outside the rectangle: MediaPipe's WarpAffineCalculator with the crop's inverse matrix, bilinear, in its
     OpenCV compatibility mode (no half-pixel offset)."""
     h, w = values.shape[:2]
+    width, height = image_size
     c, s = math.cos(rect.rotation), math.sin(rect.rotation)
     # image pixel -> crop-normalised (inverse of `to_image`) -> crop pixel, as one affine map
     ux = np.array([c, s]) / rect.width
     uy = np.array([-s, c]) / rect.height
     centre = np.array([rect.center_x, rect.center_y])
     matrix = np.array([[*(ux * w), w * (0.5 - ux @ centre)], [*(uy * h), h * (0.5 - uy @ centre)], [0, 0, 1]])
-    # MediaPipe hands OpenCV a float32 matrix
-    return opencv_warp_affine(np.asarray(values, dtype=np.float32), matrix.astype(np.float32), image_size, "zero")
+    # only the rectangle's bounding box (and a pixel of bilinear spill round it) can be non-zero
+    corners = rect.corners()
+    x0, y0 = np.floor(corners.min(axis=0)).astype(int) - 2
+    x1, y1 = np.ceil(corners.max(axis=0)).astype(int) + 2
+    window = (max(x0, 0), max(y0, 0), min(x1, width), min(y1, height))
+    out = np.zeros((height, width), np.float32)
+    if window[2] > window[0] and window[3] > window[1]:
+        # MediaPipe hands OpenCV a float32 matrix
+        out[window[1] : window[3], window[0] : window[2]] = opencv_warp_affine(
+            np.asarray(values, dtype=np.float32), matrix.astype(np.float32), image_size, "zero", window
+        )
+    return out
 
 
 # OpenCV's fixed-point resampling (imgwarp.cpp of OpenCV <= 4.10): source coordinates in 1/32 pixel steps
@@ -310,14 +321,21 @@ def opencv_warp_perspective(src: np.ndarray, inverse: np.ndarray, size: tuple[in
     return _remap_bilinear(src, x, y, border)
 
 
-def opencv_warp_affine(src: np.ndarray, inverse: np.ndarray, size: tuple[int, int], border: str) -> np.ndarray:
+def opencv_warp_affine(
+    src: np.ndarray,
+    inverse: np.ndarray,
+    size: tuple[int, int],
+    border: str,
+    window: tuple[int, int, int, int] | None = None,
+) -> np.ndarray:
     """`cv2.warpAffine(src, M, size, INTER_LINEAR | WARP_INVERSE_MAP, border)` of OpenCV <= 4.10, bit for bit, with
-    ``inverse`` = M (output pixel -> source pixel, 2x3 or 3x3): coordinates in 1/1024 pixel, rounded to 1/32."""
+    ``inverse`` = M (output pixel -> source pixel, 2x3 or 3x3): coordinates in 1/1024 pixel, rounded to 1/32.
+    ``window`` (x0, y0, x1, y1): compute only that part of the output (and return it), same values."""
     m = np.asarray(inverse, dtype=np.float64).reshape(-1)[:6]
-    width, height = size
+    x_lo, y_lo, x_hi, y_hi = window or (0, 0, *size)
     scale, round_delta = 1024, 1024 // _TAB // 2
-    xd = np.arange(width, dtype=np.float64)
-    yd = np.arange(height, dtype=np.float64)[:, None]
+    xd = np.arange(x_lo, x_hi, dtype=np.float64)
+    yd = np.arange(y_lo, y_hi, dtype=np.float64)[:, None]
     adelta = np.rint(m[0] * xd * scale).astype(np.int64)
     bdelta = np.rint(m[3] * xd * scale).astype(np.int64)
     x_row = np.rint((m[1] * yd + m[2]) * scale).astype(np.int64) + round_delta
