@@ -75,6 +75,13 @@ def interpret(model: Path, rgb: np.ndarray, low: float) -> dict[str, np.ndarray]
     return {d["name"].split(";")[0]: it.get_tensor(d["index"])[0].copy() for d in it.get_output_details()}
 
 
+def network_outputs(model: str, rgb: np.ndarray, low: float, names: dict[str, str]) -> dict[str, np.ndarray]:
+    """The raw outputs of a landmark network, flattened, saved as net/<model>/<key> for each key: output name."""
+    raw = interpret(MODULES / model, rgb, low)
+    stem = Path(model).stem
+    return {f"net/{stem}/{key}": raw[name].reshape(-1) for key, name in names.items()}
+
+
 def detector_outputs(out: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
     """A detector's scores in full, and the box rows of its best anchors (with their indices)."""
     boxes, scores = sorted(out.values(), key=lambda a: a.shape[-1], reverse=True)
@@ -128,9 +135,11 @@ def selfie(folder: Path) -> None:
 def face(folder: Path) -> None:
     out: dict[str, np.ndarray] = {}
     crop = read_rgb(folder / "face_input_192.png")
-    net = interpret(MODULES / "face_landmark" / "face_landmark.tflite", crop, 0.0)
-    out["net/face_landmark/landmarks"] = net["conv2d_21"].reshape(-1)
-    out["net/face_landmark/presence"] = net["conv2d_31"].reshape(-1)
+    out.update(
+        network_outputs(
+            "face_landmark/face_landmark.tflite", crop, 0.0, {"landmarks": "conv2d_21", "presence": "conv2d_31"}
+        )
+    )
     for name, size in (("face_detection_short_range", 128), ("face_detection_full_range_sparse", 192)):
         raw = interpret(MODULES / "face_detection" / f"{name}.tflite", centre(crop, size), -1.0)
         out.update(detector_outputs(raw, f"net/{name}"))
@@ -158,10 +167,9 @@ def face(folder: Path) -> None:
 def pose(folder: Path) -> None:
     out: dict[str, np.ndarray] = {}
     crop = read_rgb(folder / "pose_input_256.png")
+    names = {"landmarks": "Identity", "presence": "Identity_1", "world": "Identity_4"}
+    out.update(network_outputs("pose_landmark/pose_landmark_full.tflite", crop, 0.0, names))
     net = interpret(MODULES / "pose_landmark" / "pose_landmark_full.tflite", crop, 0.0)
-    out["net/pose_landmark_full/landmarks"] = net["Identity"].reshape(-1)
-    out["net/pose_landmark_full/presence"] = net["Identity_1"].reshape(-1)
-    out["net/pose_landmark_full/world"] = net["Identity_4"].reshape(-1)
     out["net/pose_landmark_full/heatmap"] = net["Identity_3"][::4, ::4].astype(np.float32)
     segmentation = net["Identity_2"][..., 0]
     probability = 1 / (1 + np.exp(-np.clip(segmentation, -80, 80)))
@@ -187,14 +195,8 @@ def pose(folder: Path) -> None:
 def hands(folder: Path) -> None:
     out: dict[str, np.ndarray] = {}
     crop = read_rgb(folder / "hand_input_224.png")
-    net = interpret(MODULES / "hand_landmark" / "hand_landmark_full.tflite", crop, 0.0)
-    for key, name in (
-        ("landmarks", "Identity"),
-        ("presence", "Identity_1"),
-        ("handedness", "Identity_2"),
-        ("world", "Identity_3"),
-    ):
-        out[f"net/hand_landmark_full/{key}"] = net[name].reshape(-1)
+    names = {"landmarks": "Identity", "presence": "Identity_1", "handedness": "Identity_2", "world": "Identity_3"}
+    out.update(network_outputs("hand_landmark/hand_landmark_full.tflite", crop, 0.0, names))
     raw = interpret(MODULES / "palm_detection" / "palm_detection_full.tflite", centre(crop, 192), 0.0)
     out.update(detector_outputs(raw, "net/palm_detection_full"))
     for image, rgb in photos(folder).items():
