@@ -14,8 +14,9 @@ per-threshold distance transform the published Conn computes and never uses), th
 per pair" refers to. Times are CPU seconds of this single-threaded process (``time.process_time``; robust on a shared machine) and
 wall seconds, best of ``--repeat`` runs for the fast code and of ``--ref-repeat`` runs for the reference.
 
-Usage: ``python benchmarks/bench_metrics.py [--testdata DIR] [--pairs N] [--size 1080]``
-(``P3M_TESTDATA`` may point to the test data folder; default ``../shared/testdata`` from the repository root).
+Usage, from the repository root: ``.venv/bin/python -m benchmarks.bench_metrics [--testdata DIR] [--pairs N]
+[--size 1080]`` (``P3M_TESTDATA`` may point to the test data folder; default ``../shared/testdata`` beside the
+repository).
 """
 
 from __future__ import annotations
@@ -34,14 +35,10 @@ os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 import cv2
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-
-from bench_common import testdata_dir  # noqa: E402
-from reference_metrics import published_all, ref_all  # noqa: E402
-
-from p3m.io import read_mask  # noqa: E402
-from p3m.metrics import p3m_metrics  # noqa: E402
+from benchmarks.bench_common import testdata_dir
+from p3m.io import read_mask
+from p3m.metrics import p3m_metrics
+from tests.reference.metrics import published_all, ref_all
 
 
 def make_pairs(root: Path, n: int, size: int) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:

@@ -7,10 +7,10 @@ and the max alpha difference between them.
 CUDA (`--device cuda`): batch-1 latency at 512x512 and throughput at batch 32 for fp32 / bf16, eager
 and CUDA graph (torch.cuda.Event timing after warm-up, synchronised).
 
-Runs with only torch (+numpy not even needed): `PYTHONPATH=src python benchmarks/bench_models.py`.
+Runs with only torch (+numpy not even needed), from the repository root: `PYTHONPATH=src python -m benchmarks.bench_models`.
 
-    python benchmarks/bench_models.py --quick
-    python benchmarks/bench_models.py --models p3m-r34 --device cuda --json bench.json
+    python -m benchmarks.bench_models --quick
+    python -m benchmarks.bench_models --models p3m-r34 --device cuda --json bench.json
 """
 
 from __future__ import annotations
@@ -26,8 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout without install
 
 from p3m import models
 from p3m.errors import P3MError

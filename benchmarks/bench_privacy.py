@@ -1,6 +1,6 @@
 """Time face detection, private area + obfuscation and the audit per 1080p image (shared test-data portraits).
 
-Run: `.venv/bin/python benchmarks/bench_privacy.py [--images N] [--repeat R]`. Prints the median time per image
+Run, from the repository root: `.venv/bin/python -m benchmarks.bench_privacy [--images N] [--repeat R]`. Prints the median time per image
 for each stage, measured in this one run on this machine (state the machine when quoting the numbers).
 """
 
@@ -11,7 +11,6 @@ import os
 import platform
 import statistics
 import time
-from pathlib import Path
 
 import cv2
 
@@ -20,9 +19,8 @@ from p3m.privacy.audit import face_detail, face_similarity
 from p3m.privacy.detect import CenterFaceDetector
 from p3m.privacy.obfuscate import obfuscate, private_area
 from p3m.privacy.region import face_region
+from tests.paths import PORTRAITS
 
-ROOT = Path(__file__).resolve().parents[1]
-PORTRAITS = ROOT.parent / "shared" / "testdata" / "portraits"
 PYRAMID = "detect, pyramid (640 + native)"
 
 

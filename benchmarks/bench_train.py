@@ -2,8 +2,8 @@
 
 Synthetic random tensors, no dataset: runs on a bare GPU box with only torch installed::
 
-    PYTHONPATH=src python benchmarks/bench_train.py                       # CPU: fp32, bf16+cl
-    PYTHONPATH=src python benchmarks/bench_train.py --device cuda --compile --json out.json
+    PYTHONPATH=src python -m benchmarks.bench_train                       # CPU: fp32, bf16+cl
+    PYTHONPATH=src python -m benchmarks.bench_train --device cuda --compile --json out.json
 
 The step is `p3m.train.step.TrainStep`, the one the trainer runs. A mode is "+"-joined options:
 fp32 or bf16 (autocast), cl (channels_last), fused (fused Adam), graph (the whole step as one CUDA graph; implies
@@ -24,8 +24,6 @@ import time
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from p3m import models
 from p3m.train.step import TrainStep, make_optimizer

@@ -13,14 +13,10 @@ import io
 import json
 import os
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-
-os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".cache" / "numba"))
-os.environ.setdefault("MPLBACKEND", "Agg")
 
 from p3m import models
 from p3m.bench import published
@@ -33,6 +29,7 @@ from p3m.bench.runner import (
     run_benchmark,
 )
 from p3m.errors import DatasetError, P3MError
+from tests.paths import CHROMIUM
 
 torch.set_num_threads(1)
 
@@ -266,9 +263,6 @@ def test_published_numbers():
     assert published.published_for("basic-r34", "P3M-500-NP") is None
     assert published.published_for("modnet-mbv2", "P3M-500-P") is None
     assert published.TRIMAP_BASED["FBA"]["B:B"] == (4.1330, 0.0088)
-
-
-CHROMIUM = Path("/usr/bin/chromium")
 
 
 @pytest.mark.skipif(not CHROMIUM.exists() and not os.environ.get("CI"), reason="/usr/bin/chromium not installed")

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from p3m import cli, io
 
@@ -16,12 +15,6 @@ TINY = [
     "methods=[{name: P3M-Net R34, type: p3m-r34, width: 8}, {name: BASIC, type: basic-r34, width: 8}]",
     "report.grid_samples=1",
 ]
-
-
-@pytest.fixture()
-def home(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("P3M_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
 
 
 def _demo(out: Path, portraits: Path, *extra: str) -> int:

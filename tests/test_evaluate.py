@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import shutil
 from pathlib import Path
 
@@ -13,7 +12,6 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image
-from reference_metrics import ref_all
 
 from p3m import cli
 from p3m.evaluation import (
@@ -25,8 +23,8 @@ from p3m.evaluation import (
     evaluate_arrays,
     evaluate_dirs,
 )
-
-TESTDATA = Path(os.environ.get("P3M_TESTDATA", Path(__file__).resolve().parents[2] / "shared" / "testdata"))
+from tests.paths import PORTRAITS
+from tests.reference.metrics import ref_all
 
 
 def run_cli(monkeypatch, capsys, *argv: str) -> tuple[int, str, str]:
@@ -56,12 +54,9 @@ def _perturb(mask: np.ndarray, seed: int) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def synth(tmp_path_factory) -> Path:
-    from p3m.data.synth import SynthConfig, generate_dataset
-
-    root = generate_dataset(
-        tmp_path_factory.mktemp("eval") / "ds", SynthConfig(n_train=0, n_test_p=4, n_test_np=4, size=(128, 128), seed=5)
-    )
+def synth(synth_dataset) -> Path:
+    """The test set, with perturbed masks as predictions in ``pred_P/`` beside it (its folder is its own)."""
+    root = synth_dataset(n_train=0, n_test_p=4, n_test_np=4, size=(128, 128), seed=5)
     pred = root.parent / "pred_P"
     for i, mask in enumerate(sorted((root / "validation" / "P3M-500-P" / "mask").glob("*.png"))):
         _gray(pred / mask.name, _perturb(_read(mask), i))
@@ -147,7 +142,7 @@ def test_dirs_evaluation_both_protocols_and_workers(synth, tmp_path):
 
 
 def test_reference_alphas_against_themselves_are_exactly_zero(tmp_path, monkeypatch, capsys):
-    alphas = TESTDATA / "portraits" / "reference_alpha"
+    alphas = PORTRAITS / "reference_alpha"
     if not alphas.is_dir():
         pytest.skip(f"test data not found: {alphas}")
     names = sorted(alphas.glob("*.png"))[:4]

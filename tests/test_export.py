@@ -88,7 +88,6 @@ def test_onnx_backend_matches_torch_through_strategies(tiny, onnx_file) -> None:
 
 
 def test_matter_and_cli_with_onnxruntime_backend(onnx_file, tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv("P3M_HOME", str(tmp_path / "home"))
     path, _ = onnx_file
     matter = Matter(weights=path, backend="onnxruntime")
     assert matter.backend == "onnxruntime" and matter.arch == "p3m-r34"
@@ -107,7 +106,6 @@ def test_matter_and_cli_with_onnxruntime_backend(onnx_file, tmp_path, monkeypatc
 
 
 def test_export_command(tiny, tmp_path, monkeypatch, capsys) -> None:
-    monkeypatch.setenv("P3M_HOME", str(tmp_path / "home"))
     ckpt = save_checkpoint(tiny, tmp_path / "ck" / "tiny")
     model_store.register(ckpt, "tiny", arch="p3m-r34", origin="test")
     out = tmp_path / "model.onnx"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -13,9 +12,8 @@ from skimage.metrics import structural_similarity
 
 from p3m.errors import ImageError, P3MError
 from p3m.privacy.obfuscate import obfuscate, private_area, transition_band
+from tests.paths import PORTRAITS
 
-TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata"
-PORTRAITS = TESTDATA / "portraits"
 OPEN_FACE = "p_07141906"  # the one unobfuscated face in the shared test data
 
 

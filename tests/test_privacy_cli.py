@@ -19,9 +19,8 @@ from p3m.errors import P3MError
 from p3m.io import read_image, read_mask, write_image
 from p3m.privacy.anonymize import AnonymizeOptions, anonymize_image
 from p3m.privacy.detect import Face
+from tests.paths import PORTRAITS
 
-TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata"
-PORTRAITS = TESTDATA / "portraits"
 OPEN_FACE = "p_07141906"  # the one unobfuscated face named by the shared test data README
 
 
@@ -62,11 +61,9 @@ def _csv(path: Path) -> list[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def real_faces(tmp_path_factory) -> Path:
+def real_faces(tmp_path_factory, shared_portraits) -> Path:
     """PNG copies (lossless, so 'unchanged' can be checked bit-exactly) of astronaut, camera and the open face."""
-    src = PORTRAITS / "image" / f"{OPEN_FACE}.jpg"
-    if not src.is_file():
-        pytest.skip(f"shared test data not found at {src}")
+    src = shared_portraits / "image" / f"{OPEN_FACE}.jpg"
     d = tmp_path_factory.mktemp("faces_in")
     write_image(d / "astronaut.png", data.astronaut())
     write_image(d / "camera.png", np.repeat(data.camera()[..., None], 3, axis=2))
@@ -75,11 +72,9 @@ def real_faces(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def alpha_dir(tmp_path_factory) -> Path:
+def alpha_dir(tmp_path_factory, shared_portraits) -> Path:
     """Mattes by stem: the reference alpha for the open face, fully opaque ones for the skimage images."""
-    ref = PORTRAITS / "reference_alpha" / f"{OPEN_FACE}.png"
-    if not ref.is_file():
-        pytest.skip(f"shared test data not found at {ref}")
+    ref = shared_portraits / "reference_alpha" / f"{OPEN_FACE}.png"
     d = tmp_path_factory.mktemp("alpha")
     write_image(d / f"{OPEN_FACE}.png", read_mask(ref))
     write_image(d / "astronaut.png", np.full((512, 512), 255, np.uint8))

@@ -12,8 +12,6 @@ import numpy as np
 import pytest
 import torch
 
-os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".cache" / "numba"))
-
 from p3m.errors import ConfigError
 from p3m.train import data as tdata
 from p3m.train.config import CopyPasteConfig, DataConfig, load_config
@@ -23,12 +21,8 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
-def synth_root(tmp_path_factory) -> Path:
-    from p3m.data.synth import SynthConfig, generate_dataset
-
-    root = tmp_path_factory.mktemp("synth") / "P3M-10k"
-    generate_dataset(root, SynthConfig(n_train=6, n_test_p=2, n_test_np=2, size=(64, 64), seed=3))
-    return root
+def synth_root(synth_dataset) -> Path:
+    return synth_dataset(n_train=6, n_test_p=2, n_test_np=2, size=(64, 64), seed=3)
 
 
 def prepared(item: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -1,6 +1,6 @@
 """The faster training data pipeline produces exactly what the pipeline before it produced.
 
-`reference_train_data` is a literal copy of the replaced code; every test here compares the current code against it
+`tests.reference.train_data` is a literal copy of the replaced code; every test here compares the current code against it
 (bit for bit, same dtypes, same random draws) on fixed seeds, so any change in what the pipeline produces fails here.
 Items are now uint8 and converted on the training device by `prepare_batch`: what is compared is `prepare_batch` of
 the new items (one by one and collated) against the old float32 items. Covered: the OpenCV read of the fg/bg cache
@@ -11,7 +11,6 @@ for the default recipe, the MM21 variant, on-the-fly obfuscation, copy-paste and
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -21,16 +20,13 @@ import pytest
 import torch
 from torch.utils.data import default_collate
 
-os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".cache" / "numba"))
-
-import reference_train_data as ref
-
 from p3m.data.trimap import random_kernel_size, random_trimap, trimap_crop, trimap_from_alpha
 from p3m.io import read_image, write_image
 from p3m.train import data as tdata
 from p3m.train import foreground
 from p3m.train.config import CopyPasteConfig, DataConfig
 from p3m.train.copy_paste import Face, FaceBank, copy_where, face_box, paste_face
+from tests.reference import train_data as ref
 
 torch.set_num_threads(1)
 
@@ -308,12 +304,10 @@ def test_face_box_copy_where_and_paste_face_match_reference():
 
 
 @pytest.fixture(scope="module")
-def synth_root(tmp_path_factory) -> Path:
+def synth_root(synth_dataset, tmp_path_factory) -> Path:
     """A synthetic set large enough for crops smaller than the image, with original_image and an fg/bg cache."""
-    from p3m.data.synth import SynthConfig, generate_dataset
-
     root = tmp_path_factory.mktemp("speed") / "P3M-10k"
-    generate_dataset(root, SynthConfig(n_train=6, n_test_p=1, n_test_np=1, size=(96, 128), seed=11))
+    shutil.copytree(synth_dataset(n_train=6, n_test_p=1, n_test_np=1, size=(96, 128), seed=11), root)
     train = root / "train"
     shutil.copytree(train / "blurred_image", train / "original_image")
     for folder in ("blurred_image", "original_image"):  # the estimated-fg/bg path reads this PNG cache

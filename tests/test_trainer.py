@@ -17,9 +17,9 @@ import torch
 
 from p3m.train.config import load_config
 from p3m.train.trainer import RESUME_FILE, lr_at, train
+from tests.paths import REPO
 
 torch.set_num_threads(1)
-REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 
 TINY = [
@@ -39,12 +39,8 @@ TINY = [
 
 
 @pytest.fixture(scope="module")
-def synth_root(tmp_path_factory) -> Path:
-    from p3m.data.synth import SynthConfig, generate_dataset
-
-    root = tmp_path_factory.mktemp("tsynth") / "P3M-10k"
-    generate_dataset(root, SynthConfig(n_train=6, n_test_p=2, n_test_np=2, size=(64, 64), seed=5))
-    return root
+def synth_root(synth_dataset) -> Path:
+    return synth_dataset(n_train=6, n_test_p=2, n_test_np=2, size=(64, 64), seed=5)
 
 
 def tiny(root: Path, *extra: str):
@@ -251,7 +247,6 @@ def test_ddp_two_processes_gloo(synth_root, tmp_path):
 
 
 def test_bf16_channels_last_overwrite_and_register(synth_root, tmp_path, monkeypatch):
-    monkeypatch.setenv("P3M_HOME", str(tmp_path / "home"))
     cfg = tiny(
         synth_root,
         "train.max_steps=2",
