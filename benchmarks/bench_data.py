@@ -270,7 +270,7 @@ def stage_profile(ds, indices: list[tuple[int, int]], which: str) -> dict[str, f
             k = random_kernel_size(rng, cfg.trimap_kernel[0], cfg.trimap_kernel[1])
             built: list[np.ndarray] = []
 
-            def full_trimap() -> np.ndarray:
+            def full_trimap(built=built, alpha=alpha, k=k) -> np.ndarray:  # bound now: called within this pass
                 if not built:
                     built.append(trimap_from_alpha(alpha, k))
                 return built[0]

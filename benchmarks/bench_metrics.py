@@ -11,8 +11,8 @@ For each pair the full P3M set (SAD, MSE, MAD, SAD-T/MSE-T/MAD-T, SAD-FG/BG, Gra
 trimap is derived from GT, the "face" is a box) is computed by both implementations; values must agree to a relative
 1e-6. A third column times the published evaluation code's way (``published_all``: the same formulas, plus the
 per-threshold distance transform the published Conn computes and never uses), the baseline the issue's "about 1.5 s
-per pair" refers to. Times are CPU seconds of this single-threaded process (``time.process_time``; robust on a shared machine) and
-wall seconds, best of ``--repeat`` runs for the fast code and of ``--ref-repeat`` runs for the reference.
+per pair" refers to. Times are CPU seconds of this single-threaded process (``time.process_time``; robust on a shared
+machine) and wall seconds, best of ``--repeat`` runs for the fast code and of ``--ref-repeat`` runs for the reference.
 
 Usage, from the repository root: ``.venv/bin/python -m benchmarks.bench_metrics [--testdata DIR] [--pairs N]
 [--size 1080]`` (``P3M_TESTDATA`` may point to the test data folder; default ``../shared/testdata`` beside the
@@ -22,9 +22,11 @@ repository).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -83,10 +85,8 @@ def main() -> int:
     args = parser.parse_args()
 
     cv2.setNumThreads(1)
-    try:
+    with contextlib.suppress(AttributeError, OSError):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core
-    except (AttributeError, OSError):
-        pass
     root = testdata_dir(args.testdata)
     if root is None:
         sys.exit("bench_metrics: test data not found; pass --testdata DIR or set P3M_TESTDATA")
@@ -104,9 +104,9 @@ def main() -> int:
     totals: dict[str, list[float]] = {"blurred": [0.0, 0.0, 0.0], "noisy": [0.0, 0.0, 0.0]}
     worst = 0.0
     for name, p, a, trimap, face in pairs:
-        ref_cpu, ref_wall, ref = timed(lambda: ref_all(p, a, trimap, face), args.ref_repeat)
-        pub_cpu, pub_wall, _ = timed(lambda: published_all(p, a, trimap, face), args.ref_repeat)
-        fast_cpu, fast_wall, fast = timed(lambda: p3m_metrics(p, a, trimap, face), args.repeat)
+        ref_cpu, ref_wall, ref = timed(partial(ref_all, p, a, trimap, face), args.ref_repeat)
+        pub_cpu, pub_wall, _ = timed(partial(published_all, p, a, trimap, face), args.ref_repeat)
+        fast_cpu, fast_wall, fast = timed(partial(p3m_metrics, p, a, trimap, face), args.repeat)
         rel = max(
             0.0
             if fast[k] == ref[k] or (np.isnan(fast[k]) and np.isnan(ref[k]))

@@ -17,6 +17,7 @@ F.max_unpool2d). For eager modes the step time is also split into forward, loss 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import sys
@@ -117,10 +118,8 @@ def _bench_mode(args, mode: str, opts: dict, device: torch.device) -> dict:
     kwargs = {"width": args.width} if args.width else {}
     model = models.create(args.arch, **kwargs).to(device).train()
     for name in ("resnet.fc", "encoder.head"):
-        try:
+        with contextlib.suppress(AttributeError):
             model.get_submodule(name).requires_grad_(False)
-        except AttributeError:
-            pass
     if opts["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
     params = [p for p in model.parameters() if p.requires_grad]

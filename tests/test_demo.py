@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from p3m import cli, io
 
@@ -37,6 +38,7 @@ def _demo(out: Path, portraits: Path, *extra: str) -> int:
     return cli.main(argv + list(extra))
 
 
+@pytest.mark.slow
 def test_demo_runs_every_stage_and_skips_them_on_rerun(tmp_path, home, capsys):
     from p3m.data.synth import render_portrait
 

@@ -3,6 +3,7 @@ highres tiling, SAMPLES mode, foreground estimation, the Matter API and the mode
 
 from __future__ import annotations
 
+import itertools
 import json
 import pickle
 import threading
@@ -163,7 +164,7 @@ def test_tile_offsets_are_multiples_of_32_and_cover() -> None:
         starts = tile_starts(n, 1024, 128)
         assert all(s % 32 == 0 for s in starts)
         assert starts[0] == 0 and starts[-1] == n - 1024
-        assert all(b - a <= 1024 - 128 for a, b in zip(starts, starts[1:]))  # overlap >= 128
+        assert all(b - a <= 1024 - 128 for a, b in itertools.pairwise(starts))  # overlap >= 128
     assert tile_starts(640, 1024, 128) == [0]
     w1, w2 = blend_ramp(256, 0, 96), blend_ramp(256, 96, 0)
     np.testing.assert_allclose(w1[-96:] + w2[:96], 1.0, atol=1e-6)

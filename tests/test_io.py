@@ -220,7 +220,7 @@ def test_bytes_input_and_errors() -> None:
     buf = pyio.BytesIO()
     Image.fromarray(_gradient()).save(buf, format="PNG")
     assert io.read_image(buf.getvalue()).shape == (48, 64, 3)
-    with pytest.raises(ImageError, match="upload.png: empty"):
+    with pytest.raises(ImageError, match=r"upload\.png: empty"):
         io.read_image(b"", name="upload.png")
     with pytest.raises(ImageError, match="not a recognised image"):
         io.read_image(b"GIF89a-garbage-not-really", name="x")
@@ -318,7 +318,7 @@ def test_collect_images(tmp_path: Path) -> None:
     paths, problems = io.collect_images([tmp_path / "missing.jpg", str(tmp_path / "*.tif"), tmp_path / "a.png"])
     assert [p.name for p in paths] == ["a.png"]
     assert len(problems) == 2 and "missing.jpg" in problems[0] and "*.tif" in problems[1]
-    with pytest.raises(ImageError, match="missing.jpg"):
+    with pytest.raises(ImageError, match=r"missing\.jpg"):
         io.list_images([tmp_path / "missing.jpg"])
 
 

@@ -115,6 +115,7 @@ def test_folder_end_to_end_with_all_outputs(weights: Path, tmp_path: Path, capsy
     assert sorted(x.name for x in out.iterdir() if x.name.startswith(".")) == []  # no temp files left
 
 
+@pytest.mark.slow
 def test_real_size_portrait_runs(weights: Path, tmp_path: Path) -> None:
     src = portraits()[0]
     out = tmp_path / "out"

@@ -277,16 +277,16 @@ def test_forward_shapes_and_order(r34_small):
     assert out.local_alpha.min() >= 0 and out.local_alpha.max() <= 1
 
 
-def test_forward_matchespublished_wiring(r34_small):
+def test_forward_matches_published_wiring(r34_small):
     x = _image(1, 64, 96, seed=5)
     with torch.no_grad():
         ours = r34_small(x)
         ref = published_r34_forward(r34_small, x)
-    for a, b in zip(ours, ref):
+    for a, b in zip(ours, ref, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
-def test_fusion_rule_matchespublished_code():
+def test_fusion_rule_matches_published_code():
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(2, 3, 16, 8, generator=g)
     local = torch.rand(2, 1, 16, 8, generator=g)
@@ -323,14 +323,14 @@ def test_deterministic_in_eval(r34_small):
     with torch.no_grad():
         a = r34_small(x)
         b = r34_small(x)
-    for t, u in zip(a, b):
+    for t, u in zip(a, b, strict=True):
         assert torch.equal(t, u)
     torch.manual_seed(0)
     twin = models.create("p3m-r34", width=16).eval()
     _randomise_bn(twin)
     with torch.no_grad():
         c = twin(x)
-    for t, u in zip(a, c):
+    for t, u in zip(a, c, strict=True):
         assert torch.equal(t, u)
 
 
@@ -351,7 +351,7 @@ def test_transformer_decoder_counts(channels, params_m):
     sd = dec.state_dict()
     assert len(sd) == 281
     assert dict(Counter(k.split(".")[0] for k in sd)) == _decoder_prefix_counts()
-    c_deep, c3, c2, c1, c0, stem = channels
+    c_deep, c3, c2, _c1, c0, stem = channels
     assert sd["decoder4_g.0.weight"].shape == (c3, c_deep, 3, 3)  # first conv changes channels
     assert sd["decoder0_g.6.weight"].shape == (stem, stem, 3, 3) and "decoder0_g.6.bias" in sd
     assert sd["decoder_final_g.weight"].shape == (3, stem, 3, 3)
@@ -395,7 +395,7 @@ def test_transformer_wrapper_forward_and_wiring():
         deep, indices, feas = enc(x)
         ref = published_transformer_decoder_forward(dec, deep, indices, feas)
     assert [tuple(t.shape) for t in out] == [(2, 3, 64, 96), (2, 1, 64, 96), (2, 1, 64, 96)] + [(2, 3, 64, 96)] * 3
-    for a, b in zip(out, ref):
+    for a, b in zip(out, ref, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert set(k.split(".")[0] for k in model.state_dict()) == {"encoder", "decoder"}
     with pytest.raises(ValueError, match="multiples of 32"):
@@ -455,6 +455,7 @@ def test_transformer_entries_fail_clearly_without_encoder(arch, module, monkeypa
         models.create(arch)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _module_available("p3m.models.vitae"), reason="ViTAE-S encoder not written yet")
 def test_vitae_s_full_counts():
     torch.manual_seed(0)
@@ -491,7 +492,7 @@ def _outputs(model, x):
 
 
 def _assert_same_outputs(a, b):
-    for t, u in zip(a, b):
+    for t, u in zip(a, b, strict=True):
         assert torch.equal(t, u)
 
 
@@ -501,7 +502,7 @@ def _fresh_small(seed: int = 123) -> nn.Module:
 
 
 @pytest.mark.parametrize("layout", ["state_dict", "bare", "module_prefix", "state_dict_ema"])
-def test_loadpublished_layouts(r34_small, tmp_path, layout):
+def test_load_published_layouts(r34_small, tmp_path, layout):
     sd = r34_small.state_dict()
     if layout == "state_dict":
         obj = {"state_dict": sd}
@@ -524,7 +525,7 @@ def test_loadpublished_layouts(r34_small, tmp_path, layout):
         assert report["extra"] == {"epoch": 12}
 
 
-def test_loadpublished_checkpoint_without_aliases(r34_small, tmp_path):
+def test_load_published_checkpoint_without_aliases(r34_small, tmp_path):
     # a state dict with the duplicates dropped (reference 4.5 alternative layout) also loads strictly
     sd = {k: v for k, v in r34_small.state_dict().items() if not k.startswith("encoder")}
     assert len(sd) == 713 - 6 - 36 - 54 - 78 - 42
@@ -608,7 +609,7 @@ def test_malicious_pickle_is_refused_and_not_executed(r34_small, tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pth"
     torch.save({"state_dict": r34_small.state_dict(), "payload": _Exploit(marker)}, path)
-    with pytest.raises(CheckpointError, match="refused.*arbitrary code"):
+    with pytest.raises(CheckpointError, match=r"refused.*arbitrary code"):
         load_checkpoint(_fresh_small(), path)
     assert not marker.exists()
     raw = tmp_path / "evil.pkl"
@@ -649,7 +650,7 @@ def test_safetensors_round_trip(r34_small, tmp_path):
     _assert_same_outputs(_outputs(target, x), _outputs(r34_small, x))
 
 
-def test_load_model_frompublished_pth(r34_small, tmp_path):
+def test_load_model_from_published_pth(r34_small, tmp_path):
     path = tmp_path / "p3mnet_pretrained_on_p3m10k.pth"
     torch.save({"state_dict": r34_small.state_dict()}, path)
     with pytest.raises(CheckpointError, match="arch="):
@@ -718,7 +719,7 @@ def test_runner_fp32_matches_eager(r34_small):
     runner = InferenceRunner(r34_small, "cpu", precision="fp32", cuda_graphs=True)  # graphs ignored on CPU
     out = runner(x)
     ref = _outputs(r34_small, x)
-    for a, b in zip(out, ref):
+    for a, b in zip(out, ref, strict=True):
         assert a.dtype == torch.float32
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
     assert runner.captured_shapes == []

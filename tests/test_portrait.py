@@ -193,7 +193,7 @@ def test_band_solver_agrees_with_pymatting_closed_form():
 @pytest.mark.parametrize("shape", [(1, 1), (1, 7), (6, 1), (2, 2), (3, 3)])
 def test_band_solver_on_images_too_small_for_a_window(shape):
     rng = np.random.default_rng(0)
-    image = rng.integers(0, 256, shape + (3,), dtype=np.uint8)
+    image = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
     tri = np.full(shape, 128, np.uint8)
     guess = rng.random(shape).astype(np.float32)
     alpha = solve_alpha(image, tri, guess)

@@ -84,6 +84,7 @@ def alpha_dir(tmp_path_factory, shared_portraits) -> Path:
 
 @pytest.fixture(scope="module", params=["blur", "mosaic", "zero"])
 def anonymized(request, real_faces, alpha_dir, tmp_path_factory) -> tuple[str, Path]:
+    """`p3m anonymize` of the three real faces with each method (~1-3 s each): the tests using it are marked slow."""
     out = tmp_path_factory.mktemp(f"out_{request.param}")
     argv = ["anonymize", str(real_faces), "-o", str(out), "--method", request.param, "--alpha", str(alpha_dir), "-q"]
     rc = run_cli(argv)
@@ -91,6 +92,7 @@ def anonymized(request, real_faces, alpha_dir, tmp_path_factory) -> tuple[str, P
     return request.param, out
 
 
+@pytest.mark.slow
 def test_anonymize_removes_identifying_detail_and_keeps_the_rest(anonymized, real_faces, alpha_dir):
     method, out = anonymized
     rows = {r["stem"]: r for r in _csv(out / "anonymize_report.csv")}
@@ -128,8 +130,9 @@ def private_face_box(row: dict[str, str]) -> tuple[slice, slice]:
     return slice(int(y0), int(y1)), slice(int(x0), int(x1))
 
 
+@pytest.mark.slow
 def test_audit_passes_on_outputs(anonymized, real_faces):
-    method, out = anonymized
+    _method, out = anonymized
     assert run_cli(["audit", str(out), "--originals", str(real_faces), "-q"]) == 0
     rows = _csv(out / "audit_report.csv")
     assert {r["status"] for r in rows} == {"pass"} and len(rows) == 3
@@ -451,6 +454,7 @@ def test_audit_flags_a_face_partly_left_in_the_transition_band():
 UNOBFUSCATED = {"p_07141906", "p_818e689d", "p_bac3c1ff"}  # the shared README: the other nine are blurred
 
 
+@pytest.mark.slow
 def test_audit_of_the_shared_portraits_flags_exactly_the_unobfuscated_faces(tmp_path):
     folder = PORTRAITS / "image"
     if len(list(folder.glob("*.jpg"))) != 12:
@@ -471,6 +475,7 @@ def test_audit_of_the_shared_portraits_flags_exactly_the_unobfuscated_faces(tmp_
     assert float(rows["p_bd6af989"]["max_detail"]) > 3.0 and float(rows["p_bd6af989"]["max_detail_ratio"]) < 1.0
 
 
+@pytest.mark.slow
 def test_audit_flags_the_profile_left_in_the_transition_band_of_p_818e689d(tmp_path):
     stems = ("p_818e689d", "p_bd6af989", "p_bac3c1ff")
     src, alpha = tmp_path / "in", tmp_path / "alpha"

@@ -52,7 +52,7 @@ def test_shipped_weights_record_their_source(variant):
 
     with safe_open(str(weights_path(variant)), framework="pt") as f:
         meta = f.metadata()
-        dtypes = {f.get_tensor(k).dtype for k in f.keys()}
+        dtypes = {f.get_tensor(k).dtype for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
     assert meta["source_sha256"] == SOURCE_SHA256[variant]
     assert meta["licence"] == "Apache-2.0"
     assert dtypes == {torch.float16}  # stored precision kept: the conversion is exact

@@ -19,6 +19,8 @@ import pytest
 
 from tests.paths import ARTIFACTS, CHROMIUM, PORTRAITS
 
+pytestmark = pytest.mark.browser
+
 PORTRAIT = PORTRAITS / "image" / "p_09ba26b4.jpg"
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -134,6 +136,7 @@ def download_png(page, selector: str, tmp_path: Path) -> Image.Image:
     return img
 
 
+@pytest.mark.slow
 def test_page_mattes_anonymises_and_downloads(base_url, browser_page, portrait_file, tmp_path):
     page = browser_page
     requests: list[str] = []

@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = [pytest.mark.subprocess, pytest.mark.slow]  # a `p3m serve` process under 40 requests
+
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 
@@ -157,7 +159,7 @@ def test_many_concurrent_requests_end_with_200_or_503_and_memory_stays_bounded(s
         assert set(statuses) <= {200, 503}, statuses
         n_ok, n_busy = statuses.count(200), statuses.count(503)
         assert n_ok >= WORKERS + QUEUE and n_busy >= 1, statuses
-        for endpoint, status, headers, content, seconds in results:
+        for _endpoint, status, headers, content, seconds in results:
             assert seconds < REQUEST_TIMEOUT_S
             if status == 503:
                 assert int(headers["retry-after"]) >= 1

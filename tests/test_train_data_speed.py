@@ -1,7 +1,7 @@
 """The faster training data pipeline produces exactly what the pipeline before it produced.
 
-`tests.reference.train_data` is a literal copy of the replaced code; every test here compares the current code against it
-(bit for bit, same dtypes, same random draws) on fixed seeds, so any change in what the pipeline produces fails here.
+`tests.reference.train_data` is a literal copy of the replaced code; every test here compares the current code against
+it (bit for bit, same dtypes, same random draws) on fixed seeds, so any change in what the pipeline produces fails here.
 Items are now uint8 and converted on the training device by `prepare_batch`: what is compared is `prepare_batch` of
 the new items (one by one and collated) against the old float32 items. Covered: the OpenCV read of the fg/bg cache
 against PIL (and what happens to an unreadable cache file), the uint8 trimap and the crop-window trimap, the crop
@@ -111,7 +111,7 @@ def test_unreadable_cache_file_is_estimated_again(tmp_path, monkeypatch, capfd):
     assert len(calls) == 1
     assert_same(foreground.load_or_estimate(image, alpha, tmp_path, "blurred_image", "a")[0], fg)  # a hit
     assert len(calls) == 1
-    fg_path, bg_path = foreground.cache_paths(tmp_path, "blurred_image", "a")
+    _fg_path, bg_path = foreground.cache_paths(tmp_path, "blurred_image", "a")
     for damage in (lambda d: d[: len(d) // 2], lambda d: b"not a png", lambda d: b""):
         bg_path.write_bytes(damage(bg_path.read_bytes()))
         got_fg, got_bg = foreground.load_or_estimate(image, alpha, tmp_path, "blurred_image", "a")
@@ -343,7 +343,7 @@ def test_dataset_items_match_reference(synth_root, case):
         new.epoch = old.epoch = epoch
         items = [new[index] for index in range(len(new))]
         want = [old[index] for index in range(len(new))]
-        for item, old_item in zip(items, want):
+        for item, old_item in zip(items, want, strict=True):
             assert all(v.dtype == torch.uint8 for v in item.values())
             assert_same(tdata.prepare_batch(item, "cpu"), old_item)
         assert_same(tdata.prepare_batch(default_collate(items), "cpu"), default_collate(want))
