@@ -27,7 +27,8 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
-# the developer loop: every test but those marked slow, browser or subprocess (`make test` runs them all)
+# the developer loop (about 50 s on the 2-core dev machine): every test but those marked slow, browser or
+# subprocess; `make test` runs them all
 test-fast: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow and not browser and not subprocess"
 

@@ -8,7 +8,7 @@
   and copy one (``shutil.copytree``) before changing anything in it.
 - ``shared_portraits``: the real portraits of the shared test data (``tests/paths.py``); skips where absent.
 
-Markers (pyproject.toml): ``slow`` (over about 2 s on the 2-core dev machine), ``browser`` (drives chromium),
+Markers (pyproject.toml): ``slow`` (a second or more on the shared 2-core dev machine), ``browser`` (drives chromium),
 ``subprocess`` (starts other programs). ``make test-fast`` leaves those three out; ``make test`` runs everything.
 """
 

@@ -370,6 +370,7 @@ def test_interrupted_training_stage_resumes(bench):
     assert json.loads((folder / DONE_MARKER).read_text())["resumed"] is True
 
 
+@pytest.mark.slow
 def test_bad_test_image_is_reported_and_skipped(tmp_path, capsys):
     """One unreadable test image: reported, skipped, the others finish; the CLI exit code says so."""
     from p3m.commands import benchmark

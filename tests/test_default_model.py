@@ -76,6 +76,7 @@ def test_matter_default_mattes_a_real_portrait_and_names_the_route(home: Path, p
         Matter(model="p3m-r34", weights="portrait-cf")
 
 
+@pytest.mark.slow
 def test_weights_trained_on_drawn_portraits_warn_once_everywhere(
     home: Path, tmp_path: Path, portrait: Path, capsys
 ) -> None:

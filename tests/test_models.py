@@ -175,6 +175,7 @@ def test_r34_aliases_share_modules(r34_full):
     assert sd["encoder3.4.conv1.weight"].data_ptr() == sd["resnet.layer3.4.conv1.weight"].data_ptr()
 
 
+@pytest.mark.slow
 def test_r34_flops_at_512(r34_full):
     flops = count_flops(r34_full, (1, 3, 512, 512))
     assert flops == pytest.approx(117.3e9, rel=5e-3)
@@ -467,6 +468,7 @@ def test_vitae_s_full_counts():
     assert sum(k.startswith("decoder.") for k in sd) == 281
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _module_available("p3m.models.swin"), reason="Swin-T encoder not written yet")
 def test_swin_t_full_counts(tmp_path):
     torch.manual_seed(0)

@@ -139,6 +139,7 @@ def test_audit_passes_on_outputs(anonymized, real_faces):
     assert all(float(r["max_ssim"]) < 0.5 and float(r["min_coverage"]) >= 0.5 for r in rows)
 
 
+@pytest.mark.slow
 def test_audit_fails_on_inputs(real_faces, tmp_path, capsys):
     report = tmp_path / "audit_inputs.csv"
     assert run_cli(["audit", str(real_faces), "--report", str(report), "-q"]) == 1
@@ -296,6 +297,7 @@ def _synth_root(tmp_path: Path, n: int) -> tuple[Path, list]:
     return root, portraits
 
 
+@pytest.mark.slow
 def test_dataset_mode_builds_p3m_layout_and_facemasks_cover_faces(tmp_path):
     pytest.importorskip("p3m.data.synth")
     root, portraits = _synth_root(tmp_path, 8)
