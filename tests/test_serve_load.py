@@ -24,7 +24,8 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 
 from PIL import Image  # noqa: E402
-from serve_process import served_process, small_weights  # noqa: E402
+
+from tests.serve_process import served_process, small_weights  # noqa: E402
 
 N_REQUESTS = 40
 CONCURRENCY = 16
