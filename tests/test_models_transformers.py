@@ -73,7 +73,7 @@ def expected_swin_keys() -> list[str]:
         keys += [f"layers.{s}.blocks.{j}.{k}" for j in range(depth) for k in block]
         if s < 3:
             keys += [f"layers.{s}.downsample.{k}" for k in ("norm.weight", "norm.bias", "linear.weight")]
-    return keys + ["norm.weight", "norm.bias"]
+    return [*keys, "norm.weight", "norm.bias"]
 
 
 def expected_vitae_keys() -> list[str]:
@@ -92,7 +92,7 @@ def expected_vitae_keys() -> list[str]:
         for i in range(depth):
             keys += [f"layers.{s}.NC.{i}.{m}.{t}" for m in standard for t in wb]
             keys += [f"layers.{s}.NC.{i}.{k}" for k in pcm]
-    return keys + ["head.weight", "head.bias"]
+    return [*keys, "head.weight", "head.bias"]
 
 
 def test_swin_state_dict_keys_and_counts(swin):
@@ -175,9 +175,9 @@ def check_outputs(out, height, width, deep, index_ch, fea_ch):
     x, indices, feas = out
     assert x.shape == (2, deep, height // 32, width // 32)
     assert len(indices) == 5 and len(feas) == 5
-    for k, (idx, c) in enumerate(zip(indices, index_ch)):
+    for k, (idx, c) in enumerate(zip(indices, index_ch, strict=True)):
         assert idx.shape == (2, c, height // 2 ** (k + 1), width // 2 ** (k + 1)) and idx.dtype == torch.int64
-    for k, (fea, c) in enumerate(zip(feas, fea_ch)):
+    for k, (fea, c) in enumerate(zip(feas, fea_ch, strict=True)):
         assert fea.shape == (2, c, height // 2**k, width // 2**k)
     # each index tensor unpools the next-deeper scale back onto its skip feature's grid
     for k in range(4):
@@ -450,7 +450,7 @@ def test_state_dict_roundtrip_swin(swin):
     loaded = roundtrip(swin, swin_t_encoder())
     x = torch.randn(1, 3, 64, 96)
     with torch.no_grad():
-        for a, b in zip(swin(x)[2] + [swin(x)[0]], loaded(x)[2] + [loaded(x)[0]]):
+        for a, b in zip(swin(x)[2] + [swin(x)[0]], loaded(x)[2] + [loaded(x)[0]], strict=True):
             torch.testing.assert_close(a, b, atol=0, rtol=0)
 
 
@@ -472,6 +472,7 @@ def test_bfloat16_autocast_runs(swin, vitae):
         assert (low - ref).abs().max() < 0.25 * ref.abs().max()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("build", [swin_t_encoder, vitae_s_encoder])
 def test_onnx_export_matches_eager(build):
     """Fixed-size export (the Swin masks become constants); includes a 1-window shifted stage."""
@@ -498,6 +499,6 @@ def test_onnx_export_matches_eager(build):
     with torch.no_grad():
         want = Flat().eval()(x)
     assert len(got) == 11
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         assert g.shape == tuple(w.shape)
         assert abs(g - w.numpy()).max() < 1e-4

@@ -7,7 +7,6 @@ ImageSegmenter, TFLite + XNNPACK, on the stored input at the model's input size)
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -16,8 +15,8 @@ import torch
 
 from p3m import models
 from p3m.models.selfie import SelfieSegmentation, weights_path
+from tests.paths import TEST_DATA
 
-DATA = Path(__file__).parent / "data"
 SOURCE_SHA256 = {
     "general": "8d13b7fae74af625c641226813616a2117bd6bca19eb3b75574621fc08557f27",
     "landscape": "4aafe6223bb8dac6fac8ca8ed56852870a33051ef3f6238822d282a109962894",
@@ -32,8 +31,10 @@ def _run(net: torch.nn.Module, rgb: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("variant", ["general", "landscape"])
 def test_port_matches_mediapipe_tflite_output(variant):
-    rgb = cv2.cvtColor(cv2.imread(str(DATA / f"selfie_{variant}_input.png")), cv2.COLOR_BGR2RGB)
-    ref = cv2.imread(str(DATA / f"selfie_{variant}_mediapipe.png"), cv2.IMREAD_UNCHANGED).astype(np.float64) / 65535
+    rgb = cv2.cvtColor(cv2.imread(str(TEST_DATA / f"selfie_{variant}_input.png")), cv2.COLOR_BGR2RGB)
+    ref = (
+        cv2.imread(str(TEST_DATA / f"selfie_{variant}_mediapipe.png"), cv2.IMREAD_UNCHANGED).astype(np.float64) / 65535
+    )
     net = models.create("mediapipe-selfie", variant=variant).eval()
     assert rgb.shape[:2] == net.input_size
     out = _run(net, rgb)
@@ -71,7 +72,7 @@ def test_wrong_input_size_and_unknown_variant_are_refused():
 
 
 def test_batch_runs_each_image_independently():
-    rgb = cv2.cvtColor(cv2.imread(str(DATA / "selfie_general_input.png")), cv2.COLOR_BGR2RGB)
+    rgb = cv2.cvtColor(cv2.imread(str(TEST_DATA / "selfie_general_input.png")), cv2.COLOR_BGR2RGB)
     net: SelfieSegmentation = models.create("mediapipe-selfie").eval()
     x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255.0
     with torch.no_grad():
