@@ -16,7 +16,9 @@ import cv2
 import numpy as np
 from skimage import data
 
-DATA = Path(__file__).parent / "data"
+from tests.paths import TEST_DATA
+
+DATA = TEST_DATA
 PHOTOS = ("astronaut", "profile", "cap", "walking")
 
 
