@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export NUMBA_CACHE_DIR := $(CURDIR)/.cache/numba
 export MPLBACKEND := Agg
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test test-fast lint bench clean
 
 setup: $(STAMP)
 
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# torch pinned: the local CPU wheel; an unpinned torch pulls a multi-GB CUDA build.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,dev]'
 	# the closed-form solver of the built-in portrait-cf route is numba code: compiled once here and cached beside
 	# its sources, so that a user's first `p3m matte` does not wait for it
 	env -u NUMBA_CACHE_DIR $(BIN)/python -c "from p3m.infer.closed_form import warm_up; warm_up()"
@@ -27,8 +27,23 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
+# the developer loop (about 50 s on the 2-core dev machine): every test but those marked slow, browser or
+# subprocess; `make test` runs them all
+test-fast: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow and not browser and not subprocess"
+
+# ruff (rules in pyproject.toml), ruff's formatter, mypy (settings in pyproject.toml), no import circles in src/p3m
+# (each check runs and reports; the target fails if any of them failed)
+lint: setup
+	@failed=0; \
+	$(BIN)/ruff check src tests benchmarks tools || failed=1; \
+	$(BIN)/ruff format --check src tests benchmarks tools || failed=1; \
+	$(BIN)/mypy || failed=1; \
+	$(BIN)/python tools/check_imports.py || failed=1; \
+	exit $$failed
+
 bench: setup
-	$(BIN)/python benchmarks/bench_metrics.py
+	$(BIN)/python -m benchmarks.bench_metrics
 
 clean:
 	rm -rf $(VENV) .cache build *.egg-info src/*.egg-info

@@ -1,16 +1,16 @@
-"""Helpers shared by the benchmark scripts (run as `python benchmarks/bench_X.py`: this folder is on sys.path)."""
+"""Helpers shared by the benchmarks (run from the repository root as `python -m benchmarks.bench_X`)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.paths import SHARED_TESTDATA
 
 
 def testdata_dir(arg: str | None) -> Path | None:
-    """The shared test data folder: `arg`, else $P3M_TESTDATA, else ../shared/testdata; None when absent."""
-    for candidate in (arg, os.environ.get("P3M_TESTDATA"), REPO.parent / "shared" / "testdata"):
+    """The shared test data folder: `arg`, else the tests' one ($P3M_TESTDATA or ../shared/testdata); None when
+    absent."""
+    for candidate in (arg, SHARED_TESTDATA):
         if candidate and (Path(candidate) / "portraits" / "reference_alpha").is_dir():
             return Path(candidate)
     return None

@@ -17,7 +17,7 @@ Dataset: built in a temporary folder in the P3M-10k layout (never in the shared 
 Cases (each with composition, i.e. fg/bg, unless named): ``default`` (the published recipe), ``no-composition``,
 ``obfuscation blur`` (``data.image_dir=original_image``, ``data.obfuscation=blur``) and ``copy-paste``
 (``copy_paste.enabled``, prob 0.5, faces of other samples). Each case runs the current pipeline ("after") and the
-literal copy of the pipeline before the speed-up (``tests/reference_train_data.py``, "before") on the same samples
+literal copy of the pipeline before the speed-up (``tests/reference/train_data.py``, "before") on the same samples
 and seeds, interleaved round by round, so ratios come from one run on the same machine state; samples/s is the best
 round. The two pipelines' tensors are also compared: the current items are uint8 and are converted on the training
 device by `p3m.train.data.prepare_batch`, so ``prepare_batch`` (on the CPU here) of each current item must equal the
@@ -28,7 +28,7 @@ process's unpacking (no pinning and no device copy: this is a CPU-only measureme
 sample of the default recipe into decode, fg/bg load, trimap + crop choice (one stage: the current pipeline builds
 the full trimap only when the crop choice needs it), crop/flip/resize and tensor conversion, for both pipelines.
 
-Usage: ``.venv/bin/python benchmarks/bench_data.py [--samples 48] [--rounds 3] [--json OUT]``
+Usage, from the repository root: ``.venv/bin/python -m benchmarks.bench_data [--samples 48] [--rounds 3] [--json OUT]``
 (``--workdir DIR`` keeps and reuses the built dataset and its fg/bg cache).
 """
 
@@ -52,18 +52,15 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
-sys.path.insert(0, str(REPO / "tests"))
 os.environ.setdefault("NUMBA_CACHE_DIR", str(REPO / ".cache" / "numba"))
 
-import reference_train_data as ref  # noqa: E402
-from bench_common import testdata_dir  # noqa: E402
-
+from benchmarks.bench_common import testdata_dir  # noqa: E402
 from p3m.commands.synth import parse_size as synth_size  # noqa: E402
 from p3m.data.trimap import random_kernel_size, trimap_crop, trimap_from_alpha  # noqa: E402
 from p3m.io import read_image, read_mask, write_image  # noqa: E402
 from p3m.train import data as tdata  # noqa: E402
 from p3m.train.config import CopyPasteConfig, DataConfig  # noqa: E402
+from tests.reference import train_data as ref  # noqa: E402
 
 MARKER = "bench_data.json"
 
@@ -273,7 +270,7 @@ def stage_profile(ds, indices: list[tuple[int, int]], which: str) -> dict[str, f
             k = random_kernel_size(rng, cfg.trimap_kernel[0], cfg.trimap_kernel[1])
             built: list[np.ndarray] = []
 
-            def full_trimap() -> np.ndarray:
+            def full_trimap(built=built, alpha=alpha, k=k) -> np.ndarray:  # bound now: called within this pass
                 if not built:
                     built.append(trimap_from_alpha(alpha, k))
                 return built[0]

@@ -9,10 +9,11 @@ network (CUDA events, after warm-up) at 512x512 and the two passes of hybrid at 
 
 Random weights unless --weights (timing does not depend on the values, except foreground estimation,
 whose cost follows the size of the unknown band: it is also timed on a real reference alpha when the
-test data is present). Needs torch, numpy, OpenCV, PIL; no pymatting, no install:
+test data is present). Needs torch, numpy, OpenCV, PIL; no pymatting. From the repository root (``PYTHONPATH=src``
+where p3m is not installed):
 
-    PYTHONPATH=src python benchmarks/bench_infer.py                 # CPU, all cases
-    PYTHONPATH=src python benchmarks/bench_infer.py --device cuda --json out.json
+    .venv/bin/python -m benchmarks.bench_infer                 # CPU, all cases
+    PYTHONPATH=src python -m benchmarks.bench_infer --device cuda --json out.json
 """
 
 from __future__ import annotations
@@ -29,20 +30,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
 import torch
-from bench_common import reset_rss_peak, rss_peak_mb
 
+from benchmarks.bench_common import reset_rss_peak, rss_peak_mb
 from p3m.infer.foreground import estimate_foreground
 from p3m.infer.matter import Matter
 from p3m.infer.runtime import TorchNet
 from p3m.infer.strategies import size_rule
 from p3m.io import read_image, read_mask, write_image
 from p3m.models import create
+from tests.paths import PORTRAITS
 
-TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "portraits"
 CASES = {"512": ((512, 512), "hybrid"), "1080p": ((1080, 1620), "hybrid"), "4k": ((2160, 3840), "highres")}
 
 
@@ -50,7 +48,7 @@ def make_image(h: int, w: int, folder: Path) -> Path:
     """A JPEG of h x w: the real 1080x1620 portrait when available (resized otherwise), else synthetic."""
     import cv2
 
-    real = TESTDATA / "image" / "p_71bcce3a.jpg"
+    real = PORTRAITS / "image" / "p_71bcce3a.jpg"
     if real.is_file():
         img = read_image(real)
         if img.shape[:2] != (h, w):
@@ -210,9 +208,9 @@ def main() -> int:
             row = bench_case(name, matter_for, repeat, Path(tmp), args.device)
             report["cases"].append(row)
             print(json.dumps(row), flush=True)
-    ref = TESTDATA / "reference_alpha" / "p_71bcce3a.png"
+    ref = PORTRAITS / "reference_alpha" / "p_71bcce3a.png"
     if ref.is_file():
-        img = read_image(TESTDATA / "image" / "p_71bcce3a.jpg")
+        img = read_image(PORTRAITS / "image" / "p_71bcce3a.jpg")
         alpha = read_mask(ref).astype(np.float32) / 255
         for method in ("ml", "blur"):
             estimate_foreground(img, alpha, method)

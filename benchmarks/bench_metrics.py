@@ -11,19 +11,22 @@ For each pair the full P3M set (SAD, MSE, MAD, SAD-T/MSE-T/MAD-T, SAD-FG/BG, Gra
 trimap is derived from GT, the "face" is a box) is computed by both implementations; values must agree to a relative
 1e-6. A third column times the published evaluation code's way (``published_all``: the same formulas, plus the
 per-threshold distance transform the published Conn computes and never uses), the baseline the issue's "about 1.5 s
-per pair" refers to. Times are CPU seconds of this single-threaded process (``time.process_time``; robust on a shared machine) and
-wall seconds, best of ``--repeat`` runs for the fast code and of ``--ref-repeat`` runs for the reference.
+per pair" refers to. Times are CPU seconds of this single-threaded process (``time.process_time``; robust on a shared
+machine) and wall seconds, best of ``--repeat`` runs for the fast code and of ``--ref-repeat`` runs for the reference.
 
-Usage: ``python benchmarks/bench_metrics.py [--testdata DIR] [--pairs N] [--size 1080]``
-(``P3M_TESTDATA`` may point to the test data folder; default ``../shared/testdata`` from the repository root).
+Usage, from the repository root: ``.venv/bin/python -m benchmarks.bench_metrics [--testdata DIR] [--pairs N]
+[--size 1080]`` (``P3M_TESTDATA`` may point to the test data folder; default ``../shared/testdata`` beside the
+repository).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -34,14 +37,10 @@ os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 import cv2
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-
-from bench_common import testdata_dir  # noqa: E402
-from reference_metrics import published_all, ref_all  # noqa: E402
-
-from p3m.io import read_mask  # noqa: E402
-from p3m.metrics import p3m_metrics  # noqa: E402
+from benchmarks.bench_common import testdata_dir
+from p3m.io import read_mask
+from p3m.metrics import p3m_metrics
+from tests.reference.metrics import published_all, ref_all
 
 
 def make_pairs(root: Path, n: int, size: int) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
@@ -86,10 +85,8 @@ def main() -> int:
     args = parser.parse_args()
 
     cv2.setNumThreads(1)
-    try:
+    with contextlib.suppress(AttributeError, OSError):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core
-    except (AttributeError, OSError):
-        pass
     root = testdata_dir(args.testdata)
     if root is None:
         sys.exit("bench_metrics: test data not found; pass --testdata DIR or set P3M_TESTDATA")
@@ -107,9 +104,9 @@ def main() -> int:
     totals: dict[str, list[float]] = {"blurred": [0.0, 0.0, 0.0], "noisy": [0.0, 0.0, 0.0]}
     worst = 0.0
     for name, p, a, trimap, face in pairs:
-        ref_cpu, ref_wall, ref = timed(lambda: ref_all(p, a, trimap, face), args.ref_repeat)
-        pub_cpu, pub_wall, _ = timed(lambda: published_all(p, a, trimap, face), args.ref_repeat)
-        fast_cpu, fast_wall, fast = timed(lambda: p3m_metrics(p, a, trimap, face), args.repeat)
+        ref_cpu, ref_wall, ref = timed(partial(ref_all, p, a, trimap, face), args.ref_repeat)
+        pub_cpu, pub_wall, _ = timed(partial(published_all, p, a, trimap, face), args.ref_repeat)
+        fast_cpu, fast_wall, fast = timed(partial(p3m_metrics, p, a, trimap, face), args.repeat)
         rel = max(
             0.0
             if fast[k] == ref[k] or (np.isnan(fast[k]) and np.isnan(ref[k]))

@@ -7,10 +7,11 @@ and the max alpha difference between them.
 CUDA (`--device cuda`): batch-1 latency at 512x512 and throughput at batch 32 for fp32 / bf16, eager
 and CUDA graph (torch.cuda.Event timing after warm-up, synchronised).
 
-Runs with only torch (+numpy not even needed): `PYTHONPATH=src python benchmarks/bench_models.py`.
+Runs with only torch (+numpy not even needed), from the repository root:
+`PYTHONPATH=src python -m benchmarks.bench_models`.
 
-    python benchmarks/bench_models.py --quick
-    python benchmarks/bench_models.py --models p3m-r34 --device cuda --json bench.json
+    python -m benchmarks.bench_models --quick
+    python -m benchmarks.bench_models --models p3m-r34 --device cuda --json bench.json
 """
 
 from __future__ import annotations
@@ -22,12 +23,11 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout without install
 
 from p3m import models
 from p3m.errors import P3MError
@@ -102,7 +102,7 @@ def bench_cuda(name: str, model: torch.nn.Module, size: int, batch: int, warmup:
                 x = _input(b, size, dev)
                 try:
                     with torch.inference_mode():
-                        t, out = _time_cuda(lambda: runner(x), warmup, iters)
+                        t, out = _time_cuda(partial(runner, x), warmup, iters)
                 except Exception as exc:  # OOM or an unsupported kernel: report it, keep benchmarking
                     res[f"{tag}_{key}"] = None
                     res[f"{tag}_b{b}_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
@@ -182,8 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
     if cuda:
         cols = ["fp32_eager", "fp32_graph", "bf16_eager", "bf16_graph"]
-        print(f"{'model':<12} {'params':>11} {'GFLOPs':>7} | latency b1 {args.size}^2 (ms): " + " ".join(f"{c:>10}" for c in cols)
-              + f" | throughput b{args.batch} (img/s): " + " ".join(f"{c:>10}" for c in cols))  # fmt: skip
+        header = " ".join(f"{c:>10}" for c in cols)
+        print(f"{'model':<12} {'params':>11} {'GFLOPs':>7} | latency b1 {args.size}^2 (ms): {header}"
+              f" | throughput b{args.batch} (img/s): {header}")  # fmt: skip
         for name, r in results["models"].items():
             if "error" in r:
                 continue
@@ -196,9 +197,10 @@ def main(argv: list[str] | None = None) -> int:
         for name, r in results["models"].items():
             if "error" in r:
                 continue
-            print(f"{name:<12} {r['params']:>11,} {r['gflops_512']:>7.1f} {r['eager_fp32_s']:>13.3f} {r['fast_s']:>8.3f} "
-                  f"{r['fast_precision']:>6} {r['speedup']:>7.1f}x {r['max_diff_local_alpha']:>9.2e} "
-                  f"{r['max_diff_fused_alpha']:>9.2e} {r['class_agreement']:>9.4f}")  # fmt: skip
+            print(f"{name:<12} {r['params']:>11,} {r['gflops_512']:>7.1f} {r['eager_fp32_s']:>13.3f} "
+                  f"{r['fast_s']:>8.3f} {r['fast_precision']:>6} {r['speedup']:>7.1f}x "
+                  f"{r['max_diff_local_alpha']:>9.2e} {r['max_diff_fused_alpha']:>9.2e} "
+                  f"{r['class_agreement']:>9.4f}")  # fmt: skip
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n")

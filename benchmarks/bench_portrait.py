@@ -8,8 +8,8 @@ where /proc/self/clear_refs allows). Then mean and worst. The prototype of the r
 segmentation pass, threshold 0.5, a 1% band, pymatting's closed-form at 1024 px: the route as first written) is
 measured in the same run for the ratio.
 
-    .venv/bin/python benchmarks/bench_portrait.py                       # both routes, table
-    .venv/bin/python benchmarks/bench_portrait.py --json out.json --no-prototype
+    .venv/bin/python -m benchmarks.bench_portrait                       # both routes, table
+    .venv/bin/python -m benchmarks.bench_portrait --json out.json --no-prototype
 
 Needs the shared test data next to the repository (../shared/testdata); exits with a message without it.
 """
@@ -21,24 +21,20 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
 import cv2
+import numpy as np
 import torch
-from bench_common import reset_rss_peak, rss_peak_mb
 
+from benchmarks.bench_common import reset_rss_peak, rss_peak_mb
 from p3m.infer.portrait import PortraitMatting, PortraitSettings
+from tests.paths import PORTRAITS
 
-PORTRAITS = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "portraits"
 GOAL = {"mean_sad": 15.0, "worst_sad": 35.0, "seconds": 1.0}
 
 

@@ -1,7 +1,8 @@
 """Time face detection, private area + obfuscation and the audit per 1080p image (shared test-data portraits).
 
-Run: `.venv/bin/python benchmarks/bench_privacy.py [--images N] [--repeat R]`. Prints the median time per image
-for each stage, measured in this one run on this machine (state the machine when quoting the numbers).
+Run, from the repository root: `.venv/bin/python -m benchmarks.bench_privacy [--images N] [--repeat R]`. Prints the
+median time per image for each stage, measured in this one run on this machine (state the machine when quoting
+the numbers).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 import platform
 import statistics
 import time
-from pathlib import Path
+from functools import partial
 
 import cv2
 
@@ -20,10 +21,17 @@ from p3m.privacy.audit import face_detail, face_similarity
 from p3m.privacy.detect import CenterFaceDetector
 from p3m.privacy.obfuscate import obfuscate, private_area
 from p3m.privacy.region import face_region
+from tests.paths import PORTRAITS
 
-ROOT = Path(__file__).resolve().parents[1]
-PORTRAITS = ROOT.parent / "shared" / "testdata" / "portraits"
 PYRAMID = "detect, pyramid (640 + native)"
+
+
+def _private_area_of_faces(image, faces, alpha):
+    return private_area(face_region(image.shape, faces, 1.1), alpha=alpha)
+
+
+def _audit_measures(out, image, faces):
+    return [(face_detail(out, f, faces), face_similarity(out, image, f)) for f in faces]
 
 
 def _median_ms(fn, repeat: int) -> float:
@@ -61,23 +69,21 @@ def main() -> None:
         alpha = read_mask(PORTRAITS / "reference_alpha" / f"{path.stem}.png")
         pyramid.detect(image)  # warm-up (network load, allocations)
         faces = pyramid.detect(image)
-        rows.setdefault(PYRAMID, []).append(_median_ms(lambda: pyramid.detect(image), args.repeat))
-        rows.setdefault("detect, one level (640)", []).append(_median_ms(lambda: single.detect(image), args.repeat))
+        rows.setdefault(PYRAMID, []).append(_median_ms(partial(pyramid.detect, image), args.repeat))
+        rows.setdefault("detect, one level (640)", []).append(_median_ms(partial(single.detect, image), args.repeat))
         region = face_region(image.shape, faces, 1.1)
         rows.setdefault("face region + private area", []).append(
-            _median_ms(lambda: private_area(face_region(image.shape, faces, 1.1), alpha=alpha), args.repeat)
+            _median_ms(partial(_private_area_of_faces, image, faces, alpha), args.repeat)
         )
         private = private_area(region, alpha=alpha)
         for method in ("blur", "mosaic", "zero"):
             rows.setdefault(f"obfuscate {method}", []).append(
-                _median_ms(lambda m=method: obfuscate(image, private, m), args.repeat)
+                _median_ms(partial(obfuscate, image, private, method), args.repeat)
             )
         out = obfuscate(image, private, "blur")
         if faces:
             rows.setdefault("audit measures per face (detail + SSIM)", []).append(
-                _median_ms(
-                    lambda: [(face_detail(out, f, faces), face_similarity(out, image, f)) for f in faces], args.repeat
-                )
+                _median_ms(partial(_audit_measures, out, image, faces), args.repeat)
             )
         print(
             f"{path.name}: {image.shape[1]}x{image.shape[0]}, {len(faces)} faces, private area {int(private.sum())} px"

@@ -2,8 +2,8 @@
 
 Synthetic random tensors, no dataset: runs on a bare GPU box with only torch installed::
 
-    PYTHONPATH=src python benchmarks/bench_train.py                       # CPU: fp32, bf16+cl
-    PYTHONPATH=src python benchmarks/bench_train.py --device cuda --compile --json out.json
+    PYTHONPATH=src python -m benchmarks.bench_train                       # CPU: fp32, bf16+cl
+    PYTHONPATH=src python -m benchmarks.bench_train --device cuda --compile --json out.json
 
 The step is `p3m.train.step.TrainStep`, the one the trainer runs. A mode is "+"-joined options:
 fp32 or bf16 (autocast), cl (channels_last), fused (fused Adam), graph (the whole step as one CUDA graph; implies
@@ -17,6 +17,7 @@ F.max_unpool2d). For eager modes the step time is also split into forward, loss 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import sys
@@ -24,8 +25,6 @@ import time
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from p3m import models
 from p3m.train.step import TrainStep, make_optimizer
@@ -119,10 +118,8 @@ def _bench_mode(args, mode: str, opts: dict, device: torch.device) -> dict:
     kwargs = {"width": args.width} if args.width else {}
     model = models.create(args.arch, **kwargs).to(device).train()
     for name in ("resnet.fc", "encoder.head"):
-        try:
+        with contextlib.suppress(AttributeError):
             model.get_submodule(name).requires_grad_(False)
-        except AttributeError:
-            pass
     if opts["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
     params = [p for p in model.parameters() if p.requires_grad]

@@ -13,14 +13,10 @@ import io
 import json
 import os
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-
-os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".cache" / "numba"))
-os.environ.setdefault("MPLBACKEND", "Agg")
 
 from p3m import models
 from p3m.bench import published
@@ -33,6 +29,7 @@ from p3m.bench.runner import (
     run_benchmark,
 )
 from p3m.errors import DatasetError, P3MError
+from tests.paths import CHROMIUM
 
 torch.set_num_threads(1)
 
@@ -65,6 +62,7 @@ def _tiny(**changes) -> dict:
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
+    """One tiny benchmark run (~20 s on the 2-core CPU): every test that uses it is marked slow."""
     out = tmp_path_factory.mktemp("bench")
     lines: list[str] = []
     result = run_benchmark(_tiny(), out, progress=False, log=lines.append)
@@ -74,6 +72,7 @@ def bench(tmp_path_factory):
 # ------------------------------------------------------------------------------------------ methods
 
 
+@pytest.mark.slow
 def test_closed_form_recovers_a_known_alpha():
     """Composite alpha*F + (1-alpha)*B with flat colours: closed-form matting recovers the ramp closely."""
     h, w = 48, 64
@@ -140,7 +139,7 @@ def test_config_lists_every_problem():
 
 
 def test_missing_dataset_is_a_clear_error(tmp_path):
-    with pytest.raises(BenchmarkConfigError, match="dataset.root is missing"):
+    with pytest.raises(BenchmarkConfigError, match=r"dataset\.root is missing"):
         load_benchmark_config(_tiny(dataset={}))
     with pytest.raises(DatasetError, match="not a folder"):
         run_benchmark(
@@ -172,8 +171,9 @@ def test_cli_reports_config_errors_in_one_line(tmp_path, capsys):
 # ------------------------------------------------------------------------------------------ runner
 
 
+@pytest.mark.slow
 def test_results_cover_every_method_and_split(bench):
-    out, result, _ = bench
+    _out, result, _ = bench
     rows = {(r["method"], r["setting"], r["split"]) for r in result.results}
     for name in ("P3M-Net R34", "BASIC", "MODNet"):
         for split in ("P3M-500-P", "P3M-500-NP"):
@@ -191,6 +191,7 @@ def test_results_cover_every_method_and_split(bench):
     assert by[("P3M-Net R34", "P3M-500-P")]["train_steps"] == 2
 
 
+@pytest.mark.slow
 def test_metrics_match_an_independent_sad(bench):
     """The stored mean SAD equals sum|p - a| / 1000 recomputed here from the saved PNGs."""
     from PIL import Image
@@ -207,6 +208,7 @@ def test_metrics_match_an_independent_sad(bench):
     assert len(sads) == 2 and r["metrics"]["sad"] == pytest.approx(np.mean(sads), rel=1e-9)
 
 
+@pytest.mark.slow
 def test_comparison_is_stated_from_the_numbers(bench):
     _, result, _ = bench
     comp = result.comparison
@@ -239,6 +241,7 @@ def test_compare_wording_both_ways():
 # ------------------------------------------------------------------------------------------ report
 
 
+@pytest.mark.slow
 def test_report_files(bench):
     out, result, _ = bench
     report = out / "report"
@@ -268,9 +271,8 @@ def test_published_numbers():
     assert published.TRIMAP_BASED["FBA"]["B:B"] == (4.1330, 0.0088)
 
 
-CHROMIUM = Path("/usr/bin/chromium")
-
-
+@pytest.mark.slow
+@pytest.mark.browser
 @pytest.mark.skipif(not CHROMIUM.exists() and not os.environ.get("CI"), reason="/usr/bin/chromium not installed")
 def test_html_report_renders_in_headless_chromium(bench):
     from playwright.sync_api import sync_playwright
@@ -308,6 +310,7 @@ def test_html_report_renders_in_headless_chromium(bench):
 # rewrite the module's report)
 
 
+@pytest.mark.slow
 def test_rerun_skips_finished_stages(bench, tmp_path):
     out, _, _ = bench
     weights = out / "train" / "b" / "p3m-net-r34" / "last.safetensors"
@@ -325,6 +328,7 @@ def test_rerun_skips_finished_stages(bench, tmp_path):
     assert weights.stat().st_mtime_ns == before
 
 
+@pytest.mark.slow
 def test_stage_without_done_marker_is_redone(bench):
     out, _, _ = bench
     marker = out / "predictions" / "b" / "modnet" / "P3M-500-P" / DONE_MARKER
@@ -338,6 +342,7 @@ def test_stage_without_done_marker_is_redone(bench):
     assert marker.is_file()
 
 
+@pytest.mark.slow
 def test_force_redoes_everything(tmp_path):
     cfg = _tiny(methods=[TINY["methods"][2]])
     out = tmp_path / "forced"
@@ -351,6 +356,7 @@ def test_force_redoes_everything(tmp_path):
     assert weights.stat().st_mtime_ns != before
 
 
+@pytest.mark.slow
 def test_interrupted_training_stage_resumes(bench):
     """A training folder with the trainer's resume.pt but no done marker continues instead of starting over."""
     out, _, _ = bench
@@ -364,6 +370,7 @@ def test_interrupted_training_stage_resumes(bench):
     assert json.loads((folder / DONE_MARKER).read_text())["resumed"] is True
 
 
+@pytest.mark.slow
 def test_bad_test_image_is_reported_and_skipped(tmp_path, capsys):
     """One unreadable test image: reported, skipped, the others finish; the CLI exit code says so."""
     from p3m.commands import benchmark

@@ -5,46 +5,18 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
 from p3m.data.p3m10k import SPLITS, P3M10k, Sample, open_dataset, summarize
-from p3m.data.synth import SynthConfig, generate_dataset
 from p3m.data.trimap import kernel_size_for_test_split, random_trimap, trimap_from_alpha
 from p3m.errors import DatasetError, P3MError
 from p3m.io import read_image
+from tests.reference.trimap import literal_trimap
 
 # --------------------------------------------------------------------------------------------------------------
 # trimap
-
-
-def _literal_trimap(alpha: np.ndarray, k: int) -> np.ndarray:
-    """Reference `gen_trimap_with_dilate` written out pixel by pixel.
-
-    cv2 semantics: element pixel (i, j) with anchor (k//2, k//2) reads src(y + i - a, x + j - a); pixels outside
-    the image are ignored (neither add foreground to the dilation nor erase the erosion).
-    """
-    element = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
-    a = k // 2
-    h, w = alpha.shape
-    out = np.zeros((h, w), np.uint8)
-    for y in range(h):
-        for x in range(w):
-            dilated, eroded = 0, 1
-            for i in range(k):
-                for j in range(k):
-                    if not element[i, j]:
-                        continue
-                    yy, xx = y + i - a, x + j - a
-                    if 0 <= yy < h and 0 <= xx < w:
-                        if alpha[yy, xx] != 0:
-                            dilated = 1
-                        if alpha[yy, xx] != 255:
-                            eroded = 0
-            out[y, x] = 255 * eroded + 128 * (dilated - eroded)
-    return out
 
 
 @pytest.mark.parametrize("k", [1, 3, 4, 5])
@@ -58,7 +30,7 @@ def test_trimap_matches_literal_reference(k):
     alpha[7, 8] = 200  # a hole of partial alpha inside the opaque block
     got = trimap_from_alpha(alpha, k)
     assert got.dtype == np.uint8 and got.shape == alpha.shape
-    np.testing.assert_array_equal(got, _literal_trimap(alpha, k))
+    np.testing.assert_array_equal(got, literal_trimap(alpha, k))
     assert set(np.unique(got)) <= {0, 128, 255}
 
 
@@ -107,9 +79,8 @@ def test_kernel_size_for_test_split():
 
 
 @pytest.fixture(scope="module")
-def synth_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("synth") / "P3M-10k"
-    return generate_dataset(root, SynthConfig(n_train=3, n_test_p=2, n_test_np=2, size=(64, 80), seed=5))
+def synth_root(synth_dataset) -> Path:
+    return synth_dataset(n_train=3, n_test_p=2, n_test_np=2, size=(64, 80), seed=5)
 
 
 @pytest.fixture

@@ -18,14 +18,7 @@ from p3m.infer import Matter
 from p3m.infer.sessions import PortraitSession
 from p3m.models import create, save_checkpoint
 from p3m.models import store as model_store
-
-DATA = Path(__file__).parent / "data"
-
-
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("P3M_HOME", str(tmp_path / "home"))
-    return tmp_path / "home" / "models"
+from tests.paths import TEST_DATA
 
 
 @pytest.fixture
@@ -33,7 +26,7 @@ def portrait(tmp_path: Path) -> Path:
     """A real portrait (256x256, tests/data) as a file."""
     path = tmp_path / "in" / "person.png"
     path.parent.mkdir()
-    path.write_bytes((DATA / "selfie_general_input.png").read_bytes())
+    path.write_bytes((TEST_DATA / "selfie_general_input.png").read_bytes())
     return path
 
 
@@ -59,7 +52,7 @@ def test_trained_models_are_used_only_when_named_and_the_published_one_wins(home
     model_store.register(ck, "mine", arch="p3m-r34", origin="test")
     assert model_store.default_model().name == "portrait-cf"  # a registered model does not take over
     assert model_store.default_model("p3m-r34").name == "mine"  # ... unless its architecture is asked for
-    torch.save({"resnet.conv1.weight": torch.zeros(64, 3, 7, 7)}, home / model_store.PUBLISHED_R34)
+    torch.save({"resnet.conv1.weight": torch.zeros(64, 3, 7, 7)}, home / "models" / model_store.PUBLISHED_R34)
     published = model_store.default_model()
     assert published.path.name == model_store.PUBLISHED_R34 and published.licence.startswith("MIT")
 
@@ -77,7 +70,7 @@ def test_matter_default_mattes_a_real_portrait_and_names_the_route(home: Path, p
     result = matter.matte(portrait, foreground=True)
     assert result.info["model"] == "portrait-cf" and result.info["strategy"] == "portrait-cf"
     assert result.alpha.shape == (256, 256) and result.cutout.shape == (256, 256, 4)
-    ref = cv2.imread(str(DATA / "selfie_general_mediapipe.png"), cv2.IMREAD_UNCHANGED) / 65535.0
+    ref = cv2.imread(str(TEST_DATA / "selfie_general_mediapipe.png"), cv2.IMREAD_UNCHANGED) / 65535.0
     # the matte agrees with the segmentation of the person (IoU of the >0.5 regions)
     a, b = result.alpha > 0.5, ref > 0.5
     assert (a & b).sum() / (a | b).sum() > 0.85
@@ -85,6 +78,7 @@ def test_matter_default_mattes_a_real_portrait_and_names_the_route(home: Path, p
         Matter(arch="p3m-r34", weights="portrait-cf")
 
 
+@pytest.mark.slow
 def test_weights_trained_on_drawn_portraits_warn_once_everywhere(
     home: Path, tmp_path: Path, portrait: Path, capsys
 ) -> None:

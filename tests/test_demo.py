@@ -18,12 +18,6 @@ TINY = [
 ]
 
 
-@pytest.fixture()
-def home(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("P3M_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
-
-
 def _demo(out: Path, portraits: Path, *extra: str) -> int:
     argv = [
         "demo",
@@ -44,6 +38,7 @@ def _demo(out: Path, portraits: Path, *extra: str) -> int:
     return cli.main(argv + list(extra))
 
 
+@pytest.mark.slow
 def test_demo_runs_every_stage_and_skips_them_on_rerun(tmp_path, home, capsys):
     from p3m.data.synth import render_portrait
 

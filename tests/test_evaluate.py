@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import shutil
 from pathlib import Path
 
@@ -13,7 +12,6 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image
-from reference_metrics import ref_all
 
 from p3m import cli
 from p3m.evaluation import (
@@ -25,8 +23,8 @@ from p3m.evaluation import (
     evaluate_arrays,
     evaluate_dirs,
 )
-
-TESTDATA = Path(os.environ.get("P3M_TESTDATA", Path(__file__).resolve().parents[2] / "shared" / "testdata"))
+from tests.paths import PORTRAITS
+from tests.reference.metrics import ref_all
 
 
 def run_cli(monkeypatch, capsys, *argv: str) -> tuple[int, str, str]:
@@ -56,12 +54,9 @@ def _perturb(mask: np.ndarray, seed: int) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def synth(tmp_path_factory) -> Path:
-    from p3m.data.synth import SynthConfig, generate_dataset
-
-    root = generate_dataset(
-        tmp_path_factory.mktemp("eval") / "ds", SynthConfig(n_train=0, n_test_p=4, n_test_np=4, size=(128, 128), seed=5)
-    )
+def synth(synth_dataset) -> Path:
+    """The test set, with perturbed masks as predictions in ``pred_P/`` beside it (its folder is its own)."""
+    root = synth_dataset(n_train=0, n_test_p=4, n_test_np=4, size=(128, 128), seed=5)
     pred = root.parent / "pred_P"
     for i, mask in enumerate(sorted((root / "validation" / "P3M-500-P" / "mask").glob("*.png"))):
         _gray(pred / mask.name, _perturb(_read(mask), i))
@@ -125,6 +120,7 @@ def _nan_equal(rows_a: list[dict], rows_b: list[dict]) -> bool:
     return [norm(r) for r in rows_a] == [norm(r) for r in rows_b]
 
 
+@pytest.mark.slow
 def test_dirs_evaluation_both_protocols_and_workers(synth, tmp_path):
     split = synth / "validation" / "P3M-500-P"
     args = (synth.parent / "pred_P", split / "mask", split / "trimap", split / "facemask")
@@ -146,8 +142,9 @@ def test_dirs_evaluation_both_protocols_and_workers(synth, tmp_path):
     assert "DIM protocol" in serial.to_markdown()
 
 
+@pytest.mark.slow
 def test_reference_alphas_against_themselves_are_exactly_zero(tmp_path, monkeypatch, capsys):
-    alphas = TESTDATA / "portraits" / "reference_alpha"
+    alphas = PORTRAITS / "reference_alpha"
     if not alphas.is_dir():
         pytest.skip(f"test data not found: {alphas}")
     names = sorted(alphas.glob("*.png"))[:4]
@@ -163,7 +160,7 @@ def test_reference_alphas_against_themselves_are_exactly_zero(tmp_path, monkeypa
         face = np.zeros(small.shape, np.uint8)
         face[50:150, 200:300] = 255
         _gray(face_dir / path.name, face)
-    code, stdout, err = run_cli(
+    code, _stdout, err = run_cli(
         monkeypatch,
         capsys,
         "--pred",
@@ -205,7 +202,7 @@ def _bad_inputs(tmp_path: Path) -> tuple[Path, Path]:
 
 def test_bad_inputs_are_all_listed_without_traceback(tmp_path, monkeypatch, capsys):
     gt, pred = _bad_inputs(tmp_path)
-    code, stdout, err = run_cli(monkeypatch, capsys, "--pred", pred, "--gt", gt, "--quiet")
+    code, _stdout, err = run_cli(monkeypatch, capsys, "--pred", pred, "--gt", gt, "--quiet")
     assert code == 2
     assert "Traceback" not in err
     assert err.startswith("p3m evaluate: error: ")
@@ -221,6 +218,7 @@ def test_bad_inputs_are_all_listed_without_traceback(tmp_path, monkeypatch, caps
     assert "6 problems" in err
 
 
+@pytest.mark.slow
 def test_allow_missing_lists_and_excludes(tmp_path, monkeypatch, capsys):
     gt, pred = tmp_path / "gt", tmp_path / "pred"
     for name in ("a", "b", "c"):
@@ -228,7 +226,7 @@ def test_allow_missing_lists_and_excludes(tmp_path, monkeypatch, capsys):
     _gray(pred / "a.png", np.full((10, 10), 100, np.uint8))
     code, _, err = run_cli(monkeypatch, capsys, "--pred", pred, "--gt", gt, "--quiet")
     assert code == 2 and "b.png: missing prediction" in err and "c.png: missing prediction" in err
-    code, stdout, err = run_cli(
+    code, _stdout, err = run_cli(
         monkeypatch, capsys, "--pred", pred, "--gt", gt, "--allow-missing", "--quiet", "-o", tmp_path / "out"
     )
     assert code == 0
@@ -242,6 +240,7 @@ def test_allow_missing_lists_and_excludes(tmp_path, monkeypatch, capsys):
     assert code == 2 and "extra prediction" in err
 
 
+@pytest.mark.slow
 def test_file_failing_to_decode_is_skipped_and_reported(tmp_path, monkeypatch, capsys):
     gt, pred = tmp_path / "gt", tmp_path / "pred"
     rng = np.random.default_rng(1)
@@ -251,7 +250,7 @@ def test_file_failing_to_decode_is_skipped_and_reported(tmp_path, monkeypatch, c
         _gray(pred / f"{name}.png", image)
     data = (pred / "b.png").read_bytes()
     (pred / "b.png").write_bytes(data[: len(data) // 2])  # header fine, pixel data truncated
-    code, stdout, err = run_cli(monkeypatch, capsys, "--pred", pred, "--gt", gt, "--quiet", "-o", tmp_path / "o")
+    code, _stdout, err = run_cli(monkeypatch, capsys, "--pred", pred, "--gt", gt, "--quiet", "-o", tmp_path / "o")
     assert code == 1 and "Traceback" not in err
     assert "1 files could not be scored" in err and "b.png" in err
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
@@ -336,6 +335,7 @@ def test_missing_folders_are_named_exactly(tmp_path, monkeypatch, capsys):
     assert code == 2 and "contains no images" in err and "extra prediction" not in err
 
 
+@pytest.mark.slow
 def test_binary_mask_predictions_are_scored_with_a_warning(tmp_path, monkeypatch, capsys):
     gt, zero_one, hard = tmp_path / "gt", tmp_path / "p01", tmp_path / "p0255"
     soft = np.tile(np.linspace(0, 255, 16).astype(np.uint8), (16, 1))

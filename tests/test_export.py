@@ -49,6 +49,7 @@ def tiny() -> torch.nn.Module:
 
 @pytest.fixture(scope="module")
 def onnx_file(tiny, tmp_path_factory) -> tuple[Path, dict]:
+    """An ONNX export of ``tiny`` (~3 s on the 2-core CPU): every test that uses it is marked slow."""
     path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
     report = export_onnx(tiny, path)
     return path, report
@@ -64,6 +65,7 @@ def test_scatter_unpool_equals_max_unpool2d() -> None:
     assert torch.equal(got, want)
 
 
+@pytest.mark.slow
 def test_export_parity_and_dynamic_shapes(tiny, onnx_file) -> None:
     path, report = onnx_file
     assert report["max_abs_diff"] < 1e-4 and report["logits_rel_diff"] < 1e-4
@@ -82,6 +84,7 @@ def test_export_parity_and_dynamic_shapes(tiny, onnx_file) -> None:
         assert verify_onnx(tiny, path, size=size)["max_abs_diff"] < 1e-4
 
 
+@pytest.mark.slow
 def test_onnx_backend_matches_torch_through_strategies(tiny, onnx_file) -> None:
     path, _ = onnx_file
     rng = np.random.default_rng(0)
@@ -93,8 +96,8 @@ def test_onnx_backend_matches_torch_through_strategies(tiny, onnx_file) -> None:
         assert np.abs(a - b).max() < 1e-4
 
 
+@pytest.mark.slow
 def test_matter_and_cli_with_onnxruntime_backend(onnx_file, tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv("P3M_HOME", str(tmp_path / "home"))
     path, _ = onnx_file
     matter = Matter(weights=path, backend="onnxruntime")
     assert matter.backend == "onnxruntime" and matter.arch == "p3m-r34"
@@ -112,8 +115,8 @@ def test_matter_and_cli_with_onnxruntime_backend(onnx_file, tmp_path, monkeypatc
         Matter(weights=path, backend="torch")
 
 
+@pytest.mark.slow
 def test_export_command(tiny, tmp_path, monkeypatch, capsys) -> None:
-    monkeypatch.setenv("P3M_HOME", str(tmp_path / "home"))
     ckpt = save_checkpoint(tiny, tmp_path / "ck" / "tiny")
     model_store.register(ckpt, "tiny", arch="p3m-r34", origin="test")
     out = tmp_path / "model.onnx"

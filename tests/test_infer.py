@@ -35,10 +35,10 @@ from p3m.models import create, fuse
 from p3m.models import store as model_store
 from p3m.models.blocks import P3MOutput
 from p3m.models.checkpoint import save_checkpoint
+from tests.reference.foreground import literal_multilevel
+from tests.reference.inference import ref_hybrid_strategy, ref_resize_strategy, sk_R
 
 torch.set_num_threads(1)
-MEAN = np.array([0.485, 0.456, 0.406])
-STD = np.array([0.229, 0.224, 0.225])
 
 
 class VariedClasses(torch.nn.Module):
@@ -71,54 +71,6 @@ def smooth_image(h: int, w: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     small = rng.random((4, 5, 3))
     return (np.clip(sk_resize(small, (h, w), order=3), 0, 1) * 255).astype(np.uint8)
-
-
-# ----------------------------------------------------------------------------- literal reference
-
-
-def sk_R(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """The published R with scikit-image 0.14.5 defaults spelled out (reference 9.1)."""
-    return sk_resize(img, size, order=1, mode="constant", cval=0, clip=True, preserve_range=False, anti_aliasing=False)
-
-
-def ref_inference_once(model: torch.nn.Module, scale_img: np.ndarray):
-    """`inference_once` of the published core/test.py, transcribed (CPU, batch 1, eval, no grad)."""
-    tensor_img = torch.from_numpy(scale_img.astype(np.float32)[:, :, :]).permute(2, 0, 1)
-    input_t = tensor_img / 255.0
-    mean = torch.tensor(MEAN, dtype=torch.float32)[:, None, None]
-    std = torch.tensor(STD, dtype=torch.float32)[:, None, None]
-    input_t = ((input_t - mean) / std)[None]
-    with torch.no_grad():
-        out = model(input_t)
-    g = out[0].argmax(1)[0].numpy()
-    trimap = np.zeros(g.shape, np.uint8)
-    trimap[g == 1] = 128
-    trimap[g == 2] = 255
-    return trimap, out[1][0, 0].numpy(), out[2][0, 0].numpy()
-
-
-def ref_sizes(h: int, w: int, ratio: float) -> tuple[int, int]:
-    rh, rw = int(h * ratio), int(w * ratio)
-    return min(1600, rh - rh % 32), min(1600, rw - rw % 32)
-
-
-def ref_resize_strategy(model, img):
-    h, w = img.shape[:2]
-    scale_img = sk_R(img, ref_sizes(h, w, 0.5)) * 255.0
-    _, _, fusion = ref_inference_once(model, scale_img)
-    return sk_R(fusion, (h, w))
-
-
-def ref_hybrid_strategy(model, img):
-    h, w = img.shape[:2]
-    trimap, _, _ = ref_inference_once(model, sk_R(img, ref_sizes(h, w, 0.5)) * 255.0)
-    global_res = sk_R(trimap, (h, w)) * 255.0
-    _, local, _ = ref_inference_once(model, sk_R(img, ref_sizes(h, w, 1.0)) * 255.0)
-    local_res = sk_R(local, (h, w))
-    weighted = np.ones(global_res.shape)
-    weighted[global_res == 255] = 0
-    weighted[global_res == 0] = 0
-    return global_res * (1.0 - weighted) / 255 + local_res * weighted, global_res
 
 
 # ----------------------------------------------------------------------------- resize and sizes
@@ -292,52 +244,6 @@ def test_foreground_removes_the_old_background(method, lo, hi, factor) -> None:
     np.testing.assert_array_equal(fg[opaque], image[opaque])
 
 
-def literal_multilevel(image, alpha, eps=1e-5, n_small=20, n_big=4, small=32, gw=1.0):
-    """Germer et al.'s multi-level estimator written pixel by pixel (pymatting's loop body), with
-    Jacobi updates (every pixel reads the previous iterate), as p3m's vectorised version claims."""
-    h0, w0 = alpha.shape
-    fm = image[alpha > 0.9].sum(0) / ((alpha > 0.9).sum() + 1e-5)
-    bm = image[alpha < 0.1].sum(0) / ((alpha < 0.1).sum() + 1e-5)
-    F = np.zeros((1, 1, 3), np.float64) + fm
-    B = np.zeros((1, 1, 3), np.float64) + bm
-    levels = int(np.ceil(np.log2(max(w0, h0))))
-    for lev in range(levels + 1):
-        w, h = round(w0 ** (lev / levels)), round(h0 ** (lev / levels))
-
-        def near(a: np.ndarray, h: int = h, w: int = w) -> np.ndarray:
-            return np.array(
-                [
-                    [
-                        a[min(a.shape[0] - 1, y * a.shape[0] // h), min(a.shape[1] - 1, x * a.shape[1] // w)]
-                        for x in range(w)
-                    ]
-                    for y in range(h)
-                ]
-            )
-
-        img, al, F, B = near(image), near(alpha), near(F), near(B)
-        for _ in range(n_small if (w <= small and h <= small) else n_big):
-            F2, B2 = F.copy(), B.copy()
-            for y in range(h):
-                for x in range(w):
-                    a0 = al[y, x]
-                    a1 = 1 - a0
-                    a00, a01, a11 = a0 * a0, a0 * a1, a1 * a1
-                    b0, b1 = a0 * img[y, x], a1 * img[y, x]
-                    for dx, dy in ((-1, 0), (1, 0), (0, -1), (0, 1)):
-                        x2, y2 = max(0, min(w - 1, x + dx)), max(0, min(h - 1, y + dy))
-                        da = eps + gw * abs(a0 - al[y2, x2])
-                        a00 += da
-                        a11 += da
-                        b0 = b0 + da * F[y2, x2]
-                        b1 = b1 + da * B[y2, x2]
-                    det = a00 * a11 - a01 * a01
-                    F2[y, x] = np.clip((a11 * b0 - a01 * b1) / det, 0, 1)
-                    B2[y, x] = np.clip((a00 * b1 - a01 * b0) / det, 0, 1)
-            F, B = F2, B2
-    return F, B
-
-
 def test_multilevel_foreground_matches_literal_reference() -> None:
     rng = np.random.default_rng(11)
     image = rng.random((13, 21, 3)).astype(np.float32)
@@ -388,8 +294,8 @@ def test_cutout_is_straight_rgba_and_composite() -> None:
 
 
 @pytest.fixture
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("P3M_HOME", str(tmp_path / "home"))
+def store(tmp_path: Path, home: Path) -> Path:
+    """The test's folder, holding its P3M_HOME (``store / "home"``, conftest's ``home``)."""
     return tmp_path
 
 

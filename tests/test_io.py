@@ -14,8 +14,7 @@ from PIL import Image
 
 from p3m import io
 from p3m.errors import ImageError
-
-TESTDATA = Path(__file__).resolve().parents[1].parent / "shared" / "testdata" / "portraits"
+from tests.paths import PORTRAITS
 
 
 def _gradient(h: int = 48, w: int = 64) -> np.ndarray:
@@ -118,15 +117,15 @@ def test_exif_orientation_applied(tmp_path: Path) -> None:
 
 
 def test_real_portraits_load() -> None:
-    if not TESTDATA.exists():
-        pytest.skip(f"shared test data not found at {TESTDATA}")
-    images = sorted((TESTDATA / "image").glob("*.jpg"))
+    if not PORTRAITS.exists():
+        pytest.skip(f"shared test data not found at {PORTRAITS}")
+    images = sorted((PORTRAITS / "image").glob("*.jpg"))
     assert len(images) == 12
     for path in images:
         img = io.read_image(path)
         assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
         assert min(img.shape[:2]) == 1080
-        alpha = io.read_mask(TESTDATA / "reference_alpha" / f"{path.stem}.png")
+        alpha = io.read_mask(PORTRAITS / "reference_alpha" / f"{path.stem}.png")
         assert alpha.shape == img.shape[:2]
 
 

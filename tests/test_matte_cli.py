@@ -21,9 +21,9 @@ from p3m.errors import P3MError
 from p3m.models import create
 from p3m.models import store as model_store
 from p3m.models.checkpoint import save_checkpoint
+from tests.paths import PORTRAITS
 
 torch.set_num_threads(1)
-TESTDATA = Path(__file__).resolve().parents[1].parent / "shared" / "testdata" / "portraits"
 
 
 def run_cli(argv: list[str]) -> int:
@@ -44,12 +44,6 @@ def run_cli(argv: list[str]) -> int:
 
 
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("P3M_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
-
-
-@pytest.fixture
 def weights(home: Path, tmp_path: Path) -> Path:
     torch.manual_seed(0)
     path = save_checkpoint(create("p3m-r34", width=16), tmp_path / "ck" / "tiny16", metadata={"note": "random"})
@@ -59,9 +53,9 @@ def weights(home: Path, tmp_path: Path) -> Path:
 
 def portraits() -> list[Path]:
     """The shared real portraits; the test is skipped where the shared test data is not checked out."""
-    found = sorted((TESTDATA / "image").glob("*.jpg"))
+    found = sorted((PORTRAITS / "image").glob("*.jpg"))
     if not found:
-        pytest.skip(f"shared test data not found at {TESTDATA}")
+        pytest.skip(f"shared test data not found at {PORTRAITS}")
     return found
 
 
@@ -70,7 +64,7 @@ def small_copies(dst: Path, n: int = 3, scale: int = 8) -> list[Path]:
     stand-ins of the same size where the shared test data is not checked out."""
     dst.mkdir(parents=True, exist_ok=True)
     out = []
-    sources = sorted((TESTDATA / "image").glob("*.jpg"))[:n]
+    sources = sorted((PORTRAITS / "image").glob("*.jpg"))[:n]
     for i in range(n):
         if i < len(sources):
             img = Image.open(sources[i])
@@ -123,6 +117,7 @@ def test_folder_end_to_end_with_all_outputs(weights: Path, tmp_path: Path, capsy
     assert sorted(x.name for x in out.iterdir() if x.name.startswith(".")) == []  # no temp files left
 
 
+@pytest.mark.slow
 def test_real_size_portrait_runs(weights: Path, tmp_path: Path) -> None:
     src = portraits()[0]
     out = tmp_path / "out"

@@ -1,16 +1,13 @@
-"""Metrics: the fast P3M protocol against the literal reference (tests/reference_metrics.py), the DIM protocol
+"""Metrics: the fast P3M protocol against the literal reference (tests/reference/metrics.py), the DIM protocol
 against hand-computed cases."""
 
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.ndimage as ndi
-from reference_metrics import ref_all, ref_conn, ref_grad
 
 from p3m.metrics import (
     conn,
@@ -40,8 +37,9 @@ from p3m.metrics.dim import (
     matlab_colon,
 )
 from p3m.metrics.p3m import CONN_THRESHOLDS, gaussian_kernel1d
+from tests.paths import PORTRAITS
+from tests.reference.metrics import ref_all, ref_conn, ref_grad
 
-TESTDATA = Path(os.environ.get("P3M_TESTDATA", Path(__file__).resolve().parents[2] / "shared" / "testdata"))
 RTOL = 1e-6
 
 
@@ -354,7 +352,7 @@ def test_bad_shapes_raise():
 
 
 def test_real_portrait_matches_reference():
-    path = TESTDATA / "portraits" / "reference_alpha" / "p_22fc0130.png"
+    path = PORTRAITS / "reference_alpha" / "p_22fc0130.png"
     if not path.exists():
         pytest.skip(f"test data not found: {path}")
     import cv2
@@ -488,7 +486,7 @@ def test_dim_metrics_keys_and_zero_for_identical():
 
 def test_published_conn_baseline_agrees_with_the_literal_reference():
     """The benchmark's published-code baseline computes the same Conn (up to its float32 threshold map)."""
-    from reference_metrics import published_conn, ref_conn
+    from tests.reference.metrics import published_conn, ref_conn
 
     rng = np.random.default_rng(7)
     for shape in [(40, 56), (33, 17)]:

@@ -28,6 +28,7 @@ from p3m.models.p3mnet_transformer import (
     TransformerMattingDecoder,
     TransformerP3MNet,
 )
+from tests.reference.p3mnet import published_fusion, published_r34_forward, published_transformer_decoder_forward
 
 torch.set_num_threads(1)
 
@@ -175,6 +176,7 @@ def test_r34_aliases_share_modules(r34_full):
     assert sd["encoder3.4.conv1.weight"].data_ptr() == sd["resnet.layer3.4.conv1.weight"].data_ptr()
 
 
+@pytest.mark.slow
 def test_r34_flops_at_512(r34_full):
     flops = count_flops(r34_full, (1, 3, 512, 512))
     assert flops == pytest.approx(117.3e9, rel=5e-3)
@@ -230,66 +232,6 @@ def test_width_scales_channels():
 # ---------------------------------------------------------------------------------------------- forward
 
 
-def _published_fusion(global_sigmoid, local_sigmoid):
-    """Literal copy of `get_masked_local_from_global` from the published code."""
-    _values, index = torch.max(global_sigmoid, 1)
-    index = index[:, None, :, :].float()
-    bg_mask = index.clone()
-    bg_mask[bg_mask == 2] = 1
-    bg_mask = 1 - bg_mask
-    trimap_mask = index.clone()
-    trimap_mask[trimap_mask == 2] = 0
-    fg_mask = index.clone()
-    fg_mask[fg_mask == 1] = 0
-    fg_mask[fg_mask == 2] = 1
-    return local_sigmoid * trimap_mask + fg_mask
-
-
-def _published_r34_forward(self, input):
-    """Literal transcription of `P3mNet.forward` (JizhiziLi/P3M), run on our submodules."""
-    e0 = self.encoder0(input)
-    e0p, id0 = self.mp0(e0)
-    e1p, id1 = self.mp1(e0p)
-    e1 = self.encoder1(e1p)
-    e2p, id2 = self.mp2(e1)
-    e2 = self.encoder2(e2p)
-    e3p, id3 = self.mp3(e2)
-    e3 = self.encoder3(e3p)
-    e4p, id4 = self.mp4(e3)
-    e4 = self.encoder4(e4p)
-    d4_g = self.decoder4_g(e4)
-    d3_g = self.decoder3_g(d4_g)
-    d2_g, global_sigmoid_side2 = self.dbfi_2(d3_g, e4)
-    d2_g = self.decoder2_g(d2_g)
-    d1_g, global_sigmoid_side1 = self.dbfi_1(d2_g, e4)
-    d1_g = self.decoder1_g(d1_g)
-    d0_g, global_sigmoid_side0 = self.dbfi_0(d1_g, e4)
-    d0_g = self.decoder0_g(d0_g)
-    global_sigmoid = d0_g
-    d4_l = self.decoder4_l(e4)
-    d4_l = F.max_unpool2d(d4_l, id4, kernel_size=2, stride=2)
-    d3_l = self.tfi_3(d4_g, d4_l, e3)
-    d3_l = self.decoder3_l(d3_l)
-    d3_l = F.max_unpool2d(d3_l, id3, kernel_size=2, stride=2)
-    d2_l = self.tfi_2(d3_g, d3_l, e2)
-    d2_l = self.sbfi_2(d2_l, e0)
-    d2_l = self.decoder2_l(d2_l)
-    d2_l = F.max_unpool2d(d2_l, id2, kernel_size=2, stride=2)
-    d1_l = self.tfi_1(d2_g, d2_l, e1)
-    d1_l = self.sbfi_1(d1_l, e0)
-    d1_l = self.decoder1_l(d1_l)
-    d1_l = F.max_unpool2d(d1_l, id1, kernel_size=2, stride=2)
-    d0_l = self.tfi_0(d1_g, d1_l, e0p)
-    d0_l = self.sbfi_0(d0_l, e0)
-    d0_l = self.decoder0_l(d0_l)
-    d0_l = F.max_unpool2d(d0_l, id0, kernel_size=2, stride=2)
-    d0_l = self.decoder_final_l(d0_l)
-    local_sigmoid = torch.sigmoid(d0_l)
-    fusion_sigmoid = _published_fusion(global_sigmoid, local_sigmoid)
-    return (global_sigmoid, local_sigmoid, fusion_sigmoid,
-            global_sigmoid_side2, global_sigmoid_side1, global_sigmoid_side0)  # fmt: skip
-
-
 def test_integration_modules_match_literal_formulas():
     torch.manual_seed(3)
     tfi, sbfi, dbfi = models.blocks.TFI(8), models.blocks.SBFI(8, 6, 4), models.blocks.DBFI(8, 12, 8)
@@ -341,7 +283,7 @@ def test_forward_matches_published_wiring(r34_small):
     x = _image(1, 64, 96, seed=5)
     with torch.no_grad():
         ours = r34_small(x)
-        ref = _published_r34_forward(r34_small, x)
+        ref = published_r34_forward(r34_small, x)
     for a, b in zip(ours, ref, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
@@ -351,7 +293,7 @@ def test_fusion_rule_matches_published_code():
     logits = torch.randn(2, 3, 16, 8, generator=g)
     local = torch.rand(2, 1, 16, 8, generator=g)
     fused = fuse(logits, local)
-    torch.testing.assert_close(fused, _published_fusion(logits, local), rtol=0, atol=0)
+    torch.testing.assert_close(fused, published_fusion(logits, local), rtol=0, atol=0)
     cls = logits.argmax(1, keepdim=True)
     assert torch.all(fused[cls == 0] == 0) and torch.all(fused[cls == 2] == 1)
     assert torch.equal(fused[cls == 1], local[cls == 1])
@@ -360,7 +302,7 @@ def test_fusion_rule_matches_published_code():
 def test_fused_output_is_rule_applied_to_outputs(r34_small):
     with torch.no_grad():
         out = r34_small(_image(1, 64, 64, seed=2))
-    torch.testing.assert_close(out.fused_alpha, _published_fusion(out.global_logits, out.local_alpha), rtol=0, atol=0)
+    torch.testing.assert_close(out.fused_alpha, published_fusion(out.global_logits, out.local_alpha), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize(
@@ -442,41 +384,6 @@ class _FakeEncoder(nn.Module):
         return self.proj6(x), indices, feas
 
 
-def _published_transformer_decoder_forward(self, x, indices, feas):
-    """Literal transcription of the published transformer decoder forward (ViTAE/Swin DecoderV1)."""
-    d4_g = self.decoder4_g(x)
-    d3_g = self.decoder3_g(d4_g)
-    d2_g, global_sigmoid_side2 = self.dbfi_2(d3_g, x)
-    d2_g = self.decoder2_g(d2_g)
-    d1_g, global_sigmoid_side1 = self.dbfi_1(d2_g, x)
-    d1_g = self.decoder1_g(d1_g)
-    d0_g, global_sigmoid_side0 = self.dbfi_0(d1_g, x)
-    d0_g = self.decoder0_g(d0_g)
-    global_sigmoid = self.decoder_final_g(d0_g)
-    d4_l = self.decoder4_l(x)
-    d4_l = F.max_unpool2d(d4_l, indices[-1], kernel_size=2, stride=2)
-    d3_l = self.tfi_3(d4_g, d4_l, feas[-1])
-    d3_l = self.decoder3_l(d3_l)
-    d3_l = F.max_unpool2d(d3_l, indices[-2], kernel_size=2, stride=2)
-    d2_l = self.tfi_2(d3_g, d3_l, feas[-2])
-    d2_l = self.sbfi_2(d2_l, feas[-5])
-    d2_l = self.decoder2_l(d2_l)
-    d2_l = F.max_unpool2d(d2_l, indices[-3], kernel_size=2, stride=2)
-    d1_l = self.tfi_1(d2_g, d2_l, feas[-3])
-    d1_l = self.sbfi_1(d1_l, feas[-5])
-    d1_l = self.decoder1_l(d1_l)
-    d1_l = F.max_unpool2d(d1_l, indices[-4], kernel_size=2, stride=2)
-    d0_l = self.tfi_0(d1_g, d1_l, feas[-4])
-    d0_l = self.sbfi_0(d0_l, feas[-5])
-    d0_l = self.decoder0_l(d0_l)
-    d0_l = F.max_unpool2d(d0_l, indices[-5], kernel_size=2, stride=2)
-    d0_l = self.decoder_final_l(d0_l)
-    local_sigmoid = torch.sigmoid(d0_l)
-    fusion_sigmoid = _published_fusion(global_sigmoid, local_sigmoid)
-    return (global_sigmoid, local_sigmoid, fusion_sigmoid,
-            global_sigmoid_side2, global_sigmoid_side1, global_sigmoid_side0)  # fmt: skip
-
-
 def test_transformer_wrapper_forward_and_wiring():
     torch.manual_seed(0)
     channels = (48, 24, 16, 8, 8, 6)  # (deep, c3, c2, c1, c0, stem), a tiny stand-in
@@ -488,7 +395,7 @@ def test_transformer_wrapper_forward_and_wiring():
     with torch.no_grad():
         out = model(x)
         deep, indices, feas = enc(x)
-        ref = _published_transformer_decoder_forward(dec, deep, indices, feas)
+        ref = published_transformer_decoder_forward(dec, deep, indices, feas)
     assert [tuple(t.shape) for t in out] == [(2, 3, 64, 96), (2, 1, 64, 96), (2, 1, 64, 96)] + [(2, 3, 64, 96)] * 3
     for a, b in zip(out, ref, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
@@ -529,6 +436,7 @@ def test_register_model_decorator():
             table.pop("test-tiny", None)
 
 
+@pytest.mark.slow
 def test_vitae_s_full_counts():
     torch.manual_seed(0)
     m = models.create("p3m-vitae-s")
@@ -539,6 +447,7 @@ def test_vitae_s_full_counts():
     assert sum(k.startswith("decoder.") for k in sd) == 281
 
 
+@pytest.mark.slow
 def test_swin_t_full_counts(tmp_path):
     torch.manual_seed(0)
     m = models.create("p3m-swin-t")
@@ -938,7 +847,6 @@ def test_create_validates_arguments_against_the_builder():
 def test_cli_reports_bad_sidecar_kwargs_in_one_line(r34_small, tmp_path, capsys, monkeypatch):
     from p3m.cli import main
 
-    monkeypatch.setenv("P3M_HOME", str(tmp_path / "home"))
     out = save_checkpoint(r34_small, tmp_path / "m")
     meta = json.loads(out.with_suffix(".json").read_text())
     meta["arch_kwargs"] = {"width": 16, "depth": 3}  # was "internal error: TypeError: ... unexpected keyword"
@@ -984,12 +892,11 @@ def test_every_architecture_registers_its_input_contract_and_licence():
         ("{oops", "unreadable checkpoint metadata"),
     ],
 )
-def test_the_sidecar_is_read_and_validated_in_one_place(r34_small, tmp_path, monkeypatch, text, needle):
+def test_the_sidecar_is_read_and_validated_in_one_place(r34_small, home, text, needle):
     from p3m.models import store
     from p3m.models.checkpoint import read_sidecar, sidecar_path
 
-    monkeypatch.setenv("P3M_HOME", str(tmp_path / "home"))
-    out = save_checkpoint(r34_small, tmp_path / "home" / "models" / "m")
+    out = save_checkpoint(r34_small, home / "models" / "m")
     assert sidecar_path(out) == out.with_suffix(".json") and read_sidecar(out)["arch"] == "p3m-r34"
     sidecar_path(out).write_text(text)
     for load in (read_sidecar, load_model):

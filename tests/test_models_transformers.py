@@ -472,6 +472,7 @@ def test_bfloat16_autocast_runs(swin, vitae):
         assert (low - ref).abs().max() < 0.25 * ref.abs().max()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("build", [swin_t_encoder, vitae_s_encoder])
 def test_onnx_export_matches_eager(build):
     """Fixed-size export (the Swin masks become constants); includes a 1-window shifted stage."""

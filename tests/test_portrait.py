@@ -10,7 +10,6 @@ skipped without ../shared/testdata).
 from __future__ import annotations
 
 import tracemalloc
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -19,9 +18,7 @@ import torch
 
 from p3m.infer.closed_form import solve_alpha
 from p3m.infer.portrait import PortraitMatting, PortraitSettings, _crop_box, working_size
-
-DATA = Path(__file__).parent / "data"
-PORTRAITS = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "portraits"
+from tests.paths import PORTRAITS, TEST_DATA
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +28,7 @@ def route() -> PortraitMatting:
 
 @pytest.fixture(scope="module")
 def portrait() -> np.ndarray:
-    return cv2.cvtColor(cv2.imread(str(DATA / "selfie_general_input.png")), cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(cv2.imread(str(TEST_DATA / "selfie_general_input.png")), cv2.COLOR_BGR2RGB)
 
 
 def drawn_scene(h: int = 120, w: int = 160, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -218,7 +215,7 @@ def test_route_mattes_the_stored_real_portrait(route, portrait):
     alpha = route(portrait)
     assert alpha.shape == portrait.shape[:2] and alpha.dtype == np.float32
     assert alpha.min() >= 0 and alpha.max() <= 1
-    ref = cv2.imread(str(DATA / "selfie_general_mediapipe.png"), cv2.IMREAD_UNCHANGED) / 65535.0
+    ref = cv2.imread(str(TEST_DATA / "selfie_general_mediapipe.png"), cv2.IMREAD_UNCHANGED) / 65535.0
     a, b = alpha > 0.5, ref > 0.5
     assert (a & b).sum() / (a | b).sum() > 0.93  # measured 0.97
     soft = ((alpha > 0.05) & (alpha < 0.95)).mean()

@@ -240,8 +240,7 @@ def test_render_is_a_pure_function_of_arrays() -> None:
 # ----------------------------------------------------------------------------- sessions
 
 
-def test_sessions_answer_one_interface(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("P3M_HOME", str(tmp_path / "home"))
+def test_sessions_answer_one_interface(tmp_path: Path) -> None:
     torch.manual_seed(0)
     weights = save_checkpoint(create("p3m-r34", width=16), tmp_path / "tiny")
     route = new_session()
@@ -278,7 +277,7 @@ def test_sessions_answer_one_interface(tmp_path: Path, monkeypatch: pytest.Monke
     assert OnnxSession.backend == "onnxruntime"
     # the input contract registered beside each architecture: a segmentation network is not a P3M-Net
     selfie = save_checkpoint(create("mediapipe-selfie"), tmp_path / "selfie")
-    with pytest.raises(CheckpointError, match="mediapipe-selfie takes x/255, RGB.*not a matting network"):
+    with pytest.raises(CheckpointError, match=r"mediapipe-selfie takes x/255, RGB.*not a matting network"):
         new_session(weights=selfie)
 
 
@@ -296,8 +295,7 @@ def test_a_copy_of_matter_with_another_strategy_shares_the_model() -> None:
         job.strategy = "fastest"
 
 
-def test_matter_names_what_it_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("P3M_HOME", str(tmp_path / "home"))
+def test_matter_names_what_it_loaded(tmp_path: Path) -> None:
     matter = Matter()
     assert isinstance(matter.session, PortraitSession) and matter.route is matter.session.route
     assert matter.describe() == "portrait-cf on cpu, segmentation prior + closed-form matting"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
 import math
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -13,9 +13,8 @@ from skimage.metrics import structural_similarity
 
 from p3m.errors import ImageError, P3MError
 from p3m.privacy.obfuscate import obfuscate, private_area, transition_band
+from tests.paths import PORTRAITS
 
-TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata"
-PORTRAITS = TESTDATA / "portraits"
 OPEN_FACE = "p_07141906"  # the one unobfuscated face in the shared test data
 
 
@@ -130,7 +129,7 @@ def test_blur_removes_identifying_detail(astronaut, astronaut_face):
 
 def _reference_masked_blur(img: np.ndarray, region: np.ndarray, sigma: float) -> np.ndarray:
     """Literal normalised convolution sum(G*I*M)/sum(G*M) with an explicit sampled kernel (full resolution)."""
-    r = int(math.ceil(3 * sigma))
+    r = math.ceil(3 * sigma)
     x = np.arange(-r, r + 1, dtype=np.float64)
     g = np.exp(-(x**2) / (2 * sigma**2))
     m = region.astype(np.float64)
@@ -170,7 +169,7 @@ def test_blur_large_face_is_close_to_literal_reference():
     region = _ellipse_mask((200, 200), (100, 100), (60, 80))
     got = obfuscate(img, region, "blur")
     # bbox 121x161 -> size ~139.6 -> sigma ~55.8: computed on a downscaled copy; compare with the literal one
-    x, y, w, h = cv2.boundingRect(region.astype(np.uint8))
+    _x, _y, w, h = cv2.boundingRect(region.astype(np.uint8))
     sigma = 0.4 * math.sqrt(w * h)
     ref = _reference_masked_blur(img, region, sigma)
     diff = np.abs(got.astype(int) - ref.astype(int))[region]
@@ -197,7 +196,7 @@ def test_mosaic_matches_literal_reference_and_scales_with_face():
     rng = np.random.default_rng(2)
     img = rng.integers(0, 255, (90, 120, 3), dtype=np.uint8)
     region = _ellipse_mask((90, 120), (60, 45), (30, 36))
-    x, y, w, h = cv2.boundingRect(region.astype(np.uint8))
+    _x, _y, w, h = cv2.boundingRect(region.astype(np.uint8))
     cell = max(4, round(math.sqrt(w * h) / 6))
     np.testing.assert_array_equal(obfuscate(img, region, "mosaic"), _reference_mosaic(img, region, cell))
     cell2 = max(4, round(math.sqrt(w * h) * 2 / 6))
@@ -321,7 +320,7 @@ def test_pyramid_levels():
     assert d.levels(700, 700) == [640 / 700]  # within 1.25x of the base: one level
     four_k = d.levels(2160, 3840)  # capped at 2560, steps of at most 3x
     assert four_k[0] == pytest.approx(640 / 3840) and four_k[-1] == pytest.approx(2560 / 3840)
-    assert all(b / a <= 3.0 + 1e-9 for a, b in zip(four_k, four_k[1:]))
+    assert all(b / a <= 3.0 + 1e-9 for a, b in itertools.pairwise(four_k))
     assert CenterFaceDetector(multiscale=False).levels(1080, 1920) == pytest.approx([640 / 1920])
     with pytest.raises(ValueError):
         CenterFaceDetector(threshold=1.5)
@@ -387,7 +386,7 @@ def test_face_region_follows_eye_line_roll():
     m = face_region((120, 120), [face])
     ys, xs = np.nonzero(m)
     cov = np.cov(np.stack([xs, ys]))
-    evals, evecs = np.linalg.eigh(cov)
+    _evals, evecs = np.linalg.eigh(cov)
     major = evecs[:, 1]
     angle = math.degrees(math.atan2(major[1], major[0])) % 180
     assert angle == pytest.approx(120, abs=3)  # vertical axis (90) rotated by +30

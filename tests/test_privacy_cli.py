@@ -19,9 +19,8 @@ from p3m.errors import P3MError
 from p3m.io import read_image, read_mask, write_image
 from p3m.privacy.anonymize import AnonymizeOptions, anonymize_image
 from p3m.privacy.detect import Face
+from tests.paths import PORTRAITS
 
-TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata"
-PORTRAITS = TESTDATA / "portraits"
 OPEN_FACE = "p_07141906"  # the one unobfuscated face named by the shared test data README
 
 
@@ -62,11 +61,9 @@ def _csv(path: Path) -> list[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def real_faces(tmp_path_factory) -> Path:
+def real_faces(tmp_path_factory, shared_portraits) -> Path:
     """PNG copies (lossless, so 'unchanged' can be checked bit-exactly) of astronaut, camera and the open face."""
-    src = PORTRAITS / "image" / f"{OPEN_FACE}.jpg"
-    if not src.is_file():
-        pytest.skip(f"shared test data not found at {src}")
+    src = shared_portraits / "image" / f"{OPEN_FACE}.jpg"
     d = tmp_path_factory.mktemp("faces_in")
     write_image(d / "astronaut.png", data.astronaut())
     write_image(d / "camera.png", np.repeat(data.camera()[..., None], 3, axis=2))
@@ -75,11 +72,9 @@ def real_faces(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def alpha_dir(tmp_path_factory) -> Path:
+def alpha_dir(tmp_path_factory, shared_portraits) -> Path:
     """Mattes by stem: the reference alpha for the open face, fully opaque ones for the skimage images."""
-    ref = PORTRAITS / "reference_alpha" / f"{OPEN_FACE}.png"
-    if not ref.is_file():
-        pytest.skip(f"shared test data not found at {ref}")
+    ref = shared_portraits / "reference_alpha" / f"{OPEN_FACE}.png"
     d = tmp_path_factory.mktemp("alpha")
     write_image(d / f"{OPEN_FACE}.png", read_mask(ref))
     write_image(d / "astronaut.png", np.full((512, 512), 255, np.uint8))
@@ -89,6 +84,7 @@ def alpha_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module", params=["blur", "mosaic", "zero"])
 def anonymized(request, real_faces, alpha_dir, tmp_path_factory) -> tuple[str, Path]:
+    """`p3m anonymize` of the three real faces with each method (~1-3 s each): the tests using it are marked slow."""
     out = tmp_path_factory.mktemp(f"out_{request.param}")
     argv = ["anonymize", str(real_faces), "-o", str(out), "--method", request.param, "--alpha", str(alpha_dir), "-q"]
     rc = run_cli(argv)
@@ -96,6 +92,7 @@ def anonymized(request, real_faces, alpha_dir, tmp_path_factory) -> tuple[str, P
     return request.param, out
 
 
+@pytest.mark.slow
 def test_anonymize_removes_identifying_detail_and_keeps_the_rest(anonymized, real_faces, alpha_dir):
     method, out = anonymized
     rows = {r["stem"]: r for r in _csv(out / "anonymize_report.csv")}
@@ -133,14 +130,16 @@ def private_face_box(row: dict[str, str]) -> tuple[slice, slice]:
     return slice(int(y0), int(y1)), slice(int(x0), int(x1))
 
 
+@pytest.mark.slow
 def test_audit_passes_on_outputs(anonymized, real_faces):
-    method, out = anonymized
+    _method, out = anonymized
     assert run_cli(["audit", str(out), "--originals", str(real_faces), "-q"]) == 0
     rows = _csv(out / "audit_report.csv")
     assert {r["status"] for r in rows} == {"pass"} and len(rows) == 3
     assert all(float(r["max_ssim"]) < 0.5 and float(r["min_coverage"]) >= 0.5 for r in rows)
 
 
+@pytest.mark.slow
 def test_audit_fails_on_inputs(real_faces, tmp_path, capsys):
     report = tmp_path / "audit_inputs.csv"
     assert run_cli(["audit", str(real_faces), "--report", str(report), "-q"]) == 1
@@ -298,6 +297,7 @@ def _synth_root(tmp_path: Path, n: int) -> tuple[Path, list]:
     return root, portraits
 
 
+@pytest.mark.slow
 def test_dataset_mode_builds_p3m_layout_and_facemasks_cover_faces(tmp_path):
     pytest.importorskip("p3m.data.synth")
     root, portraits = _synth_root(tmp_path, 8)
@@ -456,6 +456,7 @@ def test_audit_flags_a_face_partly_left_in_the_transition_band():
 UNOBFUSCATED = {"p_07141906", "p_818e689d", "p_bac3c1ff"}  # the shared README: the other nine are blurred
 
 
+@pytest.mark.slow
 def test_audit_of_the_shared_portraits_flags_exactly_the_unobfuscated_faces(tmp_path):
     folder = PORTRAITS / "image"
     if len(list(folder.glob("*.jpg"))) != 12:
@@ -476,6 +477,7 @@ def test_audit_of_the_shared_portraits_flags_exactly_the_unobfuscated_faces(tmp_
     assert float(rows["p_bd6af989"]["max_detail"]) > 3.0 and float(rows["p_bd6af989"]["max_detail_ratio"]) < 1.0
 
 
+@pytest.mark.slow
 def test_audit_flags_the_profile_left_in_the_transition_band_of_p_818e689d(tmp_path):
     stems = ("p_818e689d", "p_bd6af989", "p_bac3c1ff")
     src, alpha = tmp_path / "in", tmp_path / "alpha"

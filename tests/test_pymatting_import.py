@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 SCRIPT = """
 import torch
 torch.set_num_threads(1)
@@ -21,5 +23,7 @@ def _threads_after(script: str) -> int:
     return int(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_import_keeps_torch_threads():
     assert _threads_after(SCRIPT) == 1

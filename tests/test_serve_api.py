@@ -29,6 +29,7 @@ from PIL import Image  # noqa: E402
 
 from p3m.errors import CheckpointError  # noqa: E402
 from p3m.io import has_metadata, read_image  # noqa: E402
+from tests.paths import PORTRAITS  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -107,15 +108,12 @@ def assert_json_error(resp, status: int, code: str) -> dict:
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory) -> Path:
-    """An empty model folder, so that the developer's own ~/.p3m never leaks into the tests."""
-    path = tmp_path_factory.mktemp("p3m_home")
-    old = os.environ.get("P3M_HOME")
-    os.environ["P3M_HOME"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("P3M_HOME", None)
-    else:
-        os.environ["P3M_HOME"] = old
+    """One empty P3M_HOME for the whole module (it overrides conftest's per-test one): the server is started
+    once and reads the model folder on requests."""
+    with pytest.MonkeyPatch.context() as patch:
+        path = tmp_path_factory.mktemp("p3m_home")
+        patch.setenv("P3M_HOME", str(path))
+        yield path
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +175,7 @@ def face_photo() -> np.ndarray:
     """A real portrait (640x360) with a face the detector finds, else a synthetic one."""
     import cv2
 
-    path = Path(__file__).resolve().parents[1] / ".." / "shared" / "testdata" / "portraits" / "image" / "p_09ba26b4.jpg"
+    path = PORTRAITS / "image" / "p_09ba26b4.jpg"
     if path.is_file():
         return cv2.resize(read_image(path), (640, 360), interpolation=cv2.INTER_AREA)
     from p3m.data.synth import render_portrait

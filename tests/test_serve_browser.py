@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-CHROMIUM = Path("/usr/bin/chromium")
-REPO = Path(__file__).resolve().parents[1]
-PORTRAIT = REPO / ".." / "shared" / "testdata" / "portraits" / "image" / "p_09ba26b4.jpg"
-ARTIFACTS = REPO / "test-artifacts"
+from tests.paths import ARTIFACTS, CHROMIUM, PORTRAITS
+
+pytestmark = pytest.mark.browser
+
+PORTRAIT = PORTRAITS / "image" / "p_09ba26b4.jpg"
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -56,8 +57,8 @@ def running_server(home: Path, **settings):
     from p3m.serve import ServeSettings, create_app
     from p3m.serve.server import bind_socket, make_server
 
-    old_home = os.environ.get("P3M_HOME")
-    os.environ["P3M_HOME"] = str(home)
+    patch = pytest.MonkeyPatch()
+    patch.setenv("P3M_HOME", str(home))
     app = create_app(ServeSettings(device="cpu", workers=1, queue=2, **settings))
     sock = bind_socket("127.0.0.1", 0)
     server = make_server(app, log_level="warning")
@@ -73,10 +74,7 @@ def running_server(home: Path, **settings):
         server.should_exit = True
         thread.join(10)
         sock.close()
-        if old_home is None:
-            os.environ.pop("P3M_HOME", None)
-        else:
-            os.environ["P3M_HOME"] = old_home
+        patch.undo()
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +137,7 @@ def download_png(page, selector: str, tmp_path: Path) -> Image.Image:
     return img
 
 
+@pytest.mark.slow
 def test_page_mattes_anonymises_and_downloads(base_url, browser_page, portrait_file, tmp_path):
     page = browser_page
     requests: list[str] = []

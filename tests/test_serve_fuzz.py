@@ -85,6 +85,7 @@ def multipart_bodies(draw) -> tuple[str, bytes]:
     return content_type, b"".join(parts) + ending.encode()
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(multipart_bodies())
 def test_the_parser_answers_400_or_415_or_parses(case):
@@ -110,9 +111,9 @@ def test_the_parser_survives_any_bytes(body, content_type):
 @pytest.fixture(scope="module")
 def test_client(tmp_path_factory):
     import torch
-    from serve_process import small_weights
 
     from p3m.serve import ServeSettings, create_app
+    from tests.serve_process import small_weights
 
     with warnings.catch_warnings():  # Starlette suggests another httpx package; this one works as it is
         warnings.simplefilter("ignore")

@@ -21,7 +21,8 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 
 from PIL import Image  # noqa: E402
-from serve_process import served_process, small_weights  # noqa: E402
+
+from tests.serve_process import served_process, small_weights  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="binds sockets to 127.0.0.2 (Linux)")
 
@@ -47,6 +48,7 @@ def defaults():
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
+    """`p3m serve` as its own process (~4 s to start): the tests that use it are marked slow and subprocess."""
     weights = small_weights(tmp_path_factory.mktemp("ckpt"))
     options = ["--weights", str(weights), "--device", "cpu", "--strategy", "resize"]
     with served_process(tmp_path_factory.mktemp("served"), *options) as served:
@@ -131,6 +133,8 @@ def test_the_documented_limits_are_the_defaults():
 # ----------------------------------------------------------------------------------------------- item 1
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_idle_connections_are_closed_and_lock_nobody_out(served, upload, defaults):
     """64 connections that send nothing: the honest client is still served within seconds, the attacker keeps
     at most its per-client share, and every idle connection is closed after the header timeout."""
@@ -154,6 +158,8 @@ def test_idle_connections_are_closed_and_lock_nobody_out(served, upload, default
     )
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_slow_request_heads_are_cut_off(served, defaults):
     """A request head sent one line a second (slowloris) gets 408 once the header timeout has passed."""
     sock = attacker_socket(served.port)
@@ -183,6 +189,8 @@ def test_slow_request_heads_are_cut_off(served, defaults):
 # ----------------------------------------------------------------------------------------------- item 2
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_stalled_uploads_lock_nobody_out(served, upload, defaults):
     """20 uploads that send their head and 100 bytes, then nothing: each is answered (503 beyond the client's
     share of uploads, 408 once its minimum-rate deadline passes), and another client is served meanwhile."""
@@ -229,6 +237,8 @@ def test_stalled_uploads_lock_nobody_out(served, upload, defaults):
 # ----------------------------------------------------------------------------------------------- item 3
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_long_multipart_boundary_is_a_400(served, upload):
     """RFC 2046 allows 70 characters; python-multipart raises on longer ones, which must not become a 500."""
     boundary = "b" * 1000
@@ -255,6 +265,8 @@ def flat_png(width: int, height: int) -> bytes:
     return buf.getvalue()
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_memory_per_request_is_bounded_and_returned(served):
     """A 49-megapixel flat PNG (tens of KB) is refused from its header; the largest image the server accepts
     costs at most the advertised job memory, and that memory is returned to the system afterwards."""

@@ -18,11 +18,14 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
+pytestmark = [pytest.mark.subprocess, pytest.mark.slow]  # a `p3m serve` process under 40 requests
+
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 
 from PIL import Image  # noqa: E402
-from serve_process import served_process, small_weights  # noqa: E402
+
+from tests.serve_process import served_process, small_weights  # noqa: E402
 
 N_REQUESTS = 40
 CONCURRENCY = 16

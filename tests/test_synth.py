@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -33,8 +34,8 @@ def _files(root: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory) -> Path:
-    return generate_dataset(tmp_path_factory.mktemp("synth") / "ds", CONFIG)
+def root(synth_dataset) -> Path:
+    return synth_dataset(**dataclasses.asdict(CONFIG))
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -12,8 +12,6 @@ import numpy as np
 import pytest
 import torch
 
-os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".cache" / "numba"))
-
 from p3m.errors import ConfigError
 from p3m.infer.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from p3m.train import data as tdata
@@ -24,12 +22,8 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
-def synth_root(tmp_path_factory) -> Path:
-    from p3m.data.synth import SynthConfig, generate_dataset
-
-    root = tmp_path_factory.mktemp("synth") / "P3M-10k"
-    generate_dataset(root, SynthConfig(n_train=6, n_test_p=2, n_test_np=2, size=(64, 64), seed=3))
-    return root
+def synth_root(synth_dataset) -> Path:
+    return synth_dataset(n_train=6, n_test_p=2, n_test_np=2, size=(64, 64), seed=3)
 
 
 def prepared(item: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -65,7 +59,7 @@ def test_mm21_crop_top_left_on_unknown_pixel():
     trimap[10:12, 30:33] = 128
     trimap[90:, :] = 128  # outside the [0, h - c) corner range: never chosen
     for seed in range(20):
-        y0, x0, ch, cw = tdata.choose_crop(
+        y0, x0, _ch, _cw = tdata.choose_crop(
             trimap, [40], 40, np.random.default_rng(seed), policy="mm21", unknown_prob=1.0
         )
         assert trimap[y0, x0] == 128 and y0 < 60 and x0 < 80
@@ -241,7 +235,7 @@ def test_dataloader_workers_do_not_change_samples(synth_root):
         sampler.set_epoch(0)
         loader = tdata.make_loader(ds, sampler, batch_size=3, workers=workers, pin_memory=False, seed=1, epoch=0)
         batches.append([b["image"] for b in loader])
-    for x, y in zip(*batches):
+    for x, y in zip(*batches, strict=True):
         assert torch.equal(x, y)
     auto = tdata.make_loader(
         ds, tdata.ResumableSampler(ds, seed=1), batch_size=3, workers=None, pin_memory=False, seed=1, epoch=0
@@ -367,9 +361,9 @@ def test_config_overrides_and_errors(tmp_path):
     cfg = load_config(path, ["optim.lr=1e-3", "train.batch_size=2", "copy_paste.enabled=true"])
     assert cfg.optim.lr == pytest.approx(1e-3) and cfg.train.batch_size == 2 and cfg.copy_paste.enabled
     assert cfg.data.resize == 64 and cfg.data.crop_sizes == [32, 64]
-    with pytest.raises(ConfigError, match="unknown key 'data.resise'"):
+    with pytest.raises(ConfigError, match=r"unknown key 'data\.resise'"):
         load_config(path, ["data.resise=64"])
-    with pytest.raises(ConfigError, match="train.batch_size has the wrong type"):
+    with pytest.raises(ConfigError, match=r"train\.batch_size has the wrong type"):
         load_config(path, ["train.batch_size=big"])
     with pytest.raises(ConfigError, match="multiple of 32"):
         load_config(path, ["data.resize=50"])
@@ -406,7 +400,7 @@ def test_workers_default_is_the_cores_per_process_minus_one(monkeypatch):
     configs = Path(__file__).resolve().parents[1] / "configs"
     assert load_config(configs / "p3m-r34.yaml").data.workers == 8
     assert load_config(configs / "demo.yaml").data.workers == 0
-    with pytest.raises(ConfigError, match="data.workers must be >= 0"):
+    with pytest.raises(ConfigError, match=r"data\.workers must be >= 0"):
         load_config(configs / "demo.yaml", ["data.workers=-1"])
     assert load_config(configs / "demo.yaml", ["data.workers=null"]).data.workers is None
 

@@ -1,7 +1,7 @@
 """The faster training data pipeline produces exactly what the pipeline before it produced.
 
-`reference_train_data` is a literal copy of the replaced code; every test here compares the current code against it
-(bit for bit, same dtypes, same random draws) on fixed seeds, so any change in what the pipeline produces fails here.
+`tests.reference.train_data` is a literal copy of the replaced code; every test here compares the current code against
+it (bit for bit, same dtypes, same random draws) on fixed seeds, so any change in what the pipeline produces fails here.
 Items are now uint8 and converted on the training device by `prepare_batch`: what is compared is `prepare_batch` of
 the new items (one by one and collated) against the old float32 items. Covered: the OpenCV read of the fg/bg cache
 against PIL (and what happens to an unreadable cache file), the uint8 trimap and the crop-window trimap, the crop
@@ -11,7 +11,6 @@ for the default recipe, the MM21 variant, on-the-fly obfuscation, copy-paste and
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -21,10 +20,6 @@ import pytest
 import torch
 from torch.utils.data import default_collate
 
-os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".cache" / "numba"))
-
-import reference_train_data as ref
-
 from p3m.data.trimap import random_kernel_size, random_trimap, trimap_crop, trimap_from_alpha
 from p3m.infer.preprocess import normalize
 from p3m.io import read_image, write_image
@@ -32,6 +27,7 @@ from p3m.train import data as tdata
 from p3m.train import foreground
 from p3m.train.config import CopyPasteConfig, DataConfig
 from p3m.train.copy_paste import Face, FaceBank, copy_where, face_box, paste_face
+from tests.reference import train_data as ref
 
 torch.set_num_threads(1)
 
@@ -116,7 +112,7 @@ def test_unreadable_cache_file_is_estimated_again(tmp_path, monkeypatch, capfd):
     assert len(calls) == 1
     assert_same(foreground.load_or_estimate(image, alpha, tmp_path, "blurred_image", "a")[0], fg)  # a hit
     assert len(calls) == 1
-    fg_path, bg_path = foreground.cache_paths(tmp_path, "blurred_image", "a")
+    _fg_path, bg_path = foreground.cache_paths(tmp_path, "blurred_image", "a")
     for damage in (lambda d: d[: len(d) // 2], lambda d: b"not a png", lambda d: b""):
         bg_path.write_bytes(damage(bg_path.read_bytes()))
         got_fg, got_bg = foreground.load_or_estimate(image, alpha, tmp_path, "blurred_image", "a")
@@ -309,12 +305,10 @@ def test_face_box_copy_where_and_paste_face_match_reference():
 
 
 @pytest.fixture(scope="module")
-def synth_root(tmp_path_factory) -> Path:
+def synth_root(synth_dataset, tmp_path_factory) -> Path:
     """A synthetic set large enough for crops smaller than the image, with original_image and an fg/bg cache."""
-    from p3m.data.synth import SynthConfig, generate_dataset
-
     root = tmp_path_factory.mktemp("speed") / "P3M-10k"
-    generate_dataset(root, SynthConfig(n_train=6, n_test_p=1, n_test_np=1, size=(96, 128), seed=11))
+    shutil.copytree(synth_dataset(n_train=6, n_test_p=1, n_test_np=1, size=(96, 128), seed=11), root)
     train = root / "train"
     shutil.copytree(train / "blurred_image", train / "original_image")
     for folder in ("blurred_image", "original_image"):  # the estimated-fg/bg path reads this PNG cache
@@ -350,7 +344,7 @@ def test_dataset_items_match_reference(synth_root, case):
         new.epoch = old.epoch = epoch
         items = [new[index] for index in range(len(new))]
         want = [old[index] for index in range(len(new))]
-        for item, old_item in zip(items, want):
+        for item, old_item in zip(items, want, strict=True):
             assert all(v.dtype == torch.uint8 for v in item.values())
             assert_same(tdata.prepare_batch(item, "cpu"), old_item)
         assert_same(tdata.prepare_batch(default_collate(items), "cpu"), default_collate(want))

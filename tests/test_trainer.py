@@ -17,9 +17,9 @@ import torch
 
 from p3m.train.config import load_config
 from p3m.train.trainer import RESUME_FILE, lr_at, train
+from tests.paths import REPO
 
 torch.set_num_threads(1)
-REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 
 TINY = [
@@ -39,12 +39,8 @@ TINY = [
 
 
 @pytest.fixture(scope="module")
-def synth_root(tmp_path_factory) -> Path:
-    from p3m.data.synth import SynthConfig, generate_dataset
-
-    root = tmp_path_factory.mktemp("tsynth") / "P3M-10k"
-    generate_dataset(root, SynthConfig(n_train=6, n_test_p=2, n_test_np=2, size=(64, 64), seed=5))
-    return root
+def synth_root(synth_dataset) -> Path:
+    return synth_dataset(n_train=6, n_test_p=2, n_test_np=2, size=(64, 64), seed=5)
 
 
 def tiny(root: Path, *extra: str):
@@ -74,6 +70,7 @@ def test_lr_schedule():
     assert lr_at(1000, 10, const) == 0.5
 
 
+@pytest.mark.slow
 def test_loss_goes_down_on_tiny_set(synth_root, tmp_path):
     torch.manual_seed(0)
     # whole-image crops, fixed trimap kernel: the same two samples every step, so the loss must fall
@@ -96,6 +93,7 @@ def test_loss_goes_down_on_tiny_set(synth_root, tmp_path):
     assert result.last_checkpoint.is_file() and (tmp_path / "run" / "curves.png").is_file()
 
 
+@pytest.mark.slow
 def test_validation_keeps_best_checkpoints_and_weights_load(synth_root, tmp_path):
     from p3m.models import load_model
 
@@ -108,7 +106,7 @@ def test_validation_keeps_best_checkpoints_and_weights_load(synth_root, tmp_path
     assert {"sad_P3M-500-P", "sad_P3M-500-NP", "sad_privacy_P3M-500-P"} <= set(result.best_checkpoints)
     for path in result.best_checkpoints.values():
         assert path.is_file() and path.name.startswith("best_")
-    model, meta = load_model(result.last_checkpoint)
+    _model, meta = load_model(result.last_checkpoint)
     assert meta["step"] == 4 and meta["arch"] == "p3m-r34"
     # trained on `p3m synth` output: recorded, so that using the weights on real photos warns
     assert meta["dataset_synthetic"] is True
@@ -139,15 +137,17 @@ def _spawn_train(config: Path, out: Path, *extra: str) -> subprocess.Popen:
 def _wait_for_step(out: Path, step: int, proc: subprocess.Popen, timeout: float = 120) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if (out / RESUME_FILE).is_file() and (out / "train_log.jsonl").is_file():
-            if any(r["step"] >= step for r in records(out) if r["type"] == "train"):
-                return
+        files_written = (out / RESUME_FILE).is_file() and (out / "train_log.jsonl").is_file()
+        if files_written and any(r["step"] >= step for r in records(out) if r["type"] == "train"):
+            return
         if proc.poll() is not None:
             raise AssertionError(proc.stdout.read().decode())
         time.sleep(0.05)
     raise AssertionError("training did not reach the step in time")
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_sigkill_then_resume_reaches_the_same_step_count(synth_root, tmp_path):
     config = write_config(tmp_path / "c.yaml", synth_root, "train.max_steps=14", "train.save_every=3")
     out = tmp_path / "run"
@@ -171,9 +171,10 @@ def test_sigkill_then_resume_reaches_the_same_step_count(synth_root, tmp_path):
     assert meta["step"] == 14
 
 
+@pytest.mark.slow
 def test_resume_matches_uninterrupted_run(synth_root, tmp_path):
     """Stopping at a save point and resuming gives the same weights as one uninterrupted run."""
-    full = train(tiny(synth_root, "train.max_steps=6", "train.save_every=3"), out_dir=tmp_path / "a", progress=False)
+    train(tiny(synth_root, "train.max_steps=6", "train.save_every=3"), out_dir=tmp_path / "a", progress=False)
     train(tiny(synth_root, "train.max_steps=3", "train.save_every=3"), out_dir=tmp_path / "b", progress=False)
     resumed = train(
         tiny(synth_root, "train.max_steps=6", "train.save_every=3"), out_dir=tmp_path / "b", resume=True, progress=False
@@ -185,6 +186,8 @@ def test_resume_matches_uninterrupted_run(synth_root, tmp_path):
         assert torch.allclose(a[key].float(), b[key].float(), atol=1e-5), key
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_sigint_saves_and_exits_cleanly(synth_root, tmp_path):
     config = write_config(tmp_path / "c.yaml", synth_root, "train.max_steps=400", "train.save_every=1000")
     out = tmp_path / "run"
@@ -202,6 +205,8 @@ def test_sigint_saves_and_exits_cleanly(synth_root, tmp_path):
     assert max(r["step"] for r in records(out)) <= state["step"]
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_ddp_two_processes_gloo(synth_root, tmp_path):
     torchrun = VENV_BIN / "torchrun"
     if not torchrun.exists():
@@ -250,8 +255,8 @@ def test_ddp_two_processes_gloo(synth_root, tmp_path):
     assert recs[1]["epoch"] == pytest.approx(1.0)
 
 
+@pytest.mark.slow
 def test_bf16_channels_last_overwrite_and_register(synth_root, tmp_path, monkeypatch):
-    monkeypatch.setenv("P3M_HOME", str(tmp_path / "home"))
     cfg = tiny(
         synth_root,
         "train.max_steps=2",
@@ -288,6 +293,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "cannot read config" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_train_threads_apply_to_training_only(synth_root, tmp_path):
     """`train.threads` is for the training loop; the caller's torch thread count is restored afterwards."""
     before = torch.get_num_threads()

@@ -4,7 +4,7 @@ Inputs are float arrays in [0, 1] of one shape (H, W): ``pred`` (p) and ``gt`` (
 values {0, 128, 255} (0 = background Bg, 128 = unknown U, 255 = foreground Fg); a ``face`` mask is boolean.
 
 Every value equals, to a relative 1e-6 (in practice to about 1e-13; Grad bit for bit), what the literal
-transcription of the reference gives (`tests/reference_metrics.py`); the implementation is just faster, on one core:
+transcription of the reference gives (`tests/reference/metrics.py`); the implementation is just faster, on one core:
 
 * One pass over the pair, row by row (`_scan_kernel`): every plain sum (SAD/MSE/MAD and the trimap / face variants)
   and the Conn terms of the level-0 pixels in one branch-free vectorised loop (float64 terms computed as the

@@ -7,8 +7,10 @@
 
 Layers, each importing only those below it: `registry` (the leaf: `register_model`, `create`,
 `list_architectures`, each architecture's `ArchConfig`) <- `blocks` and one file per architecture (`p3mnet_r34`,
-`basic`, `modnet`, `p3mnet_transformer` over `swin` / `vitae`, `selfie`) <- `checkpoint` (weights files and their
-JSON sidecar) <- `store` (the model folder, `list_weights`). `counting` counts parameters and FLOPs.
+`basic`, `modnet`, `p3mnet_transformer` over `swin` / `vitae`; the MediaPipe ports `selfie`, `face_detector`,
+`face_mesh`, `palm_detector`, `hand_landmark`, `pose_detector`, `pose_landmark` over `tflite_graph`) <-
+`checkpoint` (weights files and their JSON sidecar) <- `store` (the model folder, `list_weights`). `counting`
+counts parameters and FLOPs.
 
 Every model built by `create` carries `arch` (its registry name) and `arch_kwargs` (the keyword
 arguments it was built with), which `save_checkpoint` stores so `load_model` can rebuild it.
@@ -19,7 +21,19 @@ This package imports nothing of p3m outside `p3m.models`, `p3m.errors` and `p3m.
 from __future__ import annotations
 
 # the architecture files register themselves on import: importing them here completes the registry
-from p3m.models import basic, modnet, p3mnet_r34, p3mnet_transformer, selfie
+from p3m.models import (
+    basic,
+    face_detector,
+    face_mesh,
+    hand_landmark,
+    modnet,
+    p3mnet_r34,
+    p3mnet_transformer,
+    palm_detector,
+    pose_detector,
+    pose_landmark,
+    selfie,
+)
 from p3m.models.blocks import P3MOutput, fuse
 from p3m.models.checkpoint import load_checkpoint, load_model, save_checkpoint
 from p3m.models.registry import ArchConfig, arch_config, check_arch_kwargs, create, list_architectures, register_model
@@ -31,13 +45,19 @@ __all__ = [
     "basic",
     "check_arch_kwargs",
     "create",
+    "face_detector",
+    "face_mesh",
     "fuse",
+    "hand_landmark",
     "list_architectures",
     "load_checkpoint",
     "load_model",
     "modnet",
     "p3mnet_r34",
     "p3mnet_transformer",
+    "palm_detector",
+    "pose_detector",
+    "pose_landmark",
     "register_model",
     "save_checkpoint",
     "selfie",

@@ -32,8 +32,14 @@ __all__ = [
 ]
 
 #: How an architecture wants its input: "imagenet" = RGB, x/255, then ImageNet mean/std
-#: (`p3m.infer.preprocess.normalize`); "unit" = RGB, x/255 only.
-NORMALISATIONS = ("imagenet", "unit")
+#: (`p3m.infer.preprocess.normalize`); "unit" = RGB, x/255 (values in [0, 1]); "signed" = RGB, x/127.5 - 1 (values
+#: in [-1, 1], MediaPipe's detectors).
+NORMALISATIONS = ("imagenet", "unit", "signed")
+_NORMALISATION_WORDS = {
+    "imagenet": "x/255, ImageNet mean/std, RGB",
+    "unit": "x/255, RGB",
+    "signed": "x/127.5 - 1, RGB",
+}
 
 
 @dataclass(frozen=True)
@@ -50,7 +56,7 @@ class ArchConfig:
 
     def describe_input(self) -> str:
         """The input contract in words (stored in exported ONNX files)."""
-        norm = "x/255, ImageNet mean/std, RGB" if self.normalisation == "imagenet" else "x/255, RGB"
+        norm = _NORMALISATION_WORDS[self.normalisation]
         size = f"H and W multiples of {self.size_multiple}" if self.size_multiple else "the model's fixed input size"
         return f"{norm}, {size}"
 
