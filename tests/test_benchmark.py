@@ -24,15 +24,10 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 from p3m import models
 from p3m.bench import published
-from p3m.bench.methods import ClassicalMethod, NetworkMethod, ensure_models_registered
-from p3m.bench.runner import (
-    DONE_MARKER,
-    BenchmarkConfigError,
-    compare_p3m_basic,
-    load_benchmark_config,
-    run_benchmark,
-)
-from p3m.errors import DatasetError, P3MError
+from p3m.bench.methods import ClassicalMethod, NetworkMethod
+from p3m.bench.config import BenchmarkConfig, SettingConfig, load_benchmark_config
+from p3m.bench.runner import DONE_MARKER, compare_p3m_basic, run_benchmark
+from p3m.errors import BenchmarkConfigError, DatasetError, P3MError
 
 torch.set_num_threads(1)
 
@@ -109,7 +104,6 @@ def test_classical_method_edge_cases():
 
 
 def test_network_method_interface():
-    ensure_models_registered()
     net = models.create("modnet-mbv2", width=8)
     method = NetworkMethod("MODNet", net, strategy="resize", ratio=0.5)
     image = np.random.default_rng(0).integers(0, 255, (70, 90, 3), dtype=np.uint8)
@@ -222,7 +216,7 @@ def test_comparison_is_stated_from_the_numbers(bench):
 
 
 def test_compare_wording_both_ways():
-    cfg = {"settings": [{"name": "B", "label": "B"}], "test_splits": ["P3M-500-P"]}
+    cfg = BenchmarkConfig(settings=[SettingConfig(name="B", label="B")], test_splits=["P3M-500-P"])
 
     def rows(p, b):
         return [

@@ -16,7 +16,7 @@ from PIL import Image
 from reference_metrics import ref_all
 
 from p3m import cli
-from p3m.evaluation import (
+from p3m.metrics.evaluate import (
     DIM_KEYS,
     P3M_KEYS,
     PRIVACY_KEYS,

@@ -285,7 +285,7 @@ def test_resumable_sampler_skips_and_shards():
 
 def test_on_the_fly_obfuscation_from_original_images(synth_root, tmp_path):
     from p3m.io import read_image, read_mask
-    from p3m.privacy.obfuscate import private_area
+    from p3m.data.obfuscate import private_area
 
     root = tmp_path / "ds"
     shutil.copytree(synth_root, root)
@@ -320,7 +320,7 @@ def test_on_the_fly_obfuscation_from_original_images(synth_root, tmp_path):
 
 def test_copy_paste_in_dataset_changes_only_private_area(synth_root):
     from p3m.io import read_mask
-    from p3m.privacy.obfuscate import private_area
+    from p3m.data.obfuscate import private_area
 
     cfg = small_cfg(root=str(synth_root), crop_sizes=[64], resize=64, flip_prob=0.0, composition=False)
     plain = tdata.P3MTrainDataset(synth_root, cfg, seed=0)
@@ -336,7 +336,7 @@ def test_copy_paste_in_dataset_changes_only_private_area(synth_root):
 
 
 def test_missing_fg_bg_are_estimated_and_cached(synth_root, tmp_path):
-    from p3m.train.foreground import prepare_foreground
+    from p3m.train.fg_cache import prepare_foreground
 
     root = tmp_path / "nofg"
     shutil.copytree(synth_root, root)
@@ -374,10 +374,10 @@ def test_config_overrides_and_errors(tmp_path):
         load_config(path, ["data.resize=50"])
     with pytest.raises(ConfigError, match="key=value"):
         load_config(path, ["nonsense"])
-    for name in ("p3m-r34", "p3m-vitae-s", "p3m-swin-t", "demo"):
-        cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml")
-        assert cfg.data.resize % 32 == 0
-    published = load_config(Path(__file__).resolve().parents[1] / "configs" / "p3m-r34.yaml")
+    for name in ("p3m-r34", "p3m-vitae-s", "p3m-swin-t", "demo"):  # the built-in recipes
+        cfg = load_config(name)
+        assert cfg.data.resize % 32 == 0 and cfg.name == name
+    published = load_config("p3m-r34")
     assert (published.optim.lr, published.train.epochs, published.train.batch_size) == (1e-5, 150, 8)
     assert (published.data.crop_sizes, published.data.resize) == ([512, 768, 1024], 512)
 
@@ -402,12 +402,11 @@ def test_workers_default_is_the_cores_per_process_minus_one(monkeypatch):
     monkeypatch.setattr(os, "cpu_count", lambda: None)
     assert tdata.resolve_workers(None) == 0
     # the configs that name a count keep it; a negative count is refused
-    configs = Path(__file__).resolve().parents[1] / "configs"
-    assert load_config(configs / "p3m-r34.yaml").data.workers == 8
-    assert load_config(configs / "demo.yaml").data.workers == 0
+    assert load_config("p3m-r34").data.workers == 8
+    assert load_config("demo").data.workers == 0
     with pytest.raises(ConfigError, match="data.workers must be >= 0"):
-        load_config(configs / "demo.yaml", ["data.workers=-1"])
-    assert load_config(configs / "demo.yaml", ["data.workers=null"]).data.workers is None
+        load_config("demo", ["data.workers=-1"])
+    assert load_config("demo", ["data.workers=null"]).data.workers is None
 
 
 def test_prepare_command_reports_and_skips_bad_files(synth_root, tmp_path, capsys):

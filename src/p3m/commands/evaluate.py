@@ -56,7 +56,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from p3m.errors import P3MError
-    from p3m.evaluation import evaluate_dataset, evaluate_dirs, format_problems
+    from p3m.metrics.evaluate import evaluate_dataset, evaluate_dirs, format_problems
 
     if args.dataset is not None:
         if args.gt or args.trimap or args.facemask:

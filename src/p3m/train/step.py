@@ -67,7 +67,7 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict[str, Any]
     the other way round."""
     options = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
     optimizer.load_state_dict(saved)
-    for group, own in zip(optimizer.param_groups, options):
+    for group, own in zip(optimizer.param_groups, options, strict=True):
         group.update(own)
     for group in optimizer.param_groups:
         on_device = bool(group.get("capturable") or group.get("fused"))
