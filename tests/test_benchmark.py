@@ -24,8 +24,8 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 from p3m import models
 from p3m.bench import published
-from p3m.bench.methods import ClassicalMethod, NetworkMethod
 from p3m.bench.config import BenchmarkConfig, SettingConfig, load_benchmark_config
+from p3m.bench.methods import ClassicalMethod, NetworkMethod
 from p3m.bench.runner import DONE_MARKER, compare_p3m_basic, run_benchmark
 from p3m.errors import BenchmarkConfigError, DatasetError, P3MError
 
@@ -134,7 +134,7 @@ def test_config_lists_every_problem():
 
 
 def test_missing_dataset_is_a_clear_error(tmp_path):
-    with pytest.raises(BenchmarkConfigError, match="dataset.root is missing"):
+    with pytest.raises(BenchmarkConfigError, match=r"dataset.root is missing"):
         load_benchmark_config(_tiny(dataset={}))
     with pytest.raises(DatasetError, match="not a folder"):
         run_benchmark(
@@ -167,7 +167,7 @@ def test_cli_reports_config_errors_in_one_line(tmp_path, capsys):
 
 
 def test_results_cover_every_method_and_split(bench):
-    out, result, _ = bench
+    _out, result, _ = bench
     rows = {(r["method"], r["setting"], r["split"]) for r in result.results}
     for name in ("P3M-Net R34", "BASIC", "MODNet"):
         for split in ("P3M-500-P", "P3M-500-NP"):

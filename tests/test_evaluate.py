@@ -163,7 +163,7 @@ def test_reference_alphas_against_themselves_are_exactly_zero(tmp_path, monkeypa
         face = np.zeros(small.shape, np.uint8)
         face[50:150, 200:300] = 255
         _gray(face_dir / path.name, face)
-    code, stdout, err = run_cli(
+    code, _stdout, err = run_cli(
         monkeypatch,
         capsys,
         "--pred",
@@ -205,7 +205,7 @@ def _bad_inputs(tmp_path: Path) -> tuple[Path, Path]:
 
 def test_bad_inputs_are_all_listed_without_traceback(tmp_path, monkeypatch, capsys):
     gt, pred = _bad_inputs(tmp_path)
-    code, stdout, err = run_cli(monkeypatch, capsys, "--pred", pred, "--gt", gt, "--quiet")
+    code, _stdout, err = run_cli(monkeypatch, capsys, "--pred", pred, "--gt", gt, "--quiet")
     assert code == 2
     assert "Traceback" not in err
     assert err.startswith("p3m evaluate: error: ")
@@ -228,7 +228,7 @@ def test_allow_missing_lists_and_excludes(tmp_path, monkeypatch, capsys):
     _gray(pred / "a.png", np.full((10, 10), 100, np.uint8))
     code, _, err = run_cli(monkeypatch, capsys, "--pred", pred, "--gt", gt, "--quiet")
     assert code == 2 and "b.png: missing prediction" in err and "c.png: missing prediction" in err
-    code, stdout, err = run_cli(
+    code, _stdout, err = run_cli(
         monkeypatch, capsys, "--pred", pred, "--gt", gt, "--allow-missing", "--quiet", "-o", tmp_path / "out"
     )
     assert code == 0
@@ -251,7 +251,7 @@ def test_file_failing_to_decode_is_skipped_and_reported(tmp_path, monkeypatch, c
         _gray(pred / f"{name}.png", image)
     data = (pred / "b.png").read_bytes()
     (pred / "b.png").write_bytes(data[: len(data) // 2])  # header fine, pixel data truncated
-    code, stdout, err = run_cli(monkeypatch, capsys, "--pred", pred, "--gt", gt, "--quiet", "-o", tmp_path / "o")
+    code, _stdout, err = run_cli(monkeypatch, capsys, "--pred", pred, "--gt", gt, "--quiet", "-o", tmp_path / "o")
     assert code == 1 and "Traceback" not in err
     assert "1 files could not be scored" in err and "b.png" in err
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())

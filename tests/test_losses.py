@@ -75,7 +75,7 @@ def ref_pyramid(x: np.ndarray, levels: int = 5) -> list[np.ndarray]:
 def ref_lap(p: np.ndarray, t: np.ndarray) -> float:
     """p, t: [B, H, W]; mean |.| per term over batch and pixels, summed over terms."""
     total = 0.0
-    per_image = [list(zip(ref_pyramid(p[b]), ref_pyramid(t[b]))) for b in range(p.shape[0])]
+    per_image = [list(zip(ref_pyramid(p[b]), ref_pyramid(t[b]), strict=True)) for b in range(p.shape[0])]
     for level in range(6):
         diffs = [np.abs(a - c) for a, c in (per_image[b][level] for b in range(p.shape[0]))]
         total += float(np.mean(np.stack(diffs)))
@@ -146,7 +146,7 @@ def test_pyramid_matches_literal_reference():
     want = ref_pyramid(x)
     assert len(got) == 6
     assert [tuple(g.shape[-2:]) for g in got] == [(32, 32), (16, 16), (8, 8), (4, 4), (2, 2), (1, 1)]
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         np.testing.assert_allclose(g[0, 0].numpy(), w, atol=1e-10)
 
 
@@ -179,21 +179,21 @@ def test_cross_entropy_and_global_loss(batch):
 
 
 def test_unknown_alpha_loss(batch):
-    a, l, tri = batch["alpha"], batch["local"], batch["trimap"]
+    a, loc, tri = batch["alpha"], batch["local"], batch["trimap"]
     num, den = 0.0, 1.0
     for idx in np.ndindex(a.shape):
         w = 1.0 if tri[idx] == 128 else 0.0
-        num += math.sqrt((w * (l[idx] - a[idx])) ** 2 + 1e-12)
+        num += math.sqrt((w * (loc[idx] - a[idx])) ** 2 + 1e-12)
         den += w
-    got = losses.unknown_alpha_loss(t(l), t(a), losses.unknown_region(t(tri)))
+    got = losses.unknown_alpha_loss(t(loc), t(a), losses.unknown_region(t(tri)))
     assert float(got) == pytest.approx(num / den, rel=1e-5)
 
 
 def test_unknown_laplacian_loss(batch):
-    a, l, tri = batch["alpha"], batch["local"], batch["trimap"]
+    a, loc, tri = batch["alpha"], batch["local"], batch["trimap"]
     w = (tri == 128).astype(float)
-    want = ref_lap((w * l)[:, 0], (w * a)[:, 0])
-    got = losses.unknown_laplacian_loss(t(l), t(a), losses.unknown_region(t(tri)))
+    want = ref_lap((w * loc)[:, 0], (w * a)[:, 0])
+    got = losses.unknown_laplacian_loss(t(loc), t(a), losses.unknown_region(t(tri)))
     assert float(got) == pytest.approx(want, rel=1e-5)
 
 
@@ -277,10 +277,10 @@ def test_stacked_laplacian_parts_match_literal_reference(batch):
     """p3m_loss takes both Laplacian terms from one pyramid of stacked differences: each part must still be
     the literal Lap(W a_l, W a) / Lap(a_f, a)."""
     g, s2, s1, s0 = (t(x) for x in batch["logits"])
-    a, l, f, tri = batch["alpha"], batch["local"], batch["fused"], batch["trimap"]
-    terms = losses.p3m_loss((g, t(l), t(f), s2, s1, s0), t(a), t(tri))
+    a, loc, f, tri = batch["alpha"], batch["local"], batch["fused"], batch["trimap"]
+    terms = losses.p3m_loss((g, t(loc), t(f), s2, s1, s0), t(a), t(tri))
     w = (tri == 128).astype(float)
-    assert float(terms.parts["unknown_laplacian"]) == pytest.approx(ref_lap((w * l)[:, 0], (w * a)[:, 0]), rel=1e-5)
+    assert float(terms.parts["unknown_laplacian"]) == pytest.approx(ref_lap((w * loc)[:, 0], (w * a)[:, 0]), rel=1e-5)
     assert float(terms.parts["fusion_laplacian"]) == pytest.approx(ref_lap(f[:, 0], a[:, 0]), rel=1e-5)
     rng = np.random.default_rng(3)
     p, q = rng.random((4, 32, 32)), rng.random((4, 32, 32))

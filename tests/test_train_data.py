@@ -64,7 +64,7 @@ def test_mm21_crop_top_left_on_unknown_pixel():
     trimap[10:12, 30:33] = 128
     trimap[90:, :] = 128  # outside the [0, h - c) corner range: never chosen
     for seed in range(20):
-        y0, x0, ch, cw = tdata.choose_crop(
+        y0, x0, _ch, _cw = tdata.choose_crop(
             trimap, [40], 40, np.random.default_rng(seed), policy="mm21", unknown_prob=1.0
         )
         assert trimap[y0, x0] == 128 and y0 < 60 and x0 < 80
@@ -240,7 +240,7 @@ def test_dataloader_workers_do_not_change_samples(synth_root):
         sampler.set_epoch(0)
         loader = tdata.make_loader(ds, sampler, batch_size=3, workers=workers, pin_memory=False, seed=1, epoch=0)
         batches.append([b["image"] for b in loader])
-    for x, y in zip(*batches):
+    for x, y in zip(*batches, strict=True):
         assert torch.equal(x, y)
     auto = tdata.make_loader(
         ds, tdata.ResumableSampler(ds, seed=1), batch_size=3, workers=None, pin_memory=False, seed=1, epoch=0
@@ -284,8 +284,8 @@ def test_resumable_sampler_skips_and_shards():
 
 
 def test_on_the_fly_obfuscation_from_original_images(synth_root, tmp_path):
-    from p3m.io import read_image, read_mask
     from p3m.data.obfuscate import private_area
+    from p3m.io import read_image, read_mask
 
     root = tmp_path / "ds"
     shutil.copytree(synth_root, root)
@@ -319,8 +319,8 @@ def test_on_the_fly_obfuscation_from_original_images(synth_root, tmp_path):
 
 
 def test_copy_paste_in_dataset_changes_only_private_area(synth_root):
-    from p3m.io import read_mask
     from p3m.data.obfuscate import private_area
+    from p3m.io import read_mask
 
     cfg = small_cfg(root=str(synth_root), crop_sizes=[64], resize=64, flip_prob=0.0, composition=False)
     plain = tdata.P3MTrainDataset(synth_root, cfg, seed=0)
@@ -366,9 +366,9 @@ def test_config_overrides_and_errors(tmp_path):
     cfg = load_config(path, ["optim.lr=1e-3", "train.batch_size=2", "copy_paste.enabled=true"])
     assert cfg.optim.lr == pytest.approx(1e-3) and cfg.train.batch_size == 2 and cfg.copy_paste.enabled
     assert cfg.data.resize == 64 and cfg.data.crop_sizes == [32, 64]
-    with pytest.raises(ConfigError, match="unknown key 'data.resise'"):
+    with pytest.raises(ConfigError, match=r"unknown key 'data.resise'"):
         load_config(path, ["data.resise=64"])
-    with pytest.raises(ConfigError, match="train.batch_size has the wrong type"):
+    with pytest.raises(ConfigError, match=r"train.batch_size has the wrong type"):
         load_config(path, ["train.batch_size=big"])
     with pytest.raises(ConfigError, match="multiple of 32"):
         load_config(path, ["data.resize=50"])
@@ -404,7 +404,7 @@ def test_workers_default_is_the_cores_per_process_minus_one(monkeypatch):
     # the configs that name a count keep it; a negative count is refused
     assert load_config("p3m-r34").data.workers == 8
     assert load_config("demo").data.workers == 0
-    with pytest.raises(ConfigError, match="data.workers must be >= 0"):
+    with pytest.raises(ConfigError, match=r"data.workers must be >= 0"):
         load_config("demo", ["data.workers=-1"])
     assert load_config("demo", ["data.workers=null"]).data.workers is None
 

@@ -115,7 +115,7 @@ def test_unreadable_cache_file_is_estimated_again(tmp_path, monkeypatch, capfd):
     assert len(calls) == 1
     assert_same(fg_cache.load_or_estimate(image, alpha, tmp_path, "blurred_image", "a")[0], fg)  # a hit
     assert len(calls) == 1
-    fg_path, bg_path = fg_cache.cache_paths(tmp_path, "blurred_image", "a")
+    _fg_path, bg_path = fg_cache.cache_paths(tmp_path, "blurred_image", "a")
     for damage in (lambda d: d[: len(d) // 2], lambda d: b"not a png", lambda d: b""):
         bg_path.write_bytes(damage(bg_path.read_bytes()))
         got_fg, got_bg = fg_cache.load_or_estimate(image, alpha, tmp_path, "blurred_image", "a")
@@ -354,7 +354,7 @@ def test_dataset_items_match_reference(synth_root, case):
         new.epoch = old.epoch = epoch
         items = [new[index] for index in range(len(new))]
         want = [old[index] for index in range(len(new))]
-        for item, old_item in zip(items, want):
+        for item, old_item in zip(items, want, strict=True):
             assert all(v.dtype == torch.uint8 for v in item.values())
             assert_same(tdata.prepare_batch(item, "cpu"), old_item)
         assert_same(tdata.prepare_batch(default_collate(items), "cpu"), default_collate(want))

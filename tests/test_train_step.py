@@ -45,9 +45,9 @@ class OpRecorder(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func.__name__.split(".")[0]
         self.ops.append(name)
-        if name.startswith("index") and len(args) > 1 and isinstance(args[1], (list, tuple)):
-            if any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1]):
-                self.ops.append("boolean-mask indexing")  # the kernel counts the mask on the host
+        indexed = name.startswith("index") and len(args) > 1 and isinstance(args[1], (list, tuple))
+        if indexed and any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1]):
+            self.ops.append("boolean-mask indexing")  # the kernel counts the mask on the host
         return func(*args, **(kwargs or {}))
 
 
@@ -96,7 +96,7 @@ def test_step_matches_literal_eager_step(clip):
         parts = step(batch, lr)
         assert float(parts["total"]) == pytest.approx(want, rel=1e-6)
         assert set(parts) >= {"global", "unknown_alpha", "fusion_laplacian", "composition", "total"}
-    for pa, pb in zip(a.parameters(), b.parameters()):
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
         torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6)
     assert opt_b.param_groups[0]["lr"] == 5e-4
 
@@ -113,11 +113,11 @@ def test_fused_capturable_step_tracks_plain_adam():
     step_b = TrainStep(b, opt_b, params=trainable(b))
     for i, lr in enumerate((1e-3, 2e-4, 2e-4)):
         with torch.no_grad():
-            for x, y in zip(a.parameters(), b.parameters()):
+            for x, y in zip(a.parameters(), b.parameters(), strict=True):
                 y.copy_(x)
         pa, pb = step_a(tiny_batch(i), lr), step_b(tiny_batch(i), lr)
         assert float(pb["total"]) == pytest.approx(float(pa["total"]), rel=1e-5)
-        for x, y in zip(a.parameters(), b.parameters()):
+        for x, y in zip(a.parameters(), b.parameters(), strict=True):
             torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-7)  # a wrong lr moves them by >1e-4
     assert float(opt_b.param_groups[0]["lr"]) == pytest.approx(2e-4)
 
@@ -159,7 +159,7 @@ def test_optimizer_state_moves_between_implementations():
     assert isinstance(opt_b.param_groups[0]["lr"], torch.Tensor)
     step(tiny_batch(1), 1e-3)
     TrainStep(b, opt_b, params=trainable(b))(tiny_batch(1), 1e-3)
-    for x, y in zip(a.parameters(), b.parameters()):
+    for x, y in zip(a.parameters(), b.parameters(), strict=True):
         torch.testing.assert_close(x, y, rtol=1e-3, atol=1e-4)  # a wrong lr moves them by >1e-3
     # and the other way: the saved lr is a float, the step counts come back as CPU tensors for plain Adam
     state = optimizer_state(opt_b)
@@ -218,7 +218,7 @@ def test_config_rules():
     cfg = config_from_dict({"train": {"compile": "reduce-overhead"}, "optim": {"fused": True}})
     assert cfg.train.compile == "reduce-overhead" and cfg.optim.fused is True
     assert config_from_dict({"train": {"compile": True}}).train.compile is True
-    with pytest.raises(ConfigError, match="train.compile must be one of"):
+    with pytest.raises(ConfigError, match=r"train.compile must be one of"):
         config_from_dict({"train": {"compile": "fastest"}})
     with pytest.raises(ConfigError, match="exclude each other"):
         config_from_dict({"train": {"cuda_graph": True, "compile": True}})
@@ -239,8 +239,8 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 def moved_alike(before, a, b) -> float:
     """Mean |(a - before) - (b - before)| relative to the mean update of a."""
-    da = torch.cat([(x - p).flatten() for x, p in zip(a.parameters(), before)])
-    db = torch.cat([(y - p).flatten() for y, p in zip(b.parameters(), before)])
+    da = torch.cat([(x - p).flatten() for x, p in zip(a.parameters(), before, strict=True)])
+    db = torch.cat([(y - p).flatten() for y, p in zip(b.parameters(), before, strict=True)])
     return float((da - db).abs().mean() / da.abs().mean())
 
 
@@ -260,7 +260,7 @@ def test_cuda_graph_step_replays_the_eager_step(amp):
     for seed, n, lr in plan:
         batch = {k: v.to(dev) for k, v in tiny_batch(seed, n).items()}
         with torch.no_grad():
-            for x, y in zip(a.parameters(), b.parameters()):
+            for x, y in zip(a.parameters(), b.parameters(), strict=True):
                 y.copy_(x)
         before = [p.detach().clone() for p in a.parameters()]
         la, lb = float(eager(batch, lr)["total"]), float(graphed(batch, lr)["total"])
@@ -271,7 +271,7 @@ def test_cuda_graph_step_replays_the_eager_step(amp):
     frozen = [p.detach().clone() for p in b.parameters()]
     graphed({k: v.to(dev) for k, v in tiny_batch(9).items()}, 0.0)
     assert graphed.replays == 5
-    assert all(torch.equal(p, q) for p, q in zip(b.parameters(), frozen))
+    assert all(torch.equal(p, q) for p, q in zip(b.parameters(), frozen, strict=True))
 
 
 @needs_cuda

@@ -116,7 +116,8 @@ def test_matte_a_real_photo(installed, tmp_path):
 def test_builtin_recipe_trains_5_steps(installed, tmp_path):
     p3m, env = installed["p3m"], installed["env"]
     _run([p3m, "synth", "data", "--train", "6", "--test", "1", "--size", "64", "-q"], cwd=tmp_path, env=env)
-    train = [p3m, "train", "demo", "--set", "data.root=data", "--set", "train.max_steps=5", "--out", "run", "-q"]
+    steps = ["--set", "train.max_steps=5", "--set", "train.log_every=1"]
+    train = [p3m, "train", "demo", "--set", "data.root=data", *steps, "--out", "run", "-q"]
     _run(train, cwd=tmp_path, env=env)
     log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if r["type"] == "train"] == [1, 2, 3, 4, 5]
@@ -133,7 +134,12 @@ def test_serve_needs_its_extra_then_answers_health(installed, tmp_path):
     pip = str(installed["venv"] / "bin" / "pip")
     _run([pip, "install", "-q", f"{installed['wheel']}[server]"], cwd=tmp_path, env=env)
     proc = subprocess.Popen(
-        [p3m, "serve", "--port", "0"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [p3m, "serve", "--port", "0"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         url = None

@@ -212,7 +212,7 @@ def _value(hint: Any, value: Any, path: str, problems: list[str]) -> tuple[bool,
         if not isinstance(value, list):
             problems.append(f"{path} must be a list of mappings")
             return False, None
-        built = []
+        built: list[Any] = []
         for i, entry in enumerate(value):
             if not isinstance(entry, dict):
                 problems.append(f"{path}[{i}] must be a mapping")

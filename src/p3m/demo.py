@@ -223,6 +223,7 @@ def _cutouts(folder: Path, target: Path, weights: str | None, *, quiet: bool, lo
     for src, (alpha_path, rgba_path, composite_path) in jobs:
         try:
             result = matter.matte(src, foreground=True)
+            assert result.cutout is not None  # asked for with foreground=True
             write_image_set(
                 [
                     (alpha_path, result.alpha_uint8()),

@@ -217,6 +217,7 @@ class _Runner:
     def build(self, method: MethodConfig, weights: Path | None) -> Method:
         if method.type in TRIMAP_BASED:
             return ClassicalMethod(method.name, method.type, max_side=method.max_side)
+        assert weights is not None  # networks are trained or loaded before they are built
         inf = self.cfg.inference
         arch = method.type if method.weights else None
         kwargs = method.arch_kwargs

@@ -111,10 +111,7 @@ def _index_folder(folder: Path, extensions: set[str], problems: list[str]) -> di
 
 
 def _locate_split(root: Path, name: str) -> Path | None:
-    if name == "train":
-        candidates = [root / "train"]
-    else:
-        candidates = [root / "validation" / name, root / name]
+    candidates = [root / "train"] if name == "train" else [root / "validation" / name, root / name]
     return next((c for c in candidates if c.is_dir()), None)
 
 
@@ -219,9 +216,7 @@ def open_dataset(root: str | os.PathLike, *, validate: bool = True, require: Ite
         for samples in splits.values():
             _validate_sizes(samples, problems)
     if problems:
-        error = DatasetError(_format_problems(root, problems))
-        error.problems = list(dict.fromkeys(problems))  # one entry per problem, for programs
-        raise error
+        raise DatasetError(_format_problems(root, problems))
     return P3M10k(root, splits, split_dirs)
 
 

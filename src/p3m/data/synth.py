@@ -165,10 +165,7 @@ class _Canvas:
             return
         m = mask[box]
         texture = np.asarray(texture, np.float32)
-        if texture.ndim == 3:
-            patch = self._upsampled(texture, box)
-        else:
-            patch = np.broadcast_to(texture, m.shape + (3,))
+        patch = self._upsampled(texture, box) if texture.ndim == 3 else np.broadcast_to(texture, (*m.shape, 3))
         np.copyto(self.colour[box], patch, where=m[..., None].astype(bool))
         self.cover[box] |= m
         self.face[box] &= 1 - m  # anything drawn over a face hides it (callers restore their own fringe)
@@ -206,7 +203,7 @@ def _bbox(mask: np.ndarray) -> tuple[slice, slice] | None:
 
 
 def _pt(x: float, y: float) -> tuple[int, int]:
-    return int(round(x)), int(round(y))
+    return round(float(x)), round(float(y))
 
 
 def _ellipse(mask: np.ndarray, centre: tuple[float, float], axes: tuple[float, float], angle: float) -> np.ndarray:
@@ -278,7 +275,7 @@ def _palette(
     hair_colour = _HAIR_COLOURS[rng.choice(len(_HAIR_COLOURS), p=_HAIR_WEIGHTS / _HAIR_WEIGHTS.sum())]
     hair_colour = np.clip(hair_colour * rng.uniform(0.85, 1.15), 0, 255).astype(np.float32)
     cloth = cv2.cvtColor(
-        np.uint8([[[rng.integers(0, 180), rng.integers(40, 255), rng.integers(40, 240)]]]), cv2.COLOR_HSV2RGB
+        np.array([[[rng.integers(0, 180), rng.integers(40, 255), rng.integers(40, 240)]]], np.uint8), cv2.COLOR_HSV2RGB
     )[0, 0].astype(np.float32)
 
     skin_tex = _shaded(rng, skin, (H, W), 0.08, 5)
@@ -342,7 +339,7 @@ def _draw_body(
     neck_w = pose.head_axes[0] * rng.uniform(0.5, 0.65)
     neck_top, neck_bottom = at(0, 0.5 * r), at(0, 1.55 * r)
     neck = canvas.blank()
-    cv2.line(neck, _pt(*neck_top), _pt(*neck_bottom), 1, max(1, int(round(2 * neck_w))))  # noqa: RUF046 (numpy float)
+    cv2.line(neck, _pt(*neck_top), _pt(*neck_bottom), 1, max(1, round(float(2 * neck_w))))
     canvas.paint(neck, skin_tex)
     shoulder_w = r * rng.uniform(2.0, 3.0)
     shoulder_y = pose.cy + r * rng.uniform(1.35, 1.6)
@@ -471,7 +468,7 @@ def _strands(
     widths = rng.choice([1, 1, 1, 2], len(curves))
     mask = canvas.blank()
     for width in (1, 2):
-        chosen = [c for c, w in zip(curves, widths) if w == width]
+        chosen = [c for c, w in zip(curves, widths, strict=True) if w == width]
         if chosen:
             cv2.polylines(mask, chosen, False, 1, int(width * max(1, canvas.s // 4)), cv2.LINE_8)
     canvas.paint(mask, hair_tex, is_hair=True)
@@ -514,11 +511,13 @@ def _draw_face(
             at(side * eye_dx * 1.0, eye_dy - 0.26 * r + lift),
             at(side * eye_dx * 1.5, eye_dy - 0.2 * r + lift),
         ]
-        cv2.polylines(brow, [np.round(np.array(p)).astype(np.int32)], False, 1, max(1, int(round(0.06 * r))))
+        cv2.polylines(brow, [np.round(np.array(p)).astype(np.int32)], False, 1, max(1, round(float(0.06 * r))))
         paint_face(brow, brow_colour)
     # Nose: a shaded ridge and the nostrils.
     nose = canvas.blank()
-    cv2.line(nose, _pt(*at(0.04 * r, eye_dy + 0.05 * r)), _pt(*at(0.07 * r, 0.3 * r)), 1, max(1, int(round(0.05 * r))))
+    cv2.line(
+        nose, _pt(*at(0.04 * r, eye_dy + 0.05 * r)), _pt(*at(0.07 * r, 0.3 * r)), 1, max(1, round(float(0.05 * r)))
+    )
     paint_face(nose, np.clip(skin * 0.82, 0, 255))
     for side in (-1, 1):
         paint_face(_ellipse(canvas.blank(), at(side * 0.07 * r, 0.35 * r), (0.04 * r, 0.025 * r), tilt), dark * 0.6)
@@ -528,7 +527,7 @@ def _draw_face(
     paint_face(_ellipse(canvas.blank(), at(0, mouth_y), (width, 0.08 * r), tilt), lip)
     line = canvas.blank()
     cv2.ellipse(
-        line, _pt(*at(0, mouth_y - 0.05 * r)), _pt(width, 0.06 * r), tilt, 20, 160, 1, max(1, int(round(0.02 * r)))
+        line, _pt(*at(0, mouth_y - 0.05 * r)), _pt(width, 0.06 * r), tilt, 20, 160, 1, max(1, round(float(0.02 * r)))
     )
     paint_face(line, lip * 0.5)
 
@@ -669,7 +668,7 @@ def dataset_stems(config: SynthConfig) -> dict[str, list[str]]:
     stems: dict[str, list[str]] = {}
     for split, count in config.counts().items():
         rng = np.random.default_rng([int(config.seed), 0x57E5, _SPLIT_IDS[split]])
-        chosen = []
+        chosen: list[str] = []
         while len(chosen) < count:
             stem = f"p_{int(rng.integers(0, 2**32)):08x}"
             if stem not in seen:  # a clash with another split (p = count / 2**32) draws again

@@ -155,6 +155,7 @@ def evaluate_arrays(
     if protocol in ("p3m", "both"):
         out.update(p3m_metrics(p, a, tri, face, fast=fast))
     if protocol in ("dim", "both"):
+        assert tri is not None  # checked above
         out.update(dim_metrics(p, a, tri, fast=fast))
     return out
 
@@ -540,9 +541,7 @@ def _check_folders(folders: list[tuple[str, str | os.PathLike | None]]) -> None:
 def _raise_problems(problems: list[str], what: str) -> None:
     unique = list(dict.fromkeys(problems))
     noun = "problem" if len(unique) == 1 else "problems"
-    error = DatasetError(f"{what}: {len(unique)} {noun}:\n" + "\n".join(f"  - {p}" for p in unique))
-    error.problems = unique
-    raise error
+    raise DatasetError(f"{what}: {len(unique)} {noun}:\n" + "\n".join(f"  - {p}" for p in unique))
 
 
 def _check_protocol(protocol: str, has_trimaps: bool) -> None:

@@ -343,9 +343,10 @@ class P3MTrainDataset(Dataset):
         needs_faces = cfg.obfuscation != "none" or self.copy_paste is not None
         if needs_faces and not any(s.facemask is not None for s in samples):
             raise DatasetError(f"{root}: obfuscation/copy-paste need train/facemask/, which this dataset lacks")
-        self.face_bank = None
+        self.face_bank: FaceBank | None = None
         if self.copy_paste is not None:
             if self.copy_paste.source == "folder":
+                assert self.copy_paste.face_dir is not None  # TrainConfig.problems requires it
                 self.face_bank = FaceBank.from_folder(self.copy_paste.face_dir)
             else:
                 self.face_bank = FaceBank.from_samples(self.images, [s.facemask for s in samples])
@@ -401,10 +402,18 @@ class P3MTrainDataset(Dataset):
                     copy_where(fg, image, private)  # fg[private] = image[private]
             cp = self.copy_paste
             if cp is not None and rng.random() < cp.prob:
+                assert self.face_bank is not None  # built with the copy-paste config
                 source = self.face_bank.pick(rng, exclude=self.images[index])
                 if source is not None:
                     image, replaced = paste_face(
-                        image, face, private, source, rng, degree=cp.degree, scale=tuple(cp.scale), flip=cp.flip
+                        image,
+                        face,
+                        private,
+                        source,
+                        rng,
+                        degree=cp.degree,
+                        scale=(cp.scale[0], cp.scale[1]),
+                        flip=cp.flip,
                     )
                     if fg is not None and replaced.any():
                         fg = fg.copy()
@@ -421,7 +430,7 @@ class ResumableSampler(DistributedSampler):
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)
         self.start = 0
 
-    def set_epoch(self, epoch: int, start: int = 0) -> None:  # type: ignore[override]
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
         super().set_epoch(epoch)
         self.start = start
 

@@ -20,7 +20,7 @@ import random
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -37,7 +37,7 @@ _MT_WORDS = 624  # words of the Mersenne Twister state (NumPy and Python)
 
 def rng_state() -> dict[str, Any]:
     """RNG states as tensors / plain lists, loadable with torch.load(weights_only=True)."""
-    np_state = np.random.get_state()
+    np_state = cast(tuple[Any, ...], np.random.get_state(legacy=True))
     py_state = random.getstate()
     state = {
         "torch": torch.get_rng_state(),

@@ -326,7 +326,7 @@ class _StopFlag:
 
     def __init__(self) -> None:
         self.requested = False
-        self.previous = None
+        self.previous: Any = None  # the SIGINT handler to put back
 
     def __enter__(self) -> _StopFlag:
         if threading.current_thread() is threading.main_thread():
@@ -445,11 +445,13 @@ class _Run:
         model = _build_model(cfg, state, folder.resume_path)
         model.to(device)
         if cfg.train.channels_last:
-            model.to(memory_format=torch.channels_last)
+            model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stub lacks the keyword
         model.train()
         self.model = model
+        self.step: int
+        self.best: dict[str, float]
         o = cfg.optim
-        trainable = [p for p in model.parameters() if p.requires_grad]
+        trainable: list[torch.Tensor] = [p for p in model.parameters() if p.requires_grad]
         _check_cuda_graph(cfg, device, info)
         self.optimizer = make_optimizer(
             trainable,
