@@ -382,6 +382,38 @@ def test_config_overrides_and_errors(tmp_path):
     assert (published.data.crop_sizes, published.data.resize) == ([512, 768, 1024], 512)
 
 
+def test_builtin_recipes_work_from_any_folder_and_a_path_still_works(tmp_path, monkeypatch, capsys):
+    from p3m.cli import main
+    from p3m.config import list_recipes
+
+    monkeypatch.chdir(tmp_path)  # no configs/ folder here: the recipes come from the package
+    assert list_recipes("train") == ["demo", "p3m-r34", "p3m-swin-t", "p3m-vitae-s"]
+    with pytest.raises(ConfigError, match=r"no built-in train recipe 'nope' \(built-in: demo, p3m-r34"):
+        load_config("nope")
+    (tmp_path / "demo.yaml").write_text("name: mine\ntrain: {batch_size: 3}\n")
+    assert load_config("demo.yaml").name == "mine" and load_config("./demo.yaml").train.batch_size == 3
+    assert load_config("demo").name == "demo"  # a bare name is the recipe, never a file of that stem
+    assert main(["train", "--list"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in listed] == list_recipes("train")
+    assert all(len(line.split()) > 3 for line in listed)  # each with what it is for
+    assert main(["train"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "p3m-r34" in err
+
+
+def test_config_problems_are_listed_together(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\ndata: {resize: 50, bogus: 1}\ntrain: {batch_size: two}\noptim: {schedule: steps}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: invalid training config: ") and "\n" not in message
+    for needle in ("unknown key 'data.bogus'", "train.batch_size has the wrong type", "multiple of 32", "'steps'"):
+        assert needle in message, needle
+    assert load_config(None, ["model=null"]).model.arch == "p3m-r34"  # an empty section takes its defaults
+
+
 def test_workers_default_is_the_cores_per_process_minus_one(monkeypatch):
     assert DataConfig().workers is None  # automatic
     monkeypatch.delenv("WORLD_SIZE", raising=False)

