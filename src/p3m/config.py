@@ -29,7 +29,6 @@ import yaml
 from p3m.errors import ConfigError
 
 __all__ = [
-    "RECIPE_KINDS",
     "apply_overrides",
     "build",
     "check_choice",
@@ -42,8 +41,7 @@ __all__ = [
     "resolve_source",
 ]
 
-#: kinds of built-in recipes: sub-folders of ``p3m/configs``
-RECIPE_KINDS = ("train", "benchmark")
+#: the built-in recipes: ``<kind>/<name>.yaml`` (kinds: "train", "benchmark")
 RECIPE_DIR = Path(__file__).resolve().parent / "configs"
 _YAML_SUFFIXES = (".yaml", ".yml")
 

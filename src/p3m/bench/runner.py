@@ -188,6 +188,8 @@ class _Runner:
             and started.get("hash") == stage_hash
             and (folder / RESUME_FILE).is_file()
         )
+        if folder.exists() and not resume:  # the stage's own folder, of another configuration or forced
+            shutil.rmtree(folder)
         folder.mkdir(parents=True, exist_ok=True)
         _write_json(folder / STARTED_MARKER, {"hash": stage_hash})
         steps = resolved["train"]["max_steps"]
@@ -196,9 +198,7 @@ class _Runner:
             f"{resolved['model']['width']}, {steps} steps{' (resuming)' if resume else ''} -> {folder}"
         )
         start = time.perf_counter()
-        # a stage folder that is not resumed is the benchmark's own: the trainer replaces the earlier run's files
-        # when the new run first saves
-        result = train(resolved, out_dir=folder, resume=resume, overwrite=not resume, progress=self.progress)
+        result = train(resolved, out_dir=folder, resume=resume, progress=self.progress)
         seconds = time.perf_counter() - start
         if result.interrupted or result.last_checkpoint is None:
             raise P3MError(f"training of {method.name} ({setting.name}) was interrupted; re-run to resume")
