@@ -43,7 +43,7 @@ class RunningServer:
     """uvicorn serving `app` in a daemon thread on a free loopback port."""
 
     def __init__(self, app) -> None:
-        from p3m.serve.app import bind_socket, make_server
+        from p3m.serve.server import bind_socket, make_server
 
         self.app = app
         self.sock = bind_socket("127.0.0.1", 0)
@@ -193,23 +193,38 @@ def healthy(client) -> bool:
 
 
 def test_settings_validate_and_default_to_loopback():
-    from p3m.errors import P3MError
-    from p3m.serve import ServeSettings
+    from p3m.errors import ConfigError, P3MError
+    from p3m.serve import ServeSettings, create_app
 
     s = ServeSettings()
+    s.validate()
     assert s.host == "127.0.0.1" and s.is_loopback
     assert s.max_upload_bytes == 20 * 1024 * 1024 and s.capacity == 5
     assert not ServeSettings(host="0.0.0.0").is_loopback
-    for bad in (
+    bad_values = (
         {"workers": 0},
         {"queue": -1},
         {"max_upload_mb": 0},
         {"strategy": "magic"},
         {"port": 70000},
         {"face_threshold": 1.5},
-    ):
+        {"max_client_connections": 0},
+        {"header_timeout_s": float("nan")},
+        {"precision": "fp8"},
+    )
+    for bad in bad_values:
         with pytest.raises(P3MError):
-            ServeSettings(**bad)
+            ServeSettings(**bad).validate()
+    # every problem in one message, and the app refuses to start with them
+    every = {key: value for bad in bad_values for key, value in bad.items()}
+    with pytest.raises(ConfigError) as exc:
+        ServeSettings(**every).validate()
+    message = str(exc.value)
+    assert "\n" not in message
+    for key in ("workers", "queue", "max_upload_mb", "strategy", "port", "face_threshold", "max_client_connections"):
+        assert key in message, key
+    with pytest.raises(ConfigError):
+        create_app(ServeSettings(workers=0))
 
 
 def test_explicit_weights_that_do_not_exist_refuse_to_start(home, tmp_path):
@@ -229,7 +244,10 @@ def test_health_reports_readiness_limits_and_security_headers(client):
     assert body["status"] == "ok"
     assert body["matting"]["ready"] is True
     assert body["anonymize"]["ready"] is True
-    assert body["limits"] == {"max_upload_bytes": int(MAX_UPLOAD_MB * 1024 * 1024), "max_pixels": MAX_PIXELS}
+    limits = body["limits"]
+    assert limits["max_upload_bytes"] == int(MAX_UPLOAD_MB * 1024 * 1024) and limits["max_pixels"] == MAX_PIXELS
+    assert limits["header_timeout_s"] == 5.0 and limits["max_client_connections"] == 16
+    assert limits["max_client_uploads"] == 4 and limits["min_upload_rate_bytes_s"] == 16 * 1024
     assert body["jobs"]["workers"] == 1 and body["jobs"]["queue"] == 2
     assert resp.headers["cache-control"] == "no-store"
     assert resp.headers["x-content-type-options"] == "nosniff"
@@ -243,7 +261,7 @@ def test_models_lists_the_loaded_model(client, weights):
     assert body["loaded"]["weights"] == weights.name  # the file name only, no server paths
     assert body["loaded"]["strategy"] == "resize"
     assert body["strategies"] == ["hybrid", "resize", "highres"]
-    assert body["outputs"] == ["alpha", "rgba", "composite"]
+    assert body["outputs"] == ["alpha", "rgba", "fg", "composite"]
     assert isinstance(body["available"], list)
 
 
@@ -253,7 +271,7 @@ def test_openapi_schema_documents_the_endpoints(client):
     assert {"/v1/matte", "/v1/anonymize", "/v1/health", "/v1/models"} <= set(paths)
     body = paths["/v1/matte"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert body["required"] == ["image"]
-    assert body["properties"]["output"]["enum"] == ["alpha", "rgba", "composite"]
+    assert body["properties"]["output"]["enum"] == ["alpha", "rgba", "fg", "composite"]
     assert "413" in paths["/v1/matte"]["post"]["responses"]
     anon = paths["/v1/anonymize"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert anon["properties"]["method"]["enum"] == ["blur", "mosaic", "zero"]
@@ -315,7 +333,7 @@ def test_matte_alpha_equals_the_library(client, portrait, reference_matter):
     np.testing.assert_array_equal(np.asarray(out), expected)
 
 
-def test_matte_rgba_and_composite_equal_the_library(client, portrait, reference_matter):
+def test_matte_rgba_fg_and_composite_equal_the_library(client, portrait, reference_matter):
     expected = reference_matter.matte(portrait, foreground=True)
     rgba = Image.open(io.BytesIO(_post_matte(client, png_bytes(portrait), output="rgba").content))
     assert rgba.mode == "RGBA"
@@ -324,6 +342,9 @@ def test_matte_rgba_and_composite_equal_the_library(client, portrait, reference_
     comp = Image.open(io.BytesIO(resp.content))
     assert comp.mode == "RGB"
     np.testing.assert_array_equal(np.asarray(comp), expected.composite((0, 255, 0)))
+    fg = Image.open(io.BytesIO(_post_matte(client, png_bytes(portrait), output="fg").content))
+    assert fg.mode == "RGB"
+    np.testing.assert_array_equal(np.asarray(fg), expected.foreground)
     # default output is the cutout
     default = Image.open(io.BytesIO(_post_matte(client, png_bytes(portrait)).content))
     assert default.mode == "RGBA"
@@ -347,7 +368,7 @@ def test_outputs_carry_no_metadata(client, portrait, tmp_path):
     src = tmp_path / "src.jpg"
     src.write_bytes(upload)
     assert has_metadata(src)  # the upload does carry some
-    for output in ("alpha", "rgba", "composite"):
+    for output in ("alpha", "rgba", "fg", "composite"):
         out = tmp_path / f"{output}.png"
         out.write_bytes(_post_matte(client, upload, output=output).content)
         assert has_metadata(out) == []
@@ -562,7 +583,7 @@ def test_uploads_never_touch_the_disk(client, portrait, face_photo, monkeypatch,
 
 
 def test_access_log_never_shows_query_strings(server, client, portrait):
-    from p3m.serve.app import AccessLogFilter
+    from p3m.serve.middleware import AccessLogFilter
 
     record = logging.LogRecord(
         "uvicorn.access",
@@ -628,7 +649,8 @@ def test_without_weights_matte_is_503_and_anonymize_works(home, face_photo):
 
 def test_parse_multipart_returns_the_exact_bytes():
     """Parts built by an independent encoder (httpx) come back byte for byte, binary noise included."""
-    from p3m.serve.app import ApiError, parse_multipart
+    from p3m.errors import ApiError
+    from p3m.serve.multipart import parse_multipart
 
     payload = b"\r\n--boundary\r\n" + bytes(range(256)) * 300 + b"\r\n--"
     request = httpx.Request(
@@ -701,8 +723,9 @@ def test_default_serves_the_builtin_route_and_names_it(home, portrait):
 
 
 def test_slow_uploads_do_not_lock_other_clients_out(server, client, portrait):
-    """Six clients that start an upload and stall (the body timeout is 60 s) must not hold the job slots
-    (workers 1 + queue 2 here): a request whose body has arrived is still served at once."""
+    """Six clients that start an upload and stall must not hold the job slots (workers 1 + queue 2 here): a
+    request whose body has arrived is still served at once. Each stalled client has its own address
+    (127.0.0.2-7: Linux routes all of 127/8 to loopback), as six machines would."""
     import socket
 
     port = int(server.url.rsplit(":", 1)[1])
@@ -714,8 +737,8 @@ def test_slow_uploads_do_not_lock_other_clients_out(server, client, portrait):
     ).encode() + png_bytes(portrait)[:1000]
     stalled = []
     try:
-        for _ in range(6):
-            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        for i in range(6):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(f"127.0.0.{2 + i}", 0))
             sock.sendall(head)  # ... and nothing more
             stalled.append(sock)
         deadline = time.monotonic() + 10
@@ -727,7 +750,7 @@ def test_slow_uploads_do_not_lock_other_clients_out(server, client, portrait):
         t0 = time.monotonic()
         resp = client.post("/v1/matte", files={"image": ("p.png", png_bytes(portrait))}, data={"output": "alpha"})
         assert resp.status_code == 200, resp.text
-        assert time.monotonic() - t0 < 30  # served now, not after the stalled bodies time out (60 s)
+        assert time.monotonic() - t0 < 30  # served now, not after the stalled bodies time out
         resp = client.post("/v1/anonymize", files={"image": ("p.png", png_bytes(portrait))})
         assert resp.status_code == 200, resp.text
     finally:
@@ -742,7 +765,7 @@ def test_slow_uploads_do_not_lock_other_clients_out(server, client, portrait):
 def test_header_values_survive_names_outside_latin1():
     from urllib.parse import unquote
 
-    from p3m.serve.app import header_text
+    from p3m.serve.responses import header_text
 
     assert header_text("portrait-cf") == "portrait-cf"
     name = "模型 (v2).safetensors"

@@ -9,6 +9,7 @@ test-artifacts/. Skipped only when /usr/bin/chromium is missing outside CI (in C
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import threading
 import time
@@ -53,7 +54,7 @@ from p3m.io import has_metadata  # noqa: E402
 def running_server(home: Path, **settings):
     """A real uvicorn server of `p3m serve` on a free port, with `home` as the model folder; yields its URL."""
     from p3m.serve import ServeSettings, create_app
-    from p3m.serve.app import bind_socket, make_server
+    from p3m.serve.server import bind_socket, make_server
 
     old_home = os.environ.get("P3M_HOME")
     os.environ["P3M_HOME"] = str(home)
@@ -171,6 +172,26 @@ def test_page_mattes_anonymises_and_downloads(base_url, browser_page, portrait_f
     assert (a[..., 3] == 255).all()
     composite = download_png(page, "#dl-composite", tmp_path)
     assert composite.size == size
+
+    # the foreground colours: asked for on demand, exactly the API's answer (a canvas would lose them at alpha 0)
+    assert page.is_visible("#fg-card") and page.is_hidden("#dl-fg")
+    page.click("#run-fg")
+    page.wait_for_selector("#dl-fg:not([hidden])")
+    page.wait_for_function("() => document.querySelector('#img-fg').complete")
+    assert natural_width(page, "#img-fg") == size[0]
+    fg = download_png(page, "#dl-fg", tmp_path)
+    assert fg.mode == "RGB" and fg.size == size
+    import httpx
+
+    direct = httpx.post(
+        base_url + "/v1/matte",
+        files={"image": ("p", portrait_file.read_bytes())},
+        data={"output": "fg", "strategy": "resize"},
+        timeout=120,
+    )
+    np.testing.assert_array_equal(np.asarray(fg), np.asarray(Image.open(io.BytesIO(direct.content))))
+    opaque = np.asarray(cutout)[..., 3] == 255  # where the cutout is opaque its colours are the foreground
+    np.testing.assert_array_equal(np.asarray(fg)[opaque], np.asarray(cutout)[..., :3][opaque])
 
     # another background colour recomposites in the page
     page.click('.swatch[data-color="#22c55e"]')

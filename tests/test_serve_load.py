@@ -8,16 +8,12 @@ working directory.
 
 from __future__ import annotations
 
+import contextlib
 import io
-import os
-import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,6 +22,7 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 
 from PIL import Image  # noqa: E402
+from serve_process import served_process, small_weights  # noqa: E402
 
 N_REQUESTS = 40
 CONCURRENCY = 16
@@ -36,96 +33,31 @@ REQUEST_TIMEOUT_S = 60
 RSS_GROWTH_LIMIT_MB = 150
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """`p3m serve --port 0 ...` in a subprocess with an empty TMPDIR and working directory."""
-    import torch
-
-    from p3m.models import create, save_checkpoint
-
-    torch.manual_seed(0)
-    weights = save_checkpoint(create("p3m-r34", width=16), tmp_path_factory.mktemp("ckpt") / "w.safetensors")
-    home, tmpdir, workdir = (tmp_path_factory.mktemp(n) for n in ("home", "tmp", "cwd"))
-    env = dict(os.environ, P3M_HOME=str(home), TMPDIR=str(tmpdir), PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    cmd = [
-        sys.executable,
-        "-m",
-        "p3m.cli",
-        "serve",
-        "--port",
-        "0",
-        "--weights",
-        str(weights),
-        "--device",
-        "cpu",
-        "--strategy",
-        "resize",
-        "--workers",
-        str(WORKERS),
-        "--queue",
-        str(QUEUE),
-        "--log-level",
-        "warning",
-    ]
-    proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines: list[str] = []
-    url: list[str] = []
-    ready = threading.Event()
-
-    def reader() -> None:
-        for line in proc.stdout:  # type: ignore[union-attr]
-            lines.append(line)
-            m = re.search(r"(http://127\.0\.0\.1:\d+)/", line)
-            if m and not url:
-                url.append(m.group(1))
-                ready.set()
-        ready.set()
-
-    threading.Thread(target=reader, daemon=True).start()
-    if not ready.wait(90) or not url:
-        proc.kill()
-        pytest.fail("p3m serve did not start:\n" + "".join(lines))
-    # the URL is printed just before uvicorn starts accepting; wait until it answers
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(url[0] + "/v1/health", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("p3m serve does not answer:\n" + "".join(lines))
-        time.sleep(0.1)
-    yield {"url": url[0], "proc": proc, "tmpdir": tmpdir, "cwd": workdir, "lines": lines}
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait(10)
+    root = tmp_path_factory.mktemp("served")
+    weights = small_weights(tmp_path_factory.mktemp("ckpt"))
+    options = ["--weights", str(weights), "--device", "cpu", "--strategy", "resize"]
+    with served_process(root, *options, "--workers", str(WORKERS), "--queue", str(QUEUE)) as served:
+        yield served
 
 
 def test_many_concurrent_requests_end_with_200_or_503_and_memory_stays_bounded(served):
     from p3m.data.synth import render_portrait
 
-    url, proc = served["url"], served["proc"]
+    url, proc = served.url, served.proc
     buf = io.BytesIO()
     Image.fromarray(render_portrait(np.random.default_rng(1), (384, 512)).image).save(buf, format="PNG")
     upload = buf.getvalue()
 
-    with httpx.Client(
-        base_url=url, timeout=REQUEST_TIMEOUT_S, limits=httpx.Limits(max_connections=CONCURRENCY + 2)
-    ) as client:
+    with contextlib.ExitStack() as stack:
+        client = stack.enter_context(httpx.Client(base_url=url, timeout=REQUEST_TIMEOUT_S))
         # warm-up: model, face detector, allocator pools
         for _ in range(2):
             assert client.post("/v1/matte", files={"image": ("p.png", upload)}).status_code == 200
             assert client.post("/v1/anonymize", files={"image": ("p.png", upload)}).status_code == 200
-        rss_before = rss_mb(proc.pid)
+        rss_before = served.rss_mb()
 
         health_latency: list[float] = []
         stop = threading.Event()
@@ -137,10 +69,23 @@ def test_many_concurrent_requests_end_with_200_or_503_and_memory_stays_bounded(s
                 health_latency.append(time.perf_counter() - t0)
                 time.sleep(0.05)
 
+        # CONCURRENCY clients, each from its own address (Linux routes all of 127/8 to loopback), as the
+        # server's per-client caps would otherwise rightly count them as one client
+        clients = [
+            stack.enter_context(
+                httpx.Client(
+                    base_url=url,
+                    timeout=REQUEST_TIMEOUT_S,
+                    transport=httpx.HTTPTransport(local_address=f"127.0.0.{10 + k}"),
+                )
+            )
+            for k in range(CONCURRENCY)
+        ]
+
         def one(i: int) -> tuple[str, int, dict, bytes, float]:
             endpoint = "/v1/anonymize" if i % 4 == 3 else "/v1/matte"
             t0 = time.perf_counter()
-            resp = client.post(endpoint, files={"image": ("p.png", upload)}, data={})
+            resp = clients[i % CONCURRENCY].post(endpoint, files={"image": ("p.png", upload)}, data={})
             return endpoint, resp.status_code, dict(resp.headers), resp.content, time.perf_counter() - t0
 
         poller = threading.Thread(target=poll_health, daemon=True)
@@ -151,13 +96,13 @@ def test_many_concurrent_requests_end_with_200_or_503_and_memory_stays_bounded(s
         wall = time.perf_counter() - t0
         stop.set()
         poller.join(5)
-        rss_after = rss_mb(proc.pid)
+        rss_after = served.rss_mb()
 
         statuses = [r[1] for r in results]
         assert set(statuses) <= {200, 503}, statuses
         n_ok, n_busy = statuses.count(200), statuses.count(503)
         assert n_ok >= WORKERS + QUEUE and n_busy >= 1, statuses
-        for endpoint, status, headers, content, seconds in results:
+        for _endpoint, status, headers, content, seconds in results:
             assert seconds < REQUEST_TIMEOUT_S
             if status == 503:
                 assert int(headers["retry-after"]) >= 1
@@ -172,8 +117,8 @@ def test_many_concurrent_requests_end_with_200_or_503_and_memory_stays_bounded(s
         assert health["jobs"]["admitted"] == 0 and health["jobs"]["running"] == 0
         assert health["jobs"]["rejected"] == n_busy
         # nothing written where a temp file or a stray output would go
-        assert list(served["tmpdir"].iterdir()) == []
-        assert list(served["cwd"].iterdir()) == []
+        assert list(served.tmpdir.iterdir()) == []
+        assert list(served.cwd.iterdir()) == []
         growth = rss_after - rss_before
         print(
             f"\n2-core CPU dev machine: {N_REQUESTS} requests ({CONCURRENCY} concurrent, workers={WORKERS}, "
@@ -184,4 +129,4 @@ def test_many_concurrent_requests_end_with_200_or_503_and_memory_stays_bounded(s
 
     # Ctrl+C stops it cleanly
     proc.send_signal(signal.SIGINT)
-    assert proc.wait(20) == 0, "".join(served["lines"])
+    assert proc.wait(20) == 0, "".join(served.lines)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from p3m.choices import FOREGROUND_METHODS, PRECISIONS, STRATEGIES
 from p3m.commands._types import count, positive
-from p3m.serve.settings import DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_MB, FOREGROUND_METHODS, STRATEGIES
+from p3m.serve.settings import DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_MB, ServeSettings
+
+_DEFAULTS = ServeSettings()
 
 
 def _megabytes(text: str) -> float:
@@ -53,9 +56,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         metavar="auto|cpu|cuda",
         help="device (default auto); an unavailable cuda is an error, never a silent CPU fallback",
     )
-    parser.add_argument(
-        "--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto", help="torch precision (default auto)"
-    )
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto", help="torch precision (default auto)")
     parser.add_argument(
         "--strategy",
         choices=STRATEGIES,
@@ -88,6 +89,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help=f"largest accepted width x height (default {DEFAULT_MAX_PIXELS}; 413 beyond)",
     )
     parser.add_argument(
+        "--max-client-connections",
+        type=positive,
+        default=_DEFAULTS.max_client_connections,
+        help=f"open connections per client IP address (default {_DEFAULTS.max_client_connections}); raise it "
+        "behind a reverse proxy, where every client has the proxy's address",
+    )
+    parser.add_argument(
+        "--max-client-uploads",
+        type=positive,
+        default=_DEFAULTS.max_client_uploads,
+        help=f"uploads received at once per client IP address (default {_DEFAULTS.max_client_uploads}; 503 beyond)",
+    )
+    parser.add_argument(
         "--log-level",
         choices=("critical", "error", "warning", "info", "debug"),
         default="info",
@@ -97,8 +111,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from p3m.serve import serve
-    from p3m.serve.settings import ServeSettings
+    from p3m.serve.server import serve
 
     settings = ServeSettings(
         host=args.host,
@@ -113,6 +126,8 @@ def run(args: argparse.Namespace) -> int:
         queue=args.queue,
         max_upload_mb=args.max_upload_mb,
         max_pixels=args.max_pixels,
+        max_client_connections=args.max_client_connections,
+        max_client_uploads=args.max_client_uploads,
     )
     serve(settings, log_level=args.log_level, announce=lambda line: print(line, flush=True))
     return 0

@@ -123,6 +123,18 @@ def create(name: str, **kwargs: Any) -> nn.Module:
 
 
 # builders register themselves on import; keep these imports below the registry definitions
-from p3m.models import basic, modnet, p3mnet_r34, p3mnet_transformer, selfie  # noqa: E402,F401
+from p3m.models import (  # noqa: E402,F401
+    basic,
+    face_detector,
+    face_mesh,
+    hand_landmark,
+    modnet,
+    p3mnet_r34,
+    p3mnet_transformer,
+    palm_detector,
+    pose_detector,
+    pose_landmark,
+    selfie,
+)
 from p3m.models.blocks import P3MOutput, fuse  # noqa: E402
 from p3m.models.checkpoint import load_checkpoint, load_model, save_checkpoint  # noqa: E402

@@ -1,4 +1,4 @@
-"""Settings of the `p3m serve` web app: one frozen dataclass, validated on creation."""
+"""Settings of the `p3m serve` web app: one typed dataclass; `validate()` lists every problem in one message."""
 
 from __future__ import annotations
 
@@ -6,19 +6,20 @@ import ipaddress
 from dataclasses import dataclass
 
 from p3m.choices import FOREGROUND_METHODS, PRECISIONS, STRATEGIES
-from p3m.errors import P3MError
+from p3m.errors import ConfigError
 
-__all__ = ["DEFAULT_MAX_PIXELS", "DEFAULT_MAX_UPLOAD_MB", "FOREGROUND_METHODS", "STRATEGIES", "ServeSettings"]
+__all__ = ["DEFAULT_MAX_PIXELS", "DEFAULT_MAX_UPLOAD_MB", "ServeSettings"]
 
 DEFAULT_MAX_UPLOAD_MB = 20.0
-#: 50 megapixels covers 8K frames and 48 MP phone photos; decoding one takes ~150 MB.
-DEFAULT_MAX_PIXELS = 50_000_000
-# Copies of p3m.infer's tuples, so that settings can be validated without importing torch.
+#: 16 megapixels: 12 MP phone photos (4032x3024) and 4K frames pass. The answer is always at the input's size,
+#: so a job's memory grows with its pixels (docs/server.md gives the measured peak at this limit); raise it with
+#: --max-pixels where the machine has the memory.
+DEFAULT_MAX_PIXELS = 16_000_000
 
 
 @dataclass(frozen=True)
 class ServeSettings:
-    """Everything `create_app` needs. Sizes in the units users type (MB, pixels, seconds).
+    """Everything `create_app` and `serve` need. Sizes in the units users type (MB, pixels, seconds).
 
     host/port: where `p3m serve` listens (loopback by default; port 0 picks a free one).
     model/weights/device/precision/strategy/foreground_method: passed to `p3m.infer.Matter`; weights None = the
@@ -29,8 +30,18 @@ class ServeSettings:
         beyond ``workers + queue`` gets 503 ``busy`` with Retry-After at once.
     max_upload_mb: cap on the request body, enforced while reading it (413 beyond).
     max_pixels: cap on width x height, checked from the image header before decoding (413 beyond).
-    body_timeout_s: a request body that takes longer to arrive is refused (408), so slow clients cannot hold a slot.
     face_threshold: default CenterFace score threshold of /v1/anonymize.
+
+    Connection limits (docs/server.md, "Connection limits"); a client is one IP address:
+    max_connections: open connections in all (503 ``too_many_connections`` beyond, then closed).
+    max_client_connections: open connections of one client (the same beyond).
+    header_timeout_s: a request head (request line and headers) must arrive within this, counted from the
+        connection or from the previous answer; an idle connection is closed, a partial head gets 408.
+    upload_slots: bodies received at once, by all clients (None: ``max(16, 4 x (workers + queue))``); 503 ``busy``.
+    max_client_uploads: bodies received at once from one client (503 ``busy`` beyond).
+    upload_grace_s, min_upload_rate_kib_s: a body must keep up with ``upload_grace_s + received /
+        min_upload_rate`` seconds (408 ``body_timeout`` otherwise), so a stalled upload ends within seconds.
+    body_timeout_s: no body may take longer than this in all (408).
     """
 
     host: str = "127.0.0.1"
@@ -45,35 +56,42 @@ class ServeSettings:
     queue: int = 4
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB
     max_pixels: int = DEFAULT_MAX_PIXELS
-    body_timeout_s: float = 60.0
     face_threshold: float = 0.2
+    max_connections: int = 256
+    max_client_connections: int = 16
+    header_timeout_s: float = 5.0
+    upload_slots: int | None = None
+    max_client_uploads: int = 4
+    upload_grace_s: float = 5.0
+    min_upload_rate_kib_s: float = 16.0
+    body_timeout_s: float = 60.0
 
-    def __post_init__(self) -> None:
-        problems = []
+    def validate(self) -> None:
+        """Raise ConfigError listing every problem."""
+        problems: list[str] = []
         if not 0 <= self.port <= 65535:
             problems.append(f"port must be in 0..65535, got {self.port}")
-        if self.workers < 1:
-            problems.append(f"workers must be >= 1, got {self.workers}")
+        for name in ("workers", "max_pixels", "max_connections", "max_client_connections", "max_client_uploads"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.queue < 0:
             problems.append(f"queue must be >= 0, got {self.queue}")
-        if not self.max_upload_mb > 0:
-            problems.append(f"max upload size must be > 0 MB, got {self.max_upload_mb}")
-        if self.max_pixels < 1:
-            problems.append(f"max pixels must be >= 1, got {self.max_pixels}")
-        if not self.body_timeout_s > 0:
-            problems.append(f"body timeout must be > 0 s, got {self.body_timeout_s}")
+        if self.upload_slots is not None and self.upload_slots < 1:
+            problems.append(f"upload_slots must be >= 1 or None (automatic), got {self.upload_slots}")
+        for name in ("max_upload_mb", "header_timeout_s", "upload_grace_s", "min_upload_rate_kib_s", "body_timeout_s"):
+            if not getattr(self, name) > 0:  # also refuses NaN
+                problems.append(f"{name} must be > 0, got {getattr(self, name)}")
         if not 0.0 < self.face_threshold < 1.0:
-            problems.append(f"face threshold must be in (0, 1), got {self.face_threshold}")
-        if self.strategy not in STRATEGIES:
-            problems.append(f"unknown strategy {self.strategy!r}; use one of {', '.join(STRATEGIES)}")
-        if self.foreground_method not in FOREGROUND_METHODS:
-            problems.append(
-                f"unknown foreground method {self.foreground_method!r}; use one of {', '.join(FOREGROUND_METHODS)}"
-            )
-        if self.precision not in PRECISIONS:
-            problems.append(f"unknown precision {self.precision!r}; use one of {', '.join(PRECISIONS)}")
+            problems.append(f"face_threshold must be in (0, 1), got {self.face_threshold}")
+        for name, value, allowed in (
+            ("strategy", self.strategy, STRATEGIES),
+            ("foreground_method", self.foreground_method, FOREGROUND_METHODS),
+            ("precision", self.precision, PRECISIONS),
+        ):
+            if value not in allowed:
+                problems.append(f"unknown {name} {value!r}; use one of {', '.join(allowed)}")
         if problems:
-            raise P3MError("; ".join(problems))
+            raise ConfigError("invalid server settings: " + "; ".join(problems))
 
     @property
     def max_upload_bytes(self) -> int:
@@ -84,6 +102,11 @@ class ServeSettings:
     def capacity(self) -> int:
         """Requests admitted at once: running plus waiting."""
         return self.workers + self.queue
+
+    @property
+    def total_upload_slots(self) -> int:
+        """Bodies received at once by all clients together."""
+        return self.upload_slots if self.upload_slots is not None else max(16, 4 * self.capacity)
 
     @property
     def is_loopback(self) -> bool:

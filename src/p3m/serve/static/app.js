@@ -10,6 +10,7 @@
     mattingReady: false,
     busy: false,
     cutout: null, // HTMLImageElement of the straight-RGBA cutout
+    outputs: [], // the output kinds /v1/matte takes (GET /v1/models)
     background: "#ffffff",
     urls: {},
     timer: null,
@@ -78,6 +79,7 @@
   function setBusy(busy) {
     state.busy = busy;
     $("run-matte").disabled = busy || !state.file || !state.mattingReady;
+    $("run-fg").disabled = busy || !state.file || !state.mattingReady;
     $("run-anon").disabled = busy || !state.file;
   }
 
@@ -138,6 +140,7 @@
       ]);
       state.maxUpload = health.limits.max_upload_bytes;
       state.mattingReady = health.matting.ready;
+      state.outputs = models.outputs || [];
       $("limits").textContent =
         `up to ${formatBytes(health.limits.max_upload_bytes)} · ${(health.limits.max_pixels / 1e6).toFixed(0)} megapixels`;
       if (models.loaded) {
@@ -196,11 +199,14 @@
     $("file-info").hidden = false;
     $("empty-state").hidden = true;
     $("result-grid").hidden = false;
-    for (const id of ["img-alpha", "img-cutout", "img-composite", "img-anon"]) $(id).removeAttribute("src");
-    for (const id of ["dl-alpha", "dl-cutout", "dl-composite", "dl-anon"]) $(id).hidden = true;
+    for (const id of ["img-alpha", "img-cutout", "img-fg", "img-composite", "img-anon"]) $(id).removeAttribute("src");
+    for (const id of ["dl-alpha", "dl-cutout", "dl-fg", "dl-composite", "dl-anon"]) $(id).hidden = true;
     $("anon-card").hidden = true;
     $("face-boxes").replaceChildren();
     document.querySelectorAll(".matte-card").forEach((card) => { card.hidden = !state.mattingReady; });
+    // alpha, cutout and composite come from one rgba answer; any other kind the API offers is asked for
+    $("fg-card").hidden = !state.mattingReady || !state.outputs.includes("fg");
+    $("run-fg").hidden = false;
     setBusy(false);
     if (state.mattingReady) runMatte();
   }
@@ -247,44 +253,70 @@
     $("dl-composite").hidden = false;
   }
 
-  async function runMatte() {
+  // POST the photo to /v1/matte for one output kind, showing progress; `show(resp)` takes a 200 answer. Errors
+  // are shown on the page under `what`; `frames` spin meanwhile.
+  async function matteRequest(output, label, what, frames, show) {
     if (!state.file || state.busy || !state.mattingReady) return;
     clearError();
     setBusy(true);
-    for (const id of ["img-alpha", "img-cutout", "img-composite"]) loading(id, true);
+    for (const id of frames) loading(id, true);
     const form = new FormData();
     form.append("image", state.file, "upload");
-    form.append("output", "rgba");
+    form.append("output", output);
     form.append("strategy", $("strategy").value);
     const t0 = performance.now();
     try {
       progress("Uploading… 0%", 0);
-      const resp = await post("/v1/matte", form, "Matting on the server");
+      const resp = await post("/v1/matte", form, label);
       stopTimer();
       if (resp.status !== 200) {
         const err = await apiError(resp);
-        showError(`Matting failed: ${err.message}`, err.code);
+        showError(`${what} failed: ${err.message}`, err.code);
         progress("Failed", 0);
         return;
       }
-      const url = setUrl("cutout", resp.blob);
-      state.cutout = await loadImage(url);
-      $("img-cutout").src = url;
-      $("dl-cutout").href = url;
-      $("dl-cutout").download = `${state.stem}_rgba.png`;
-      $("dl-cutout").hidden = false;
-      await renderAlpha(state.cutout);
-      await renderComposite();
+      await show(resp);
       progress(`Done in ${((performance.now() - t0) / 1000).toFixed(1)} s`, 1);
-      if (resp.warning) showNotice(`Matting warning: ${resp.warning}`);
     } catch (err) {
       stopTimer();
       showError(err.message, "network");
       progress("Failed", 0);
     } finally {
-      for (const id of ["img-alpha", "img-cutout", "img-composite"]) loading(id, false);
+      for (const id of frames) loading(id, false);
       setBusy(false);
     }
+  }
+
+  function runMatte() {
+    if (!state.file || state.busy || !state.mattingReady) return;
+    $("img-fg").removeAttribute("src"); // a new matte (another strategy, say): the old colours no longer apply
+    $("dl-fg").hidden = true;
+    $("run-fg").hidden = false;
+    return matteRequest("rgba", "Matting on the server", "Matting", ["img-alpha", "img-cutout", "img-composite"],
+      async (resp) => {
+        const url = setUrl("cutout", resp.blob);
+        state.cutout = await loadImage(url);
+        $("img-cutout").src = url;
+        $("dl-cutout").href = url;
+        $("dl-cutout").download = `${state.stem}_rgba.png`;
+        $("dl-cutout").hidden = false;
+        await renderAlpha(state.cutout);
+        await renderComposite();
+        if (resp.warning) showNotice(`Matting warning: ${resp.warning}`);
+      });
+  }
+
+  // The foreground colours, exactly as the server estimated them: a canvas would lose them where alpha is 0
+  // (browsers store canvas pixels premultiplied), so they are a second request, made when asked for.
+  function runForeground() {
+    return matteRequest("fg", "Estimating the foreground colours", "Foreground", ["img-fg"], async (resp) => {
+      const url = setUrl("fg", resp.blob);
+      $("img-fg").src = url;
+      $("dl-fg").href = url;
+      $("dl-fg").download = `${state.stem}_fg.png`;
+      $("dl-fg").hidden = false;
+      $("run-fg").hidden = true;
+    });
   }
 
   // ------------------------------------------------------------------ anonymisation
@@ -369,6 +401,7 @@
   });
   $("run-matte").addEventListener("click", runMatte);
   $("run-anon").addEventListener("click", runAnon);
+  $("run-fg").addEventListener("click", runForeground);
 
   const zone = $("drop-zone");
   zone.addEventListener("keydown", (e) => {
