@@ -1,8 +1,8 @@
 """The built wheel, alone in a fresh virtual environment, does the main jobs from an empty folder (issue 18).
 
-Slow (2.7 to 5 min on the shared 2-core CPU dev machine, a third of it pip): builds the wheel from this checkout, creates a venv,
-installs the local CPU torch 2.13.0 first (as `make setup` does, so that pip never pulls a CUDA build) and then the
-wheel with its dependencies from pip's configured package sources, and runs from an empty folder:
+Slow (2.7 to 5 min on the shared 2-core CPU dev machine, a third of it pip): builds the wheel from this checkout,
+creates a venv, installs the local CPU torch 2.13.0 first (as `make setup` does, so that pip never pulls a CUDA
+build) and then the wheel with its dependencies from pip's configured package sources, and runs from an empty folder:
 
 - ``p3m --version``, ``p3m train --list``, ``p3m benchmark --list``;
 - ``p3m demo`` at toy scale (the same code path as the default run: synth, benchmark, register, cutouts of
