@@ -10,7 +10,7 @@ Dataset: built in a temporary folder in the P3M-10k layout (never in the shared 
   on-the-fly obfuscation case), their reference mattes as ``train/mask``, and face masks from the CenterFace
   detector (``face_region``, scale 1.1); a portrait with no detected face gets an ellipse on the top of its matte
   (the head) instead, so that every sample exercises obfuscation and copy-paste. fg/bg are estimated once with
-  `p3m.train.foreground.prepare_foreground` (the 2021-release path: lossless WebP cache; the "before" pipeline gets
+  `p3m.train.fg_cache.prepare_foreground` (the 2021-release path: lossless WebP cache; the "before" pipeline gets
   the same pixels as the PNG cache it used), timed as a one-time cost, then the cache is warm for every measurement.
 * ``--source synth``: `p3m synth`'s generator at ``--size`` (default 1080x1440), which ships fg/bg as PNG.
 
@@ -105,14 +105,14 @@ def build_portraits(root: Path, testdata: Path, n: int) -> dict:
         write_image(train / "facemask" / f"{path.stem}.png", face)
         info["images"].append(f"{image.shape[1]}x{image.shape[0]}")
     # fg/bg: the 2021-release path (no shipped fg/bg): estimate once into the cache
-    from p3m.train.foreground import prepare_foreground
+    from p3m.train.fg_cache import prepare_foreground
 
     t = time.perf_counter()
     report = prepare_foreground(root, progress=False)
     info["fg_estimate_s_per_image"] = (time.perf_counter() - t) / max(1, report.estimated)
     cache = root / "train" / "fg_bg_cache"
     # the pipeline before the speed-up read a PNG cache: give it the same pixels in its format
-    from p3m.train.foreground import read_cache_image
+    from p3m.train.fg_cache import read_cache_image
 
     for webp in sorted(cache.rglob("*.webp")):
         write_image(webp.with_suffix(".png"), read_cache_image(webp))
@@ -214,7 +214,7 @@ def stage_profile(ds, indices: list[tuple[int, int]], which: str) -> dict[str, f
     """Mean ms per sample of each stage of the default recipe, through the same functions the pipeline calls."""
     from time import perf_counter as now
 
-    from p3m.train.foreground import load_or_estimate
+    from p3m.train.fg_cache import load_or_estimate
 
     cfg = ds.cfg
     stages: dict[str, float] = {}

@@ -19,7 +19,7 @@ import cv2
 from p3m.io import read_image, read_mask
 from p3m.privacy.audit import face_detail, face_similarity
 from p3m.privacy.detect import CenterFaceDetector
-from p3m.privacy.obfuscate import obfuscate, private_area
+from p3m.data.obfuscate import obfuscate, private_area
 from p3m.privacy.region import face_region
 from tests.paths import PORTRAITS
 

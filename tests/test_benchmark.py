@@ -20,15 +20,10 @@ import torch
 
 from p3m import models
 from p3m.bench import published
-from p3m.bench.methods import ClassicalMethod, NetworkMethod, ensure_models_registered
-from p3m.bench.runner import (
-    DONE_MARKER,
-    BenchmarkConfigError,
-    compare_p3m_basic,
-    load_benchmark_config,
-    run_benchmark,
-)
-from p3m.errors import DatasetError, P3MError
+from p3m.bench.config import BenchmarkConfig, SettingConfig, load_benchmark_config
+from p3m.bench.methods import ClassicalMethod, NetworkMethod
+from p3m.bench.runner import DONE_MARKER, compare_p3m_basic, run_benchmark
+from p3m.errors import BenchmarkConfigError, DatasetError, P3MError
 from tests.paths import CHROMIUM
 
 torch.set_num_threads(1)
@@ -108,7 +103,6 @@ def test_classical_method_edge_cases():
 
 
 def test_network_method_interface():
-    ensure_models_registered()
     net = models.create("modnet-mbv2", width=8)
     method = NetworkMethod("MODNet", net, strategy="resize", ratio=0.5)
     image = np.random.default_rng(0).integers(0, 255, (70, 90, 3), dtype=np.uint8)
@@ -136,6 +130,44 @@ def test_config_lists_every_problem():
         load_benchmark_config(cfg)
     msg = str(err.value)
     assert "P3M-500-X" in msg and "'bogus'" in msg and "paint" in msg and "\n" not in msg
+
+
+def test_config_is_typed_and_every_problem_is_one_line():
+    cfg = _tiny(
+        report={"grid_samples": "two"},
+        inference={"ratio": "half", "strategy": "magic"},
+        methods=[{"type": "knn", "max_side": "big", "extra": 1}, {"name": "KNN", "type": "knn"}],
+    )
+    with pytest.raises(BenchmarkConfigError) as err:
+        load_benchmark_config(cfg)
+    msg = str(err.value)
+    assert msg.startswith("invalid benchmark config: ") and "\n" not in msg
+    for needle in (
+        "report.grid_samples has the wrong type: 'two'",
+        "inference.ratio has the wrong type: 'half'",
+        "inference.strategy must be one of resize, hybrid, highres, got 'magic'",
+        "unknown key 'methods[0].extra'",
+        "methods[0].max_side has the wrong type: 'big'",
+        "method names must be unique",
+    ):
+        assert needle in msg, needle
+
+
+def test_config_sections_defaults_and_builtin_recipes(tmp_path, monkeypatch):
+    from p3m.bench.config import MethodConfig
+
+    cfg = load_benchmark_config(_tiny(settings=None, evaluation=None, inference={"ratio": 1}))
+    assert [(s.name, s.label, s.obfuscation) for s in cfg.settings] == [("B", "B", "none")]
+    assert cfg.evaluation.fast is False and cfg.inference.ratio == 1.0 and cfg.inference.strategy == "resize"
+    assert cfg.methods[0] == MethodConfig(name="P3M-Net R34", type="p3m-r34", width=8)
+    assert load_benchmark_config(cfg) == cfg  # a BenchmarkConfig goes through the same checks unchanged
+    monkeypatch.chdir(tmp_path)  # the recipes ship in the package
+    demo = load_benchmark_config("ppt-demo")
+    assert demo.name == "ppt-demo" and [m.type for m in demo.methods][:3] == ["p3m-r34", "basic-r34", "modnet-mbv2"]
+    real = load_benchmark_config("ppt-p3m10k", ["dataset.root=/data/P3M-10k"])
+    assert real.dataset.root == "/data/P3M-10k" and real.train["train"]["epochs"] == 150
+    with pytest.raises(BenchmarkConfigError, match=r"no built-in benchmark recipe 'ppt' \(built-in: ppt-demo"):
+        load_benchmark_config("ppt")
 
 
 def test_missing_dataset_is_a_clear_error(tmp_path):
@@ -224,7 +256,7 @@ def test_comparison_is_stated_from_the_numbers(bench):
 
 
 def test_compare_wording_both_ways():
-    cfg = {"settings": [{"name": "B", "label": "B"}], "test_splits": ["P3M-500-P"]}
+    cfg = BenchmarkConfig(settings=[SettingConfig(name="B", label="B")], test_splits=["P3M-500-P"])
 
     def rows(p, b):
         return [

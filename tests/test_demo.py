@@ -29,7 +29,7 @@ def _demo(out: Path, portraits: Path, *extra: str) -> int:
         "2",
         "--size",
         "64",
-        "--testdata",
+        "--photos",
         str(portraits),
         "--quiet",
     ]
@@ -39,8 +39,15 @@ def _demo(out: Path, portraits: Path, *extra: str) -> int:
 
 
 @pytest.mark.slow
-def test_demo_runs_every_stage_and_skips_them_on_rerun(tmp_path, home, capsys):
+def test_demo_runs_every_stage_and_skips_them_on_rerun(tmp_path, home, capsys, monkeypatch):
+    from p3m.commands import benchmark, matte, synth
     from p3m.data.synth import render_portrait
+
+    def verb(args):
+        raise AssertionError("p3m demo calls the library, never the CLI verbs")
+
+    for module in (synth, benchmark, matte):  # the demo must not drive the CLI
+        monkeypatch.setattr(module, "run", verb)
 
     portraits = tmp_path / "portraits"
     portrait = render_portrait(np.random.default_rng(3), (96, 64))

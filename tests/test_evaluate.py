@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from p3m import cli
-from p3m.evaluation import (
+from p3m.metrics.evaluate import (
     DIM_KEYS,
     P3M_KEYS,
     PRIVACY_KEYS,

@@ -12,7 +12,7 @@ from skimage import data
 from skimage.metrics import structural_similarity
 
 from p3m.errors import ImageError, P3MError
-from p3m.privacy.obfuscate import obfuscate, private_area, transition_band
+from p3m.data.obfuscate import obfuscate, private_area, transition_band
 from tests.paths import PORTRAITS
 
 OPEN_FACE = "p_07141906"  # the one unobfuscated face in the shared test data

@@ -279,8 +279,8 @@ def test_resumable_sampler_skips_and_shards():
 
 
 def test_on_the_fly_obfuscation_from_original_images(synth_root, tmp_path):
+    from p3m.data.obfuscate import private_area
     from p3m.io import read_image, read_mask
-    from p3m.privacy.obfuscate import private_area
 
     root = tmp_path / "ds"
     shutil.copytree(synth_root, root)
@@ -314,8 +314,8 @@ def test_on_the_fly_obfuscation_from_original_images(synth_root, tmp_path):
 
 
 def test_copy_paste_in_dataset_changes_only_private_area(synth_root):
+    from p3m.data.obfuscate import private_area
     from p3m.io import read_mask
-    from p3m.privacy.obfuscate import private_area
 
     cfg = small_cfg(root=str(synth_root), crop_sizes=[64], resize=64, flip_prob=0.0, composition=False)
     plain = tdata.P3MTrainDataset(synth_root, cfg, seed=0)
@@ -331,7 +331,7 @@ def test_copy_paste_in_dataset_changes_only_private_area(synth_root):
 
 
 def test_missing_fg_bg_are_estimated_and_cached(synth_root, tmp_path):
-    from p3m.train.foreground import prepare_foreground
+    from p3m.train.fg_cache import prepare_foreground
 
     root = tmp_path / "nofg"
     shutil.copytree(synth_root, root)
@@ -369,12 +369,44 @@ def test_config_overrides_and_errors(tmp_path):
         load_config(path, ["data.resize=50"])
     with pytest.raises(ConfigError, match="key=value"):
         load_config(path, ["nonsense"])
-    for name in ("p3m-r34", "p3m-vitae-s", "p3m-swin-t", "demo"):
-        cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml")
-        assert cfg.data.resize % 32 == 0
-    published = load_config(Path(__file__).resolve().parents[1] / "configs" / "p3m-r34.yaml")
+    for name in ("p3m-r34", "p3m-vitae-s", "p3m-swin-t", "demo"):  # the built-in recipes
+        cfg = load_config(name)
+        assert cfg.data.resize % 32 == 0 and cfg.name == name
+    published = load_config("p3m-r34")
     assert (published.optim.lr, published.train.epochs, published.train.batch_size) == (1e-5, 150, 8)
     assert (published.data.crop_sizes, published.data.resize) == ([512, 768, 1024], 512)
+
+
+def test_builtin_recipes_work_from_any_folder_and_a_path_still_works(tmp_path, monkeypatch, capsys):
+    from p3m.cli import main
+    from p3m.config import list_recipes
+
+    monkeypatch.chdir(tmp_path)  # no configs/ folder here: the recipes come from the package
+    assert list_recipes("train") == ["demo", "p3m-r34", "p3m-swin-t", "p3m-vitae-s"]
+    with pytest.raises(ConfigError, match=r"no built-in train recipe 'nope' \(built-in: demo, p3m-r34"):
+        load_config("nope")
+    (tmp_path / "demo.yaml").write_text("name: mine\ntrain: {batch_size: 3}\n")
+    assert load_config("demo.yaml").name == "mine" and load_config("./demo.yaml").train.batch_size == 3
+    assert load_config("demo").name == "demo"  # a bare name is the recipe, never a file of that stem
+    assert main(["train", "--list"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in listed] == list_recipes("train")
+    assert all(len(line.split()) > 3 for line in listed)  # each with what it is for
+    assert main(["train"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "p3m-r34" in err
+
+
+def test_config_problems_are_listed_together(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\ndata: {resize: 50, bogus: 1}\ntrain: {batch_size: two}\noptim: {schedule: steps}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: invalid training config: ") and "\n" not in message
+    for needle in ("unknown key 'data.bogus'", "train.batch_size has the wrong type", "multiple of 32", "'steps'"):
+        assert needle in message, needle
+    assert load_config(None, ["model=null"]).model.arch == "p3m-r34"  # an empty section takes its defaults
 
 
 def test_workers_default_is_the_cores_per_process_minus_one(monkeypatch):
@@ -397,12 +429,11 @@ def test_workers_default_is_the_cores_per_process_minus_one(monkeypatch):
     monkeypatch.setattr(os, "cpu_count", lambda: None)
     assert tdata.resolve_workers(None) == 0
     # the configs that name a count keep it; a negative count is refused
-    configs = Path(__file__).resolve().parents[1] / "configs"
-    assert load_config(configs / "p3m-r34.yaml").data.workers == 8
-    assert load_config(configs / "demo.yaml").data.workers == 0
+    assert load_config("p3m-r34").data.workers == 8
+    assert load_config("demo").data.workers == 0
     with pytest.raises(ConfigError, match=r"data\.workers must be >= 0"):
-        load_config(configs / "demo.yaml", ["data.workers=-1"])
-    assert load_config(configs / "demo.yaml", ["data.workers=null"]).data.workers is None
+        load_config("demo", ["data.workers=-1"])
+    assert load_config("demo", ["data.workers=null"]).data.workers is None
 
 
 def test_prepare_command_reports_and_skips_bad_files(synth_root, tmp_path, capsys):

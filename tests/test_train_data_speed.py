@@ -24,7 +24,7 @@ from p3m.data.trimap import random_kernel_size, random_trimap, trimap_crop, trim
 from p3m.infer.preprocess import normalize
 from p3m.io import read_image, write_image
 from p3m.train import data as tdata
-from p3m.train import foreground
+from p3m.train import fg_cache
 from p3m.train.config import CopyPasteConfig, DataConfig
 from p3m.train.copy_paste import Face, FaceBank, copy_where, face_box, paste_face
 from tests.reference import train_data as ref
@@ -73,7 +73,7 @@ def test_cache_read_gives_the_pil_pixels(tmp_path, monkeypatch):
         for name, pixels in {"noise": rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "smooth": smooth}.items():
             # lossless WebP as load_or_estimate writes them, and PNG as earlier versions wrote them
             for path in (
-                foreground.write_cache_image(tmp_path / f"{name}_{h}x{w}.webp", pixels),
+                fg_cache.write_cache_image(tmp_path / f"{name}_{h}x{w}.webp", pixels),
                 write_image(tmp_path / f"{name}_{h}x{w}.png", pixels),
             ):
                 written[path] = read_image(path)
@@ -87,14 +87,14 @@ def test_cache_read_gives_the_pil_pixels(tmp_path, monkeypatch):
     cv2.imwrite(str(tmp_path / "rgb16.png"), rng.integers(0, 65536, (20, 30, 3), dtype=np.uint16))
     foreign.append(tmp_path / "rgb16.png")
     for path in foreign:
-        assert_same(foreground.read_cache_image(path), read_image(path))
+        assert_same(fg_cache.read_cache_image(path), read_image(path))
 
     def no_pil(*args, **kwargs):
         raise AssertionError("the files p3m writes are decoded by OpenCV")
 
-    monkeypatch.setattr(p3m.io, "read_image", no_pil)
+    monkeypatch.setattr(fg_cache, "read_image", no_pil)
     for path, want in written.items():
-        assert_same(foreground.read_cache_image(path), want)
+        assert_same(fg_cache.read_cache_image(path), want)
 
 
 def test_unreadable_cache_file_is_estimated_again(tmp_path, monkeypatch, capfd):
@@ -107,15 +107,15 @@ def test_unreadable_cache_file_is_estimated_again(tmp_path, monkeypatch, capfd):
         calls.append(1)
         return image_u8 // 2, 255 - image_u8
 
-    monkeypatch.setattr(foreground, "estimate_fg_bg", estimate)
-    fg, bg = foreground.load_or_estimate(image, alpha, tmp_path, "blurred_image", "a")
+    monkeypatch.setattr(fg_cache, "estimate_fg_bg", estimate)
+    fg, bg = fg_cache.load_or_estimate(image, alpha, tmp_path, "blurred_image", "a")
     assert len(calls) == 1
-    assert_same(foreground.load_or_estimate(image, alpha, tmp_path, "blurred_image", "a")[0], fg)  # a hit
+    assert_same(fg_cache.load_or_estimate(image, alpha, tmp_path, "blurred_image", "a")[0], fg)  # a hit
     assert len(calls) == 1
-    _fg_path, bg_path = foreground.cache_paths(tmp_path, "blurred_image", "a")
+    _fg_path, bg_path = fg_cache.cache_paths(tmp_path, "blurred_image", "a")
     for damage in (lambda d: d[: len(d) // 2], lambda d: b"not a png", lambda d: b""):
         bg_path.write_bytes(damage(bg_path.read_bytes()))
-        got_fg, got_bg = foreground.load_or_estimate(image, alpha, tmp_path, "blurred_image", "a")
+        got_fg, got_bg = fg_cache.load_or_estimate(image, alpha, tmp_path, "blurred_image", "a")
         assert_same(got_fg, fg)
         assert_same(got_bg, bg)
         err = capfd.readouterr().err
@@ -311,9 +311,14 @@ def synth_root(synth_dataset, tmp_path_factory) -> Path:
     shutil.copytree(synth_dataset(n_train=6, n_test_p=1, n_test_np=1, size=(96, 128), seed=11), root)
     train = root / "train"
     shutil.copytree(train / "blurred_image", train / "original_image")
-    for folder in ("blurred_image", "original_image"):  # the estimated-fg/bg path reads this PNG cache
+    # the estimated-fg/bg path reads the cache: the same pixels as the reference's PNG cache and as p3m's WebP one
+    for folder in ("blurred_image", "original_image"):
         for kind in ("fg", "bg"):
             shutil.copytree(train / kind, train / "fg_bg_cache" / folder / kind)
+        for png in sorted((train / "fg").glob("*.png")):
+            fg_path, bg_path = fg_cache.cache_paths(train / "fg_bg_cache", folder, png.stem)
+            fg_cache.write_cache_image(fg_path, read_image(png))
+            fg_cache.write_cache_image(bg_path, read_image(train / "bg" / png.name))
     return root
 
 
@@ -360,7 +365,7 @@ def test_face_bank_pick_matches_reference(synth_root):
         assert_same(got.mask, want.mask)
 
 
-def test_cache_is_lossless_webp_and_older_png_pairs_still_count(tmp_path, monkeypatch):
+def test_cache_is_lossless_webp_and_png_pairs_are_not_entries(tmp_path, monkeypatch):
     rng = np.random.default_rng(4)
     image = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
     alpha = rng.integers(0, 256, (30, 40), dtype=np.uint8)
@@ -370,22 +375,18 @@ def test_cache_is_lossless_webp_and_older_png_pairs_still_count(tmp_path, monkey
         calls.append(1)
         return image_u8 // 3, 255 - image_u8
 
-    monkeypatch.setattr(foreground, "estimate_fg_bg", estimate)
-    # a PNG pair from an earlier version is read, not estimated again
-    png_fg, png_bg = foreground.cache_paths(tmp_path, "blurred_image", "old", ".png")
-    png_fg.parent.mkdir(parents=True)
-    png_bg.parent.mkdir(parents=True)
-    write_image(png_fg, image // 2)
-    write_image(png_bg, image // 4)
-    fg, bg = foreground.load_or_estimate(image, alpha, tmp_path, "blurred_image", "old")
-    assert not calls and np.array_equal(fg, image // 2) and np.array_equal(bg, image // 4)
-    assert foreground.cached_pair(tmp_path, "blurred_image", "old") == (png_fg, png_bg)
-    # new entries are lossless WebP, and a WebP pair wins over a PNG pair
-    fg, bg = foreground.load_or_estimate(image, alpha, tmp_path, "blurred_image", "old", force=True)
-    assert len(calls) == 1
-    webp = foreground.cache_paths(tmp_path, "blurred_image", "old")
+    monkeypatch.setattr(fg_cache, "estimate_fg_bg", estimate)
+    # PNG files where the cache keeps its entries are not an entry (no release wrote PNG caches)
+    base = tmp_path / "blurred_image"
+    for kind, pixels in (("fg", image // 2), ("bg", image // 4)):
+        write_image(base / kind / "old.png", pixels)
+    assert fg_cache.cached_pair(tmp_path, "blurred_image", "old") is None
+    fg, bg = fg_cache.load_or_estimate(image, alpha, tmp_path, "blurred_image", "old")
+    assert len(calls) == 1 and np.array_equal(fg, image // 3) and np.array_equal(bg, 255 - image)
+    # entries are lossless WebP, found again without estimating
+    webp = fg_cache.cache_paths(tmp_path, "blurred_image", "old")
     assert [p.suffix for p in webp] == [".webp", ".webp"] and all(p.is_file() for p in webp)
-    assert foreground.cached_pair(tmp_path, "blurred_image", "old") == webp
+    assert fg_cache.cached_pair(tmp_path, "blurred_image", "old") == webp
     assert np.array_equal(read_image(webp[0]), image // 3) and np.array_equal(read_image(webp[1]), 255 - image)
-    assert np.array_equal(foreground.load_or_estimate(image, alpha, tmp_path, "blurred_image", "old")[0], image // 3)
+    assert np.array_equal(fg_cache.load_or_estimate(image, alpha, tmp_path, "blurred_image", "old")[0], image // 3)
     assert len(calls) == 1

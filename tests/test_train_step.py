@@ -45,12 +45,8 @@ class OpRecorder(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func.__name__.split(".")[0]
         self.ops.append(name)
-        if (
-            name.startswith("index")
-            and len(args) > 1
-            and isinstance(args[1], (list, tuple))
-            and any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1])
-        ):
+        indexed = name.startswith("index") and len(args) > 1 and isinstance(args[1], (list, tuple))
+        if indexed and any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1]):
             self.ops.append("boolean-mask indexing")  # the kernel counts the mask on the host
         return func(*args, **(kwargs or {}))
 

@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from p3m.train.config import load_config
-from p3m.train.trainer import RESUME_FILE, lr_at, train
+from p3m.train.resume import RESUME_FILE
+from p3m.train.trainer import lr_at, train
 from tests.paths import REPO
 
 torch.set_num_threads(1)
@@ -344,3 +345,145 @@ def test_bad_resume_files_are_one_clear_line(synth_root, tmp_path, capsys):
     assert main(["train", str(cfg), "--out", str(run), "--resume"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "cannot load resume state" in err
+
+
+# ------------------------------------------------------------------------------------------ run folders (issue 19)
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def finished_run(synth_root, tmp_path_factory) -> Path:
+    """A finished 2-step run with validation: resume.pt, last.safetensors, a best checkpoint and a log."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    cfg = tiny(synth_root, "train.max_steps=2", "train.save_every=2", "val.every_steps=2", "val.max_images=1")
+    train(cfg, out_dir=out, progress=False)
+    assert (out / RESUME_FILE).is_file() and list(out.glob("best_*.safetensors"))
+    return out
+
+
+def _copy_run(src: Path, dst: Path, *drop: str) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    for name in drop:
+        (dst / name).unlink()
+    return dst
+
+
+@pytest.mark.parametrize("flags", [[], ["--resume"]])
+def test_folder_with_weights_but_no_resume_state_is_refused(synth_root, finished_run, tmp_path, capsys, flags):
+    """Weights and a log without resume.pt: refused without --overwrite (with --resume, saying why), untouched."""
+    from p3m.cli import main
+
+    run = _copy_run(finished_run, tmp_path / "run", RESUME_FILE)
+    before = _snapshot(run)
+    cfg = write_config(tmp_path / "c.yaml", synth_root, "train.max_steps=1")
+    assert main(["train", str(cfg), "--out", str(run), *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "last.safetensors" in err and "--overwrite" in err, err
+    if flags:
+        assert f"no {RESUME_FILE}" in err and "starting from scratch" not in err
+    else:
+        assert "already holds a training run" in err
+    assert _snapshot(run) == before
+
+
+def test_a_log_alone_is_a_run_and_other_files_are_not(synth_root, tmp_path):
+    from p3m.errors import P3MError
+
+    (tmp_path / "logged").mkdir()
+    (tmp_path / "logged" / "train_log.jsonl").write_text('{"type": "train", "step": 1}\n')
+    with pytest.raises(P3MError, match="already holds a training run"):
+        train(tiny(synth_root, "train.max_steps=1"), out_dir=tmp_path / "logged", progress=False)
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "notes.txt").write_text("mine")
+    result = train(tiny(synth_root, "train.max_steps=1"), out_dir=tmp_path / "notes", progress=False)
+    assert result.step == 1 and (tmp_path / "notes" / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("flags", [[], ["--resume"], ["--overwrite"]])
+def test_resume_state_that_is_a_folder_is_refused_and_nothing_is_deleted(
+    synth_root, finished_run, tmp_path, capsys, flags
+):
+    from p3m.cli import main
+
+    run = _copy_run(finished_run, tmp_path / "run", RESUME_FILE)
+    (run / RESUME_FILE).mkdir()
+    before = _snapshot(run)
+    cfg = write_config(tmp_path / "c.yaml", synth_root, "train.max_steps=1")
+    assert main(["train", str(cfg), "--out", str(run), *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and RESUME_FILE in err and ".tmp" not in err, err
+    assert _snapshot(run) == before and (run / RESUME_FILE).is_dir()
+
+
+def test_overwrite_keeps_the_earlier_run_until_the_new_run_saves(synth_root, finished_run, tmp_path, monkeypatch):
+    from p3m.train import trainer
+
+    run = _copy_run(finished_run, tmp_path / "run")
+    (run / "notes.txt").write_text("keep me")
+    before = _snapshot(run)
+    cfg = tiny(synth_root, "train.max_steps=3", "train.save_every=2")
+
+    class Killed(Exception):
+        pass
+
+    def killed(*args, **kwargs):  # the new run dies at its first save, before writing anything
+        raise Killed
+
+    monkeypatch.setattr(trainer, "save_checkpoint", killed)
+    with pytest.raises(Killed):
+        train(cfg, out_dir=run, progress=False, overwrite=True)
+    assert _snapshot(run) == before  # the earlier run is whole: weights, resume state, best checkpoint, log
+    monkeypatch.undo()
+
+    result = train(cfg, out_dir=run, progress=False, overwrite=True)
+    assert result.step == 3
+    assert [r["step"] for r in records(run) if r["type"] == "train"] == [1, 2, 3]  # the new run's log only
+    assert not list(run.glob("best_*"))  # the earlier run's best checkpoints went with it
+    assert (run / "notes.txt").read_text() == "keep me"
+    assert torch.load(run / RESUME_FILE, weights_only=True)["step"] == 3
+
+
+def _corrupt(state: dict, field: str, value) -> dict:
+    node = state
+    parts = field.split(".")
+    for part in parts[:-1]:
+        node = node[part]
+    node[parts[-1]] = value
+    return state
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "needle"),
+    [
+        ("step", -100, "'step' must be a whole number >= 0, got -100"),
+        ("step", 2.5, "'step' must be a whole number"),
+        ("epoch", "one", "'epoch' must be a whole number"),
+        ("best", {"sad_P3M-500-P": "low"}, "'best' must map"),
+        ("optimizer", {"state": {}}, "'optimizer.param_groups'"),
+        ("scaler", [1, 2], "'scaler' must be a GradScaler state dict"),
+        ("rng.torch", torch.zeros(3), "'rng.torch' must be a 1-D uint8 tensor"),
+        ("rng.numpy.pos", -5, "'rng.numpy.pos' must be a whole number in [0, 624]"),
+        ("rng.numpy.keys", torch.zeros(10, dtype=torch.int64), "'rng.numpy.keys' must be 624 int64 values"),
+        ("rng.numpy.has_gauss", 7, "'rng.numpy.has_gauss' must be 0 or 1"),
+        ("rng.python.state", [1, 2, 3], "'rng.python.state' must be a list of 625"),
+        ("rng.python.gauss", "x", "'rng.python.gauss' must be a number or None"),
+    ],
+)
+def test_every_resume_field_is_checked_into_one_line(synth_root, finished_run, tmp_path, capsys, field, value, needle):
+    from p3m.cli import main
+
+    run = _copy_run(finished_run, tmp_path / "run")
+    state = torch.load(run / RESUME_FILE, weights_only=True)
+    torch.save(_corrupt(state, field, value), run / RESUME_FILE)
+    before = _snapshot(run)
+    cfg = write_config(tmp_path / "c.yaml", synth_root, "train.max_steps=3")
+    assert main(["train", str(cfg), "--out", str(run), "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and needle in err and str(run / RESUME_FILE) in err, err
+    assert "internal error" not in err
+    assert _snapshot(run) == before

@@ -42,7 +42,7 @@ FOREGROUND_METHODS = ("ml", "blur", "pymatting")
 #: What a matting run can write per image: the matte, the straight RGBA cutout, the foreground colours and the
 #: cutout over a background.
 OUTPUT_KINDS = ("alpha", "rgba", "fg", "composite")
-#: Face obfuscation methods of the P3M pipeline (p3m.privacy.obfuscate).
+#: Face obfuscation methods of the P3M pipeline (p3m.data.obfuscate).
 OBFUSCATION_METHODS = ("blur", "mosaic", "zero")
 #: Evaluation protocols: the P3M code's metrics, the DIM protocol, or both.
 PROTOCOLS = ("p3m", "dim", "both")

@@ -7,7 +7,9 @@ PIL, onnxruntime) only when it runs, so that building the parser (`p3m --help`) 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import os
+import re
 import sys
 from types import ModuleType
 
@@ -57,6 +59,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def install_hint(exc: ModuleNotFoundError) -> str | None:
+    """How to install the optional part a missing module belongs to (from p3m's own package metadata), or None."""
+    missing = (exc.name or "").partition(".")[0].lower()
+    try:
+        requirements = importlib.metadata.requires("p3m") or []
+    except importlib.metadata.PackageNotFoundError:  # running from a source tree that was never installed
+        return None
+    for requirement in requirements:
+        spec, _, marker = requirement.partition(";")
+        dist = re.split(r"[\s<>=!~\[(]", spec.strip(), maxsplit=1)[0]
+        extra = re.search(r"extra\s*==\s*[\"']([^\"']+)[\"']", marker)
+        if extra and missing and dist.lower().replace("-", "_") == missing:
+            return f"needs the optional package {dist} ({missing} is not installed): pip install 'p3m[{extra[1]}]'"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -74,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if os.environ.get("P3M_DEBUG"):
             raise
+        hint = install_hint(exc) if isinstance(exc, ModuleNotFoundError) else None
+        if hint:  # an optional part of p3m that was not installed
+            print(f"p3m {args.command}: error: {hint}", file=sys.stderr)
+            return 2
         if isinstance(exc, OSError):  # disk full, permission denied, ...: the path and the system's words
             print(f"p3m {args.command}: error: {os_error_message(exc)}", file=sys.stderr)
             return 2

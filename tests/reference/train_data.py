@@ -12,6 +12,8 @@ obfuscation, the private area and the fg/bg estimation it calls are imported fro
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import torch
@@ -151,14 +153,15 @@ def ref_augment_sample(
     return out
 
 
-# ------------------------------------------------------------------------ p3m/train/foreground.py
+# ------------------------------------------------------------------------ p3m/train/foreground.py (now fg_cache.py)
 
 
 def ref_load_or_estimate(image_u8, alpha_u8, cache_dir, image_folder, stem, *, force=False):
     from p3m.io import read_image, write_image
-    from p3m.train.foreground import cache_paths, estimate_fg_bg
+    from p3m.train.fg_cache import estimate_fg_bg
 
-    fg_path, bg_path = cache_paths(cache_dir, image_folder, stem, ".png")  # the cache was PNG then
+    base = Path(cache_dir) / image_folder  # the cache was PNG then
+    fg_path, bg_path = base / "fg" / f"{stem}.png", base / "bg" / f"{stem}.png"
     if not force and fg_path.is_file() and bg_path.is_file():
         fg, bg = read_image(fg_path), read_image(bg_path)
         if fg.shape == image_u8.shape and bg.shape == image_u8.shape:
@@ -275,7 +278,7 @@ class ReferenceTrainDataset(P3MTrainDataset):
         trimap = None
         face = data.get("face")
         if face is not None and face.any():
-            from p3m.privacy.obfuscate import obfuscate, private_area
+            from p3m.data.obfuscate import obfuscate, private_area
 
             trimap = ref_random_trimap(alpha, rng, self.cfg.trimap_kernel[0], self.cfg.trimap_kernel[1])
             private = private_area(face, alpha=alpha)

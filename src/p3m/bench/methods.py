@@ -14,12 +14,18 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from p3m.errors import MethodError
+from p3m.choices import STRATEGIES
+from p3m.infer.runtime import TorchNet
+from p3m.infer.strategies import predict
+from p3m.models import basic, load_model, modnet
+from p3m.models.counting import count_parameters
+from p3m.pymatting_import import import_pymatting
 
 __all__ = [
     "METHOD_TYPES",
@@ -28,7 +34,6 @@ __all__ = [
     "ClassicalMethod",
     "Method",
     "NetworkMethod",
-    "ensure_models_registered",
 ]
 
 #: trimap-free network types (registry names of `p3m.models`)
@@ -38,10 +43,8 @@ TRIMAP_BASED = {"closed-form": "estimate_alpha_cf", "knn": "estimate_alpha_knn",
 METHOD_TYPES = TRIMAP_FREE + tuple(TRIMAP_BASED)
 
 
-def ensure_models_registered() -> None:
-    """Import the builders of BASIC and MODNet so `p3m.models.create` knows "basic-r34" and "modnet-mbv2"."""
-    import p3m.models.basic
-    import p3m.models.modnet  # noqa: F401
+# the builders of BASIC and MODNet register "basic-r34" and "modnet-mbv2" with `p3m.models.create` on import
+_REGISTERED = (basic, modnet)
 
 
 @dataclass
@@ -79,10 +82,6 @@ class NetworkMethod(Method):
         device: str = "cpu",
         precision: str = "fp32",
     ) -> None:
-        from p3m.choices import STRATEGIES
-        from p3m.infer.runtime import TorchNet
-        from p3m.models.counting import count_parameters
-
         if strategy not in STRATEGIES:
             raise MethodError(f"{name}: unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
         super().__init__(name=name, type=getattr(model, "arch", type(model).__name__))
@@ -113,15 +112,10 @@ class NetworkMethod(Method):
         **options: Any,
     ) -> NetworkMethod:
         """Load weights saved by the trainer (arch from the sidecar) or a published checkpoint (pass `arch`)."""
-        from p3m.models import load_model
-
-        ensure_models_registered()
         model, _ = load_model(path, arch=arch, arch_kwargs=arch_kwargs)
         return cls(name, model, **options)
 
     def predict(self, image: np.ndarray, trimap: np.ndarray | None = None) -> np.ndarray:
-        from p3m.infer.strategies import predict
-
         return predict(self.net, image, self.strategy, resize_mode=self.resize_mode, **self.options)
 
 
@@ -141,15 +135,10 @@ class ClassicalMethod(Method):
         self.info = {"params": 0, "solver": f"pymatting.{TRIMAP_BASED[solver]}", "max_side": max_side}
 
     def _solve(self, image01: np.ndarray, trimap01: np.ndarray) -> np.ndarray:
-        os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[3] / ".cache" / "numba"))
-        from p3m.pymatting_import import import_pymatting
-
         fn = getattr(import_pymatting(), TRIMAP_BASED[self.type])
         return np.asarray(fn(image01, trimap01), dtype=np.float64)
 
     def predict(self, image: np.ndarray, trimap: np.ndarray | None = None) -> np.ndarray:
-        import cv2
-
         if trimap is None:
             raise MethodError(f"{self.name}: a trimap-based method needs the test trimap")
         image = np.asarray(image)

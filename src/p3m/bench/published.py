@@ -54,7 +54,7 @@ def published_for(method_type: str, split: str) -> tuple[float, float | None, st
     """Published (SAD, MSE, source) of the method matching `method_type` when trained on blurred P3M-10k
     and tested on `split`; None when nothing was published for it."""
     if method_type == "p3m-r34":
-        sad, mse = P3M_NET_PPT[split] if split in P3M_NET_PPT else (None, None)
+        sad, mse = P3M_NET_PPT.get(split, (None, None))
         return None if sad is None else (sad, mse, SOURCE_PPT)
     row = _PUBLISHED_ROW.get(method_type)
     if row is None or split != "P3M-500-P":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import dataclasses
 import html
 import io
 import json
@@ -22,9 +23,14 @@ from typing import Any
 
 import numpy as np
 
+from p3m.atomic import write_bytes_atomic
 from p3m.bench import published
+from p3m.bench.config import BenchmarkConfig
+from p3m.data.p3m10k import P3M10k
+from p3m.errors import P3MError
+from p3m.io import encode_image, read_image, read_mask
 
-__all__ = ["Table", "curves_chart", "main_table", "make_grid", "sad_chart", "write_report"]
+__all__ = ["Table", "column_label", "curves_chart", "main_table", "make_grid", "sad_chart", "write_report"]
 
 
 @dataclass
@@ -64,13 +70,15 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
-def _columns(cfg: dict) -> list[tuple[str | None, str, str]]:
-    """(setting name, split, column label) of the trimap-free tables, in config order."""
-    from p3m.bench.runner import column_label
+def column_label(setting_label: str | None, split: str) -> str:
+    """'B:B' / 'B:N' style label: train setting : test images (B = P3M-500-P blurred, N = P3M-500-NP normal)."""
+    test = "B" if split == "P3M-500-P" else "N"
+    return f"{setting_label}:{test}" if setting_label else ("P" if split == "P3M-500-P" else "NP")
 
-    return [
-        (s["name"], split, column_label(s["label"], split)) for s in cfg["settings"] for split in cfg["test_splits"]
-    ]
+
+def _columns(cfg: BenchmarkConfig) -> list[tuple[str, str, str]]:
+    """(setting name, split, column label) of the trimap-free tables, in config order."""
+    return [(s.name, split, column_label(s.label, split)) for s in cfg.settings for split in cfg.test_splits]
 
 
 def _find(results: list[dict], method: str, setting: str | None, split: str) -> dict | None:
@@ -89,12 +97,12 @@ def _methods(results: list[dict], kind: str) -> list[dict]:
     return out
 
 
-def main_table(cfg: dict, results: list[dict]) -> Table:
+def main_table(cfg: BenchmarkConfig, results: list[dict]) -> Table:
     """Trimap-free methods, P3M protocol (whole image): SAD/MSE/MAD per train:test column + published SAD."""
     cols = _columns(cfg)
-    settings = {s["name"]: s for s in cfg["settings"]}
+    settings = {s.name: s for s in cfg.settings}
     headers = ["Method", "Params (M)"]
-    for _, split, label in cols:
+    for _, _split, label in cols:
         headers += [f"{label} SAD", f"{label} MSE", f"{label} MAD", f"{label} published SAD (P3M-10k)"]
     headers.append("s/img (CPU)")
     rows = []
@@ -107,7 +115,7 @@ def main_table(cfg: dict, results: list[dict]) -> Table:
             row += [_fmt(met.get("sad")), _fmt(met.get("mse")), _fmt(met.get("mad"))]
             pub = None
             s = settings[setting]
-            if s["obfuscation"] == "none" and not s["copy_paste"]:
+            if s.obfuscation == "none" and not s.copy_paste:
                 pub = published.published_for(m["type"], split)
             row.append("—" if pub is None else f"{pub[0]:g}" + (f" / MSE {pub[1]:g}" if pub[1] is not None else ""))
             if r and r.get("seconds_per_image") is not None:
@@ -124,17 +132,17 @@ def main_table(cfg: dict, results: list[dict]) -> Table:
     return Table("Trimap-free methods (PPT setting)", caption, headers, rows)
 
 
-def trimap_table(cfg: dict, results: list[dict]) -> Table:
+def trimap_table(cfg: BenchmarkConfig, results: list[dict]) -> Table:
     """Trimap-based methods given the test trimap: P3M protocol -T metrics per test set."""
     headers = ["Method", "Solver"]
-    for split in cfg["test_splits"]:
+    for split in cfg.test_splits:
         headers += [f"{split} SAD-T", f"{split} MSE-T", f"{split} MAD-T", f"{split} images"]
     headers.append("s/img (CPU)")
     rows = []
     for m in _methods(results, "trimap-based"):
         row = [m["method"], m["type"]]
         times = []
-        for split in cfg["test_splits"]:
+        for split in cfg.test_splits:
             r = _find(results, m["method"], None, split)
             met = r["metrics"] if r else {}
             row += [
@@ -155,7 +163,7 @@ def trimap_table(cfg: dict, results: list[dict]) -> Table:
     return Table("Trimap-based methods (given the test trimap)", caption, headers, rows)
 
 
-def dim_table(cfg: dict, results: list[dict]) -> Table:
+def dim_table(cfg: BenchmarkConfig, results: list[dict]) -> Table:
     """All methods under the DIM protocol (unknown region only)."""
     headers = ["Method", "Train:test"]
     for key in ("SAD (U)", "MSE (U)", "Grad (U)", "Conn (U)"):
@@ -182,7 +190,7 @@ def dim_table(cfg: dict, results: list[dict]) -> Table:
     return Table("All methods, DIM protocol", caption, headers, rows)
 
 
-def detail_table(cfg: dict, results: list[dict]) -> Table:
+def detail_table(cfg: BenchmarkConfig, results: list[dict]) -> Table:
     """Grad, Conn and privacy SAD (P3M protocol) for the trimap-free methods."""
     headers = ["Method", "Train:test", "Grad", "Conn", "SAD-P (face region)", "images"]
     rows = []
@@ -278,7 +286,7 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def sad_chart(cfg: dict, results: list[dict]) -> bytes | None:
+def sad_chart(cfg: BenchmarkConfig, results: list[dict]) -> bytes | None:
     """Grouped bars: whole-image SAD (P3M protocol) per method (and setting), one bar per test set."""
     import matplotlib
 
@@ -294,7 +302,7 @@ def sad_chart(cfg: dict, results: list[dict]) -> bytes | None:
             groups[-1][1][r["split"]] = r["metrics"]["sad"]
     if not groups:
         return None
-    splits = cfg["test_splits"]
+    splits = cfg.test_splits
     fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(groups) + 1), 3.6))
     width = 0.8 / len(splits)
     x = np.arange(len(groups))
@@ -370,18 +378,15 @@ def _error_map(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     return cv2.applyColorMap(err, cv2.COLORMAP_INFERNO)[:, :, ::-1].copy()
 
 
-def grids(cfg: dict, results: list[dict], dataset, pred_dirs: dict) -> list[tuple[str, np.ndarray]]:
+def grids(cfg: BenchmarkConfig, results: list[dict], dataset: P3M10k, pred_dirs: dict) -> list[tuple[str, np.ndarray]]:
     """Per chosen sample: [input, ground truth, each method's alpha] over [trimap, -, each error map].
 
     Samples are the first `report.grid_samples` readable images of each test split by stem (fixed, not chosen
     by result)."""
-    from p3m.errors import P3MError
-    from p3m.io import read_image, read_mask
-
-    count = int(cfg["report"].get("grid_samples") or 0)
-    height = int(cfg["report"].get("grid_tile") or 160)
+    count = cfg.report.grid_samples
+    height = cfg.report.grid_tile or 160
     out = []
-    for split in cfg["test_splits"]:
+    for split in cfg.test_splits:
         shown = 0
         for sample in dataset.split(split):
             if shown >= count:
@@ -462,30 +467,12 @@ def _csv(results: list[dict]) -> str:
     return buf.getvalue()
 
 
-def write_report(
-    folder: Path,
-    cfg: dict,
-    results: list[dict],
-    comparison: dict,
-    *,
-    curves: dict,
-    dataset,
-    pred_dirs: dict,
-    seconds: float,
-) -> dict[str, Any]:
-    """Write results.json, results.csv, report.md (+ PNG/JPEG figures) and report.html into `folder`."""
-    from p3m.io import encode_image, write_bytes_atomic
+Figure = tuple[str, str, bytes, str]  # (file name, caption, bytes, mime type)
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    title = cfg["report"].get("title") or f"PPT benchmark: {cfg['name']}"
-    tables = [main_table(cfg, results)]
-    if any(r["kind"] == "trimap-based" for r in results):
-        tables.append(trimap_table(cfg, results))
-    tables += [detail_table(cfg, results), dim_table(cfg, results), efficiency_table(results)]
-    pub = published_tables()
 
-    figures: list[tuple[str, str, bytes, str]] = []  # (file name, caption, bytes, mime)
+def _figures(cfg: BenchmarkConfig, results: list[dict], curves: dict, dataset: P3M10k, pred_dirs: dict) -> list[Figure]:
+    """The SAD chart, the training curves and the sample grids, encoded."""
+    figures: list[Figure] = []
     chart = sad_chart(cfg, results)
     if chart:
         figures.append(("sad_chart.png", "Whole-image SAD (P3M protocol) per method and test set.", chart, "image/png"))
@@ -501,14 +488,16 @@ def write_report(
                 "image/jpeg",
             )
         )
-    for name, _, data, _ in figures:
-        write_bytes_atomic(folder / name, data)
+    return figures
 
-    payload = {
-        "name": cfg["name"],
+
+def _payload(cfg: BenchmarkConfig, results: list[dict], comparison: dict, seconds: float) -> dict[str, Any]:
+    """results.json: the config, every result row, the comparison and the published numbers shown beside them."""
+    return {
+        "name": cfg.name,
         "generated": time.strftime("%Y-%m-%d %H:%M:%S"),
         "seconds": seconds,
-        "config": cfg,
+        "config": dataclasses.asdict(cfg),
         "results": results,
         "comparison": comparison,
         "published": {
@@ -518,27 +507,30 @@ def write_report(
             "sources": [published.SOURCE_TRIMAP_FREE, published.SOURCE_TRIMAP_BASED, published.SOURCE_PPT],
         },
     }
-    write_bytes_atomic(
-        folder / "results.json", (json.dumps(payload, indent=2, default=str, allow_nan=True) + "\n").encode()
-    )
-    write_bytes_atomic(folder / "results.csv", _csv(results).encode())
 
+
+def _intro(cfg: BenchmarkConfig, results: list[dict], dataset: P3M10k, seconds: float) -> str:
     train_seconds = sum({(r["method"], r["setting"]): r.get("train_seconds") or 0.0 for r in results}.values())
-    intro = (
-        f"Dataset: `{dataset.root}`. Test sets: {', '.join(cfg['test_splits'])}. Inference: strategy "
-        f"{cfg['inference']['strategy']}"
-        + (f" at r = {cfg['inference']['ratio']}" if cfg["inference"]["strategy"] == "resize" else "")
-        + f", resize mode {cfg['inference']['resize_mode']}; alpha saved as floor(255 a). "
+    return (
+        f"Dataset: `{dataset.root}`. Test sets: {', '.join(cfg.test_splits)}. Inference: strategy "
+        f"{cfg.inference.strategy}"
+        + (f" at r = {cfg.inference.ratio}" if cfg.inference.strategy == "resize" else "")
+        + f", resize mode {cfg.inference.resize_mode}; alpha saved as floor(255 a). "
         f"Training time of the trained methods {train_seconds:.0f} s in total (as recorded when each stage "
         f"ran); this invocation took {seconds:.0f} s (finished stages are skipped)."
     )
-    md = [f"# {title}", "", intro, "", "## P3M-Net vs BASIC", "", comparison["statement"], "", "## Measured", ""]
+
+
+def _markdown(title: str, intro: str, statement: str, tables: list[Table], figures: list[Figure]) -> str:
+    md = [f"# {title}", "", intro, "", "## P3M-Net vs BASIC", "", statement, "", "## Measured", ""]
     md += [t.markdown() for t in tables]
     md += ["## Figures", ""] + [f"![{cap}]({name})\n\n*{cap}*\n" for name, cap, _, _ in figures]
-    md += ["## Published on P3M-10k (not measured here)", ""] + [t.markdown() for t in pub]
-    markdown = "\n".join(md)
-    write_bytes_atomic(folder / "report.md", markdown.encode())
+    md += ["## Published on P3M-10k (not measured here)", ""] + [t.markdown() for t in published_tables()]
+    return "\n".join(md)
 
+
+def _html(title: str, intro: str, comparison: dict, tables: list[Table], figures: list[Figure]) -> str:
+    """The self-contained page: inline CSS, figures as data URIs, no script."""
     cls = "good" if comparison.get("all_better") else ("bad" if comparison.get("all_better") is False else "")
     body = [
         f"<h1>{html.escape(title)}</h1>",
@@ -549,18 +541,47 @@ def write_report(
     ]
     body += [t.html() for t in tables]
     body.append("<h2>Figures</h2>")
-    for name, cap, data, mime in figures:
+    for _name, cap, data, mime in figures:
         body.append(
             f"<figure><img src='{_data_uri(data, mime)}' alt='{html.escape(cap)}'>"
             f"<figcaption>{html.escape(cap)}</figcaption></figure>"
         )
     body.append("<h2>Published on P3M-10k (not measured here)</h2>")
-    body += [t.html() for t in pub]
-    page = (
+    body += [t.html() for t in published_tables()]
+    return (
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>\n"
     )
-    write_bytes_atomic(folder / "report.html", page.encode())
+
+
+def write_report(
+    folder: Path,
+    cfg: BenchmarkConfig,
+    results: list[dict],
+    comparison: dict,
+    *,
+    curves: dict,
+    dataset: P3M10k,
+    pred_dirs: dict,
+    seconds: float,
+) -> dict[str, Any]:
+    """Write results.json, results.csv, report.md (+ PNG/JPEG figures) and report.html into `folder`."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    title = cfg.report.title or f"PPT benchmark: {cfg.name}"
+    tables = [main_table(cfg, results)]
+    if any(r["kind"] == "trimap-based" for r in results):
+        tables.append(trimap_table(cfg, results))
+    tables += [detail_table(cfg, results), dim_table(cfg, results), efficiency_table(results)]
+    figures = _figures(cfg, results, curves, dataset, pred_dirs)
+    for name, _, data, _ in figures:
+        write_bytes_atomic(folder / name, data)
+    payload = json.dumps(_payload(cfg, results, comparison, seconds), indent=2, default=str, allow_nan=True)
+    write_bytes_atomic(folder / "results.json", (payload + "\n").encode())
+    write_bytes_atomic(folder / "results.csv", _csv(results).encode())
+    intro = _intro(cfg, results, dataset, seconds)
+    write_bytes_atomic(folder / "report.md", _markdown(title, intro, comparison["statement"], tables, figures).encode())
+    write_bytes_atomic(folder / "report.html", _html(title, intro, comparison, tables, figures).encode())
     return {
         "html": folder / "report.html",
         "markdown": folder / "report.md",

@@ -1,24 +1,33 @@
-"""`p3m benchmark CONFIG [-o OUT] [--force] [--set key=value ...]`: the PPT benchmark, from data to a report."""
+"""`p3m benchmark RECIPE|CONFIG [-o OUT] [--force] [--set key=value ...]`: the PPT benchmark, from data to a report."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+from p3m.config import describe_recipes, list_recipes
+from p3m.errors import P3MError
+
+KIND = "benchmark"
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "benchmark",
         help="train/load, matte and evaluate every method of a benchmark config; write a paper-style report",
         description=(
-            "Run the privacy-preserving training (PPT) benchmark of a YAML config: for each method and training "
-            "setting, train (or load weights), predict P3M-500-P and P3M-500-NP, evaluate with the P3M and DIM "
-            "protocols, and write OUT/report/ (results.json, results.csv, report.md, self-contained report.html). "
-            "Finished stages are skipped on a re-run. Configs: configs/benchmark.yaml (real P3M-10k), "
-            "configs/benchmark-demo.yaml (synthetic, a few CPU minutes)."
+            "Run the privacy-preserving training (PPT) benchmark of a built-in recipe or a YAML config: for each "
+            "method and training setting, train (or load weights), predict P3M-500-P and P3M-500-NP, evaluate with "
+            "the P3M and DIM protocols, and write OUT/report/ (results.json, results.csv, report.md, self-contained "
+            "report.html). Finished stages are skipped on a re-run. Built-in recipes (--list): ppt-p3m10k (the real "
+            "P3M-10k), ppt-demo (synthetic, a few CPU minutes)."
         ),
     )
-    parser.add_argument("config", metavar="CONFIG", help="benchmark YAML config")
+    parser.add_argument(
+        "config", metavar="RECIPE|CONFIG", nargs="?", help="built-in recipe name or benchmark YAML config"
+    )
+    parser.add_argument("--list", action="store_true", help="list the built-in recipes and exit")
     parser.add_argument("-o", "--out", default=None, metavar="OUT", help="output folder (default runs/<config name>)")
     parser.add_argument("--force", action="store_true", help="redo every stage, ignoring finished ones")
     parser.add_argument(
@@ -34,20 +43,23 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from p3m.bench.runner import load_benchmark_config, run_benchmark
+    if args.list:
+        print("\n".join(describe_recipes(KIND)))
+        return 0
+    if args.config is None:
+        raise P3MError(f"give a built-in recipe ({', '.join(list_recipes(KIND))}) or a benchmark YAML config")
+    # p3m.bench imports torch: loaded when a benchmark runs, not when the CLI starts
+    from p3m.bench.config import load_benchmark_config
+    from p3m.bench.runner import run_benchmark
 
     cfg = load_benchmark_config(args.config, args.overrides)  # config errors before any work
-    out = Path(args.out) if args.out else Path("runs") / cfg["name"]
+    out = Path(args.out) if args.out else Path("runs") / cfg.name
 
     def log(line: str) -> None:
         if not args.quiet:
             print(line, file=sys.stderr)
 
-    result = run_benchmark(
-        args.config, out, force=args.force, progress=not args.quiet, log=log, overrides=args.overrides
-    )
+    result = run_benchmark(cfg, out, force=args.force, progress=not args.quiet, log=log)
     print(result.table_markdown)
     print(result.comparison["statement"])
     print(f"report: {result.report_html}")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from p3m.demo import MODEL_NAME, DemoOptions, run_demo
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    from p3m.demo import DEFAULT_CONFIG, DemoOptions
 
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     d = DemoOptions()
     parser = subparsers.add_parser(
         "demo",
@@ -16,24 +16,28 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description=(
             "Synthesise a P3M-10k-style dataset, run the PPT benchmark on it (train P3M-Net, BASIC and MODNet on the "
             "obfuscated training images, classical trimap-based solvers, matte and evaluate P3M-500-P and "
-            "P3M-500-NP with the P3M and DIM protocols, HTML report), register the trained P3M-Net as `demo-r34`, "
-            "and cut out the real test portraits when present. Each stage prints the `p3m` command it runs; "
-            "finished stages are skipped on a re-run."
+            f"P3M-500-NP with the P3M and DIM protocols, HTML report), register the trained P3M-Net as `{MODEL_NAME}`, "
+            "and cut out a real photo (scikit-image's astronaut, or --photos DIR) and the synthetic test portraits. "
+            "Each stage prints the `p3m` command that does the same; finished stages are skipped on a re-run."
         ),
     )
     parser.add_argument("-o", "--out", type=Path, default=d.out_dir, help=f"output folder (default {d.out_dir})")
     parser.add_argument("--train-images", type=int, default=d.n_train, help=f"synthetic training images ({d.n_train})")
     parser.add_argument("--test-images", type=int, default=d.n_test, help=f"images per test split ({d.n_test})")
     parser.add_argument("--size", type=int, default=d.size, help=f"synthetic image side in pixels ({d.size})")
-    parser.add_argument("--seed", type=int, default=d.seed, help="seed of the synthetic data (0)")
+    parser.add_argument("--seed", type=int, default=d.seed, help=f"seed of the synthetic data ({d.seed})")
     parser.add_argument(
-        "--config", type=Path, default=DEFAULT_CONFIG, help="benchmark config (configs/benchmark-demo.yaml)"
+        "--config",
+        default=str(d.config),
+        metavar="RECIPE|CONFIG",
+        help=f"benchmark recipe or YAML config (default: the built-in {d.config})",
     )
     parser.add_argument(
-        "--testdata",
+        "--photos",
         type=Path,
-        default=d.testdata,
-        help="folder of real portraits to cut out at the end (../shared/testdata/portraits/image)",
+        default=None,
+        metavar="DIR",
+        help="folder of real photos to cut out at the end (default: scikit-image's astronaut photo)",
     )
     parser.add_argument(
         "--set",
@@ -49,8 +53,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from p3m.demo import MODEL_NAME, DemoOptions, run_demo
-
     result = run_demo(
         DemoOptions(
             out_dir=args.out,
@@ -59,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
             size=args.size,
             seed=args.seed,
             config=args.config,
-            testdata=args.testdata,
+            photos=args.photos,
             force=args.force,
             quiet=args.quiet,
             overrides=args.overrides,
@@ -81,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         "\nThe demo model is a width-16 P3M-Net trained for about two CPU minutes on drawn portraits: it shows the "
         "pipeline, not the quality of P3M-Net on photographs. For real photos drop the published "
-        "p3mnet_pretrained_on_p3m10k.pth into the model folder (`p3m models`), or train with configs/p3m-r34.yaml "
+        "p3mnet_pretrained_on_p3m10k.pth into the model folder (`p3m models`), or train the p3m-r34 recipe "
         "on P3M-10k (docs/training.md)."
     )
     return 0

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from p3m.commands._types import positive
+from p3m.errors import P3MError
 
 SPLIT_CHOICES = ("P3M-500-P", "P3M-500-NP")
 
@@ -55,8 +56,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from p3m.errors import P3MError
-    from p3m.evaluation import evaluate_dataset, evaluate_dirs, format_problems
+    # the metrics load numba and OpenCV: imported when the verb runs, not when the CLI starts
+    from p3m.metrics.evaluate import evaluate_dataset, evaluate_dirs, format_problems
 
     if args.dataset is not None:
         if args.gt or args.trimap or args.facemask:

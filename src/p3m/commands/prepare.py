@@ -32,7 +32,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from p3m.train.foreground import prepare_foreground
+    from p3m.train.fg_cache import prepare_foreground  # OpenCV and pymatting: loaded when the verb runs
 
     report = prepare_foreground(
         args.root,

@@ -64,6 +64,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    # the generator loads OpenCV: imported when the verb runs, not when the CLI starts
     from p3m.data.p3m10k import open_dataset, summarize
     from p3m.data.synth import SynthConfig, generate_dataset
 

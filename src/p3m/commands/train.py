@@ -1,24 +1,34 @@
-"""`p3m train CONFIG.yaml [--set key=value ...] [--resume] [--out DIR]`: train P3M-Net (multi-GPU via torchrun)."""
+"""`p3m train RECIPE|CONFIG.yaml [--set key=value ...] [--resume|--overwrite] [--out DIR]`: train P3M-Net."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
+
+from p3m.config import describe_recipes, list_recipes
+from p3m.errors import P3MError
+from p3m.train.config import load_config
+
+KIND = "train"
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "train",
-        help="train P3M-Net from a YAML config (resumable; DDP under torchrun)",
+        help="train P3M-Net from a built-in recipe or a YAML config (resumable; DDP under torchrun)",
         description=(
-            "Train P3M-Net with the published recipe (configs/p3m-r34.yaml, configs/p3m-vitae-s.yaml, "
-            "configs/p3m-swin-t.yaml) or the small demo (configs/demo.yaml). Ctrl-C saves and stops; --resume "
-            "continues from the last save. Multi-GPU: torchrun --nproc_per_node N $(which p3m) train CONFIG ... "
-            "Faster on one GPU: --set train.amp=bf16 --set train.channels_last=true --set train.cuda_graph=true "
-            "(docs/training.md, Performance)."
+            "Train P3M-Net with a built-in recipe (the published p3m-r34, p3m-vitae-s and p3m-swin-t recipes, or the "
+            "small demo; --list shows them) or a YAML config file (a path with a '/' or a .yaml suffix). Ctrl-C "
+            "saves and stops; --resume continues from the last save. An --out folder that already holds a run "
+            "(weights or a log) is refused unless --resume or --overwrite. Multi-GPU: torchrun --nproc_per_node N "
+            "$(which p3m) train RECIPE ... Faster on one GPU: --set train.amp=bf16 --set train.channels_last=true "
+            "--set train.cuda_graph=true (docs/training.md, Performance)."
         ),
     )
-    parser.add_argument("config", metavar="CONFIG", help="YAML config file")
+    parser.add_argument("config", metavar="RECIPE|CONFIG", nargs="?", help="built-in recipe name or YAML config file")
+    parser.add_argument("--list", action="store_true", help="list the built-in recipes and exit")
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -29,25 +39,30 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "(repeatable; values are YAML)",
     )
     parser.add_argument("--out", default=None, metavar="DIR", help="output folder (default runs/<config name>)")
-    parser.add_argument("--resume", action="store_true", help="continue the run saved in --out")
-    parser.add_argument("--overwrite", action="store_true", help="delete the run saved in --out and start afresh")
+    exist = parser.add_mutually_exclusive_group()
+    exist.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    exist.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run saved in --out (its files stay until the new run first saves)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from p3m.train.config import load_config
-    from p3m.train.trainer import train
+    if args.list:
+        print("\n".join(describe_recipes(KIND)))
+        return 0
+    if args.config is None:
+        raise P3MError(f"give a built-in recipe ({', '.join(list_recipes(KIND))}) or a YAML config file")
+    from p3m.train.trainer import train  # imports torch: loaded when training, not when the CLI starts
 
     config = load_config(args.config, args.overrides)
     out = Path(args.out) if args.out else Path("runs") / config.name
     result = train(config, out_dir=out, resume=args.resume, progress=not args.quiet, overwrite=args.overwrite)
     if result.interrupted:
         return 130
-    import os
-
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"p3m train: {result.step} steps; weights {result.last_checkpoint}", file=sys.stderr)
         for key, path in sorted(result.best_checkpoints.items()):

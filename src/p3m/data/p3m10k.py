@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from p3m.errors import DatasetError, ImageError
+from p3m.io import IMAGE_EXTENSIONS, image_size
 
-__all__ = ["SPLITS", "P3M10k", "Sample", "open_dataset", "summarize"]
+__all__ = ["SPLITS", "P3M10k", "Sample", "find_by_stem", "open_dataset", "resolve_image_paths", "summarize"]
 
 SPLITS = ("train", "P3M-500-P", "P3M-500-NP")
 
@@ -85,8 +86,6 @@ class P3M10k:
 
 
 def _image_extensions() -> set[str]:
-    from p3m.io import IMAGE_EXTENSIONS
-
     return {ext.lower() for ext in IMAGE_EXTENSIONS}
 
 
@@ -112,10 +111,7 @@ def _index_folder(folder: Path, extensions: set[str], problems: list[str]) -> di
 
 
 def _locate_split(root: Path, name: str) -> Path | None:
-    if name == "train":
-        candidates = [root / "train"]
-    else:
-        candidates = [root / "validation" / name, root / name]
+    candidates = [root / "train"] if name == "train" else [root / "validation" / name, root / name]
     return next((c for c in candidates if c.is_dir()), None)
 
 
@@ -159,8 +155,6 @@ def _discover_split(name: str, split_dir: Path, extensions: set[str], problems: 
 
 def _header_size(path: Path, problems: list[str]) -> tuple[int, int] | None:
     """(height, width) as decoded pixels will have it (EXIF rotation applied), from the header only."""
-    from p3m.io import image_size
-
     try:
         return image_size(path)
     except ImageError as exc:
@@ -222,9 +216,7 @@ def open_dataset(root: str | os.PathLike, *, validate: bool = True, require: Ite
         for samples in splits.values():
             _validate_sizes(samples, problems)
     if problems:
-        error = DatasetError(_format_problems(root, problems))
-        error.problems = list(dict.fromkeys(problems))  # one entry per problem, for programs
-        raise error
+        raise DatasetError(_format_problems(root, problems))
     return P3M10k(root, splits, split_dirs)
 
 
@@ -253,3 +245,33 @@ def summarize(dataset: P3M10k) -> str:
         f"P3M-10k dataset at {dataset.root}{layout}: {counts}; {len(dataset)} images in total. "
         f"PPT setting: train on {dataset.ppt()['train']}, test on {' and '.join(dataset.ppt()['test'])}."
     )
+
+
+def find_by_stem(folder: Path, stem: str) -> Path | None:
+    """The image file ``<stem>.<ext>`` in ``folder`` (any of `p3m.io.IMAGE_EXTENSIONS`, lower or upper case)."""
+    for ext in sorted(IMAGE_EXTENSIONS):
+        for candidate in (folder / f"{stem}{ext}", folder / f"{stem}{ext.upper()}"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def resolve_image_paths(dataset: P3M10k, samples: list[Sample], image_dir: str | None) -> tuple[str, list[Path]]:
+    """(image folder name, image path per training sample), honouring the ``data.image_dir`` override.
+
+    The override names a folder under the train split (e.g. ``original_image`` for un-obfuscated
+    images); every sample must have an image with its stem there.
+    """
+    if image_dir is None:
+        folder = samples[0].image.parent.name if samples else "blurred_image"
+        return folder, [s.image for s in samples]
+    folder_path = Path(dataset.split_dirs["train"]) / image_dir
+    if not folder_path.is_dir():
+        raise DatasetError(f"{folder_path}: data.image_dir folder not found")
+    paths, missing = [], []
+    for s in samples:
+        p = find_by_stem(folder_path, s.stem)
+        (missing.append(s.stem) if p is None else paths.append(p))
+    if missing:
+        raise DatasetError(f"{folder_path}: no image for {len(missing)} training stems (first: {missing[0]})")
+    return image_dir, paths

@@ -7,7 +7,7 @@ so hair strands thinner than a pixel get fractional alpha. The foreground colour
 mean of the canvas colours, and the image is the composite ``alpha * fg + (1 - alpha) * bg``.
 
 Train and P3M-500-P images get the P3M face obfuscation (reference §2.1): private area = facemask minus the
-transition band, then blur (`p3m.privacy.obfuscate`). P3M-500-NP keeps faces. Test trimaps come from
+transition band, then blur (`p3m.data.obfuscate`). P3M-500-NP keeps faces. Test trimaps come from
 `trimap_from_alpha(mask, kernel_size_for_test_split(H, W))`.
 """
 
@@ -17,14 +17,21 @@ import json
 import math
 import os
 import shutil
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
+from p3m import __version__
+from p3m.atomic import write_bytes_atomic
+from p3m.data.obfuscate import obfuscate, private_area
 from p3m.data.trimap import kernel_size_for_test_split, trimap_from_alpha
 from p3m.errors import DatasetError
+from p3m.io import write_image
 
 __all__ = [
     "META_FILE",
@@ -158,10 +165,7 @@ class _Canvas:
             return
         m = mask[box]
         texture = np.asarray(texture, np.float32)
-        if texture.ndim == 3:
-            patch = self._upsampled(texture, box)
-        else:
-            patch = np.broadcast_to(texture, m.shape + (3,))
+        patch = self._upsampled(texture, box) if texture.ndim == 3 else np.broadcast_to(texture, (*m.shape, 3))
         np.copyto(self.colour[box], patch, where=m[..., None].astype(bool))
         self.cover[box] |= m
         self.face[box] &= 1 - m  # anything drawn over a face hides it (callers restore their own fringe)
@@ -199,7 +203,7 @@ def _bbox(mask: np.ndarray) -> tuple[slice, slice] | None:
 
 
 def _pt(x: float, y: float) -> tuple[int, int]:
-    return int(round(x)), int(round(y))
+    return round(float(x)), round(float(y))
 
 
 def _ellipse(mask: np.ndarray, centre: tuple[float, float], axes: tuple[float, float], angle: float) -> np.ndarray:
@@ -207,7 +211,7 @@ def _ellipse(mask: np.ndarray, centre: tuple[float, float], axes: tuple[float, f
     return mask
 
 
-def _local(cx: float, cy: float, angle_deg: float):
+def _local(cx: float, cy: float, angle_deg: float) -> Callable[[float, float], tuple[float, float]]:
     """Map head-local offsets (dx, dy) to canvas points, rotated by the head tilt."""
     c, s = math.cos(math.radians(angle_deg)), math.sin(math.radians(angle_deg))
 
@@ -259,25 +263,11 @@ def _bezier_strands(
 # one person
 
 
-def _draw_person(
-    rng: np.random.Generator,
-    canvas: _Canvas,
-    out_hw: tuple[int, int],
-    head_radius: float,
-    cx: float,
-    cy: float,
-    back_view: bool,
-    face_boxes: list[tuple[int, int, int, int]],
-) -> None:
-    """Draw one person (all lengths in output pixels, converted to canvas pixels here)."""
-    s = canvas.s
+def _palette(
+    rng: np.random.Generator, out_hw: tuple[int, int], head_radius: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One person's colours: (skin RGB, skin texture, hair texture, clothes texture), textures at output size."""
     H, W = out_hw
-    r = head_radius * s
-    cx, cy = cx * s, cy * s
-    tilt = float(rng.uniform(-14, 14))
-    at = _local(cx, cy, tilt)
-    head_axes = (r * rng.uniform(0.78, 0.86), r)
-
     skin_t = rng.uniform(0, len(_SKIN_TONES) - 1)
     i = int(skin_t)
     skin = _SKIN_TONES[i] * (1 - (skin_t - i)) + _SKIN_TONES[min(i + 1, len(_SKIN_TONES) - 1)] * (skin_t - i)
@@ -285,7 +275,7 @@ def _draw_person(
     hair_colour = _HAIR_COLOURS[rng.choice(len(_HAIR_COLOURS), p=_HAIR_WEIGHTS / _HAIR_WEIGHTS.sum())]
     hair_colour = np.clip(hair_colour * rng.uniform(0.85, 1.15), 0, 255).astype(np.float32)
     cloth = cv2.cvtColor(
-        np.uint8([[[rng.integers(0, 180), rng.integers(40, 255), rng.integers(40, 240)]]]), cv2.COLOR_HSV2RGB
+        np.array([[[rng.integers(0, 180), rng.integers(40, 255), rng.integers(40, 240)]]], np.uint8), cv2.COLOR_HSV2RGB
     )[0, 0].astype(np.float32)
 
     skin_tex = _shaded(rng, skin, (H, W), 0.08, 5)
@@ -299,42 +289,62 @@ def _draw_person(
         other = np.clip(cloth * rng.uniform(0.4, 1.6, 3), 0, 255)
         cloth_small = np.where(stripe, cloth_small, cloth_small * (other / np.maximum(cloth, 1))[None, None, :])
     cloth_tex = np.clip(cloth_small, 0, 255).astype(np.float32)
+    return skin, skin_tex, hair_tex, cloth_tex
 
-    long_hair = rng.random() < 0.5 or back_view
-    bald = not back_view and rng.random() < 0.05
 
-    # Back hair mass (long hair), behind the body.
-    if long_hair and not bald:
-        length = r * rng.uniform(1.6, 3.2)
-        width = head_axes[0] * rng.uniform(1.05, 1.35)
-        poly = np.array(
-            [at(-width, -0.2 * r), at(width, -0.2 * r), at(width * 1.1, length), at(-width * 1.1, length)], np.float64
-        )
-        back = cv2.fillPoly(canvas.blank(), [np.round(poly).astype(np.int32)], 1)
-        _ellipse(back, at(0, -0.05 * r), (width, 1.1 * r), tilt)
-        canvas.paint(back, hair_tex, is_hair=True)
-        # Strands along the lower edge and the sides of the mass.
-        n = int(rng.integers(60, 140))
-        side = rng.choice([-1.0, 1.0], n)
-        v = rng.uniform(0.0, 1.0, n)
-        starts = np.array(
-            [at(sd * width * (1.0 + 0.1 * t), -0.2 * r + t * (length + 0.2 * r)) for sd, t in zip(side, v)]
-        )
-        dirs = np.stack([side * rng.uniform(0.2, 0.7, n), rng.uniform(0.6, 1.0, n)], 1)
-        dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
-        lengths = r * rng.uniform(0.15, 0.7, n)
-        _strands(rng, canvas, hair_tex, starts, dirs, lengths)
+@dataclass
+class _Pose:
+    """Where one person's head is on the canvas (canvas pixels) and how it is tilted."""
 
-    # Neck and shoulders / clothes.
-    neck_w = head_axes[0] * rng.uniform(0.5, 0.65)
+    cx: float
+    cy: float
+    r: float  # head radius
+    tilt: float  # degrees
+    head_axes: tuple[float, float]
+    at: Callable[[float, float], tuple[float, float]] = field(init=False, repr=False)  # head frame -> canvas
+
+    def __post_init__(self) -> None:
+        self.at = _local(self.cx, self.cy, self.tilt)
+
+
+def _draw_back_hair(rng: np.random.Generator, canvas: _Canvas, pose: _Pose, hair_tex: np.ndarray) -> None:
+    """The back hair mass of long hair (behind the body) and the strands along its edges."""
+    at, r, tilt = pose.at, pose.r, pose.tilt
+    length = r * rng.uniform(1.6, 3.2)
+    width = pose.head_axes[0] * rng.uniform(1.05, 1.35)
+    poly = np.array(
+        [at(-width, -0.2 * r), at(width, -0.2 * r), at(width * 1.1, length), at(-width * 1.1, length)], np.float64
+    )
+    back = cv2.fillPoly(canvas.blank(), [np.round(poly).astype(np.int32)], 1)
+    _ellipse(back, at(0, -0.05 * r), (width, 1.1 * r), tilt)
+    canvas.paint(back, hair_tex, is_hair=True)
+    # Strands along the lower edge and the sides of the mass.
+    n = int(rng.integers(60, 140))
+    side = rng.choice([-1.0, 1.0], n)
+    v = rng.uniform(0.0, 1.0, n)
+    starts = np.array(
+        [at(sd * width * (1.0 + 0.1 * t), -0.2 * r + t * (length + 0.2 * r)) for sd, t in zip(side, v, strict=True)]
+    )
+    dirs = np.stack([side * rng.uniform(0.2, 0.7, n), rng.uniform(0.6, 1.0, n)], 1)
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    lengths = r * rng.uniform(0.15, 0.7, n)
+    _strands(rng, canvas, hair_tex, starts, dirs, lengths)
+
+
+def _draw_body(
+    rng: np.random.Generator, canvas: _Canvas, pose: _Pose, skin_tex: np.ndarray, cloth_tex: np.ndarray
+) -> None:
+    """Neck, shoulders and clothes down to the bottom edge, with an optional neckline."""
+    at, r = pose.at, pose.r
+    neck_w = pose.head_axes[0] * rng.uniform(0.5, 0.65)
     neck_top, neck_bottom = at(0, 0.5 * r), at(0, 1.55 * r)
     neck = canvas.blank()
-    cv2.line(neck, _pt(*neck_top), _pt(*neck_bottom), 1, max(1, int(round(2 * neck_w))))
+    cv2.line(neck, _pt(*neck_top), _pt(*neck_bottom), 1, max(1, round(float(2 * neck_w))))
     canvas.paint(neck, skin_tex)
     shoulder_w = r * rng.uniform(2.0, 3.0)
-    shoulder_y = cy + r * rng.uniform(1.35, 1.6)
+    shoulder_y = pose.cy + r * rng.uniform(1.35, 1.6)
     shoulder_h = r * rng.uniform(1.1, 1.7)
-    sx = cx + r * rng.uniform(-0.3, 0.3)
+    sx = pose.cx + r * rng.uniform(-0.3, 0.3)
     # Sloping shoulders: a tall ellipse over a slightly wider trapezoid (upper arms) down to the bottom edge.
     torso = _ellipse(canvas.blank(), (sx, shoulder_y + shoulder_h), (shoulder_w, shoulder_h), rng.uniform(-6, 6))
     flare = shoulder_w * rng.uniform(1.0, 1.15)
@@ -355,47 +365,61 @@ def _draw_person(
         cv2.fillPoly(neck_open, [np.round(pts).astype(np.int32)], 1)
         canvas.paint(neck_open & torso, skin_tex)
 
-    # Head (ears first so the head outline covers their inner half).
-    head = canvas.blank()
+
+def _draw_head(
+    rng: np.random.Generator,
+    canvas: _Canvas,
+    pose: _Pose,
+    textures: tuple[np.ndarray, np.ndarray, np.ndarray],
+    *,
+    back_view: bool,
+    bald: bool,
+    face_boxes: list[tuple[int, int, int, int]],
+) -> None:
+    """Ears and head, then the back of the head (back view) or the face and the hair cap with its hairline."""
+    at, r, tilt, axes, s = pose.at, pose.r, pose.tilt, pose.head_axes, canvas.s
+    skin, skin_tex, hair_tex = textures
+    head = canvas.blank()  # ears first so the head outline covers their inner half
     for side in (-1, 1):
-        _ellipse(head, at(side * head_axes[0] * 0.98, 0.08 * r), (0.14 * r, 0.24 * r), tilt)
-    _ellipse(head, (cx, cy), head_axes, tilt)
+        _ellipse(head, at(side * axes[0] * 0.98, 0.08 * r), (0.14 * r, 0.24 * r), tilt)
+    _ellipse(head, (pose.cx, pose.cy), axes, tilt)
     canvas.paint(head, skin_tex)
 
     if back_view:
-        cap = _ellipse(canvas.blank(), at(0, -0.03 * r), (head_axes[0] * 1.08, r * 1.08), tilt)
+        cap = _ellipse(canvas.blank(), at(0, -0.03 * r), (axes[0] * 1.08, r * 1.08), tilt)
         canvas.paint(cap, hair_tex, is_hair=True)
-    else:
-        face = _ellipse(canvas.blank(), at(0, 0.1 * r), (head_axes[0] * 0.86, r * 0.85), tilt)
-        canvas.face[face.astype(bool)] = 1
-        _draw_face(rng, canvas, at, r, tilt, skin, face)
-        ys, xs = np.nonzero(face)
-        if len(xs):
-            face_boxes.append(
-                (int(xs.min()) // s, int(ys.min()) // s, -(-int(xs.max() + 1) // s), -(-int(ys.max() + 1) // s))
-            )
-        if not bald:
-            # Hair cap: an ellipse above the head minus a lowered face oval, which leaves a hairline.
-            cap = _ellipse(canvas.blank(), at(0, -0.06 * r), (head_axes[0] * 1.07, r * 1.07), tilt)
-            hairline = _ellipse(
-                canvas.blank(),
-                at(rng.uniform(-0.1, 0.1) * r, rng.uniform(0.25, 0.42) * r),
-                (head_axes[0] * 0.8, r * 0.92),
-                tilt,
-            )
-            cap &= 1 - hairline
-            face_before = canvas.face.copy()
-            canvas.paint(cap, hair_tex, is_hair=True)
-            canvas.face |= face_before & cap  # the fringe is still inside the face region (jaw to brows)
-
-    if bald:
         return
-    # Flyaways and strands around the top of the head.
+    face = _ellipse(canvas.blank(), at(0, 0.1 * r), (axes[0] * 0.86, r * 0.85), tilt)
+    canvas.face[face.astype(bool)] = 1
+    _draw_face(rng, canvas, at, r, tilt, skin, face)
+    ys, xs = np.nonzero(face)
+    if len(xs):
+        face_boxes.append(
+            (int(xs.min()) // s, int(ys.min()) // s, -(-int(xs.max() + 1) // s), -(-int(ys.max() + 1) // s))
+        )
+    if not bald:
+        # Hair cap: an ellipse above the head minus a lowered face oval, which leaves a hairline.
+        cap = _ellipse(canvas.blank(), at(0, -0.06 * r), (axes[0] * 1.07, r * 1.07), tilt)
+        hairline = _ellipse(
+            canvas.blank(),
+            at(rng.uniform(-0.1, 0.1) * r, rng.uniform(0.25, 0.42) * r),
+            (axes[0] * 0.8, r * 0.92),
+            tilt,
+        )
+        cap &= 1 - hairline
+        face_before = canvas.face.copy()
+        canvas.paint(cap, hair_tex, is_hair=True)
+        canvas.face |= face_before & cap  # the fringe is still inside the face region (jaw to brows)
+
+
+def _draw_flyaways(rng: np.random.Generator, canvas: _Canvas, pose: _Pose, hair_tex: np.ndarray) -> None:
+    """Flyaways and strands around the top of the head."""
+    at, r = pose.at, pose.r
     n = int(rng.integers(120, 260))
     theta = rng.uniform(np.pi * 0.85, np.pi * 2.15, n)
-    a, b = head_axes[0] * 1.05, r * 1.05
+    a, b = pose.head_axes[0] * 1.05, r * 1.05
     starts = np.array([at(a * math.cos(t) * 0.97, -0.06 * r + b * math.sin(t) * 0.97) for t in theta])
-    rad = math.radians(tilt)
+    rad = math.radians(pose.tilt)
     dirs = np.stack([np.cos(theta + rad), np.sin(theta + rad)], 1)
     dirs += np.array([0.0, 0.35])
     dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
@@ -403,6 +427,32 @@ def _draw_person(
     face_before = canvas.face.copy()
     _strands(rng, canvas, hair_tex, starts, dirs, lengths)
     canvas.face |= face_before & canvas.hair  # strands over the forehead do not hide the face region
+
+
+def _draw_person(
+    rng: np.random.Generator,
+    canvas: _Canvas,
+    out_hw: tuple[int, int],
+    head_radius: float,
+    cx: float,
+    cy: float,
+    back_view: bool,
+    face_boxes: list[tuple[int, int, int, int]],
+) -> None:
+    """Draw one person, back to front (all lengths in output pixels, converted to canvas pixels here)."""
+    s = canvas.s
+    r = head_radius * s
+    tilt = float(rng.uniform(-14, 14))
+    pose = _Pose(cx * s, cy * s, r, tilt, (r * rng.uniform(0.78, 0.86), r))
+    skin, skin_tex, hair_tex, cloth_tex = _palette(rng, out_hw, head_radius)
+    long_hair = rng.random() < 0.5 or back_view
+    bald = not back_view and rng.random() < 0.05
+    if long_hair and not bald:
+        _draw_back_hair(rng, canvas, pose, hair_tex)
+    _draw_body(rng, canvas, pose, skin_tex, cloth_tex)
+    _draw_head(rng, canvas, pose, (skin, skin_tex, hair_tex), back_view=back_view, bald=bald, face_boxes=face_boxes)
+    if not bald:
+        _draw_flyaways(rng, canvas, pose, hair_tex)
 
 
 def _strands(
@@ -418,7 +468,7 @@ def _strands(
     widths = rng.choice([1, 1, 1, 2], len(curves))
     mask = canvas.blank()
     for width in (1, 2):
-        chosen = [c for c, w in zip(curves, widths) if w == width]
+        chosen = [c for c, w in zip(curves, widths, strict=True) if w == width]
         if chosen:
             cv2.polylines(mask, chosen, False, 1, int(width * max(1, canvas.s // 4)), cv2.LINE_8)
     canvas.paint(mask, hair_tex, is_hair=True)
@@ -461,11 +511,13 @@ def _draw_face(
             at(side * eye_dx * 1.0, eye_dy - 0.26 * r + lift),
             at(side * eye_dx * 1.5, eye_dy - 0.2 * r + lift),
         ]
-        cv2.polylines(brow, [np.round(np.array(p)).astype(np.int32)], False, 1, max(1, int(round(0.06 * r))))
+        cv2.polylines(brow, [np.round(np.array(p)).astype(np.int32)], False, 1, max(1, round(float(0.06 * r))))
         paint_face(brow, brow_colour)
     # Nose: a shaded ridge and the nostrils.
     nose = canvas.blank()
-    cv2.line(nose, _pt(*at(0.04 * r, eye_dy + 0.05 * r)), _pt(*at(0.07 * r, 0.3 * r)), 1, max(1, int(round(0.05 * r))))
+    cv2.line(
+        nose, _pt(*at(0.04 * r, eye_dy + 0.05 * r)), _pt(*at(0.07 * r, 0.3 * r)), 1, max(1, round(float(0.05 * r)))
+    )
     paint_face(nose, np.clip(skin * 0.82, 0, 255))
     for side in (-1, 1):
         paint_face(_ellipse(canvas.blank(), at(side * 0.07 * r, 0.35 * r), (0.04 * r, 0.025 * r), tilt), dark * 0.6)
@@ -475,7 +527,7 @@ def _draw_face(
     paint_face(_ellipse(canvas.blank(), at(0, mouth_y), (width, 0.08 * r), tilt), lip)
     line = canvas.blank()
     cv2.ellipse(
-        line, _pt(*at(0, mouth_y - 0.05 * r)), _pt(width, 0.06 * r), tilt, 20, 160, 1, max(1, int(round(0.02 * r)))
+        line, _pt(*at(0, mouth_y - 0.05 * r)), _pt(width, 0.06 * r), tilt, 20, 160, 1, max(1, round(float(0.02 * r)))
     )
     paint_face(line, lip * 0.5)
 
@@ -616,7 +668,7 @@ def dataset_stems(config: SynthConfig) -> dict[str, list[str]]:
     stems: dict[str, list[str]] = {}
     for split, count in config.counts().items():
         rng = np.random.default_rng([int(config.seed), 0x57E5, _SPLIT_IDS[split]])
-        chosen = []
+        chosen: list[str] = []
         while len(chosen) < count:
             stem = f"p_{int(rng.integers(0, 2**32)):08x}"
             if stem not in seen:  # a clash with another split (p = count / 2**32) draws again
@@ -647,8 +699,6 @@ def render_sample(config: SynthConfig, split: str, index: int, stem: str | None 
         private = np.zeros(mask.shape, bool)
         image, fg = portrait.image, portrait.fg
     else:
-        from p3m.privacy.obfuscate import obfuscate, private_area
-
         private = private_area(portrait.facemask, alpha=mask, trimap=trimap)
         image = obfuscate(portrait.image, private, config.obfuscation, strength=config.obfuscation_strength)
         # The released fg is the foreground *of the blurred image*: keep image = alpha*fg + (1-alpha)*bg true
@@ -691,8 +741,6 @@ def _split_folders(split: str) -> dict[str, str]:
 
 def _write_sample(root: Path, config: SynthConfig, split: str, index: int, stem: str) -> None:
     """Render one item and write its files (atomic, no metadata)."""
-    from p3m.io import write_image
-
     sample = render_sample(config, split, index, stem)
     folders = _split_folders(split)
     write_image(root / folders["image"] / f"{stem}.jpg", sample.image, quality=config.jpeg_quality)
@@ -734,9 +782,6 @@ def generate_dataset(
                 shutil.rmtree(root / name)
         (root / META_FILE).unlink(missing_ok=True)
     root.mkdir(parents=True, exist_ok=True)
-    from p3m import __version__
-    from p3m.io import write_bytes_atomic
-
     meta = {
         "generator": "p3m.data.synth",
         "synth_version": SYNTH_VERSION,
@@ -756,8 +801,6 @@ def generate_dataset(
     jobs = [(split, i, stem) for split, names in stems.items() for i, stem in enumerate(names)]
     bar = None
     if progress:
-        from tqdm import tqdm
-
         bar = tqdm(total=len(jobs), desc="p3m synth", unit="img")
     workers = max(1, int(workers))
     if workers == 1 or len(jobs) < 2:
@@ -767,8 +810,6 @@ def generate_dataset(
                 bar.update()
     else:
         # Items are independent (each has its own random stream), so the files do not depend on `workers`.
-        from concurrent.futures import ProcessPoolExecutor
-
         with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
             futures = [pool.submit(_write_sample, root, config, *job) for job in jobs]
             for future in futures:

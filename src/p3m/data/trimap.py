@@ -79,4 +79,4 @@ def kernel_size_for_test_split(height: int, width: int) -> int:
     At 1080 px this gives 21, inside the training range [15, 30]; at 320 px it gives 7.
     """
     target = 0.02 * min(height, width)
-    return max(3, 2 * int(round((target - 1) / 2)) + 1)
+    return max(3, 2 * round((target - 1) / 2) + 1)

@@ -1,12 +1,13 @@
 """Privacy toolkit: face detection, P3M private area, obfuscation, dataset anonymisation and audit.
 
-`p3m.privacy.obfuscate` depends on nothing but NumPy/OpenCV and can be imported on its own.
+The obfuscation operators live in `p3m.data.obfuscate` (they define P3M-10k's obfuscated faces, which the
+synthetic dataset and training also apply) and are re-exported here.
 """
 
 from __future__ import annotations
 
 from p3m.privacy.detect import CenterFaceDetector, Face, FaceDetector, default_detector
-from p3m.privacy.obfuscate import METHODS, obfuscate, private_area, transition_band
+from p3m.data.obfuscate import METHODS, obfuscate, private_area, transition_band
 from p3m.privacy.region import face_region
 
 __all__ = [

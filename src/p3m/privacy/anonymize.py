@@ -19,7 +19,7 @@ import numpy as np
 from p3m.errors import DatasetError, ImageError, P3MError, os_error_message
 from p3m.io import IMAGE_EXTENSIONS, collect_images, read_image, read_mask, write_image_set
 from p3m.privacy.detect import Face, FaceDetector, default_detector
-from p3m.privacy.obfuscate import METHODS, obfuscate, private_area
+from p3m.data.obfuscate import METHODS, obfuscate, private_area
 from p3m.privacy.region import face_region
 
 REPORT_NAME = "anonymize_report.csv"

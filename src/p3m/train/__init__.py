@@ -1,7 +1,7 @@
 """Training: the published P3M-Net recipe (losses, data pipeline, resumable trainer, DDP).
 
 >>> from p3m.train import train, load_config
->>> result = train(load_config("configs/demo.yaml", ["data.root=/tmp/synth"]), out_dir="runs/demo")
+>>> result = train(load_config("demo", ["data.root=/tmp/synth"]), out_dir="runs/demo")   # a recipe or a YAML path
 
 Submodules import lazily so that `p3m.train.losses` runs on a bare GPU box (torch only).
 """

@@ -1,22 +1,20 @@
-"""Typed training configuration: dataclasses, YAML loading and ``--set section.key=value`` overrides.
+"""Typed training configuration: the dataclasses of a P3M-Net training run, read by `p3m.config.load`.
 
-A YAML file mirrors :class:`TrainConfig` (sections ``model``, ``data``, ``copy_paste``, ``optim``,
-``train``, ``val`` plus top-level ``name`` and ``register_as``). Unknown keys and wrongly typed values
-are rejected with one message listing every problem.
+A YAML file (or built-in recipe: `p3m.config.list_recipes("train")`) mirrors :class:`TrainConfig` (sections
+``model``, ``data``, ``copy_paste``, ``optim``, ``train``, ``val`` plus top-level ``name`` and ``register_as``).
+Unknown keys, wrongly typed values and out-of-range settings are rejected with one message listing every problem.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Union
-
-import yaml
+from typing import Any
 
 from p3m.choices import OBFUSCATION_METHODS
+from p3m.config import check_choice, load
 from p3m.errors import ConfigError
 
 __all__ = [
@@ -28,12 +26,14 @@ __all__ = [
     "OptimConfig",
     "TrainConfig",
     "ValConfig",
-    "apply_overrides",
     "config_from_dict",
     "config_to_dict",
     "load_config",
 ]
 
+
+RECIPE_KIND = "train"
+LABEL = "training config"
 
 #: `train.compile` values besides true/false (true = "default"); see torch.compile.
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -133,9 +133,9 @@ class TrainConfig:
     val: ValConfig = field(default_factory=ValConfig)
     register_as: str | None = None  # register the final checkpoint in the model store under this name
 
-    def validate(self) -> None:
-        """Raise ConfigError listing every semantic problem."""
-        problems = []
+    def problems(self) -> list[str]:
+        """Every semantic problem (ranges, choices, combinations), one phrase each; empty when the config is fine."""
+        problems: list[str] = []
         d, o, t = self.data, self.optim, self.train
         if not d.crop_sizes or any(c <= 0 for c in d.crop_sizes):
             problems.append("data.crop_sizes must be a non-empty list of positive sizes")
@@ -145,24 +145,24 @@ class TrainConfig:
             problems.append(f"data.trimap_kernel must be [low, high] with 1 <= low <= high, got {d.trimap_kernel}")
         if d.workers is not None and d.workers < 0:
             problems.append(f"data.workers must be >= 0 or null (automatic), got {d.workers}")
-        _choice(problems, "data.crop_policy", d.crop_policy, ("ijcv", "mm21"))
-        _choice(problems, "data.trimap_variant", d.trimap_variant, ("ijcv", "mm21"))
-        _choice(problems, "data.obfuscation", d.obfuscation, ("none", *OBFUSCATION_METHODS))
-        _choice(problems, "copy_paste.source", self.copy_paste.source, ("self", "folder"))
+        check_choice(problems, "data.crop_policy", d.crop_policy, ("ijcv", "mm21"))
+        check_choice(problems, "data.trimap_variant", d.trimap_variant, ("ijcv", "mm21"))
+        check_choice(problems, "data.obfuscation", d.obfuscation, ("none", *OBFUSCATION_METHODS))
+        check_choice(problems, "copy_paste.source", self.copy_paste.source, ("self", "folder"))
         if self.copy_paste.enabled and self.copy_paste.source == "folder" and not self.copy_paste.face_dir:
             problems.append("copy_paste.source 'folder' needs copy_paste.face_dir")
         if len(self.copy_paste.scale) != 2 or not 0 < self.copy_paste.scale[0] <= self.copy_paste.scale[1]:
             problems.append(f"copy_paste.scale must be [low, high], got {self.copy_paste.scale}")
-        _choice(problems, "optim.schedule", o.schedule, ("constant", "cosine"))
+        check_choice(problems, "optim.schedule", o.schedule, ("constant", "cosine"))
         if o.lr <= 0:
             problems.append(f"optim.lr must be positive, got {o.lr}")
-        _choice(problems, "train.amp", t.amp, ("none", "bf16", "fp16", "auto"))
+        check_choice(problems, "train.amp", t.amp, ("none", "bf16", "fp16", "auto"))
         if t.batch_size < 1 or t.epochs < 1 or t.save_every < 1 or t.log_every < 1:
             problems.append("train.batch_size, train.epochs, train.save_every and train.log_every must be >= 1")
         if t.max_steps is not None and t.max_steps < 1:
             problems.append("train.max_steps must be >= 1")
         if isinstance(t.compile, str):
-            _choice(problems, "train.compile", t.compile, COMPILE_MODES)
+            check_choice(problems, "train.compile", t.compile, COMPILE_MODES)
         if t.cuda_graph and t.compile:
             problems.append(
                 "train.cuda_graph and train.compile exclude each other "
@@ -172,75 +172,18 @@ class TrainConfig:
             problems.append(
                 "train.cuda_graph does not work with train.amp=fp16 (loss scaling syncs the host); use bf16"
             )
+        return problems
+
+    def validate(self) -> None:
+        """Raise ConfigError listing every semantic problem."""
+        problems = self.problems()
         if problems:
-            raise ConfigError("invalid training config: " + "; ".join(problems))
+            raise ConfigError(f"invalid {LABEL}: " + "; ".join(problems))
 
 
-def _choice(problems: list[str], key: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        problems.append(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
-
-
-def _check_type(value: Any, hint: Any) -> bool:
-    """True when ``value`` fits the (resolved) type hint; ints are accepted where floats are expected."""
-    origin = typing.get_origin(hint)
-    if origin in (Union, types.UnionType):
-        return any(_check_type(value, h) for h in typing.get_args(hint))
-    if hint is type(None):
-        return value is None
-    if origin is list:
-        (item,) = typing.get_args(hint)
-        return isinstance(value, list) and all(_check_type(v, item) for v in value)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, hint)
-
-
-def _accepts_float(hint: Any) -> bool:
-    return hint is float or float in typing.get_args(hint)
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _build(cls: type, data: dict[str, Any], prefix: str, problems: list[str]) -> Any:
-    hints = typing.get_type_hints(cls)
-    kwargs: dict[str, Any] = {}
-    names = {f.name for f in dataclasses.fields(cls)}
-    for key, value in data.items():
-        path = f"{prefix}{key}"
-        if key not in names:
-            problems.append(f"unknown key {path!r} (valid: {', '.join(sorted(names))})")
-            continue
-        hint = hints[key]
-        if dataclasses.is_dataclass(hint):
-            if not isinstance(value, dict):
-                problems.append(f"{path} must be a mapping")
-                continue
-            kwargs[key] = _build(hint, value, path + ".", problems)
-        elif isinstance(value, str) and _accepts_float(hint) and _is_number(value):
-            kwargs[key] = float(value)  # PyYAML reads "1e-3" (no dot) as a string
-        elif _check_type(value, hint):
-            kwargs[key] = float(value) if hint is float else value
-        else:
-            problems.append(f"{path} has the wrong type: {value!r}")
-    return cls(**kwargs)
-
-
-def config_from_dict(data: dict[str, Any] | None) -> TrainConfig:
-    """Build and validate a TrainConfig from a nested mapping (missing keys take the defaults)."""
-    problems: list[str] = []
-    config = _build(TrainConfig, data or {}, "", problems)
-    if problems:
-        raise ConfigError("invalid training config: " + "; ".join(problems))
-    config.validate()
+def config_from_dict(data: Mapping[str, Any] | None) -> TrainConfig:
+    """Build and check a TrainConfig from a nested mapping (missing keys take the defaults)."""
+    config, _ = load(TrainConfig, data or {}, kind=RECIPE_KIND, label=LABEL)
     return config
 
 
@@ -248,40 +191,10 @@ def config_to_dict(config: TrainConfig) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    """Apply ``section.key=value`` strings (values parsed as YAML) to a nested mapping, in place."""
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set expects key=value, got {item!r}")
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc.__class__.__name__})") from None
-        node = data
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"--set {item!r}: {part!r} is not a section")
-        node[parts[-1]] = value
-    return data
-
-
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
-    """Read a YAML config (or start from defaults when ``path`` is None) and apply ``--set`` overrides."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read config ({exc.strerror or exc})") from None
-        try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: invalid YAML ({exc})".replace("\n", " ")) from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: a config must be a mapping of sections")
-    apply_overrides(data, overrides)
-    return config_from_dict(data)
+def load_config(
+    source: str | os.PathLike[str] | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> TrainConfig:
+    """Read a training config and apply ``--set`` overrides: ``source`` is a YAML file, the name of a built-in
+    recipe (`p3m.config.list_recipes("train")`: ``demo``, ``p3m-r34``, ...), or None for the defaults."""
+    config, _ = load(TrainConfig, source, overrides, kind=RECIPE_KIND, label=LABEL)
+    return config

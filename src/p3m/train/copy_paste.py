@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from p3m.errors import DatasetError
+from p3m.io import IMAGE_EXTENSIONS, read_image, read_mask
 
 __all__ = ["Face", "FaceBank", "copy_where", "face_box", "paste_face"]
 
@@ -131,12 +132,10 @@ class FaceBank:
 
     @classmethod
     def from_samples(cls, images: list[Path], facemasks: list[Path | None]) -> FaceBank:
-        return cls([(i, m) for i, m in zip(images, facemasks) if m is not None])
+        return cls([(i, m) for i, m in zip(images, facemasks, strict=True) if m is not None])
 
     @classmethod
     def from_folder(cls, folder: str | os.PathLike) -> FaceBank:
-        from p3m.io import IMAGE_EXTENSIONS
-
         folder = Path(folder)
         image_dir, mask_dir = folder / "image", folder / "mask"
         if not image_dir.is_dir() or not mask_dir.is_dir():
@@ -159,8 +158,6 @@ class FaceBank:
         candidates = [e for e in self.entries if e[0] != exclude] if exclude is not None else self.entries
         if not candidates:
             return None
-        from p3m.io import read_image, read_mask
-
         image_path, mask_path = candidates[int(rng.integers(len(candidates)))]
         image, mask = read_image(image_path), read_mask(mask_path) > 100
         if mask.shape != image.shape[:2]:

@@ -25,7 +25,7 @@ Randomness is a function of (seed, epoch, index) only, so results do not depend 
 DataLoader workers, and a resumed run sees the same samples.
 
 Speed (one sample is about 1080 x 1620 px in P3M-10k; ``benchmarks/bench_data.py``): the fg/bg cache (lossless
-WebP written by p3m) is decoded with OpenCV (`p3m.train.foreground.read_cache_image`, same pixels as
+WebP written by p3m) is decoded with OpenCV (`p3m.train.fg_cache.read_cache_image`, same pixels as
 `read_image`); the full-resolution trimap is built only when the crop is anchored on an unknown pixel (which needs
 all of them), otherwise only over the crop window (`p3m.data.trimap.trimap_crop`, same values).
 ``tests/test_train_data_speed.py`` checks every output against a literal copy of the code these replaced.
@@ -42,9 +42,15 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler
 
+from p3m.data.obfuscate import obfuscate, private_area
+from p3m.data.p3m10k import open_dataset, resolve_image_paths
+from p3m.data.trimap import random_kernel_size, trimap_crop, trimap_from_alpha
 from p3m.errors import DatasetError, P3MError
 from p3m.infer.preprocess import normalize
+from p3m.io import read_image, read_mask
 from p3m.train.config import CopyPasteConfig, DataConfig
+from p3m.train.copy_paste import FaceBank, copy_where, paste_face
+from p3m.train.fg_cache import default_cache_dir, load_or_estimate
 
 __all__ = [
     "P3MTrainDataset",
@@ -55,7 +61,6 @@ __all__ = [
     "make_loader",
     "prepare_batch",
     "requantize_trimap",
-    "resolve_image_paths",
     "resolve_workers",
     "sample_rng",
     "to_tensors",
@@ -154,8 +159,6 @@ def augment_sample(
     is anchored on an unknown pixel, else over the crop window only (same values). Returns a dict with keys image,
     alpha, trimap and, when given, fg and bg, all ``resize`` x ``resize``.
     """
-    from p3m.data.trimap import random_kernel_size, trimap_crop, trimap_from_alpha
-
     if trimap is None:
         k = (
             random_kernel_size(rng, cfg.trimap_kernel[0], cfg.trimap_kernel[1])
@@ -292,37 +295,6 @@ def prepare_batch(
     return out
 
 
-def _find_by_stem(folder: Path, stem: str) -> Path | None:
-    from p3m.io import IMAGE_EXTENSIONS
-
-    for ext in sorted(IMAGE_EXTENSIONS):
-        for candidate in (folder / f"{stem}{ext}", folder / f"{stem}{ext.upper()}"):
-            if candidate.is_file():
-                return candidate
-    return None
-
-
-def resolve_image_paths(dataset, samples: list, image_dir: str | None) -> tuple[str, list[Path]]:
-    """(image folder name, image path per sample), honouring the ``data.image_dir`` override.
-
-    The override names a folder under the train split (e.g. ``original_image`` for un-obfuscated
-    images); every sample must have an image with its stem there.
-    """
-    if image_dir is None:
-        folder = samples[0].image.parent.name if samples else "blurred_image"
-        return folder, [s.image for s in samples]
-    folder = Path(dataset.split_dirs["train"]) / image_dir
-    if not folder.is_dir():
-        raise DatasetError(f"{folder}: data.image_dir folder not found")
-    paths, missing = [], []
-    for s in samples:
-        p = _find_by_stem(folder, s.stem)
-        (missing.append(s.stem) if p is None else paths.append(p))
-    if missing:
-        raise DatasetError(f"{folder}: no image for {len(missing)} training stems (first: {missing[0]})")
-    return image_dir, paths
-
-
 class P3MTrainDataset(Dataset):
     """Torch dataset over the P3M-10k train split with the published augmentation.
 
@@ -340,9 +312,6 @@ class P3MTrainDataset(Dataset):
         copy_paste: CopyPasteConfig | None = None,
         seed: int = 0,
     ) -> None:
-        from p3m.data.p3m10k import open_dataset
-        from p3m.train.foreground import default_cache_dir
-
         self.cfg = cfg
         self.copy_paste = copy_paste if copy_paste is not None and copy_paste.enabled else None
         self.seed = seed
@@ -362,11 +331,10 @@ class P3MTrainDataset(Dataset):
         needs_faces = cfg.obfuscation != "none" or self.copy_paste is not None
         if needs_faces and not any(s.facemask is not None for s in samples):
             raise DatasetError(f"{root}: obfuscation/copy-paste need train/facemask/, which this dataset lacks")
-        self.face_bank = None
+        self.face_bank: FaceBank | None = None
         if self.copy_paste is not None:
-            from p3m.train.copy_paste import FaceBank
-
             if self.copy_paste.source == "folder":
+                assert self.copy_paste.face_dir is not None  # TrainConfig.problems requires it
                 self.face_bank = FaceBank.from_folder(self.copy_paste.face_dir)
             else:
                 self.face_bank = FaceBank.from_samples(self.images, [s.facemask for s in samples])
@@ -376,8 +344,6 @@ class P3MTrainDataset(Dataset):
 
     def load(self, index: int) -> dict[str, np.ndarray]:
         """Full-resolution uint8 arrays of one sample (image, alpha, optional facemask, fg, bg)."""
-        from p3m.io import read_image, read_mask
-
         sample = self.samples[index]
         image = read_image(self.images[index])
         alpha = read_mask(sample.mask)
@@ -391,8 +357,6 @@ class P3MTrainDataset(Dataset):
             if self.use_shipped_fg and sample.fg is not None and sample.bg is not None:
                 out["fg"], out["bg"] = read_image(sample.fg), read_image(sample.bg)
             else:
-                from p3m.train.foreground import load_or_estimate
-
                 out["fg"], out["bg"] = load_or_estimate(image, alpha, self.cache_dir, self.image_folder, sample.stem)
         return out
 
@@ -416,10 +380,6 @@ class P3MTrainDataset(Dataset):
         kernel_size = None
         face = data.get("face")
         if face is not None and face.any():
-            from p3m.data.trimap import random_kernel_size
-            from p3m.privacy.obfuscate import obfuscate, private_area
-            from p3m.train.copy_paste import copy_where
-
             # the trimap's k is drawn first (the published order); the trimap itself is built in augment_sample
             kernel_size = random_kernel_size(rng, self.cfg.trimap_kernel[0], self.cfg.trimap_kernel[1])
             private = private_area(face, alpha=alpha)
@@ -430,12 +390,18 @@ class P3MTrainDataset(Dataset):
                     copy_where(fg, image, private)  # fg[private] = image[private]
             cp = self.copy_paste
             if cp is not None and rng.random() < cp.prob:
+                assert self.face_bank is not None  # built with the copy-paste config
                 source = self.face_bank.pick(rng, exclude=self.images[index])
                 if source is not None:
-                    from p3m.train.copy_paste import paste_face
-
                     image, replaced = paste_face(
-                        image, face, private, source, rng, degree=cp.degree, scale=tuple(cp.scale), flip=cp.flip
+                        image,
+                        face,
+                        private,
+                        source,
+                        rng,
+                        degree=cp.degree,
+                        scale=(cp.scale[0], cp.scale[1]),
+                        flip=cp.flip,
                     )
                     if fg is not None and replaced.any():
                         fg = fg.copy()
@@ -452,7 +418,7 @@ class ResumableSampler(DistributedSampler):
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)
         self.start = 0
 
-    def set_epoch(self, epoch: int, start: int = 0) -> None:  # type: ignore[override]
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
         super().set_epoch(epoch)
         self.start = start
 

@@ -14,7 +14,7 @@ precision.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -215,7 +215,7 @@ def p3m_loss(
     }
     if image is not None and fg is not None and bg is not None:
         terms["composition"] = composition_loss(fused, image.float(), fg.float(), bg.float())
-    total = sum(LOSS_WEIGHTS[name] * value for name, value in terms.items())
+    total = cast(torch.Tensor, sum(LOSS_WEIGHTS[name] * value for name, value in terms.items()))
     parts = {name: value.detach() for name, value in terms.items()}
     parts["total"] = total.detach()
     return LossTerms(total, parts)

@@ -44,12 +44,13 @@ def make_optimizer(
     if fused is None:
         fused = device.type == "cuda"
     kwargs: dict[str, Any] = {"betas": tuple(betas), "eps": eps, "weight_decay": weight_decay}
+    rate: float | torch.Tensor = lr
     if fused:
         kwargs["fused"] = True
     if capturable:
         kwargs["capturable"] = True
-        lr = torch.tensor(lr, dtype=torch.float32, device=device)  # a float would be frozen into the graph
-    return torch.optim.Adam(params, lr=lr, **kwargs)
+        rate = torch.tensor(lr, dtype=torch.float32, device=device)  # a float would be frozen into the graph
+    return torch.optim.Adam(params, lr=rate, **kwargs)
 
 
 def optimizer_state(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
@@ -67,7 +68,7 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict[str, Any]
     the other way round."""
     options = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
     optimizer.load_state_dict(saved)
-    for group, own in zip(optimizer.param_groups, options):
+    for group, own in zip(optimizer.param_groups, options, strict=True):
         group.update(own)
     for group in optimizer.param_groups:
         on_device = bool(group.get("capturable") or group.get("fused"))
@@ -114,9 +115,8 @@ class TrainStep:
             raise ValueError("cuda_graph does not work with fp16 loss scaling (its overflow check syncs the host)")
         if cuda_graph and not all(p.is_cuda for p in params):
             raise ValueError("cuda_graph needs the model on a CUDA device")
-        if compile_mode is not None:
-            net = torch.compile(net, mode=compile_mode)  # under DDP: compile the wrapper (DDPOptimizer buckets)
-        self.net = net
+        # under DDP: compile the wrapper (DDPOptimizer buckets)
+        self.net: Callable[..., Any] = torch.compile(net, mode=compile_mode) if compile_mode is not None else net
         self.optimizer = optimizer
         self.params = params
         self.amp_dtype = amp_dtype
@@ -202,6 +202,7 @@ class TrainStep:
             return self.compute(batch)
         for name, value in batch.items():
             self._static[name].copy_(value, non_blocking=True)
+        assert self.graph is not None  # captured above
         self.graph.replay()
         self.replays += 1
         return self._static_parts

@@ -1,14 +1,9 @@
 """Resumable P3M-Net trainer: single process or DDP under ``torchrun`` (reference §8).
 
-Output folder layout::
-
-    config.yaml                     the resolved config of the (latest) run
-    resume.pt                       model + optimizer + scaler + step + RNG states (torch.load weights_only=True)
-    last.safetensors / .json        latest weights for inference (p3m.models.load_model)
-    best_<metric>_<split>.safetensors   best weights per validation metric (lower is better)
-    train_log.jsonl                 one JSON record per log interval and per validation
-    curves.png                      loss and validation curves
-    tb/                             TensorBoard scalars (only when the tensorboard package is installed)
+The output folder (`p3m.train.run_folder`) holds ``resume.pt`` (`p3m.train.resume`), ``last.safetensors``, the best
+checkpoint per validation metric, ``train_log.jsonl``, ``config.yaml``, ``curves.png`` and, with the tensorboard
+package, ``tb/``. A folder that already holds a run is refused unless ``resume`` (continue it) or ``overwrite``
+(replace it at the new run's first save); `p3m.train.run_folder` states the rules.
 
 Every file is written through a temp file in the same folder and ``os.replace``; ``resume.pt`` is also
 fsync'ed, so a SIGKILL at any moment loses at most the steps since the last save. SIGINT (Ctrl-C) finishes
@@ -17,12 +12,13 @@ the current step, saves and returns with ``interrupted=True``; a second Ctrl-C a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
-import random
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,19 +27,28 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+import yaml
+from tqdm import tqdm
 
-from p3m.atomic import write_bytes_atomic, write_with
+from p3m import models
+from p3m.atomic import is_temporary, write_bytes_atomic, write_with
+from p3m.data.p3m10k import P3M10k, open_dataset
+from p3m.data.synth import is_synth_output
 from p3m.errors import P3MError
 from p3m.infer.preprocess import normalize
 from p3m.infer.runtime import autocast_dtype, resolve_device
-from p3m.train.config import TrainConfig, config_from_dict, config_to_dict, load_config
+from p3m.io import read_image, read_mask
+from p3m.metrics.evaluate import evaluate_arrays
+from p3m.models.store import register
+from p3m.models.checkpoint import error_reason, load_checkpoint, read_state_dict, save_checkpoint
+from p3m.train.config import LoopConfig, OptimConfig, TrainConfig, config_from_dict, config_to_dict, load_config
+from p3m.train.data import P3MTrainDataset, ResumableSampler, make_loader, prepare_batch
+from p3m.train.resume import RESUME_FILE, load_resume, rng_state, set_rng_state
+from p3m.train.run_folder import CONFIG_FILE, LAST_FILE, LOG_FILE, PLOT_FILE, TB_DIR, RunFolder, plan_run
+from p3m.train.step import TrainStep, load_optimizer_state, make_optimizer, optimizer_state
 
-__all__ = ["LOG_FILE", "RESUME_FILE", "TrainResult", "lr_at", "predict_resize", "train", "validate"]
+__all__ = ["TrainResult", "lr_at", "predict_resize", "train", "validate"]
 
-RESUME_FILE = "resume.pt"
-LAST_FILE = "last.safetensors"
-LOG_FILE = "train_log.jsonl"
-PLOT_FILE = "curves.png"
 UNUSED_HEADS = ("resnet.fc", "encoder.head")  # backbone classifier heads, kept only for state-dict parity
 
 
@@ -72,7 +77,7 @@ def _as_config(config: TrainConfig | dict | str | os.PathLike) -> TrainConfig:
     return load_config(config)
 
 
-def lr_at(step: int, total_steps: int, cfg) -> float:
+def lr_at(step: int, total_steps: int, cfg: OptimConfig) -> float:
     """Learning rate of optimizer step ``step`` (0-based): linear warm-up, then constant or cosine."""
     if cfg.warmup_steps > 0 and step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
@@ -81,36 +86,6 @@ def lr_at(step: int, total_steps: int, cfg) -> float:
         progress = min(1.0, (step - cfg.warmup_steps) / span)
         return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
     return cfg.lr
-
-
-def _rng_state() -> dict[str, Any]:
-    """RNG states as tensors / plain lists, loadable with torch.load(weights_only=True)."""
-    np_state = np.random.get_state()
-    py_state = random.getstate()
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": {
-            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
-            "pos": int(np_state[2]),
-            "has_gauss": int(np_state[3]),
-            "cached_gaussian": float(np_state[4]),
-        },
-        "python": {"version": py_state[0], "state": list(py_state[1]), "gauss": py_state[2]},
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = [s for s in torch.cuda.get_rng_state_all()]
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    keys = n["keys"].numpy().astype(np.uint32)
-    np.random.set_state(("MT19937", keys, n["pos"], n["has_gauss"], n["cached_gaussian"]))
-    p = state["python"]
-    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 @dataclass
@@ -172,20 +147,14 @@ def predict_resize(
 def _score(
     pred: np.ndarray, gt: np.ndarray, trimap: np.ndarray | None, facemask: np.ndarray | None, fast: bool
 ) -> dict[str, float]:
-    from p3m.evaluation import evaluate_arrays
-
     result = evaluate_arrays(pred, gt, trimap=trimap, facemask=facemask, protocol="p3m", fast=fast)
     return {k: float(v) for k, v in dict(result).items() if isinstance(v, (int, float, np.floating))}
 
 
 def validate(
-    model: torch.nn.Module, dataset, cfg: TrainConfig, device: torch.device, *, progress: bool = False
+    model: torch.nn.Module, dataset: P3M10k, cfg: TrainConfig, device: torch.device, *, progress: bool = False
 ) -> dict[str, dict[str, float]]:
     """Mean metrics per validation split present in ``dataset`` (a `P3M10k`)."""
-    from tqdm import tqdm
-
-    from p3m.io import read_image, read_mask
-
     was_training = model.training
     model.eval()
     results: dict[str, dict[str, float]] = {}
@@ -228,13 +197,17 @@ def validate(
 
 
 class _Logger:
-    """JSONL log, optional TensorBoard, curve plot; active on rank 0 only."""
+    """JSONL log, optional TensorBoard, curve plot; active on rank 0 only.
 
-    def __init__(self, out_dir: Path, active: bool, resume_step: int | None) -> None:
+    ``deferred``: records are kept in memory until `start_file` (a run replacing an earlier one writes its log when
+    it first saves, so that the earlier run's log stays until then)."""
+
+    def __init__(self, out_dir: Path, active: bool, resume_step: int | None, *, deferred: bool = False) -> None:
         self.path = out_dir / LOG_FILE
         self.active = active
+        self.deferred = deferred
         self.records: list[dict[str, Any]] = []
-        self.tb = None
+        self.tb: Any = None
         if not active:
             return
         if resume_step is not None and self.path.is_file():
@@ -246,33 +219,41 @@ class _Logger:
                     continue  # a line torn by a kill
                 if rec.get("step", 0) <= resume_step:
                     self.records.append(rec)
-            write_bytes_atomic(self.path, "".join(json.dumps(r) + "\n" for r in self.records).encode("utf-8"))
-        elif resume_step is None and self.path.is_file():
-            self.path.unlink()
+            self.start_file()
         try:
             from torch.utils.tensorboard import SummaryWriter  # needs the optional tensorboard package
 
-            self.tb = SummaryWriter(str(out_dir / "tb"))
+            self.tb = SummaryWriter(str(out_dir / TB_DIR))
         except Exception:  # ImportError, or tensorboard present but broken
             self.tb = None
+
+    def start_file(self) -> None:
+        """Write the records so far as the whole log (atomically), then append each new record."""
+        if self.active:
+            write_bytes_atomic(self.path, "".join(json.dumps(r) + "\n" for r in self.records).encode("utf-8"))
+            self.deferred = False
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.active:
             return
         self.records.append(record)
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
-            handle.flush()
+        if not self.deferred:
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+                handle.flush()
         if self.tb is not None:
-            step = record.get("step", 0)
-            if record.get("type") == "train":
-                for k, v in record.get("loss", {}).items():
-                    self.tb.add_scalar(f"loss/{k}", v, step)
-                self.tb.add_scalar("lr", record.get("lr", 0.0), step)
-            elif record.get("type") == "val":
-                for split, metrics in record.get("metrics", {}).items():
-                    for k, v in metrics.items():
-                        self.tb.add_scalar(f"{split}/{k}", v, step)
+            self._scalars(record)
+
+    def _scalars(self, record: dict[str, Any]) -> None:
+        step = record.get("step", 0)
+        if record.get("type") == "train":
+            for k, v in record.get("loss", {}).items():
+                self.tb.add_scalar(f"loss/{k}", v, step)
+            self.tb.add_scalar("lr", record.get("lr", 0.0), step)
+        elif record.get("type") == "val":
+            for split, metrics in record.get("metrics", {}).items():
+                for k, v in metrics.items():
+                    self.tb.add_scalar(f"{split}/{k}", v, step)
 
     def plot(self, out_dir: Path) -> None:
         if not self.active or not self.records:
@@ -321,11 +302,9 @@ class _StopFlag:
 
     def __init__(self) -> None:
         self.requested = False
-        self.previous = None
+        self.previous: Any = None  # the SIGINT handler to put back
 
     def __enter__(self) -> _StopFlag:
-        import threading
-
         if threading.current_thread() is threading.main_thread():
             self.previous = signal.signal(signal.SIGINT, self._handle)
         return self
@@ -351,22 +330,18 @@ def train(
 ) -> TrainResult:
     """Train P3M-Net as configured; returns checkpoints and history. Run under torchrun for DDP.
 
-    ``resume=True`` continues from ``out_dir/resume.pt`` (model, optimizer, scaler, step, RNG states);
-    without it, an ``out_dir`` that already holds a run is refused, unless ``overwrite=True`` (then the
-    previous run's files are deleted first; other files in the folder are left alone).
+    ``resume=True`` continues from ``out_dir/resume.pt`` (model, optimizer, scaler, step, RNG states). An
+    ``out_dir`` that already holds a run (weights or a log) is refused unless ``resume=True``, or ``overwrite=True``:
+    then the earlier run's files stay until the new run first saves, which replaces them (other files in the folder
+    are left alone). `p3m.train.run_folder` states the rules.
     """
     cfg = _as_config(config)
     out = Path(out_dir).expanduser()
-    if resume and overwrite:
-        raise P3MError("--resume and --overwrite exclude each other")
     info = _init_distributed(cfg.train.device)
-    if overwrite and info.main and out.is_dir():
-        _remove_run(out)
-    if info.world > 1:
-        dist.barrier()
     threads, cudnn_benchmark = torch.get_num_threads(), torch.backends.cudnn.benchmark
     try:
-        return _train(cfg, out, info, resume=resume, progress=progress)
+        folder = plan_run(out, resume=resume, overwrite=overwrite, announce=info.main)
+        return _train(cfg, folder, info, progress=progress)
     finally:
         # train.threads and cuDNN autotuning are for training only: give the caller its settings back
         torch.set_num_threads(threads)
@@ -375,33 +350,23 @@ def train(
             dist.destroy_process_group()
 
 
-def _train(cfg: TrainConfig, out: Path, info: _Dist, *, resume: bool, progress: bool) -> TrainResult:
-    from tqdm import tqdm
-
-    from p3m import models
-    from p3m.data.p3m10k import open_dataset
-    from p3m.models.checkpoint import load_checkpoint, save_checkpoint
-    from p3m.train.data import P3MTrainDataset, ResumableSampler, make_loader, prepare_batch
-    from p3m.train.step import TrainStep, load_optimizer_state, make_optimizer, optimizer_state
-
+def _train(cfg: TrainConfig, folder: RunFolder, info: _Dist, *, progress: bool) -> TrainResult:
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     device = torch.device(resolve_device(cfg.train.device, local_rank=info.local_rank, fix="train.device=cpu"))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed-size crops: pick the fastest convolution once
-    resume_path = out / RESUME_FILE
     if info.main:
-        out.mkdir(parents=True, exist_ok=True)
-        for stale in out.glob(".*.tmp"):  # temp files of a killed save
-            stale.unlink(missing_ok=True)
-        if not resume and resume_path.exists():
-            raise P3MError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
-    state = None
-    if resume and resume_path.is_file():
-        state = _load_resume(resume_path)
-    elif resume and info.main:
-        print(f"p3m train: no {RESUME_FILE} in {out}; starting from scratch", file=sys.stderr)
+        folder.out.mkdir(parents=True, exist_ok=True)
+        for stale in folder.out.iterdir():  # temp files of a killed save
+            if is_temporary(stale) and stale.is_file():
+                stale.unlink(missing_ok=True)
+    state = load_resume(folder.resume_path) if folder.resume else None
+    return _Run(cfg, folder, info, device, state).fit(progress)
 
+
+def _build_model(cfg: TrainConfig, state: dict[str, Any] | None, resume_path: Path) -> torch.nn.Module:
+    """The network as configured: seeded, with backbone / pretrained weights or the resumed state loaded."""
     torch.manual_seed(cfg.train.seed)
     kwargs = {"width": cfg.model.width} if cfg.model.width is not None else {}
     model = models.create(cfg.model.arch, **kwargs)
@@ -421,271 +386,272 @@ def _train(cfg: TrainConfig, out: Path, info: _Dist, *, resume: bool, progress: 
     # classifier heads of the ImageNet backbones never reach the loss: freeze them so DDP does not wait for
     # their gradients (Adam skipped them anyway: they never had one)
     for name in UNUSED_HEADS:
-        try:
+        with contextlib.suppress(AttributeError):
             model.get_submodule(name).requires_grad_(False)
-        except AttributeError:
-            pass
-    model.to(device)
-    if cfg.train.channels_last:
-        model.to(memory_format=torch.channels_last)
-    model.train()
-    o = cfg.optim
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    _check_cuda_graph(cfg, device, info)
-    optimizer = make_optimizer(
-        trainable,
-        lr=o.lr,
-        betas=o.betas,
-        eps=o.eps,
-        weight_decay=o.weight_decay,
-        fused=o.fused,
-        capturable=cfg.train.cuda_graph,
-        device=device,
-    )
-    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype(cfg.train.amp, device) == torch.float16)
-    step = 0
-    best: dict[str, float] = {}
-    if state is not None:
-        try:
-            load_optimizer_state(optimizer, state["optimizer"])
-            scaler.load_state_dict(state["scaler"])
-            step = int(state["step"])
-            best = {k: float(v) for k, v in (state.get("best") or {}).items()}
-            _set_rng_state(state["rng"])
-        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
-            from p3m.models.checkpoint import error_reason
+    return model
 
-            raise P3MError(
-                f"{resume_path}: inconsistent resume state: its optimizer, scaler, step or RNG entries "
-                f"cannot be restored ({error_reason(exc)})"
-            ) from None
 
-    net: torch.nn.Module = model
-    if info.world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(
-            model,
-            device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=cfg.train.find_unused_parameters,
+def _restore(
+    state: dict[str, Any], optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, resume_path: Path
+) -> tuple[int, dict[str, float]]:
+    """Load the optimizer, scaler and RNG states of a resume state; (step, best values)."""
+    try:
+        load_optimizer_state(optimizer, state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
+        raise P3MError(
+            f"{resume_path}: inconsistent resume state: its optimizer, scaler or RNG entries "
+            f"cannot be restored ({error_reason(exc)})"
+        ) from None
+    return int(state["step"]), {k: float(v) for k, v in (state.get("best") or {}).items()}
+
+
+def _compile_mode(loop: LoopConfig) -> str | None:
+    return loop.compile if isinstance(loop.compile, str) else ("default" if loop.compile else None)
+
+
+class _Run:
+    """One training run: the model, optimizer, data and log, and the loop that drives them."""
+
+    def __init__(
+        self, cfg: TrainConfig, folder: RunFolder, info: _Dist, device: torch.device, state: dict[str, Any] | None
+    ) -> None:
+        self.cfg, self.folder, self.out, self.info, self.device = cfg, folder, folder.out, info, device
+        model = _build_model(cfg, state, folder.resume_path)
+        model.to(device)
+        if cfg.train.channels_last:
+            model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stub lacks the keyword
+        model.train()
+        self.model = model
+        self.step: int
+        self.best: dict[str, float]
+        o = cfg.optim
+        trainable: list[torch.Tensor] = [p for p in model.parameters() if p.requires_grad]
+        _check_cuda_graph(cfg, device, info)
+        self.optimizer = make_optimizer(
+            trainable,
+            lr=o.lr,
+            betas=o.betas,
+            eps=o.eps,
+            weight_decay=o.weight_decay,
+            fused=o.fused,
+            capturable=cfg.train.cuda_graph,
+            device=device,
         )
-    compile_mode = (
-        cfg.train.compile if isinstance(cfg.train.compile, str) else ("default" if cfg.train.compile else None)
-    )
-    amp_dtype = autocast_dtype(cfg.train.amp, device)
-    train_step = TrainStep(
-        net,
-        optimizer,
-        params=trainable,
-        amp_dtype=amp_dtype,
-        scaler=scaler,
-        clip_grad=o.clip_grad,
-        variant=cfg.data.trimap_variant,
-        channels_last=cfg.train.channels_last,
-        cuda_graph=cfg.train.cuda_graph,
-        compile_mode=compile_mode,
-    )
-
-    dataset = P3MTrainDataset(cfg.data.root, cfg.data, copy_paste=cfg.copy_paste, seed=cfg.train.seed)
-    sampler = ResumableSampler(dataset, num_replicas=info.world, rank=info.rank, seed=cfg.train.seed)
-    bs = cfg.train.batch_size
-    steps_per_epoch = math.ceil(sampler.num_samples / bs)
-    total_steps = cfg.train.epochs * steps_per_epoch
-    if cfg.train.max_steps is not None:
-        total_steps = min(total_steps, cfg.train.max_steps)
-    val_dataset = None
-    if cfg.val.every or cfg.val.every_steps:
-        val_dataset = open_dataset(cfg.data.root, validate=False)
-
-    logger = _Logger(out, info.main, step if state is not None else None)
-    best_paths = {k: out / f"best_{k}.safetensors" for k in best if (out / f"best_{k}.safetensors").is_file()}
-    if info.main:
-        import yaml
-
-        write_bytes_atomic(out / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False).encode("utf-8"))
-
-    from p3m.data.synth import is_synth_output
-
-    # recorded so that using these weights on real photos warns (p3m.models.store.trained_on_synthetic)
-    meta = {"name": cfg.name, "recipe": "p3m-train", "dataset_synthetic": is_synth_output(cfg.data.root)}
-
-    def save() -> None:
-        if not info.main:
-            return
-        save_checkpoint(model, out / LAST_FILE, metadata={**meta, "step": step, "epoch": step // steps_per_epoch})
-        state = {
-            "model": model.state_dict(),
-            "optimizer": optimizer_state(optimizer),
-            "scaler": scaler.state_dict(),
-            "step": step,
-            "epoch": step // steps_per_epoch,
-            "best": best,
-            "rng": _rng_state(),
-            "config": config_to_dict(cfg),
+        amp_dtype = autocast_dtype(cfg.train.amp, device)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+        self.step, self.best = 0, {}
+        if state is not None:
+            self.step, self.best = _restore(state, self.optimizer, self.scaler, folder.resume_path)
+        self.train_step = self._train_step(trainable, amp_dtype)
+        self.dataset = P3MTrainDataset(cfg.data.root, cfg.data, copy_paste=cfg.copy_paste, seed=cfg.train.seed)
+        self.sampler = ResumableSampler(self.dataset, num_replicas=info.world, rank=info.rank, seed=cfg.train.seed)
+        self.steps_per_epoch = math.ceil(self.sampler.num_samples / cfg.train.batch_size)
+        total_steps = cfg.train.epochs * self.steps_per_epoch
+        self.total_steps = min(total_steps, cfg.train.max_steps) if cfg.train.max_steps is not None else total_steps
+        self.val_dataset = open_dataset(cfg.data.root, validate=False) if cfg.val.every or cfg.val.every_steps else None
+        resume_step = self.step if state is not None else None
+        self.logger = _Logger(self.out, info.main, resume_step, deferred=folder.taking_over)
+        self.best_paths = {
+            k: self.out / f"best_{k}.safetensors" for k in self.best if (self.out / f"best_{k}.safetensors").is_file()
         }
-        write_with(resume_path, lambda tmp: torch.save(state, tmp), sync_dir=True)
+        if info.main and not folder.taking_over:
+            self._write_config()
+        # recorded so that using these weights on real photos warns (p3m.models.store.trained_on_synthetic)
+        self.meta = {"name": cfg.name, "recipe": "p3m-train", "dataset_synthetic": is_synth_output(cfg.data.root)}
+        self.last_validated = -1
+        self.window_images, self.window_start = 0, time.perf_counter()
 
-    def run_validation() -> None:
-        if val_dataset is None:
+    def _train_step(self, trainable: list[torch.Tensor], amp_dtype: torch.dtype | None) -> TrainStep:
+        net: torch.nn.Module = self.model
+        if self.info.world > 1:
+            net = torch.nn.parallel.DistributedDataParallel(
+                self.model,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=self.cfg.train.find_unused_parameters,
+            )
+        return TrainStep(
+            net,
+            self.optimizer,
+            params=trainable,
+            amp_dtype=amp_dtype,
+            scaler=self.scaler,
+            clip_grad=self.cfg.optim.clip_grad,
+            variant=self.cfg.data.trimap_variant,
+            channels_last=self.cfg.train.channels_last,
+            cuda_graph=self.cfg.train.cuda_graph,
+            compile_mode=_compile_mode(self.cfg.train),
+        )
+
+    # saving ----------------------------------------------------------------------------------------
+    def _write_config(self) -> None:
+        text = yaml.safe_dump(config_to_dict(self.cfg), sort_keys=False)
+        write_bytes_atomic(self.out / CONFIG_FILE, text.encode("utf-8"))
+
+    def save(self) -> None:
+        """Latest weights and the resume state (rank 0); the first save of a run replacing another takes over."""
+        if not self.info.main:
             return
-        if info.main:
-            results = validate(model, val_dataset, cfg, device, progress=False)
-            record = {"type": "val", "step": step, "epoch": step / steps_per_epoch, "metrics": results}
-            logger.write(record)
+        epoch = self.step // self.steps_per_epoch
+        save_checkpoint(self.model, self.out / LAST_FILE, metadata={**self.meta, "step": self.step, "epoch": epoch})
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": optimizer_state(self.optimizer),
+            "scaler": self.scaler.state_dict(),
+            "step": self.step,
+            "epoch": epoch,
+            "best": self.best,
+            "rng": rng_state(),
+            "config": config_to_dict(self.cfg),
+        }
+        write_with(self.folder.resume_path, lambda tmp: torch.save(state, tmp), sync_dir=True)
+        if self.folder.taking_over:
+            self.folder.take_over(written=(RESUME_FILE, LAST_FILE, "last.json", LOG_FILE, CONFIG_FILE))
+            self._write_config()
+            self.logger.start_file()
+
+    # validation ------------------------------------------------------------------------------------
+    def run_validation(self) -> None:
+        if self.val_dataset is None:
+            return
+        if self.folder.taking_over:
+            self.save()  # the earlier run's files are replaced together, before any best checkpoint is written
+        if self.info.main:
+            results = validate(self.model, self.val_dataset, self.cfg, self.device, progress=False)
+            epoch = self.step / self.steps_per_epoch
+            self.logger.write({"type": "val", "step": self.step, "epoch": epoch, "metrics": results})
             for split, metrics in results.items():
-                for metric in cfg.val.best:
-                    if metric not in metrics:
-                        continue
-                    key = f"{metric}_{split}"
-                    if metrics[metric] < best.get(key, math.inf):
-                        best[key] = metrics[metric]
-                        best_paths[key] = save_checkpoint(
-                            model,
-                            out / f"best_{key}.safetensors",
-                            metadata={**meta, "step": step, "metric": metric, "split": split, "value": metrics[metric]},
-                        )
-            logger.plot(out)
-        if info.world > 1:
+                for metric in self.cfg.val.best:
+                    if metric in metrics:
+                        self._keep_best(metric, split, metrics[metric])
+            self.logger.plot(self.out)
+        if self.info.world > 1:
             dist.barrier()
 
-    bar = tqdm(
-        total=total_steps,
-        initial=step,
-        disable=not (progress and info.main),
-        unit="step",
-        desc=f"train {cfg.name}",
-        dynamic_ncols=True,
-    )
-    interrupted = False
-    last_validated = -1
-    window_images, window_start = 0, time.perf_counter()
-    with _StopFlag() as stop:
-        while step < total_steps and not interrupted:
-            epoch = step // steps_per_epoch
-            dataset.epoch = epoch
-            sampler.set_epoch(epoch, (step % steps_per_epoch) * bs)
-            loader = make_loader(
-                dataset,
-                sampler,
-                batch_size=bs,
-                workers=cfg.data.workers,
-                pin_memory=cfg.data.pin_memory and device.type == "cuda",
-                seed=cfg.train.seed,
-                epoch=epoch,
+    def _keep_best(self, metric: str, split: str, value: float) -> None:
+        key = f"{metric}_{split}"
+        if value < self.best.get(key, math.inf):
+            self.best[key] = value
+            self.best_paths[key] = save_checkpoint(
+                self.model,
+                self.out / f"best_{key}.safetensors",
+                metadata={**self.meta, "step": self.step, "metric": metric, "split": split, "value": value},
             )
-            for batch in loader:
-                batch = prepare_batch(batch, device, non_blocking=True)
-                lr = lr_at(step, total_steps, o)
-                parts = train_step(batch, lr)
-                step += 1
-                window_images += batch["image"].shape[0] * info.world
-                bar.update(1)
-                if step % cfg.train.log_every == 0 or step == total_steps:
-                    loss = {k: float(v) for k, v in parts.items()}
-                    if not math.isfinite(loss["total"]):
-                        raise P3MError(f"training diverged at step {step} (loss {loss['total']}); lower optim.lr")
-                    elapsed = time.perf_counter() - window_start
-                    record = {
-                        "type": "train",
-                        "step": step,
-                        "epoch": step / steps_per_epoch,
-                        "lr": lr,
-                        "loss": loss,
-                        "images_per_s": window_images / max(elapsed, 1e-9),
-                        "time": time.time(),
-                    }
-                    if cfg.train.cuda_graph:
-                        record["graph_replays"] = train_step.replays  # stays 0 if the capture failed
-                    logger.write(record)
-                    bar.set_postfix(loss=f"{loss['total']:.4f}")
-                    window_images, window_start = 0, time.perf_counter()
-                stop_now = stop.requested
-                if info.world > 1:  # every rank must stop at the same step
-                    flag = torch.tensor([1.0 if stop_now else 0.0], device=device)
-                    dist.all_reduce(flag)
-                    stop_now = bool(flag.item() > 0)
-                if step % cfg.train.save_every == 0 or step % steps_per_epoch == 0 or stop_now:
-                    save()
-                if stop_now:
-                    interrupted = True
-                    break
-                epoch_done = step % steps_per_epoch == 0
-                if (cfg.val.every_steps and step % cfg.val.every_steps == 0) or (
-                    epoch_done and cfg.val.every and (step // steps_per_epoch) % cfg.val.every == 0
-                ):
-                    run_validation()
-                    last_validated = step
-                if step >= total_steps:
-                    break
-    bar.close()
-    if step >= total_steps and not interrupted:
-        save()
-        if last_validated != step and (cfg.val.every or cfg.val.every_steps):
-            run_validation()
-    logger.plot(out)
-    logger.close()
-    last = out / LAST_FILE if (out / LAST_FILE).is_file() else None
-    if info.main and cfg.register_as and last is not None and not interrupted:
-        _register(last, cfg)
-    elif info.main and last is not None and not interrupted:
-        print(
-            f"p3m train: weights in {last}; use them with `p3m matte --weights {last}` "
-            "(set register_as: NAME to list them in `p3m models`)",
-            file=sys.stderr,
+
+    # the loop --------------------------------------------------------------------------------------
+    def _log_step(self, parts: dict[str, torch.Tensor], lr: float) -> float:
+        loss = {k: float(v) for k, v in parts.items()}
+        if not math.isfinite(loss["total"]):
+            raise P3MError(f"training diverged at step {self.step} (loss {loss['total']}); lower optim.lr")
+        elapsed = time.perf_counter() - self.window_start
+        record = {
+            "type": "train",
+            "step": self.step,
+            "epoch": self.step / self.steps_per_epoch,
+            "lr": lr,
+            "loss": loss,
+            "images_per_s": self.window_images / max(elapsed, 1e-9),
+            "time": time.time(),
+        }
+        if self.cfg.train.cuda_graph:
+            record["graph_replays"] = self.train_step.replays  # stays 0 if the capture failed
+        self.logger.write(record)
+        self.window_images, self.window_start = 0, time.perf_counter()
+        return loss["total"]
+
+    def _stop_now(self, stop: _StopFlag) -> bool:
+        stop_now = stop.requested
+        if self.info.world > 1:  # every rank must stop at the same step
+            flag = torch.tensor([1.0 if stop_now else 0.0], device=self.device)
+            dist.all_reduce(flag)
+            stop_now = bool(flag.item() > 0)
+        return stop_now
+
+    def _epoch(self, stop: _StopFlag, bar: Any) -> bool:
+        """Train until the end of the current epoch or of the run; True when a stop was requested."""
+        cfg, spe = self.cfg, self.steps_per_epoch
+        epoch = self.step // spe
+        self.dataset.epoch = epoch
+        self.sampler.set_epoch(epoch, (self.step % spe) * cfg.train.batch_size)
+        loader = make_loader(
+            self.dataset,
+            self.sampler,
+            batch_size=cfg.train.batch_size,
+            workers=cfg.data.workers,
+            pin_memory=cfg.data.pin_memory and self.device.type == "cuda",
+            seed=cfg.train.seed,
+            epoch=epoch,
         )
-    if interrupted and info.main:
-        print(f"p3m train: stopped at step {step}; continue with --resume --out {out}", file=sys.stderr)
-    return TrainResult(
-        out_dir=out,
-        last_checkpoint=last,
-        best_checkpoints=dict(best_paths),
-        history=list(logger.records),
-        step=step,
-        epoch=step // steps_per_epoch,
-        interrupted=interrupted,
-    )
+        for batch in loader:
+            batch = prepare_batch(batch, self.device, non_blocking=True)
+            lr = lr_at(self.step, self.total_steps, cfg.optim)
+            parts = self.train_step(batch, lr)
+            self.step += 1
+            self.window_images += batch["image"].shape[0] * self.info.world
+            bar.update(1)
+            if self.step % cfg.train.log_every == 0 or self.step == self.total_steps:
+                bar.set_postfix(loss=f"{self._log_step(parts, lr):.4f}")
+            stop_now = self._stop_now(stop)
+            if self.step % cfg.train.save_every == 0 or self.step % spe == 0 or stop_now:
+                self.save()
+            if stop_now:
+                return True
+            epoch_done = self.step % spe == 0
+            if (cfg.val.every_steps and self.step % cfg.val.every_steps == 0) or (
+                epoch_done and cfg.val.every and (self.step // spe) % cfg.val.every == 0
+            ):
+                self.run_validation()
+                self.last_validated = self.step
+            if self.step >= self.total_steps:
+                break
+        return False
 
+    def fit(self, progress: bool) -> TrainResult:
+        """Run the loop to the configured end (or a stop request), save, and report what was written."""
+        bar = tqdm(
+            total=self.total_steps,
+            initial=self.step,
+            disable=not (progress and self.info.main),
+            unit="step",
+            desc=f"train {self.cfg.name}",
+            dynamic_ncols=True,
+        )
+        interrupted = False
+        with _StopFlag() as stop:
+            while self.step < self.total_steps and not interrupted:
+                interrupted = self._epoch(stop, bar)
+        bar.close()
+        if self.step >= self.total_steps and not interrupted:
+            self.save()
+            if self.last_validated != self.step and (self.cfg.val.every or self.cfg.val.every_steps):
+                self.run_validation()
+        self.logger.plot(self.out)
+        self.logger.close()
+        return self._result(interrupted)
 
-_RESUME_KEYS = ("model", "optimizer", "scaler", "step", "rng")
-
-
-def _load_resume(path: Path) -> dict[str, Any]:
-    """``resume.pt`` read with the weights-only unpickler and checked for the trainer's entries; one line on error."""
-    import pickle
-    import warnings
-
-    from p3m.models.checkpoint import error_reason, is_tensor_dict, unpickler_reason
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        reason = unpickler_reason(str(exc)).split(". Please use")[0].removeprefix("WeightsUnpickler error: ")
-        if "global" in reason.lower():
-            raise P3MError(
-                f"{path}: refused to load: the file references Python objects other than tensors "
-                f"({reason}); p3m reads resume states with the weights-only unpickler and never runs "
-                "pickled code"
-            ) from None
-        raise P3MError(
-            f"{path}: cannot load resume state: corrupt, truncated or not a PyTorch file ({reason})"
-        ) from None
-    except Exception as exc:
-        raise P3MError(
-            f"{path}: cannot load resume state: corrupt, truncated or not a PyTorch file ({error_reason(exc)})"
-        ) from None
-    if not isinstance(state, dict):
-        raise P3MError(f"{path}: not a p3m resume state (a {type(state).__name__}, not a dict)")
-    missing = [k for k in _RESUME_KEYS if k not in state]
-    if missing:
-        if is_tensor_dict(state) or is_tensor_dict(state.get("state_dict")):
-            raise P3MError(
-                f"{path}: not a p3m resume state but model weights only (no optimizer, step or RNG "
-                "state); to start from these weights, use --set model.pretrained=PATH without --resume"
+    def _result(self, interrupted: bool) -> TrainResult:
+        out, cfg = self.out, self.cfg
+        last = out / LAST_FILE if (out / LAST_FILE).is_file() else None
+        if self.info.main and cfg.register_as and last is not None and not interrupted:
+            _register(last, cfg)
+        elif self.info.main and last is not None and not interrupted:
+            print(
+                f"p3m train: weights in {last}; use them with `p3m matte --weights {last}` "
+                "(set register_as: NAME to list them in `p3m models`)",
+                file=sys.stderr,
             )
-        raise P3MError(f"{path}: not a p3m resume state: missing {', '.join(missing)}")
-    if not is_tensor_dict(state["model"]):
-        raise P3MError(f"{path}: not a p3m resume state: 'model' is not a dict of tensors")
-    return state
+        if interrupted and self.info.main:
+            print(f"p3m train: stopped at step {self.step}; continue with --resume --out {out}", file=sys.stderr)
+        return TrainResult(
+            out_dir=out,
+            last_checkpoint=last,
+            best_checkpoints=dict(self.best_paths),
+            history=list(self.logger.records),
+            step=self.step,
+            epoch=self.step // self.steps_per_epoch,
+            interrupted=interrupted,
+        )
 
 
 def _check_cuda_graph(cfg: TrainConfig, device: torch.device, info: _Dist) -> None:
@@ -697,24 +663,11 @@ def _check_cuda_graph(cfg: TrainConfig, device: torch.device, info: _Dist) -> No
         raise P3MError("train.cuda_graph works in single-process runs; under torchrun use train.compile instead")
 
 
-def _remove_run(out: Path) -> None:
-    """Delete the files a previous run wrote into ``out`` (and nothing else)."""
-    import shutil
-
-    names = [RESUME_FILE, LAST_FILE, "last.json", LOG_FILE, PLOT_FILE, "config.yaml"]
-    paths = [out / n for n in names] + list(out.glob("best_*.safetensors")) + list(out.glob("best_*.json"))
-    for path in paths:
-        path.unlink(missing_ok=True)
-    shutil.rmtree(out / "tb", ignore_errors=True)
-
-
 def _load_backbone(model: torch.nn.Module, path: str) -> None:
     """Load ImageNet backbone weights into the encoder (`resnet` for R34, `encoder` otherwise), non-strict.
 
     The published backbone files are plain state dicts of the encoder (R34: including the unused `fc`).
     """
-    from p3m.models.checkpoint import read_state_dict
-
     encoder = getattr(model, "resnet", None) or getattr(model, "encoder", None)
     if encoder is None:
         raise P3MError(f"model.backbone: {type(model).__name__} has no `resnet` or `encoder` to load into")
@@ -728,7 +681,6 @@ def _load_backbone(model: torch.nn.Module, path: str) -> None:
 
 
 def _register(checkpoint: Path, cfg: TrainConfig) -> None:
-    from p3m.models.store import register
-
+    assert cfg.register_as is not None
     path = register(checkpoint, cfg.register_as, arch=cfg.model.arch, origin=f"trained:{cfg.name}")
     print(f"p3m train: registered {checkpoint.name} as {cfg.register_as!r} ({path})", file=sys.stderr)

@@ -51,7 +51,7 @@ def transition_band(
         raise ImageError("transition_band needs an alpha matte or a trimap")
     if band_dilation < 0:
         raise ImageError(f"band_dilation must be >= 0, got {band_dilation}")
-    band = None
+    band: np.ndarray | None = None
     if trimap is not None:
         trimap = np.asarray(trimap)
         if trimap.ndim != 2:
@@ -76,6 +76,7 @@ def transition_band(
         if band is not None and band.shape != alpha_band.shape:
             raise ImageError(f"alpha {alpha_band.shape} and trimap {band.shape} differ in size")
         band = alpha_band if band is None else (band | alpha_band)
+    assert band is not None  # an alpha or a trimap was given (checked above)
     return band
 
 
@@ -147,7 +148,7 @@ def obfuscate(
                 sigma = max(MIN_BLUR_SIGMA, BLUR_SIGMA_FRACTION * strength * size)
                 _masked_blur(sub_image, labels, k, (x, y, w, h), sigma, replaced)
             else:
-                cell = max(MIN_MOSAIC_CELL, int(round(size * strength / MOSAIC_CELLS_PER_FACE)))
+                cell = max(MIN_MOSAIC_CELL, round(float(size * strength / MOSAIC_CELLS_PER_FACE)))
                 _masked_mosaic(sub_image, labels, k, (x, y, w, h), cell, replaced)
 
     if feather > 0:
@@ -182,13 +183,13 @@ def _masked_blur(
     # A large σ on full resolution is slow: blur a copy downscaled so that σ is ~4 px there, then upscale.
     # The result is smooth at the scale σ anyway, so nothing recognisable is lost or gained.
     factor = max(1.0, sigma / 4.0)
-    pad = int(math.ceil(3 * sigma))
+    pad = math.ceil(3 * sigma)
     H, W = labels.shape
     x0, y0, x1, y1 = max(0, x - pad), max(0, y - pad), min(W, x + w + pad), min(H, y + h + pad)
     mask = (labels[y0:y1, x0:x1] == k).astype(np.float32)
     crop = image[y0:y1, x0:x1].astype(np.float32)
     cw, ch = x1 - x0, y1 - y0
-    sw, sh = max(1, int(round(cw / factor))), max(1, int(round(ch / factor)))
+    sw, sh = max(1, round(float(cw / factor))), max(1, round(float(ch / factor)))
     small_mask = cv2.resize(mask, (sw, sh), interpolation=cv2.INTER_AREA)
     small_num = cv2.resize(crop * mask[..., None], (sw, sh), interpolation=cv2.INTER_AREA)
     s = sigma / factor

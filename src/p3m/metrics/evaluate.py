@@ -31,9 +31,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
+from p3m.atomic import write_bytes_atomic
 from p3m.choices import PROTOCOLS
+from p3m.data.p3m10k import open_dataset
 from p3m.errors import DatasetError, ImageError, P3MError
+from p3m.io import IMAGE_EXTENSIONS, read_mask
+from p3m.metrics.dim import dim_metrics
+from p3m.metrics.p3m import p3m_metrics
 
 __all__ = [
     "DIM_KEYS",
@@ -123,9 +129,6 @@ def evaluate_arrays(
     ``> 100``); adds the privacy metrics. ``protocol``: "p3m", "dim" or "both". ``fast`` skips Grad and Conn.
     Keys: `P3M_KEYS`, `TRIMAP_KEYS`, `PRIVACY_KEYS`, `DIM_KEYS` (only those that apply).
     """
-    from p3m.metrics.dim import dim_metrics
-    from p3m.metrics.p3m import p3m_metrics
-
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     p = _as_unit_float(pred, "pred")
@@ -152,6 +155,7 @@ def evaluate_arrays(
     if protocol in ("p3m", "both"):
         out.update(p3m_metrics(p, a, tri, face, fast=fast))
     if protocol in ("dim", "both"):
+        assert tri is not None  # checked above
         out.update(dim_metrics(p, a, tri, fast=fast))
     return out
 
@@ -230,7 +234,7 @@ class EvaluationResult:
         if self.failures:
             notes.append(f"Not scored (unreadable): {len(self.failures)} files.")
         if notes:
-            lines += [""] + notes
+            lines += ["", *notes]
         return "\n".join(lines) + "\n"
 
     def per_image_csv(self) -> str:
@@ -243,8 +247,6 @@ class EvaluationResult:
 
     def write(self, outdir: str | os.PathLike) -> list[Path]:
         """Write ``per_image.csv``, ``summary.json`` and ``summary.md`` into ``outdir`` (atomically, each file)."""
-        from p3m.atomic import write_bytes_atomic
-
         out = Path(outdir)
         out.mkdir(parents=True, exist_ok=True)
         written = [
@@ -292,8 +294,6 @@ class _Item:
 
 
 def _index(folder: Path, role: str, problems: list[str]) -> dict[str, Path]:
-    from p3m.io import IMAGE_EXTENSIONS
-
     if not folder.is_dir():
         problems.append(f"{folder}: {role} folder does not exist")
         return {}
@@ -335,7 +335,7 @@ MATTE_SUFFIX = "_alpha"
 def _accept_matte_names(preds: dict[str, Path], gt: dict[str, Path]) -> dict[str, Path]:
     """Let `p3m matte` outputs (``<stem>_alpha.png``) stand for ``<stem>`` when no exact-stem prediction exists."""
     out = dict(preds)
-    for stem, path in preds.items():
+    for stem in preds:
         base = stem[: -len(MATTE_SUFFIX)]
         if stem.endswith(MATTE_SUFFIX) and stem not in gt and base in gt and base not in preds:
             out[base] = out.pop(stem)
@@ -406,8 +406,6 @@ def _mask_kind(values: np.ndarray) -> str | None:
 def _score(item: _Item, protocol: str, fast: bool) -> tuple[str, dict[str, float] | None, str | None, tuple]:
     """Worker: read the files of one item and compute its metrics; errors come back as one line. The last
     element says which of prediction / ground truth look like masks rather than mattes (see `_mask_kind`)."""
-    from p3m.io import read_mask
-
     try:
         pred = read_mask(item.pred)
         gt = read_mask(item.gt)
@@ -426,8 +424,6 @@ def _init_worker() -> None:
 
 
 def _run(items: Sequence[_Item], protocol: str, fast: bool, workers: int, progress: bool):
-    from tqdm import tqdm
-
     bar = tqdm(total=len(items), desc="evaluate", unit="img", file=sys.stderr, disable=not progress)
     try:
         if workers <= 1 or len(items) <= 1:
@@ -545,9 +541,7 @@ def _check_folders(folders: list[tuple[str, str | os.PathLike | None]]) -> None:
 def _raise_problems(problems: list[str], what: str) -> None:
     unique = list(dict.fromkeys(problems))
     noun = "problem" if len(unique) == 1 else "problems"
-    error = DatasetError(f"{what}: {len(unique)} {noun}:\n" + "\n".join(f"  - {p}" for p in unique))
-    error.problems = unique
-    raise error
+    raise DatasetError(f"{what}: {len(unique)} {noun}:\n" + "\n".join(f"  - {p}" for p in unique))
 
 
 def _check_protocol(protocol: str, has_trimaps: bool) -> None:
@@ -623,8 +617,6 @@ def evaluate_dataset(
 ) -> EvaluationResult:
     """`evaluate_dirs` on a P3M-10k test split (``"P3M-500-P"`` or ``"P3M-500-NP"``) found by
     `p3m.data.p3m10k.open_dataset`: its masks, trimaps and (where present) face masks."""
-    from p3m.data.p3m10k import open_dataset
-
     _check_folders([("prediction", pred_dir)])
     # Sizes are checked below for this split only (validating the whole root would read every train header).
     samples = open_dataset(root, validate=False, require=[split]).split(split)

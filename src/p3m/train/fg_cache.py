@@ -15,7 +15,7 @@ the image's, is estimated again and overwritten (one line on stderr for an unrea
 Training decodes two of these files per sample at full resolution, the largest cost of a sample, hence the format:
 lossless WebP keeps every pixel like PNG but decodes about twice as fast and takes about half the space
 (`benchmarks/RESULTS.md`). They are written with OpenCV, 8-bit RGB without metadata, and read back with OpenCV
-(`read_cache_image`). PNG pairs written by earlier versions (``<stem>.png``) are still read.
+(`read_cache_image`).
 """
 
 from __future__ import annotations
@@ -25,9 +25,15 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
+from tqdm import tqdm
 
-from p3m.errors import P3MError
+from p3m.atomic import write_bytes_atomic
+from p3m.data.p3m10k import open_dataset, resolve_image_paths
+from p3m.errors import ImageError, P3MError
+from p3m.io import read_image, read_mask
+from p3m.pymatting_import import import_pymatting
 
 __all__ = [
     "PrepareReport",
@@ -46,8 +52,6 @@ CACHE_FOLDER = "fg_bg_cache"
 
 def estimate_fg_bg(image_u8: np.ndarray, alpha_u8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(fg, bg) HxWx3 uint8 such that image ~ alpha fg + (1 - alpha) bg (pymatting multilevel estimate)."""
-    from p3m.pymatting_import import import_pymatting  # heavy import (numba JIT): only when needed
-
     estimate_foreground_ml = import_pymatting().estimate_foreground_ml
 
     image = np.asarray(image_u8, dtype=np.float64) / 255.0
@@ -62,30 +66,22 @@ def default_cache_dir(root: str | os.PathLike) -> Path:
 
 
 CACHE_EXT = ".webp"
-LEGACY_EXT = ".png"  # caches written before the switch to WebP
 
 
-def cache_paths(cache_dir: str | os.PathLike, image_folder: str, stem: str, ext: str = CACHE_EXT) -> tuple[Path, Path]:
-    """(fg, bg) paths of one sample's cache entry in format ``ext``."""
+def cache_paths(cache_dir: str | os.PathLike, image_folder: str, stem: str) -> tuple[Path, Path]:
+    """(fg, bg) paths of one sample's cache entry."""
     base = Path(cache_dir) / image_folder
-    return base / "fg" / f"{stem}{ext}", base / "bg" / f"{stem}{ext}"
+    return base / "fg" / f"{stem}{CACHE_EXT}", base / "bg" / f"{stem}{CACHE_EXT}"
 
 
 def cached_pair(cache_dir: str | os.PathLike, image_folder: str, stem: str) -> tuple[Path, Path] | None:
-    """The cached (fg, bg) files of one sample, WebP first, else an older PNG pair; None when there is none."""
-    for ext in (CACHE_EXT, LEGACY_EXT):
-        fg_path, bg_path = cache_paths(cache_dir, image_folder, stem, ext)
-        if fg_path.is_file() and bg_path.is_file():
-            return fg_path, bg_path
-    return None
+    """The cached (fg, bg) files of one sample; None when there is no complete pair."""
+    fg_path, bg_path = cache_paths(cache_dir, image_folder, stem)
+    return (fg_path, bg_path) if fg_path.is_file() and bg_path.is_file() else None
 
 
 def write_cache_image(path: str | os.PathLike, rgb_u8: np.ndarray) -> Path:
     """Write HxWx3 uint8 RGB atomically as lossless WebP (no metadata); the pixels read back are identical."""
-    import cv2
-
-    from p3m.atomic import write_bytes_atomic
-
     ok, buffer = cv2.imencode(
         CACHE_EXT, cv2.cvtColor(np.ascontiguousarray(rgb_u8), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_WEBP_QUALITY, 101]
     )  # quality > 100 selects lossless
@@ -101,10 +97,6 @@ def read_cache_image(path: str | os.PathLike) -> np.ndarray:
     else (grey, alpha, 16 bits, a file OpenCV cannot decode) goes to `read_image`, which applies its own rules and
     raises `p3m.errors.ImageError` naming the file when it cannot read it either.
     """
-    import cv2
-
-    from p3m.io import read_image
-
     array = cv2.imread(os.fspath(path), cv2.IMREAD_UNCHANGED)  # as stored: BGR, no conversion of depth or alpha
     if array is None or array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
         return read_image(path)
@@ -124,8 +116,6 @@ def load_or_estimate(
 
     A miss is a missing file, a file of another size than the image, or an unreadable file (reported on stderr).
     """
-    from p3m.errors import ImageError
-
     found = None if force else cached_pair(cache_dir, image_folder, stem)
     if found is not None:
         try:
@@ -168,18 +158,13 @@ def prepare_foreground(
 
     One unreadable sample is reported in ``failures`` and skipped; the others are processed.
     """
-    from tqdm import tqdm
-
-    from p3m.data.p3m10k import open_dataset
-    from p3m.io import read_image, read_mask
-    from p3m.train.data import resolve_image_paths
-
     dataset = open_dataset(root, validate=False, require=("train",))
     samples = dataset.split("train")[:limit] if limit else dataset.split("train")
     folder_name, images = resolve_image_paths(dataset, samples, image_dir)
     cache = Path(cache_dir) if cache_dir else default_cache_dir(dataset.root)
     report = PrepareReport(cache_dir=cache)
-    for sample, image_path in tqdm(list(zip(samples, images)), desc="fg/bg", disable=not progress, unit="img"):
+    pairs = list(zip(samples, images, strict=True))
+    for sample, image_path in tqdm(pairs, desc="fg/bg", disable=not progress, unit="img"):
         if image_dir is None and sample.fg is not None and sample.bg is not None:
             report.shipped += 1
             continue
