@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from p3m.errors import DatasetError
-from p3m.train.config import DataConfig
 from p3m.infer.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from p3m.train.config import DataConfig
 from p3m.train.data import P3MTrainDataset
 
 __all__ = [

@@ -19,8 +19,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from p3m.errors import MethodError
 from p3m.choices import STRATEGIES
+from p3m.errors import MethodError
 from p3m.infer.runtime import TorchNet
 from p3m.infer.strategies import predict
 from p3m.models import basic, load_model, modnet

@@ -69,6 +69,8 @@ __all__ = [
 
 MAX_REPLACEMENTS = 16  # readable samples tried in place of an unreadable one
 MAX_AUTO_WORKERS = 16  # the most DataLoader workers data.workers = null (automatic) starts per process
+
+
 def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     """The augmentation RNG of one sample: a function of the base seed, the epoch and the index only."""
     return np.random.default_rng([int(seed), int(epoch), int(index)])

@@ -39,8 +39,8 @@ from p3m.infer.preprocess import normalize
 from p3m.infer.runtime import autocast_dtype, resolve_device
 from p3m.io import read_image, read_mask
 from p3m.metrics.evaluate import evaluate_arrays
-from p3m.models.store import register
 from p3m.models.checkpoint import error_reason, load_checkpoint, read_state_dict, save_checkpoint
+from p3m.models.store import register
 from p3m.train.config import LoopConfig, OptimConfig, TrainConfig, config_from_dict, config_to_dict, load_config
 from p3m.train.data import P3MTrainDataset, ResumableSampler, make_loader, prepare_batch
 from p3m.train.resume import RESUME_FILE, load_resume, rng_state, set_rng_state
