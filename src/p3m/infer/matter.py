@@ -31,7 +31,7 @@ from p3m.choices import FOREGROUND_METHODS, check_choice
 from p3m.infer.foreground import WHITE, alpha_to_uint8, cutout_rgba, estimate_foreground, render
 from p3m.infer.preprocess import to_rgb
 from p3m.infer.runtime import resolve_device
-from p3m.infer.sessions import MattingSession, PortraitSession, StrategyOptions, network_session, new_session
+from p3m.infer.sessions import MattingSession, StrategyOptions, network_session, new_session
 
 __all__ = ["MatteResult", "Matter"]
 
@@ -109,13 +109,12 @@ class Matter:
         tile: int = 1024,
         overlap: int = 128,
         shorter_side_limit: int | None = None,
-        model: str | None = None,
     ) -> None:
         options = StrategyOptions(strategy, resize_mode, tile, overlap, shorter_side_limit)
         self._setup(options, foreground_method, device)
         self.session: MattingSession = new_session(
             weights=weights,
-            arch=arch if model is None else model,
+            arch=arch,
             backend=backend,
             device=self.device,
             precision=precision,
@@ -191,12 +190,6 @@ class Matter:
     @property
     def resize_mode(self) -> str:
         return self.options.resize_mode
-
-    @property
-    def route(self) -> Any:
-        """The built-in route's `PortraitMatting` when it is in use, else None: the former test of p3m.serve,
-        kept until it reads `session` (remove then)."""
-        return self.session.route if isinstance(self.session, PortraitSession) else None
 
     def describe(self) -> str:
         """'NAME (ARCH) on DEVICE, METHOD': the model actually used, for run summaries."""

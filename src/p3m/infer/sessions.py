@@ -96,7 +96,8 @@ class MattingSession(Protocol):
     name: the model as `p3m models` names it (or a file name); arch: its architecture (registry name);
     weights: the file it was loaded from (None in memory); backend: "torch" or "onnxruntime"; precision: the one
     that runs; licence: of the architecture's code and published weights ("" when unknown); warning: one line about
-    the weights ("" if none).
+    the weights ("" if none); uses_strategies: whether the test strategies (hybrid, resize, highres) apply (the
+    built-in route mattes the whole image its own way).
     """
 
     @property
@@ -113,6 +114,8 @@ class MattingSession(Protocol):
     def licence(self) -> str: ...
     @property
     def warning(self) -> str: ...
+    @property
+    def uses_strategies(self) -> bool: ...
 
     def plan(self, height: int, width: int, options: StrategyOptions) -> dict[str, Any]:
         """What the network sees for an image of this size (the honest resolution policy); its "strategy" names
@@ -136,6 +139,8 @@ class _NetworkSession:
     """A P3M-Net pass engine (`NetFn`) driven by a test strategy; the torch and ONNX sessions differ in the engine."""
 
     backend = ""
+
+    uses_strategies = True
 
     def __init__(
         self, net: NetFn, *, name: str, arch: str | None, weights: Path | None, precision: str, warning: str = ""
@@ -200,6 +205,8 @@ class PortraitSession:
     backend, precision = "torch", "fp32"
     licence = BUILTIN_LICENCE
     warning = ""
+
+    uses_strategies = False
 
     def __init__(self, device: str = "cpu") -> None:
         self.weights: Path | None = builtin_entry().path
