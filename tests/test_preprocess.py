@@ -297,18 +297,16 @@ def test_a_copy_of_matter_with_another_strategy_shares_the_model() -> None:
 
 def test_matter_names_what_it_loaded(tmp_path: Path) -> None:
     matter = Matter()
-    assert isinstance(matter.session, PortraitSession) and matter.route is matter.session.route
+    assert isinstance(matter.session, PortraitSession) and not matter.session.uses_strategies
     assert matter.describe() == "portrait-cf on cpu, segmentation prior + closed-form matting"
     torch.manual_seed(0)
     weights = save_checkpoint(create("p3m-r34", width=16), tmp_path / "tiny")
     net = Matter(arch="p3m-r34", weights=weights, precision="fp32")
-    assert (net.model_name, net.arch, net.backend, net.precision, net.route) == (
+    assert (net.model_name, net.arch, net.backend, net.precision, net.session.uses_strategies) == (
         "tiny.safetensors",
         "p3m-r34",
         "torch",
         "fp32",
-        None,
+        True,
     )
     assert net.describe() == "tiny.safetensors (p3m-r34) on cpu, torch, hybrid"
-    legacy = Matter(model="p3m-r34", weights=weights, precision="fp32")  # the old keyword, for p3m.serve
-    assert legacy.arch == "p3m-r34"
