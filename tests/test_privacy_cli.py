@@ -106,15 +106,15 @@ def test_anonymize_removes_identifying_detail_and_keeps_the_rest(anonymized, rea
         assert private.sum() > 1000
         # outside the private area: bit-identical (PNG in, PNG out)
         np.testing.assert_array_equal(result[~private], original[~private])
-        # inside: identifying detail gone
+        # inside, away from the soft edge (a few % of the face): identifying detail gone
+        core = cv2.erode(private.astype(np.uint8), np.ones((31, 31), np.uint8)).astype(bool)
         if method == "blur":
-            assert _ssim_in(original, result, private) < 0.3
-            assert _hf_energy(_gray(result), private) <= 0.05 * _hf_energy(_gray(original), private)
+            assert _hf_energy(_gray(result), core) <= 0.05 * _hf_energy(_gray(original), core)
         elif method == "mosaic":
-            assert _ssim_in(original, result, private) < 0.5
-            assert len(np.unique(result[private].reshape(-1, 3), axis=0)) <= 80  # a few cells, not a face
+            assert _ssim_in(original, result, core) < 0.5
+            assert len(np.unique(result[core].reshape(-1, 3), axis=0)) <= 80  # a few cells, not a face
         else:
-            assert (result[private] == 0).all()
+            assert (result[core] == 0).all()
         # the transition band of the alpha matte is untouched
         alpha = read_mask(alpha_dir / f"{stem}.png")
         band = (alpha > 0) & (alpha < 255)
@@ -136,7 +136,7 @@ def test_audit_passes_on_outputs(anonymized, real_faces):
     assert run_cli(["audit", str(out), "--originals", str(real_faces), "-q"]) == 0
     rows = _csv(out / "audit_report.csv")
     assert {r["status"] for r in rows} == {"pass"} and len(rows) == 3
-    assert all(float(r["max_ssim"]) < 0.5 and float(r["min_coverage"]) >= 0.5 for r in rows)
+    assert all(float(r["max_ssim"]) < 0.5 and float(r["max_kept"]) < 0.1 for r in rows)
 
 
 @pytest.mark.slow
@@ -273,10 +273,11 @@ def test_anonymize_image_with_pluggable_detector_and_trimap():
     res = anonymize_image(
         img, detector=FixedFaces([face]), options=AnonymizeOptions(method="zero", mask_scale=1.0), trimap=trimap
     )
-    assert res.faces == [face]
+    assert res.faces == [face] and len(res.outlines) == 1
     assert not res.private[:, 200:215].any() and res.private[118, 226]
     np.testing.assert_array_equal(res.image[:, 200:215], img[:, 200:215])
-    assert (res.image[res.private] == 0).all()
+    assert res.weights is not None and (res.image[res.weights >= 1] == 0).all()
+    np.testing.assert_array_equal(res.private, res.weights > 0)
 
 
 # --------------------------------------------------------------------------------------------- synthetic data
@@ -302,10 +303,11 @@ def test_dataset_mode_builds_p3m_layout_and_facemasks_cover_faces(tmp_path):
     pytest.importorskip("p3m.data.synth")
     root, portraits = _synth_root(tmp_path, 8)
     out = tmp_path / "P3M"
-    rc = run_cli(["anonymize", "--dataset", str(root), "-o", str(out), "-q"])
+    # the drawn faces' regions reach the hairline (p3m.data.synth): compare with the region up to the forehead
+    rc = run_cli(["anonymize", "--dataset", str(root), "-o", str(out), "--forehead", "-q"])
     rows = {r["stem"]: r for r in _csv(out / "anonymize_report.csv")}
     assert rc == 0 and len(rows) == 8
-    detected, total, ious = 0, 0, []
+    detected, total, ious, inside = 0, 0, [], []
     for stem, p in portraits:
         assert (out / "blurred_image" / f"{stem}.jpg").is_file()
         np.testing.assert_array_equal(read_mask(out / "mask" / f"{stem}.png"), read_mask(root / "mask" / f"{stem}.png"))
@@ -315,12 +317,15 @@ def test_dataset_mode_builds_p3m_layout_and_facemasks_cover_faces(tmp_path):
         if rows[stem]["faces"] != "0" and int(rows[stem]["faces"]) == len(p.face_boxes):
             truth = p.facemask
             ious.append((ours & truth).sum() / (ours | truth).sum())
+            inside.append((ours & truth).sum() / truth.sum())
             # the transition band stays out of the facemask
             assert not (ours & (p.alpha > 0) & (p.alpha < 1)).any()
     recall = detected / total
     print(f"synthetic faces detected {detected}/{total}; facemask IoU {np.round(ious, 2).tolist()}")
+    print(f"share of the drawn face regions inside ours {np.round(inside, 2).tolist()}")
     assert recall >= 0.7
-    assert ious and min(ious) >= 0.7 and float(np.mean(ious)) >= 0.8
+    # the landmark region with the forehead covers the drawn face regions and overlaps them closely
+    assert ious and min(inside) >= 0.9 and min(ious) >= 0.75 and float(np.mean(ious)) >= 0.8
     # the dataset audit passes against the originals
     assert (
         run_cli(
