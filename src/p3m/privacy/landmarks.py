@@ -175,10 +175,19 @@ def detector_region(face: Face) -> np.ndarray | None:
     if line is None:
         return None
     point, down = line
-    (cx, cy), (fw, fh), _ = face_ellipse(face, DETECTOR_SCALE)
     angle = math.degrees(math.atan2(-down[0], down[1]))
-    ellipse = ellipse_polygon((cx, cy), (fw, fh), angle)
+    ellipse = ellipse_polygon(*_turned_ellipse(face, DETECTOR_SCALE, angle))
     return clip_below(ellipse, point, down)
+
+
+def _turned_ellipse(face: Face, scale: float, angle: float) -> tuple[tuple[float, float], tuple[float, float], float]:
+    """The ellipse of a face turned by ``angle`` degrees (clockwise on screen) whose detector box is upright: the
+    box's sides along the image axes are the face's width and height where it is turned less than 45 degrees,
+    its height and width where it is turned more (a face lying on its side has a wide box)."""
+    (cx, cy), (fw, fh), _ = face_ellipse(face, scale)
+    if round(angle / 90.0) % 2:
+        fw, fh = fh, fw
+    return (cx, cy), (fw, fh), angle
 
 
 def clip_below(polygon: np.ndarray, point: np.ndarray, normal: np.ndarray) -> np.ndarray | None:
@@ -223,17 +232,17 @@ def covering_shape(face: Face, mesh_polygon: np.ndarray | None = None) -> np.nda
     """The covering shape of a face whose landmarks are not trusted: the convex hull of its box ellipse at
     `COVER_SCALE` (rotated with the mouth-to-eyes line when the detector gave landmarks), of discs of radius
     `KEYPOINT_DISC` round the landmarks, and of ``mesh_polygon`` when given. (N, 2) float64."""
-    (cx, cy), (fw, fh), angle = face_ellipse(face, COVER_SCALE)
+    ellipse = face_ellipse(face, COVER_SCALE)
     kp = _keypoints(face)
     parts = []
     if kp is not None:
         up = (kp[0] + kp[1]) / 2.0 - (kp[3] + kp[4]) / 2.0
         if float(np.hypot(*up)) > 1e-6:
-            angle = math.degrees(math.atan2(up[0], -up[1]))
+            ellipse = _turned_ellipse(face, COVER_SCALE, math.degrees(math.atan2(up[0], -up[1])))
         r = KEYPOINT_DISC * math.sqrt(max(face.width * face.height, 1e-6))
         disc = ellipse_polygon((0.0, 0.0), (2 * r, 2 * r), 0.0, n=16)
         parts += [disc + p for p in kp]
-    parts.append(ellipse_polygon((cx, cy), (fw, fh), angle))
+    parts.append(ellipse_polygon(*ellipse))
     if mesh_polygon is not None:
         parts.append(np.asarray(mesh_polygon, np.float64))
     return _hull(*parts)
