@@ -503,3 +503,45 @@ def test_audit_flags_the_profile_left_in_the_transition_band_of_p_818e689d(tmp_p
     assert rows["p_818e689d"]["status"] == "leak" and "left as it was" in rows["p_818e689d"]["reasons"]
     assert rows["p_bac3c1ff"]["status"] == "pass" and float(rows["p_bac3c1ff"]["max_kept"]) < 0.05
     assert rows["p_bd6af989"]["status"] == "pass"  # its original face was already blurred: nothing to compare
+
+
+# ------------------------------------------------------------------------------------------------- small faces
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["mosaic", "blur"])
+@pytest.mark.parametrize("side", [40, 48, 64])
+def test_small_faces_anonymised_pass_the_audit(method, side):
+    """The astronaut scaled so that her face is 40-64 px wide, on a flat and on a textured background: the
+    mosaic's cells (at least 8 px) and the blur leave nothing the audit reads as detail (issue 21: mosaic faces
+    under ~48 px used to be flagged)."""
+    from p3m.privacy.audit import audit_image
+
+    s = side / 88.0  # her face box is 88 px wide in the 512 px photo
+    small = cv2.resize(data.astronaut(), None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+    rng = np.random.default_rng(side)
+    textured = cv2.GaussianBlur(rng.integers(40, 220, (480, 480, 3), dtype=np.uint8), (0, 0), 1.5)
+    for background in (np.full((480, 480, 3), 128, np.uint8), textured):
+        image = background.copy()
+        image[60 : 60 + small.shape[0], 60 : 60 + small.shape[1]] = small
+        before = audit_image(image)
+        assert before.status == "leak"  # the face as it is
+        result = anonymize_image(image, options=AnonymizeOptions(method=method))
+        assert result.faces
+        after = audit_image(result.image, original=image, facemask=result.private.astype(np.uint8) * 255)
+        assert after.status == "pass", (after.reasons, after.details, after.detail_ratios)
+
+
+@pytest.mark.slow
+def test_the_upturned_profile_passes_with_default_settings(tmp_path, shared_portraits):
+    """p_818e689d (issue 21: the old ellipse left its jaw and chin): with default settings (no matte, so the kept
+    band does not keep its nose and lips) the landmark region covers the face and the audit passes."""
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "p_818e689d.jpg").write_bytes((shared_portraits / "image" / "p_818e689d.jpg").read_bytes())
+    out = tmp_path / "out"
+    assert run_cli(["anonymize", str(src), "-o", str(out), "-q"]) == 0
+    assert _csv(out / "anonymize_report.csv")[0]["regions"] == "landmarks"
+    assert run_cli(["audit", str(out), "--originals", str(src), "-q"]) == 0
+    row = _csv(out / "audit_report.csv")[0]
+    assert float(row["max_kept"]) < 0.1 and float(row["max_ssim"]) < 0.5

@@ -70,6 +70,7 @@ def _check_photos(photos, recognizer, detector) -> list[str]:
 
 
 @needs_recognizer
+@pytest.mark.slow
 def test_recogniser_matches_a_mild_blur_and_no_anonymised_face(recognizer, detector):
     """Photos every installation has (scikit-image's astronaut, matplotlib's Grace Hopper): measured anonymised
     0.78 / 0.81, mild blur 0.37 / 0.16."""
@@ -86,6 +87,7 @@ def test_no_real_face_of_the_shared_portraits_is_recognised_after_anonymisation(
 
 
 @needs_recognizer
+@pytest.mark.slow
 def test_recogniser_tells_people_apart_and_matches_the_same_photo(recognizer, detector):
     astronaut, grace = data.astronaut(), _grace_hopper()
     face = detector.detect(astronaut)[0]
@@ -117,6 +119,7 @@ def _csv(path: Path) -> list[dict[str, str]]:
 
 
 @needs_recognizer
+@pytest.mark.slow
 def test_audit_reports_re_identification(tmp_path, detector):
     originals, anonymised = tmp_path / "originals", tmp_path / "anonymised"
     astronaut = data.astronaut()
