@@ -364,6 +364,7 @@ def measure_timing(n_images: int, repeat: int) -> None:
                 anonymize_image, image, faces=faces, alpha=alpha, options=options
             ),
         }
+        stages["old default, faces given (ellipse, hard edge, flat blur)"] = partial(_old_default, image, faces)
         result = anonymize_image(image, faces=faces, alpha=alpha)
         stages["audit_image with the original (two detections)"] = partial(audit_image, result.image, original=image)
         stages["re-identification per face"] = partial(reidentify, result.image, image, faces[0], recognizer)
