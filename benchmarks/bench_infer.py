@@ -35,7 +35,8 @@ import torch
 from benchmarks.bench_common import reset_rss_peak, rss_peak_mb
 from p3m.infer.foreground import estimate_foreground
 from p3m.infer.matter import Matter
-from p3m.infer.strategies import TorchNet, size_rule
+from p3m.infer.runtime import TorchNet
+from p3m.infer.strategies import size_rule
 from p3m.io import read_image, read_mask, write_image
 from p3m.models import create
 from tests.paths import PORTRAITS
@@ -192,7 +193,7 @@ def main() -> int:
                 precision=args.precision,
                 foreground_method=args.foreground_method,
             )
-        return Matter.from_model(
+        return Matter.from_network(
             model,
             device=args.device,
             strategy=strategy,

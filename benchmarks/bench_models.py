@@ -31,7 +31,8 @@ import torch
 
 from p3m import models
 from p3m.errors import P3MError
-from p3m.models.fast import InferenceRunner, count_flops, count_parameters, resolve_precision
+from p3m.infer.runtime import DTYPES, InferenceRunner, resolve_precision
+from p3m.models.counting import count_flops, count_parameters
 
 
 def _input(batch: int, size: int, device: torch.device) -> torch.Tensor:
@@ -123,7 +124,7 @@ def bench_cuda(name: str, model: torch.nn.Module, size: int, batch: int, warmup:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--models", default=",".join(models.list_models()), help="comma-separated registry names")
+    p.add_argument("--models", default=",".join(models.list_architectures()), help="comma-separated registry names")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--size", type=int, default=512, help="square input side (multiple of 32)")
     p.add_argument("--batch", type=int, default=32, help="CUDA throughput batch size")
@@ -153,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "device": torch.cuda.get_device_name() if cuda else platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),
-        "cpu_auto_precision": str(resolve_precision("cpu", "auto")).replace("torch.", ""),
+        "cpu_auto_precision": str(DTYPES[resolve_precision("auto", "cpu")]).replace("torch.", ""),
         "size": args.size,
     }
     print("# " + ", ".join(f"{k}={v}" for k, v in env.items()), flush=True)

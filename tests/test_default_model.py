@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from p3m import model_store
 from p3m.cli import main as run_cli
 from p3m.errors import CheckpointError
 from p3m.infer import Matter
+from p3m.infer.sessions import PortraitSession
 from p3m.models import create, save_checkpoint
+from p3m.models import store as model_store
 from tests.paths import TEST_DATA
 
 
@@ -38,7 +39,7 @@ def _synthetic_checkpoint(folder: Path) -> Path:
 
 
 def test_empty_folder_defaults_to_the_builtin_route(home: Path) -> None:
-    (entry,) = model_store.list_models()
+    (entry,) = model_store.list_weights()
     assert entry.name == "portrait-cf" and entry.format == "builtin" and "Apache-2.0" in entry.licence
     assert entry.path.is_file()  # shipped with the package: nothing to download
     assert model_store.default_model() == entry
@@ -64,7 +65,8 @@ def test_the_builtin_name_cannot_be_registered_over(home: Path, tmp_path: Path) 
 
 def test_matter_default_mattes_a_real_portrait_and_names_the_route(home: Path, portrait: Path) -> None:
     matter = Matter()
-    assert matter.model_name == "portrait-cf" and matter.route is not None and not matter.model_warning
+    assert matter.model_name == "portrait-cf" and not matter.model_warning
+    assert isinstance(matter.session, PortraitSession)
     result = matter.matte(portrait, foreground=True)
     assert result.info["model"] == "portrait-cf" and result.info["strategy"] == "portrait-cf"
     assert result.alpha.shape == (256, 256) and result.cutout.shape == (256, 256, 4)
@@ -73,7 +75,7 @@ def test_matter_default_mattes_a_real_portrait_and_names_the_route(home: Path, p
     a, b = result.alpha > 0.5, ref > 0.5
     assert (a & b).sum() / (a | b).sum() > 0.85
     with pytest.raises(CheckpointError, match="built-in"):
-        Matter(model="p3m-r34", weights="portrait-cf")
+        Matter(arch="p3m-r34", weights="portrait-cf")
 
 
 @pytest.mark.slow

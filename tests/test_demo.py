@@ -62,9 +62,9 @@ def test_demo_runs_every_stage_and_skips_them_on_rerun(tmp_path, home, capsys, m
     assert report.is_file() and str(report) in printed
     assert "| P3M-Net R34 |" in printed and "| BASIC |" in printed  # the table is printed
     # the trained P3M-Net is registered and used for the synthetic cutouts; the real photos get the default model
-    from p3m import model_store
+    from p3m.models import store as model_store
 
-    assert "demo-r34" in [m.name for m in model_store.list_models()]
+    assert "demo-r34" in [m.name for m in model_store.list_weights()]
     mattes = [line for line in printed.splitlines() if line.startswith("$ p3m matte")]
     assert len(mattes) == 2 and "--weights" not in mattes[0] and "--weights demo-r34" in mattes[1]
     alpha = io.read_mask(out / "cutouts" / "portraits" / "me_alpha.png")

@@ -13,14 +13,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from p3m import model_store
+from p3m import models
 from p3m.commands import export as export_cmd
 from p3m.commands import matte as matte_cmd
 from p3m.errors import P3MError
-from p3m.infer.export import OUTPUT_NAMES, OnnxNet, export_onnx, scatter_unpool2d, verify_onnx
+from p3m.infer.export import export_onnx, scatter_unpool2d, verify_onnx
 from p3m.infer.matter import Matter
-from p3m.infer.strategies import TorchNet, predict
+from p3m.infer.runtime import ONNX_OUTPUT_NAMES, OnnxNet, TorchNet
+from p3m.infer.strategies import predict
 from p3m.models import create
+from p3m.models import store as model_store
 from p3m.models.checkpoint import save_checkpoint
 
 torch.set_num_threads(1)
@@ -69,10 +71,14 @@ def test_export_parity_and_dynamic_shapes(tiny, onnx_file) -> None:
     assert report["max_abs_diff"] < 1e-4 and report["logits_rel_diff"] < 1e-4
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto)
-    assert [o.name for o in proto.graph.output] == list(OUTPUT_NAMES)
+    assert [o.name for o in proto.graph.output] == list(ONNX_OUTPUT_NAMES)
     dims = [d.dim_param for d in proto.graph.input[0].type.tensor_type.shape.dim]
     assert dims[2:] == ["height", "width"]
-    assert {p.key: p.value for p in proto.metadata_props}["arch"] == "p3m-r34"
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert meta["arch"] == "p3m-r34"
+    # the input contract and licence registered beside the architecture (p3m.models.registry)
+    assert meta["input_normalisation"] == "x/255, ImageNet mean/std, RGB, H and W multiples of 32"
+    assert meta["licence"] == models.arch_config("p3m-r34").licence
     assert "MaxUnpool" not in {n.op_type for n in proto.graph.node}
     for size in ((64, 96), (160, 128)):  # sizes other than the traced one
         assert verify_onnx(tiny, path, size=size)["max_abs_diff"] < 1e-4
@@ -123,6 +129,6 @@ def test_export_command(tiny, tmp_path, monkeypatch, capsys) -> None:
     # an exported model dropped in the folder is listed and usable by name
     (tmp_path / "home" / "models").mkdir(parents=True, exist_ok=True)
     out.replace(tmp_path / "home" / "models" / "exported.onnx")
-    entries = {e.name: e for e in model_store.list_models()}
+    entries = {e.name: e for e in model_store.list_weights()}
     assert entries["exported"].format == "onnx" and entries["exported"].arch == "p3m-r34"
     assert Matter(weights="exported").backend == "onnxruntime"

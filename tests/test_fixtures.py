@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from p3m import model_store
 from p3m.data.synth import META_FILE
+from p3m.models import store as model_store
 
 
 def test_every_test_has_its_own_empty_p3m_home(home: Path, tmp_path: Path) -> None:

@@ -15,14 +15,14 @@ import torch
 from PIL import Image
 from skimage.transform import resize as sk_resize
 
-from p3m import model_store
 from p3m.errors import CheckpointError, DeviceError, ImageError
 from p3m.infer import foreground as fgmod
-from p3m.infer.matter import Matter, MatteResult, to_rgb_array
+from p3m.infer.matter import Matter, MatteResult
+from p3m.infer.preprocess import to_rgb
 from p3m.infer.resize import resize_fast, resize_paper
+from p3m.infer.runtime import TorchNet
 from p3m.infer.strategies import (
     NetOutput,
-    TorchNet,
     blend_ramp,
     plan_passes,
     predict,
@@ -32,6 +32,7 @@ from p3m.infer.strategies import (
     tile_starts,
 )
 from p3m.models import create, fuse
+from p3m.models import store as model_store
 from p3m.models.blocks import P3MOutput
 from p3m.models.checkpoint import save_checkpoint
 from tests.reference.foreground import literal_multilevel
@@ -327,7 +328,7 @@ def test_matter_exif_orientation(tiny_weights: Path, store: Path) -> None:
     path = store / "rot.jpg"
     Image.fromarray(img).save(path, exif=exif, quality=95)
     matter = Matter(weights="tiny", precision="fp32", strategy="resize")
-    shown = to_rgb_array(path)
+    shown = to_rgb(path)
     assert shown.shape == (128, 64, 3)
     assert matter.matte(path).alpha.shape == (128, 64)
     assert matter.matte(Image.open(path)).alpha.shape == (128, 64)
@@ -354,7 +355,7 @@ def test_matter_is_thread_safe(tiny_weights: Path) -> None:
 def test_matter_refuses_an_architecture_without_weights(store: Path) -> None:
     # no name: the built-in route (tests/test_default_model.py); an architecture asked for needs its weights
     with pytest.raises(CheckpointError, match="p3m demo"):
-        Matter(model="p3m-swin-t")
+        Matter(arch="p3m-swin-t")
 
 
 def test_matter_cuda_request_fails_loudly(tiny_weights: Path) -> None:
@@ -388,7 +389,7 @@ def test_store_register_list_resolve(tiny_weights: Path, store: Path) -> None:
     index = json.loads((home / "index.json").read_text())
     assert index["models"]["tiny"]["arch"] == "p3m-r34"
     assert (home / "tiny.safetensors").is_file() and (home / "tiny.json").is_file()
-    builtin, entry = model_store.list_models()
+    builtin, entry = model_store.list_weights()
     assert builtin.name == model_store.BUILTIN
     assert (entry.name, entry.arch, entry.origin, entry.format) == ("tiny", "p3m-r34", "test", "safetensors")
     assert model_store.resolve("tiny") == (home / "tiny.safetensors", "p3m-r34")
@@ -406,7 +407,7 @@ def test_store_picks_up_dropped_files_and_guesses_arch(store: Path) -> None:
 
     save_file({"encoder.patch_embed.proj1.weight": torch.zeros(1)}, str(home / "swin.safetensors"))
     (home / "notes.txt").write_text("not a model")
-    entries = {e.name: e for e in model_store.list_models()}
+    entries = {e.name: e for e in model_store.list_weights()}
     assert set(entries) == {"published", "vit", "swin", model_store.BUILTIN}
     assert entries["published"].arch == "p3m-r34" and entries["published"].origin == "dropped file"
     assert model_store.guess_arch(home / "published.pth") == ("p3m-r34", {"width": 16})
@@ -425,7 +426,7 @@ def test_store_never_unpickles_code(store: Path) -> None:
     marker.unlink(missing_ok=True)
     with open(home / "evil.pth", "wb") as f:
         pickle.dump({"resnet.x": _Payload()}, f)
-    (entry,) = [e for e in model_store.list_models() if e.name != model_store.BUILTIN]
+    (entry,) = [e for e in model_store.list_weights() if e.name != model_store.BUILTIN]
     assert entry.arch is None
     assert not marker.exists()
 

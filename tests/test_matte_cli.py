@@ -13,11 +13,13 @@ import pytest
 import torch
 from PIL import Image
 
-from p3m import io, model_store
+from p3m import io
+from p3m.choices import parse_color
 from p3m.commands import matte as matte_cmd
 from p3m.commands import models as models_cmd
 from p3m.errors import P3MError
 from p3m.models import create
+from p3m.models import store as model_store
 from p3m.models.checkpoint import save_checkpoint
 from tests.paths import PORTRAITS
 
@@ -187,10 +189,10 @@ def test_exif_rotated_input_gives_upright_outputs(home: Path, tmp_path: Path) ->
 
 def test_composite_background_colours_and_image(weights: Path, tmp_path: Path) -> None:
     (src,) = small_copies(tmp_path / "in", n=1)
-    assert matte_cmd.parse_color("white") == (255, 255, 255)
-    assert matte_cmd.parse_color("#0f0") == (0, 255, 0)
-    assert matte_cmd.parse_color("10, 20,30") == (10, 20, 30)
-    assert matte_cmd.parse_color("sunset.png") is None
+    assert parse_color("white") == (255, 255, 255)
+    assert parse_color("#0f0") == (0, 255, 0)
+    assert parse_color("10, 20,30") == (10, 20, 30)
+    assert parse_color("sunset.png") is None
     bg = tmp_path / "bg.png"
     Image.fromarray(np.full((50, 70, 3), (10, 20, 250), np.uint8)).save(bg)
     out = tmp_path / "out"

@@ -17,10 +17,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from p3m import models
-from p3m.errors import CheckpointError, P3MError
-from p3m.models import P3MOutput, fuse
+from p3m.errors import CheckpointError, ModelArgumentError, P3MError, UnknownModelError
+from p3m.infer.runtime import DTYPES, InferenceRunner, prepare_for_inference, resolve_precision
+from p3m.models import P3MOutput, fuse, registry
 from p3m.models.checkpoint import load_checkpoint, load_model, read_state_dict, save_checkpoint
-from p3m.models.fast import InferenceRunner, count_flops, count_parameters, prepare_for_inference, resolve_precision
+from p3m.models.counting import count_flops, count_parameters
 from p3m.models.p3mnet_transformer import (
     SWIN_T_CHANNELS,
     VITAE_S_CHANNELS,
@@ -407,14 +408,14 @@ def test_transformer_wrapper_forward_and_wiring():
 
 
 def test_registry_lists_and_creates():
-    assert {"p3m-r34", "p3m-swin-t", "p3m-vitae-s"} <= set(models.list_models())
-    assert models.list_models() == sorted(models.list_models())
+    assert {"p3m-r34", "p3m-swin-t", "p3m-vitae-s"} <= set(models.list_architectures())
+    assert models.list_architectures() == sorted(models.list_architectures())
     m = models.create("p3m-r34", width=16)
     assert m.arch == "p3m-r34" and m.arch_kwargs == {"width": 16}
     assert models.create("p3m-r34").arch_kwargs == {}  # exactly the kwargs given to create
     direct = models.p3mnet_r34.P3MNetR34(width=16)  # built without the registry: still named
     assert direct.arch == "p3m-r34" and direct.arch_kwargs == {"width": 16}
-    with pytest.raises(models.UnknownModelError, match="p3m-r34"):
+    with pytest.raises(UnknownModelError, match="p3m-r34"):
         models.create("p3m-r50")
     with pytest.raises(P3MError):
         models.create("nope")
@@ -431,33 +432,11 @@ def test_register_model_decorator():
         with pytest.raises(ValueError, match="already registered"):
             models.register_model("test-tiny")(lambda: nn.Identity())
     finally:
-        models._REGISTRY.pop("test-tiny", None)
-
-
-def _module_available(name: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(name) is not None
-
-
-@pytest.mark.parametrize("arch, module", [("p3m-swin-t", "p3m.models.swin"), ("p3m-vitae-s", "p3m.models.vitae")])
-def test_transformer_entries_fail_clearly_without_encoder(arch, module, monkeypatch):
-    import importlib
-
-    real_import = importlib.import_module
-
-    def fake_import(name, *args, **kwargs):
-        if name == module:
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(importlib, "import_module", fake_import)
-    with pytest.raises(P3MError, match=f"{arch}.*{module}"):
-        models.create(arch)
+        for table in (registry._BUILDERS, registry._LIMITS, registry._CONFIGS):
+            table.pop("test-tiny", None)
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _module_available("p3m.models.vitae"), reason="ViTAE-S encoder not written yet")
 def test_vitae_s_full_counts():
     torch.manual_seed(0)
     m = models.create("p3m-vitae-s")
@@ -469,7 +448,6 @@ def test_vitae_s_full_counts():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _module_available("p3m.models.swin"), reason="Swin-T encoder not written yet")
 def test_swin_t_full_counts(tmp_path):
     torch.manual_seed(0)
     m = models.create("p3m-swin-t")
@@ -709,11 +687,11 @@ def test_recomputable_attn_mask_entries(tmp_path):
 
 
 def test_resolve_precision():
-    assert resolve_precision("cpu", "fp32") == torch.float32
-    assert resolve_precision("cpu", "bf16") == torch.bfloat16
-    assert resolve_precision("cpu", "auto") in (torch.float32, torch.bfloat16)
+    assert DTYPES[resolve_precision("fp32", "cpu")] == torch.float32
+    assert DTYPES[resolve_precision("bf16", "cpu")] == torch.bfloat16
+    assert DTYPES[resolve_precision("auto", "cpu")] in (torch.float32, torch.bfloat16)
     with pytest.raises(ValueError, match="precision"):
-        resolve_precision("cpu", "int8")
+        resolve_precision("int8", "cpu")
 
 
 def test_runner_fp32_matches_eager(r34_small):
@@ -839,7 +817,7 @@ def test_sidecar_arch_kwargs_are_validated_before_building(r34_small, tmp_path, 
     import functools
 
     built = []
-    real = models._REGISTRY["p3m-r34"]
+    real = registry._BUILDERS["p3m-r34"]
 
     @functools.wraps(real)  # same signature: what the check inspects
     def spy(**kw):
@@ -847,7 +825,7 @@ def test_sidecar_arch_kwargs_are_validated_before_building(r34_small, tmp_path, 
         assert not isinstance(kw.get("width"), int) or kw["width"] <= 256, "a 57 GB model must never be built"
         return real(**kw)
 
-    monkeypatch.setitem(models._REGISTRY, "p3m-r34", spy)
+    monkeypatch.setitem(registry._BUILDERS, "p3m-r34", spy)
     with pytest.raises(CheckpointError, match=needle) as info:
         load_model(out)
     assert "\n" not in str(info.value) and str(info.value).startswith(str(out))
@@ -857,12 +835,12 @@ def test_sidecar_arch_kwargs_are_validated_before_building(r34_small, tmp_path, 
 def test_create_validates_arguments_against_the_builder():
     with pytest.raises(P3MError, match="takes no argument 'depth'"):  # was a TypeError from the builder
         models.create("p3m-r34", width=8, depth=3)
-    with pytest.raises(models.ModelArgumentError, match=r"width=4096 is outside the accepted range 4\.\.128"):
+    with pytest.raises(ModelArgumentError, match=r"width=4096 is outside the accepted range 4\.\.128"):
         models.check_arch_kwargs("modnet-mbv2", {"width": 4096})
-    with pytest.raises(models.ModelArgumentError, match="takes no argument 'width'"):
+    with pytest.raises(ModelArgumentError, match="takes no argument 'width'"):
         models.check_arch_kwargs("p3m-vitae-s", {"width": 16})
     assert models.check_arch_kwargs("p3m-swin-t", {"img_size": 256}) == {"img_size": 256}
-    with pytest.raises(models.ModelArgumentError, match="img_size=8192"):
+    with pytest.raises(ModelArgumentError, match="img_size=8192"):
         models.check_arch_kwargs("p3m-swin-t", {"img_size": 8192})
 
 
@@ -876,3 +854,56 @@ def test_cli_reports_bad_sidecar_kwargs_in_one_line(r34_small, tmp_path, capsys,
     assert main(["export", "--weights", str(out), "-o", str(tmp_path / "m.onnx")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "p3m-r34 takes no argument 'depth'" in err and "internal" not in err
+
+
+# ---------------------------------------------------------------------------------------------- registry configs
+
+
+def test_every_architecture_registers_its_input_contract_and_licence():
+    for name in models.list_architectures():
+        config = models.arch_config(name)
+        assert config.licence and config.normalisation in registry.NORMALISATIONS, name
+    for name in ("p3m-r34", "basic-r34", "modnet-mbv2", "p3m-swin-t", "p3m-vitae-s"):  # the strategies' input
+        assert (models.arch_config(name).normalisation, models.arch_config(name).size_multiple) == ("imagenet", 32)
+    selfie = models.arch_config("mediapipe-selfie")
+    assert (selfie.normalisation, selfie.size_multiple) == ("unit", 0) and selfie.licence.startswith("Apache-2.0")
+    assert models.arch_config("p3m-r34").licence.startswith("MIT")
+    with pytest.raises(UnknownModelError, match="unknown model 'nope'"):
+        models.arch_config("nope")
+    assert registry.find_config("nope") is None and registry.find_config(None) is None
+    assert registry.find_config("p3m-r34") == models.arch_config("p3m-r34")
+    with pytest.raises(UnknownModelError):  # a JSON list where a name belongs: one clear line, no TypeError
+        models.check_arch_kwargs(["p3m-r34"], {})  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------------------- the sidecar
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ('{"arch": "p3m-r34", "format_version": 999}', "format_version 999 is not one this p3m reads"),
+        (
+            '{"arch": ["p3m-r34"], "format_version": 1}',
+            r"'arch' must be an architecture name \(a string\), got \[\"p3m-r34\"\]",
+        ),
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ("[1, 2]", "must be a JSON object"),
+        ("{oops", "unreadable checkpoint metadata"),
+    ],
+)
+def test_the_sidecar_is_read_and_validated_in_one_place(r34_small, home, text, needle):
+    from p3m.models import store
+    from p3m.models.checkpoint import read_sidecar, sidecar_path
+
+    out = save_checkpoint(r34_small, home / "models" / "m")
+    assert sidecar_path(out) == out.with_suffix(".json") and read_sidecar(out)["arch"] == "p3m-r34"
+    sidecar_path(out).write_text(text)
+    for load in (read_sidecar, load_model):
+        with pytest.raises(CheckpointError, match=needle) as info:
+            load(out)
+        assert "\n" not in str(info.value)
+    # the folder is still listed (the weights' own header names them) and the default route is unaffected
+    entries = {e.name: e for e in store.list_weights()}
+    assert entries["m"].arch == "p3m-r34" and store.default_model().name == store.BUILTIN
+    assert not store.trained_on_synthetic(out)

@@ -38,7 +38,7 @@ def _batch(h: int = 64, w: int = 96, b: int = 2):
 
 
 def test_registry_builds_both_models():
-    assert {"basic-r34", "modnet-mbv2"} <= set(models.list_models())
+    assert {"basic-r34", "modnet-mbv2"} <= set(models.list_architectures())
     basic = models.create("basic-r34", width=8)
     modnet = models.create("modnet-mbv2", width=8)
     assert isinstance(basic, BasicR34) and basic.arch == "basic-r34" and basic.arch_kwargs == {"width": 8}

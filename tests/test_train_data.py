@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from p3m.errors import ConfigError
+from p3m.infer.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from p3m.train import data as tdata
 from p3m.train.config import CopyPasteConfig, DataConfig, load_config
 from p3m.train.copy_paste import Face, FaceBank, paste_face
@@ -213,7 +214,7 @@ def test_dataset_items_shapes_normalisation_and_determinism(synth_root):
     assert set(torch.unique(item["trimap"]).tolist()) <= {0.0, 128.0, 255.0}
     # full-image crop without flip: de-normalising gives the stored image back
     raw = read_image(ds.images[0]).astype(np.float32)
-    mean, std = tdata.IMAGENET_MEAN[:, None, None], tdata.IMAGENET_STD[:, None, None]
+    mean, std = IMAGENET_MEAN[:, None, None], IMAGENET_STD[:, None, None]
     back = (item["image"].numpy() * std + mean) * 255
     np.testing.assert_allclose(back, raw.transpose(2, 0, 1), atol=1e-3)
     # randomness depends on (seed, epoch, index) only
@@ -303,10 +304,10 @@ def test_on_the_fly_obfuscation_from_original_images(synth_root, tmp_path):
             continue
         assert not ds[i]["image"][:, private].any()  # zero obfuscation: zero bytes
         img = prepared(ds[i])["image"].numpy()
-        zero = (0 - tdata.IMAGENET_MEAN[:, None]) / tdata.IMAGENET_STD[:, None]
+        zero = (0 - IMAGENET_MEAN[:, None]) / IMAGENET_STD[:, None]
         np.testing.assert_allclose(img[:, private], np.broadcast_to(zero, (3, int(private.sum()))), atol=1e-5)
         raw = read_image(ds.images[i]).astype(np.float32).transpose(2, 0, 1)
-        back = (img * tdata.IMAGENET_STD[:, None, None] + tdata.IMAGENET_MEAN[:, None, None]) * 255
+        back = (img * IMAGENET_STD[:, None, None] + IMAGENET_MEAN[:, None, None]) * 255
         np.testing.assert_allclose(back[:, ~private], raw[:, ~private], atol=1e-3)
         checked += 1
     assert checked > 0

@@ -111,7 +111,7 @@ def test_validation_keeps_best_checkpoints_and_weights_load(synth_root, tmp_path
     assert meta["step"] == 4 and meta["arch"] == "p3m-r34"
     # trained on `p3m synth` output: recorded, so that using the weights on real photos warns
     assert meta["dataset_synthetic"] is True
-    from p3m import model_store
+    from p3m.models import store as model_store
 
     assert model_store.trained_on_synthetic(result.last_checkpoint)
     # resume state loads with the safe unpickler

@@ -1,14 +1,17 @@
 """The names a user may type, one copy each: CLI options, the HTTP API's form fields, configs and settings.
 
-Torch-free and import-free (only the standard library), so that the CLI, the server's settings and the library
+Torch-free (the standard library and `p3m.errors` only), so that the CLI, the server's settings and the library
 modules that implement each choice can all import it without loading anything heavy. The modules that implement a
-choice check their input against these tuples; adding a name here without an implementation is a bug that the
-tests catch (every choice is exercised).
+choice check their input against these tuples with `check_choice`; adding a name here without an implementation
+is a bug that the tests catch (every choice is exercised).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+
+from p3m.errors import ChoiceError
 
 __all__ = [
     "BACKENDS",
@@ -22,6 +25,7 @@ __all__ = [
     "PROTOCOLS",
     "RESIZE_MODES",
     "STRATEGIES",
+    "check_choice",
     "parse_color",
 ]
 
@@ -43,6 +47,14 @@ OBFUSCATION_METHODS = ("blur", "mosaic", "zero")
 #: Evaluation protocols: the P3M code's metrics, the DIM protocol, or both.
 PROTOCOLS = ("p3m", "dim", "both")
 DEVICES_HELP = "auto, cpu, cuda or cuda:N"
+
+
+def check_choice(what: str, value: str, allowed: Sequence[str]) -> str:
+    """`value` when it is one of `allowed`; else ChoiceError "unknown <what> 'x'; use one of a, b, c"."""
+    if value not in allowed:
+        raise ChoiceError(f"unknown {what} {value!r}; use one of {', '.join(allowed)}")
+    return value
+
 
 #: Background colours by name (CLI `--background`, the HTTP API's `background` field).
 COLOR_NAMES = {

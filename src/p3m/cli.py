@@ -1,39 +1,59 @@
-"""The `p3m` command: one verb per job. Each verb lives in `p3m.commands.<verb>`; this module only wires."""
+"""The `p3m` command: one verb per job. Each verb lives in `p3m.commands.<verb>`; this module only wires.
+
+Every verb module exposes `add_parser(subparsers)` and `run(args) -> int`, and loads its heavy dependencies (torch,
+PIL, onnxruntime) only when it runs, so that building the parser (`p3m --help`) stays quick.
+"""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import importlib.metadata
 import os
 import re
 import sys
+from types import ModuleType
 
-# verb -> module under p3m.commands exposing `add_parser(subparsers)` and `run(args) -> int`.
-COMMANDS = (
-    "synth",
-    "demo",
-    "matte",
-    "models",
-    "export",
-    "anonymize",
-    "audit",
-    "evaluate",
-    "benchmark",
-    "train",
-    "prepare",
-    "serve",
+from p3m import __version__
+from p3m.commands import (
+    anonymize,
+    audit,
+    benchmark,
+    demo,
+    evaluate,
+    export,
+    matte,
+    models,
+    prepare,
+    serve,
+    synth,
+    train,
 )
+from p3m.errors import P3MError, os_error_message
+
+# verb -> its module, in the order `p3m --help` lists them
+_VERBS: dict[str, ModuleType] = {
+    "synth": synth,
+    "demo": demo,
+    "matte": matte,
+    "models": models,
+    "export": export,
+    "anonymize": anonymize,
+    "audit": audit,
+    "evaluate": evaluate,
+    "benchmark": benchmark,
+    "train": train,
+    "prepare": prepare,
+    "serve": serve,
+}
+COMMANDS = tuple(_VERBS)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from p3m import __version__
-
     parser = argparse.ArgumentParser(prog="p3m", description="Privacy-preserving portrait matting.")
     parser.add_argument("--version", action="version", version=f"p3m {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for verb in COMMANDS:
-        module = importlib.import_module(f"p3m.commands.{verb}")
+        module = _VERBS[verb]
         sp = module.add_parser(sub)
         sp.set_defaults(_run=module.run)
     return parser
@@ -66,12 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("p3m: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # user-facing errors are one line; see p3m.errors
-        from p3m.errors import P3MError
-
-        if isinstance(exc, P3MError):
-            print(f"p3m {args.command}: error: {exc}", file=sys.stderr)
-            return 2
+    except P3MError as exc:  # user-facing errors are one line; see p3m.errors
+        print(f"p3m {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
         if os.environ.get("P3M_DEBUG"):
             raise
         hint = install_hint(exc) if isinstance(exc, ModuleNotFoundError) else None
@@ -79,8 +97,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"p3m {args.command}: error: {hint}", file=sys.stderr)
             return 2
         if isinstance(exc, OSError):  # disk full, permission denied, ...: the path and the system's words
-            from p3m.errors import os_error_message
-
             print(f"p3m {args.command}: error: {os_error_message(exc)}", file=sys.stderr)
             return 2
         print(

@@ -83,9 +83,9 @@ def _echo(log: Log, verb: str, *args: str) -> None:
 
 def run_demo(opts: DemoOptions, log: Log = print) -> DemoResult:
     """Run every stage; returns the benchmark table and where everything was written."""
-    from p3m import model_store
     from p3m.bench.config import load_benchmark_config
     from p3m.bench.runner import run_benchmark
+    from p3m.models import store as model_store
 
     start = time.perf_counter()
     out = Path(opts.out_dir).expanduser().resolve()

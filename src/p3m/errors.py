@@ -37,6 +37,10 @@ class ModelArgumentError(P3MError, ValueError):
     """Construction arguments (`arch_kwargs`) the architecture does not take, of the wrong type or out of range."""
 
 
+class ChoiceError(P3MError, ValueError):
+    """A name the user typed (strategy, precision, backend, ...) is not one of its choices (`p3m.choices`)."""
+
+
 class DeviceError(P3MError):
     """The requested device cannot be used (never silently replaced by another one)."""
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import glob
 import io as _io
-import os
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -110,15 +109,20 @@ def _decode(img: Image.Image, name: str) -> Image.Image:
     return img
 
 
+def scale_16bit(values: np.ndarray) -> np.ndarray:
+    """16-bit intensities (0..65535) -> uint8 by rounding v / 257 (65535 -> 255, exactly)."""
+    return np.clip(np.rint(np.asarray(values).astype(np.float64) / 257.0), 0, 255).astype(np.uint8)
+
+
 def _to_uint8_array(img: Image.Image) -> np.ndarray:
     """Any PIL image (modes I;16, I, F, 1, L, P, CMYK, ...) -> uint8 array, HxW or HxWxC."""
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        arr = np.asarray(img).astype(np.float64)
+        arr = np.asarray(img)
         # 'I' can hold 16-bit PNG data (values up to 65535); scale 16-bit ranges to 8 bits.
         if mode.startswith("I;16") or arr.max(initial=0) > 255:
-            arr = arr / 257.0
-        return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+            return scale_16bit(arr)
+        return np.clip(arr, 0, 255).astype(np.uint8)
     if mode == "F":
         arr = np.asarray(img, dtype=np.float64)
         if arr.size and np.nanmax(arr) <= 1.0:
@@ -136,7 +140,13 @@ def _to_uint8_array(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"), dtype=np.uint8)  # CMYK, YCbCr, LAB, HSV
 
 
-def _rgb(arr: np.ndarray, alpha: str) -> np.ndarray:
+def channels_to_rgb(arr: np.ndarray, alpha: str = "composite") -> np.ndarray:
+    """uint8 HxW (grey), HxWx1, HxWx2 (grey + alpha), HxWx3 or HxWx4 (RGBA) -> HxWx3 RGB uint8.
+
+    Grey is repeated; an alpha channel is composited over white (``alpha="composite"``) or dropped (``"drop"``).
+    """
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
     if arr.ndim == 2:
         return np.repeat(arr[:, :, None], 3, axis=2)
     channels = arr.shape[2]
@@ -164,15 +174,20 @@ def read_image(
     ``alpha``: ``"composite"`` (over white, default) or ``"drop"`` for images with transparency.
     Raises :class:`ImageError` naming the file for empty, non-image, truncated or over-limit inputs.
     """
-    if alpha not in ("composite", "drop"):
-        raise ValueError(f"alpha must be 'composite' or 'drop', not {alpha!r}")
     label = _name(source, name)
     img = _open(source, label, max_pixels)
     try:
-        arr = _to_uint8_array(_decode(img, label))
+        return pil_to_rgb(img, alpha=alpha, name=label)
     finally:
         img.close()
-    return _rgb(arr, alpha)
+
+
+def pil_to_rgb(img: Image.Image, *, alpha: str = "composite", name: str = "<PIL image>") -> np.ndarray:
+    """A PIL image of any mode -> HxWx3 RGB uint8 by the rules of `read_image` (EXIF orientation, 16-bit / 257,
+    alpha composited over white or dropped). Undecodable pixels raise ImageError naming `name`."""
+    if alpha not in ("composite", "drop"):
+        raise ValueError(f"alpha must be 'composite' or 'drop', not {alpha!r}")
+    return channels_to_rgb(_to_uint8_array(_decode(img, name)), alpha)
 
 
 def read_mask(
@@ -397,13 +412,3 @@ def collect_images(
         else:
             problems.append(f"{text}: no such file or folder")
     return paths, problems
-
-
-def list_images(inputs: Iterable[PathLike] | PathLike, recursive: bool = False) -> list[Path]:
-    """Like :func:`collect_images` but raises :class:`ImageError` listing every input that matched nothing."""
-    if isinstance(inputs, (str, os.PathLike)):
-        inputs = [inputs]
-    paths, problems = collect_images(inputs, recursive)
-    if problems:
-        raise ImageError("; ".join(problems), "missing")
-    return paths

@@ -19,8 +19,9 @@ import numpy as np
 import torch
 
 from p3m.errors import DatasetError
+from p3m.infer.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from p3m.train.config import DataConfig
-from p3m.train.data import IMAGENET_MEAN, IMAGENET_STD, P3MTrainDataset
+from p3m.train.data import P3MTrainDataset
 
 __all__ = [
     "ReferenceTrainDataset",

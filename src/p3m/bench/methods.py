@@ -19,10 +19,12 @@ from typing import Any
 import cv2
 import numpy as np
 
+from p3m.choices import STRATEGIES
 from p3m.errors import MethodError
-from p3m.infer.strategies import STRATEGIES, TorchNet, predict
+from p3m.infer.runtime import TorchNet
+from p3m.infer.strategies import predict
 from p3m.models import basic, load_model, modnet
-from p3m.models.fast import count_parameters
+from p3m.models.counting import count_parameters
 from p3m.pymatting_import import import_pymatting
 
 __all__ = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from p3m.errors import P3MError
 
@@ -21,7 +22,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--weights", required=True, metavar="PATH|NAME", help="checkpoint file or a name from `p3m models`"
     )
-    parser.add_argument("--model", default=None, metavar="ARCH", help="architecture (default: from the weights)")
+    parser.add_argument(
+        "--arch", "--model", dest="arch", default=None, metavar="ARCH", help="architecture (default: from the weights)"
+    )
     parser.add_argument("-o", "--output", required=True, metavar="FILE.onnx", help="ONNX file to write")
     parser.add_argument("--format", choices=("onnx",), default="onnx", help="export format (onnx)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17; MaxUnpool-free graph, >= 13)")
@@ -30,11 +33,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from p3m import model_store
+    # torch and onnx load when the verb runs, so that `p3m --help` stays quick
     from p3m.infer.export import export_onnx
-    from p3m.models.checkpoint import load_model
+    from p3m.models.store import BUILTIN, choose_arch, load_network, resolve
 
     out = Path(args.output)
     if out.suffix != ".onnx":
@@ -43,17 +44,17 @@ def run(args: argparse.Namespace) -> int:
         raise P3MError(f"{out}: exists; pass --overwrite to replace it")
     if args.opset < 13:
         raise P3MError(f"opset {args.opset} is too old; use 13 or newer (17 recommended)")
-    path, arch = model_store.resolve(args.weights)
-    if arch == model_store.BUILTIN:
+    path, found = resolve(args.weights)
+    if found == BUILTIN:
         raise P3MError(
-            f"{arch} is the built-in segmentation + closed-form route, not a network ONNX can hold; "
+            f"{found} is the built-in segmentation + closed-form route, not a network ONNX can hold; "
             "export P3M-Net weights"
         )
-    if args.model and arch and arch != args.model:
-        raise P3MError(f"{path}: holds a {arch} model but --model {args.model} was given")
-    arch = args.model or arch or "p3m-r34"
-    kwargs = None if path.with_suffix(".json").is_file() else (model_store.guess_arch(path)[1] or None)
-    model, meta = load_model(path, arch=arch, arch_kwargs=kwargs)
+    if path.suffix == ".onnx":
+        raise P3MError(f"{path}: is already an ONNX file")
+    arch = choose_arch(path, found, args.arch)
+    assert arch is not None  # choose_arch names one for every torch file
+    model, meta = load_network(path, arch)
     report = export_onnx(model, out, opset=args.opset, metadata={"source_weights": path.name})
     print(
         f"exported {meta.get('arch', arch)} to {report['path']} (opset {report['opset']}, dynamic H/W); "

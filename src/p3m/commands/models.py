@@ -23,9 +23,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from p3m.model_store import default_model, entry_as_dict, list_models, model_home
+    # the model folder's module loads torch (it reads checkpoints): only when the verb runs, not for `p3m --help`
+    from p3m.models.store import default_model, entry_as_dict, list_weights, model_home
 
-    entries = list_models()
+    entries = list_weights()
     default = default_model()
     default_name = default.name if default is not None else None
     if args.json:
@@ -47,6 +48,6 @@ def run(args: argparse.Namespace) -> int:
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
     print(f"({len(entries)} model(s): the built-in route and {model_home()}; * = used when none is named)")
     return 0

@@ -18,6 +18,10 @@ Methods:
 
 Both run only on the bounding box of the unknown band (plus a margin), so the cost follows the
 size of the band, not of the image.
+
+`render(kind, image, alpha, ...)` makes every output kind of `p3m.choices.OUTPUT_KINDS` (the matte, the straight
+RGBA cutout, the foreground colours, the cutout over a background) as a pixel array: the one renderer of the CLI,
+the server and the page. It is a pure function of arrays (no I/O, no shared state), so threads may call it freely.
 """
 
 from __future__ import annotations
@@ -25,18 +29,23 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from p3m.choices import FOREGROUND_METHODS
+from p3m.choices import FOREGROUND_METHODS, OUTPUT_KINDS, check_choice
+from p3m.pymatting_import import import_pymatting
 
 __all__ = [
-    "FOREGROUND_METHODS",
+    "WHITE",
     "alpha_to_uint8",
     "blur_fusion_foreground",
     "composite",
     "cutout_rgba",
     "estimate_foreground",
+    "fit_background",
     "multilevel_foreground",
+    "render",
     "unknown_bbox",
 ]
+
+WHITE = (255, 255, 255)
 
 
 def unknown_bbox(alpha: np.ndarray, margin: int = 0) -> tuple[int, int, int, int] | None:
@@ -137,7 +146,7 @@ def multilevel_foreground(
         rhs_f0, rhs_b0 = a0 * img, a1 * img
         for _ in range(n_iter):
             rf, rb = rhs_f0.copy(), rhs_b0.copy()
-            for wk, nf, nb in zip(weights, _neighbours(f), _neighbours(b)):
+            for wk, nf, nb in zip(weights, _neighbours(f), _neighbours(b), strict=True):
                 rf += wk * nf
                 rb += wk * nb
             f = np.clip(c00 * rf + c01 * rb, 0.0, 1.0)
@@ -181,7 +190,7 @@ def _band_iterations(
     ff, bf = f.reshape(-1, 3), b.reshape(-1, 3)
     for _ in range(n_iter):
         rf, rb = rhs_f0.copy(), rhs_b0.copy()
-        for wk, n in zip(weights, nbrs):
+        for wk, n in zip(weights, nbrs, strict=True):
             rf += wk * ff[n]
             rb += wk * bf[n]
         ff[idx] = np.clip(c00 * rf + c01 * rb, 0.0, 1.0)
@@ -189,8 +198,6 @@ def _band_iterations(
 
 
 def _pymatting_foreground(image01: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    from p3m.pymatting_import import import_pymatting
-
     f = import_pymatting().estimate_foreground_ml(image01.astype(np.float32), alpha.astype(np.float32))
     return np.clip(f, 0.0, 1.0).astype(np.float32)
 
@@ -201,8 +208,7 @@ def estimate_foreground(image: np.ndarray, alpha: np.ndarray, method: str = "ml"
     F = image wherever the crop around the unknown band does not reach; inside it, pixels with
     alpha = 1 keep the image colour exactly and the others get the estimate.
     """
-    if method not in FOREGROUND_METHODS:
-        raise ValueError(f"unknown foreground method {method!r}; expected one of {FOREGROUND_METHODS}")
+    check_choice("foreground method", method, FOREGROUND_METHODS)
     if image.shape[:2] != alpha.shape:
         raise ValueError(f"image {image.shape[:2]} and alpha {alpha.shape} differ in size")
     fg = image.copy()
@@ -226,7 +232,8 @@ def estimate_foreground(image: np.ndarray, alpha: np.ndarray, method: str = "ml"
 
 
 def alpha_to_uint8(alpha: np.ndarray, rounding: str = "round") -> np.ndarray:
-    """Alpha in [0, 1] -> uint8. "round" for user outputs; "truncate" = floor(255*a), the published dataset mode (9.6)."""
+    """Alpha in [0, 1] -> uint8: "round" for user outputs; "truncate" = floor(255*a), the published dataset mode
+    (9.6)."""
     a = np.clip(np.asarray(alpha, dtype=np.float32), 0.0, 1.0) * np.float32(255.0)
     if rounding == "round":
         return np.rint(a).astype(np.uint8)
@@ -248,3 +255,42 @@ def composite(foreground: np.ndarray, alpha: np.ndarray, background: np.ndarray 
         raise ValueError(f"background {bg.shape[:2]} and alpha {alpha.shape} differ in size")
     out = foreground.astype(np.float32) * a + bg * (1.0 - a)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def fit_background(background: np.ndarray, height: int, width: int) -> np.ndarray:
+    """An HxWx3 background image scaled to cover height x width (aspect kept) and centre-cropped to it."""
+    bh, bw = background.shape[:2]
+    scale = max(height / bh, width / bw)
+    nh, nw = max(height, round(bh * scale)), max(width, round(bw * scale))
+    resized = cv2.resize(background, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    y, x = (nh - height) // 2, (nw - width) // 2
+    return resized[y : y + height, x : x + width]
+
+
+def render(
+    kind: str,
+    image: np.ndarray,
+    alpha: np.ndarray,
+    *,
+    foreground: np.ndarray | None = None,
+    background: np.ndarray | tuple[int, int, int] = WHITE,
+    method: str = "ml",
+) -> np.ndarray:
+    """One output kind of an image and its matte, as uint8 pixels.
+
+    kind: "alpha" (HxW matte), "rgba" (HxWx4 straight RGBA: decontaminated colours + alpha), "fg" (HxWx3
+    decontaminated colours) or "composite" (HxWx3: the cutout over `background`, an RGB colour or an image of any
+    size, fitted by `fit_background`). image: HxWx3 uint8; alpha: HxW float in [0, 1]; foreground: the colours of
+    `estimate_foreground` when already computed (else estimated here with `method`).
+    """
+    check_choice("output kind", kind, OUTPUT_KINDS)
+    if kind == "alpha":
+        return alpha_to_uint8(alpha)
+    fg = foreground if foreground is not None else estimate_foreground(image, alpha, method)
+    if kind == "rgba":
+        return cutout_rgba(fg, alpha)
+    if kind == "fg":
+        return fg
+    if isinstance(background, np.ndarray):
+        background = fit_background(background, *alpha.shape)
+    return composite(fg, alpha, background)

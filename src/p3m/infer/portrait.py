@@ -28,11 +28,15 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
 import numpy as np
+import torch
+
+from p3m.infer.preprocess import array_to_rgb
+from p3m.models.registry import create
 
 __all__ = ["PortraitMatting", "PortraitSettings", "working_size"]
 
@@ -62,24 +66,6 @@ class PortraitSettings:
     cf_eps: float = 1e-7  # closed-form regulariser (pymatting's default)
     rtol: float = 1e-4  # conjugate-gradient tolerance (relative residual)
     clean: float = 0.05  # alpha within this of 0 or 1 is set to 0 or 1 (the solver's ripple)
-
-    def with_(self, **changes: Any) -> PortraitSettings:
-        """A copy with some fields changed."""
-        return replace(self, **changes)
-
-
-def _as_rgb(image: np.ndarray) -> np.ndarray:
-    """HxW, HxWx1, HxWx3 or HxWx4 uint8 -> HxWx3 uint8 (grey repeated, alpha dropped)."""
-    image = np.asarray(image)
-    if image.dtype != np.uint8:
-        raise ValueError(f"expected a uint8 image, got {image.dtype}")
-    if image.ndim == 2:
-        image = image[..., None]
-    if image.ndim != 3 or image.shape[2] not in (1, 3, 4) or image.shape[0] == 0 or image.shape[1] == 0:
-        raise ValueError(f"expected an HxW, HxWx1, HxWx3 or HxWx4 image, got shape {image.shape}")
-    if image.shape[2] == 1:
-        image = np.repeat(image, 3, axis=2)
-    return np.ascontiguousarray(image[..., :3])
 
 
 def working_size(height: int, width: int, side: int) -> tuple[int, int]:
@@ -116,9 +102,9 @@ def _crop_box(
         side = min(h, w)
         py, px = np.nonzero(core if core.any() else mask)
         cy, cx = (py.mean() + 0.5) / sy, (px.mean() + 0.5) / sx
-    side = max(1, int(round(side)))
-    top = int(round(min(max(cy - side / 2, 0), max(h - side, 0))))
-    left = int(round(min(max(cx - side / 2, 0), max(w - side, 0))))
+    side = max(1, round(side))
+    top = round(min(max(cy - side / 2, 0), max(h - side, 0)))
+    left = round(min(max(cx - side / 2, 0), max(w - side, 0)))
     return top, left, side
 
 
@@ -168,14 +154,9 @@ class PortraitMatting:
     """
 
     def __init__(self, settings: PortraitSettings | None = None, *, device: str = "cpu") -> None:
-        import torch
-
-        from p3m import models
-
         self.settings = settings or PortraitSettings()
         self.device = device
-        self.net = models.create("mediapipe-selfie").eval().to(device)
-        self._torch = torch
+        self.net: Any = create("mediapipe-selfie").eval().to(device)  # a SelfieSegmentation (tests swap in others)
         self._lock = threading.Lock()
         self.last_timings: dict[str, float] = {}
 
@@ -186,13 +167,12 @@ class PortraitMatting:
     ) -> np.ndarray:
         """Person probability of the square box (top, left, side) of rgb (zeros outside the image), sampled
         at the work-size grid of the whole image (values outside the box are the box's edge values)."""
-        torch = self._torch
         h, w = rgb.shape[:2]
         nh, nw = self.net.input_size
         y0, y1, x0, x1 = max(top, 0), min(top + side, h), max(left, 0), min(left + side, w)
         # the image part of the box, resized into its place on a zero canvas of the network's size
-        cy0, cy1 = int(round((y0 - top) * nh / side)), int(round((y1 - top) * nh / side))
-        cx0, cx1 = int(round((x0 - left) * nw / side)), int(round((x1 - left) * nw / side))
+        cy0, cy1 = round((y0 - top) * nh / side), round((y1 - top) * nh / side)
+        cx0, cx1 = round((x0 - left) * nw / side), round((x1 - left) * nw / side)
         cy1, cx1 = min(max(cy1, cy0 + 1), nh), min(max(cx1, cx0 + 1), nw)
         cy0, cx0 = min(cy0, cy1 - 1), min(cx0, cx1 - 1)
         canvas = np.zeros((nh, nw, 3), np.uint8)
@@ -215,7 +195,7 @@ class PortraitMatting:
     def prior(self, rgb: np.ndarray) -> np.ndarray:
         """Working-size float32 person probability of an HxWx3 uint8 image (two passes, see the module doc)."""
         s = self.settings
-        rgb = _as_rgb(rgb)
+        rgb = array_to_rgb(rgb)
         h, w = rgb.shape[:2]
         work_hw = working_size(h, w, s.matting_side)
         side = max(h, w)
@@ -254,7 +234,7 @@ class PortraitMatting:
         r = max(1.0, s.band * side)
         unknown = np.where(mask, d_in <= r, d_out <= r)
         if image is not None and mask.any() and (s.hair_out > 0 or s.hair_in > 0):
-            unknown |= self._hair(mask, d_out, d_in, r, _fine_structure(_as_rgb(image)), unknown)
+            unknown |= self._hair(mask, d_out, d_in, r, _fine_structure(array_to_rgb(image)), unknown)
         tri = np.where(mask, 255, 0).astype(np.uint8)
         tri[unknown] = 128
         return tri
@@ -283,16 +263,18 @@ class PortraitMatting:
 
     def refine(self, image: np.ndarray, trimap: np.ndarray, guess: np.ndarray | None = None) -> np.ndarray:
         """HxW float32 alpha: closed-form matting of the trimap's unknown pixels (image HxWx3 uint8)."""
+        # numba (the solver's compiler) loads only when the route solves: the network routes never pay for it
         from p3m.infer.closed_form import solve_alpha
 
         s = self.settings
         if guess is None:
             guess = (trimap == 255).astype(np.float32)
-        return solve_alpha(_as_rgb(image), trimap, guess, eps=s.cf_eps, rtol=s.rtol)
+        return solve_alpha(array_to_rgb(image), trimap, guess, eps=s.cf_eps, rtol=s.rtol)
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
-        """HxW float32 alpha of an HxWx3 uint8 RGB image (HxW grey and HxWx4 accepted); times in last_timings."""
-        rgb = _as_rgb(rgb)
+        """HxW float32 alpha of an RGB image array (any range of `p3m.infer.preprocess.array_to_rgb`: grey, RGBA,
+        16-bit, float in [0, 1]); step times in `last_timings`."""
+        rgb = array_to_rgb(rgb)
         h, w = rgb.shape[:2]
         t0 = time.perf_counter()
         prob = self.prior(rgb)

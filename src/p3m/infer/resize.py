@@ -10,6 +10,8 @@ exactly 255). `resize_fast` is the same sampling geometry with a replicated bord
 
 from __future__ import annotations
 
+from typing import Any
+
 import cv2
 import numpy as np
 
@@ -48,9 +50,9 @@ def _interp_axis(a: np.ndarray, axis: int, n_out: int) -> np.ndarray:
     # ... and the few border taps that read the zero padding use w0*v0 + w1*v1
     edge = np.flatnonzero((w0 + w1) != 1)
     if edge.size:
-        e0 = np.take(v0, edge, axis=axis) * w0[edge].reshape(shape[:axis] + [-1] + shape[axis + 1 :])
-        e1 = np.take(v1, edge, axis=axis) * w1[edge].reshape(shape[:axis] + [-1] + shape[axis + 1 :])
-        idx = [slice(None)] * a.ndim
+        e0 = np.take(v0, edge, axis=axis) * w0[edge].reshape([*shape[:axis], -1, *shape[axis + 1 :]])
+        e1 = np.take(v1, edge, axis=axis) * w1[edge].reshape([*shape[:axis], -1, *shape[axis + 1 :]])
+        idx: list[Any] = [slice(None)] * a.ndim
         idx[axis] = edge
         out[tuple(idx)] = e0 + e1
     return out

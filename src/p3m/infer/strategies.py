@@ -11,37 +11,33 @@
 
 Every strategy talks to the network through a `NetFn`: a callable taking a normalised float32 batch
 [B,3,H,W] (H, W multiples of 32) and returning `NetOutput` numpy arrays, so the torch model and the
-ONNX Runtime session are interchangeable. `resize_mode="paper"` reproduces the published resize R
-(scikit-image 0.14.5 defaults); `"fast"` uses OpenCV with a replicated border (no darkened frame).
+ONNX Runtime session (`p3m.infer.runtime.TorchNet`, `OnnxNet`) are interchangeable. `resize_mode="paper"`
+reproduces the published resize R (scikit-image 0.14.5 defaults); `"fast"` uses OpenCV with a replicated border
+(no darkened frame). Each strategy is one entry of one table (`predict` and `plan_passes` look it up there).
 """
 
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
 
-from p3m.choices import STRATEGIES
+from p3m.choices import RESIZE_MODES, STRATEGIES, check_choice
 from p3m.errors import ImageError
-from p3m.infer.resize import RESIZE_MODES, resize
+from p3m.infer.preprocess import array_to_rgb, normalize
+from p3m.infer.resize import resize
 
 __all__ = [
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
     "MAX_SIZE",
     "SHORTER_SIDE_LIMIT",
-    "STRATEGIES",
     "NetFn",
     "NetOutput",
-    "TorchNet",
     "blend_ramp",
     "highres_sizes",
     "iter_tiles",
-    "normalize",
     "plan_passes",
     "predict",
     "predict_highres",
@@ -53,8 +49,6 @@ __all__ = [
 
 MAX_SIZE = 1600  # MAX_SIZE_H = MAX_SIZE_W of the published code
 SHORTER_SIDE_LIMIT = 1080  # SHORTER_PATH_LIMITATION of the SAMPLES mode (9.5)
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
 class NetOutput(NamedTuple):
@@ -74,72 +68,29 @@ class NetOutput(NamedTuple):
 NetFn = Callable[[np.ndarray], NetOutput]
 
 
-def _run(net: NetFn, x: np.ndarray, need: str) -> NetOutput:
-    """One pass. Nets that can skip a branch (`selects_outputs`, e.g. TorchNet over a P3M-Net) compute only what
-    `need` names ("global": the classes, "local": the local alpha); others compute everything."""
-    if getattr(net, "selects_outputs", False):
-        return net(x, need)  # type: ignore[call-arg]
-    return net(x)
+def _pass(net: NetFn, x: np.ndarray, output: str) -> np.ndarray:
+    """One pass over a batch of one image -> its `output` ("classes", "local" or "fused") as an [H,W] array.
 
-
-class TorchNet:
-    """NetFn over a torch P3M-Net (anything returning P3MOutput-like `(G, L, F, ...)`).
-
-    precision: "fp32", "bf16" or "fp16". nn.Modules run through `p3m.models.fast.InferenceRunner`
-    (a private copy of the model cast to that dtype, channels_last; on CUDA one CUDA graph per input
-    shape when cuda_graphs is on, the default there). A lock serialises calls, so one instance can be
-    shared by threads.
+    Nets that can skip a branch (`selects_outputs`, e.g. TorchNet over a P3M-Net) are asked for the one branch the
+    output needs ("global" for the classes, "local" for the local alpha; the fused alpha needs both); others compute
+    everything.
     """
-
-    def __init__(
-        self,
-        model: Any,
-        device: str = "cpu",
-        precision: str = "fp32",
-        channels_last: bool = True,
-        cuda_graphs: bool | None = None,
-    ) -> None:
-        import torch
-
-        if precision not in ("fp32", "bf16", "fp16"):
-            raise ValueError(f"precision must be fp32, bf16 or fp16, not {precision!r}")
-        self.device = torch.device(device)
-        self.precision = precision
-        if cuda_graphs is None:
-            cuda_graphs = self.device.type == "cuda"
-        self.selects_outputs = False
-        if isinstance(model, torch.nn.Module):
-            import inspect
-
-            from p3m.models.fast import InferenceRunner
-
-            self.runner: Callable[..., Any] = InferenceRunner(
-                model, self.device, precision, cuda_graphs, channels_last=channels_last
-            )
-            # P3M-Nets can skip the branch a pass does not use (the semantic one's 1/2 pass, the matting one's
-            # full pass in HYBRID); other models compute everything
-            self.selects_outputs = "outputs" in inspect.signature(model.forward).parameters
-        else:  # a plain callable (tests, wrappers): fp32 on the given device
-            self.runner = model
-        self._lock = threading.Lock()
-
-    def __call__(self, x: np.ndarray, need: str = "all") -> NetOutput:
-        import torch
-
-        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
-        with self._lock, torch.inference_mode():
-            out = self.runner(t, outputs=need) if need != "all" else self.runner(t)
-            classes = None if out[0] is None else out[0].argmax(dim=1).to(torch.uint8).cpu().numpy()
-            local = None if out[1] is None else out[1][:, 0].float().cpu().numpy()
-            fused = None if out[2] is None else out[2][:, 0].float().cpu().numpy()
-            return NetOutput(classes, local, fused)
+    if output != "fused" and getattr(net, "selects_outputs", False):
+        need = "global" if output == "classes" else "local"
+        out = net(x, need)  # type: ignore[call-arg]  # a NetFn that selects outputs takes the branch too
+    else:
+        out = net(x)
+    value = getattr(out, output)
+    if value is None:
+        raise RuntimeError(f"the network pass returned no {output} output")
+    return value[0]
 
 
 def size_rule(h: int, w: int, ratio: float, max_size: int | None = MAX_SIZE) -> tuple[int, int]:
     """Network input size of reference 9.2: floor(side*r) floored to a multiple of 32, capped per side."""
     sides = []
     for n in (h, w):
-        s = int(math.floor(n * ratio))
+        s = math.floor(n * ratio)
         s -= s % 32
         if max_size is not None:
             s = min(max_size, s)
@@ -151,23 +102,13 @@ def size_rule(h: int, w: int, ratio: float, max_size: int | None = MAX_SIZE) -> 
     return sides[0], sides[1]
 
 
-def normalize(image01: np.ndarray) -> np.ndarray:
-    """R(I)*255 as float32, /255, ImageNet mean/std (reference 8.1 step 8): HxWx3 -> [1,3,H,W] float32."""
-    x = (np.asarray(image01) * 255.0).astype(np.float32) / np.float32(255.0)
-    x = (x - IMAGENET_MEAN) / IMAGENET_STD
-    return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
-
-
-def _to_rgb_uint8(image: np.ndarray) -> np.ndarray:
-    a = np.asarray(image)
-    if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3:
-        raise ImageError(f"strategies take HxWx3 uint8 RGB images, got {a.dtype} {a.shape}")
-    return a
+def _network_input(image: np.ndarray, size: tuple[int, int], resize_mode: str) -> np.ndarray:
+    """[1,3,h,w] float32 network input of an HxWx3 uint8 image resized to `size`: R(I)*255, normalised (8.1)."""
+    return normalize(resize(image, size, resize_mode) * 255.0)[None]
 
 
 def _check_mode(resize_mode: str) -> None:
-    if resize_mode not in RESIZE_MODES:
-        raise ValueError(f"unknown resize mode {resize_mode!r}; expected one of {RESIZE_MODES}")
+    check_choice("resize mode", resize_mode, RESIZE_MODES)
 
 
 def _trimap_exact(classes: np.ndarray, size: tuple[int, int], resize_mode: str) -> tuple[np.ndarray, np.ndarray]:
@@ -191,11 +132,11 @@ def predict_resize(
 ) -> np.ndarray:
     """RESIZE (9.3): alpha = R(F, (h, w)) of one pass at `ratio`. Returns HxW float32 in [0, 1]."""
     _check_mode(resize_mode)
-    image = _to_rgb_uint8(image)
+    image = array_to_rgb(image)
     h, w = image.shape[:2]
     size = size_rule(h, w, ratio, max_size)
-    out = net(normalize(resize(image, size, resize_mode)))
-    alpha = resize(out.fused[0], (h, w), resize_mode)
+    fused = _pass(net, _network_input(image, size, resize_mode), "fused")
+    alpha = resize(fused, (h, w), resize_mode)
     return np.clip(alpha, 0.0, 1.0).astype(np.float32)
 
 
@@ -204,13 +145,13 @@ def predict_hybrid(
 ) -> np.ndarray:
     """HYBRID (9.4): trimap from the 1/2 pass, local alpha of the full pass where the trimap is not 0/255."""
     _check_mode(resize_mode)
-    image = _to_rgb_uint8(image)
+    image = array_to_rgb(image)
     h, w = image.shape[:2]
-    out1 = _run(net, normalize(resize(image, size_rule(h, w, 0.5, max_size), resize_mode)), "global")
-    fg, bg = _trimap_exact(out1.classes[0], (h, w), resize_mode)
-    del out1
-    out2 = _run(net, normalize(resize(image, size_rule(h, w, 1.0, max_size), resize_mode)), "local")
-    local = resize(out2.local[0], (h, w), resize_mode)
+    classes = _pass(net, _network_input(image, size_rule(h, w, 0.5, max_size), resize_mode), "classes")
+    fg, bg = _trimap_exact(classes, (h, w), resize_mode)
+    del classes
+    local = _pass(net, _network_input(image, size_rule(h, w, 1.0, max_size), resize_mode), "local")
+    local = resize(local, (h, w), resize_mode)
     return _combine(fg, bg, local)
 
 
@@ -278,17 +219,17 @@ def predict_highres(
 ) -> np.ndarray:
     """HYBRID without the 1600 cap, bounded memory: local pass tiled when a side exceeds `single_pass_max`."""
     _check_mode(resize_mode)
-    image = _to_rgb_uint8(image)
+    image = array_to_rgb(image)
     if tile % 32 or overlap % 32 or single_pass_max % 32:
         raise ValueError("tile, overlap and single_pass_max must be multiples of 32")
     h, w = image.shape[:2]
     gsize, lsize = highres_sizes(h, w, global_max=global_max)
-    out1 = _run(net, normalize(resize(image, gsize, resize_mode)), "global")
-    fg, bg = _trimap_exact(out1.classes[0], (h, w), resize_mode)
-    del out1
+    classes = _pass(net, _network_input(image, gsize, resize_mode), "classes")
+    fg, bg = _trimap_exact(classes, (h, w), resize_mode)
+    del classes
     scaled = resize(image, lsize, resize_mode)
     if max(lsize) <= single_pass_max:
-        local = _run(net, normalize(scaled), "local").local[0]
+        local = _pass(net, normalize(scaled * 255.0)[None], "local")
     else:
         local = _tiled_local(net, scaled, tile, overlap, single_pass_max)
     del scaled
@@ -307,11 +248,50 @@ def _tiled_local(net: NetFn, scaled: np.ndarray, tile: int, overlap: int, whole_
     weight = np.zeros((lh, lw), np.float32)
     for y, th, wy in _axis_tiles(lh, tile, overlap, whole_max):
         for x, tw, wx in _axis_tiles(lw, tile, overlap, whole_max):
-            local = _run(net, normalize(scaled[y : y + th, x : x + tw]), "local").local[0]
+            local = _pass(net, normalize(scaled[y : y + th, x : x + tw] * 255.0)[None], "local")
             wt = wy[:, None] * wx[None, :]
             acc[y : y + th, x : x + tw] += local * wt
             weight[y : y + th, x : x + tw] += wt
     return acc / weight
+
+
+def _plan_resize(h: int, w: int, **_unused: Any) -> dict[str, Any]:
+    return {"passes": [("fused", size_rule(h, w, 0.5))]}
+
+
+def _plan_hybrid(h: int, w: int, **_unused: Any) -> dict[str, Any]:
+    return {"passes": [("global", size_rule(h, w, 0.5)), ("local", size_rule(h, w, 1.0))]}
+
+
+def _plan_highres(
+    h: int, w: int, *, global_max: int, single_pass_max: int, tile: int, overlap: int, **_unused: Any
+) -> dict[str, Any]:
+    gsize, lsize = highres_sizes(h, w, global_max=global_max)
+    passes: list[tuple[Any, ...]] = [("global", gsize)]
+    if max(lsize) <= single_pass_max:
+        passes.append(("local", lsize))
+    else:
+        for y, th, _ in _axis_tiles(lsize[0], tile, overlap, single_pass_max):
+            for x, tw, _ in _axis_tiles(lsize[1], tile, overlap, single_pass_max):
+                passes.append(("local-tile", (th, tw), (y, x)))
+    return {"passes": passes, "local_size": lsize}
+
+
+class _Strategy(NamedTuple):
+    predict: Callable[..., np.ndarray]  # (net, HxWx3 uint8 image, *, resize_mode, **options) -> HxW alpha
+    plan: Callable[..., dict[str, Any]]  # (h, w, **options) -> {"passes": [...], ...}
+
+
+# the one dispatch on the strategy name; its keys are p3m.choices.STRATEGIES (tests/test_infer.py checks)
+_STRATEGIES: dict[str, _Strategy] = {
+    "hybrid": _Strategy(predict_hybrid, _plan_hybrid),
+    "resize": _Strategy(predict_resize, _plan_resize),
+    "highres": _Strategy(predict_highres, _plan_highres),
+}
+
+
+def _strategy(name: str) -> _Strategy:
+    return _STRATEGIES[check_choice("strategy", name, STRATEGIES)]
 
 
 def plan_passes(
@@ -326,27 +306,12 @@ def plan_passes(
     shorter_side_limit: int | None = None,
 ) -> dict[str, Any]:
     """What the network sees for an h x w image: pass sizes (h, w) and tiles. The honest resolution policy."""
+    planner = _strategy(strategy).plan
     plan: dict[str, Any] = {"strategy": strategy, "image": (h, w)}
     if shorter_side_limit is not None and min(h, w) > shorter_side_limit:
         h, w = _limited_size(h, w, shorter_side_limit)
         plan["prescaled_to"] = (h, w)
-    if strategy == "resize":
-        plan["passes"] = [("fused", size_rule(h, w, 0.5))]
-    elif strategy == "hybrid":
-        plan["passes"] = [("global", size_rule(h, w, 0.5)), ("local", size_rule(h, w, 1.0))]
-    elif strategy == "highres":
-        gsize, lsize = highres_sizes(h, w, global_max=global_max)
-        passes = [("global", gsize)]
-        if max(lsize) <= single_pass_max:
-            passes.append(("local", lsize))
-        else:
-            for y, th, _ in _axis_tiles(lsize[0], tile, overlap, single_pass_max):
-                for x, tw, _ in _axis_tiles(lsize[1], tile, overlap, single_pass_max):
-                    passes.append(("local-tile", (th, tw), (y, x)))
-        plan["passes"] = passes
-        plan["local_size"] = lsize
-    else:
-        raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
+    plan.update(planner(h, w, global_max=global_max, single_pass_max=single_pass_max, tile=tile, overlap=overlap))
     return plan
 
 
@@ -355,13 +320,6 @@ def _limited_size(h: int, w: int, limit: int) -> tuple[int, int]:
     if h >= w:
         return int(h * limit / w), limit
     return limit, int(w * limit / h)
-
-
-_PREDICTORS: dict[str, Callable[..., np.ndarray]] = {
-    "resize": predict_resize,
-    "hybrid": predict_hybrid,
-    "highres": predict_highres,
-}
 
 
 def predict(
@@ -373,16 +331,13 @@ def predict(
     shorter_side_limit: int | None = None,
     **options: Any,
 ) -> np.ndarray:
-    """Run `strategy` on an HxWx3 uint8 image; HxW float32 alpha in [0, 1].
+    """Run `strategy` on an image array (`p3m.infer.preprocess.array_to_rgb` ranges); HxW float32 alpha in [0, 1].
 
     shorter_side_limit: the SAMPLES mode of 9.5 (1080 in the published code): a larger image is first
     `cv2.resize`d (INTER_LINEAR) to that shorter side, and alpha*255 resized back the same way.
     """
-    try:
-        fn = _PREDICTORS[strategy]
-    except KeyError:
-        raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}") from None
-    image = _to_rgb_uint8(image)
+    fn = _strategy(strategy).predict
+    image = array_to_rgb(image)
     h, w = image.shape[:2]
     if shorter_side_limit is not None and min(h, w) > shorter_side_limit:
         nh, nw = _limited_size(h, w, shorter_side_limit)

@@ -103,7 +103,7 @@ def dim_grad(pred: np.ndarray, gt: np.ndarray, trimap: np.ndarray) -> float:
 
 def matlab_colon(start: float, step: float, stop: float) -> np.ndarray:
     """MATLAB's ``start:step:stop``: the first half counted up from start, the second half down from stop."""
-    n = int(math.floor((stop - start) / step + 1e-10))
+    n = math.floor((stop - start) / step + 1e-10)
     k = np.arange(n + 1)
     return np.where(k <= n / 2, start + k * step, stop - (n - k) * step)
 

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from p3m.models import register_model
 from p3m.models.blocks import P3MOutput, check_input, conv3x3, fuse, matting_block, semantic_block, unpool
-from p3m.models.p3mnet_r34 import resnet34_mp
+from p3m.models.p3mnet_r34 import P3M_LICENCE, resnet34_mp
+from p3m.models.registry import register_model
 
 __all__ = ["BasicR34", "SideHead", "basic_r34"]
 
@@ -79,12 +79,12 @@ class BasicR34(nn.Module):
         d1_g = self.decoder1_g(d2_g)
         global_logits = self.decoder0_g(d1_g)
         # matting decoder: U-Net skip (addition) of the encoder feature instead of TFI, no sBFI
-        l = unpool(self.decoder4_l(e4), id4)
-        l = unpool(self.decoder3_l(l + e3), id3)
-        l = unpool(self.decoder2_l(l + e2), id2)
-        l = unpool(self.decoder1_l(l + e1), id1)
-        l = unpool(self.decoder0_l(l + e0p), id0)
-        local_alpha = self.decoder_final_l(l).sigmoid()
+        loc = unpool(self.decoder4_l(e4), id4)
+        loc = unpool(self.decoder3_l(loc + e3), id3)
+        loc = unpool(self.decoder2_l(loc + e2), id2)
+        loc = unpool(self.decoder1_l(loc + e1), id1)
+        loc = unpool(self.decoder0_l(loc + e0p), id0)
+        local_alpha = self.decoder_final_l(loc).sigmoid()
         return P3MOutput(
             global_logits,
             local_alpha,
@@ -95,7 +95,7 @@ class BasicR34(nn.Module):
         )
 
 
-@register_model("basic-r34", limits={"width": (2, 256)})
+@register_model("basic-r34", licence=P3M_LICENCE, limits={"width": (2, 256)})
 def basic_r34(width: int = 64) -> BasicR34:
     """BASIC baseline with the R34 encoder and decoders of P3M-Net (width 64 = published channel counts)."""
     return BasicR34(width=width)

@@ -6,7 +6,8 @@ so that state-dict keys match the released checkpoints exactly.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import itertools
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -38,14 +39,15 @@ class P3MOutput(NamedTuple):
     local_alpha:   [B,1,H,W] sigmoid alpha L of the matting branch.
     fused_alpha:   [B,1,H,W] F = L*[argmax G == 1] + [argmax G == 2].
     side2/1/0:     [B,3,H,W] full-resolution side logits of dBFI levels 2, 1, 0.
+    A pass asked for one branch (`outputs="global"` or `"local"`) leaves the outputs it did not compute None.
     """
 
-    global_logits: Tensor
-    local_alpha: Tensor
-    fused_alpha: Tensor
-    side2: Tensor
-    side1: Tensor
-    side0: Tensor
+    global_logits: Tensor | None
+    local_alpha: Tensor | None
+    fused_alpha: Tensor | None
+    side2: Tensor | None
+    side1: Tensor | None
+    side0: Tensor | None
 
 
 def fuse(global_logits: Tensor, local_alpha: Tensor) -> Tensor:
@@ -77,7 +79,7 @@ def semantic_block(channels: list[int], *, last_plain: bool = False) -> nn.Seque
     With `last_plain` the last conv has no BN/ReLU (R34 `decoder0_g` head, transformer `decoder0_g`).
     """
     layers: list[nn.Module] = []
-    pairs = list(zip(channels[:-1], channels[1:]))
+    pairs = list(itertools.pairwise(channels))
     for i, (cin, cout) in enumerate(pairs):
         if last_plain and i == len(pairs) - 1:
             layers.append(nn.Conv2d(cin, cout, 3, padding=1))
@@ -90,14 +92,14 @@ def semantic_block(channels: list[int], *, last_plain: bool = False) -> nn.Seque
 def matting_block(channels: list[int]) -> nn.Sequential:
     """Matting-decoder block: conv-BN-ReLU per (channels[i] -> channels[i+1]); unpooling is done outside."""
     layers: list[nn.Module] = []
-    for cin, cout in zip(channels[:-1], channels[1:]):
+    for cin, cout in itertools.pairwise(channels):
         layers.extend(conv_bn_relu(cin, cout))
     return nn.Sequential(*layers)
 
 
 def unpool(x: Tensor, indices: Tensor) -> Tensor:
     """max_unpool2d(kernel 2, stride 2) with the encoder's pooling indices: [B,C,h,w] -> [B,C,2h,2w]."""
-    return F.max_unpool2d(x, indices, kernel_size=2, stride=2)
+    return F.max_unpool2d(x, indices, kernel_size=(2, 2), stride=(2, 2))
 
 
 class TFI(nn.Module):
@@ -166,9 +168,7 @@ def check_outputs(outputs: str) -> None:
         raise ValueError(f"outputs must be one of {', '.join(OUTPUT_SETS)}, not {outputs!r}")
 
 
-def p3m_decode(
-    m: nn.Module, deep: Tensor, indices: list[Tensor], feas: list[Tensor], outputs: str = "all"
-) -> P3MOutput:
+def p3m_decode(m: Any, deep: Tensor, indices: list[Tensor], feas: list[Tensor], outputs: str = "all") -> P3MOutput:
     """The P3M-Net decoder wiring (reference 3.4), shared by every backbone.
 
     `m` holds `decoder{4..0}_{g,l}`, `decoder_final_l`, `tfi_{3..0}`, `sbfi_{2..0}`, `dbfi_{2..0}` and
@@ -187,18 +187,18 @@ def p3m_decode(
     g, side1 = m.dbfi_1(d2_g, deep, sides)
     d1_g = m.decoder1_g(g)
     g, side0 = m.dbfi_0(d1_g, deep, sides)
-    global_logits = m.global_head(g) if outputs != "local" else None
     if outputs == "global":
-        return P3MOutput(global_logits, None, None, None, None, None)
+        return P3MOutput(m.global_head(g), None, None, None, None, None)
     # matting decoder
-    l = unpool(m.decoder4_l(deep), id4)
-    l = unpool(m.decoder3_l(m.tfi_3(d4_g, l, f3)), id3)
-    l = unpool(m.decoder2_l(m.sbfi_2(m.tfi_2(d3_g, l, f2), stem)), id2)
-    l = unpool(m.decoder1_l(m.sbfi_1(m.tfi_1(d2_g, l, f1), stem)), id1)
-    l = unpool(m.decoder0_l(m.sbfi_0(m.tfi_0(d1_g, l, f0), stem)), id0)
-    local_alpha = m.decoder_final_l(l).sigmoid()
+    loc = unpool(m.decoder4_l(deep), id4)
+    loc = unpool(m.decoder3_l(m.tfi_3(d4_g, loc, f3)), id3)
+    loc = unpool(m.decoder2_l(m.sbfi_2(m.tfi_2(d3_g, loc, f2), stem)), id2)
+    loc = unpool(m.decoder1_l(m.sbfi_1(m.tfi_1(d2_g, loc, f1), stem)), id1)
+    loc = unpool(m.decoder0_l(m.sbfi_0(m.tfi_0(d1_g, loc, f0), stem)), id0)
+    local_alpha = m.decoder_final_l(loc).sigmoid()
     if outputs == "local":
         return P3MOutput(None, local_alpha, None, None, None, None)
+    global_logits = m.global_head(g)
     return P3MOutput(global_logits, local_alpha, fuse(global_logits, local_alpha), side2, side1, side0)
 
 

@@ -7,7 +7,8 @@ keys with a `module.` (DataParallel) prefix.
 
 p3m writes `<name>.safetensors` (each tensor once: safetensors refuses shared tensors, so the R34
 `encoderN.*` aliases are dropped and restored on load) and `<name>.json` with
-`{"arch", "arch_kwargs", "format_version", **metadata}`.
+`{"arch", "arch_kwargs", "format_version", **metadata}`. This module is the sole owner of that JSON sidecar:
+`sidecar_path` says where it is, `read_sidecar` reads and validates it; nothing else opens it.
 """
 
 from __future__ import annotations
@@ -21,18 +22,25 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from p3m.atomic import write_bytes_atomic, write_with
 from p3m.errors import CheckpointError, P3MError
+from p3m.models.registry import check_arch_kwargs, create
 
 __all__ = [
     "FORMAT_VERSION",
+    "error_reason",
+    "is_tensor_dict",
     "load_checkpoint",
     "load_model",
-    "metadata_path",
+    "read_sidecar",
     "read_state_dict",
     "save_checkpoint",
+    "sidecar_path",
+    "unpickler_reason",
 ]
 
 FORMAT_VERSION = 1
@@ -57,9 +65,40 @@ def _names(keys: list[str]) -> str:
     return shown + more
 
 
-def metadata_path(path: str | os.PathLike[str]) -> Path:
-    """JSON sidecar of a p3m checkpoint: same folder and stem, suffix `.json`."""
+def sidecar_path(path: str | os.PathLike[str]) -> Path:
+    """The JSON sidecar of a weights file: same folder and stem, suffix `.json`."""
     return Path(path).with_suffix(".json")
+
+
+def read_sidecar(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The JSON sidecar of the weights file `path`, validated -> a dict; {} when there is none.
+
+    Raises CheckpointError (one line, naming the sidecar) when it is unreadable, not a JSON object (or nested too
+    deeply to read), written by a newer p3m (`format_version` above `FORMAT_VERSION`), or names its architecture
+    with anything but a string. `arch_kwargs` is checked against the architecture when a model is built.
+    """
+    meta = sidecar_path(path)
+    if not meta.is_file():
+        return {}
+    try:
+        data = json.loads(meta.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        if isinstance(exc, RecursionError):
+            reason = "nested too deeply"
+        raise CheckpointError(f"{meta}: unreadable checkpoint metadata ({reason})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{meta}: checkpoint metadata must be a JSON object")
+    version = data.get("format_version", FORMAT_VERSION)
+    if not isinstance(version, int) or isinstance(version, bool) or not 0 < version <= FORMAT_VERSION:
+        raise CheckpointError(
+            f"{meta}: format_version {version!r} is not one this p3m reads (1..{FORMAT_VERSION}); "
+            "a newer p3m wrote it, or it was edited"
+        )
+    arch = data.get("arch")
+    if arch is not None and not isinstance(arch, str):
+        raise CheckpointError(f"{meta}: 'arch' must be an architecture name (a string), got {json.dumps(arch)[:60]}")
+    return data
 
 
 def _safetensors_path(path: str | os.PathLike[str]) -> Path:
@@ -105,9 +144,6 @@ def _read_pth(path: Path) -> Any:
 
 
 def _read_safetensors(path: Path) -> dict[str, Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     try:
         return load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
@@ -209,10 +245,7 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike[str], *, strict: b
         raise CheckpointError(f"{p}: checkpoint does not match {arch} ({len(state)} keys): " + "; ".join(parts))
     loadable = {k: v for k, v in state.items() if k in target and tuple(v.shape) == tuple(target[k].shape)}
     model.load_state_dict(loadable, strict=False)
-    metadata: dict[str, Any] = {}
-    meta_file = metadata_path(p)
-    if info["format"] == "safetensors" and meta_file.is_file():
-        metadata = _read_metadata(meta_file)
+    metadata = read_sidecar(p) if info["format"] == "safetensors" else {}
     return {
         "path": str(p),
         "format": info["format"],
@@ -222,17 +255,6 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike[str], *, strict: b
         "extra": info["extra"],
         "metadata": metadata,
     }
-
-
-def _read_metadata(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-        raise CheckpointError(f"{path}: unreadable checkpoint metadata ({reason})") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path}: checkpoint metadata must be a JSON object")
-    return data
 
 
 def _json_default(obj: Any) -> Any:
@@ -252,8 +274,6 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike[str], *, metadata:
 
     JSON: {"arch", "arch_kwargs", "format_version", **metadata}. Both writes are atomic.
     """
-    from safetensors.torch import save_file
-
     out = _safetensors_path(path)
     state = model.state_dict()
     drop = {k for group in _alias_groups(model) for k in group[1:]}  # keep the first name of each alias
@@ -272,7 +292,7 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike[str], *, metadata:
     if meta["arch"]:
         header["arch"] = str(meta["arch"])
     write_with(out, lambda tmp: save_file(tensors, tmp, metadata=header))
-    write_bytes_atomic(metadata_path(out), (meta_text + "\n").encode("utf-8"))
+    write_bytes_atomic(sidecar_path(out), (meta_text + "\n").encode("utf-8"))
     return out
 
 
@@ -290,13 +310,11 @@ def load_model(
     it: `load_model("p3mnet_pretrained_on_p3m10k.pth", arch="p3m-r34")`. An explicit `arch` must agree
     with the sidecar when both exist.
     """
-    from p3m.models import create
-
     p = Path(path)
     if p.suffix not in (".safetensors", ".pth", ".pt", ".tar", ".ckpt", ".bin") and not p.exists():
         p = _safetensors_path(p)
-    meta_file = metadata_path(p)
-    metadata = _read_metadata(meta_file) if meta_file.is_file() else {}
+    meta_file = sidecar_path(p)
+    metadata = read_sidecar(p)
     stored_arch = metadata.get("arch")
     if arch is None:
         if not stored_arch:
@@ -307,8 +325,6 @@ def load_model(
         arch = str(stored_arch)
     elif stored_arch and stored_arch != arch:
         raise CheckpointError(f"{p}: metadata says arch {stored_arch!r} but {arch!r} was requested")
-    from p3m.models import check_arch_kwargs
-
     given = (metadata.get("arch_kwargs") or {}) if arch_kwargs is None else arch_kwargs
     source = f"arch_kwargs in {meta_file.name}" if arch_kwargs is None else "arch_kwargs"
     try:

@@ -19,8 +19,8 @@ square input with values in [-1, 1], SSD anchor decoding, sigmoid scores, weight
 
 from __future__ import annotations
 
-from p3m.models import register_model
 from p3m.models.blaze_detector import BlazeDetector, DetectorSpec
+from p3m.models.registry import register_model
 from p3m.models.tflite_graph import WEIGHTS_DIR, TFLiteGraph
 
 __all__ = ["KEYPOINTS", "VARIANTS", "FaceDetector", "mediapipe_face_detection"]
@@ -34,7 +34,12 @@ VARIANTS = {
 }
 
 
-@register_model("mediapipe-face-detection")
+@register_model(
+    "mediapipe-face-detection",
+    licence="Apache-2.0 (Google, MediaPipe face detection)",
+    normalisation="signed",
+    size_multiple=0,
+)
 def mediapipe_face_detection(variant: str = "short") -> TFLiteGraph:
     """The BlazeFace network with its shipped weights: (B, 3, S, S) RGB in [-1, 1] -> (raw boxes (B, N, 16),
     score logits (B, N, 1)) for the N anchors."""

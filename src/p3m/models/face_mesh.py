@@ -26,7 +26,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from p3m.models import register_model
 from p3m.models.face_detector import FaceDetector
 from p3m.models.mediapipe_calculators import (
     Detection,
@@ -36,6 +35,7 @@ from p3m.models.mediapipe_calculators import (
     to_image,
     transform_rect,
 )
+from p3m.models.registry import register_model
 from p3m.models.tflite_graph import WEIGHTS_DIR, TFLiteGraph
 
 __all__ = [
@@ -72,7 +72,9 @@ class FaceLandmarks:
     roi: RotatedRect
 
 
-@register_model("mediapipe-face-mesh")
+@register_model(
+    "mediapipe-face-mesh", licence="Apache-2.0 (Google, MediaPipe face mesh)", normalisation="unit", size_multiple=0
+)
 def mediapipe_face_mesh() -> TFLiteGraph:
     """The face mesh network with its shipped weights: (B, 3, 192, 192) RGB in [0, 1] -> (landmarks
     (B, 1404, 1, 1): x, y, z per point in input pixels; presence logit (B, 1, 1, 1))."""

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from p3m.models import register_model
 from p3m.models.mediapipe_calculators import Detection, RotatedRect, crop, letterbox, to_image
 from p3m.models.palm_detector import PalmDetector, hand_roi
+from p3m.models.registry import register_model
 from p3m.models.tflite_graph import WEIGHTS_DIR, TFLiteGraph
 
 __all__ = ["FINGERTIPS", "INPUT_SIZE", "LANDMARKS", "Hand", "HandLandmarker", "mediapipe_hand_landmark"]
@@ -59,7 +59,9 @@ class Hand:
     palm: Detection | None
 
 
-@register_model("mediapipe-hand-landmark")
+@register_model(
+    "mediapipe-hand-landmark", licence="Apache-2.0 (Google, MediaPipe hands)", normalisation="unit", size_multiple=0
+)
 def mediapipe_hand_landmark() -> TFLiteGraph:
     """The hand landmark network with its shipped weights: (B, 3, 224, 224) RGB in [0, 1] -> (landmarks (B, 63):
     x, y, z of 21 points in input pixels; hand presence (B, 1) and handedness (B, 1), both in [0, 1]; world

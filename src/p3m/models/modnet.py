@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from p3m.models import register_model
 from p3m.models.blocks import P3MOutput, check_input
+from p3m.models.registry import register_model
 
 __all__ = [
     "Conv2dIBNormRelu",
@@ -71,7 +71,8 @@ def _conv_bn(inp: int, oup: int, kernel: int, stride: int, groups: int = 1, relu
 
 
 class InvertedResidual(nn.Module):
-    """MobileNetV2 block: [B,inp,H,W] -> [B,oup,H/s,W/s] (expand 1x1, depthwise 3x3, project 1x1; residual if s=1, inp=oup)."""
+    """MobileNetV2 block: [B,inp,H,W] -> [B,oup,H/s,W/s] (expand 1x1, depthwise 3x3, project 1x1; residual if
+    s=1, inp=oup)."""
 
     def __init__(self, inp: int, oup: int, stride: int, expand_ratio: int) -> None:
         super().__init__()
@@ -305,7 +306,7 @@ class MODNet(nn.Module):
         return P3MOutput(global_logits, detail.sigmoid(), matte.sigmoid(), global_logits, global_logits, global_logits)
 
 
-@register_model("modnet-mbv2", limits={"width": (4, 128)})
+@register_model("modnet-mbv2", licence="Apache-2.0 (MODNet authors, ZHKKKe/MODNet)", limits={"width": (4, 128)})
 def modnet_mbv2(width: int = 32) -> MODNet:
     """MODNet with a MobileNetV2 backbone; width 32 = the published model (alpha 1.0, hr_channels 32)."""
     return MODNet(width=width)

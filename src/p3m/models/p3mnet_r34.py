@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from p3m.models import register_model
 from p3m.models.blocks import (
     DBFI,
     SBFI,
@@ -24,6 +23,10 @@ from p3m.models.blocks import (
     p3m_decode,
     semantic_block,
 )
+from p3m.models.registry import register_model
+
+#: Code and published weights of P3M-Net R34 (and the BASIC baseline built from its parts).
+P3M_LICENCE = "MIT (P3M authors, JizhiziLi/P3M)"
 
 __all__ = ["BasicBlock", "P3MNetR34", "ResNetMP", "p3mnet_r34", "resnet34_mp"]
 
@@ -187,7 +190,7 @@ class P3MNetR34(nn.Module):
         return p3m_decode(self, feats[5], indices, feats[:5], outputs)
 
 
-@register_model("p3m-r34", limits={"width": (2, 256)})
+@register_model("p3m-r34", licence=P3M_LICENCE, limits={"width": (2, 256)})
 def p3mnet_r34(width: int = 64) -> P3MNetR34:
     """P3M-Net R34 (MM21); width=64 matches `p3mnet_pretrained_on_p3m10k.pth`."""
     return P3MNetR34(width=width)

@@ -8,7 +8,7 @@ Attribute names follow `ViTAE-Transformer/P3M-Net` (`encoder.*`, `decoder.*` sta
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from torch import Tensor, nn
 
@@ -22,12 +22,17 @@ from p3m.models.blocks import (
     p3m_decode,
     semantic_block,
 )
+from p3m.models.registry import register_model
+from p3m.models.swin import swin_t_encoder
+from p3m.models.vitae import vitae_s_encoder
 
 __all__ = ["SWIN_T_CHANNELS", "VITAE_S_CHANNELS", "TransformerMattingDecoder", "TransformerP3MNet"]
 
 # (deepest, level-4, level-3, level-2, level-1, stem) channels of the decoder per variant
 SWIN_T_CHANNELS: tuple[int, ...] = (768, 384, 192, 96, 96, 48)
 VITAE_S_CHANNELS: tuple[int, ...] = (512, 256, 128, 64, 64, 32)
+#: Code and published weights of the IJCV P3M-Net variants.
+P3M_NET_LICENCE = "MIT (P3M-Net authors, ViTAE-Transformer/P3M-Net)"
 
 
 class TransformerMattingDecoder(nn.Module):
@@ -85,10 +90,18 @@ class TransformerP3MNet(nn.Module):
     Published classes: `SwinStemPooling5TransformerMatting`, `ViTAE_noRC_MaxPooling_Matting`.
     """
 
-    def __init__(self, encoder: nn.Module, decoder: TransformerMattingDecoder) -> None:
+    def __init__(
+        self,
+        encoder: nn.Module,
+        decoder: TransformerMattingDecoder,
+        arch: str | None = None,
+        arch_kwargs: dict[str, int] | None = None,
+    ) -> None:
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
+        self.arch = arch  # registry name and build arguments, stored by save_checkpoint
+        self.arch_kwargs = dict(arch_kwargs or {})
 
     def forward(self, x: Tensor, outputs: str = "all") -> P3MOutput:
         """`outputs="all"`: the published six; "global" / "local" compute one branch (others None)."""
@@ -97,40 +110,15 @@ class TransformerP3MNet(nn.Module):
         return self.decoder(deep, indices, feas, outputs)
 
 
-def _import_encoder_builder(module: str, builder: str, arch: str) -> Callable[..., nn.Module]:
-    """Import `p3m.models.<module>.<builder>` lazily; a missing module gives a clear one-line error."""
-    import importlib
-
-    from p3m.errors import P3MError
-
-    try:
-        mod = importlib.import_module(f"p3m.models.{module}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"p3m.models.{module}":
-            raise
-        raise P3MError(f"cannot build {arch!r}: its encoder module p3m.models.{module} is not installed") from None
-    try:
-        return getattr(mod, builder)
-    except AttributeError:
-        raise P3MError(f"cannot build {arch!r}: p3m.models.{module} has no builder {builder}()") from None
-
-
-from p3m.models import register_model  # noqa: E402  (registry is defined before this module is imported)
-
-
-@register_model("p3m-swin-t", limits={"img_size": (32, 2048)})
+@register_model("p3m-swin-t", licence=P3M_NET_LICENCE, limits={"img_size": (32, 2048)})
 def p3mnet_swin_t(img_size: int = 512) -> TransformerP3MNet:
     """P3M-Net Swin-T (IJCV); build with img_size=512 to load state dicts strictly (reference 5.4)."""
-    encoder = _import_encoder_builder("swin", "swin_t_encoder", "p3m-swin-t")(img_size=img_size)
-    model = TransformerP3MNet(encoder, TransformerMattingDecoder(SWIN_T_CHANNELS))
-    model.arch, model.arch_kwargs = "p3m-swin-t", {"img_size": img_size}
-    return model
+    encoder = swin_t_encoder(img_size=img_size)
+    return TransformerP3MNet(encoder, TransformerMattingDecoder(SWIN_T_CHANNELS), "p3m-swin-t", {"img_size": img_size})
 
 
-@register_model("p3m-vitae-s", limits={"seed": (0, 2**63 - 1)})
+@register_model("p3m-vitae-s", licence=P3M_NET_LICENCE, limits={"seed": (0, 2**63 - 1)})
 def p3mnet_vitae_s(seed: int = 0) -> TransformerP3MNet:
     """P3M-Net ViTAE-S (IJCV); `seed` fixes the unsaved Performer random features (reference 6.4)."""
-    encoder = _import_encoder_builder("vitae", "vitae_s_encoder", "p3m-vitae-s")(seed=seed)
-    model = TransformerP3MNet(encoder, TransformerMattingDecoder(VITAE_S_CHANNELS))
-    model.arch, model.arch_kwargs = "p3m-vitae-s", {"seed": seed}
-    return model
+    encoder = vitae_s_encoder(seed=seed)
+    return TransformerP3MNet(encoder, TransformerMattingDecoder(VITAE_S_CHANNELS), "p3m-vitae-s", {"seed": seed})

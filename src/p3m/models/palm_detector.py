@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import math
 
-from p3m.models import register_model
 from p3m.models.blaze_detector import BlazeDetector, DetectorSpec
 from p3m.models.mediapipe_calculators import Detection, RotatedRect, rect_from_keypoints, transform_rect
+from p3m.models.registry import register_model
 from p3m.models.tflite_graph import WEIGHTS_DIR, TFLiteGraph
 
 __all__ = ["KEYPOINTS", "SPEC", "PalmDetector", "hand_roi", "mediapipe_palm_detection"]
@@ -27,7 +27,9 @@ KEYPOINTS = (
 SPEC = DetectorSpec(192, (8, 16, 16, 16), 1.0, 0.5, value_range=(0.0, 1.0))
 
 
-@register_model("mediapipe-palm-detection")
+@register_model(
+    "mediapipe-palm-detection", licence="Apache-2.0 (Google, MediaPipe hands)", normalisation="unit", size_multiple=0
+)
 def mediapipe_palm_detection() -> TFLiteGraph:
     """The palm detector network with its shipped weights: (B, 3, 192, 192) RGB in [0, 1] -> (raw boxes
     (B, 2016, 18), score logits (B, 2016, 1))."""

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import math
 
-from p3m.models import register_model
 from p3m.models.blaze_detector import BlazeDetector, DetectorSpec
 from p3m.models.mediapipe_calculators import Detection, RotatedRect, rect_from_alignment_points, transform_rect
+from p3m.models.registry import register_model
 from p3m.models.tflite_graph import WEIGHTS_DIR, TFLiteGraph
 
 __all__ = ["KEYPOINTS", "SPEC", "PoseDetector", "mediapipe_pose_detection", "pose_roi"]
@@ -28,7 +28,9 @@ KEYPOINTS = ("hips_center", "full_body_extent", "shoulders_center", "upper_body_
 SPEC = DetectorSpec(224, (8, 16, 32, 32, 32), 1.0, 0.5)
 
 
-@register_model("mediapipe-pose-detection")
+@register_model(
+    "mediapipe-pose-detection", licence="Apache-2.0 (Google, MediaPipe pose)", normalisation="signed", size_multiple=0
+)
 def mediapipe_pose_detection() -> TFLiteGraph:
     """The pose detector network with its shipped weights: (B, 3, 224, 224) RGB in [-1, 1] -> (raw boxes
     (B, 2254, 12), score logits (B, 2254, 1))."""

@@ -27,9 +27,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from p3m.models import register_model
 from p3m.models.mediapipe_calculators import Detection, RotatedRect, crop, letterbox, to_image, warp_to_image
 from p3m.models.pose_detector import PoseDetector, pose_roi
+from p3m.models.registry import register_model
 from p3m.models.tflite_graph import WEIGHTS_DIR, TFLiteGraph
 
 __all__ = ["INPUT_SIZE", "LANDMARKS", "Pose", "PoseLandmarker", "mediapipe_pose_landmark", "refine_from_heatmap"]
@@ -65,7 +65,9 @@ class Pose:
     detection: Detection | None
 
 
-@register_model("mediapipe-pose-landmark")
+@register_model(
+    "mediapipe-pose-landmark", licence="Apache-2.0 (Google, MediaPipe pose)", normalisation="unit", size_multiple=0
+)
 def mediapipe_pose_landmark() -> TFLiteGraph:
     """The BlazePose GHUM 3D (full) network with its shipped weights: (B, 3, 256, 256) RGB in [0, 1] ->
     (landmarks (B, 195): x, y, z, visibility and presence logits of 39 points, in input pixels; pose presence

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from p3m.models import register_model
+from p3m.models.registry import register_model
 from p3m.models.tflite_graph import WEIGHTS_DIR, TFLiteGraph
 
 __all__ = ["WEIGHTS", "SelfieSegmentation", "weights_path"]
@@ -38,7 +38,12 @@ class SelfieSegmentation(TFLiteGraph):
         return prob
 
 
-@register_model("mediapipe-selfie")
+@register_model(
+    "mediapipe-selfie",
+    licence="Apache-2.0 (Google, MediaPipe selfie segmentation)",
+    normalisation="unit",
+    size_multiple=0,
+)
 def mediapipe_selfie(variant: str = "general") -> SelfieSegmentation:
     """MediaPipe selfie segmentation with its shipped weights (variant "general" or "landscape")."""
     if variant not in WEIGHTS:

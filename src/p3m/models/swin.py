@@ -65,7 +65,7 @@ def relative_position_index(window_size: int) -> Tensor:
 
 
 def _padded(size: int, window_size: int) -> int:
-    return int(math.ceil(size / window_size)) * window_size
+    return math.ceil(size / window_size) * window_size
 
 
 def window_attention_mask(
@@ -185,6 +185,8 @@ class PoolingPatchMerging(nn.Module):
 class WindowAttention(nn.Module):
     """[B*nW, ws*ws, C] -> [B*nW, ws*ws, C]; multi-head attention with relative position bias and mask."""
 
+    relative_position_index: Tensor  # a buffer
+
     def __init__(self, dim: int, window_size: int, num_heads: int, qkv_bias: bool = True) -> None:
         super().__init__()
         self.window_size = window_size
@@ -219,6 +221,8 @@ class WindowAttention(nn.Module):
 class SwinBlock(nn.Module):
     """[B, H*W, C] -> [B, H*W, C]; (shifted) window attention on the zero-padded map, then MLP."""
 
+    attn_mask: Tensor  # a buffer
+
     def __init__(
         self,
         dim: int,
@@ -231,7 +235,7 @@ class SwinBlock(nn.Module):
         drop_path: float = 0.0,
     ) -> None:
         super().__init__()
-        self.input_resolution = tuple(input_resolution)
+        self.input_resolution = (input_resolution[0], input_resolution[1])
         self.window_size = window_size
         self.shift_size = shift_size
         self.norm1 = nn.LayerNorm(dim)

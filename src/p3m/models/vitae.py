@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .swin import Mlp, PoolingPatchMerging, StemPoolingPatchEmbed, init_transformer_weights
+from p3m.models.swin import Mlp, PoolingPatchMerging, StemPoolingPatchEmbed, init_transformer_weights
 
 __all__ = [
     "PERFORMER_EPSILON",
@@ -63,6 +63,8 @@ def positive_random_features(x: Tensor, w: Tensor) -> Tensor:
 
 class PerformerAttention(nn.Module):
     """[B, N, C] -> [B, N, C]; softmax-kernel attention via positive orthogonal random features."""
+
+    w: Tensor  # the random features, a buffer
 
     def __init__(
         self,
@@ -162,7 +164,7 @@ class NormalCell(nn.Module):
         self.PCM = parallel_convolution_module(dim, groups, mlp_ratio)
 
     def forward(self, x: Tensor, size: tuple[int, int]) -> Tensor:
-        b, n, c = x.shape
+        b, _, c = x.shape
         # PCM sees the cell input (before attention), as officially.
         conv = self.PCM(x.transpose(1, 2).reshape(b, c, size[0], size[1])).flatten(2).transpose(1, 2)
         x = x + self.attn(self.norm1(x))

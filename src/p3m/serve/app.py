@@ -97,7 +97,7 @@ def _load_matter(settings: ServeSettings) -> tuple[Any | None, str]:
         with warnings.catch_warnings():  # a model warning is announced and shown on the page instead
             warnings.simplefilter("ignore")
             matter = Matter(
-                model=settings.model,
+                arch=settings.model,
                 weights=settings.weights,
                 device=settings.device,
                 strategy=settings.strategy,
@@ -215,10 +215,10 @@ def _add_info_routes(app: FastAPI, services: Services, version: str) -> None:
 
     @app.get("/v1/models", summary="The loaded model and the model folder")
     async def models() -> dict[str, Any]:
-        from p3m import model_store
+        from p3m.models.store import list_weights
 
         try:  # listing reads checkpoint headers: off the event loop
-            entries = await asyncio.to_thread(model_store.list_models)
+            entries = await asyncio.to_thread(list_weights)
             available = [{"name": e.name, "arch": e.arch, "format": e.format, "origin": e.origin} for e in entries]
         except P3MError as exc:
             available, problem = [], str(exc)
@@ -246,7 +246,7 @@ def _loaded_model(matter: Any) -> dict[str, Any] | None:
         "backend": matter.backend,
         "precision": matter.precision,
         "strategy": matter.strategy,
-        "route": matter.route is not None,
+        "route": not matter.session.uses_strategies,
         "warning": matter.model_warning,
     }
 

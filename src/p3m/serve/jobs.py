@@ -69,14 +69,7 @@ def matte_job(
     job = copy.copy(matter)  # shares the network (its lock serialises passes); strategy is per request
     job.strategy = strategy
     result = job.matte(rgb, foreground=output != "alpha")
-    if output == "alpha":
-        pixels = result.alpha_uint8()
-    elif output == "rgba":
-        pixels = result.cutout
-    elif output == "fg":
-        pixels = result.foreground
-    else:
-        pixels = result.composite(background)
+    pixels = result.render(output, background)
     t0 = time.perf_counter()
     png = encode_image(pixels, "png")
     seconds = dict(result.info["seconds"], encode=time.perf_counter() - t0)

@@ -46,21 +46,19 @@ from p3m.data.obfuscate import obfuscate, private_area
 from p3m.data.p3m10k import open_dataset, resolve_image_paths
 from p3m.data.trimap import random_kernel_size, trimap_crop, trimap_from_alpha
 from p3m.errors import DatasetError, P3MError
+from p3m.infer.preprocess import normalize
 from p3m.io import read_image, read_mask
 from p3m.train.config import CopyPasteConfig, DataConfig
 from p3m.train.copy_paste import FaceBank, copy_where, paste_face
 from p3m.train.fg_cache import default_cache_dir, load_or_estimate
 
 __all__ = [
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
     "P3MTrainDataset",
     "ResumableSampler",
     "augment_sample",
     "choose_crop",
     "crop_resize",
     "make_loader",
-    "normalize",
     "prepare_batch",
     "requantize_trimap",
     "resolve_workers",
@@ -71,14 +69,6 @@ __all__ = [
 
 MAX_REPLACEMENTS = 16  # readable samples tried in place of an unreadable one
 MAX_AUTO_WORKERS = 16  # the most DataLoader workers data.workers = null (automatic) starts per process
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
-
-
-def normalize(rgb_u8: np.ndarray) -> torch.Tensor:
-    """HxWx3 uint8 -> [3,H,W] float32: x/255, then (x - mean)/std per channel (§8.1 step 8)."""
-    x = (rgb_u8.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
-    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
 
 
 def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
@@ -263,7 +253,7 @@ def _conversion_table() -> torch.Tensor:
     the 256 byte values.
     """
     values = np.arange(256, dtype=np.uint8)
-    rgb = normalize(np.repeat(values[None, :, None], 3, axis=2))[:, 0, :]  # [3, 256]
+    rgb = torch.from_numpy(normalize(np.repeat(values[None, :, None], 3, axis=2)))[:, 0, :]  # [3, 256]
     alpha = torch.from_numpy(values.astype(np.float32) / 255.0)[None]  # the old item's alpha formula
     return torch.cat([rgb, alpha]).contiguous()
 

@@ -35,10 +35,12 @@ from p3m.atomic import is_temporary, write_bytes_atomic, write_with
 from p3m.data.p3m10k import P3M10k, open_dataset
 from p3m.data.synth import is_synth_output
 from p3m.errors import P3MError
+from p3m.infer.preprocess import normalize
+from p3m.infer.runtime import autocast_dtype, resolve_device
 from p3m.io import read_image, read_mask
 from p3m.metrics.evaluate import evaluate_arrays
-from p3m.model_store import register
 from p3m.models.checkpoint import error_reason, load_checkpoint, read_state_dict, save_checkpoint
+from p3m.models.store import register
 from p3m.train.config import LoopConfig, OptimConfig, TrainConfig, config_from_dict, config_to_dict, load_config
 from p3m.train.data import P3MTrainDataset, ResumableSampler, make_loader, prepare_batch
 from p3m.train.resume import RESUME_FILE, load_resume, rng_state, set_rng_state
@@ -109,30 +111,6 @@ def _init_distributed(device_pref: str) -> _Dist:
     return info
 
 
-def _pick_device(pref: str, info: _Dist) -> torch.device:
-    if pref == "auto":
-        return torch.device(f"cuda:{info.local_rank}" if torch.cuda.is_available() else "cpu")
-    device = torch.device(pref)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise P3MError(f"train.device is {pref!r} but CUDA is not available")
-        if device.index is None:
-            device = torch.device(f"cuda:{info.local_rank}")
-    return device
-
-
-def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype of ``train.amp``; "auto" is bf16 where the device runs it natively (CUDA with bf16,
-    CPUs with AVX512-BF16/AMX), else no autocast."""
-    if amp == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-        from p3m.models.fast import cpu_supports_bf16
-
-        return torch.bfloat16 if device.type == "cpu" and cpu_supports_bf16() else None
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
-
-
 # ---------------------------------------------------------------------------------------- validation
 
 
@@ -151,8 +129,6 @@ def predict_resize(
     """
     import cv2
 
-    from p3m.train.data import normalize
-
     h, w = image_u8.shape[:2]
 
     def side(n: int) -> int:
@@ -160,7 +136,7 @@ def predict_resize(
         return max(32, min(max_side - max_side % 32, s - s % 32))
 
     hs, ws = side(h), side(w)
-    x = normalize(cv2.resize(image_u8, (ws, hs), interpolation=cv2.INTER_LINEAR))[None].to(device)
+    x = torch.from_numpy(normalize(cv2.resize(image_u8, (ws, hs), interpolation=cv2.INTER_LINEAR)))[None].to(device)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
@@ -377,7 +353,7 @@ def train(
 def _train(cfg: TrainConfig, folder: RunFolder, info: _Dist, *, progress: bool) -> TrainResult:
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    device = _pick_device(cfg.train.device, info)
+    device = torch.device(resolve_device(cfg.train.device, local_rank=info.local_rank, fix="train.device=cpu"))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed-size crops: pick the fastest convolution once
     if info.main:
@@ -463,7 +439,7 @@ class _Run:
             capturable=cfg.train.cuda_graph,
             device=device,
         )
-        amp_dtype = _amp_dtype(cfg.train.amp, device)
+        amp_dtype = autocast_dtype(cfg.train.amp, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
         self.step, self.best = 0, {}
         if state is not None:
@@ -482,7 +458,7 @@ class _Run:
         }
         if info.main and not folder.taking_over:
             self._write_config()
-        # recorded so that using these weights on real photos warns (p3m.model_store.trained_on_synthetic)
+        # recorded so that using these weights on real photos warns (p3m.models.store.trained_on_synthetic)
         self.meta = {"name": cfg.name, "recipe": "p3m-train", "dataset_synthetic": is_synth_output(cfg.data.root)}
         self.last_validated = -1
         self.window_images, self.window_start = 0, time.perf_counter()

@@ -1,11 +1,12 @@
-"""The toolkit's model folder: where trained and downloaded checkpoints live, by name.
+"""The toolkit's model folder: where trained and downloaded weights live, by name.
 
 Folder: `$P3M_HOME/models` (default `~/.p3m/models`). `p3m demo` and `p3m train --set register_as=NAME`
 call `register`, which copies the checkpoint (and its JSON sidecar) in and records it in `index.json`; users
 may also drop published files (`p3mnet_pretrained_on_p3m10k.pth`, `*.safetensors`, exported `*.onnx`) into
-the folder. `list_models` reports both, plus the built-in `portrait-cf` route (shipped with the package),
+the folder. `list_weights` reports both, plus the built-in `portrait-cf` route (shipped with the package),
 guessing the architecture of dropped files from their key names without unpickling anything unsafe
-(weights-only loading; safetensors and ONNX headers only).
+(weights-only loading; safetensors and ONNX headers only). Architectures (what `create` builds) are another list:
+`p3m.models.list_architectures`.
 
 The default model (no name given) is the published P3M-Net checkpoint when it is in the folder, else the
 built-in `portrait-cf`; every other model is used only when named.
@@ -22,18 +23,29 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+from safetensors import safe_open
+from torch import nn
+
 from p3m.atomic import copy_file_atomic, write_bytes_atomic
 from p3m.errors import CheckpointError
+from p3m.models.checkpoint import load_model, read_sidecar, sidecar_path
+from p3m.models.selfie import weights_path as selfie_weights_path
 
 __all__ = [
     "BUILTIN",
+    "BUILTIN_LICENCE",
+    "DEFAULT_ARCH",
     "PUBLISHED_R34",
     "WEIGHT_SUFFIXES",
     "ModelEntry",
     "builtin_entry",
+    "choose_arch",
     "default_model",
+    "entry_as_dict",
     "guess_arch",
-    "list_models",
+    "list_weights",
+    "load_network",
     "missing_weights_help",
     "model_home",
     "register",
@@ -48,6 +60,8 @@ PUBLISHED_LICENCE = "MIT (P3M authors)"
 # the built-in route (p3m.infer.portrait): its name is also its "architecture"; it cannot be registered over
 BUILTIN = "portrait-cf"
 BUILTIN_LICENCE = "Apache-2.0 (MediaPipe selfie segmentation weights)"
+#: What an unlabelled torch weights file is taken for: the architecture of the published checkpoint.
+DEFAULT_ARCH = "p3m-r34"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # key prefixes that identify an architecture (reference 4.5, 5.3, 6.3)
 _ARCH_KEYS = (
@@ -73,11 +87,15 @@ class ModelEntry:
 
 def builtin_entry() -> ModelEntry:
     """The built-in `portrait-cf` route: shipped segmentation weights, nothing to download or train."""
-    from importlib import resources
-
-    path = Path(str(resources.files("p3m") / "models" / "weights" / "selfie_segmentation.safetensors"))
     return ModelEntry(
-        BUILTIN, path, BUILTIN, "built-in: segmentation + closed-form", "", "builtin", False, BUILTIN_LICENCE
+        BUILTIN,
+        selfie_weights_path(),
+        BUILTIN,
+        "built-in: segmentation + closed-form",
+        "",
+        "builtin",
+        False,
+        BUILTIN_LICENCE,
     )
 
 
@@ -146,9 +164,9 @@ def register(checkpoint_path: str | os.PathLike[str], name: str, *, arch: str, o
         dst = home / f"{name}{src.suffix}"
         if src.resolve() != dst.resolve():
             copy_file_atomic(src, dst)
-        sidecar = src.with_suffix(".json")
-        if src.suffix != ".json" and sidecar.is_file() and sidecar.resolve() != dst.with_suffix(".json").resolve():
-            copy_file_atomic(sidecar, dst.with_suffix(".json"))
+        sidecar, stored_sidecar = sidecar_path(src), sidecar_path(dst)
+        if src.suffix != ".json" and sidecar.is_file() and sidecar.resolve() != stored_sidecar.resolve():
+            copy_file_atomic(sidecar, stored_sidecar)
         stored: str = dst.name
         path = dst
     else:
@@ -160,16 +178,12 @@ def register(checkpoint_path: str | os.PathLike[str], name: str, *, arch: str, o
     return path
 
 
-def _sidecar(path: Path) -> dict[str, Any]:
-    """The p3m JSON sidecar of a checkpoint as a dict; {} when absent or unreadable."""
-    meta = path.with_suffix(".json")
-    if not meta.is_file():
-        return {}
+def _sidecar_or_nothing(path: Path) -> dict[str, Any]:
+    """The sidecar of a weights file for listing and guessing: {} when absent or invalid (loading says why)."""
     try:
-        data = json.loads(meta.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return read_sidecar(path)
+    except CheckpointError:
         return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _stored_path(home: Path, record: dict[str, Any]) -> Path:
@@ -179,7 +193,7 @@ def _stored_path(home: Path, record: dict[str, Any]) -> Path:
 
 
 def _sidecar_arch(path: Path) -> tuple[str | None, dict[str, Any]]:
-    data = _sidecar(path)
+    data = _sidecar_or_nothing(path)
     if not data.get("arch"):
         return None, {}
     kwargs = data.get("arch_kwargs") or {}
@@ -207,7 +221,7 @@ def guess_arch(path: str | os.PathLike[str]) -> tuple[str | None, dict[str, Any]
         return arch, kwargs
     try:
         if p.suffix == ".onnx":
-            import onnx
+            import onnx  # only for a dropped .onnx file: the onnx package costs start-up time otherwise
 
             model = onnx.load(str(p), load_external_data=False)
             props = {q.key: q.value for q in model.metadata_props}
@@ -215,8 +229,6 @@ def guess_arch(path: str | os.PathLike[str]) -> tuple[str | None, dict[str, Any]
             kwargs = json.loads(props.get("arch_kwargs", "{}"))
             return arch, kwargs
         if p.suffix == ".safetensors":
-            from safetensors import safe_open
-
             with safe_open(str(p), framework="pt") as f:
                 header = f.metadata() or {}
                 keys = list(f.keys())
@@ -225,8 +237,6 @@ def guess_arch(path: str | os.PathLike[str]) -> tuple[str | None, dict[str, Any]
                     width = f.get_slice("resnet.conv1.weight").get_shape()[0]
                     kwargs = {} if width == 64 else {"width": int(width)}
             return arch, kwargs
-        import torch
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
@@ -249,7 +259,7 @@ def guess_arch(path: str | os.PathLike[str]) -> tuple[str | None, dict[str, Any]
     return None, {}
 
 
-def list_models() -> list[ModelEntry]:
+def list_weights() -> list[ModelEntry]:
     """The built-in route, registered models (index) and weight files dropped into the folder, sorted by name."""
     home = model_home()
     entries: dict[str, ModelEntry] = {BUILTIN: builtin_entry()}
@@ -296,7 +306,7 @@ def default_model(arch: str | None = None, fmt: str | None = None) -> ModelEntry
     # files whose architecture cannot be told (e.g. an ImageNet backbone dropped there) are never picked
     candidates = [
         e
-        for e in list_models()
+        for e in list_weights()
         if e.arch is not None and (arch is None or e.arch == arch) and (fmt is None or e.format == fmt)
     ]
     for e in candidates:
@@ -319,12 +329,12 @@ def resolve(name_or_path: str | os.PathLike[str]) -> tuple[Path, str | None]:
         arch, _ = guess_arch(p)
         return p, arch
     name = str(name_or_path)
-    for e in list_models():
+    for e in list_weights():
         if e.name == name or e.path.name == name:
             return e.path, e.arch
     if any(sep in name for sep in ("/", os.sep)) or p.suffix in WEIGHT_SUFFIXES:
         raise CheckpointError(f"{p}: weights file not found")
-    known = ", ".join(e.name for e in list_models())
+    known = ", ".join(e.name for e in list_weights())
     if known:
         raise CheckpointError(f"no model named {name!r} in {model_home()} (available: {known}); see `p3m models`")
     raise CheckpointError(f"no model named {name!r}: {missing_weights_help()}")
@@ -333,7 +343,7 @@ def resolve(name_or_path: str | os.PathLike[str]) -> tuple[Path, str | None]:
 def trained_on_synthetic(path: str | os.PathLike[str]) -> bool:
     """True for weights trained on drawn portraits: the trainer's sidecar says so, or `p3m demo` registered them."""
     p = Path(path)
-    if _sidecar(p).get("dataset_synthetic"):
+    if _sidecar_or_nothing(p).get("dataset_synthetic"):
         return True
     home = model_home()
     try:
@@ -351,3 +361,28 @@ def entry_as_dict(entry: ModelEntry) -> dict[str, Any]:
     d = asdict(entry)
     d["path"] = str(entry.path)
     return d
+
+
+def choose_arch(path: Path, found: str | None, requested: str | None) -> str | None:
+    """The architecture to build for the weights at `path`.
+
+    `found`: what the file says (its sidecar, header or key names); `requested`: what the user asked for. They
+    must agree when both are known; an unlabelled torch file is taken for `DEFAULT_ARCH`; an ONNX file without
+    metadata stays None (its graph is the model).
+    """
+    if requested is not None and found is not None and found != requested:
+        raise CheckpointError(f"{path}: holds a {found} model but {requested!r} was requested")
+    arch = found or requested
+    if arch is None and path.suffix != ".onnx":
+        arch = DEFAULT_ARCH
+    return arch
+
+
+def load_network(path: Path, arch: str, *, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Build `arch` and load the torch weights at `path` -> (model in eval mode, metadata).
+
+    p3m checkpoints carry their construction arguments in the sidecar; for other files (e.g. a published `.pth`)
+    they are guessed from the tensors (`guess_arch`, e.g. the R34 width).
+    """
+    guessed = {} if sidecar_path(path).is_file() else guess_arch(path)[1]
+    return load_model(path, arch=arch, arch_kwargs=guessed or None, device=device)

@@ -1,0 +1,328 @@
+"""The inference runtime: where a network runs and in which precision, and the engines that run one pass.
+
+- `resolve_device(name)`: "auto" / "cpu" / "cuda" / "cuda:N" -> a device string; an unavailable CUDA request is a
+  one-line `DeviceError`, never a silent CPU fallback. Inference, training and the server all use it.
+- `resolve_precision(name, device)`: "auto" / "fp32" / "bf16" / "fp16" -> the precision that runs
+  (`DTYPES` maps it to a torch dtype); `autocast_dtype` is the training loop's view of the same rule.
+- `InferenceRunner(model, device, precision)`: `runner(x) -> P3MOutput` in fp32 from a private copy of the model
+  cast to the precision (channels_last; one CUDA graph per input shape when asked).
+- `TorchNet` and `OnnxNet`: the two `NetFn` engines the test strategies (`p3m.infer.strategies`) drive, one over a
+  torch model, one over an exported ONNX file with ONNX Runtime.
+
+Why whole-model casts by default instead of `torch.autocast`: on the AMX-capable 2-core dev CPU,
+R34 at 512x512 (after warm-up) took 0.87 s fp32 NCHW, 0.61 s fp32 channels_last, 0.27 s bf16
+autocast and 0.21 s bf16 cast, with the same alpha error (~5e-3 on random weights): autocast re-casts
+the weights on every call. BatchNorm in bf16 is fine for inference (eval-mode BN is a per-channel
+affine map). `InferenceRunner(..., autocast=True)` keeps fp32 weights and uses autocast instead.
+oneDNN builds its kernels during the first two calls per input shape: warm up before timing.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import os
+import threading
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from p3m.choices import DEVICES_HELP, PRECISIONS, check_choice
+from p3m.errors import CheckpointError, DeviceError
+from p3m.infer.strategies import NetOutput
+from p3m.models.blocks import P3MOutput, check_input, check_outputs
+
+__all__ = [
+    "DTYPES",
+    "ONNX_OUTPUT_NAMES",
+    "InferenceRunner",
+    "OnnxNet",
+    "TorchNet",
+    "autocast_dtype",
+    "native_bf16",
+    "prepare_for_inference",
+    "resolve_device",
+    "resolve_precision",
+]
+
+#: Torch dtype of each resolved precision name.
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: The outputs of a p3m ONNX export that the strategies use (the side outputs only matter for training).
+ONNX_OUTPUT_NAMES = ("global_logits", "local_alpha", "fused_alpha")
+
+
+def resolve_device(device: str = "auto", *, local_rank: int | None = None, fix: str = "--device cpu") -> str:
+    """ "auto" -> "cuda" if available else "cpu"; an explicit CUDA request without CUDA raises DeviceError.
+
+    local_rank: a distributed worker's GPU, used for "auto" and an index-less "cuda" (training under torchrun).
+    fix: what the error message suggests instead (the option that chose the device).
+    """
+    if device == "auto":
+        if not torch.cuda.is_available():
+            return "cpu"
+        return "cuda" if local_rank is None else f"cuda:{local_rank}"
+    if device == "cpu":
+        return "cpu"
+    if device == "cuda" or device.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            why = "this torch build has no CUDA support" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise DeviceError(f"device {device!r} requested but CUDA is unavailable ({why}); use {fix}")
+        index_text = device.split(":", 1)[1] if ":" in device else None
+        if index_text is not None and not index_text.isdigit():
+            raise DeviceError(f"unknown device {device!r}; use {DEVICES_HELP}")
+        index = int(index_text) if index_text is not None else (local_rank or 0)
+        if index >= torch.cuda.device_count():
+            raise DeviceError(f"device {device!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+        return device if index_text is not None or local_rank is None else f"cuda:{index}"
+    raise DeviceError(f"unknown device {device!r}; use {DEVICES_HELP}")
+
+
+def native_bf16(device: str | torch.device) -> bool:
+    """True where bf16 runs natively: CUDA GPUs with bf16, CPUs whose oneDNN has bf16 kernels (AVX512-BF16/AMX)."""
+    kind = torch.device(device).type
+    if kind == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if kind != "cpu":
+        return False
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_precision(precision: str, device: str | torch.device, *, training: bool = False) -> str:
+    """The precision that runs on `device` for a requested one of `p3m.choices.PRECISIONS` -> "fp32", "bf16", "fp16".
+
+    "auto": bf16 where it runs natively (`native_bf16`); else, for inference, fp16 on CUDA and fp32 elsewhere.
+    For training (`training=True`) "auto" never picks fp16: it would need loss scaling, so it falls back to fp32.
+    An unknown name raises ChoiceError (one line).
+    """
+    check_choice("precision", precision, PRECISIONS)
+    if precision != "auto":
+        return precision
+    if native_bf16(device):
+        return "bf16"
+    return "fp16" if torch.device(device).type == "cuda" and not training else "fp32"
+
+
+def autocast_dtype(amp: str, device: str | torch.device) -> torch.dtype | None:
+    """The training loop's autocast dtype for `train.amp` ("none", "fp32", "bf16", "fp16", "auto"): the
+    `resolve_precision(..., training=True)` rule, None meaning "no autocast" (fp32)."""
+    if amp == "none":
+        return None
+    dtype = DTYPES[resolve_precision(amp, device, training=True)]
+    return None if dtype == torch.float32 else dtype
+
+
+def prepare_for_inference(
+    model: nn.Module,
+    device: str | torch.device,
+    *,
+    precision: str = "auto",
+    channels_last: bool = True,
+) -> nn.Module:
+    """Put `model` in eval mode on `device`, cast to `precision`, channels_last; in place, returns it.
+
+    The model then expects inputs of that dtype (use `InferenceRunner` to get casts both ways).
+    """
+    dtype = DTYPES[resolve_precision(precision, device)]
+    model.eval().requires_grad_(False)
+    model.to(device=torch.device(device), dtype=dtype)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stub lacks this overload
+    return model
+
+
+class InferenceRunner:
+    """Fast inference: `runner(x [B,3,H,W] float) -> P3MOutput` with fp32 outputs on `device`.
+
+    Works on a private copy of `model` (the caller's model is left untouched unless copy_model=False),
+    with its weights cast to the precision; autocast=True keeps fp32 weights and runs under
+    torch.autocast instead.
+    With cuda_graphs=True on a CUDA device, one graph is captured per input shape (and output set) and
+    replayed; shapes whose capture fails run eagerly. `runner(x, outputs="global"|"local")` asks a P3M-Net for one
+    branch only (see `p3m.models.blocks.OUTPUT_SETS`); the outputs not computed are None.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        device: str | torch.device = "cpu",
+        precision: str = "auto",
+        cuda_graphs: bool = False,
+        *,
+        channels_last: bool = True,
+        copy_model: bool = True,
+        autocast: bool = False,
+        warmup_iters: int = 3,
+    ) -> None:
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        precision = resolve_precision(precision, self.device)
+        self.dtype = DTYPES[precision]
+        self.channels_last = channels_last
+        self.cuda_graphs = bool(cuda_graphs) and self.device.type == "cuda"
+        self.warmup_iters = warmup_iters
+        # autocast: fp32 weights, low-precision compute chosen per op by torch.autocast
+        self.autocast = bool(autocast) and self.dtype != torch.float32
+        src = copy.deepcopy(model) if copy_model else model
+        self.model = prepare_for_inference(
+            src, self.device, precision="fp32" if self.autocast else precision, channels_last=channels_last
+        )
+        # (shape, outputs) -> (graph, static input, static outputs); None marks a capture that failed
+        self._graphs: dict[tuple[Any, ...], Any] = {}
+
+    def _to_input(self, x: Tensor) -> Tensor:
+        x = x.to(self.device, dtype=torch.float32 if self.autocast else self.dtype, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def _capture(self, x: Tensor, outputs: str) -> Any:
+        static_in = x.clone()
+        stream = torch.cuda.Stream(self.device)
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(stream):
+            for _ in range(max(1, self.warmup_iters)):
+                self._forward(static_in, outputs)
+        torch.cuda.current_stream(self.device).wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = self._forward(static_in, outputs)
+        return graph, static_in, static_out
+
+    def _forward(self, x: Tensor, outputs: str = "all") -> Any:
+        # models without branch selection (e.g. MODNet) are only ever asked for "all"
+        kwargs = {} if outputs == "all" else {"outputs": outputs}
+        if self.autocast:
+            # the autocast weight cache must be off while a CUDA graph is captured
+            with torch.autocast(self.device.type, dtype=self.dtype, cache_enabled=not self.cuda_graphs):
+                return self.model(x, **kwargs)
+        return self.model(x, **kwargs)
+
+    def _replay(self, x: Tensor, outputs: str) -> P3MOutput | None:
+        """The outputs of the CUDA graph of this input shape (captured on first use); None where capture failed."""
+        key = (*x.shape, outputs)
+        if key not in self._graphs:
+            try:
+                self._graphs[key] = self._capture(x, outputs)
+            except Exception as exc:  # capture is best effort: any failure means eager for this shape
+                warnings.warn(f"CUDA graph capture failed for input {key}, running eagerly: {exc}", stacklevel=3)
+                self._graphs[key] = None
+        entry = self._graphs[key]
+        if entry is None:
+            return None
+        graph, static_in, static_out = entry
+        static_in.copy_(x)
+        graph.replay()
+        # copies: the static outputs are overwritten by the next replay
+        return P3MOutput(
+            *(None if o is None else o.float().clone() if o.dtype == torch.float32 else o.float() for o in static_out)
+        )
+
+    @torch.no_grad()
+    def __call__(self, x: Tensor, outputs: str = "all") -> P3MOutput:
+        check_input(x)
+        check_outputs(outputs)
+        x = self._to_input(x)
+        if self.cuda_graphs:
+            replayed = self._replay(x, outputs)
+            if replayed is not None:
+                return replayed
+        out = self._forward(x, outputs)
+        return P3MOutput(*(None if o is None else o.float().contiguous() for o in out))
+
+    @property
+    def captured_shapes(self) -> list[tuple[int, ...]]:
+        """Input shapes with a captured CUDA graph."""
+        return list(dict.fromkeys(k[:-1] for k, v in self._graphs.items() if v is not None))
+
+
+class TorchNet:
+    """NetFn over a torch P3M-Net (anything returning P3MOutput-like `(G, L, F, ...)`).
+
+    precision: "fp32", "bf16" or "fp16". nn.Modules run through `InferenceRunner` (a private copy of the model cast
+    to that dtype, channels_last; on CUDA one CUDA graph per input shape when cuda_graphs is on, the default there).
+    A lock serialises calls, so one instance can be shared by threads.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        device: str = "cpu",
+        precision: str = "fp32",
+        channels_last: bool = True,
+        cuda_graphs: bool | None = None,
+    ) -> None:
+        check_choice("resolved precision", precision, tuple(DTYPES))
+        self.device = torch.device(device)
+        self.precision = precision
+        if cuda_graphs is None:
+            cuda_graphs = self.device.type == "cuda"
+        self.selects_outputs = False
+        if isinstance(model, nn.Module):
+            self.runner: Callable[..., Any] = InferenceRunner(
+                model, self.device, precision, cuda_graphs, channels_last=channels_last
+            )
+            # P3M-Nets can skip the branch a pass does not use (the semantic one's 1/2 pass, the matting one's
+            # full pass in HYBRID); other models compute everything
+            self.selects_outputs = "outputs" in inspect.signature(model.forward).parameters
+        else:  # a plain callable (tests, wrappers): fp32 on the given device
+            self.runner = model
+        self._lock = threading.Lock()
+
+    def __call__(self, x: np.ndarray, need: str = "all") -> NetOutput:
+        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
+        with self._lock, torch.inference_mode():
+            out = self.runner(t, outputs=need) if need != "all" else self.runner(t)
+            classes = None if out[0] is None else out[0].argmax(dim=1).to(torch.uint8).cpu().numpy()
+            local = None if out[1] is None else out[1][:, 0].float().cpu().numpy()
+            fused = None if out[2] is None else out[2][:, 0].float().cpu().numpy()
+            return NetOutput(classes, local, fused)
+
+
+class OnnxNet:
+    """NetFn over an exported .onnx file with ONNX Runtime (CPU, or CUDA when asked and available)."""
+
+    def __init__(self, path: str | os.PathLike[str], device: str = "cpu", threads: int | None = None) -> None:
+        # onnxruntime only when an ONNX file is run: it costs start-up time every other run would pay for nothing
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise CheckpointError(f"{self.path}: ONNX model not found")
+        providers = ["CPUExecutionProvider"]
+        if device.startswith("cuda"):
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise DeviceError(
+                    f"device {device!r} requested but onnxruntime has no CUDA provider "
+                    "(install onnxruntime-gpu) ; use --device cpu"
+                )
+            providers = ["CUDAExecutionProvider"]
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=providers)
+        except Exception as exc:
+            raise CheckpointError(f"{self.path}: not a loadable ONNX model ({type(exc).__name__}: {exc})") from None
+        names = [o.name for o in self.session.get_outputs()]
+        if not set(ONNX_OUTPUT_NAMES) <= set(names):
+            raise CheckpointError(f"{self.path}: outputs {names} are not a p3m export ({', '.join(ONNX_OUTPUT_NAMES)})")
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        self._lock = threading.Lock()
+
+    def __call__(self, x: np.ndarray) -> NetOutput:
+        with self._lock:
+            classes, local, fused = self.session.run(
+                list(ONNX_OUTPUT_NAMES), {"input": np.ascontiguousarray(x, dtype=np.float32)}
+            )
+        return NetOutput(
+            classes.argmax(1).astype(np.uint8), local[:, 0].astype(np.float32), fused[:, 0].astype(np.float32)
+        )
