@@ -211,7 +211,8 @@ class Matter:
         t0 = time.perf_counter()
         rgb = to_rgb(image)
         t1 = time.perf_counter()
-        alpha = self.session.predict_alpha(rgb, self.options)
+        prediction = self.session.predict(rgb, self.options)
+        alpha = prediction.alpha
         t2 = time.perf_counter()
         result = MatteResult(alpha=alpha, image=rgb, foreground_method=self.foreground_method)
         if foreground:
@@ -227,7 +228,9 @@ class Matter:
             "plan": plan,
             "seconds": {"decode": t1 - t0, "network": t2 - t1, "foreground": t3 - t2},
         }
-        warning = self.model_warning or self.session.result_warning(alpha)
+        if prediction.info:
+            result.info["route"] = prediction.info
+        warning = self.model_warning or prediction.warning
         if warning:
             result.info["warning"] = warning
         return result

@@ -45,7 +45,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -67,6 +67,9 @@ from p3m.models.hand_landmark import HandLandmarker
 from p3m.models.mediapipe_calculators import RotatedRect
 from p3m.models.pose_landmark import Pose, PoseLandmarker
 from p3m.models.registry import create
+
+if TYPE_CHECKING:  # the solver module loads numba: imported where the route solves
+    from p3m.infer.closed_form import BandSolution
 
 __all__ = ["NO_PERSON", "PortraitMatting", "PortraitSettings", "RouteResult", "working_size"]
 
@@ -209,8 +212,8 @@ class PortraitMatting:
 
     Steps are public for tests and tools; all but `prior`'s input work at the working resolution
     (`working_size(h, w, settings.matting_side)`): `prior(rgb)` -> prob, `mask(prob)` -> bool,
-    `pose(image, mask)` -> Pose or None, `trimap(mask, image)` -> {0, 128, 255}, `refine(image, trimap,
-    guess)` -> alpha.
+    `pose(image, mask)` -> Pose or None, `hands(image, pose, prob)` -> landmarks, `trimap(mask, image)` -> {0, 128,
+    255}, `refine(image, trimap, guess)` -> alpha (`solve`: with the solver's method).
     """
 
     def __init__(self, settings: PortraitSettings | None = None, *, device: str = "cpu") -> None:
@@ -286,14 +289,13 @@ class PortraitMatting:
 
     # -- 3. pose prior ------------------------------------------------------------------------------------
 
-    def _networks(self) -> tuple[PoseLandmarker, HandLandmarker, tuple[FaceDetector, FaceDetector]]:
-        """The pose, hand and face networks, loaded on first use (a route that finds nobody never loads them)."""
+    def _loaded(self, name: str, make: Any) -> Any:
+        """The network stored as attribute `name`, made by `make()` on first use: a route that finds nobody never
+        loads the pose network, one that sees no hand never loads the hand network."""
         with self._lock:
-            if self._pose is None or self._hands is None or self._faces is None:
-                self._pose = PoseLandmarker(device=self.device)
-                self._hands = HandLandmarker(device=self.device)
-                self._faces = (FaceDetector("short", device=self.device), FaceDetector("full", device=self.device))
-            return self._pose, self._hands, self._faces
+            if getattr(self, name) is None:
+                setattr(self, name, make())
+            return getattr(self, name)
 
     def pose(self, image: np.ndarray, mask: np.ndarray) -> Pose | None:
         """BlazePose on the square round `mask` (HxW bool) of the working-size `image` (HxWx3 uint8), cut from
@@ -302,7 +304,7 @@ class PortraitMatting:
         roi = square_around(mask, s.pose_margin)
         if roi is None:
             return None
-        landmarker = self._networks()[0]
+        landmarker = self._loaded("_pose", lambda: PoseLandmarker(device=self.device))
         h, w = mask.shape
         small_hw = working_size(h, w, s.pose_side)
         k = small_hw[1] / w, small_hw[0] / h  # x, y scale working -> small
@@ -332,7 +334,7 @@ class PortraitMatting:
                 rois.append(roi)
         if not rois:
             return []
-        landmarker = self._networks()[1]
+        landmarker = self._loaded("_hands", lambda: HandLandmarker(device=self.device))
         with self._lock, torch.inference_mode():
             found = landmarker.landmarks(image, rois)
         return [hand.landmarks for hand in found if hand.score >= landmarker.min_score]
@@ -378,25 +380,27 @@ class PortraitMatting:
 
     def refine(self, image: np.ndarray, trimap: np.ndarray, guess: np.ndarray | None = None) -> np.ndarray:
         """HxW float32 alpha: closed-form matting of the trimap's unknown pixels (image HxWx3 uint8)."""
-        return self._solve(image, trimap, guess)[0]
+        return self.solve(image, trimap, guess).alpha
 
-    def _solve(self, image: np.ndarray, trimap: np.ndarray, guess: np.ndarray | None) -> tuple[np.ndarray, str]:
-        """(alpha, the solver's method: `p3m.infer.closed_form.BandSolution.method`)."""
+    def solve(self, image: np.ndarray, trimap: np.ndarray, guess: np.ndarray | None = None) -> BandSolution:
+        """`refine` with the solver's method (`p3m.infer.closed_form.BandSolution`: which fallback answered)."""
         # numba (the solver's compiler) loads only when the route solves: the network routes never pay for it
         from p3m.infer.closed_form import solve_band
 
         s = self.settings
         if guess is None:
             guess = (trimap == 255).astype(np.float32)
-        solution = solve_band(array_to_rgb(image), trimap, guess, eps=s.cf_eps, rtol=s.rtol)
-        return solution.alpha, solution.method
+        return solve_band(array_to_rgb(image), trimap, guess, eps=s.cf_eps, rtol=s.rtol)
 
     # -- 7. person check ----------------------------------------------------------------------------------
 
     def face_score(self, image: np.ndarray) -> float:
         """Best score of a face MediaPipe's detectors report in `image` (short range, then full range when the
         short one finds none), at their own thresholds; 0 when none."""
-        for detector in self._networks()[2]:
+        detectors = self._loaded(
+            "_faces", lambda: (FaceDetector("short", device=self.device), FaceDetector("full", device=self.device))
+        )
+        for detector in detectors:
             with self._lock, torch.inference_mode():
                 faces = detector.detect(image)
             if faces:
@@ -443,7 +447,8 @@ class PortraitMatting:
             tri[seeds] = 255
             mask = mask | seeds
         times.append(time.perf_counter())
-        alpha, method = self._solve(image, tri, mask.astype(np.float32))
+        solution = self.solve(image, tri, mask.astype(np.float32))
+        alpha, method = solution.alpha, solution.method
         info["solver"] = method
         if s.clean > 0:
             alpha[alpha < s.clean] = 0.0

@@ -4,7 +4,8 @@ A session is one loaded model: a P3M-Net run by torch (`TorchSession`), an expor
 (`OnnxSession`), or the built-in `portrait-cf` route (`PortraitSession`: segmentation prior + closed-form matting,
 no trained matting network). Each one answers `MattingSession`: what it is (`name`, `arch`, `weights`, `backend`,
 `precision`, `licence`, `warning`), what the network will see (`plan(h, w, options)`), how it mattes
-(`method(options)`) and the matte (`predict_alpha(rgb, options)`, HxWx3 uint8 -> HxW float32 in [0, 1]). The
+(`method(options)`) and the matte (`predict(rgb, options)` -> `Prediction`: alpha, a one-line warning about this
+image, what the session did; `predict_alpha(rgb, options)` its alpha, HxWx3 uint8 -> HxW float32 in [0, 1]). The
 `StrategyOptions` say how a P3M-Net pass engine is driven over a whole image (the route has no use for them), so one
 loaded session serves any strategy. `new_session` picks and loads one from what a user names (weights or nothing,
 an architecture, a backend, a device, a precision); `network_session` wraps a network that is already in memory.
@@ -14,7 +15,7 @@ an architecture, a backend, a device, a precision); `network_session` wraps a ne
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -43,6 +44,7 @@ __all__ = [
     "MattingSession",
     "OnnxSession",
     "PortraitSession",
+    "Prediction",
     "StrategyOptions",
     "TorchSession",
     "network_session",
@@ -90,6 +92,17 @@ class StrategyOptions:
         )
 
 
+@dataclass(frozen=True)
+class Prediction:
+    """One image's matte: ``alpha`` HxW float32 in [0, 1]; ``warning`` one line about this image ("" when there
+    is nothing to say, e.g. "no person found"); ``info`` what the session did (the route: person verdict, pose
+    prior, hands, solver method, step seconds; empty for networks)."""
+
+    alpha: np.ndarray
+    warning: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+
+
 class MattingSession(Protocol):
     """One loaded model that mattes RGB images.
 
@@ -126,12 +139,12 @@ class MattingSession(Protocol):
         """How it mattes, in words (run summaries)."""
         ...
 
-    def predict_alpha(self, rgb: np.ndarray, options: StrategyOptions) -> np.ndarray:
-        """HxW float32 alpha in [0, 1] of an HxWx3 uint8 RGB image (thread-safe)."""
+    def predict(self, rgb: np.ndarray, options: StrategyOptions) -> Prediction:
+        """The matte of an HxWx3 uint8 RGB image with its warning and info (thread-safe)."""
         ...
 
-    def result_warning(self, alpha: np.ndarray) -> str:
-        """One line about one result (e.g. "no person found"), "" when there is nothing to say."""
+    def predict_alpha(self, rgb: np.ndarray, options: StrategyOptions) -> np.ndarray:
+        """HxW float32 alpha in [0, 1] of an HxWx3 uint8 RGB image: `predict(rgb, options).alpha`."""
         ...
 
 
@@ -156,11 +169,11 @@ class _NetworkSession:
     def method(self, options: StrategyOptions) -> str:
         return f"{self.backend}, {options.strategy}"
 
+    def predict(self, rgb: np.ndarray, options: StrategyOptions) -> Prediction:
+        return Prediction(self.predict_alpha(rgb, options))
+
     def predict_alpha(self, rgb: np.ndarray, options: StrategyOptions) -> np.ndarray:
         return options.predict(self.net, rgb)
-
-    def result_warning(self, alpha: np.ndarray) -> str:
-        return ""
 
 
 class TorchSession(_NetworkSession):
@@ -199,7 +212,8 @@ class OnnxSession(_NetworkSession):
 
 
 class PortraitSession:
-    """The built-in `portrait-cf` route: MediaPipe selfie segmentation prior + closed-form matting (torch, fp32)."""
+    """The built-in `portrait-cf` route: selfie and pose priors + closed-form matting (torch, fp32); its warning
+    says when no person was found or recognised (`p3m.infer.portrait.RouteResult`)."""
 
     name = arch = BUILTIN
     backend, precision = "torch", "fp32"
@@ -222,11 +236,12 @@ class PortraitSession:
     def method(self, options: StrategyOptions) -> str:
         return "segmentation prior + closed-form matting"
 
+    def predict(self, rgb: np.ndarray, options: StrategyOptions) -> Prediction:
+        result = self.route.run(rgb)
+        return Prediction(result.alpha, result.warning, {**result.info, "seconds": result.timings})
+
     def predict_alpha(self, rgb: np.ndarray, options: StrategyOptions) -> np.ndarray:
         return self.route(rgb)
-
-    def result_warning(self, alpha: np.ndarray) -> str:
-        return "" if alpha.any() else "no person found: the matte is empty"
 
 
 def _locate(weights: str | os.PathLike[str] | None, arch: str | None, backend: str) -> tuple[Path, str | None, str]:
