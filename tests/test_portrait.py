@@ -221,7 +221,7 @@ def test_route_mattes_the_stored_real_portrait(route, portrait):
     soft = ((alpha > 0.05) & (alpha < 0.95)).mean()
     assert 0.002 < soft < 0.1  # a matte, not a mask and not a blur
     result = route.run(portrait)
-    assert set(result.timings) == {"prior", "pose", "trimap", "refine", "person", "upsample"}
+    assert set(result.timings) == {"prior", "pose", "hands", "trimap", "refine", "person", "upsample"}
     assert result.warning == "" and result.info["solver"] == "ic0" and result.alpha.tobytes() == alpha.tobytes()
 
 

@@ -71,11 +71,23 @@ from p3m.models.registry import create
 if TYPE_CHECKING:  # the solver module loads numba: imported where the route solves
     from p3m.infer.closed_form import BandSolution
 
-__all__ = ["NO_PERSON", "PortraitMatting", "PortraitSettings", "RouteResult", "working_size"]
+__all__ = [
+    "MASK_ONLY",
+    "NOT_SURE",
+    "NO_PERSON",
+    "STEPS",
+    "PortraitMatting",
+    "PortraitSettings",
+    "RouteResult",
+    "working_size",
+]
 
 NO_PERSON = "no person found: the matte is empty"
 NOT_SURE = "no person recognised (no face, and the pose network does not see one): the matte may be of something else"
 MASK_ONLY = "closed-form matting failed on this image: the matte is the segmentation mask"
+
+# the steps of `PortraitMatting.run`, as `RouteResult.timings` names them
+STEPS = ("prior", "pose", "hands", "trimap", "refine", "person", "upsample")
 
 # high-pass energy below this (about one grey level) is noise: the bar for "fine structure" on a flat background
 _NOISE_FLOOR = 0.005
@@ -110,6 +122,7 @@ class PortraitSettings:
     hand_weak: float = 0.95  # "weak": mean selfie prior over the hand's crop below this
     hand_bone: float = 0.05  # hand seeds: bones this wide (fraction of the hand's size) and the palm
     hand_zone: float = 0.2  # unknown round the bones: this far on each side (fraction of the hand's size)
+    person_check: bool = True  # say when no person is recognised (RouteResult.warning)
     person_agree: float = 0.4  # person check: pose mask vs selfie mask IoU ...
     person_confident: float = 0.7  # ... with at least this share of the selfie mask >= seed_threshold
     cf_eps: float = 1e-7  # closed-form regulariser (pymatting's default)
@@ -407,6 +420,19 @@ class PortraitMatting:
                 return max(f.score for f in faces)
         return 0.0
 
+    def _person(self, image: np.ndarray, mask: np.ndarray, prob: np.ndarray, agree: float, info: dict) -> str:
+        """The person verdict (`p3m.infer.priors.person_verdict`); its evidence goes into `info`."""
+        s = self.settings
+        confident = np.count_nonzero(mask & (prob >= s.seed_threshold)) / max(1, int(np.count_nonzero(mask)))
+        info["confident"] = round(confident, 4)
+        evidence = PersonEvidence(agreement=agree, confident=confident)
+        verdict = person_verdict(evidence, agree=s.person_agree, confident=s.person_confident)
+        if not verdict:  # the face detectors run only when the priors do not settle it
+            evidence = PersonEvidence(self.face_score(image), agree, confident)
+            info["face"] = round(evidence.face, 4)
+            verdict = person_verdict(evidence, agree=s.person_agree, confident=s.person_confident)
+        return verdict
+
     # -- the whole route --------------------------------------------------------------------------------
 
     def run(self, rgb: np.ndarray) -> RouteResult:
@@ -415,59 +441,54 @@ class PortraitMatting:
         s = self.settings
         rgb = array_to_rgb(rgb)
         h, w = rgb.shape[:2]
-        times = [time.perf_counter()]
+        timings = dict.fromkeys(STEPS, 0.0)
+        clock = [time.perf_counter()]
+
+        def lap(step: str) -> None:
+            clock.append(time.perf_counter())
+            timings[step] = clock[-1] - clock[-2]
+
         prob = self.prior(rgb)
         hw, ww = prob.shape
         image = rgb if (hw, ww) == (h, w) else cv2.resize(rgb, (ww, hw), interpolation=cv2.INTER_AREA)
         mask = self.mask(prob)
-        times.append(time.perf_counter())
-        info: dict[str, Any] = {}
+        lap("prior")
         if not mask.any():
-            timings = {"prior": times[1] - times[0], "pose": 0.0, "trimap": 0.0, "refine": 0.0, "person": 0.0}
-            timings["upsample"] = 0.0
             return RouteResult(np.zeros((h, w), np.float32), NO_PERSON, {"person": ""}, timings)
+        info: dict[str, Any] = {}
         pose = self.pose(image, mask) if s.pose else None
         agree = agreement(pose.segmentation >= 0.5, mask) if pose is not None else 0.0
-        info["pose_agreement"] = round(agree, 4)
-        hands: list[np.ndarray] = []
-        if pose is not None and agree >= s.pose_agree:
+        trusted = pose is not None and agree >= s.pose_agree
+        info["pose_agreement"], info["pose_prior"] = round(agree, 4), trusted
+        if pose is not None and trusted:
             gaps = limb_gaps(pose.landmarks, mask.shape, min_visibility=s.limb_visibility)
             if gaps.any():
                 prob = blend_in(prob, pose.segmentation, gaps, s.gap_feather * max(hw, ww))
                 mask = self.mask(prob)
-            if s.hands and mask.any():
-                hands = self.hands(image, pose, prob)
-        info["pose_prior"] = bool(pose is not None and agree >= s.pose_agree)
+        lap("pose")
+        hands = self.hands(image, pose, prob) if pose is not None and trusted and s.hands and mask.any() else []
         info["hands"] = len(hands)
-        times.append(time.perf_counter())
+        lap("hands")
         tri = self.trimap(mask, image)
         if hands:
             seeds, zone = hand_seeds(hands, mask.shape, bone_width=s.hand_bone, zone_width=s.hand_zone)
             tri[zone] = 128
             tri[seeds] = 255
             mask = mask | seeds
-        times.append(time.perf_counter())
+        lap("trimap")
         solution = self.solve(image, tri, mask.astype(np.float32))
-        alpha, method = solution.alpha, solution.method
-        info["solver"] = method
+        alpha = solution.alpha
+        info["solver"] = solution.method
         if s.clean > 0:
             alpha[alpha < s.clean] = 0.0
             alpha[alpha > 1.0 - s.clean] = 1.0
-        times.append(time.perf_counter())
-        confident = np.count_nonzero(mask & (prob >= s.seed_threshold)) / max(1, int(np.count_nonzero(mask)))
-        evidence = PersonEvidence(agreement=agree, confident=confident)
-        verdict = person_verdict(evidence, agree=s.person_agree, confident=s.person_confident)
-        if not verdict:  # the face detectors run only when the priors do not settle it
-            evidence = PersonEvidence(self.face_score(image), agree, confident)
-            verdict = person_verdict(evidence, agree=s.person_agree, confident=s.person_confident)
-        info["person"] = verdict
-        times.append(time.perf_counter())
+        lap("refine")
+        info["person"] = verdict = self._person(image, mask, prob, agree, info) if s.person_check else "not checked"
+        lap("person")
         if (hw, ww) != (h, w):  # bilinear: stays in [0, 1]; one full-size array, nothing else at full size
             alpha = cv2.resize(alpha, (w, h), interpolation=cv2.INTER_LINEAR)
-        times.append(time.perf_counter())
-        warning = MASK_ONLY if method == "guess" else "" if verdict else NOT_SURE
-        steps = ("prior", "pose", "trimap", "refine", "person", "upsample")
-        timings = {k: b - a for k, a, b in zip(steps, times[:-1], times[1:], strict=True)}
+        lap("upsample")
+        warning = MASK_ONLY if solution.method == "guess" else "" if verdict else NOT_SURE
         return RouteResult(alpha, warning, info, timings)
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
