@@ -16,9 +16,9 @@ No trained P3M-Net checkpoint is needed. For an RGB image (HxWx3 uint8), at a wo
 3. **Pose prior** (`pose`): BlazePose GHUM (`p3m.models.pose_landmark`, Apache-2.0) on the mask's square box
    (no person detector: the selfie mask has found the person), at `pose_side` px: 33 landmarks and a
    full-body person mask. Trusted only where its mask agrees with the selfie mask (IoU >= `pose_agree`; on
-   head-and-shoulders crops the network is lost); then, in the polygons between each arm and the torso and
-   between the legs (`p3m.infer.priors.limb_gaps`), the pose mask replaces the selfie prior (which fills
-   those gaps), and the mask is taken again.
+   head-and-shoulders crops the network is lost). With `limb_gaps` (off: it changed nothing on the shared
+   portraits and made a mirrored copy of one worse), the pose mask replaces the selfie prior in the polygons
+   between each arm and the torso and between the legs (`p3m.infer.priors.limb_gaps`).
 4. **Hands** (`hands`, needs a trusted pose): MediaPipe's hand landmarks on a crop from the pose's wrist and
    knuckles (no palm detector), for each hand in the image whose wrist is visible and where the selfie prior
    is weak round it; their bones become known foreground and a zone round them unknown, so closed-form
@@ -117,6 +117,7 @@ class PortraitSettings:
     pose_margin: float = 0.125  # the box grown by this on each side (MediaPipe's pose crop: 1.25x the body)
     pose_agree: float = 0.9  # the pose prior is used where its mask agrees this well (IoU) with the selfie's
     limb_visibility: float = 0.5  # landmarks used when at least this visible
+    limb_gaps: bool = False  # pose mask in the gaps between limbs (off: +2.8 SAD on a mirrored shared portrait)
     gap_feather: float = 0.005  # pose mask blended into the limb gaps over this (std. dev., of the long side)
     hands: bool = True  # hand landmarks where the pose sees a wrist and the selfie prior is weak round it
     hand_weak: float = 0.95  # "weak": mean selfie prior over the hand's crop below this
@@ -460,7 +461,7 @@ class PortraitMatting:
         agree = agreement(pose.segmentation >= 0.5, mask) if pose is not None else 0.0
         trusted = pose is not None and agree >= s.pose_agree
         info["pose_agreement"], info["pose_prior"] = round(agree, 4), trusted
-        if pose is not None and trusted:
+        if pose is not None and trusted and s.limb_gaps:
             gaps = limb_gaps(pose.landmarks, mask.shape, min_visibility=s.limb_visibility)
             if gaps.any():
                 prob = blend_in(prob, pose.segmentation, gaps, s.gap_feather * max(hw, ww))
