@@ -19,8 +19,9 @@ Conventions:
 from __future__ import annotations
 
 import csv
-import glob
+import errno
 import io as _io
+import os
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -28,8 +29,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from p3m.atomic import PathLike, commit, stage_bytes, write_bytes_atomic
-from p3m.errors import ImageError
+from p3m.atomic import PathLike, commit_set, discard, stage_bytes, write_bytes_atomic
+from p3m.choices import OUTPUT_KINDS
+from p3m.errors import ImageError, os_error_message
 
 #: Extensions treated as images when scanning folders.
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
@@ -68,7 +70,7 @@ def _open(source: PathLike | bytes, name: str, max_pixels: int | None) -> Image.
     else:
         fp = Path(source)
         if not fp.exists():
-            raise ImageError(f"{name}: no such file", "missing")
+            raise ImageError(f"{name}: {missing_reason(fp)}", "missing")
         if fp.is_dir():
             raise ImageError(f"{name}: is a folder, not an image file", "missing")
         if fp.stat().st_size == 0:
@@ -288,29 +290,24 @@ def write_image_set(items: Iterable[tuple[PathLike, np.ndarray]], *, quality: in
     """Write several images as one set: all of them or none.
 
     Every image is encoded first (a bad array or extension writes nothing), then each goes to a temporary file
-    next to its destination (flushed to disk), and only then are they renamed into place. On any failure the
-    temporary files and the files of the set already renamed are removed, so a failed set leaves none of its
-    outputs behind (with no metadata, like :func:`write_image`).
+    next to its destination (flushed to disk), and only then are they renamed into place by
+    `p3m.atomic.commit_set`. On any failure the temporary files and the files of the set already renamed are
+    removed, so a failed set leaves none of its outputs behind (with no metadata, like :func:`write_image`); after
+    a kill or a power loss mid-set, `p3m.atomic.is_whole` is False for at least one of its files.
     """
-    staged: list[tuple[Path, bytes]] = []
+    encoded: list[tuple[Path, bytes]] = []
     for path, array in items:
         dest = Path(path)
-        staged.append((dest, _encode_for(dest, array, quality)))
+        encoded.append((dest, _encode_for(dest, array, quality)))
     temps: list[tuple[str, Path]] = []
-    placed: list[Path] = []
     try:
-        for dest, data in staged:
+        for dest, data in encoded:
             temps.append((stage_bytes(dest, data), dest))
-        for tmp, dest in temps:
-            commit(tmp, dest)
-            placed.append(dest)
     except BaseException:
         for tmp, _ in temps:
-            Path(tmp).unlink(missing_ok=True)
-        for dest in placed:
-            dest.unlink(missing_ok=True)
+            discard(tmp)
         raise
-    return [dest for dest, _ in staged]
+    return commit_set(temps)
 
 
 # TIFF stores its pixel layout as tags; these describe the raster, not the photo or its author.
@@ -362,6 +359,59 @@ def has_metadata(path: PathLike) -> list[str]:
     return sorted(set(found))
 
 
+def matte_output_name(stem: str, kind: str, composite_ext: str = ".png") -> str:
+    """The file name `p3m matte` gives the output ``kind`` of an input named ``stem``: ``<stem>_<kind>.png``
+    (the composite may be ``.jpg``)."""
+    return f"{stem}_{kind}{composite_ext if kind == 'composite' else '.png'}"
+
+
+#: The report `p3m anonymize` writes into its output folder; the masks beside it are its outputs too.
+ANONYMIZE_REPORT = "anonymize_report.csv"
+_ANONYMIZE_MASK_FOLDERS = ("facemask", "mask", "trimap")
+
+
+def is_p3m_output(path: PathLike) -> bool:
+    """True for a file p3m itself writes: an output of `p3m matte` (`matte_output_name`), or a face mask, mask or
+    trimap of `p3m anonymize` (in ``facemask/``, ``mask/`` or ``trimap/`` beside an ``anonymize_report.csv``)."""
+    p = Path(path)
+    stem, _, kind = p.stem.rpartition("_")
+    if (
+        stem
+        and kind in OUTPUT_KINDS
+        and p.suffix in (".png", ".jpg")
+        and p.name == matte_output_name(stem, kind, p.suffix)
+    ):
+        return True
+    return p.parent.name in _ANONYMIZE_MASK_FOLDERS and (p.parent.parent / ANONYMIZE_REPORT).is_file()
+
+
+def missing_reason(path: PathLike) -> str:
+    """Why ``path`` is neither a file nor a folder, in words: "no such file or folder", "symlink loop",
+    "broken symlink (to ...)", "permission denied", ..."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT and os.path.islink(path):
+            return f"broken symlink (to {os.readlink(path)}, which does not exist)"
+        return os_error_message(OSError(exc.errno, exc.strerror))
+    return "neither a file nor a folder"
+
+
+def _glob(text: str, recursive: bool) -> list[Path]:
+    """The files a glob pattern matches. ``**`` (with ``recursive``) does not descend into symlinked folders, so
+    a symlink loop cannot make the listing endless."""
+    parts = Path(text).parts
+    fixed = next((i for i, part in enumerate(parts) if _is_glob(part)), len(parts))
+    anchor = Path(*parts[:fixed]) if fixed else Path()
+    pattern = "/".join(parts[fixed:])
+    if not recursive:
+        pattern = pattern.replace("**", "*")
+    try:
+        return sorted(q for q in anchor.glob(pattern) if q.is_file())
+    except (OSError, ValueError):  # an unreadable folder on the way, an invalid pattern
+        return []
+
+
 def _is_glob(text: str) -> bool:
     return any(ch in text for ch in "*?[")
 
@@ -371,14 +421,35 @@ def collect_images(
 ) -> tuple[list[Path], list[str]]:
     """Expand files, folders and glob patterns to image files.
 
-    Returns ``(paths, problems)``: ``problems`` lists inputs that matched nothing, one message each. Files named
-    explicitly are kept whatever their extension (decoding decides); folders and globs keep image extensions only.
-    Order: inputs in the given order, each folder's files sorted; duplicates removed. ``recursive_hint``: the
-    caller's option that descends into sub-folders, suggested for a folder without images (None: no such option).
+    Returns ``(paths, problems)``: ``problems`` lists inputs that matched nothing (and links in folders that lead
+    nowhere), one message each. Files named explicitly are kept whatever their extension (decoding decides);
+    folders and globs keep image extensions only. Order: inputs in the given order, each folder's files sorted;
+    duplicates removed. ``recursive_hint``: the caller's option that descends into sub-folders, suggested for a
+    folder without images (None: no such option). See `find_inputs` for verbs that write beside their inputs.
     """
+    paths, problems, _ = _collect(inputs, recursive, recursive_hint, leave_out_outputs=False)
+    return paths, problems
+
+
+def find_inputs(
+    inputs: Iterable[PathLike], recursive: bool = False, *, recursive_hint: str | None = "--recursive"
+) -> tuple[list[Path], list[str], list[Path]]:
+    """`collect_images` for the verbs that write images: ``(paths, problems, left_out)``.
+
+    Folders and globs leave out p3m's own outputs (`is_p3m_output`), so that a rerun into the input folder does not
+    take them for inputs; ``left_out`` lists them, for the caller to say so. A file named explicitly is an input
+    whatever its name.
+    """
+    return _collect(inputs, recursive, recursive_hint, leave_out_outputs=True)
+
+
+def _collect(
+    inputs: Iterable[PathLike], recursive: bool, recursive_hint: str | None, *, leave_out_outputs: bool
+) -> tuple[list[Path], list[str], list[Path]]:
     seen: set[Path] = set()
     paths: list[Path] = []
     problems: list[str] = []
+    left_out: list[Path] = []
 
     def add(p: Path) -> None:
         key = p.resolve()
@@ -386,29 +457,36 @@ def collect_images(
             seen.add(key)
             paths.append(p)
 
+    def add_found(found: list[Path]) -> None:
+        for q in found:
+            if leave_out_outputs and is_p3m_output(q):
+                left_out.append(q)
+            else:
+                add(q)
+
     for item in inputs:
-        text = str(item)
+        text = os.fsdecode(item)
         p = Path(text)
         if p.is_dir():
             pattern = "**/*" if recursive else "*"
-            found = sorted(q for q in p.glob(pattern) if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS)
+            try:
+                listed = sorted(q for q in p.glob(pattern) if q.suffix.lower() in IMAGE_EXTENSIONS)
+            except OSError as exc:
+                problems.append(f"{text}: cannot list the folder ({missing_reason(exc.filename or text)})")
+                continue
+            found = [q for q in listed if q.is_file()]
+            problems += [f"{q}: {missing_reason(q)}" for q in listed if q.is_symlink() and not q.exists()]
             if not found:
                 hint = f" (try {recursive_hint})" if recursive_hint and not recursive else ""
                 problems.append(f"{text}: folder contains no images{hint}")
-            for q in found:
-                add(q)
+            add_found(found)
         elif p.is_file():
             add(p)
         elif _is_glob(text):
-            found = sorted(
-                Path(q)
-                for q in glob.glob(text, recursive=recursive)
-                if Path(q).is_file() and Path(q).suffix.lower() in IMAGE_EXTENSIONS
-            )
+            found = [q for q in _glob(text, recursive) if q.suffix.lower() in IMAGE_EXTENSIONS]
             if not found:
                 problems.append(f"{text}: pattern matches no images")
-            for q in found:
-                add(q)
+            add_found(found)
         else:
-            problems.append(f"{text}: no such file or folder")
-    return paths, problems
+            problems.append(f"{text}: {missing_reason(p)}")
+    return paths, problems, left_out
