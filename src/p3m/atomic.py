@@ -230,6 +230,11 @@ def staged(dest: PathLike) -> Iterator[str]:
         with open(tmp, "rb") as fh:  # on disk before any rename: a crash never leaves a torn file in place
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)
+    except OSError as exc:
+        discard(tmp)
+        if exc.filename in (None, tmp):  # disk full, I/O error: named by the file the user asked for
+            raise OSError(exc.errno, exc.strerror, str(dest)) from None
+        raise
     except BaseException:
         discard(tmp)
         raise

@@ -31,7 +31,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from p3m.atomic import PathLike, commit_set, discard, stage_bytes, write_bytes_atomic
 from p3m.choices import OUTPUT_KINDS
-from p3m.errors import ImageError, os_error_message
+from p3m.errors import ImageError, P3MError, os_error_message
 
 #: Extensions treated as images when scanning folders.
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
@@ -84,17 +84,24 @@ def _open(source: PathLike | bytes, name: str, max_pixels: int | None) -> Image.
     except (OSError, ValueError, SyntaxError) as exc:  # the system's words, not "[Errno 13] ...: 'path'"
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         raise ImageError(f"{name}: cannot read image ({reason})") from None
-    width, height = img.size
+    try:
+        _check_size(img.size, name, max_pixels)
+    except ImageError:
+        img.close()
+        raise
+    return img
+
+
+def _check_size(size: tuple[int, int], name: str, max_pixels: int | None) -> None:
+    width, height = size
     if width <= 0 or height <= 0:
         raise ImageError(f"{name}: invalid image size {width}x{height}")
     if max_pixels is not None and width * height > max_pixels:
-        img.close()
         raise ImageError(
             f"{name}: image is {width}x{height} = {width * height / 1e6:.1f} megapixels, over the limit of "
             f"{max_pixels / 1e6:.1f} megapixels",
             "too_large",
         )
-    return img
 
 
 def _decode(img: Image.Image, name: str) -> Image.Image:
@@ -179,16 +186,24 @@ def read_image(
     label = _name(source, name)
     img = _open(source, label, max_pixels)
     try:
-        return pil_to_rgb(img, alpha=alpha, name=label)
+        return pil_to_rgb(img, alpha=alpha, name=label, max_pixels=max_pixels)
     finally:
         img.close()
 
 
-def pil_to_rgb(img: Image.Image, *, alpha: str = "composite", name: str = "<PIL image>") -> np.ndarray:
+def pil_to_rgb(
+    img: Image.Image,
+    *,
+    alpha: str = "composite",
+    name: str = "<PIL image>",
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> np.ndarray:
     """A PIL image of any mode -> HxWx3 RGB uint8 by the rules of `read_image` (EXIF orientation, 16-bit / 257,
-    alpha composited over white or dropped). Undecodable pixels raise ImageError naming `name`."""
+    alpha composited over white or dropped, the pixel limit checked before its pixels are decoded). Undecodable
+    pixels raise ImageError naming `name`."""
     if alpha not in ("composite", "drop"):
         raise ValueError(f"alpha must be 'composite' or 'drop', not {alpha!r}")
+    _check_size(img.size, name, max_pixels)
     return channels_to_rgb(_to_uint8_array(_decode(img, name)), alpha)
 
 
@@ -262,12 +277,30 @@ def encode_image(array: np.ndarray, fmt: str = "png", *, quality: int = 95) -> b
 
 
 def write_csv(path: PathLike, fieldnames: Sequence[str], rows: Iterable[dict]) -> Path:
-    """Write dict rows as CSV (header first, "\n" line ends), atomically."""
+    """Write dict rows as CSV (header first, "\n" line ends), atomically.
+
+    A report is rewritten on every run, but only over an earlier report with the same columns: any other file at
+    ``path`` (an image, a CSV of something else) is refused with a P3MError and left as it is.
+    """
     buf = _io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(fieldnames), lineterminator="\n")
     writer.writeheader()
+    header = buf.getvalue()
     writer.writerows(rows)
-    return write_bytes_atomic(path, buf.getvalue().encode("utf-8"))
+    dest = Path(path)
+    if dest.is_file():
+        try:
+            with open(dest, "rb") as fh:
+                first = fh.read(len(header.encode("utf-8")) + 1)
+        except OSError:
+            first = b""
+        if not first.startswith(header.encode("utf-8")):
+            raise P3MError(
+                f"{dest}: exists and is not an earlier report with these columns; refusing to replace it "
+                "(choose another path, or remove it)"
+            )
+    # file names that are not valid UTF-8 (surrogate escapes in Python) are written as the bytes they are
+    return write_bytes_atomic(dest, buf.getvalue().encode("utf-8", "surrogateescape"))
 
 
 def write_image(path: PathLike, array: np.ndarray, *, quality: int = 95) -> Path:
@@ -365,36 +398,56 @@ def matte_output_name(stem: str, kind: str, composite_ext: str = ".png") -> str:
     return f"{stem}_{kind}{composite_ext if kind == 'composite' else '.png'}"
 
 
-#: The report `p3m anonymize` writes into its output folder; the masks beside it are its outputs too.
+#: The report `p3m anonymize` writes into its output folder: a folder holding one is an anonymize output folder.
 ANONYMIZE_REPORT = "anonymize_report.csv"
-_ANONYMIZE_MASK_FOLDERS = ("facemask", "mask", "trimap")
+# the sub-folders `p3m anonymize` writes into its output folder: masks, and the images of --dataset
+_ANONYMIZE_MASKS = ("facemask", "mask", "trimap")
+_ANONYMIZE_IMAGES = "blurred_image"
 
 
-def is_p3m_output(path: PathLike) -> bool:
-    """True for a file p3m itself writes: an output of `p3m matte` (`matte_output_name`), or a face mask, mask or
-    trimap of `p3m anonymize` (in ``facemask/``, ``mask/`` or ``trimap/`` beside an ``anonymize_report.csv``)."""
+def is_matte_output(path: PathLike) -> bool:
+    """True for a file named like an output of `p3m matte` (`matte_output_name`: ``<stem>_alpha.png``, ...)."""
     p = Path(path)
     stem, _, kind = p.stem.rpartition("_")
-    if (
-        stem
-        and kind in OUTPUT_KINDS
-        and p.suffix in (".png", ".jpg")
-        and p.name == matte_output_name(stem, kind, p.suffix)
-    ):
-        return True
-    return p.parent.name in _ANONYMIZE_MASK_FOLDERS and (p.parent.parent / ANONYMIZE_REPORT).is_file()
+    return bool(stem) and kind in OUTPUT_KINDS and p.name == matte_output_name(stem, kind, p.suffix)
+
+
+def _anonymize_subfolder(path: Path) -> str | None:
+    """The name of the anonymize output sub-folder ``path`` is in ("" for the output folder itself), or None."""
+    folder = path.parent
+    if (folder / ANONYMIZE_REPORT).is_file():
+        return ""
+    if folder.name in (*_ANONYMIZE_MASKS, _ANONYMIZE_IMAGES) and (folder.parent / ANONYMIZE_REPORT).is_file():
+        return folder.name
+    return None
+
+
+def is_own_output(path: PathLike, verb: str) -> bool:
+    """True when ``p3m <verb>`` must not take ``path``, found in a folder or glob, as an input: its own outputs.
+
+    ``"matte"``: the outputs of `p3m matte`, and the masks of `p3m anonymize` (its ``facemask/``, ``mask/`` and
+    ``trimap/`` beside an ``anonymize_report.csv``; anonymised photos are inputs: matting them is the point of
+    P3M). ``"anonymize"``: everything in an output folder of `p3m anonymize` (the outputs of `p3m matte` are photos
+    with faces, so they are anonymised like any other).
+    """
+    p = Path(path)
+    if verb == "matte":
+        return is_matte_output(p) or _anonymize_subfolder(p) in _ANONYMIZE_MASKS
+    if verb == "anonymize":
+        return _anonymize_subfolder(p) is not None
+    raise ValueError(f"verb must be 'matte' or 'anonymize', not {verb!r}")
 
 
 def missing_reason(path: PathLike) -> str:
-    """Why ``path`` is neither a file nor a folder, in words: "no such file or folder", "symlink loop",
-    "broken symlink (to ...)", "permission denied", ..."""
+    """Why ``path`` is not a file, in words: "no such file or folder", "symlink loop", "broken symlink (to ...)",
+    "permission denied", "is a folder, not a file", ..."""
     try:
         os.stat(path)
     except OSError as exc:
         if exc.errno == errno.ENOENT and os.path.islink(path):
             return f"broken symlink (to {os.readlink(path)}, which does not exist)"
         return os_error_message(OSError(exc.errno, exc.strerror))
-    return "neither a file nor a folder"
+    return "is a folder, not a file" if os.path.isdir(path) else "not a regular file"
 
 
 def _glob(text: str, recursive: bool) -> list[Path]:
@@ -427,24 +480,24 @@ def collect_images(
     duplicates removed. ``recursive_hint``: the caller's option that descends into sub-folders, suggested for a
     folder without images (None: no such option). See `find_inputs` for verbs that write beside their inputs.
     """
-    paths, problems, _ = _collect(inputs, recursive, recursive_hint, leave_out_outputs=False)
+    paths, problems, _ = _collect(inputs, recursive, recursive_hint, verb=None)
     return paths, problems
 
 
 def find_inputs(
-    inputs: Iterable[PathLike], recursive: bool = False, *, recursive_hint: str | None = "--recursive"
+    inputs: Iterable[PathLike], recursive: bool = False, *, verb: str, recursive_hint: str | None = "--recursive"
 ) -> tuple[list[Path], list[str], list[Path]]:
-    """`collect_images` for the verbs that write images: ``(paths, problems, left_out)``.
+    """`collect_images` for a verb that writes images (``"matte"``, ``"anonymize"``): ``(paths, problems, left_out)``.
 
-    Folders and globs leave out p3m's own outputs (`is_p3m_output`), so that a rerun into the input folder does not
-    take them for inputs; ``left_out`` lists them, for the caller to say so. A file named explicitly is an input
-    whatever its name.
+    Folders and globs leave out the verb's own outputs (`is_own_output`), so that a rerun into the input folder
+    does not take them for inputs; ``left_out`` lists them, for the caller to say so. A file named explicitly is
+    an input whatever its name.
     """
-    return _collect(inputs, recursive, recursive_hint, leave_out_outputs=True)
+    return _collect(inputs, recursive, recursive_hint, verb=verb)
 
 
 def _collect(
-    inputs: Iterable[PathLike], recursive: bool, recursive_hint: str | None, *, leave_out_outputs: bool
+    inputs: Iterable[PathLike], recursive: bool, recursive_hint: str | None, *, verb: str | None
 ) -> tuple[list[Path], list[str], list[Path]]:
     seen: set[Path] = set()
     paths: list[Path] = []
@@ -459,7 +512,7 @@ def _collect(
 
     def add_found(found: list[Path]) -> None:
         for q in found:
-            if leave_out_outputs and is_p3m_output(q):
+            if verb is not None and is_own_output(q, verb):
                 left_out.append(q)
             else:
                 add(q)

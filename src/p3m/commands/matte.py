@@ -207,28 +207,26 @@ def _matte_all(matter, jobs: list, background, quiet: bool) -> tuple[int, int]:
 
 def run(args: argparse.Namespace) -> int:
     # torch and PIL load when the verb runs, so that `p3m --help` stays quick
-    from p3m.infer.batch import existing_outputs_error, plan_outputs, remove_leftovers, set_state
+    from p3m.infer.batch import existing_outputs_error, plan_outputs, prepare_output_folders, set_state
     from p3m.io import find_inputs
 
     kinds: list[str] = args.output
     background = _background(args.background) if "composite" in kinds else (255, 255, 255)
-    paths, problems, left_out = find_inputs(args.inputs, recursive=args.recursive)
-    for msg in problems:
-        print(f"p3m matte: {msg}", file=sys.stderr)
+    paths, problems, left_out = find_inputs(args.inputs, recursive=args.recursive, verb="matte")
+    notes = []
     if left_out:  # p3m's own outputs in a folder or glob (a rerun into the input folder)
         names = ", ".join(p.name for p in left_out[:3]) + (", ..." if len(left_out) > 3 else "")
-        left_note = f"left out {len(left_out)} file(s) that p3m wrote ({names}); name one to matte it"
-        if paths and not args.quiet:
-            print(f"p3m matte: {left_note}", file=sys.stderr)
+        notes.append(f"left out {len(left_out)} file(s) that p3m wrote ({names}); name one to matte it")
     if not paths:
-        why = problems + ([left_note] if left_out else [])
-        raise P3MError("no input images" + (f" ({'; '.join(why)})" if why else ""))
+        raise P3MError("no input images" + (f" ({'; '.join(problems + notes)})" if problems or notes else ""))
+    for msg in problems + ([] if args.quiet else notes):
+        print(f"p3m matte: {msg}", file=sys.stderr)
     outdir = Path(args.outdir)
     ext = ".jpg" if args.composite_format == "jpg" else ".png"
     jobs, clashes = plan_outputs(paths, outdir, kinds, composite_ext=ext)
     for msg in clashes:
         print(f"p3m matte: error: {msg}", file=sys.stderr)
-    leftovers = remove_leftovers(jobs)
+    leftovers = prepare_output_folders(jobs)
     if leftovers and not args.quiet:
         print(f"p3m matte: removed {len(leftovers)} temporary file(s) left by an interrupted run", file=sys.stderr)
     skipped = 0

@@ -5,8 +5,8 @@ output folder, unless two inputs share a stem (then their folders are mirrored).
 collide with another input's, or overwrite an input, are reported and left out. `write_outputs` mattes one
 image and writes its whole set (every kind rendered first, then all written or none, `p3m.io.write_image_set`).
 
-Before a run: `remove_leftovers` clears the temporary files a killed run left in the output folders, and
-`set_state` tells each input's set apart: "new" (none of its files exists), "done" (every file is whole,
+Before a run: `prepare_output_folders` creates the output folders and clears the temporary files a killed run left
+there, and `set_state` tells each input's set apart: "new" (none of its files exists), "done" (every file is whole,
 `p3m.atomic.is_whole`) or "incomplete" (some are missing, or a kill interrupted the set: redone by
 ``--skip-existing``, named by `existing_outputs_error`).
 """
@@ -23,7 +23,7 @@ from p3m.infer.foreground import WHITE
 from p3m.infer.matter import Matter, MatteResult
 from p3m.io import matte_output_name, write_image_set
 
-__all__ = ["Job", "existing_outputs_error", "plan_outputs", "remove_leftovers", "set_state", "write_outputs"]
+__all__ = ["Job", "existing_outputs_error", "plan_outputs", "prepare_output_folders", "set_state", "write_outputs"]
 
 #: One input and its output file per kind.
 Job = tuple[Path, dict[str, Path]]
@@ -84,10 +84,13 @@ def write_outputs(
     return result
 
 
-def remove_leftovers(jobs: list[Job]) -> list[Path]:
-    """Remove the temporary files (and stale marks) that killed runs left in the jobs' output folders
-    (`p3m.atomic.remove_orphans`; a live run's files are never touched) -> the files removed."""
-    folders = dict.fromkeys(dest.parent for _, outs in jobs for dest in outs.values())
+def prepare_output_folders(jobs: list[Job]) -> list[Path]:
+    """Create the jobs' output folders (an OSError naming the folder when one cannot be made, so that a read-only
+    or misnamed -o fails once, not once per image) and remove the temporary files (and stale marks) that killed runs
+    left there (`p3m.atomic.remove_orphans`; a live run's files are never touched) -> the files removed."""
+    folders = list(dict.fromkeys(dest.parent for _, outs in jobs for dest in outs.values()))
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
     return [path for folder in folders for path in remove_orphans(folder)]
 
 

@@ -266,7 +266,7 @@ def anonymize_files(
     options = options or AnonymizeOptions()
     detector = detector or default_detector(DEFAULT_THRESHOLD)
     outdir = Path(outdir)
-    paths, problems, _ = find_inputs(list(inputs), recursive)  # p3m's own outputs are no inputs
+    paths, problems, _ = find_inputs(list(inputs), recursive, verb="anonymize")  # p3m's own outputs are no inputs
     alpha_folder = Path(alpha_dir) if alpha_dir is not None else None
     if alpha_folder is not None and not alpha_folder.is_dir():
         raise P3MError(f"{alpha_folder}: alpha folder not found")
