@@ -389,7 +389,40 @@ def test_plain_matte_uses_the_builtin_route_whatever_the_folder_holds(home, tmp_
     assert "portrait-cf" in err and "internal error" not in err
 
 
+@pytest.mark.slow
+def test_the_server_starts_and_lists_with_a_bad_model_folder(home, tmp_path, monkeypatch) -> None:
+    pytest.importorskip("fastapi")
+    import warnings
+
+    with warnings.catch_warnings():  # starlette's note about its httpx client, not about p3m
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+
+    from p3m.serve import ServeSettings, create_app
+
+    bad = _models_folder(home, tmp_path, monkeypatch)
+    with TestClient(create_app(ServeSettings(workers=1)), base_url="http://127.0.0.1") as client:
+        health = client.get("/v1/health").json()
+        assert health["matting"]["ready"], health
+        listed = client.get("/v1/models").json()
+        assert listed["loaded"]["name"] == model_store.BUILTIN
+        assert {m["name"] for m in listed["available"]} == {"good", model_store.BUILTIN}
+        assert not set(bad) & {m["name"] for m in listed["available"]}
+
+
 # ------------------------------------------------------------------------------------------------------ smaller
+
+
+def test_a_recursive_glob_does_not_follow_a_link_to_a_parent_folder(tmp_path) -> None:
+    from p3m.io import collect_images
+
+    for i in range(4):  # four links up: a listing that followed them would grow as 4^depth
+        (tmp_path / "sub").mkdir(exist_ok=True)
+        os.symlink(tmp_path, tmp_path / "sub" / f"up{i}")
+    write_image(tmp_path / "sub" / "a.png", np.zeros((4, 4), np.uint8))
+    start = time.monotonic()
+    paths, problems = collect_images([str(tmp_path / "**" / "*.png")], recursive=True)
+    assert [p.name for p in paths] == ["a.png"] and problems == [] and time.monotonic() - start < 10
 
 
 def test_a_symlink_loop_is_called_one(tmp_path, capsys) -> None:

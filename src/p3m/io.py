@@ -459,8 +459,9 @@ def _glob(text: str, recursive: bool) -> list[Path]:
     pattern = "/".join(parts[fixed:])
     if not recursive:
         pattern = pattern.replace("**", "*")
+    hidden_too = parts[-1].startswith(".")  # as in a shell: `*` does not match names that start with a dot
     try:
-        return sorted(q for q in anchor.glob(pattern) if q.is_file())
+        return sorted(q for q in anchor.glob(pattern) if q.is_file() and (hidden_too or not q.name.startswith(".")))
     except (OSError, ValueError):  # an unreadable folder on the way, an invalid pattern
         return []
 
