@@ -426,8 +426,9 @@ def test_store_never_unpickles_code(store: Path) -> None:
     marker.unlink(missing_ok=True)
     with open(home / "evil.pth", "wb") as f:
         pickle.dump({"resnet.x": _Payload()}, f)
-    (entry,) = [e for e in model_store.list_weights() if e.name != model_store.BUILTIN]
-    assert entry.arch is None
+    assert [e.name for e in model_store.list_weights()] == [model_store.BUILTIN]
+    (entry,) = model_store.list_unusable()  # listed apart, with the weights-only unpickler's reason
+    assert entry.name == "evil" and entry.arch is None and "unreadable pth file" in entry.problem
     assert not marker.exists()
 
 

@@ -166,16 +166,6 @@ def _background(text: str) -> tuple[int, int, int] | np.ndarray:
     raise P3MError(f"--background {text!r} is neither a colour (name, #RRGGBB, R,G,B) nor an image file")
 
 
-def _refuse_existing(jobs: list) -> None:
-    existing = [o for _, outs in jobs for o in outs.values() if o.exists()]
-    if existing:
-        more = f" and {len(existing) - 5} more" if len(existing) > 5 else ""
-        shown = ", ".join(str(o) for o in existing[:5]) + more
-        raise P3MError(
-            f"refusing to overwrite {len(existing)} existing output(s): {shown}; pass --overwrite or --skip-existing"
-        )
-
-
 def _open_matter(args: argparse.Namespace):
     from p3m.infer.matter import Matter  # torch: loaded when the verb runs, so that `p3m --help` stays quick
 
@@ -217,27 +207,34 @@ def _matte_all(matter, jobs: list, background, quiet: bool) -> tuple[int, int]:
 
 def run(args: argparse.Namespace) -> int:
     # torch and PIL load when the verb runs, so that `p3m --help` stays quick
-    from p3m.infer.batch import plan_outputs
-    from p3m.io import collect_images
+    from p3m.infer.batch import existing_outputs_error, plan_outputs, prepare_output_folders, set_state
+    from p3m.io import find_inputs
 
     kinds: list[str] = args.output
     background = _background(args.background) if "composite" in kinds else (255, 255, 255)
-    paths, problems = collect_images(args.inputs, recursive=args.recursive)
-    for msg in problems:
-        print(f"p3m matte: {msg}", file=sys.stderr)
+    paths, problems, left_out = find_inputs(args.inputs, recursive=args.recursive, verb="matte")
+    notes = []
+    if left_out:  # p3m's own outputs in a folder or glob (a rerun into the input folder)
+        names = ", ".join(p.name for p in left_out[:3]) + (", ..." if len(left_out) > 3 else "")
+        notes.append(f"left out {len(left_out)} file(s) that p3m wrote ({names}); name one to matte it")
     if not paths:
-        raise P3MError("no input images" + (f" ({'; '.join(problems)})" if problems else ""))
+        raise P3MError("no input images" + (f" ({'; '.join(problems + notes)})" if problems or notes else ""))
+    for msg in problems + ([] if args.quiet else notes):
+        print(f"p3m matte: {msg}", file=sys.stderr)
     outdir = Path(args.outdir)
     ext = ".jpg" if args.composite_format == "jpg" else ".png"
     jobs, clashes = plan_outputs(paths, outdir, kinds, composite_ext=ext)
     for msg in clashes:
         print(f"p3m matte: error: {msg}", file=sys.stderr)
+    leftovers = prepare_output_folders(jobs)
+    if leftovers and not args.quiet:
+        print(f"p3m matte: removed {len(leftovers)} temporary file(s) left by an interrupted run", file=sys.stderr)
     skipped = 0
     if args.skip_existing:
-        kept = [(p, outs) for p, outs in jobs if not all(o.exists() for o in outs.values())]
+        kept = [(p, outs) for p, outs in jobs if set_state(outs) != "done"]
         skipped, jobs = len(jobs) - len(kept), kept
-    elif not args.overwrite:
-        _refuse_existing(jobs)
+    elif not args.overwrite and (refusal := existing_outputs_error(jobs)):
+        raise P3MError(refusal)
     matter = _open_matter(args)
     if matter.model_warning:
         print(f"p3m matte: warning: {matter.model_warning}", file=sys.stderr)

@@ -4,6 +4,11 @@
 output folder, unless two inputs share a stem (then their folders are mirrored). Inputs whose outputs would
 collide with another input's, or overwrite an input, are reported and left out. `write_outputs` mattes one
 image and writes its whole set (every kind rendered first, then all written or none, `p3m.io.write_image_set`).
+
+Before a run: `prepare_output_folders` creates the output folders and clears the temporary files a killed run left
+there, and `set_state` tells each input's set apart: "new" (none of its files exists), "done" (every file is whole,
+`p3m.atomic.is_whole`) or "incomplete" (some are missing, or a kill interrupted the set: redone by
+``--skip-existing``, named by `existing_outputs_error`).
 """
 
 from __future__ import annotations
@@ -13,18 +18,20 @@ from pathlib import Path
 
 import numpy as np
 
+from p3m.atomic import is_whole, remove_orphans
 from p3m.infer.foreground import WHITE
 from p3m.infer.matter import Matter, MatteResult
-from p3m.io import write_image_set
+from p3m.io import matte_output_name, write_image_set
 
-__all__ = ["Job", "plan_outputs", "write_outputs"]
+__all__ = ["Job", "existing_outputs_error", "plan_outputs", "prepare_output_folders", "set_state", "write_outputs"]
 
 #: One input and its output file per kind.
 Job = tuple[Path, dict[str, Path]]
+_SHOWN = 5
 
 
 def _output_paths(src: Path, folder: Path, kinds: list[str], composite_ext: str) -> dict[str, Path]:
-    return {k: folder / f"{src.stem}_{k}{composite_ext if k == 'composite' else '.png'}" for k in kinds}
+    return {k: folder / matte_output_name(src.stem, k, composite_ext) for k in kinds}
 
 
 def _subdirs(paths: list[Path]) -> list[Path]:
@@ -75,3 +82,56 @@ def write_outputs(
     result = matter.matte(src, foreground=any(k != "alpha" for k in outputs))
     write_image_set([(dest, result.render(kind, background)) for kind, dest in outputs.items()])
     return result
+
+
+def prepare_output_folders(jobs: list[Job]) -> list[Path]:
+    """Create the jobs' output folders (an OSError naming the folder when one cannot be made, so that a read-only
+    or misnamed -o fails once, not once per image) and remove the temporary files (and stale marks) that killed runs
+    left there (`p3m.atomic.remove_orphans`; a live run's files are never touched) -> the files removed."""
+    folders = list(dict.fromkeys(dest.parent for _, outs in jobs for dest in outs.values()))
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+    return [path for folder in folders for path in remove_orphans(folder)]
+
+
+def set_state(outputs: dict[str, Path]) -> str:
+    """The state of one input's output set: "new" when none of its files exists, "done" when every one is whole
+    (`p3m.atomic.is_whole`), else "incomplete" (a file is missing, or was left by an interrupted set)."""
+    present = [dest for dest in outputs.values() if os.path.lexists(dest)]
+    if not present:
+        return "new"
+    return "done" if len(present) == len(outputs) and all(is_whole(d) for d in outputs.values()) else "incomplete"
+
+
+def _what_is_wrong(outputs: dict[str, Path]) -> str:
+    missing = [kind for kind, dest in outputs.items() if not os.path.lexists(dest)]
+    broken = [kind for kind, dest in outputs.items() if os.path.lexists(dest) and not is_whole(dest)]
+    parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
+        [f"interrupted {', '.join(broken)}"] if broken else []
+    )
+    return "; ".join(parts)
+
+
+def existing_outputs_error(jobs: list[Job]) -> str | None:
+    """Why a run without ``--overwrite`` or ``--skip-existing`` must not start (outputs exist), naming the
+    incomplete sets apart from the whole ones; None when no output exists."""
+    states = [(src, outs, set_state(outs)) for src, outs in jobs]
+    done = [dest for _, outs, state in states if state == "done" for dest in outs.values()]
+    incomplete = [(src, outs) for src, outs, state in states if state == "incomplete"]
+    if not done and not incomplete:
+        return None
+    parts = []
+    if done:
+        more = f" and {len(done) - _SHOWN} more" if len(done) > _SHOWN else ""
+        parts.append(f"{len(done)} existing output(s): {', '.join(str(o) for o in done[:_SHOWN])}{more}")
+    if incomplete:
+        shown = "; ".join(f"{src} ({_what_is_wrong(outs)})" for src, outs in incomplete[:_SHOWN])
+        more = f"; and {len(incomplete) - _SHOWN} more" if len(incomplete) > _SHOWN else ""
+        parts.append(
+            f"{len(incomplete)} incomplete output set(s) (an interrupted run, or files removed): {shown}{more}"
+        )
+    return (
+        "refusing to overwrite "
+        + "; ".join(parts)
+        + "; pass --skip-existing (redoes only the incomplete sets) or --overwrite"
+    )

@@ -17,14 +17,23 @@ from pathlib import Path
 
 import numpy as np
 
+from p3m.atomic import is_whole, remove_orphans
 from p3m.data.obfuscate import METHODS, obfuscate, private_area
 from p3m.errors import DatasetError, ImageError, P3MError, os_error_message
-from p3m.io import IMAGE_EXTENSIONS, collect_images, read_image, read_mask, write_image_set
+from p3m.io import (
+    ANONYMIZE_REPORT,
+    IMAGE_EXTENSIONS,
+    collect_images,
+    find_inputs,
+    read_image,
+    read_mask,
+    write_image_set,
+)
 from p3m.privacy.detect import Face, FaceDetector, default_detector
 from p3m.privacy.landmarks import REGION_MODES, FaceOutline, FaceOutliner
 from p3m.privacy.region import MIN_FEATHER, soft_mask
 
-REPORT_NAME = "anonymize_report.csv"
+REPORT_NAME = ANONYMIZE_REPORT
 REPORT_FIELDS = ("stem", "source", "output", "faces", "boxes", "scores", "regions", "status", "message")
 DEFAULT_MASK_SCALE = 1.1
 DEFAULT_THRESHOLD = 0.2
@@ -267,6 +276,9 @@ def _refuse_overwrite(planned: Iterable[Path], inputs: Iterable[Path], outdir: P
     originals = sum(p.resolve() in sources for p in existing)
     shown = ", ".join(str(p) for p in existing[:5]) + (f" and {len(existing) - 5} more" if len(existing) > 5 else "")
     what = f", {originals} of them the input images themselves" if originals else ""
+    interrupted = [str(p) for p in existing if not is_whole(p)]  # p3m.atomic.commit_set: a kill mid-set
+    if interrupted:
+        what += f", {len(interrupted)} of them left incomplete by an interrupted run ({', '.join(interrupted[:5])})"
     raise P3MError(
         f"refusing to overwrite {len(existing)} existing file(s) in {outdir}{what}: {shown}; "
         "pass --overwrite or choose another -o"
@@ -295,7 +307,7 @@ def anonymize_files(
     detector = detector or default_detector(DEFAULT_THRESHOLD)
     outliner = options.outliner()
     outdir = Path(outdir)
-    paths, problems = collect_images(list(inputs), recursive)
+    paths, problems, _ = find_inputs(list(inputs), recursive, verb="anonymize")  # p3m's own outputs are no inputs
     alpha_folder = Path(alpha_dir) if alpha_dir is not None else None
     if alpha_folder is not None and not alpha_folder.is_dir():
         raise P3MError(f"{alpha_folder}: alpha folder not found")
@@ -307,6 +319,8 @@ def anonymize_files(
         for stem, path in first.items():
             planned += [outdir / f"{stem}{_output_suffix(path)}", outdir / "facemask" / f"{stem}.png"]
         _refuse_overwrite(planned, paths, outdir)
+    for folder in (outdir, outdir / "facemask"):  # temporary files a killed run left
+        remove_orphans(folder)
     report = AnonymizeReport(problems=problems)
     seen: dict[str, Path] = {}
     for path in paths:
@@ -390,6 +404,8 @@ def anonymize_dataset(
                 if sub != "trimap" or trimap_dir is not None
             ]
         _refuse_overwrite(planned, paths, outdir)
+    for folder in (outdir, *(outdir / sub for sub in ("blurred_image", "mask", "facemask", "trimap"))):
+        remove_orphans(folder)  # temporary files a killed run left
     report = AnonymizeReport(problems=problems)
     seen: set[str] = set()
     for path in paths:
