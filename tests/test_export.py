@@ -120,12 +120,12 @@ def test_export_command(tiny, tmp_path, monkeypatch, capsys) -> None:
     ckpt = save_checkpoint(tiny, tmp_path / "ck" / "tiny")
     model_store.register(ckpt, "tiny", arch="p3m-r34", origin="test")
     out = tmp_path / "model.onnx"
-    assert run_cli(["export", "--weights", "tiny", "--model", "p3m-r34", "-o", str(out), "--format", "onnx"]) == 0
+    assert run_cli(["export", "--weights", "tiny", "--arch", "p3m-r34", "-o", str(out), "--format", "onnx"]) == 0
     printed = capsys.readouterr().out
     assert "max |alpha diff|" in printed and out.is_file()
     assert run_cli(["export", "--weights", "tiny", "-o", str(out)]) == 2  # exists, no --overwrite
     assert run_cli(["export", "--weights", "tiny", "-o", str(tmp_path / "model.txt")]) == 2
-    assert run_cli(["export", "--weights", "tiny", "--model", "p3m-vitae-s", "-o", str(tmp_path / "b.onnx")]) == 2
+    assert run_cli(["export", "--weights", "tiny", "--arch", "p3m-vitae-s", "-o", str(tmp_path / "b.onnx")]) == 2
     # an exported model dropped in the folder is listed and usable by name
     (tmp_path / "home" / "models").mkdir(parents=True, exist_ok=True)
     out.replace(tmp_path / "home" / "models" / "exported.onnx")

@@ -92,7 +92,7 @@ def test_folder_end_to_end_with_all_outputs(weights: Path, tmp_path: Path, capsy
             str(tmp_path / "in"),
             "-o",
             str(out),
-            "--output",
+            "--save",
             "alpha,rgba,fg,composite",
             "--background",
             "#00ff00",
@@ -203,7 +203,7 @@ def test_composite_background_colours_and_image(weights: Path, tmp_path: Path) -
                 str(src),
                 "-o",
                 str(out),
-                "--output",
+                "--save",
                 "composite",
                 "--background",
                 str(bg),
@@ -217,14 +217,14 @@ def test_composite_background_colours_and_image(weights: Path, tmp_path: Path) -
     comp = io.read_image(out / f"{src.stem}_composite.jpg")
     assert comp.shape == io.read_image(src).shape
     assert (
-        run_cli(["matte", str(src), "-o", str(out), "--output", "composite", "--background", "nonsense", "--overwrite"])
+        run_cli(["matte", str(src), "-o", str(out), "--save", "composite", "--background", "nonsense", "--overwrite"])
         == 2
     )
 
 
 def test_usage_errors_exit_2(weights: Path, tmp_path: Path, capsys) -> None:
     (src,) = small_copies(tmp_path / "in", n=1)
-    assert run_cli(["matte", str(src), "-o", str(tmp_path / "o"), "--output", "alpha,depth"]) == 2
+    assert run_cli(["matte", str(src), "-o", str(tmp_path / "o"), "--save", "alpha,depth"]) == 2
     assert run_cli(["matte", str(tmp_path / "nothing-here"), "-o", str(tmp_path / "o")]) == 2
     assert run_cli(["matte", str(src), "-o", str(tmp_path / "o"), "--weights", "no-such-model"]) == 2
     assert "no model named 'no-such-model'" in capsys.readouterr().err
@@ -242,7 +242,7 @@ def test_cuda_request_without_cuda_is_an_error(weights: Path, tmp_path: Path, ca
 def test_no_weights_says_how_to_get_them(home: Path, tmp_path: Path, capsys) -> None:
     (src,) = small_copies(tmp_path / "in", n=1)
     # no name: the built-in route runs (tests/test_default_model.py); an architecture without weights cannot
-    assert run_cli(["matte", str(src), "-o", str(tmp_path / "o"), "--model", "p3m-swin-t"]) == 2
+    assert run_cli(["matte", str(src), "-o", str(tmp_path / "o"), "--arch", "p3m-swin-t"]) == 2
     err = capsys.readouterr().err
     assert "p3m demo" in err and "p3mnet_pretrained_on_p3m10k.pth" in err
     assert run_cli(["models"]) == 0
@@ -274,7 +274,7 @@ def test_weights_by_path_and_duplicate_stems(weights: Path, tmp_path: Path) -> N
             str(out),
             "--weights",
             str(weights),
-            "--output",
+            "--save",
             "alpha",
             "--quiet",
         ]
@@ -302,7 +302,7 @@ def test_inputs_whose_outputs_clash_are_reported_not_overwritten(weights: Path, 
     other = small_copies(tmp_path / "more", n=1, scale=10)[0]
     shutil.move(str(other), tmp_path / "in" / "q.jpg")
     out = tmp_path / "out"
-    code = run_cli(["matte", str(tmp_path / "in"), "-o", str(out), "--output", "alpha"])
+    code = run_cli(["matte", str(tmp_path / "in"), "-o", str(out), "--save", "alpha"])
     err = capsys.readouterr().err
     assert code == 1
     assert "p.png: skipped: it would write the same files as" in err and "p.jpg" in err and "p_alpha.png" in err

@@ -203,7 +203,7 @@ def _cutouts(folder: Path, target: Path, weights: str | None, *, quiet: bool, lo
         "-o",
         str(target),
         *(["--weights", weights] if weights else []),
-        "--output",
+        "--save",
         ",".join(OUTPUTS),
         "--background",
         "#{:02x}{:02x}{:02x}".format(*BACKGROUND),

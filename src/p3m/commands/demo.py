@@ -21,10 +21,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "Each stage prints the `p3m` command that does the same; finished stages are skipped on a re-run."
         ),
     )
-    parser.add_argument("-o", "--out", type=Path, default=d.out_dir, help=f"output folder (default {d.out_dir})")
-    parser.add_argument("--train-images", type=int, default=d.n_train, help=f"synthetic training images ({d.n_train})")
-    parser.add_argument("--test-images", type=int, default=d.n_test, help=f"images per test split ({d.n_test})")
-    parser.add_argument("--size", type=int, default=d.size, help=f"synthetic image side in pixels ({d.size})")
+    parser.add_argument(
+        "-o", "--out", type=Path, default=d.out_dir, metavar="OUT", help=f"output folder (default {d.out_dir})"
+    )
+    parser.add_argument(
+        "--train-images", type=int, default=d.n_train, metavar="N", help=f"synthetic training images ({d.n_train})"
+    )
+    parser.add_argument(
+        "--test-images", type=int, default=d.n_test, metavar="N", help=f"images per test split ({d.n_test})"
+    )
+    parser.add_argument(
+        "--size", type=int, default=d.size, metavar="N", help=f"synthetic image side in pixels ({d.size})"
+    )
     parser.add_argument("--seed", type=int, default=d.seed, help=f"seed of the synthetic data ({d.seed})")
     parser.add_argument(
         "--config",

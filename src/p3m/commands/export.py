@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from p3m.commands._types import hide_aliases
 from p3m.errors import P3MError
 
 
@@ -22,10 +23,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--weights", required=True, metavar="PATH|NAME", help="checkpoint file or a name from `p3m models`"
     )
-    parser.add_argument(
+    arch = parser.add_argument(
         "--arch", "--model", dest="arch", default=None, metavar="ARCH", help="architecture (default: from the weights)"
     )
-    parser.add_argument("-o", "--output", required=True, metavar="FILE.onnx", help="ONNX file to write")
+    hide_aliases(arch, "--model")
+    out = parser.add_argument("-o", "--out", "--output", required=True, metavar="FILE.onnx", help="ONNX file to write")
+    hide_aliases(out, "--output")
     parser.add_argument("--format", choices=("onnx",), default="onnx", help="export format (onnx)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17; MaxUnpool-free graph, >= 13)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
@@ -37,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from p3m.infer.export import export_onnx
     from p3m.models.store import BUILTIN, choose_arch, load_network, resolve
 
-    out = Path(args.output)
+    out = Path(args.out)
     if out.suffix != ".onnx":
         raise P3MError(f"{out}: output file must end in .onnx")
     if out.exists() and not args.overwrite:
