@@ -29,7 +29,7 @@ from PIL import Image  # noqa: E402
 
 from p3m.errors import CheckpointError  # noqa: E402
 from p3m.io import has_metadata, read_image  # noqa: E402
-from tests.paths import PORTRAITS  # noqa: E402
+from tests.paths import PORTRAITS, TEST_DATA  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -172,15 +172,15 @@ def portrait() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def face_photo() -> np.ndarray:
-    """A real portrait (640x360) with a face the detector finds, else a synthetic one."""
+    """A real portrait (640x360) with a face the detector finds: from the shared set where it is checked out, else
+    the open face shipped in tests/data (480x480), letterboxed to the same size."""
     import cv2
 
     path = PORTRAITS / "image" / "p_09ba26b4.jpg"
     if path.is_file():
         return cv2.resize(read_image(path), (640, 360), interpolation=cv2.INTER_AREA)
-    from p3m.data.synth import render_portrait
-
-    return render_portrait(np.random.default_rng(5), (360, 640), two_person_prob=0.0, back_view_prob=0.0).image
+    face = cv2.resize(read_image(TEST_DATA / "people_cap.jpg"), (360, 360), interpolation=cv2.INTER_AREA)
+    return cv2.copyMakeBorder(face, 0, 0, 140, 140, cv2.BORDER_REPLICATE)
 
 
 def healthy(client) -> bool:

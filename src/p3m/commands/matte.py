@@ -68,7 +68,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("-r", "--recursive", action="store_true", help="descend into sub-folders of folder inputs")
     _add_output_options(parser)
     _add_model_options(parser)
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress bar: only errors, warnings and the summary line (which names the model used)",
+    )
     return parser
 
 
@@ -252,10 +257,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"p3m matte: warning: {matter.model_warning}", file=sys.stderr)
     done, failed = _matte_all(matter, jobs, background, args.quiet)
     failed += len(problems) + len(clashes)
-    if not args.quiet:
-        note = f", {skipped} skipped (outputs exist)" if skipped else ""
-        print(
-            f"p3m matte: {done} image(s) written to {outdir}{note}, {failed} failed [{matter.describe()}]",
-            file=sys.stderr,
-        )
+    # printed by quiet runs too: every run names the model it used
+    note = f", {skipped} skipped (outputs exist)" if skipped else ""
+    print(
+        f"p3m matte: {done} image(s) written to {outdir}{note}, {failed} failed [{matter.describe()}]",
+        file=sys.stderr,
+    )
     return 1 if failed else 0
