@@ -49,6 +49,7 @@ __all__ = [
     "missing_weights_help",
     "model_home",
     "register",
+    "replacement_note",
     "resolve",
     "trained_on_synthetic",
 ]
@@ -176,6 +177,27 @@ def register(checkpoint_path: str | os.PathLike[str], name: str, *, arch: str, o
     models[name] = {"file": stored, "arch": arch, "origin": origin, "created": _now()}
     _write_index(home, models)
     return path
+
+
+def replacement_note(name: str, origin: str) -> str:
+    """What registering ``name`` from ``origin`` would replace: one line when the name is registered from another
+    place (e.g. `p3m demo` run in another folder or checkout: the model folder is shared by every checkout of the
+    user), "" when nothing or the same origin's model would be replaced.
+
+    Registering copies the weights into the model folder, so the replaced copy's original stays where its origin
+    wrote it; the line says so.
+    """
+    try:
+        record = _read_index(model_home()).get(name)
+    except CheckpointError:
+        return ""
+    if record is None or record.get("origin") == origin:
+        return ""
+    when = f" on {record['created']}" if record.get("created") else ""
+    return (
+        f"`{name}` was registered by {record.get('origin', 'another run')}{when}; it now names this run's model "
+        f"(the weights `{name}` named before stay where that run wrote them)"
+    )
 
 
 def _sidecar_or_nothing(path: Path) -> dict[str, Any]:
