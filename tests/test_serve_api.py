@@ -331,6 +331,22 @@ def test_matte_alpha_equals_the_library(client, portrait, reference_matter):
     np.testing.assert_array_equal(np.asarray(out), expected)
 
 
+@pytest.mark.slow
+def test_the_decode_time_of_an_upload_is_reported(client):
+    """X-P3M-Seconds times every step where it happens: a 1080p JPEG takes milliseconds to decode, not 0."""
+    import cv2
+
+    photo = cv2.resize(read_image(TEST_DATA / "people_profile.jpg"), (1920, 1080), interpolation=cv2.INTER_CUBIC)
+    buf = io.BytesIO()
+    Image.fromarray(photo).save(buf, format="JPEG", quality=90)
+    resp = _post_matte(client, buf.getvalue(), output="alpha", strategy="resize")
+    assert resp.status_code == 200, resp.text
+    seconds = dict(item.split("=") for item in resp.headers["x-p3m-seconds"].split(", "))
+    assert set(seconds) == {"decode", "network", "foreground", "encode"}
+    # printed with 3 decimals: decoding 2 megapixels of JPEG takes more than a millisecond on any CPU
+    assert float(seconds["decode"]) >= 0.001, seconds
+
+
 def test_matte_rgba_fg_and_composite_equal_the_library(client, portrait, reference_matter):
     expected = reference_matter.matte(portrait, foreground=True)
     rgba = Image.open(io.BytesIO(_post_matte(client, png_bytes(portrait), output="rgba").content))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from p3m.commands._types import hide_aliases
@@ -38,7 +39,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     # torch and onnx load when the verb runs, so that `p3m --help` stays quick
     from p3m.infer.export import export_onnx
-    from p3m.models.store import BUILTIN, choose_arch, load_network, resolve
+    from p3m.models.store import BUILTIN, choose_arch, load_network, resolve, trained_on_synthetic
 
     out = Path(args.out)
     if out.suffix != ".onnx":
@@ -58,7 +59,16 @@ def run(args: argparse.Namespace) -> int:
     arch = choose_arch(path, found, args.arch)
     assert arch is not None  # choose_arch names one for every torch file
     model, meta = load_network(path, arch)
-    report = export_onnx(model, out, opset=args.opset, metadata={"source_weights": path.name})
+    synthetic = trained_on_synthetic(path)
+    # carried into the file, so that a run of the .onnx warns as a run of the weights does
+    metadata = {"source_weights": path.name, "dataset_synthetic": synthetic}
+    report = export_onnx(model, out, opset=args.opset, metadata=metadata)
+    if synthetic:
+        print(
+            f"p3m export: warning: {args.weights} was trained on synthetic (drawn) portraits; {out.name} says so in "
+            "its metadata and warns whenever it is used",
+            file=sys.stderr,
+        )
     print(
         f"exported {meta.get('arch', arch)} to {report['path']} (opset {report['opset']}, dynamic H/W); "
         f"onnxruntime vs torch: max |alpha diff| {report['max_abs_diff']:.2e}, "

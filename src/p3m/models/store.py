@@ -231,6 +231,14 @@ def _keys_arch(keys: list[str]) -> str | None:
     return None
 
 
+def _onnx_metadata(path: Path) -> dict[str, str]:
+    """The metadata `p3m export` wrote into an ONNX file (arch, arch_kwargs, dataset_synthetic, ...)."""
+    import onnx  # only for .onnx files: the onnx package costs start-up time otherwise
+
+    model = onnx.load(str(path), load_external_data=False)
+    return {q.key: q.value for q in model.metadata_props}
+
+
 def guess_arch(path: str | os.PathLike[str]) -> tuple[str | None, dict[str, Any]]:
     """(arch, arch_kwargs) of a checkpoint file without building a model; (None, {}) if unknown.
 
@@ -243,10 +251,7 @@ def guess_arch(path: str | os.PathLike[str]) -> tuple[str | None, dict[str, Any]
         return arch, kwargs
     try:
         if p.suffix == ".onnx":
-            import onnx  # only for a dropped .onnx file: the onnx package costs start-up time otherwise
-
-            model = onnx.load(str(p), load_external_data=False)
-            props = {q.key: q.value for q in model.metadata_props}
+            props = _onnx_metadata(p)
             arch = props.get("arch")
             kwargs = json.loads(props.get("arch_kwargs", "{}"))
             return arch, kwargs
@@ -363,10 +368,17 @@ def resolve(name_or_path: str | os.PathLike[str]) -> tuple[Path, str | None]:
 
 
 def trained_on_synthetic(path: str | os.PathLike[str]) -> bool:
-    """True for weights trained on drawn portraits: the trainer's sidecar says so, or `p3m demo` registered them."""
+    """True for weights trained on drawn portraits: the trainer's sidecar says so, `p3m demo` registered them, or
+    (an exported .onnx file) `p3m export` wrote so into its metadata."""
     p = Path(path)
     if _sidecar_or_nothing(p).get("dataset_synthetic"):
         return True
+    if p.suffix == ".onnx":
+        try:
+            if _onnx_metadata(p).get("dataset_synthetic") == "true":
+                return True
+        except Exception:  # unreadable: loading it says why
+            pass
     home = model_home()
     try:
         records = _read_index(home)
