@@ -20,7 +20,7 @@ import torch
 
 from p3m import models
 from p3m.bench import published
-from p3m.bench.compare import compare_p3m_basic, paired_difference
+from p3m.bench.compare import MIN_PAIRS, compare_p3m_basic, paired_difference
 from p3m.bench.config import BenchmarkConfig, SettingConfig, load_benchmark_config
 from p3m.bench.methods import ClassicalMethod, NetworkMethod
 from p3m.bench.runner import DONE_MARKER, run_benchmark
@@ -255,7 +255,7 @@ def test_comparison_is_stated_from_the_numbers(bench):
         diffs = [b["sad_per_image"][s] - p["sad_per_image"][s] for s in p["sad_per_image"]]
         assert row["pairs"] == 2 and row["difference"] == pytest.approx(np.mean(diffs), rel=1e-12)
         assert row["ci_low"] <= row["difference"] <= row["ci_high"]
-        assert row["p3m_better"] == (row["ci_low"] > 0)
+        assert row["p3m_better"] is False and row["verdict"] == "within noise"  # 2 images: too few to tell
     assert comp["statement"] in result.report_markdown.read_text()
 
 
@@ -292,8 +292,10 @@ def test_compare_says_beats_only_above_the_noise():
     lose = compare_p3m_basic(_rows(list(base + 2.0), list(base)), cfg)
     assert lose["statement"].startswith("P3M-Net does NOT beat BASIC") and "on B:B" in lose["statement"]
     assert lose["rows"][0]["verdict"] == "BASIC lower" and "reasons" in lose["statement"]
-    # one image, or means only: no spread can be measured, so no winner
+    # one image, means only, or fewer than MIN_PAIRS images: no winner
     assert compare_p3m_basic(_rows([1.0], [5.0]), cfg)["rows"][0]["verdict"] == "within noise"
+    few = compare_p3m_basic(_rows(list(base[: MIN_PAIRS - 1]), list(base[: MIN_PAIRS - 1] + 1.0)), cfg)["rows"][0]
+    assert few["ci_low"] > 0 and few["verdict"] == "within noise"
 
 
 @pytest.mark.parametrize("needs_trimap", [False, True])
@@ -346,7 +348,8 @@ def test_paired_difference_matches_a_literal_bootstrap():
     assert got.n == 20 and got.mean == pytest.approx(diff.mean(), rel=1e-12)
     assert abs(got.low - low) < 0.05 * spread and abs(got.high - high) < 0.05 * spread
     assert paired_difference(a, b).low == got.low  # seeded: the same report every time
-    assert paired_difference([1.0, 2.0], [1.5, 2.5]).verdict == "a lower"  # no spread: the difference itself
+    same = paired_difference(np.arange(MIN_PAIRS), np.arange(MIN_PAIRS) + 0.5)  # no spread: the difference itself
+    assert (same.low, same.high, same.verdict) == (0.5, 0.5, "a lower")
 
 
 # ------------------------------------------------------------------------------------------ report

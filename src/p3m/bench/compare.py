@@ -3,7 +3,8 @@
 A benchmark's test sets are small (12 images per split in the demo), so a difference of means can be chance. Each
 comparison pairs the two methods image by image (same test image, same ground truth) and gives the mean of the
 per-image differences with a 95 % bootstrap confidence interval (`paired_difference`, scipy's bootstrap). A method
-is said to have the lower SAD only when the whole interval lies on its side of zero; otherwise the statement says
+is said to have the lower SAD only when the whole interval lies on its side of zero, over at least `MIN_PAIRS`
+images (a percentile bootstrap of fewer images gives intervals too narrow to trust); otherwise the statement says
 "within noise". The interval covers the spread over test images of one trained model per method; the spread
 between training runs (seeds) comes on top of it, so the statement says how many seeds the run trained.
 """
@@ -20,9 +21,10 @@ from p3m.bench.report import column_label
 if TYPE_CHECKING:
     from p3m.bench.config import BenchmarkConfig
 
-__all__ = ["CONFIDENCE", "PairedDifference", "compare_p3m_basic", "paired_difference"]
+__all__ = ["CONFIDENCE", "MIN_PAIRS", "PairedDifference", "compare_p3m_basic", "paired_difference"]
 
 CONFIDENCE = 0.95
+MIN_PAIRS = 8  # below this many paired images no winner is named
 RESAMPLES = 9999
 SEED = 0  # the resampling is seeded: the same numbers give the same interval in every report
 
@@ -32,7 +34,7 @@ class PairedDifference:
     """Mean of ``b - a`` over paired observations with its bootstrap confidence interval ``[low, high]``.
 
     ``verdict``: "a lower" when ``low > 0``, "b lower" when ``high < 0``, else "within noise" (also with fewer
-    than two pairs, where no spread can be measured).
+    than `MIN_PAIRS` pairs, too few for the interval to be trusted).
     """
 
     n: int
@@ -42,9 +44,9 @@ class PairedDifference:
 
     @property
     def verdict(self) -> str:
-        if self.n >= 2 and self.low > 0:
+        if self.n >= MIN_PAIRS and self.low > 0:
             return "a lower"
-        if self.n >= 2 and self.high < 0:
+        if self.n >= MIN_PAIRS and self.high < 0:
             return "b lower"
         return "within noise"
 
@@ -154,8 +156,9 @@ def compare_p3m_basic(results: list[dict[str, Any]], cfg: BenchmarkConfig) -> di
     ]
     how = (
         f"Whole-image SAD (lower is better); in brackets the {CONFIDENCE:.0%} bootstrap interval of the mean per-image "
-        "difference. It measures the spread over these test images for one trained model per method; training "
-        "another seed moves each method's SAD as well, which this interval does not include."
+        f"difference; with fewer than {MIN_PAIRS} images no winner is named. It measures the spread over these test "
+        "images for one trained model per method; training another seed moves each method's SAD as well, which "
+        "this interval does not include."
     )
     all_better = all(r["p3m_better"] for r in rows)
     if all_better:

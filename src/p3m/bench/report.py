@@ -533,7 +533,12 @@ def _figures(cfg: BenchmarkConfig, results: list[dict], curves: dict, dataset: P
     figures: list[Figure] = []
     chart = sad_chart(cfg, results)
     if chart:
-        figures.append(("sad_chart.png", "Whole-image SAD (P3M protocol) per method and test set.", chart, "image/png"))
+        caption = (
+            "Whole-image SAD (P3M protocol) per method and test set, means over the test images. The trimap-based "
+            "methods are given the test trimap (known foreground and background): not comparable with the "
+            "trimap-free networks, which get the image alone."
+        )
+        figures.append(("sad_chart.png", caption, chart, "image/png"))
     curve = curves_chart(curves)
     if curve:
         figures.append(("training_curves.png", "Training loss of every trained method.", curve, "image/png"))
