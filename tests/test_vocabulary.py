@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 
+import numpy as np
 import pytest
 
 from p3m import cli
@@ -108,3 +109,17 @@ def test_readme_verb_table_lists_every_verb():
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     listed = set(re.findall(r"^\| `p3m ([a-z]+)", readme, re.M))
     assert listed == set(cli.COMMANDS)
+
+
+def test_the_verbs_that_write_a_report_say_where(tmp_path, capsys):
+    """`p3m audit` and `p3m anonymize` end by naming the report file they wrote (default and --report)."""
+    from p3m.io import write_image
+
+    write_image(tmp_path / "in" / "flat.png", np.full((64, 64, 3), 90, np.uint8))
+    assert cli.main(["audit", str(tmp_path / "in"), "-q"]) == 0
+    assert f"report: {tmp_path / 'in' / 'audit_report.csv'}" in capsys.readouterr().out
+    assert (tmp_path / "in" / "audit_report.csv").is_file()
+    assert cli.main(["audit", str(tmp_path / "in"), "--report", str(tmp_path / "a.csv"), "-q"]) == 0
+    assert f"report: {tmp_path / 'a.csv'}" in capsys.readouterr().out
+    assert cli.main(["anonymize", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-q"]) == 0
+    assert f"report: {tmp_path / 'out' / 'anonymize_report.csv'}" in capsys.readouterr().out
