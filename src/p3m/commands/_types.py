@@ -42,3 +42,16 @@ def hide_aliases(action: argparse.Action, *aliases: str) -> argparse.Action:
         raise ValueError(f"{', '.join(sorted(unknown))} not among {action.option_strings}")
     action.option_strings = [s for s in action.option_strings if s not in aliases]
     return action
+
+
+def add_arch(parser: argparse.ArgumentParser) -> argparse.Action:
+    """`--arch ARCH` of the verbs that load weights (matte, export, serve); `--model`, its old name, still works."""
+    action = parser.add_argument(
+        "--arch",
+        "--model",
+        dest="arch",
+        default=None,
+        metavar="ARCH",
+        help="architecture, e.g. p3m-r34 (default: from the weights)",
+    )
+    return hide_aliases(action, "--model")

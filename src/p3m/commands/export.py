@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from p3m.commands._types import hide_aliases
+from p3m.commands._types import add_arch, hide_aliases
 from p3m.errors import P3MError
 
 
@@ -24,10 +24,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--weights", required=True, metavar="PATH|NAME", help="checkpoint file or a name from `p3m models`"
     )
-    arch = parser.add_argument(
-        "--arch", "--model", dest="arch", default=None, metavar="ARCH", help="architecture (default: from the weights)"
-    )
-    hide_aliases(arch, "--model")
+    add_arch(parser)
     out = parser.add_argument("-o", "--out", "--output", required=True, metavar="FILE.onnx", help="ONNX file to write")
     hide_aliases(out, "--output")
     parser.add_argument("--format", choices=("onnx",), default="onnx", help="export format (onnx)")

@@ -24,7 +24,7 @@ from p3m.choices import (
     STRATEGIES,
     parse_color,
 )
-from p3m.commands._types import hide_aliases, whole_number
+from p3m.commands._types import add_arch, hide_aliases, whole_number
 from p3m.errors import P3MError, os_error_message
 
 
@@ -115,15 +115,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         help="checkpoint or .onnx file, or a name from `p3m models` (default: the published "
         "P3M-Net if it is in the model folder, else the built-in portrait-cf)",
     )
-    arch = parser.add_argument(
-        "--arch",
-        "--model",
-        dest="arch",
-        default=None,
-        metavar="ARCH",
-        help="architecture, e.g. p3m-r34 (default: from the weights)",
-    )
-    hide_aliases(arch, "--model")
+    add_arch(parser)
     parser.add_argument(
         "--strategy",
         choices=STRATEGIES,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from p3m.choices import DEVICES_HELP, FOREGROUND_METHODS, PRECISIONS, STRATEGIES
-from p3m.commands._types import count, hide_aliases, positive
+from p3m.commands._types import add_arch, count, positive
 from p3m.serve.settings import DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_MB, ServeSettings
 
 _DEFAULTS = ServeSettings()
@@ -40,15 +40,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 opens it to the network)",
     )
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
-    arch = parser.add_argument(
-        "--arch",
-        "--model",
-        dest="arch",
-        default=None,
-        metavar="ARCH",
-        help="architecture, e.g. p3m-r34 (default: from the weights)",
-    )
-    hide_aliases(arch, "--model")
+    add_arch(parser)
     parser.add_argument(
         "--weights",
         default=None,
