@@ -3,7 +3,7 @@
 Both sides stage the same files (written to temporary files beside their destinations and fsynced, as every p3m
 write does); then the baseline renames them one by one (what `p3m.io.write_image_set` did before) and
 ``commit_set`` brackets the renames with pending marks and two folder fsyncs (what makes an interrupted set
-detectable). A set is four files, like `p3m matte --output alpha,rgba,fg,composite`; sizes: tiny (the cost of the
+detectable). A set is four files, like `p3m matte --save alpha,rgba,fg,composite`; sizes: tiny (the cost of the
 protocol alone) and 2 MiB each (the size of 1440x1080 PNG outputs). Pairs alternate which side runs first; the
 ratio is taken per pair.
 

@@ -124,7 +124,7 @@ def _error_lines(text: str, name: str) -> list[str]:
 def test_matte_takes_every_odd_image_and_names_every_broken_file_once(odd, tmp_path) -> None:
     before = _snapshot(tmp_path / "in")
     named = [str(odd[n]) for n in GOOD + BROKEN]
-    code, text = probe(["matte", *named, "-o", str(tmp_path / "out"), "--output", "alpha,rgba,fg,composite", "-q"])
+    code, text = probe(["matte", *named, "-o", str(tmp_path / "out"), "--save", "alpha,rgba,fg,composite", "-q"])
     assert code == 1
     for name in BROKEN:  # one error line about each (one.jpg's says it clashes with one.png, and so on)
         assert len([line for line in text.splitlines() if line.startswith(f"p3m matte: error: {odd[name]}:")]) == 1
@@ -363,7 +363,7 @@ _MOUNTED = textwrap.dedent(
     for target in ("ro", "full"):
         t = base / target
         for argv in (
-            ["matte", str(base / "in"), "-o", str(t / "m"), "--output", "alpha,rgba,fg,composite", "-q"],
+            ["matte", str(base / "in"), "-o", str(t / "m"), "--save", "alpha,rgba,fg,composite", "-q"],
             ["anonymize", str(base / "in"), "-o", str(t / "a")],
             ["audit", str(base / "in"), "-q", "--report", str(t / "audit.csv")],
             ["synth", str(t / "s"), "--train", "2", "--test", "1", "--size", "64", "-q"],

@@ -120,7 +120,7 @@ def tiny(home: Path, tmp_path: Path) -> str:
 
 
 def _matte(inputs: Path, out: Path, weights: str, *extra: str) -> list[str]:
-    return ["matte", str(inputs), "-o", str(out), "--output", ",".join(KINDS), "--weights", weights, "-q", *extra]
+    return ["matte", str(inputs), "-o", str(out), "--save", ",".join(KINDS), "--weights", weights, "-q", *extra]
 
 
 # ------------------------------------------------------------------------------------------ item 7: interrupted sets

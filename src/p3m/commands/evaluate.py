@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from p3m.commands._types import positive
+from p3m.commands._types import hide_aliases, positive
 from p3m.errors import P3MError
 
 SPLIT_CHOICES = ("P3M-500-P", "P3M-500-NP")
@@ -26,8 +26,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         ),
         epilog=(
             "examples:\n"
-            "  p3m evaluate --pred out/alpha --gt data/mask --trimap data/trimap -o report\n"
-            "  p3m evaluate --pred out/alpha --dataset P3M-10k --split P3M-500-P --protocol both"
+            "  p3m evaluate --pred out --gt data/mask --trimap data/trimap -o report\n"
+            "  p3m evaluate --pred out --dataset P3M-10k --split P3M-500-P --protocol both"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -43,15 +43,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default="p3m",
         help="P3M (whole image, default), DIM (unknown region, needs trimaps) or both",
     )
-    parser.add_argument(
-        "-o", "--output", metavar="OUTDIR", help="write per_image.csv, summary.json and summary.md here"
+    out = parser.add_argument(
+        "-o", "--out", "--output", metavar="OUT", help="output folder: write per_image.csv, summary.json and summary.md"
     )
+    hide_aliases(out, "--output")
     parser.add_argument("--workers", type=positive, metavar="N", help="processes (default: all cores)")
     parser.add_argument(
         "--allow-missing", action="store_true", help="list ground truth without prediction and evaluate the rest"
     )
     parser.add_argument("--fast", action="store_true", help="skip Grad and Conn (official --fast_test)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return parser
 
 
@@ -104,8 +105,8 @@ def run(args: argparse.Namespace) -> int:
             + format_problems(result.failures),
             file=sys.stderr,
         )
-    if args.output:
-        written = result.write(Path(args.output))
+    if args.out:
+        written = result.write(Path(args.out))
         if not args.quiet:
             print("p3m evaluate: wrote " + ", ".join(str(p) for p in written), file=sys.stderr)
     sys.stdout.write(result.to_markdown())

@@ -1,4 +1,4 @@
-"""`p3m matte INPUT... -o OUTDIR`: alpha mattes and decontaminated cutouts for files, folders and globs.
+"""`p3m matte INPUT... -o OUT`: alpha mattes and decontaminated cutouts for files, folders and globs.
 
 Wiring only: the options, `p3m.io.collect_images`, `p3m.infer.batch.plan_outputs`, then `Matter` and
 `p3m.infer.batch.write_outputs` per image, with one line per problem.
@@ -24,17 +24,19 @@ from p3m.choices import (
     STRATEGIES,
     parse_color,
 )
-from p3m.commands._types import whole_number
+from p3m.commands._types import add_arch, hide_aliases, whole_number
 from p3m.errors import P3MError, os_error_message
 
 
-def parse_outputs(text: str) -> list[str]:
+def parse_kinds(text: str) -> list[str]:
     """'alpha,rgba' -> ['alpha', 'rgba'] (validated, order kept, duplicates dropped)."""
     kinds = [k.strip().lower() for k in text.split(",") if k.strip()]
     bad = [k for k in kinds if k not in OUTPUT_KINDS]
     if bad or not kinds:
+        # `--output` was the kinds option's old name (kept as a hidden alias): a folder given there is a mix-up
         raise argparse.ArgumentTypeError(
-            f"unknown output kind(s) {', '.join(bad) or '(none)'}; choose from {','.join(OUTPUT_KINDS)}"
+            f"unknown output kind(s) {', '.join(bad) or '(none)'}; choose from {','.join(OUTPUT_KINDS)} "
+            "(the output folder is -o/--out)"
         )
     return list(dict.fromkeys(kinds))
 
@@ -53,29 +55,40 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description=(
             "Predict alpha mattes (the published P3M-Net when it is in the model folder, else the built-in "
             "portrait-cf route, or the weights named by --weights) and write <stem>_alpha.png, <stem>_rgba.png "
-            "(straight RGBA with decontaminated foreground colours), <stem>_fg.png and <stem>_composite.png into "
-            "OUTDIR. A bad input "
-            "is reported and skipped; exit code 1 when any input failed, 2 for usage or configuration errors."
+            "(straight RGBA with decontaminated foreground colours) into OUT by default; --save chooses among "
+            "alpha, rgba, fg and composite (<stem>_<kind>.png). A bad input is reported and skipped; exit code 1 "
+            "when any input failed, 2 for usage or configuration errors."
         ),
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
-    parser.add_argument("-o", "--outdir", required=True, metavar="OUTDIR", help="output folder (created if missing)")
-    parser.add_argument("--recursive", action="store_true", help="descend into sub-folders of folder inputs")
+    out = parser.add_argument(
+        "-o", "--out", "--outdir", required=True, metavar="OUT", help="output folder (created if missing)"
+    )
+    hide_aliases(out, "--outdir")
+    parser.add_argument("-r", "--recursive", action="store_true", help="descend into sub-folders of folder inputs")
     _add_output_options(parser)
     _add_model_options(parser)
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress bar: only errors, warnings and the summary line (which names the model used)",
+    )
     return parser
 
 
 def _add_output_options(parser: argparse.ArgumentParser) -> None:
     """What is written per image, and what happens to outputs that exist."""
-    parser.add_argument(
+    kinds = parser.add_argument(
+        "--save",
         "--output",
-        type=parse_outputs,
+        dest="kinds",
+        type=parse_kinds,
         default=["alpha", "rgba"],
         metavar="KINDS",
-        help=f"comma-separated outputs among {','.join(OUTPUT_KINDS)} (default alpha,rgba)",
+        help=f"which files to write per image, comma-separated among {','.join(OUTPUT_KINDS)} (default alpha,rgba)",
     )
+    hide_aliases(kinds, "--output")
     parser.add_argument(
         "--background",
         default="white",
@@ -102,14 +115,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         help="checkpoint or .onnx file, or a name from `p3m models` (default: the published "
         "P3M-Net if it is in the model folder, else the built-in portrait-cf)",
     )
-    parser.add_argument(
-        "--arch",
-        "--model",
-        dest="arch",
-        default=None,
-        metavar="ARCH",
-        help="architecture, e.g. p3m-r34 (default: from the weights)",
-    )
+    add_arch(parser)
     parser.add_argument(
         "--strategy",
         choices=STRATEGIES,
@@ -210,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
     from p3m.infer.batch import existing_outputs_error, plan_outputs, prepare_output_folders, set_state
     from p3m.io import find_inputs
 
-    kinds: list[str] = args.output
+    kinds: list[str] = args.kinds
     background = _background(args.background) if "composite" in kinds else (255, 255, 255)
     paths, problems, left_out = find_inputs(args.inputs, recursive=args.recursive, verb="matte")
     notes = []
@@ -221,7 +227,7 @@ def run(args: argparse.Namespace) -> int:
         raise P3MError("no input images" + (f" ({'; '.join(problems + notes)})" if problems or notes else ""))
     for msg in problems + ([] if args.quiet else notes):
         print(f"p3m matte: {msg}", file=sys.stderr)
-    outdir = Path(args.outdir)
+    outdir = Path(args.out)
     ext = ".jpg" if args.composite_format == "jpg" else ".png"
     jobs, clashes = plan_outputs(paths, outdir, kinds, composite_ext=ext)
     for msg in clashes:
@@ -240,10 +246,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"p3m matte: warning: {matter.model_warning}", file=sys.stderr)
     done, failed = _matte_all(matter, jobs, background, args.quiet)
     failed += len(problems) + len(clashes)
-    if not args.quiet:
-        note = f", {skipped} skipped (outputs exist)" if skipped else ""
-        print(
-            f"p3m matte: {done} image(s) written to {outdir}{note}, {failed} failed [{matter.describe()}]",
-            file=sys.stderr,
-        )
+    # printed by quiet runs too: every run names the model it used
+    note = f", {skipped} skipped (outputs exist)" if skipped else ""
+    print(
+        f"p3m matte: {done} image(s) written to {outdir}{note}, {failed} failed [{matter.describe()}]",
+        file=sys.stderr,
+    )
     return 1 if failed else 0

@@ -9,7 +9,7 @@ import json
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "models",
-        help="list trained / downloaded models usable by name",
+        help="list the models usable by name: the built-in portrait-cf route, trained and dropped-in checkpoints",
         description=(
             "List the built-in portrait-cf route and the models in $P3M_HOME/models (default ~/.p3m/models): "
             "those registered by `p3m demo` and `p3m train --set register_as=NAME`, and checkpoints dropped there "

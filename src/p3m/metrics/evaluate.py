@@ -34,7 +34,7 @@ import numpy as np
 from tqdm import tqdm
 
 from p3m.atomic import write_bytes_atomic
-from p3m.choices import PROTOCOLS
+from p3m.choices import OUTPUT_KINDS, PROTOCOLS
 from p3m.data.p3m10k import open_dataset
 from p3m.errors import DatasetError, ImageError, P3MError
 from p3m.io import IMAGE_EXTENSIONS, read_mask
@@ -269,14 +269,19 @@ def _protocol_title(protocol: str) -> str:
     }[protocol]
 
 
+#: Where each protocol's definitions come from, cited wherever its numbers are shown.
+P3M_PROTOCOL_SOURCE = "the P3M authors' evaluation code, JizhiziLi/P3M core/evaluate.py"
+DIM_PROTOCOL_SOURCE = "the Deep Image Matting MATLAB evaluation code, as in Yaoyi-Li/GCA-Matting DIM_evaluation_code"
+
+
 def _protocol_description(protocol: str) -> str:
     p3m = (
-        "P3M protocol (reference 10.2): whole-image SAD/MAD/MSE, Grad (Gaussian derivatives sigma 1.4, /10), "
-        "Conn (/1000); -T: p forced to 0/1 on the trimap's known pixels; privacy: inside the face mask"
+        f"P3M protocol ({P3M_PROTOCOL_SOURCE}): whole-image SAD/MAD/MSE, Grad (Gaussian derivatives sigma 1.4, "
+        "/10), Conn (/1000); -T: p forced to 0/1 on the trimap's known pixels; privacy: inside the face mask"
     )
     dim = (
-        "DIM protocol (reference 10.3): unknown region only (trimap 128), Deep Image Matting MATLAB "
-        "conventions (mat2gray, normalised 9x9 kernel, replicate border), SAD/Grad/Conn /1000"
+        f"DIM protocol ({DIM_PROTOCOL_SOURCE}): unknown region only (trimap 128), MATLAB conventions (mat2gray, "
+        "normalised 9x9 kernel, replicate border), SAD/Grad/Conn /1000"
     )
     return {"p3m": p3m, "dim": dim, "both": p3m + "; " + dim}[protocol]
 
@@ -330,15 +335,25 @@ def _header(path: Path, problems: list[str], *, grayscale: bool) -> tuple[int, i
 
 
 MATTE_SUFFIX = "_alpha"
+# the other files `p3m matte` writes beside <stem>_alpha.png (p3m.choices.OUTPUT_KINDS): not predictions
+_OTHER_SUFFIXES = tuple(f"_{kind}" for kind in OUTPUT_KINDS if f"_{kind}" != MATTE_SUFFIX)
 
 
 def _accept_matte_names(preds: dict[str, Path], gt: dict[str, Path]) -> dict[str, Path]:
-    """Let `p3m matte` outputs (``<stem>_alpha.png``) stand for ``<stem>`` when no exact-stem prediction exists."""
+    """Read a `p3m matte` output folder: ``<stem>_alpha.png`` stands for ``<stem>`` when no exact-stem prediction
+    exists, and its other kinds (``<stem>_rgba.png``, ``_fg``, ``_composite``) are left out, never reported as
+    extra predictions. A ground truth that is itself named like one of those files keeps its prediction."""
     out = dict(preds)
     for stem in preds:
         base = stem[: -len(MATTE_SUFFIX)]
         if stem.endswith(MATTE_SUFFIX) and stem not in gt and base in gt and base not in preds:
             out[base] = out.pop(stem)
+    for stem in preds:
+        suffix = next((s for s in _OTHER_SUFFIXES if stem.endswith(s)), None)
+        if suffix is not None and stem not in gt:
+            base = stem[: -len(suffix)]
+            if base in gt or base + MATTE_SUFFIX in preds:
+                out.pop(stem, None)
     return out
 
 

@@ -56,6 +56,7 @@ __all__ = [
     "missing_weights_help",
     "model_home",
     "register",
+    "replacement_note",
     "resolve",
     "trained_on_synthetic",
 ]
@@ -190,6 +191,27 @@ def register(checkpoint_path: str | os.PathLike[str], name: str, *, arch: str, o
     return path
 
 
+def replacement_note(name: str, origin: str) -> str:
+    """What registering ``name`` from ``origin`` would replace: one line when the name is registered from another
+    place (e.g. `p3m demo` run in another folder or checkout: the model folder is shared by every checkout of the
+    user), "" when nothing or the same origin's model would be replaced.
+
+    Registering copies the weights into the model folder, so the replaced copy's original stays where its origin
+    wrote it; the line says so.
+    """
+    try:
+        record = _read_index(model_home()).get(name)
+    except CheckpointError:
+        return ""
+    if record is None or record.get("origin") == origin:
+        return ""
+    when = f" on {record['created']}" if record.get("created") else ""
+    return (
+        f"`{name}` was registered by {record.get('origin', 'another run')}{when}; it now names this run's model "
+        f"(the weights `{name}` named before stay where that run wrote them)"
+    )
+
+
 def _sidecar_or_nothing(path: Path) -> dict[str, Any]:
     """The sidecar of a weights file for listing and guessing: {} when absent or invalid (loading says why)."""
     try:
@@ -214,6 +236,14 @@ def _keys_arch(keys: list[str]) -> str | None:
         if any(k.startswith(prefix) for k in keys):
             return arch
     return None
+
+
+def _onnx_metadata(path: Path) -> dict[str, str]:
+    """The metadata `p3m export` wrote into an ONNX file (arch, arch_kwargs, dataset_synthetic, ...)."""
+    import onnx  # only for .onnx files: the onnx package costs start-up time otherwise
+
+    model = onnx.load(str(path), load_external_data=False)
+    return {q.key: q.value for q in model.metadata_props}
 
 
 def guess_arch(path: str | os.PathLike[str]) -> tuple[str | None, dict[str, Any]]:
@@ -272,10 +302,7 @@ def _inspect(p: Path) -> tuple[str | None, dict[str, Any], str]:
 def _header_arch(p: Path) -> tuple[str | None, dict[str, Any]]:
     """(arch, arch_kwargs) from a weights file's own header or key names (no sidecar)."""
     if p.suffix == ".onnx":
-        import onnx  # only for a dropped .onnx file: the onnx package costs start-up time otherwise
-
-        model = onnx.load(str(p), load_external_data=False)
-        props = {q.key: q.value for q in model.metadata_props}
+        props = _onnx_metadata(p)
         stored = json.loads(props.get("arch_kwargs", "{}"))
         return props.get("arch"), stored if isinstance(stored, dict) else {}
     if p.suffix == ".safetensors":
@@ -433,10 +460,17 @@ def resolve(name_or_path: str | os.PathLike[str]) -> tuple[Path, str | None]:
 
 
 def trained_on_synthetic(path: str | os.PathLike[str]) -> bool:
-    """True for weights trained on drawn portraits: the trainer's sidecar says so, or `p3m demo` registered them."""
+    """True for weights trained on drawn portraits: the trainer's sidecar says so, `p3m demo` registered them, or
+    (an exported .onnx file) `p3m export` wrote so into its metadata."""
     p = Path(path)
     if _sidecar_or_nothing(p).get("dataset_synthetic"):
         return True
+    if p.suffix == ".onnx":
+        try:
+            if _onnx_metadata(p).get("dataset_synthetic") == "true":
+                return True
+        except Exception:  # unreadable: loading it says why
+            pass
     home = model_home()
     try:
         records = _read_index(home)

@@ -40,7 +40,7 @@ from p3m.infer.runtime import autocast_dtype, resolve_device
 from p3m.io import read_image, read_mask
 from p3m.metrics.evaluate import evaluate_arrays
 from p3m.models.checkpoint import error_reason, load_checkpoint, read_state_dict, save_checkpoint
-from p3m.models.store import register
+from p3m.models.store import register, replacement_note
 from p3m.train.config import LoopConfig, OptimConfig, TrainConfig, config_from_dict, config_to_dict, load_config
 from p3m.train.data import P3MTrainDataset, ResumableSampler, make_loader, prepare_batch
 from p3m.train.resume import RESUME_FILE, load_resume, rng_state, set_rng_state
@@ -682,5 +682,9 @@ def _load_backbone(model: torch.nn.Module, path: str) -> None:
 
 def _register(checkpoint: Path, cfg: TrainConfig) -> None:
     assert cfg.register_as is not None
-    path = register(checkpoint, cfg.register_as, arch=cfg.model.arch, origin=f"trained:{cfg.name}")
+    origin = f"trained:{cfg.name} ({checkpoint.resolve().parent})"
+    note = replacement_note(cfg.register_as, origin)
+    path = register(checkpoint, cfg.register_as, arch=cfg.model.arch, origin=origin)
     print(f"p3m train: registered {checkpoint.name} as {cfg.register_as!r} ({path})", file=sys.stderr)
+    if note:
+        print(f"p3m train: note: {note}", file=sys.stderr)
