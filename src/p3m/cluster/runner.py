@@ -22,6 +22,7 @@ import logging
 import os
 import pickle
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -198,7 +199,15 @@ class RayRunner:
             )
         else:
             dataset = ray.data.from_items([{"key": k} for k in sorted_keys], override_num_blocks=blocks)
-        outcomes = dataset.map_batches(
+        with warnings.catch_warnings():  # bounded retries are still given as remote arguments in Ray 2.60-2.63
+            warnings.simplefilter("ignore", DeprecationWarning)
+            outcomes = self._map(ray, dataset, make_worker, refs, bounds)
+        for batch in outcomes.iter_batches(batch_size=None, batch_format="numpy"):
+            for index, blob in zip(batch["index"], batch["outcome"], strict=True):
+                yield int(index), pickle.loads(blob)
+
+    def _map(self, ray: Any, dataset: Any, make_worker: WorkerFactory, refs: list[Any], bounds: list[str]) -> Any:
+        return dataset.map_batches(
             _Actor,
             fn_constructor_args=(make_worker, refs, bounds),
             batch_size=None,  # one task = one block of `batch` items: the unit retried after an actor died
@@ -209,9 +218,6 @@ class RayRunner:
             max_restarts=-1,
             max_task_retries=TASK_RETRIES,
         )
-        for batch in outcomes.iter_batches(batch_size=None, batch_format="numpy"):
-            for index, blob in zip(batch["index"], batch["outcome"], strict=True):
-                yield int(index), pickle.loads(blob)
 
     def _pool(self, ray: Any) -> Any:
         """``spec.actors`` actors, else a pool grown from 1 to what the cluster's CPUs (GPUs for GPU actors) hold."""
