@@ -15,6 +15,10 @@ apart. Configurations:
   the actor, shipping the outcome back);
 - ``1 actor``, ``2 actors``: ``--cluster local,actors=N`` (1 CPU each; Ray gives an actor OMP_NUM_THREADS=1).
 
+``--overhead N``: Ray's own cost per image measured directly, with a worker that does nothing but take the bytes
+(N images through 1 actor, minus N/10, divided by the difference): what a cluster adds to each image whatever the
+model, without the noise of the model's own time.
+
 State the machine (and how loaded it was) when quoting the numbers.
 """
 
@@ -95,19 +99,54 @@ def _fit(times: dict[int, list[float]]) -> dict[str, float]:
     return {"s_per_image": per_image, "images_per_s": 1 / per_image, "fixed_s": t1 - n1 * per_image}
 
 
+class _TakeBytes:
+    """A worker that only takes each image's bytes (Ray's cost alone); shipped to the actors by value."""
+
+    def __call__(self):
+        return lambda item, data: len(data)
+
+    def failed(self, item, message: str) -> int:
+        return -1
+
+
+def _overhead(folder: Path, count: int) -> dict[str, float]:
+    """Seconds per image that Ray adds: ``count`` and ``count // 10`` images through one actor doing nothing."""
+    import sys
+
+    import ray.cloudpickle
+
+    from p3m.cluster import ClusterSpec
+    from p3m.cluster.runner import RayRunner
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    files = sorted(folder.iterdir())
+    runner = RayRunner(ClusterSpec("local", actors=1), source=lambda path: path)
+    seconds = {}
+    for n in (count // 10, count):
+        sources = [files[k % len(files)] for k in range(n)]
+        paths = [Path(shutil.copy(p, folder.parent / "overhead" / f"{k}_{p.name}")) for k, p in enumerate(sources)]
+        start = time.perf_counter()
+        assert all(size > 0 for _, size in runner(_TakeBytes(), paths))
+        seconds[n] = time.perf_counter() - start
+    n1, n2 = sorted(seconds)
+    return {"images": count, "runs_s": seconds, "s_per_image": (seconds[n2] - seconds[n1]) / (n2 - n1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--verbs", default="matte,anonymize", help="comma-separated (default matte,anonymize)")
     parser.add_argument("--sizes", default="6,24", help="two folder sizes (default 6,24)")
     parser.add_argument("--repeats", type=int, default=2, help="runs of each configuration and size (default 2)")
+    parser.add_argument("--overhead", type=int, default=0, metavar="N", help="Ray's cost per image with N images")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
     sizes = sorted(int(s) for s in args.sizes.split(","))
-    os.environ.update(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled")
+    work = Path(tempfile.mkdtemp(prefix="p3mbench", dir="/tmp"))  # short: Ray's socket paths live under it
+    # no usage statistics; Ray's authentication token in a $HOME of this run's own, not ~/.ray
+    os.environ.update(RAY_USAGE_STATS_ENABLED="0", HOME=str(work))
     os.environ.pop("RAY_ADDRESS", None)
     import ray
 
-    work = Path(tempfile.mkdtemp(prefix="p3mbench", dir="/tmp"))  # short: Ray's socket paths live under it
     try:
         inputs = _inputs(work / "all", sizes[-1])
         folders = {}
@@ -126,7 +165,11 @@ def main() -> None:
             "verbs": {},
         }
         print(f"Ray start (2 CPUs): {ray_start:.1f} s")
-        for verb in args.verbs.split(","):
+        if args.overhead:
+            (work / "overhead").mkdir()
+            results["overhead"] = _overhead(work / "all", args.overhead)
+            print(f"Ray's cost per image (an actor that only takes the bytes): {results['overhead']}")
+        for verb in filter(None, args.verbs.split(",")):
             times: dict[str, dict[int, list[float]]] = {c: {n: [] for n in sizes} for c in CONFIGS}
             for _ in range(args.repeats):  # interleaved, so that a busy spell of the machine hits every config
                 for n in sizes:

@@ -28,7 +28,7 @@ from p3m.errors import P3MError
 from tests.paths import REPO
 
 N_IMAGES = 30
-RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", "RAY_DEDUP_LOGS": "0"}
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "0"}
 
 
 # --------------------------------------------------------------------------- without Ray (fast)
@@ -81,12 +81,13 @@ def _ray_temp() -> Path:
 
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[None]:
-    """A 2-CPU Ray cluster on 127.0.0.1 for this module; `RayRunner` uses the session open in this process."""
+    """A 2-CPU Ray cluster on 127.0.0.1 for this module; `RayRunner` uses the session open in this process. Its
+    authentication token (Ray's default) goes to a $HOME of its own, not the developer's ~/.ray."""
     ray = pytest.importorskip("ray")
-    saved = {k: os.environ.get(k) for k in [*RAY_ENV, "RAY_ADDRESS"]}
-    os.environ.update(RAY_ENV)
-    os.environ.pop("RAY_ADDRESS", None)  # never join a cluster that happens to run on the machine
     temp = _ray_temp()
+    saved = {k: os.environ.get(k) for k in [*RAY_ENV, "RAY_ADDRESS", "HOME"]}
+    os.environ.update(RAY_ENV, HOME=str(temp))
+    os.environ.pop("RAY_ADDRESS", None)  # never join a cluster that happens to run on the machine
     ray.init(
         num_cpus=2,
         include_dashboard=False,
@@ -218,6 +219,31 @@ def test_evaluate_on_the_cluster_gives_the_same_tables(ray_cluster, split, matte
     assert len((tmp_path / "here" / "per_image.csv").read_text().splitlines()) == N_IMAGES + 1
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_vanished_file_and_a_worker_bug_are_reported_per_image(ray_cluster, photos, matted_here, tmp_path):
+    """A file deleted after the listing and an error the per-image function does not catch (here a malformed
+    output path) fail their image only; the job goes on and the other images are written."""
+    from p3m.cluster.runner import RayRunner
+    from p3m.infer.batch import MatteWorker
+
+    good = sorted(p for p in photos.glob("*.jpg") if p.stem != "corrupt")[:2]
+    out = tmp_path / "out"
+    jobs = [
+        (good[0], {"alpha": out / f"{good[0].stem}_alpha.png"}),
+        (tmp_path / "gone.jpg", {"alpha": out / "gone_alpha.png"}),
+        (good[1], {"alpha": 42}),  # not a path: TypeError inside the worker
+    ]
+    worker = MatteWorker({"weights": "portrait-cf"})
+    outcomes = dict(RayRunner(ClusterSpec("local", actors=1, batch=1), source=lambda job: job[0])(worker, jobs))
+    assert sorted(outcomes) == [0, 1, 2]
+    assert outcomes[0].error is None
+    assert (out / f"{good[0].stem}_alpha.png").read_bytes() == (matted_here / f"{good[0].stem}_alpha.png").read_bytes()
+    assert outcomes[1].error.startswith(f"{tmp_path / 'gone.jpg'}: not processed: its file could not be read")
+    assert outcomes[2].error.startswith(f"{good[1]}: internal error: TypeError")
+    assert sorted(p.name for p in out.iterdir()) == [f"{good[0].stem}_alpha.png"]
+
+
 def _children(pid: int) -> list[int]:
     """Every process below ``pid`` (from /proc: Linux)."""
     parents: dict[int, int] = {}
@@ -288,7 +314,7 @@ def test_a_driver_killed_mid_job_then_rerun_with_skip_existing_completes(
     --skip-existing finishes the rest, and no image is left with part of its outputs."""
     out = tmp_path / "out"
     temp = _ray_temp()
-    env = {**os.environ, **RAY_ENV, "RAY_TMPDIR": str(temp)}
+    env = {**os.environ, **RAY_ENV, "RAY_TMPDIR": str(temp), "HOME": str(temp)}
     env.pop("RAY_ADDRESS", None)
     command = [sys.executable, "-m", "p3m.cli", "matte", str(photos), "-o", str(out), "-q"]
     driver = subprocess.Popen(

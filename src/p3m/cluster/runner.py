@@ -46,8 +46,9 @@ TASK_RETRIES = 3
 def connected(spec: ClusterSpec) -> Iterator[Any]:
     """Ray, connected as ``spec.address`` says (a session already open in this process is used as it is).
 
-    ``local`` starts a private Ray bound to 127.0.0.1, without dashboard and usage statistics, and stops it
-    afterwards; ``auto`` / an address join a running cluster (nothing of it is started or stopped here).
+    ``local`` starts a private Ray on this machine (its node known as 127.0.0.1; Ray's token authentication, its
+    default, guards its ports), without dashboard and usage statistics, and stops it afterwards; ``auto`` / an
+    address join a running cluster (nothing of it is started or stopped here).
     """
     ray = require_ray()
     if ray.is_initialized():
@@ -189,41 +190,45 @@ class RayRunner:
         bounds = [keys[shard[0]] for shard in shards]
         blocks = max(1, -(-len(items) // self.spec.batch))
         sorted_keys = [keys[i] for i in order]
+        smallest, largest = self._pool_size(ray)
+        pool = ray.data.ActorPoolStrategy(min_size=smallest, max_size=largest)
         if self.source is not None:
             dataset = ray.data.read_binary_files(
                 sorted_keys,
                 include_paths=True,
                 filesystem=filesystem,
                 override_num_blocks=blocks,
-                num_cpus=0,  # reading waits on I/O: it must never wait for a CPU an actor holds
+                ignore_missing_paths=True,  # a file gone since the listing: its item is reported, the job goes on
+                num_cpus=0,  # reading waits on I/O: it must never wait for a CPU an actor holds,
+                concurrency=largest,  # but as many reads at once as actors, not a process per block
             )
         else:
             dataset = ray.data.from_items([{"key": k} for k in sorted_keys], override_num_blocks=blocks)
         with warnings.catch_warnings():  # bounded retries are still given as remote arguments in Ray 2.60-2.63
             warnings.simplefilter("ignore", DeprecationWarning)
-            outcomes = self._map(ray, dataset, make_worker, refs, bounds)
+            outcomes = self._map(dataset, pool, make_worker, refs, bounds)
         for batch in outcomes.iter_batches(batch_size=None, batch_format="numpy"):
             for index, blob in zip(batch["index"], batch["outcome"], strict=True):
                 yield int(index), pickle.loads(blob)
 
-    def _map(self, ray: Any, dataset: Any, make_worker: WorkerFactory, refs: list[Any], bounds: list[str]) -> Any:
+    def _map(self, dataset: Any, pool: Any, make_worker: WorkerFactory, refs: list[Any], bounds: list[str]) -> Any:
         return dataset.map_batches(
             _Actor,
             fn_constructor_args=(make_worker, refs, bounds),
             batch_size=None,  # one task = one block of `batch` items: the unit retried after an actor died
             batch_format="numpy",
-            compute=self._pool(ray),
+            compute=pool,
             num_cpus=self.spec.cpus,
             num_gpus=self.spec.gpus,
             max_restarts=-1,
             max_task_retries=TASK_RETRIES,
         )
 
-    def _pool(self, ray: Any) -> Any:
+    def _pool_size(self, ray: Any) -> tuple[int, int]:
         """``spec.actors`` actors, else a pool grown from 1 to what the cluster's CPUs (GPUs for GPU actors) hold."""
         if self.spec.actors is not None:
-            return ray.data.ActorPoolStrategy(size=self.spec.actors)
+            return self.spec.actors, self.spec.actors
         resources = ray.cluster_resources()
         fits = [resources.get("CPU", 1) / self.spec.cpus] if self.spec.cpus else []
         fits += [resources.get("GPU", 0) / self.spec.gpus] if self.spec.gpus else []
-        return ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, int(min(fits))))
+        return 1, max(1, int(min(fits)))
