@@ -11,8 +11,16 @@ import pytest
 from skimage import data
 from skimage.metrics import structural_similarity
 
+from p3m.data.obfuscate import (
+    BLUR_SIGMA_FRACTION,
+    MIN_BLUR_SIGMA,
+    MIN_MOSAIC_CELL,
+    MOSAIC_CELLS_PER_FACE,
+    obfuscate,
+    private_area,
+    transition_band,
+)
 from p3m.errors import ImageError, P3MError
-from p3m.data.obfuscate import obfuscate, private_area, transition_band
 from tests.paths import PORTRAITS
 
 OPEN_FACE = "p_07141906"  # the one unobfuscated face in the shared test data
@@ -103,6 +111,21 @@ def test_private_area_without_matte_is_the_face_region_and_validates():
         private_area(np.zeros((3, 3, 3), bool))
 
 
+def test_private_area_of_soft_weights_is_zero_on_the_band_and_ramps_up_from_it():
+    weights = np.full((40, 60), 0.8, np.float32)
+    trimap = np.full((40, 60), 255, np.uint8)
+    trimap[:, 30:33] = 128
+    hard = private_area(weights, trimap=trimap)
+    assert hard.dtype == np.float32
+    np.testing.assert_array_equal(hard, np.where(trimap == 128, 0.0, 0.8).astype(np.float32))
+    # band_edge 4: min(1, distance to the nearest band pixel / 4) times the weight (literal distances along x)
+    ramp = private_area(weights, trimap=trimap, band_edge=4.0)
+    for x in range(60):
+        d = 0 if 30 <= x <= 32 else (30 - x if x < 30 else x - 32)
+        np.testing.assert_allclose(ramp[:, x], 0.8 * min(1.0, d / 4.0), atol=1e-6)
+    assert private_area(weights).dtype == np.float32 and private_area(weights)[0, 0] == np.float32(0.8)
+
+
 # --------------------------------------------------------------------------------------------- obfuscate
 
 
@@ -112,9 +135,12 @@ def test_obfuscate_leaves_outside_bit_identical(astronaut, astronaut_face, metho
     assert out.dtype == np.uint8 and out.shape == astronaut.shape
     np.testing.assert_array_equal(out[~astronaut_face], astronaut[~astronaut_face])
     assert not np.array_equal(out[astronaut_face], astronaut[astronaut_face])
-    # feathering never touches the outside either
-    out_f = obfuscate(astronaut, astronaut_face, method, feather=6)
-    np.testing.assert_array_equal(out_f[~astronaut_face], astronaut[~astronaut_face])
+    # soft weights: every pixel of weight 0 is left as it was, every one of weight 1 is fully replaced
+    weights = cv2.GaussianBlur(astronaut_face.astype(np.float32), (0, 0), 3)
+    weights[weights < 0.05] = 0.0
+    soft = obfuscate(astronaut, weights, method)
+    np.testing.assert_array_equal(soft[weights == 0], astronaut[weights == 0])
+    assert not np.array_equal(soft[weights > 0.5], astronaut[weights > 0.5])
 
 
 def test_blur_removes_identifying_detail(astronaut, astronaut_face):
@@ -154,9 +180,11 @@ def test_blur_matches_literal_masked_gaussian():
     img[16:48, 16:48] = rng.integers(60, 200, (32, 32, 3), dtype=np.uint8)
     region = np.zeros((64, 64), bool)
     region[20:44, 20:44] = True
-    # component size = sqrt(24*24) = 24 -> sigma = 0.4*24*0.5 = 4.8 (no downscaling below sigma 4)
-    got = obfuscate(img, region, "blur", strength=0.5)
-    ref = _reference_masked_blur(img, region, 4.8)
+    # component size = sqrt(24*24) = 24: sigma = max(MIN_BLUR_SIGMA, fraction * 24 * 2) (no downscaling at sigma 4)
+    sigma = max(MIN_BLUR_SIGMA, BLUR_SIGMA_FRACTION * 24 * 2.0)
+    assert sigma <= 8.0
+    got = obfuscate(img, region, "blur", strength=2.0)
+    ref = _reference_masked_blur(img, region, sigma)
     diff = np.abs(got.astype(int) - ref.astype(int))[region]
     assert diff.max() <= 1 and diff.mean() < 0.2
     # no red from outside: the region's mean red stays the mean red of its own pixels
@@ -168,9 +196,11 @@ def test_blur_large_face_is_close_to_literal_reference():
     img = cv2.GaussianBlur(rng.integers(0, 255, (200, 200, 3), dtype=np.uint8), (0, 0), 3)
     region = _ellipse_mask((200, 200), (100, 100), (60, 80))
     got = obfuscate(img, region, "blur")
-    # bbox 121x161 -> size ~139.6 -> sigma ~55.8: computed on a downscaled copy; compare with the literal one
+    # bbox 121x161 -> size ~139.6 -> sigma = fraction x size: computed on a downscaled copy; compare with the
+    # literal one
     _x, _y, w, h = cv2.boundingRect(region.astype(np.uint8))
-    sigma = 0.4 * math.sqrt(w * h)
+    sigma = BLUR_SIGMA_FRACTION * math.sqrt(w * h)
+    assert sigma > 8.0  # large enough to be computed on a downscaled copy
     ref = _reference_masked_blur(img, region, sigma)
     diff = np.abs(got.astype(int) - ref.astype(int))[region]
     assert diff.mean() < 0.1 and diff.max() <= 2
@@ -197,22 +227,49 @@ def test_mosaic_matches_literal_reference_and_scales_with_face():
     img = rng.integers(0, 255, (90, 120, 3), dtype=np.uint8)
     region = _ellipse_mask((90, 120), (60, 45), (30, 36))
     _x, _y, w, h = cv2.boundingRect(region.astype(np.uint8))
-    cell = max(4, round(math.sqrt(w * h) / 6))
+    cell = max(MIN_MOSAIC_CELL, round(math.sqrt(w * h) / MOSAIC_CELLS_PER_FACE))
     np.testing.assert_array_equal(obfuscate(img, region, "mosaic"), _reference_mosaic(img, region, cell))
-    cell2 = max(4, round(math.sqrt(w * h) * 2 / 6))
+    cell2 = max(MIN_MOSAIC_CELL, round(math.sqrt(w * h) * 2 / MOSAIC_CELLS_PER_FACE))
     np.testing.assert_array_equal(obfuscate(img, region, "mosaic", strength=2.0), _reference_mosaic(img, region, cell2))
 
 
-def test_zero_blacks_out_and_feather_blends_only_inside():
+def test_zero_blacks_out_and_soft_weights_blend():
     img = np.full((40, 40, 3), 200, np.uint8)
     region = np.zeros((40, 40), bool)
     region[10:30, 10:30] = True
     out = obfuscate(img, region, "zero")
     assert (out[region] == 0).all() and (out[~region] == 200).all()
-    f = obfuscate(img, region, "zero", feather=4)
-    # border pixel (distance 1 to the outside) keeps 3/4 of the original; the centre is fully replaced
-    assert f[10, 20, 0] == 150 and f[20, 20, 0] == 0
-    assert (f[~region] == 200).all()
+    weights = np.zeros((40, 40), np.float32)
+    weights[10:30, 10:30] = 1.0
+    weights[10, 10:30] = 0.25
+    f = obfuscate(img, weights, "zero")
+    # a pixel of weight w becomes w * 0 + (1 - w) * 200, rounded
+    assert f[10, 20, 0] == 150 and f[20, 20, 0] == 0 and (f[weights == 0] == 200).all()
+
+
+def _reference_weighted(img: np.ndarray, weights: np.ndarray, replaced: np.ndarray) -> np.ndarray:
+    """Literal blend w * replaced + (1 - w) * img, rounded, pixel by pixel."""
+    out = img.copy()
+    for y, x in zip(*np.nonzero(weights > 0), strict=True):
+        w = float(weights[y, x])
+        out[y, x] = np.clip(np.rint(w * replaced[y, x] + (1 - w) * img[y, x].astype(np.float64)), 0, 255)
+    return out
+
+
+def test_soft_weights_enter_the_mosaic_as_weighted_means():
+    rng = np.random.default_rng(5)
+    img = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    weights = np.zeros((32, 32), np.float32)
+    weights[4:28, 4:28] = rng.uniform(0.1, 1.0, (24, 24)).astype(np.float32)
+    cell = max(MIN_MOSAIC_CELL, round(24 / MOSAIC_CELLS_PER_FACE))
+    means = np.zeros((32, 32, 3))
+    for cy in range(4, 28, cell):  # grid anchored at the region's box, each cell's weight-weighted mean
+        for cx in range(4, 28, cell):
+            w = weights[cy : cy + cell, cx : cx + cell, None].astype(np.float64)
+            means[cy : cy + cell, cx : cx + cell] = (img[cy : cy + cell, cx : cx + cell] * w).sum((0, 1)) / w.sum()
+    got = obfuscate(img, weights, "mosaic")
+    diff = np.abs(got.astype(int) - _reference_weighted(img, weights, means).astype(int))
+    assert diff.max() <= 1  # float32 in the implementation
 
 
 def test_components_are_obfuscated_independently():
@@ -239,8 +296,8 @@ def test_obfuscate_empty_region_and_bad_inputs(astronaut):
         obfuscate(astronaut, np.zeros((10, 10), bool))
     with pytest.raises(ImageError, match="strength"):
         obfuscate(astronaut, empty, strength=0)
-    with pytest.raises(ImageError, match="feather"):
-        obfuscate(astronaut, empty, feather=-1)
+    with pytest.raises(ImageError, match=r"\[0, 1\]"):
+        obfuscate(astronaut, np.full(astronaut.shape[:2], 1.5, np.float32))
     assert issubclass(ImageError, P3MError)
     # 0/255 masks are accepted like bool masks
     region = np.zeros(astronaut.shape[:2], np.uint8)

@@ -106,15 +106,15 @@ def test_anonymize_removes_identifying_detail_and_keeps_the_rest(anonymized, rea
         assert private.sum() > 1000
         # outside the private area: bit-identical (PNG in, PNG out)
         np.testing.assert_array_equal(result[~private], original[~private])
-        # inside: identifying detail gone
+        # inside, away from the soft edge (a few % of the face): identifying detail gone
+        core = cv2.erode(private.astype(np.uint8), np.ones((31, 31), np.uint8)).astype(bool)
         if method == "blur":
-            assert _ssim_in(original, result, private) < 0.3
-            assert _hf_energy(_gray(result), private) <= 0.05 * _hf_energy(_gray(original), private)
+            assert _hf_energy(_gray(result), core) <= 0.05 * _hf_energy(_gray(original), core)
         elif method == "mosaic":
-            assert _ssim_in(original, result, private) < 0.5
-            assert len(np.unique(result[private].reshape(-1, 3), axis=0)) <= 80  # a few cells, not a face
+            assert _ssim_in(original, result, core) < 0.5
+            assert len(np.unique(result[core].reshape(-1, 3), axis=0)) <= 80  # a few cells, not a face
         else:
-            assert (result[private] == 0).all()
+            assert (result[core] == 0).all()
         # the transition band of the alpha matte is untouched
         alpha = read_mask(alpha_dir / f"{stem}.png")
         band = (alpha > 0) & (alpha < 255)
@@ -136,7 +136,7 @@ def test_audit_passes_on_outputs(anonymized, real_faces):
     assert run_cli(["audit", str(out), "--originals", str(real_faces), "-q"]) == 0
     rows = _csv(out / "audit_report.csv")
     assert {r["status"] for r in rows} == {"pass"} and len(rows) == 3
-    assert all(float(r["max_ssim"]) < 0.5 and float(r["min_coverage"]) >= 0.5 for r in rows)
+    assert all(float(r["max_ssim"]) < 0.5 and float(r["max_kept"]) < 0.1 for r in rows)
 
 
 @pytest.mark.slow
@@ -273,10 +273,11 @@ def test_anonymize_image_with_pluggable_detector_and_trimap():
     res = anonymize_image(
         img, detector=FixedFaces([face]), options=AnonymizeOptions(method="zero", mask_scale=1.0), trimap=trimap
     )
-    assert res.faces == [face]
+    assert res.faces == [face] and len(res.outlines) == 1
     assert not res.private[:, 200:215].any() and res.private[118, 226]
     np.testing.assert_array_equal(res.image[:, 200:215], img[:, 200:215])
-    assert (res.image[res.private] == 0).all()
+    assert res.weights is not None and (res.image[res.weights >= 1] == 0).all()
+    np.testing.assert_array_equal(res.private, res.weights > 0)
 
 
 # --------------------------------------------------------------------------------------------- synthetic data
@@ -302,10 +303,11 @@ def test_dataset_mode_builds_p3m_layout_and_facemasks_cover_faces(tmp_path):
     pytest.importorskip("p3m.data.synth")
     root, portraits = _synth_root(tmp_path, 8)
     out = tmp_path / "P3M"
-    rc = run_cli(["anonymize", "--dataset", str(root), "-o", str(out), "-q"])
+    # the drawn faces' regions reach the hairline (p3m.data.synth): compare with the region up to the forehead
+    rc = run_cli(["anonymize", "--dataset", str(root), "-o", str(out), "--forehead", "-q"])
     rows = {r["stem"]: r for r in _csv(out / "anonymize_report.csv")}
     assert rc == 0 and len(rows) == 8
-    detected, total, ious = 0, 0, []
+    detected, total, ious, inside = 0, 0, [], []
     for stem, p in portraits:
         assert (out / "blurred_image" / f"{stem}.jpg").is_file()
         np.testing.assert_array_equal(read_mask(out / "mask" / f"{stem}.png"), read_mask(root / "mask" / f"{stem}.png"))
@@ -315,12 +317,15 @@ def test_dataset_mode_builds_p3m_layout_and_facemasks_cover_faces(tmp_path):
         if rows[stem]["faces"] != "0" and int(rows[stem]["faces"]) == len(p.face_boxes):
             truth = p.facemask
             ious.append((ours & truth).sum() / (ours | truth).sum())
+            inside.append((ours & truth).sum() / truth.sum())
             # the transition band stays out of the facemask
             assert not (ours & (p.alpha > 0) & (p.alpha < 1)).any()
     recall = detected / total
     print(f"synthetic faces detected {detected}/{total}; facemask IoU {np.round(ious, 2).tolist()}")
+    print(f"share of the drawn face regions inside ours {np.round(inside, 2).tolist()}")
     assert recall >= 0.7
-    assert ious and min(ious) >= 0.7 and float(np.mean(ious)) >= 0.8
+    # the landmark region with the forehead covers the drawn face regions and overlaps them closely
+    assert ious and min(inside) >= 0.9 and min(ious) >= 0.75 and float(np.mean(ious)) >= 0.8
     # the dataset audit passes against the originals
     assert (
         run_cli(
@@ -498,3 +503,45 @@ def test_audit_flags_the_profile_left_in_the_transition_band_of_p_818e689d(tmp_p
     assert rows["p_818e689d"]["status"] == "leak" and "left as it was" in rows["p_818e689d"]["reasons"]
     assert rows["p_bac3c1ff"]["status"] == "pass" and float(rows["p_bac3c1ff"]["max_kept"]) < 0.05
     assert rows["p_bd6af989"]["status"] == "pass"  # its original face was already blurred: nothing to compare
+
+
+# ------------------------------------------------------------------------------------------------- small faces
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["mosaic", "blur"])
+@pytest.mark.parametrize("side", [40, 48, 64])
+def test_small_faces_anonymised_pass_the_audit(method, side):
+    """The astronaut scaled so that her face is 40-64 px wide, on a flat and on a textured background: the
+    mosaic's cells (at least 8 px) and the blur leave nothing the audit reads as detail (issue 21: mosaic faces
+    under ~48 px used to be flagged)."""
+    from p3m.privacy.audit import audit_image
+
+    s = side / 88.0  # her face box is 88 px wide in the 512 px photo
+    small = cv2.resize(data.astronaut(), None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+    rng = np.random.default_rng(side)
+    textured = cv2.GaussianBlur(rng.integers(40, 220, (480, 480, 3), dtype=np.uint8), (0, 0), 1.5)
+    for background in (np.full((480, 480, 3), 128, np.uint8), textured):
+        image = background.copy()
+        image[60 : 60 + small.shape[0], 60 : 60 + small.shape[1]] = small
+        before = audit_image(image)
+        assert before.status == "leak"  # the face as it is
+        result = anonymize_image(image, options=AnonymizeOptions(method=method))
+        assert result.faces
+        after = audit_image(result.image, original=image, facemask=result.private.astype(np.uint8) * 255)
+        assert after.status == "pass", (after.reasons, after.details, after.detail_ratios)
+
+
+@pytest.mark.slow
+def test_the_upturned_profile_passes_with_default_settings(tmp_path, shared_portraits):
+    """p_818e689d (issue 21: the old ellipse left its jaw and chin): with default settings (no matte, so the kept
+    band does not keep its nose and lips) the landmark region covers the face and the audit passes."""
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "p_818e689d.jpg").write_bytes((shared_portraits / "image" / "p_818e689d.jpg").read_bytes())
+    out = tmp_path / "out"
+    assert run_cli(["anonymize", str(src), "-o", str(out), "-q"]) == 0
+    assert _csv(out / "anonymize_report.csv")[0]["regions"] == "landmarks"
+    assert run_cli(["audit", str(out), "--originals", str(src), "-q"]) == 0
+    row = _csv(out / "audit_report.csv")[0]
+    assert float(row["max_kept"]) < 0.1 and float(row["max_ssim"]) < 0.5

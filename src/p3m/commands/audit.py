@@ -14,7 +14,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description=(
             "Re-run face detection on every image in DIR and report faces that keep identifying detail "
             "(median |Laplacian| at a 64 px face scale, absolute and relative to the rest of the image), faces "
-            "still similar to the originals or partly left as they were (SSIM, with --originals), metadata "
+            "still similar to the originals or partly left as they were (SSIM, with --originals), faces a public "
+            "face recogniser still matches to the originals (with --originals and the optional extra "
+            "p3m[audit]), metadata "
             "blocks (EXIF, XMP, ICC, comments, PNG text) and detected faces not covered by "
             "the facemask (DIR/facemask/ or --facemask). Writes DIR/audit_report.csv (or --report). "
             "Exit code 1 when anything leaks."
@@ -60,6 +62,18 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "profile in the kept transition band) from which a face leaks (default 0.1)",
     )
     parser.add_argument(
+        "--min-reid-distance",
+        type=float,
+        default=0.6,
+        help="with --originals: face-recogniser distance to the original face below which a face is still "
+        "recognised (default 0.6, dlib's same-person threshold)",
+    )
+    parser.add_argument(
+        "--no-reid",
+        action="store_true",
+        help="skip the re-identification check (it runs with --originals when p3m[audit] is installed)",
+    )
+    parser.add_argument(
         "--min-coverage",
         type=float,
         default=0.5,
@@ -92,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         min_coverage=args.min_coverage,
         detect_threshold=args.threshold,
         min_detail=args.min_detail,
+        min_reid_distance=args.min_reid_distance,
     )
 
     def progress(rec) -> None:
@@ -108,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
         thresholds=thresholds,
         report_path=args.report,
         progress=None if args.quiet else progress,
+        reid=not args.no_reid,
     )
     print(report.summary())
     return report.exit_code()

@@ -2,20 +2,26 @@
 
 The private area is P = R_face \\ R_trans: the face region minus the matting transition band, so hair and
 outline pixels that matter for matting stay untouched (§2.1). `obfuscate` replaces the pixels of P and
-returns every other pixel bit-identical.
+returns every other pixel bit-identical. P is a bool mask (a hard edge, as in P3M's released images) or float
+weights in [0, 1] (the anti-aliased regions of `p3m.privacy.region.soft_mask`): a pixel of weight w becomes
+``w * O(I) + (1 - w) * I``.
 
 Operator scale. The P3M authors publish neither the blur σ nor the mosaic cell size (§2.2, "not published").
 Here both scale with the size of each connected component of P, measured as ``sqrt(bbox_w * bbox_h)``
 of the component (a band cut through the face leaves holes; the bounding box is robust to them):
 
-- blur: Gaussian with ``sigma = 0.4 * strength * size`` (at least 2 px); on a 200 px face σ = 80 px, which
-  leaves a nearly flat, skin-coloured patch as in the released P3M-10k data.
-- mosaic: square cells of ``max(4, round(size * strength / 6))`` px (about six cells across a face), each
-  filled with the mean colour of its private-area pixels.
+- blur: Gaussian with ``sigma = 0.15 * strength * size``, at least 4 px. On a 200 px face σ = 30 px: the eyes,
+  brows and mouth are gone, the coarse shading of the face (darker eye sockets, a lit cheek) stays, as in
+  P3M's released images (their shading range inside the face, 16-70 grey levels, is what σ = 0.15 leaves on
+  real faces: 20-108; σ = 0.4 leaves a flat patch, 4-42). The 4 px floor flattens faces under ~27 px, which
+  p3m's audit measures at their native size.
+- mosaic: square cells of ``max(8, round(size * strength / 6))`` px (about six cells across a face, never under
+  8 px: with smaller cells more than half of a small face's pixels touch a cell edge, and the mosaic itself
+  reads as detail to `p3m audit`; a 48 px face gets 8 px cells and passes).
 - zero: black-out.
 
-Blur and mosaic are *masked*: only pixels of the private area enter the averages (a normalised
-convolution ``G*(I·M) / G*M``), so no background or hair colour bleeds into the face.
+Blur and mosaic are *masked*: only pixels of the private area enter the averages, weighted by their weight
+(a normalised convolution ``G*(I·w) / G*w``), so no background or hair colour bleeds into the face.
 """
 
 from __future__ import annotations
@@ -31,10 +37,10 @@ from p3m.errors import ImageError
 METHODS = OBFUSCATION_METHODS
 
 # Fractions of the component size; see the module docstring.
-BLUR_SIGMA_FRACTION = 0.4
+BLUR_SIGMA_FRACTION = 0.15
 MOSAIC_CELLS_PER_FACE = 6.0
-MIN_BLUR_SIGMA = 2.0
-MIN_MOSAIC_CELL = 4
+MIN_BLUR_SIGMA = 4.0
+MIN_MOSAIC_CELL = 8
 
 
 def transition_band(
@@ -86,11 +92,15 @@ def private_area(
     alpha: np.ndarray | None = None,
     trimap: np.ndarray | None = None,
     band_dilation: int = 3,
+    band_edge: float = 0.0,
 ) -> np.ndarray:
-    """P = R_face \\ R_trans (reference §2.1) as bool HxW.
+    """P = R_face \\ R_trans (reference §2.1): bool HxW for a bool face region, float32 weights for a soft one.
 
-    Without alpha and trimap the face region itself is returned (a copy). See `transition_band` for how the
-    band is taken from each input and what ``band_dilation`` does (alpha only).
+    A soft region's weights are 0 on the band and, with ``band_edge`` > 1 px, rise over that many px from it
+    (``min(1, d / band_edge)``, d the distance to the nearest band pixel), so the obfuscation also fades out
+    smoothly where it meets the kept hair instead of along the band's pixel steps. Without alpha and trimap the
+    face region itself is returned (a copy). See `transition_band` for how the band is taken from each input and
+    what ``band_dilation`` does (alpha only).
     """
     face_region = _check_region(face_region, None)
     if alpha is None and trimap is None:
@@ -98,77 +108,75 @@ def private_area(
     band = transition_band(alpha=alpha, trimap=trimap, band_dilation=band_dilation)
     if band.shape != face_region.shape:
         raise ImageError(f"alpha/trimap size {band.shape} differs from the face region {face_region.shape}")
-    return face_region & ~band
+    if face_region.dtype == bool:
+        return face_region & ~band
+    if band_edge <= 1.0:
+        return np.where(band, np.float32(0.0), face_region)
+    distance = cv2.distanceTransform((~band).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    return face_region * np.minimum(distance / np.float32(band_edge), np.float32(1.0))
 
 
-def obfuscate(
-    image: np.ndarray,
-    region: np.ndarray,
-    method: str = "blur",
-    *,
-    strength: float = 1.0,
-    feather: float = 0.0,
-) -> np.ndarray:
+def obfuscate(image: np.ndarray, region: np.ndarray, method: str = "blur", *, strength: float = 1.0) -> np.ndarray:
     """Obfuscate ``region`` of an HxWx3 uint8 image with ``method`` in {"blur", "mosaic", "zero"}.
 
-    Pixels outside ``region`` are returned bit-identical, also with ``feather > 0``: feathering only blends
-    *inside* the region, over its outer ``feather`` px (weight = distance to the region border / feather,
-    capped at 1), so the region's border pixels keep part of the original. ``strength`` scales the blur σ and
-    the mosaic cell (1.0 = defaults of the module docstring). An empty region returns a copy.
+    ``region``: a bool HxW mask (a hard edge, as P3M's released images) or float32 HxW weights in [0, 1] (the
+    anti-aliased, feathered masks of `p3m.privacy.region.soft_mask`): each pixel becomes
+    ``w * O(I) + (1 - w) * I``, and only pixels with ``w > 0`` enter the blur's and the mosaic's averages,
+    weighted by ``w``. Pixels with weight 0 (outside the region) are returned bit-identical. ``strength``
+    scales the blur σ and the mosaic cell (1.0 = the module's defaults). An empty region returns a copy.
     """
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ImageError(f"image must be HxWx3 uint8, got shape {image.shape} dtype {image.dtype}")
-    region = _check_region(region, image.shape[:2])
+    weight = _check_region(region, image.shape[:2])
     if method not in METHODS:
         raise ImageError(f"unknown obfuscation method {method!r}; choose from {', '.join(METHODS)}")
     if not (math.isfinite(strength) and strength > 0):
         raise ImageError(f"strength must be a positive number, got {strength}")
-    if not (math.isfinite(feather) and feather >= 0):
-        raise ImageError(f"feather must be >= 0, got {feather}")
 
     out = image.copy()
-    if not region.any():
+    support = weight > 0
+    if not support.any():
         return out
 
-    # Work on the region's bounding box (+1 px so the feather sees the region's outside neighbours): only
-    # region pixels enter the averages, so nothing outside the box could change the result.
-    bx, by, bw, bh = cv2.boundingRect(region.astype(np.uint8))
-    x0, y0 = max(0, bx - 1), max(0, by - 1)
-    x1, y1 = min(image.shape[1], bx + bw + 1), min(image.shape[0], by + bh + 1)
-    sub_image = image[y0:y1, x0:x1]
-    sub_region = region[y0:y1, x0:x1]
+    # Work on the region's bounding box: only region pixels enter the averages, so nothing outside the box
+    # could change the result.
+    bx, by, bw, bh = cv2.boundingRect(support.astype(np.uint8))
+    sub_image = image[by : by + bh, bx : bx + bw]
+    sub_support = support[by : by + bh, bx : bx + bw]
+    sub_weight = weight[by : by + bh, bx : bx + bw]
     replaced = np.zeros(sub_image.shape, np.float32)
     if method != "zero":  # zero: the replacement is the zeros already there
-        n, labels, stats, _ = cv2.connectedComponentsWithStats(sub_region.astype(np.uint8), connectivity=8)
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(sub_support.astype(np.uint8), connectivity=8)
         for k in range(1, n):
             x, y, w, h = (int(v) for v in stats[k, :4])
             size = math.sqrt(w * h)
+            component = np.where(labels == k, sub_weight, 0.0).astype(np.float32)
             if method == "blur":
                 sigma = max(MIN_BLUR_SIGMA, BLUR_SIGMA_FRACTION * strength * size)
-                _masked_blur(sub_image, labels, k, (x, y, w, h), sigma, replaced)
+                _masked_blur(sub_image, component, (x, y, w, h), sigma, replaced)
             else:
-                cell = max(MIN_MOSAIC_CELL, round(float(size * strength / MOSAIC_CELLS_PER_FACE)))
-                _masked_mosaic(sub_image, labels, k, (x, y, w, h), cell, replaced)
+                cell = max(MIN_MOSAIC_CELL, round(size * strength / MOSAIC_CELLS_PER_FACE))
+                _masked_mosaic(sub_image, component, (x, y, w, h), cell, replaced)
 
-    if feather > 0:
-        dist = cv2.distanceTransform(sub_region.astype(np.uint8), cv2.DIST_L2, 5)
-        weight = np.clip(dist / feather, 0.0, 1.0)[sub_region][:, None]
-        mixed = weight * replaced[sub_region] + (1.0 - weight) * sub_image[sub_region].astype(np.float32)
-    else:
-        mixed = replaced[sub_region]
-    out[y0:y1, x0:x1][sub_region] = np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
+    w_in = sub_weight[sub_support][:, None]
+    mixed = w_in * replaced[sub_support] + (1.0 - w_in) * sub_image[sub_support].astype(np.float32)
+    out[by : by + bh, bx : bx + bw][sub_support] = np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
     return out
 
 
 def _check_region(region: np.ndarray, shape: tuple[int, int] | None) -> np.ndarray:
-    """Validate a region mask: bool HxW (0/1 or 0/255 integer masks are accepted and binarised at > 0)."""
+    """Validate a region: bool HxW (0/1 or 0/255 integer masks are binarised at > 0) or float weights in [0, 1]."""
     region = np.asarray(region)
     if region.ndim != 2:
         raise ImageError(f"region must be a HxW mask, got shape {region.shape}")
-    if region.dtype != bool:
+    if np.issubdtype(region.dtype, np.floating):
+        if region.size and not (np.all(np.isfinite(region)) and region.min() >= 0.0 and region.max() <= 1.0):
+            raise ImageError("float region weights must lie in [0, 1]")
+        region = region.astype(np.float32, copy=False)
+    elif region.dtype != bool:
         if not np.issubdtype(region.dtype, np.integer):
-            raise ImageError(f"region must be a bool mask, got dtype {region.dtype}")
+            raise ImageError(f"region must be a bool mask or float weights, got dtype {region.dtype}")
         region = region > 0
     if shape is not None and region.shape != tuple(shape):
         raise ImageError(f"region size {region.shape} differs from the image size {tuple(shape)}")
@@ -176,20 +184,21 @@ def _check_region(region: np.ndarray, shape: tuple[int, int] | None) -> np.ndarr
 
 
 def _masked_blur(
-    image: np.ndarray, labels: np.ndarray, k: int, bbox: tuple[int, int, int, int], sigma: float, out: np.ndarray
+    image: np.ndarray, weight: np.ndarray, bbox: tuple[int, int, int, int], sigma: float, out: np.ndarray
 ) -> None:
-    """Normalised Gaussian blur of component ``k`` (only its pixels contribute), written into ``out``."""
+    """Normalised Gaussian blur G*(I·w) / G*w of one component (``weight`` > 0 on it, 0 elsewhere), written into
+    ``out`` where ``weight`` > 0."""
     x, y, w, h = bbox
     # A large σ on full resolution is slow: blur a copy downscaled so that σ is ~4 px there, then upscale.
     # The result is smooth at the scale σ anyway, so nothing recognisable is lost or gained.
     factor = max(1.0, sigma / 4.0)
     pad = math.ceil(3 * sigma)
-    H, W = labels.shape
+    H, W = weight.shape
     x0, y0, x1, y1 = max(0, x - pad), max(0, y - pad), min(W, x + w + pad), min(H, y + h + pad)
-    mask = (labels[y0:y1, x0:x1] == k).astype(np.float32)
+    mask = weight[y0:y1, x0:x1]
     crop = image[y0:y1, x0:x1].astype(np.float32)
     cw, ch = x1 - x0, y1 - y0
-    sw, sh = max(1, round(float(cw / factor))), max(1, round(float(ch / factor)))
+    sw, sh = max(1, round(cw / factor)), max(1, round(ch / factor))
     small_mask = cv2.resize(mask, (sw, sh), interpolation=cv2.INTER_AREA)
     small_num = cv2.resize(crop * mask[..., None], (sw, sh), interpolation=cv2.INTER_AREA)
     s = sigma / factor
@@ -201,8 +210,9 @@ def _masked_blur(
     inside = mask > 0
     denom = np.maximum(blur_mask[inside], 1e-6)[:, None]
     values = blur_num[inside] / denom
-    # Where the normalised weights vanish numerically fall back to the component's mean colour.
-    mean = crop[inside].mean(axis=0)
+    # Where the normalised weights vanish numerically fall back to the component's weighted mean colour.
+    wi = mask[inside][:, None]
+    mean = (crop[inside] * wi).sum(axis=0) / max(float(wi.sum()), 1e-12)
     weak = blur_mask[inside] < 1e-4
     values[weak] = mean
     sub = out[y0:y1, x0:x1]
@@ -210,19 +220,21 @@ def _masked_blur(
 
 
 def _masked_mosaic(
-    image: np.ndarray, labels: np.ndarray, k: int, bbox: tuple[int, int, int, int], cell: int, out: np.ndarray
+    image: np.ndarray, weight: np.ndarray, bbox: tuple[int, int, int, int], cell: int, out: np.ndarray
 ) -> None:
-    """Pixelate component ``k``: each ``cell`` px square (grid anchored at its bbox) gets its pixels' mean."""
+    """Pixelate one component (``weight`` > 0 on it): each ``cell`` px square of a grid anchored at its bbox gets
+    the ``weight``-weighted mean of its pixels."""
     x, y, w, h = bbox
-    mask = labels[y : y + h, x : x + w] == k
+    m = weight[y : y + h, x : x + w].astype(np.float64)
     crop = image[y : y + h, x : x + w].astype(np.float64)
     ny, nx = -(-h // cell), -(-w // cell)
     pad_h, pad_w = ny * cell - h, nx * cell - w
-    m = np.pad(mask, ((0, pad_h), (0, pad_w))).astype(np.float64)
-    c = np.pad(crop * mask[..., None], ((0, pad_h), (0, pad_w), (0, 0)))
-    cnt = m.reshape(ny, cell, nx, cell).sum(axis=(1, 3))
+    mp = np.pad(m, ((0, pad_h), (0, pad_w)))
+    c = np.pad(crop * m[..., None], ((0, pad_h), (0, pad_w), (0, 0)))
+    cnt = mp.reshape(ny, cell, nx, cell).sum(axis=(1, 3))
     tot = c.reshape(ny, cell, nx, cell, 3).sum(axis=(1, 3))
-    means = tot / np.maximum(cnt, 1)[..., None]
+    means = tot / np.maximum(cnt, 1e-12)[..., None]
     full = np.repeat(np.repeat(means, cell, axis=0), cell, axis=1)[:h, :w]
+    inside = m > 0
     sub = out[y : y + h, x : x + w]
-    sub[mask] = full[mask]
+    sub[inside] = full[inside]

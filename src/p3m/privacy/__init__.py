@@ -6,8 +6,8 @@ synthetic dataset and training also apply) and are re-exported here.
 
 from __future__ import annotations
 
-from p3m.privacy.detect import CenterFaceDetector, Face, FaceDetector, default_detector
 from p3m.data.obfuscate import METHODS, obfuscate, private_area, transition_band
+from p3m.privacy.detect import CenterFaceDetector, Face, FaceDetector, default_detector
 from p3m.privacy.region import face_region
 
 __all__ = [

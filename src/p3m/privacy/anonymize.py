@@ -1,10 +1,11 @@
 """Anonymise images, folders and datasets the P3M way, with a per-image report.
 
-Per image: detect faces -> face region (ellipses, `face_region`) -> private area (minus the transition band of
-the alpha matte / trimap when one is given) -> obfuscate -> write the image (same format, no metadata) and
-its face mask (PNG, 255 = obfuscated). Every image gets a report row; images where no face was found are
-flagged for manual review (a back view is fine, a missed face is a privacy leak). A bad file is reported
-and skipped, the others finish.
+Per image: detect faces -> outline each (`p3m.privacy.landmarks`: P3M's landmark region, a covering shape where
+the landmarks are not trusted, or the box ellipse) -> soft, anti-aliased face region (`soft_mask`) -> private
+area (minus the transition band of the alpha matte / trimap when one is given) -> obfuscate -> write the image
+(same format, no metadata) and its face mask (PNG, 255 wherever a pixel was changed). Every image gets a report
+row (which region each face got); images where no face was found are flagged for manual review (a back view is
+fine, a missed face is a privacy leak). A bad file is reported and skipped, the others finish.
 """
 
 from __future__ import annotations
@@ -21,13 +22,16 @@ from p3m.data.obfuscate import METHODS, obfuscate, private_area
 from p3m.errors import DatasetError, ImageError, P3MError, os_error_message
 from p3m.io import IMAGE_EXTENSIONS, collect_images, read_image, read_mask, write_image_set
 from p3m.privacy.detect import Face, FaceDetector, default_detector
-from p3m.privacy.region import face_region
+from p3m.privacy.landmarks import REGION_MODES, FaceOutline, FaceOutliner
+from p3m.privacy.region import MIN_FEATHER, soft_mask
 from p3m.workers import Runner, WorkerFactory, run_here
 
 REPORT_NAME = "anonymize_report.csv"
-REPORT_FIELDS = ("stem", "source", "output", "faces", "boxes", "scores", "status", "message")
+REPORT_FIELDS = ("stem", "source", "output", "faces", "boxes", "scores", "regions", "status", "message")
 DEFAULT_MASK_SCALE = 1.1
 DEFAULT_THRESHOLD = 0.2
+# width of the soft edge, relative to the face size (`FaceOutline.size`), and at least MIN_FEATHER px
+EDGE_FRACTION = 0.03
 # Formats written back as they came; anything else (e.g. .bmp input) is written as PNG (lossless).
 _KEEP_FORMATS = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff"}
 
@@ -38,7 +42,9 @@ class AnonymizeOptions:
 
     method: str = "blur"
     strength: float = 1.0
-    feather: float = 0.0
+    region: str = "landmarks"  # or "ellipse" (the box ellipse at mask_scale)
+    forehead: bool = False  # the landmark region reaches the top of the forehead, not the brows
+    feather: float | None = None  # width of the soft edge in px; None: EDGE_FRACTION of the face size
     mask_scale: float = DEFAULT_MASK_SCALE
     band_dilation: int = 3
     quality: int = 95
@@ -46,23 +52,38 @@ class AnonymizeOptions:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise P3MError(f"unknown obfuscation method {self.method!r}; choose from {', '.join(METHODS)}")
-        if self.mask_scale <= 0:
+        if self.region not in REGION_MODES:
+            raise P3MError(f"unknown face region {self.region!r}; choose from {', '.join(REGION_MODES)}")
+        if not self.mask_scale > 0:
             raise P3MError(f"mask scale must be > 0, got {self.mask_scale}")
-        if self.strength <= 0:
+        if not self.strength > 0:
             raise P3MError(f"strength must be > 0, got {self.strength}")
-        if self.feather < 0:
+        if self.feather is not None and not self.feather >= 0:
             raise P3MError(f"feather must be >= 0, got {self.feather}")
         if not 1 <= self.quality <= 100:
             raise P3MError(f"JPEG quality must be in 1..100, got {self.quality}")
 
+    def outliner(self) -> FaceOutliner:
+        """The `FaceOutliner` these options ask for."""
+        return FaceOutliner(self.region, forehead=self.forehead, ellipse_scale=self.mask_scale)
+
+    def edge_width(self, outline: FaceOutline) -> float:
+        """Width of the soft edge of a face's region in px (at least MIN_FEATHER: always anti-aliased)."""
+        width = EDGE_FRACTION * outline.size if self.feather is None else self.feather
+        return max(MIN_FEATHER, width)
+
 
 @dataclass
 class AnonymizeResult:
-    """One anonymised image: the pixels, the private area that was obfuscated (bool HxW), the faces found."""
+    """One anonymised image: the pixels; ``weights`` the private area's obfuscation weights (float32 HxW in [0, 1],
+    soft at the edge); ``private`` where pixels were changed (bool HxW, weights > 0); the faces found and the
+    outline each got."""
 
     image: np.ndarray
     private: np.ndarray
     faces: list[Face]
+    outlines: list[FaceOutline] = field(default_factory=list)
+    weights: np.ndarray | None = None
 
 
 def anonymize_image(
@@ -73,8 +94,10 @@ def anonymize_image(
     alpha: np.ndarray | None = None,
     trimap: np.ndarray | None = None,
     faces: Sequence[Face] | None = None,
+    outliner: FaceOutliner | None = None,
 ) -> AnonymizeResult:
-    """Detect faces in an HxWx3 uint8 RGB image (or use ``faces``) and obfuscate their private area."""
+    """Detect faces in an HxWx3 uint8 RGB image (or use ``faces``), outline each (``outliner``, default from
+    ``options``) and obfuscate their private area."""
     options = options or AnonymizeOptions()
     if faces is None:
         faces = (detector or default_detector(DEFAULT_THRESHOLD)).detect(image)
@@ -84,10 +107,14 @@ def anonymize_image(
             raise ImageError(
                 f"{name} is {arr.shape[1]}x{arr.shape[0]} but the image is {image.shape[1]}x{image.shape[0]}"
             )
-    region = face_region(image.shape, faces, options.mask_scale)
-    private = private_area(region, alpha=alpha, trimap=trimap, band_dilation=options.band_dilation)
-    out = obfuscate(image, private, options.method, strength=options.strength, feather=options.feather)
-    return AnonymizeResult(out, private, faces)
+    outliner = outliner or options.outliner()
+    outlines = outliner.outlines(image, faces)
+    edges = [options.edge_width(o) for o in outlines]
+    region = soft_mask(image.shape, [o.polygon for o in outlines], edges)
+    band_edge = float(np.median(edges)) if edges else 0.0
+    weights = private_area(region, alpha=alpha, trimap=trimap, band_dilation=options.band_dilation, band_edge=band_edge)
+    out = obfuscate(image, weights, options.method, strength=options.strength)
+    return AnonymizeResult(out, weights > 0, faces, outlines, weights)
 
 
 @dataclass
@@ -98,6 +125,7 @@ class ImageRecord:
     source: str
     output: str = ""
     faces: list[Face] = field(default_factory=list)
+    outlines: list[FaceOutline] = field(default_factory=list)
     status: str = "ok"
     message: str = ""
 
@@ -109,6 +137,7 @@ class ImageRecord:
             "faces": str(len(self.faces)),
             "boxes": ";".join(" ".join(f"{v:.1f}" for v in f.box) for f in self.faces),
             "scores": ";".join(f"{f.score:.3f}" for f in self.faces),
+            "regions": ";".join(o.method for o in self.outlines),
             "status": self.status,
             "message": self.message,
         }
@@ -147,6 +176,13 @@ class AnonymizeReport:
         n_faces = sum(len(r.faces) for r in self.records if r.status == "ok")
         n_ok = sum(r.status == "ok" for r in self.records)
         lines = [f"anonymized {n_ok + len(self.no_face)} of {n} images: {n_faces} faces obfuscated in {n_ok} images"]
+        covered = [r.stem for r in self.records if any(o.method == "cover" for o in r.outlines)]
+        if covered:
+            names = ", ".join(covered[:20]) + (" ..." if len(covered) > 20 else "")
+            lines.append(
+                f"{len(covered)} images have faces whose landmarks were not trusted: covered by a larger shape "
+                f"instead (see the report's regions column): {names}"
+            )
         if self.no_face:
             names = ", ".join(r.stem for r in self.no_face[:20]) + (" ..." if len(self.no_face) > 20 else "")
             lines.append(
@@ -197,7 +233,11 @@ class AnonymizeTask:
 
 
 def anonymize_task(
-    detector: FaceDetector, options: AnonymizeOptions, task: AnonymizeTask, data: bytes | None = None
+    detector: FaceDetector,
+    outliner: FaceOutliner,
+    options: AnonymizeOptions,
+    task: AnonymizeTask,
+    data: bytes | None = None,
 ) -> ImageRecord:
     """Anonymise one image and write its whole set; every failure becomes an "error" record naming the file.
 
@@ -211,7 +251,9 @@ def anonymize_task(
         alpha = read_mask(task.alpha_path) if task.alpha_path is not None else None
         trimap = read_mask(task.trimap_path) if task.trimap_path is not None else None
         try:
-            result = anonymize_image(image, detector=detector, options=options, alpha=alpha, trimap=trimap)
+            result = anonymize_image(
+                image, detector=detector, options=options, alpha=alpha, trimap=trimap, outliner=outliner
+            )
         except ImageError as exc:
             raise ImageError(f"{source}: {exc}") from None
         # Copies (dataset masks, trimaps) are decoded and re-encoded so that they carry no metadata either.
@@ -221,6 +263,7 @@ def anonymize_task(
         write_image_set(outputs, quality=options.quality)
         rec.output = str(task.image_out)
         rec.faces = result.faces
+        rec.outlines = result.outlines
         rec.status = "ok" if result.faces else "no_face"
         if not result.faces:
             rec.message = "no face found: written unchanged; check by hand"
@@ -241,7 +284,7 @@ class AnonymizeWorker:
     options: AnonymizeOptions
 
     def __call__(self) -> Callable[[AnonymizeTask, bytes | None], ImageRecord]:
-        return partial(anonymize_task, self.make_detector(), self.options)
+        return partial(anonymize_task, self.make_detector(), self.options.outliner(), self.options)
 
     def failed(self, task: AnonymizeTask, message: str) -> ImageRecord:
         return ImageRecord(task.stem, str(task.source), status="error", message=f"{task.source}: {message}")
@@ -284,7 +327,7 @@ def _worker(
     if make_detector is not None:
         return AnonymizeWorker(make_detector, options)
     fixed = detector or default_detector(DEFAULT_THRESHOLD)
-    return lambda: partial(anonymize_task, fixed, options)
+    return lambda: partial(anonymize_task, fixed, options.outliner(), options)
 
 
 def _refuse_overwrite(planned: Iterable[Path], inputs: Iterable[Path], outdir: Path) -> None:
@@ -461,3 +504,7 @@ def print_progress(rec: ImageRecord) -> None:
         print(f"error: {rec.message}", file=sys.stderr)
     elif rec.status == "no_face":
         print(f"warning: {rec.source}: no face found (written unchanged; check by hand)", file=sys.stderr)
+    for outline in rec.outlines:
+        if outline.method == "cover":
+            box = " ".join(f"{v:.0f}" for v in outline.face.box)
+            print(f"note: {rec.source}: face at ({box}) covered by a larger shape: {outline.reason}", file=sys.stderr)

@@ -120,7 +120,7 @@ class CenterFaceDetector:
             if abs(s - 1.0) < 1e-6:
                 level = image
             else:
-                size = (max(32, int(round(w * s))), max(32, int(round(h * s))))
+                size = (max(32, round(w * s)), max(32, round(h * s)))
                 level = cv2.resize(image, size, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
             sx, sy = level.shape[1] / w, level.shape[0] / h
             with self._lock:
