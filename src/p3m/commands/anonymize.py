@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from functools import partial
 from pathlib import Path
 
+from p3m.cluster import add_cluster_option
 from p3m.commands._types import hide_aliases
 from p3m.errors import P3MError
 
@@ -84,8 +86,24 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         action="store_true",
         help="detect at the 640 px level only (about 10x faster; misses faces under ~15 px there)",
     )
+    add_cluster_option(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
     return parser
+
+
+def _where(args: argparse.Namespace) -> dict:
+    """Nothing (this process), or a Ray cluster's runner, the inputs' listing and a detector each worker builds."""
+    if args.cluster is None:
+        return {}
+    from p3m.cluster import require_ray
+    from p3m.cluster.runner import RayRunner
+    from p3m.privacy.detect import CenterFaceDetector
+
+    require_ray()
+    return {
+        "runner": RayRunner(args.cluster, source=lambda task: task.source, label="anonymize", progress=not args.quiet),
+        "make_detector": partial(CenterFaceDetector, args.threshold, multiscale=not args.single_scale),
+    }
 
 
 def run(args: argparse.Namespace) -> int:
@@ -110,13 +128,24 @@ def run(args: argparse.Namespace) -> int:
         band_dilation=args.band_dilation,
         quality=args.quality,
     )
-    detector = CenterFaceDetector(args.threshold, multiscale=not args.single_scale)
+    where = _where(args)
+    detector = None if where else CenterFaceDetector(args.threshold, multiscale=not args.single_scale)
     progress = None if args.quiet else print_progress
     if args.dataset:
         report = anonymize_dataset(
-            args.dataset, args.out, detector=detector, options=options, progress=progress, overwrite=args.overwrite
+            args.dataset,
+            args.out,
+            detector=detector,
+            options=options,
+            progress=progress,
+            overwrite=args.overwrite,
+            **where,
         )
     else:
+        if where:
+            from p3m.cluster.sources import collect_inputs  # local inputs as always, and URIs of other file systems
+
+            where["collect"] = collect_inputs
         report = anonymize_files(
             args.inputs,
             args.out,
@@ -126,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
             recursive=args.recursive,
             progress=progress,
             overwrite=args.overwrite,
+            **where,
         )
     print(report.summary())
     print(f"report: {Path(args.out) / 'anonymize_report.csv'}")

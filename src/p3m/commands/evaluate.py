@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from p3m.cluster import add_cluster_option
 from p3m.commands._types import hide_aliases, positive
 from p3m.errors import P3MError
 
@@ -52,14 +53,27 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--allow-missing", action="store_true", help="list ground truth without prediction and evaluate the rest"
     )
     parser.add_argument("--fast", action="store_true", help="skip Grad and Conn (official --fast_test)")
+    add_cluster_option(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return parser
+
+
+def _runner(args: argparse.Namespace):
+    """None (processes of this machine), or a Ray cluster's runner (the files must be where every worker sees them)."""
+    if args.cluster is None:
+        return None
+    from p3m.cluster import require_ray
+    from p3m.cluster.runner import RayRunner
+
+    require_ray()
+    return RayRunner(args.cluster, label="evaluate")
 
 
 def run(args: argparse.Namespace) -> int:
     # the metrics load numba and OpenCV: imported when the verb runs, not when the CLI starts
     from p3m.metrics.evaluate import evaluate_dataset, evaluate_dirs, format_problems
 
+    runner = _runner(args)
     if args.dataset is not None:
         if args.gt or args.trimap or args.facemask:
             raise P3MError("use either --dataset/--split or --gt [--trimap] [--facemask], not both")
@@ -74,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
             allow_missing=args.allow_missing,
             progress=not args.quiet,
             fast=args.fast,
+            runner=runner,
         )
     else:
         if args.gt is None:
@@ -90,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
             allow_missing=args.allow_missing,
             progress=not args.quiet,
             fast=args.fast,
+            runner=runner,
         )
     for line in result.warnings:
         print(f"p3m evaluate: warning: {line}", file=sys.stderr)

@@ -1,7 +1,7 @@
 """`p3m matte INPUT... -o OUT`: alpha mattes and decontaminated cutouts for files, folders and globs.
 
 Wiring only: the options, `p3m.io.collect_images`, `p3m.infer.batch.plan_outputs`, then `Matter` and
-`p3m.infer.batch.write_outputs` per image, with one line per problem.
+`p3m.infer.batch.matte_job` per image (here, or on a Ray cluster with `--cluster`), with one line per problem.
 """
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +26,9 @@ from p3m.choices import (
     STRATEGIES,
     parse_color,
 )
+from p3m.cluster import add_cluster_option
 from p3m.commands._types import add_arch, hide_aliases, whole_number
-from p3m.errors import P3MError, os_error_message
+from p3m.errors import P3MError
 
 
 def parse_kinds(text: str) -> list[str]:
@@ -68,6 +71,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("-r", "--recursive", action="store_true", help="descend into sub-folders of folder inputs")
     _add_output_options(parser)
     _add_model_options(parser)
+    add_cluster_option(parser)
     parser.add_argument(
         "-q",
         "--quiet",
@@ -172,42 +176,55 @@ def _background(text: str) -> tuple[int, int, int] | np.ndarray:
     raise P3MError(f"--background {text!r} is neither a colour (name, #RRGGBB, R,G,B) nor an image file")
 
 
+def _matter_args(args: argparse.Namespace) -> dict:
+    return {
+        "arch": args.arch,
+        "weights": args.weights,
+        "device": args.device,
+        "strategy": args.strategy,
+        "backend": args.backend,
+        "precision": args.precision,
+        "resize_mode": args.resize_mode,
+        "foreground_method": args.foreground_method,
+        "tile": args.tile,
+    }
+
+
 def _open_matter(args: argparse.Namespace):
     from p3m.infer.matter import Matter  # torch: loaded when the verb runs, so that `p3m --help` stays quick
 
     with warnings.catch_warnings():  # the model warning is printed once, as one line
         warnings.simplefilter("ignore")
-        return Matter(
-            arch=args.arch,
-            weights=args.weights,
-            device=args.device,
-            strategy=args.strategy,
-            backend=args.backend,
-            precision=args.precision,
-            resize_mode=args.resize_mode,
-            foreground_method=args.foreground_method,
-            tile=args.tile,
-        )
+        return Matter(**_matter_args(args))
 
 
-def _matte_all(matter, jobs: list, background, quiet: bool) -> tuple[int, int]:
+def _outcomes(args: argparse.Namespace, matter, jobs: list, background):
+    """(index, MatteOutcome) per job, here or, with --cluster, on Ray actors that load the model this run resolved."""
+    from p3m.infer.batch import MatteWorker, matte_job  # torch, as above
+    from p3m.workers import run_here
+
+    if args.cluster is None:
+        return run_here(lambda: partial(matte_job, matter, background=background), jobs)
+    from p3m.cluster.runner import RayRunner
+
+    worker = MatteWorker.like(matter, _matter_args(args), background)
+    return RayRunner(args.cluster, source=lambda job: job[0], label="matte")(worker, jobs)
+
+
+def _matte_all(args: argparse.Namespace, matter, jobs: list, background) -> tuple[int, int]:
     """Matte and write every job, one error line per failed image -> (written, failed)."""
     from tqdm import tqdm  # loaded when the verb runs, so that `p3m --help` stays quick
 
-    from p3m.infer.batch import write_outputs  # torch, as above
-
     done = failed = 0
-    for src, outs in tqdm(jobs, desc="matte", unit="img", disable=quiet, file=sys.stderr):
-        try:
-            result = write_outputs(matter, src, outs, background)
-        except (P3MError, OSError, ValueError, RuntimeError, MemoryError) as exc:
+    outcomes = _outcomes(args, matter, jobs, background)
+    for _, outcome in tqdm(outcomes, total=len(jobs), desc="matte", unit="img", disable=args.quiet, file=sys.stderr):
+        if outcome.error:
             failed += 1
-            msg = os_error_message(exc) if isinstance(exc, OSError) else str(exc)
-            tqdm.write(f"p3m matte: error: {msg if str(src) in msg else f'{src}: {msg}'}", file=sys.stderr)
+            tqdm.write(f"p3m matte: error: {outcome.error}", file=sys.stderr)
             continue
         done += 1
-        if result.info.get("warning") and result.info["warning"] != matter.model_warning:
-            tqdm.write(f"p3m matte: warning: {src}: {result.info['warning']}", file=sys.stderr)
+        if outcome.warning and outcome.warning != matter.model_warning:
+            tqdm.write(f"p3m matte: warning: {outcome.source}: {outcome.warning}", file=sys.stderr)
     return done, failed
 
 
@@ -216,9 +233,16 @@ def run(args: argparse.Namespace) -> int:
     from p3m.infer.batch import existing_outputs_error, plan_outputs, prepare_output_folders, set_state
     from p3m.io import find_inputs
 
+    collect: Callable[..., tuple[list[Path], list[str], list[Path]]] = find_inputs
+    if args.cluster is not None:  # before anything is planned: without the extra, the switch says what to install
+        from p3m.cluster import require_ray
+        from p3m.cluster.sources import collect_inputs  # local inputs as always, and URIs of other file systems
+
+        require_ray()
+        collect = collect_inputs
     kinds: list[str] = args.kinds
     background = _background(args.background) if "composite" in kinds else (255, 255, 255)
-    paths, problems, left_out = find_inputs(args.inputs, recursive=args.recursive, verb="matte")
+    paths, problems, left_out = collect(args.inputs, recursive=args.recursive, verb="matte")
     notes = []
     if left_out:  # p3m's own outputs in a folder or glob (a rerun into the input folder)
         names = ", ".join(p.name for p in left_out[:3]) + (", ..." if len(left_out) > 3 else "")
@@ -244,7 +268,7 @@ def run(args: argparse.Namespace) -> int:
     matter = _open_matter(args)
     if matter.model_warning:
         print(f"p3m matte: warning: {matter.model_warning}", file=sys.stderr)
-    done, failed = _matte_all(matter, jobs, background, args.quiet)
+    done, failed = _matte_all(args, matter, jobs, background)
     failed += len(problems) + len(clashes)
     # printed by quiet runs too: every run names the model it used
     note = f", {skipped} skipped (outputs exist)" if skipped else ""

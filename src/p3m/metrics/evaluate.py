@@ -40,6 +40,7 @@ from p3m.errors import DatasetError, ImageError, P3MError
 from p3m.io import IMAGE_EXTENSIONS, read_mask
 from p3m.metrics.dim import dim_metrics
 from p3m.metrics.p3m import p3m_metrics
+from p3m.workers import Runner
 
 __all__ = [
     "DIM_KEYS",
@@ -432,15 +433,34 @@ def _score(item: _Item, protocol: str, fast: bool) -> tuple[str, dict[str, float
         return item.name, None, str(exc), (None, None)
 
 
+@dataclass(frozen=True)
+class _Scorer:
+    """`_score` as a worker factory (`p3m.workers.WorkerFactory`) for runners in other processes (a cluster)."""
+
+    protocol: str
+    fast: bool
+
+    def __call__(self):
+        return lambda item, data: _score(item, self.protocol, self.fast)
+
+    def failed(self, item: _Item, message: str) -> tuple:
+        return item.name, None, f"{item.pred}: {message}", (None, None)
+
+
 def _init_worker() -> None:
     import cv2
 
     cv2.setNumThreads(1)
 
 
-def _run(items: Sequence[_Item], protocol: str, fast: bool, workers: int, progress: bool):
+def _run(items: Sequence[_Item], protocol: str, fast: bool, workers: int, progress: bool, runner: Runner | None):
     bar = tqdm(total=len(items), desc="evaluate", unit="img", file=sys.stderr, disable=not progress)
     try:
+        if runner is not None:
+            for _, scored in runner(_Scorer(protocol, fast), items):
+                yield scored
+                bar.update(1)
+            return
         if workers <= 1 or len(items) <= 1:
             for item in items:
                 yield _score(item, protocol, fast)
@@ -489,13 +509,14 @@ def _evaluate_items(
     progress: bool,
     fast: bool,
     source: dict[str, str],
+    runner: Runner | None,
 ) -> EvaluationResult:
     keys = _keys(protocol, with_trimap, with_face, fast)
     result = EvaluationResult(protocol=protocol, keys=keys, excluded=list(missing), source=source)
     n_workers = max(1, min(workers if workers else (os.cpu_count() or 1), len(items)))
     by_name: dict[str, dict[str, float]] = {}
     kinds_by_name: dict[str, tuple] = {}
-    for name, metrics, error, kinds in _run(items, protocol, fast, n_workers, progress):
+    for name, metrics, error, kinds in _run(items, protocol, fast, n_workers, progress, runner):
         if error is not None:
             result.failures.append(error)
         else:
@@ -577,6 +598,7 @@ def evaluate_dirs(
     allow_missing: bool = False,
     progress: bool = False,
     fast: bool = False,
+    runner: Runner | None = None,
 ) -> EvaluationResult:
     """Score every ground-truth matte in ``gt_dir`` against the prediction with the same stem in ``pred_dir``.
 
@@ -584,7 +606,9 @@ def evaluate_dirs(
     (no face). Every problem (missing or extra prediction, size mismatch, non-grayscale or unreadable file) is
     collected and raised at once as `DatasetError`; with ``allow_missing`` missing predictions are listed in
     ``result.excluded`` instead. Files that fail to decode while scoring are skipped and listed in
-    ``result.failures``. ``workers``: processes (default: all cores).
+    ``result.failures``. ``workers``: processes (default: all cores); ``runner`` (`p3m.workers`): score
+    elsewhere instead, e.g. on a Ray cluster (`p3m.cluster.runner.RayRunner`; the files must be where every
+    worker sees them).
     """
     _check_protocol(protocol, trimap_dir is not None)
     _check_folders(
@@ -616,6 +640,7 @@ def evaluate_dirs(
         progress=progress,
         fast=fast,
         source=source,
+        runner=runner,
     )
 
 
@@ -629,6 +654,7 @@ def evaluate_dataset(
     allow_missing: bool = False,
     progress: bool = False,
     fast: bool = False,
+    runner: Runner | None = None,
 ) -> EvaluationResult:
     """`evaluate_dirs` on a P3M-10k test split (``"P3M-500-P"`` or ``"P3M-500-NP"``) found by
     `p3m.data.p3m10k.open_dataset`: its masks, trimaps and (where present) face masks."""
@@ -660,6 +686,7 @@ def evaluate_dataset(
         progress=progress,
         fast=fast,
         source=source,
+        runner=runner,
     )
 
 
