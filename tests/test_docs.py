@@ -316,3 +316,15 @@ def _read_sample(text: str) -> list[Command]:
         path.write_text(text)
         commands = shell_commands(path)
     return [Command(REPO / "README.md", c.line, c.text) for c in commands]
+
+
+def test_shipped_texts_cite_public_sources():
+    """A user's clone has only the project: docs, docstrings, configs and reports cite the papers and the authors'
+    repositories, never the project's internal specification (its section signs) or a folder beside the checkout."""
+    shipped = [*DOCUMENTS, *(REPO / "src" / "p3m").rglob("*.py"), *(REPO / "src" / "p3m" / "configs").rglob("*.yaml")]
+    found = []
+    for path in shipped:
+        text = path.read_text(encoding="utf-8")
+        for pattern in (r"§\s*\d", r"\.\./shared\b", r"p3m-reference"):
+            found += [f"{path.relative_to(REPO)}: {m[0]!r}" for m in re.finditer(pattern, text)]
+    assert not found, found
