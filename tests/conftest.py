@@ -6,7 +6,10 @@
 - ``synth_dataset``: one factory per session for synthetic P3M-10k folders (``p3m.data.synth``), keyed by the
   ``SynthConfig`` fields, so modules asking for the same set share one copy. The folders are shared: read them,
   and copy one (``shutil.copytree``) before changing anything in it.
-- ``shared_portraits``: the real portraits of the shared test data (``tests/paths.py``); skips where absent.
+- ``real_photos``: a folder of this test's own with copies of the three real photos shipped in ``tests/data``
+  (every clone has them); their reference mattes are ``tests.paths.REFERENCE_ALPHA``.
+- ``shared_portraits``: the larger set of real portraits of the shared test data (``tests/paths.py``); skips where
+  absent.
 
 Markers (pyproject.toml): ``slow`` (a second or more on the shared 2-core dev machine), ``browser`` (drives chromium),
 ``subprocess`` (starts other programs). ``make test-fast`` leaves those three out; ``make test`` runs everything.
@@ -15,12 +18,13 @@ Markers (pyproject.toml): ``slow`` (a second or more on the shared 2-core dev ma
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.paths import PORTRAITS, REPO
+from tests.paths import PORTRAITS, REAL_PHOTOS, REPO
 
 # before any test module imports p3m: numba compiles into the checkout's cache (as the Makefile sets it), and
 # matplotlib draws without a display
@@ -52,6 +56,16 @@ def synth_dataset(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Pat
         return made[key]
 
     return make
+
+
+@pytest.fixture
+def real_photos(tmp_path: Path) -> Path:
+    """``tmp_path / "photos"`` holding copies of the three shipped real photos (``people_*.jpg``)."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for path in REAL_PHOTOS:
+        shutil.copyfile(path, folder / path.name)
+    return folder
 
 
 @pytest.fixture(scope="session")

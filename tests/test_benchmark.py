@@ -20,9 +20,10 @@ import torch
 
 from p3m import models
 from p3m.bench import published
+from p3m.bench.compare import MIN_PAIRS, compare_p3m_basic, paired_difference
 from p3m.bench.config import BenchmarkConfig, SettingConfig, load_benchmark_config
 from p3m.bench.methods import ClassicalMethod, NetworkMethod
-from p3m.bench.runner import DONE_MARKER, compare_p3m_basic, run_benchmark
+from p3m.bench.runner import DONE_MARKER, run_benchmark
 from p3m.errors import BenchmarkConfigError, DatasetError, P3MError
 from tests.paths import CHROMIUM
 
@@ -249,25 +250,106 @@ def test_comparison_is_stated_from_the_numbers(bench):
     for row in rows:
         p = next(r for r in result.results if r["method"] == "P3M-Net R34" and r["split"] == row["split"])
         b = next(r for r in result.results if r["method"] == "BASIC" and r["split"] == row["split"])
-        assert row["p3m_better"] == (p["metrics"]["sad"] < b["metrics"]["sad"])
-    expected = "P3M-Net beats BASIC" if all(r["p3m_better"] for r in rows) else "P3M-Net does NOT beat BASIC"
-    assert comp["statement"].startswith(expected)
+        assert (row["p3m_sad"], row["basic_sad"]) == (p["metrics"]["sad"], b["metrics"]["sad"])
+        # the paired per-image differences behind the interval are the evaluated ones
+        diffs = [b["sad_per_image"][s] - p["sad_per_image"][s] for s in p["sad_per_image"]]
+        assert row["pairs"] == 2 and row["difference"] == pytest.approx(np.mean(diffs), rel=1e-12)
+        assert row["ci_low"] <= row["difference"] <= row["ci_high"]
+        assert row["p3m_better"] is False and row["verdict"] == "within noise"  # 2 images: too few to tell
     assert comp["statement"] in result.report_markdown.read_text()
 
 
-def test_compare_wording_both_ways():
+def _rows(p3m: list[float], basic: list[float]) -> list[dict]:
+    stems = [f"s{i}" for i in range(len(p3m))]
+    return [
+        {
+            "type": kind,
+            "method": kind,
+            "setting": "B",
+            "split": "P3M-500-P",
+            "metrics": {"sad": float(np.mean(values))},
+            "sad_per_image": dict(zip(stems, values, strict=True)),
+        }
+        for kind, values in (("p3m-r34", p3m), ("basic-r34", basic))
+    ]
+
+
+def test_compare_says_beats_only_above_the_noise():
     cfg = BenchmarkConfig(settings=[SettingConfig(name="B", label="B")], test_splits=["P3M-500-P"])
+    rng = np.random.default_rng(0)
+    base = rng.uniform(5, 15, 12)
+    # P3M-Net lower on every image by 1 +- 0.2: a difference far above the spread
+    clear = compare_p3m_basic(_rows(list(base), list(base + rng.normal(1.0, 0.2, 12))), cfg)
+    assert clear["all_better"] is True and clear["statement"].startswith("P3M-Net has a lower SAD than BASIC")
+    assert clear["rows"][0]["ci_low"] > 0 and "95% bootstrap interval" in clear["statement"]
+    # a lower mean, but the images disagree: within noise, and no "beats"
+    noisy = rng.normal(0.3, 3.0, 12)
+    noise = compare_p3m_basic(_rows(list(base), list(base + noisy)), cfg)
+    assert np.mean(noisy) > 0 and noise["rows"][0]["ci_low"] < 0 < noise["rows"][0]["ci_high"]
+    assert noise["all_better"] is False and noise["statement"].startswith("No winner")
+    assert "within noise" in noise["statement"] and "beats" not in noise["statement"]
+    # BASIC clearly lower
+    lose = compare_p3m_basic(_rows(list(base + 2.0), list(base)), cfg)
+    assert lose["statement"].startswith("P3M-Net does NOT beat BASIC") and "on B:B" in lose["statement"]
+    assert lose["rows"][0]["verdict"] == "BASIC lower" and "reasons" in lose["statement"]
+    # one image, means only, or fewer than MIN_PAIRS images: no winner
+    assert compare_p3m_basic(_rows([1.0], [5.0]), cfg)["rows"][0]["verdict"] == "within noise"
+    few = compare_p3m_basic(_rows(list(base[: MIN_PAIRS - 1]), list(base[: MIN_PAIRS - 1] + 1.0)), cfg)["rows"][0]
+    assert few["ci_low"] > 0 and few["verdict"] == "within noise"
 
-    def rows(p, b):
-        return [
-            {"type": "p3m-r34", "method": "P", "setting": "B", "split": "P3M-500-P", "metrics": {"sad": p}},
-            {"type": "basic-r34", "method": "Q", "setting": "B", "split": "P3M-500-P", "metrics": {"sad": b}},
-        ]
 
-    assert compare_p3m_basic(rows(1.0, 2.0), cfg)["statement"].startswith("P3M-Net beats BASIC")
-    lose = compare_p3m_basic(rows(3.0, 2.0), cfg)
-    assert lose["all_better"] is False and "does NOT beat BASIC on SAD on B:B" in lose["statement"]
-    assert "reasons" in lose["statement"]
+@pytest.mark.parametrize("needs_trimap", [False, True])
+def test_speed_excludes_the_first_call(tmp_path, synth_dataset, needs_trimap):
+    """A method whose first call costs 0.5 s (compilation) and every later one nothing: the timed s/img is ~0."""
+    import time
+
+    from p3m.bench.config import MethodConfig
+    from p3m.bench.methods import Method
+    from p3m.bench.runner import _Runner
+    from p3m.data.p3m10k import open_dataset
+
+    class Compiling(Method):
+        calls = 0
+
+        @property
+        def needs_trimap(self) -> bool:
+            return needs_trimap
+
+        def predict(self, image, trimap=None):
+            assert (trimap is not None) == needs_trimap
+            Compiling.calls += 1
+            if Compiling.calls == 1:
+                time.sleep(0.5)
+            return np.zeros(image.shape[:2], np.float32)
+
+    root = synth_dataset(n_train=0, n_test_p=3, n_test_np=0, size=(64, 64), seed=2)
+    samples = open_dataset(root, validate=False, require=["P3M-500-P"]).split("P3M-500-P")
+    runner = _Runner(BenchmarkConfig(), tmp_path, False, False, lambda line: None)
+    seconds, done, failed = runner._predict_all(
+        Compiling("c", "closed-form"), MethodConfig(name="c"), "P3M-500-P", samples, tmp_path
+    )
+    assert (done, failed) == (3, []) and Compiling.calls == 4
+    assert seconds < 0.1
+
+
+def test_paired_difference_matches_a_literal_bootstrap():
+    """scipy's percentile bootstrap vs the textbook loop: resample the images with replacement, take the mean of the
+    differences, read the 2.5 and 97.5 percentiles (different random draws: equal within the resampling error)."""
+    rng = np.random.default_rng(1)
+    a, b = rng.uniform(0, 10, 20), rng.uniform(0, 10, 20) + 1.0
+    got = paired_difference(a, b)
+    diff = b - a
+    means = []
+    for _ in range(20000):
+        idx = rng.integers(0, len(diff), len(diff))
+        means.append(diff[idx].mean())
+    low, high = np.percentile(means, [2.5, 97.5])
+    spread = np.std(means)
+    assert got.n == 20 and got.mean == pytest.approx(diff.mean(), rel=1e-12)
+    assert abs(got.low - low) < 0.05 * spread and abs(got.high - high) < 0.05 * spread
+    assert paired_difference(a, b).low == got.low  # seeded: the same report every time
+    same = paired_difference(np.arange(MIN_PAIRS), np.arange(MIN_PAIRS) + 0.5)  # no spread: the difference itself
+    assert (same.low, same.high, same.verdict) == (0.5, 0.5, "a lower")
 
 
 # ------------------------------------------------------------------------------------------ report
@@ -284,7 +366,13 @@ def test_report_files(bench):
     assert len(rows) == 8 and {"method", "split", "sad", "dim_sad"} <= set(rows[0])
     md = result.report_markdown.read_text()
     assert "| Method | Params (M) | B:B SAD" in md and "B:N SAD" in md
-    assert "Published on P3M-10k (not measured here)" in md and "8.73" in md and "15.13" in md
+    assert "Published on P3M-10k (not measured here" in md and "8.73" in md and "15.13" in md
+    # synthetic 64 px data: no published column beside the measured SADs, and the captions say why and where from
+    assert "published SAD" not in result.table_markdown and "64x64 px" in result.table_markdown
+    assert "not comparable" in result.table_markdown and "JizhiziLi/P3M core/evaluate.py" in result.table_markdown
+    assert "s/img (cpu, warm)" in md and "one-time compilation" in md
+    assert "reference 1" not in md  # every source is a paper, table or repository, not a section of a private spec
+    assert "Table 2" in md and "issue #11" in md
     assert "DIM protocol" in md and "Trimap-based methods" in md
     for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md):
         assert (report / link).is_file()

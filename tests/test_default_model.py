@@ -105,7 +105,7 @@ def test_weights_trained_on_drawn_portraits_warn_once_everywhere(
                     "resize",
                     "--precision",
                     "fp32",
-                    "--output",
+                    "--save",
                     "alpha",
                 ]
             )
@@ -144,7 +144,7 @@ def test_matte_cli_default_names_the_builtin_and_models_marks_it(
 
 def test_anonymize_accepts_matte_alpha_outputs(home: Path, tmp_path: Path, portrait: Path, capsys) -> None:
     mattes = tmp_path / "mattes"
-    assert run_cli(["matte", str(portrait), "-o", str(mattes), "--output", "alpha"]) == 0
+    assert run_cli(["matte", str(portrait), "-o", str(mattes), "--save", "alpha"]) == 0
     assert (mattes / "person_alpha.png").is_file()
     out = tmp_path / "anon"
     code = run_cli(["anonymize", str(portrait), "-o", str(out), "--alpha", str(mattes)])

@@ -23,7 +23,7 @@ from p3m.metrics.evaluate import (
     evaluate_arrays,
     evaluate_dirs,
 )
-from tests.paths import PORTRAITS
+from tests.paths import PORTRAITS, REFERENCE_ALPHA
 from tests.reference.metrics import ref_all
 
 
@@ -45,7 +45,8 @@ def _read(path: Path) -> np.ndarray:
 
 
 def _perturb(mask: np.ndarray, seed: int) -> np.ndarray:
-    """A plausible saved prediction: blurred, shifted, truncated to 8 bit (reference §9.6)."""
+    """A plausible saved prediction: blurred, shifted, truncated to 8 bit (`ViTAE-Transformer/P3M-Net`
+    core/infer.py)."""
     rng = np.random.default_rng(seed)
     alpha = mask.astype(np.float64) / 255
     pred = cv2.GaussianBlur(alpha, (0, 0), 1.3)
@@ -144,10 +145,9 @@ def test_dirs_evaluation_both_protocols_and_workers(synth, tmp_path):
 
 @pytest.mark.slow
 def test_reference_alphas_against_themselves_are_exactly_zero(tmp_path, monkeypatch, capsys):
-    alphas = PORTRAITS / "reference_alpha"
-    if not alphas.is_dir():
-        pytest.skip(f"test data not found: {alphas}")
-    names = sorted(alphas.glob("*.png"))[:4]
+    # the shared set where it is checked out, else the three reference mattes shipped in tests/data
+    names = sorted((PORTRAITS / "reference_alpha").glob("*.png"))[:4] or sorted(REFERENCE_ALPHA.glob("*.png"))
+    assert len(names) >= 3
     gt_dir, tri_dir, face_dir = tmp_path / "gt", tmp_path / "trimap", tmp_path / "face"
     for path in names:
         mask = _read(path)
@@ -317,6 +317,27 @@ def test_matte_output_names_are_accepted(tmp_path):
     result = evaluate_dirs(pred, gt, workers=1)
     assert sorted(r["name"] for r in result.rows) == ["p_a", "p_b"]
     assert result.means["sad"] == 0.0
+
+
+def test_a_matte_output_folder_is_read_as_it_is(tmp_path, monkeypatch, capsys):
+    """`p3m matte`'s folder holds <stem>_alpha.png beside its other kinds: the alphas are scored, the rest ignored."""
+    gt, pred = tmp_path / "gt", tmp_path / "out"
+    a = np.zeros((8, 8), np.uint8)
+    a[2:6, 2:6] = 255
+    a[2, 2:6] = 128  # a soft edge: a matte, not a binary mask
+    for stem in ("p_a", "p_b"):
+        _gray(gt / f"{stem}.png", a)
+        _gray(pred / f"{stem}_alpha.png", a)
+        _gray(pred / f"{stem}_fg.png", np.full((8, 8), 77, np.uint8))
+        Image.fromarray(np.zeros((8, 8, 4), np.uint8)).save(pred / f"{stem}_rgba.png")
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(pred / f"{stem}_composite.jpg")
+    code, stdout, err = run_cli(monkeypatch, capsys, "--pred", pred, "--gt", gt, "--quiet", "--workers", "1")
+    assert code == 0 and err == "", err
+    assert "2 images" in stdout and "| 0.0000 |" in stdout
+    # a stray file that is no kind of p3m matte's output is still reported
+    _gray(pred / "p_c_alpha.png", a)
+    code, _, err = run_cli(monkeypatch, capsys, "--pred", pred, "--gt", gt, "--quiet", "--workers", "1")
+    assert code == 2 and "p_c_alpha.png: extra prediction" in err and "_rgba" not in err
 
 
 def test_missing_folders_are_named_exactly(tmp_path, monkeypatch, capsys):

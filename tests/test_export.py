@@ -120,15 +120,44 @@ def test_export_command(tiny, tmp_path, monkeypatch, capsys) -> None:
     ckpt = save_checkpoint(tiny, tmp_path / "ck" / "tiny")
     model_store.register(ckpt, "tiny", arch="p3m-r34", origin="test")
     out = tmp_path / "model.onnx"
-    assert run_cli(["export", "--weights", "tiny", "--model", "p3m-r34", "-o", str(out), "--format", "onnx"]) == 0
+    assert run_cli(["export", "--weights", "tiny", "--arch", "p3m-r34", "-o", str(out), "--format", "onnx"]) == 0
     printed = capsys.readouterr().out
     assert "max |alpha diff|" in printed and out.is_file()
     assert run_cli(["export", "--weights", "tiny", "-o", str(out)]) == 2  # exists, no --overwrite
     assert run_cli(["export", "--weights", "tiny", "-o", str(tmp_path / "model.txt")]) == 2
-    assert run_cli(["export", "--weights", "tiny", "--model", "p3m-vitae-s", "-o", str(tmp_path / "b.onnx")]) == 2
+    assert run_cli(["export", "--weights", "tiny", "--arch", "p3m-vitae-s", "-o", str(tmp_path / "b.onnx")]) == 2
     # an exported model dropped in the folder is listed and usable by name
     (tmp_path / "home" / "models").mkdir(parents=True, exist_ok=True)
     out.replace(tmp_path / "home" / "models" / "exported.onnx")
     entries = {e.name: e for e in model_store.list_weights()}
     assert entries["exported"].format == "onnx" and entries["exported"].arch == "p3m-r34"
     assert Matter(weights="exported").backend == "onnxruntime"
+
+
+@pytest.mark.slow
+def test_the_synthetic_data_warning_travels_into_the_onnx_file(tiny, tmp_path, capsys) -> None:
+    """Weights trained on drawn portraits (here: registered by `p3m demo`) keep their warning when exported: it is
+    in the ONNX metadata, and every use of the .onnx file warns as the weights do."""
+    ckpt = save_checkpoint(tiny, tmp_path / "ck" / "drawn")
+    model_store.register(ckpt, "demo-r34", arch="p3m-r34", origin="p3m demo (/somewhere/demo_output)")
+    out = tmp_path / "p3m.onnx"
+    assert run_cli(["export", "--weights", "demo-r34", "-o", str(out)]) == 0
+    assert "trained on synthetic (drawn) portraits" in capsys.readouterr().err
+    props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert props["dataset_synthetic"] == "true" and props["source_weights"] == "demo-r34.safetensors"
+    with pytest.warns(UserWarning, match="synthetic"):
+        matter = Matter(weights=out, backend="onnxruntime")
+    assert "p3m.onnx was trained on synthetic" in matter.model_warning
+    src = tmp_path / "in.png"
+    from PIL import Image
+
+    Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(src)
+    code = run_cli(["matte", str(src), "-o", str(tmp_path / "o"), "--backend", "onnxruntime", "--weights", str(out)])
+    assert code == 0 and "warning: p3m.onnx was trained on synthetic" in capsys.readouterr().err
+    # an export of other weights carries no such flag
+    clean = save_checkpoint(tiny, tmp_path / "ck" / "clean")
+    assert run_cli(["export", "--weights", str(clean), "-o", str(tmp_path / "clean.onnx")]) == 0
+    assert {p.key: p.value for p in onnx.load(str(tmp_path / "clean.onnx")).metadata_props}["dataset_synthetic"] == (
+        "false"
+    )
+    assert Matter(weights=tmp_path / "clean.onnx").model_warning == ""

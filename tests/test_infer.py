@@ -398,6 +398,17 @@ def test_store_register_list_resolve(tiny_weights: Path, store: Path) -> None:
         model_store.resolve("nope")
 
 
+def test_store_says_when_a_registration_replaces_one_from_elsewhere(tiny_weights: Path, store: Path) -> None:
+    """The model folder is shared by every checkout: registering a name another run registered says so."""
+    assert model_store.replacement_note("fresh", "p3m demo (/a)") == ""  # nothing to replace
+    assert model_store.replacement_note("tiny", "test") == ""  # the same origin re-registers its own model
+    note = model_store.replacement_note("tiny", "p3m demo (/b)")
+    assert note.startswith("`tiny` was registered by test on ") and "stay where that run wrote them" in note
+    model_store.register(tiny_weights, "tiny", arch="p3m-r34", origin="p3m demo (/b)")
+    assert model_store.replacement_note("tiny", "p3m demo (/b)") == ""
+    assert "registered by p3m demo (/b)" in model_store.replacement_note("tiny", "p3m demo (/a)")
+
+
 def test_store_picks_up_dropped_files_and_guesses_arch(store: Path) -> None:
     home = model_store.model_home()
     home.mkdir(parents=True)
@@ -426,8 +437,9 @@ def test_store_never_unpickles_code(store: Path) -> None:
     marker.unlink(missing_ok=True)
     with open(home / "evil.pth", "wb") as f:
         pickle.dump({"resnet.x": _Payload()}, f)
-    (entry,) = [e for e in model_store.list_weights() if e.name != model_store.BUILTIN]
-    assert entry.arch is None
+    assert [e.name for e in model_store.list_weights()] == [model_store.BUILTIN]
+    (entry,) = model_store.list_unusable()  # listed apart, with the weights-only unpickler's reason
+    assert entry.name == "evil" and entry.arch is None and "unreadable pth file" in entry.problem
     assert not marker.exists()
 
 

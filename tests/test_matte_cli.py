@@ -21,7 +21,7 @@ from p3m.errors import P3MError
 from p3m.models import create
 from p3m.models import store as model_store
 from p3m.models.checkpoint import save_checkpoint
-from tests.paths import PORTRAITS
+from tests.paths import PORTRAITS, REAL_PHOTOS
 
 torch.set_num_threads(1)
 
@@ -51,33 +51,31 @@ def weights(home: Path, tmp_path: Path) -> Path:
     return path
 
 
-def portraits() -> list[Path]:
-    """The shared real portraits; the test is skipped where the shared test data is not checked out."""
+def real_size_portrait(dst: Path) -> Path:
+    """A 1080 px portrait: the first of the shared set where it is checked out, else the shipped profile photo
+    enlarged to 1728x1080 (the size of its original)."""
     found = sorted((PORTRAITS / "image").glob("*.jpg"))
-    if not found:
-        pytest.skip(f"shared test data not found at {PORTRAITS}")
-    return found
+    if found:
+        return found[0]
+    dst.mkdir(parents=True, exist_ok=True)
+    path = dst / "people_profile.jpg"
+    Image.open(REAL_PHOTOS[1]).resize((1728, 1080), Image.BICUBIC).save(path, quality=92)
+    return path
 
 
 def small_copies(dst: Path, n: int = 3, scale: int = 8) -> list[Path]:
-    """Downscaled copies of the real portraits (the pipeline is size-independent; tests stay fast), or drawn
-    stand-ins of the same size where the shared test data is not checked out."""
+    """Downscaled copies of real portraits (the pipeline is size-independent; tests stay fast): the shared set where
+    it is checked out, else the three photos shipped in tests/data (1080 px divided by ``scale`` on the shorter side
+    either way)."""
+    assert n <= len(REAL_PHOTOS)
     dst.mkdir(parents=True, exist_ok=True)
     out = []
-    sources = sorted((PORTRAITS / "image").glob("*.jpg"))[:n]
-    for i in range(n):
-        if i < len(sources):
-            img = Image.open(sources[i])
-            img = img.resize((img.width // scale, img.height // scale), Image.BILINEAR)
-            p = dst / sources[i].name
-        else:
-            rng = np.random.default_rng(i)
-            pixels = np.full((1080 // scale, 1440 // scale, 3), rng.integers(0, 256, 3), np.uint8)
-            yy, xx = np.mgrid[: pixels.shape[0], : pixels.shape[1]]
-            head = ((yy - 50) / 30.0) ** 2 + ((xx - 90) / 22.0) ** 2 < 1
-            pixels[head | ((yy > 75) & (abs(xx - 90) < 45))] = rng.integers(0, 256, 3)
-            img = Image.fromarray(pixels)
-            p = dst / f"drawn_{i}.jpg"
+    sources = sorted((PORTRAITS / "image").glob("*.jpg"))[:n] or list(REAL_PHOTOS[:n])
+    for src in sources:
+        img = Image.open(src)
+        factor = 1080 / scale / min(img.size)
+        img = img.resize((round(img.width * factor), round(img.height * factor)), Image.BILINEAR)
+        p = dst / src.name
         img.save(p, quality=92)
         out.append(p)
     return out
@@ -92,7 +90,7 @@ def test_folder_end_to_end_with_all_outputs(weights: Path, tmp_path: Path, capsy
             str(tmp_path / "in"),
             "-o",
             str(out),
-            "--output",
+            "--save",
             "alpha,rgba,fg,composite",
             "--background",
             "#00ff00",
@@ -119,7 +117,7 @@ def test_folder_end_to_end_with_all_outputs(weights: Path, tmp_path: Path, capsy
 
 @pytest.mark.slow
 def test_real_size_portrait_runs(weights: Path, tmp_path: Path) -> None:
-    src = portraits()[0]
+    src = real_size_portrait(tmp_path / "in")
     out = tmp_path / "out"
     assert run_cli(["matte", str(src), "-o", str(out), "--strategy", "resize", "--quiet"]) == 0
     alpha = np.asarray(Image.open(out / f"{src.stem}_alpha.png"))
@@ -203,7 +201,7 @@ def test_composite_background_colours_and_image(weights: Path, tmp_path: Path) -
                 str(src),
                 "-o",
                 str(out),
-                "--output",
+                "--save",
                 "composite",
                 "--background",
                 str(bg),
@@ -217,14 +215,14 @@ def test_composite_background_colours_and_image(weights: Path, tmp_path: Path) -
     comp = io.read_image(out / f"{src.stem}_composite.jpg")
     assert comp.shape == io.read_image(src).shape
     assert (
-        run_cli(["matte", str(src), "-o", str(out), "--output", "composite", "--background", "nonsense", "--overwrite"])
+        run_cli(["matte", str(src), "-o", str(out), "--save", "composite", "--background", "nonsense", "--overwrite"])
         == 2
     )
 
 
 def test_usage_errors_exit_2(weights: Path, tmp_path: Path, capsys) -> None:
     (src,) = small_copies(tmp_path / "in", n=1)
-    assert run_cli(["matte", str(src), "-o", str(tmp_path / "o"), "--output", "alpha,depth"]) == 2
+    assert run_cli(["matte", str(src), "-o", str(tmp_path / "o"), "--save", "alpha,depth"]) == 2
     assert run_cli(["matte", str(tmp_path / "nothing-here"), "-o", str(tmp_path / "o")]) == 2
     assert run_cli(["matte", str(src), "-o", str(tmp_path / "o"), "--weights", "no-such-model"]) == 2
     assert "no model named 'no-such-model'" in capsys.readouterr().err
@@ -242,7 +240,7 @@ def test_cuda_request_without_cuda_is_an_error(weights: Path, tmp_path: Path, ca
 def test_no_weights_says_how_to_get_them(home: Path, tmp_path: Path, capsys) -> None:
     (src,) = small_copies(tmp_path / "in", n=1)
     # no name: the built-in route runs (tests/test_default_model.py); an architecture without weights cannot
-    assert run_cli(["matte", str(src), "-o", str(tmp_path / "o"), "--model", "p3m-swin-t"]) == 2
+    assert run_cli(["matte", str(src), "-o", str(tmp_path / "o"), "--arch", "p3m-swin-t"]) == 2
     err = capsys.readouterr().err
     assert "p3m demo" in err and "p3mnet_pretrained_on_p3m10k.pth" in err
     assert run_cli(["models"]) == 0
@@ -274,7 +272,7 @@ def test_weights_by_path_and_duplicate_stems(weights: Path, tmp_path: Path) -> N
             str(out),
             "--weights",
             str(weights),
-            "--output",
+            "--save",
             "alpha",
             "--quiet",
         ]
@@ -302,7 +300,7 @@ def test_inputs_whose_outputs_clash_are_reported_not_overwritten(weights: Path, 
     other = small_copies(tmp_path / "more", n=1, scale=10)[0]
     shutil.move(str(other), tmp_path / "in" / "q.jpg")
     out = tmp_path / "out"
-    code = run_cli(["matte", str(tmp_path / "in"), "-o", str(out), "--output", "alpha"])
+    code = run_cli(["matte", str(tmp_path / "in"), "-o", str(out), "--save", "alpha"])
     err = capsys.readouterr().err
     assert code == 1
     assert "p.png: skipped: it would write the same files as" in err and "p.jpg" in err and "p_alpha.png" in err

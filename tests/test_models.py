@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -903,7 +904,10 @@ def test_the_sidecar_is_read_and_validated_in_one_place(r34_small, home, text, n
         with pytest.raises(CheckpointError, match=needle) as info:
             load(out)
         assert "\n" not in str(info.value)
-    # the folder is still listed (the weights' own header names them) and the default route is unaffected
-    entries = {e.name: e for e in store.list_weights()}
-    assert entries["m"].arch == "p3m-r34" and store.default_model().name == store.BUILTIN
+    # the entry is listed as unusable with the reason, left out of the usable ones; the default route is unaffected
+    assert "m" not in {e.name for e in store.list_weights()} and store.default_model().name == store.BUILTIN
+    (bad,) = store.list_unusable()
+    assert bad.name == "m" and re.search(needle, bad.problem) and "\n" not in bad.problem
+    with pytest.raises(CheckpointError, match="'m' .* cannot be used: .*" + needle):
+        store.resolve("m")
     assert not store.trained_on_synthetic(out)

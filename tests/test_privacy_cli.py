@@ -19,9 +19,10 @@ from p3m.errors import P3MError
 from p3m.io import read_image, read_mask, write_image
 from p3m.privacy.anonymize import AnonymizeOptions, anonymize_image
 from p3m.privacy.detect import Face
-from tests.paths import PORTRAITS
+from tests.paths import PORTRAITS, REAL_PHOTOS, REFERENCE_ALPHA
 
 OPEN_FACE = "p_07141906"  # the one unobfuscated face named by the shared test data README
+OPEN_FACE_PHOTO = next(p for p in REAL_PHOTOS if p.stem == "people_cap")  # the same photo, 480x480, in tests/data
 
 
 def run_cli(argv: list[str]) -> int:
@@ -61,9 +62,10 @@ def _csv(path: Path) -> list[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def real_faces(tmp_path_factory, shared_portraits) -> Path:
-    """PNG copies (lossless, so 'unchanged' can be checked bit-exactly) of astronaut, camera and the open face."""
-    src = shared_portraits / "image" / f"{OPEN_FACE}.jpg"
+def real_faces(tmp_path_factory) -> Path:
+    """PNG copies (lossless, so 'unchanged' can be checked bit-exactly) of astronaut, camera and the open face (the
+    copy of it shipped in tests/data, so that every clone runs these tests)."""
+    src = OPEN_FACE_PHOTO
     d = tmp_path_factory.mktemp("faces_in")
     write_image(d / "astronaut.png", data.astronaut())
     write_image(d / "camera.png", np.repeat(data.camera()[..., None], 3, axis=2))
@@ -72,9 +74,9 @@ def real_faces(tmp_path_factory, shared_portraits) -> Path:
 
 
 @pytest.fixture(scope="module")
-def alpha_dir(tmp_path_factory, shared_portraits) -> Path:
+def alpha_dir(tmp_path_factory) -> Path:
     """Mattes by stem: the reference alpha for the open face, fully opaque ones for the skimage images."""
-    ref = shared_portraits / "reference_alpha" / f"{OPEN_FACE}.png"
+    ref = REFERENCE_ALPHA / f"{OPEN_FACE_PHOTO.stem}.png"
     d = tmp_path_factory.mktemp("alpha")
     write_image(d / f"{OPEN_FACE}.png", read_mask(ref))
     write_image(d / "astronaut.png", np.full((512, 512), 255, np.uint8))

@@ -30,7 +30,7 @@ from skimage import data as skimage_data  # noqa: E402
 
 from p3m.errors import CheckpointError  # noqa: E402
 from p3m.io import has_metadata, read_image  # noqa: E402
-from tests.paths import PORTRAITS  # noqa: E402
+from tests.paths import PORTRAITS, TEST_DATA  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -173,15 +173,15 @@ def portrait() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def face_photo() -> np.ndarray:
-    """A real portrait (640x360) with a face the detector finds, else a synthetic one."""
+    """A real portrait (640x360) with a face the detector finds: from the shared set where it is checked out, else
+    the open face shipped in tests/data (480x480), letterboxed to the same size."""
     import cv2
 
     path = PORTRAITS / "image" / "p_09ba26b4.jpg"
     if path.is_file():
         return cv2.resize(read_image(path), (640, 360), interpolation=cv2.INTER_AREA)
-    from p3m.data.synth import render_portrait
-
-    return render_portrait(np.random.default_rng(5), (360, 640), two_person_prob=0.0, back_view_prob=0.0).image
+    face = cv2.resize(read_image(TEST_DATA / "people_cap.jpg"), (360, 360), interpolation=cv2.INTER_AREA)
+    return cv2.copyMakeBorder(face, 0, 0, 140, 140, cv2.BORDER_REPLICATE)
 
 
 def healthy(client) -> bool:
@@ -229,7 +229,7 @@ def test_settings_validate_and_default_to_loopback():
 def test_explicit_weights_that_do_not_exist_refuse_to_start(home, tmp_path):
     from p3m.serve import ServeSettings, create_app
 
-    with pytest.raises(CheckpointError, match="not found"):
+    with pytest.raises(CheckpointError, match="no such file"):
         create_app(ServeSettings(weights=str(tmp_path / "missing.safetensors")))
 
 
@@ -330,6 +330,22 @@ def test_matte_alpha_equals_the_library(client, portrait, reference_matter):
     assert out.format == "PNG" and out.mode == "L" and out.size == (128, 96)
     expected = reference_matter.matte(portrait).alpha_uint8()
     np.testing.assert_array_equal(np.asarray(out), expected)
+
+
+@pytest.mark.slow
+def test_the_decode_time_of_an_upload_is_reported(client):
+    """X-P3M-Seconds times every step where it happens: a 1080p JPEG takes milliseconds to decode, not 0."""
+    import cv2
+
+    photo = cv2.resize(read_image(TEST_DATA / "people_profile.jpg"), (1920, 1080), interpolation=cv2.INTER_CUBIC)
+    buf = io.BytesIO()
+    Image.fromarray(photo).save(buf, format="JPEG", quality=90)
+    resp = _post_matte(client, buf.getvalue(), output="alpha", strategy="resize")
+    assert resp.status_code == 200, resp.text
+    seconds = dict(item.split("=") for item in resp.headers["x-p3m-seconds"].split(", "))
+    assert set(seconds) == {"decode", "network", "foreground", "encode"}
+    # printed with 3 decimals: decoding 2 megapixels of JPEG takes more than a millisecond on any CPU
+    assert float(seconds["decode"]) >= 0.001, seconds
 
 
 def test_matte_rgba_fg_and_composite_equal_the_library(client, portrait, reference_matter):
@@ -682,7 +698,7 @@ def test_cli_errors_are_one_line(home, weights, tmp_path, capsys):
 
     assert main(["serve", "--weights", str(tmp_path / "missing.safetensors"), "--port", "0"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("p3m serve: error:") and "not found" in err and "\n" not in err
+    assert err.startswith("p3m serve: error:") and "no such file" in err and "\n" not in err
 
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))

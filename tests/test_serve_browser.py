@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.paths import ARTIFACTS, CHROMIUM, PORTRAITS
+from tests.paths import ARTIFACTS, CHROMIUM, PORTRAITS, REAL_PHOTOS
 
 pytestmark = pytest.mark.browser
 
@@ -91,14 +91,9 @@ def base_url(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def portrait_file(tmp_path_factory) -> Path:
-    if PORTRAIT.is_file():
-        return PORTRAIT
-    from p3m.data.synth import render_portrait
-
-    path = tmp_path_factory.mktemp("photo") / "portrait.png"
-    Image.fromarray(render_portrait(np.random.default_rng(7), (540, 960)).image).save(path)
-    return path
+def portrait_file() -> Path:
+    """A real photo: one of the shared set where it is checked out, else one shipped in tests/data."""
+    return PORTRAIT if PORTRAIT.is_file() else REAL_PHOTOS[1]
 
 
 @pytest.fixture(scope="module")

@@ -257,7 +257,7 @@ def test_ddp_two_processes_gloo(synth_root, tmp_path):
 
 
 @pytest.mark.slow
-def test_bf16_channels_last_overwrite_and_register(synth_root, tmp_path, monkeypatch):
+def test_bf16_channels_last_overwrite_and_register(synth_root, tmp_path, monkeypatch, capsys):
     cfg = tiny(
         synth_root,
         "train.max_steps=2",
@@ -280,6 +280,11 @@ def test_bf16_channels_last_overwrite_and_register(synth_root, tmp_path, monkeyp
     again = train(tiny(synth_root, "train.max_steps=1"), out_dir=tmp_path / "run", progress=False, overwrite=True)
     assert again.step == 1 and [r["step"] for r in again.history] == [1]
     assert (tmp_path / "run" / "notes.txt").read_text() == "keep me"
+    # the same name registered from another run folder: said, and the name now points to the new run's weights
+    capsys.readouterr()
+    train(tiny(synth_root, "train.max_steps=1", "register_as=tiny-test"), out_dir=tmp_path / "run2", progress=False)
+    err = capsys.readouterr().err
+    assert "note: `tiny-test` was registered by trained:" in err and str(tmp_path / "run") in err
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):

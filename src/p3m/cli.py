@@ -75,7 +75,16 @@ def install_hint(exc: ModuleNotFoundError) -> str | None:
     return None
 
 
+def _never_fail_to_print() -> None:
+    """File names are printed as they are; one that is not valid in the terminal's encoding (bytes that are not
+    UTF-8, an emoji on an ASCII terminal) is shown escaped, like stderr does, instead of ending the run."""
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv: list[str] | None = None) -> int:
+    _never_fail_to_print()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):

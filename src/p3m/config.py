@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+import reprlib
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -111,10 +112,14 @@ def read_yaml(path: str | os.PathLike[str], error: type[Exception] = ConfigError
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise error(f"{path}: cannot read config file ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise error(f"{path}: not a YAML config (not UTF-8 text)") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise error(f"{path}: invalid YAML ({exc})".replace("\n", " ")) from None
+    except RecursionError:
+        raise error(f"{path}: invalid YAML (nested too deeply)") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -221,8 +226,18 @@ def _value(hint: Any, value: Any, path: str, problems: list[str]) -> tuple[bool,
         return True, float(value)  # PyYAML reads "1e-3" (no dot) as a string
     if _check_type(value, hint):
         return True, float(value) if hint is float else copy.deepcopy(value)
-    problems.append(f"{path} has the wrong type: {value!r}")
+    problems.append(f"{path} has the wrong type: {shown(value)}")
     return False, None
+
+
+_SHOWN = reprlib.Repr()
+_SHOWN.maxlevel, _SHOWN.maxlist, _SHOWN.maxdict, _SHOWN.maxstring, _SHOWN.maxother = 3, 6, 6, 80, 80
+
+
+def shown(value: Any) -> str:
+    """A user's value in a message: its repr, cut short (a YAML file can hold a value whose full repr is
+    gigabytes, e.g. nested aliases)."""
+    return _SHOWN.repr(value)
 
 
 def build(cls: type[T], data: Mapping[str, Any], problems: list[str], prefix: str = "") -> T:
@@ -248,7 +263,7 @@ def build(cls: type[T], data: Mapping[str, Any], problems: list[str], prefix: st
 def check_choice(problems: list[str], key: str, value: Any, allowed: Sequence[str]) -> None:
     """Append ``<key> must be one of <allowed>, got <value>`` to ``problems`` when ``value`` is not allowed."""
     if value not in allowed:
-        problems.append(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
+        problems.append(f"{key} must be one of {', '.join(allowed)}, got {shown(value)}")
 
 
 def load(

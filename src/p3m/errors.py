@@ -82,6 +82,8 @@ def os_error_message(exc: OSError) -> str:
         words = "is a folder, not a file"
     elif code == errno.ENOENT:
         words = "no such file or folder"
+    elif code == errno.ELOOP:
+        words = "symlink loop"
     if exc.filename2 is not None:
         where = f"{where} -> {os.fsdecode(exc.filename2)}"
     return f"{where}: {words}" if where else words

@@ -19,8 +19,9 @@ Conventions:
 from __future__ import annotations
 
 import csv
-import glob
+import errno
 import io as _io
+import os
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -28,8 +29,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from p3m.atomic import PathLike, commit, stage_bytes, write_bytes_atomic
-from p3m.errors import ImageError
+from p3m.atomic import PathLike, commit_set, discard, stage_bytes, write_bytes_atomic
+from p3m.choices import OUTPUT_KINDS
+from p3m.errors import ImageError, P3MError, os_error_message
 
 #: Extensions treated as images when scanning folders.
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
@@ -68,7 +70,7 @@ def _open(source: PathLike | bytes, name: str, max_pixels: int | None) -> Image.
     else:
         fp = Path(source)
         if not fp.exists():
-            raise ImageError(f"{name}: no such file", "missing")
+            raise ImageError(f"{name}: {missing_reason(fp)}", "missing")
         if fp.is_dir():
             raise ImageError(f"{name}: is a folder, not an image file", "missing")
         if fp.stat().st_size == 0:
@@ -82,17 +84,24 @@ def _open(source: PathLike | bytes, name: str, max_pixels: int | None) -> Image.
     except (OSError, ValueError, SyntaxError) as exc:  # the system's words, not "[Errno 13] ...: 'path'"
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         raise ImageError(f"{name}: cannot read image ({reason})") from None
-    width, height = img.size
+    try:
+        _check_size(img.size, name, max_pixels)
+    except ImageError:
+        img.close()
+        raise
+    return img
+
+
+def _check_size(size: tuple[int, int], name: str, max_pixels: int | None) -> None:
+    width, height = size
     if width <= 0 or height <= 0:
         raise ImageError(f"{name}: invalid image size {width}x{height}")
     if max_pixels is not None and width * height > max_pixels:
-        img.close()
         raise ImageError(
             f"{name}: image is {width}x{height} = {width * height / 1e6:.1f} megapixels, over the limit of "
             f"{max_pixels / 1e6:.1f} megapixels",
             "too_large",
         )
-    return img
 
 
 def _decode(img: Image.Image, name: str) -> Image.Image:
@@ -177,16 +186,24 @@ def read_image(
     label = _name(source, name)
     img = _open(source, label, max_pixels)
     try:
-        return pil_to_rgb(img, alpha=alpha, name=label)
+        return pil_to_rgb(img, alpha=alpha, name=label, max_pixels=max_pixels)
     finally:
         img.close()
 
 
-def pil_to_rgb(img: Image.Image, *, alpha: str = "composite", name: str = "<PIL image>") -> np.ndarray:
+def pil_to_rgb(
+    img: Image.Image,
+    *,
+    alpha: str = "composite",
+    name: str = "<PIL image>",
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> np.ndarray:
     """A PIL image of any mode -> HxWx3 RGB uint8 by the rules of `read_image` (EXIF orientation, 16-bit / 257,
-    alpha composited over white or dropped). Undecodable pixels raise ImageError naming `name`."""
+    alpha composited over white or dropped, the pixel limit checked before its pixels are decoded). Undecodable
+    pixels raise ImageError naming `name`."""
     if alpha not in ("composite", "drop"):
         raise ValueError(f"alpha must be 'composite' or 'drop', not {alpha!r}")
+    _check_size(img.size, name, max_pixels)
     return channels_to_rgb(_to_uint8_array(_decode(img, name)), alpha)
 
 
@@ -260,12 +277,30 @@ def encode_image(array: np.ndarray, fmt: str = "png", *, quality: int = 95) -> b
 
 
 def write_csv(path: PathLike, fieldnames: Sequence[str], rows: Iterable[dict]) -> Path:
-    """Write dict rows as CSV (header first, "\n" line ends), atomically."""
+    """Write dict rows as CSV (header first, "\n" line ends), atomically.
+
+    A report is rewritten on every run, but only over an earlier report with the same columns: any other file at
+    ``path`` (an image, a CSV of something else) is refused with a P3MError and left as it is.
+    """
     buf = _io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(fieldnames), lineterminator="\n")
     writer.writeheader()
+    header = buf.getvalue()
     writer.writerows(rows)
-    return write_bytes_atomic(path, buf.getvalue().encode("utf-8"))
+    dest = Path(path)
+    if dest.is_file():
+        try:
+            with open(dest, "rb") as fh:
+                first = fh.read(len(header.encode("utf-8")) + 1)
+        except OSError:
+            first = b""
+        if not first.startswith(header.encode("utf-8")):
+            raise P3MError(
+                f"{dest}: exists and is not an earlier report with these columns; refusing to replace it "
+                "(choose another path, or remove it)"
+            )
+    # file names that are not valid UTF-8 (surrogate escapes in Python) are written as the bytes they are
+    return write_bytes_atomic(dest, buf.getvalue().encode("utf-8", "surrogateescape"))
 
 
 def write_image(path: PathLike, array: np.ndarray, *, quality: int = 95) -> Path:
@@ -288,29 +323,24 @@ def write_image_set(items: Iterable[tuple[PathLike, np.ndarray]], *, quality: in
     """Write several images as one set: all of them or none.
 
     Every image is encoded first (a bad array or extension writes nothing), then each goes to a temporary file
-    next to its destination (flushed to disk), and only then are they renamed into place. On any failure the
-    temporary files and the files of the set already renamed are removed, so a failed set leaves none of its
-    outputs behind (with no metadata, like :func:`write_image`).
+    next to its destination (flushed to disk), and only then are they renamed into place by
+    `p3m.atomic.commit_set`. On any failure the temporary files and the files of the set already renamed are
+    removed, so a failed set leaves none of its outputs behind (with no metadata, like :func:`write_image`); after
+    a kill or a power loss mid-set, `p3m.atomic.is_whole` is False for at least one of its files.
     """
-    staged: list[tuple[Path, bytes]] = []
+    encoded: list[tuple[Path, bytes]] = []
     for path, array in items:
         dest = Path(path)
-        staged.append((dest, _encode_for(dest, array, quality)))
+        encoded.append((dest, _encode_for(dest, array, quality)))
     temps: list[tuple[str, Path]] = []
-    placed: list[Path] = []
     try:
-        for dest, data in staged:
+        for dest, data in encoded:
             temps.append((stage_bytes(dest, data), dest))
-        for tmp, dest in temps:
-            commit(tmp, dest)
-            placed.append(dest)
     except BaseException:
         for tmp, _ in temps:
-            Path(tmp).unlink(missing_ok=True)
-        for dest in placed:
-            dest.unlink(missing_ok=True)
+            discard(tmp)
         raise
-    return [dest for dest, _ in staged]
+    return commit_set(temps)
 
 
 # TIFF stores its pixel layout as tags; these describe the raster, not the photo or its author.
@@ -362,6 +392,80 @@ def has_metadata(path: PathLike) -> list[str]:
     return sorted(set(found))
 
 
+def matte_output_name(stem: str, kind: str, composite_ext: str = ".png") -> str:
+    """The file name `p3m matte` gives the output ``kind`` of an input named ``stem``: ``<stem>_<kind>.png``
+    (the composite may be ``.jpg``)."""
+    return f"{stem}_{kind}{composite_ext if kind == 'composite' else '.png'}"
+
+
+#: The report `p3m anonymize` writes into its output folder: a folder holding one is an anonymize output folder.
+ANONYMIZE_REPORT = "anonymize_report.csv"
+# the sub-folders `p3m anonymize` writes into its output folder: masks, and the images of --dataset
+_ANONYMIZE_MASKS = ("facemask", "mask", "trimap")
+_ANONYMIZE_IMAGES = "blurred_image"
+
+
+def is_matte_output(path: PathLike) -> bool:
+    """True for a file named like an output of `p3m matte` (`matte_output_name`: ``<stem>_alpha.png``, ...)."""
+    p = Path(path)
+    stem, _, kind = p.stem.rpartition("_")
+    return bool(stem) and kind in OUTPUT_KINDS and p.name == matte_output_name(stem, kind, p.suffix)
+
+
+def _anonymize_subfolder(path: Path) -> str | None:
+    """The name of the anonymize output sub-folder ``path`` is in ("" for the output folder itself), or None."""
+    folder = path.parent
+    if (folder / ANONYMIZE_REPORT).is_file():
+        return ""
+    if folder.name in (*_ANONYMIZE_MASKS, _ANONYMIZE_IMAGES) and (folder.parent / ANONYMIZE_REPORT).is_file():
+        return folder.name
+    return None
+
+
+def is_own_output(path: PathLike, verb: str) -> bool:
+    """True when ``p3m <verb>`` must not take ``path``, found in a folder or glob, as an input: its own outputs.
+
+    ``"matte"``: the outputs of `p3m matte`, and the masks of `p3m anonymize` (its ``facemask/``, ``mask/`` and
+    ``trimap/`` beside an ``anonymize_report.csv``; anonymised photos are inputs: matting them is the point of
+    P3M). ``"anonymize"``: everything in an output folder of `p3m anonymize` (the outputs of `p3m matte` are photos
+    with faces, so they are anonymised like any other).
+    """
+    p = Path(path)
+    if verb == "matte":
+        return is_matte_output(p) or _anonymize_subfolder(p) in _ANONYMIZE_MASKS
+    if verb == "anonymize":
+        return _anonymize_subfolder(p) is not None
+    raise ValueError(f"verb must be 'matte' or 'anonymize', not {verb!r}")
+
+
+def missing_reason(path: PathLike) -> str:
+    """Why ``path`` is not a file, in words: "no such file or folder", "symlink loop", "broken symlink (to ...)",
+    "permission denied", "is a folder, not a file", ..."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT and os.path.islink(path):
+            return f"broken symlink (to {os.readlink(path)}, which does not exist)"
+        return os_error_message(OSError(exc.errno, exc.strerror))
+    return "is a folder, not a file" if os.path.isdir(path) else "not a regular file"
+
+
+def _glob(text: str, recursive: bool) -> list[Path]:
+    """The files a glob pattern matches. ``**`` (with ``recursive``) does not descend into symlinked folders, so
+    a symlink loop cannot make the listing endless."""
+    parts = Path(text).parts
+    fixed = next((i for i, part in enumerate(parts) if _is_glob(part)), len(parts))
+    anchor = Path(*parts[:fixed]) if fixed else Path()
+    pattern = "/".join(parts[fixed:])
+    if not recursive:
+        pattern = pattern.replace("**", "*")
+    hidden_too = parts[-1].startswith(".")  # as in a shell: `*` does not match names that start with a dot
+    try:
+        return sorted(q for q in anchor.glob(pattern) if q.is_file() and (hidden_too or not q.name.startswith(".")))
+    except (OSError, ValueError):  # an unreadable folder on the way, an invalid pattern
+        return []
+
+
 def _is_glob(text: str) -> bool:
     return any(ch in text for ch in "*?[")
 
@@ -371,14 +475,35 @@ def collect_images(
 ) -> tuple[list[Path], list[str]]:
     """Expand files, folders and glob patterns to image files.
 
-    Returns ``(paths, problems)``: ``problems`` lists inputs that matched nothing, one message each. Files named
-    explicitly are kept whatever their extension (decoding decides); folders and globs keep image extensions only.
-    Order: inputs in the given order, each folder's files sorted; duplicates removed. ``recursive_hint``: the
-    caller's option that descends into sub-folders, suggested for a folder without images (None: no such option).
+    Returns ``(paths, problems)``: ``problems`` lists inputs that matched nothing (and links in folders that lead
+    nowhere), one message each. Files named explicitly are kept whatever their extension (decoding decides);
+    folders and globs keep image extensions only. Order: inputs in the given order, each folder's files sorted;
+    duplicates removed. ``recursive_hint``: the caller's option that descends into sub-folders, suggested for a
+    folder without images (None: no such option). See `find_inputs` for verbs that write beside their inputs.
     """
+    paths, problems, _ = _collect(inputs, recursive, recursive_hint, verb=None)
+    return paths, problems
+
+
+def find_inputs(
+    inputs: Iterable[PathLike], recursive: bool = False, *, verb: str, recursive_hint: str | None = "--recursive"
+) -> tuple[list[Path], list[str], list[Path]]:
+    """`collect_images` for a verb that writes images (``"matte"``, ``"anonymize"``): ``(paths, problems, left_out)``.
+
+    Folders and globs leave out the verb's own outputs (`is_own_output`), so that a rerun into the input folder
+    does not take them for inputs; ``left_out`` lists them, for the caller to say so. A file named explicitly is
+    an input whatever its name.
+    """
+    return _collect(inputs, recursive, recursive_hint, verb=verb)
+
+
+def _collect(
+    inputs: Iterable[PathLike], recursive: bool, recursive_hint: str | None, *, verb: str | None
+) -> tuple[list[Path], list[str], list[Path]]:
     seen: set[Path] = set()
     paths: list[Path] = []
     problems: list[str] = []
+    left_out: list[Path] = []
 
     def add(p: Path) -> None:
         key = p.resolve()
@@ -386,29 +511,36 @@ def collect_images(
             seen.add(key)
             paths.append(p)
 
+    def add_found(found: list[Path]) -> None:
+        for q in found:
+            if verb is not None and is_own_output(q, verb):
+                left_out.append(q)
+            else:
+                add(q)
+
     for item in inputs:
-        text = str(item)
+        text = os.fsdecode(item)
         p = Path(text)
         if p.is_dir():
             pattern = "**/*" if recursive else "*"
-            found = sorted(q for q in p.glob(pattern) if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS)
+            try:
+                listed = sorted(q for q in p.glob(pattern) if q.suffix.lower() in IMAGE_EXTENSIONS)
+            except OSError as exc:
+                problems.append(f"{text}: cannot list the folder ({missing_reason(exc.filename or text)})")
+                continue
+            found = [q for q in listed if q.is_file()]
+            problems += [f"{q}: {missing_reason(q)}" for q in listed if q.is_symlink() and not q.exists()]
             if not found:
                 hint = f" (try {recursive_hint})" if recursive_hint and not recursive else ""
                 problems.append(f"{text}: folder contains no images{hint}")
-            for q in found:
-                add(q)
+            add_found(found)
         elif p.is_file():
             add(p)
         elif _is_glob(text):
-            found = sorted(
-                Path(q)
-                for q in glob.glob(text, recursive=recursive)
-                if Path(q).is_file() and Path(q).suffix.lower() in IMAGE_EXTENSIONS
-            )
+            found = [q for q in _glob(text, recursive) if q.suffix.lower() in IMAGE_EXTENSIONS]
             if not found:
                 problems.append(f"{text}: pattern matches no images")
-            for q in found:
-                add(q)
+            add_found(found)
         else:
-            problems.append(f"{text}: no such file or folder")
-    return paths, problems
+            problems.append(f"{text}: {missing_reason(p)}")
+    return paths, problems, left_out

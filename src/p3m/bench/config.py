@@ -54,11 +54,11 @@ class DatasetSection:
 
 @dataclass
 class SettingConfig:
-    """One training setting of the PPT study (reference 11): how the training faces are obfuscated."""
+    """One training setting of the PPT study ([MM21] Li et al., ACM MM 2021): how the training faces are obfuscated."""
 
     name: str = ""
     obfuscation: str = "none"  # "none" trains on the images as stored (PPT: the released blurred faces)
-    copy_paste: bool = False  # P3M-ICP (reference 12)
+    copy_paste: bool = False  # P3M-ICP ([IJCV23] Ma et al., Rethinking Portrait Matting with Privacy Preserving)
     label: str = ""  # column label in the report; default: the name
 
     def __post_init__(self) -> None:

@@ -2,9 +2,9 @@
 
 - `NetworkMethod`: a trimap-free network returning a `P3MOutput` (P3M-Net R34 / ViTAE-S / Swin-T,
   BASIC, MODNet), run through a test strategy of `p3m.infer.strategies` (RESIZE 1/2 by default, the
-  strategy of the MM21 test script, reference 9.3). The trimap argument is ignored.
+  strategy of the MM21 test script, JizhiziLi/P3M core/test.py). The trimap argument is ignored.
 - `ClassicalMethod`: a trimap-based solver of `pymatting` (closed-form, KNN or large-kernel matting),
-  given the test trimap (reference 11.2 evaluates trimap-based methods with the -T metrics).
+  given the test trimap (scored with the -T metrics, as the MM21 benchmark scores trimap-based methods).
 
 `image`: HxWx3 uint8 RGB. `trimap`: HxW uint8 {0, 128, 255}. The alpha returned is HxW float32 in [0, 1]
 at the image's size.

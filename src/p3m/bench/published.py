@@ -1,4 +1,8 @@
-"""Published numbers on P3M-10k (reference section 11), shown beside measured ones and always labelled as such.
+"""Published numbers on P3M-10k, always labelled as published and with their source (paper, table, repository).
+
+[MM21] J. Li, S. Ma, J. Zhang, D. Tao, *Privacy-Preserving Portrait Matting*, ACM MM 2021 (arXiv 2104.14222);
+its benchmark tables are reproduced in the authors' repository README, JizhiziLi/P3M. The numbers are whole-image
+(P3M protocol) SAD and MSE on the full-size P3M-500-P / P3M-500-NP photographs.
 
 Column keys: "B:B", "B:N", "N:B", "N:N" are the MM21 benchmark's train:test settings, **all on P3M-500-P**
 (N = the authors' un-obfuscated versions of the training and P3M-500-P images, not released). They are not
@@ -10,14 +14,19 @@ from __future__ import annotations
 __all__ = ["P3M_NET_PPT", "SOURCE_TRIMAP_BASED", "SOURCE_TRIMAP_FREE", "TRIMAP_BASED", "TRIMAP_FREE", "published_for"]
 
 SOURCE_TRIMAP_BASED = (
-    "MM21 README Table 1, trimap-based methods on P3M-500-P (reference 11.2); evaluation region unconfirmed, "
-    "magnitude consistent with the -T (transition-region) metrics"
+    "[MM21] Li et al., Privacy-Preserving Portrait Matting (ACM MM 2021), benchmark Table 1 as given in the "
+    "JizhiziLi/P3M README: trimap-based methods on P3M-500-P; the evaluation region is not stated (the magnitude "
+    "fits the -T, transition-region, metrics)"
 )
 SOURCE_TRIMAP_FREE = (
-    "MM21 README Table 2, trimap-free methods on P3M-500-P, whole-image SAD and MSE (reference 11.3); "
-    "B:N/N:B/N:N use un-obfuscated P3M-500-P images that are not released"
+    "[MM21] Li et al., Privacy-Preserving Portrait Matting (ACM MM 2021), benchmark Table 2 as given in the "
+    "JizhiziLi/P3M README: trimap-free methods on P3M-500-P, whole-image SAD and MSE; B:N, N:B and N:N use "
+    "un-obfuscated training and P3M-500-P images that are not released"
 )
-SOURCE_PPT = "P3M-Net R34 under PPT, trained on blurred P3M-10k (reference 11.4)"
+SOURCE_PPT = (
+    "P3M-Net R34 trained on the blurred P3M-10k: P3M-500-P from [MM21] Table 2 (B:B, JizhiziLi/P3M README); "
+    "P3M-500-NP SAD 11.23 is the paper's value as quoted in JizhiziLi/P3M issue #11 (its MSE is not confirmed)"
+)
 
 # method -> setting -> (SAD, MSE)
 TRIMAP_BASED: dict[str, dict[str, tuple[float, float]]] = {

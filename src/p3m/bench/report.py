@@ -2,9 +2,12 @@
 
 The HTML has no external resource: CSS is inline, charts (matplotlib, Agg backend) and image grids are
 base64 PNG/JPEG data URIs. report.md shows the same tables and links the same figures, written as files
-beside it. Every table states its protocol (P3M whole-image, P3M -T, DIM unknown-region) and the two
-protocols are never mixed in one table (reference 10). Published numbers (reference 11) are labelled as
-published on the real P3M-10k; measured numbers on a synthetic set are not comparable with them.
+beside it. Every table states its protocol (P3M whole-image, P3M -T, DIM unknown-region) and where its definition
+comes from; the two protocols are never mixed in one table. Published numbers say which paper and table they come
+from and are shown beside measured ones only when the measured ones are on the real P3M-10k: SAD is a sum over
+pixels, so numbers on the small synthetic images are not comparable with them. Speed columns time every image
+after one untimed warm-up call (one-time compilation excluded) and say so. Extra `Section`s (the demo's real
+photos) come before the measured tables.
 """
 
 from __future__ import annotations
@@ -27,10 +30,38 @@ from p3m.atomic import write_bytes_atomic
 from p3m.bench import published
 from p3m.bench.config import BenchmarkConfig
 from p3m.data.p3m10k import P3M10k
+from p3m.data.synth import META_FILE as SYNTH_META_FILE
 from p3m.errors import P3MError
-from p3m.io import encode_image, read_image, read_mask
+from p3m.io import encode_image, image_size, read_image, read_mask
+from p3m.metrics.evaluate import DIM_PROTOCOL_SOURCE, P3M_PROTOCOL_SOURCE
 
-__all__ = ["Table", "column_label", "curves_chart", "main_table", "make_grid", "sad_chart", "write_report"]
+__all__ = [
+    "Section",
+    "Table",
+    "column_label",
+    "curves_chart",
+    "main_table",
+    "make_grid",
+    "sad_chart",
+    "write_report",
+]
+
+Figure = tuple[str, str, bytes, str]  # (file name, caption, bytes, mime type)
+
+
+@dataclass
+class Section:
+    """A part of the report ahead of the measured tables (the demo's real photos): a title, a paragraph and
+    figures (their file names must not clash with the report's own: sad_chart.png, training_curves.png,
+    grid_NN.jpg)."""
+
+    title: str
+    text: str
+    figures: list[Figure] = dataclasses.field(default_factory=list)
+
+
+#: How every speed column is measured, said in its header and caption.
+TIMING_NOTE = "one untimed warm-up call first, so one-time compilation (numba, oneDNN kernels) is excluded"
 
 
 @dataclass
@@ -97,14 +128,21 @@ def _methods(results: list[dict], kind: str) -> list[dict]:
     return out
 
 
-def main_table(cfg: BenchmarkConfig, results: list[dict]) -> Table:
-    """Trimap-free methods, P3M protocol (whole image): SAD/MSE/MAD per train:test column + published SAD."""
+def _speed_header(cfg: BenchmarkConfig) -> str:
+    return f"s/img ({cfg.inference.device}, warm)"
+
+
+def main_table(cfg: BenchmarkConfig, results: list[dict], *, real_p3m10k: bool = True, sizes: str = "") -> Table:
+    """Trimap-free methods, P3M protocol (whole image): SAD/MSE/MAD per train:test column, and the published SAD
+    beside them when the data is the real P3M-10k (``real_p3m10k``); ``sizes`` describes the test images."""
     cols = _columns(cfg)
     settings = {s.name: s for s in cfg.settings}
     headers = ["Method", "Params (M)"]
     for _, _split, label in cols:
-        headers += [f"{label} SAD", f"{label} MSE", f"{label} MAD", f"{label} published SAD (P3M-10k)"]
-    headers.append("s/img (CPU)")
+        headers += [f"{label} SAD", f"{label} MSE", f"{label} MAD"]
+        if real_p3m10k:
+            headers.append(f"{label} published SAD (P3M-10k)")
+    headers.append(_speed_header(cfg))
     rows = []
     for m in _methods(results, "trimap-free"):
         row = [m["method"], _fmt(m["params"] / 1e6, 2)]
@@ -113,21 +151,29 @@ def main_table(cfg: BenchmarkConfig, results: list[dict]) -> Table:
             r = _find(results, m["method"], setting, split)
             met = r["metrics"] if r else {}
             row += [_fmt(met.get("sad")), _fmt(met.get("mse")), _fmt(met.get("mad"))]
-            pub = None
-            s = settings[setting]
-            if s.obfuscation == "none" and not s.copy_paste:
-                pub = published.published_for(m["type"], split)
-            row.append("—" if pub is None else f"{pub[0]:g}" + (f" / MSE {pub[1]:g}" if pub[1] is not None else ""))
+            if real_p3m10k:
+                pub = None
+                s = settings[setting]
+                if s.obfuscation == "none" and not s.copy_paste:
+                    pub = published.published_for(m["type"], split)
+                row.append("—" if pub is None else f"{pub[0]:g}" + (f" / MSE {pub[1]:g}" if pub[1] is not None else ""))
             if r and r.get("seconds_per_image") is not None:
                 times.append(r["seconds_per_image"])
         row.append(_fmt(float(np.mean(times)), 3) if times else "—")
         rows.append(row)
     n = sorted({r["images"] for r in results if r["kind"] == "trimap-free"})
     caption = (
-        f"P3M protocol, whole image (reference 10.2); means over {', '.join(map(str, n))} images per test set. "
-        "Column X:Y = trained on setting X : tested on B = P3M-500-P (blurred faces) or N = P3M-500-NP "
-        "(normal faces). 'published SAD (P3M-10k)' is the paper's figure on the real dataset (reference "
-        "11.3/11.4), not comparable with numbers measured on another dataset."
+        f"P3M protocol, whole image ({P3M_PROTOCOL_SOURCE}); means over {', '.join(map(str, n))} images per test "
+        f"set{f' of {sizes}' if sizes else ''}. Column X:Y = trained on setting X : tested on B = P3M-500-P "
+        "(blurred faces) or N = P3M-500-NP (normal faces). SAD is a sum over pixels (/1000): it grows with the "
+        "image area, so SADs of images of other sizes are not comparable. "
+        + (
+            f"'published SAD (P3M-10k)': {published.SOURCE_PPT}. "
+            if real_p3m10k
+            else "Published numbers (measured on the full-size P3M-10k photographs) are listed at the end, apart: "
+            "they are not comparable with these. "
+        )
+        + f"Speed: {TIMING_NOTE}."
     )
     return Table("Trimap-free methods (PPT setting)", caption, headers, rows)
 
@@ -137,7 +183,7 @@ def trimap_table(cfg: BenchmarkConfig, results: list[dict]) -> Table:
     headers = ["Method", "Solver"]
     for split in cfg.test_splits:
         headers += [f"{split} SAD-T", f"{split} MSE-T", f"{split} MAD-T", f"{split} images"]
-    headers.append("s/img (CPU)")
+    headers.append(_speed_header(cfg))
     rows = []
     for m in _methods(results, "trimap-based"):
         row = [m["method"], m["type"]]
@@ -156,9 +202,9 @@ def trimap_table(cfg: BenchmarkConfig, results: list[dict]) -> Table:
         row.append(_fmt(float(np.mean(times)), 3) if times else "—")
         rows.append(row)
     caption = (
-        "P3M protocol -T variants (reference 10.2: prediction forced to 0/1 on the trimap's known regions, "
-        "MSE-T/MAD-T normalised by the unknown-pixel count), as the paper evaluates trimap-based methods. "
-        "Classical solvers of pymatting, given the test trimap; they need no training, so no train setting."
+        f"P3M protocol -T variants ({P3M_PROTOCOL_SOURCE}: prediction forced to 0/1 on the trimap's known "
+        "regions, MSE-T/MAD-T normalised by the unknown-pixel count). Classical solvers of pymatting, given the "
+        f"test trimap; they need no training, so no train setting. Speed: {TIMING_NOTE}."
     )
     return Table("Trimap-based methods (given the test trimap)", caption, headers, rows)
 
@@ -184,8 +230,8 @@ def dim_table(cfg: BenchmarkConfig, results: list[dict]) -> Table:
             ]
         )
     caption = (
-        "DIM protocol (Deep Image Matting MATLAB code, reference 10.3): unknown region of the test trimap "
-        "only, SAD/1000, raw MSE, Grad/1000, Conn/1000. Not comparable with the P3M-protocol tables."
+        f"DIM protocol ({DIM_PROTOCOL_SOURCE}): unknown region of the test trimap only, SAD/1000, raw MSE, "
+        "Grad/1000, Conn/1000. Not comparable with the P3M-protocol tables."
     )
     return Table("All methods, DIM protocol", caption, headers, rows)
 
@@ -209,15 +255,16 @@ def detail_table(cfg: BenchmarkConfig, results: list[dict]) -> Table:
             ]
         )
     caption = (
-        "P3M protocol, whole image: Grad (/10) and Conn (/1000); SAD-P restricted to the face mask of "
-        "P3M-500-P (IJCV code; its exact definition is unconfirmed, reference 10.2). '—' where not computed "
+        f"P3M protocol, whole image ({P3M_PROTOCOL_SOURCE}): Grad (/10) and Conn (/1000); SAD-P restricted to "
+        "the face mask of P3M-500-P (as the IJCV code, ViTAE-Transformer/P3M-Net, names it; its definition is not "
+        "published, so the restriction of SAD to the mask is our reading). '—' where not computed "
         "(evaluation.fast skips Grad and Conn)."
     )
     return Table("Trimap-free methods, further P3M-protocol metrics", caption, headers, rows)
 
 
-def efficiency_table(results: list[dict]) -> Table:
-    headers = ["Method", "Kind", "Width", "Params (M)", "Train steps", "Train time (s)", "Inference s/img"]
+def efficiency_table(results: list[dict], device: str = "cpu") -> Table:
+    headers = ["Method", "Kind", "Width", "Params (M)", "Train steps", "Train time (s)", f"Inference s/img ({device})"]
     rows, seen = [], set()
     for r in results:
         key = (r["method"], r["setting"])
@@ -242,12 +289,18 @@ def efficiency_table(results: list[dict]) -> Table:
                 _fmt(float(np.mean(times)), 3) if times else "—",
             ]
         )
-    caption = "Measured in this run on this machine (CPU unless inference.device says otherwise)."
+    caption = (
+        f"Measured in this run on this machine, on {device} (inference.device). Inference: mean seconds per test "
+        f"image, {TIMING_NOTE}. Train time: wall time of the training stage when it ran."
+    )
     return Table("Size and speed", caption, headers, rows)
 
 
+PUBLISHED_NOTE = "Published on the real P3M-10k (full-size photographs, 500 per test set), not measured here."
+
+
 def published_tables() -> list[Table]:
-    """The published P3M-10k tables of reference 11.2-11.4, verbatim."""
+    """The published P3M-10k tables (the MM21 paper's benchmark, as the authors' README gives it), verbatim."""
     settings = ["B:B", "B:N", "N:B", "N:N"]
     headers = ["Method"] + [f"{s} {m}" for s in settings for m in ("SAD", "MSE")]
     out = []
@@ -256,7 +309,7 @@ def published_tables() -> list[Table]:
         ("Published: trimap-based methods on P3M-500-P", published.SOURCE_TRIMAP_BASED, published.TRIMAP_BASED),
     ):
         rows = [[name] + [f"{v:g}" for s in settings for v in values[s]] for name, values in table.items()]
-        out.append(Table(title, "Published on the real P3M-10k, not measured here. " + source, headers, rows))
+        out.append(Table(title, f"{PUBLISHED_NOTE} Source: {source}.", headers, rows))
     rows = [
         [split, f"{sad:g}", "unconfirmed" if mse is None else f"{mse:g}"]
         for split, (sad, mse) in published.P3M_NET_PPT.items()
@@ -264,9 +317,7 @@ def published_tables() -> list[Table]:
     out.append(
         Table(
             "Published: P3M-Net R34 under PPT",
-            "Published on the real P3M-10k, not measured here. "
-            + published.SOURCE_PPT
-            + "; P3M-500-NP SAD as quoted in JizhiziLi/P3M issue #11.",
+            f"{PUBLISHED_NOTE} Source: {published.SOURCE_PPT}.",
             ["Test set", "SAD", "MSE"],
             rows,
         )
@@ -349,16 +400,22 @@ def _tile(image: np.ndarray, label: str, height: int) -> np.ndarray:
     h, w = image.shape[:2]
     width = max(1, round(w * height / h))
     tile = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
-    band = np.full((18, width, 3), 255, np.uint8)
-    cv2.putText(band, label[: max(4, width // 7)], (3, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+    lines = label.split("\n")
+    band = np.full((4 + 14 * len(lines), width, 3), 255, np.uint8)
+    for i, line in enumerate(lines):  # 0.4-scale Hershey glyphs are about 7 px wide: each line is cut to the tile
+        text = line[: max(4, width // 7)]
+        cv2.putText(band, text, (3, 13 + 14 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
     return np.concatenate([band, tile], axis=0)
 
 
 def make_grid(rows: list[list[tuple[str, np.ndarray]]], height: int = 160, gap: int = 4) -> np.ndarray:
-    """Labelled tiles (HxW gray or HxWx3 uint8) in rows -> one HxWx3 uint8 image on a white background."""
+    """Labelled tiles (HxW gray or HxWx3 uint8) in rows -> one HxWx3 uint8 image on a white background.
+
+    A label may have several lines ("\n"); the labels of one row get as many lines as its longest one."""
     rendered = []
     for row in rows:
-        tiles = [_tile(img, label, height) for label, img in row]
+        lines = max(label.count("\n") for label, _ in row)
+        tiles = [_tile(img, label + "\n" * (lines - label.count("\n")), height) for label, img in row]
         spaced = []
         for t in tiles:
             spaced += [t, np.full((t.shape[0], gap, 3), 255, np.uint8)]
@@ -379,7 +436,8 @@ def _error_map(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
 
 
 def grids(cfg: BenchmarkConfig, results: list[dict], dataset: P3M10k, pred_dirs: dict) -> list[tuple[str, np.ndarray]]:
-    """Per chosen sample: [input, ground truth, each method's alpha] over [trimap, -, each error map].
+    """Per chosen sample: [input, ground truth, each method's alpha] over [trimap, -, each error map]; each
+    method's label gives its SAD on this image, so the grid shows how the image scored, not only the means.
 
     Samples are the first `report.grid_samples` readable images of each test split by stem (fixed, not chosen
     by result)."""
@@ -415,6 +473,9 @@ def grids(cfg: BenchmarkConfig, results: list[dict], dataset: P3M10k, pred_dirs:
                     None,
                 )
                 label = method if r is None or r["setting_label"] is None else f"{method} {r['column']}"
+                sad = (r or {}).get("sad_per_image", {}).get(sample.stem)
+                if sad is not None:
+                    label += f"\nSAD {sad:.2f}"
                 top.append((label, pred))
                 bottom.append((f"|error| {method}", _error_map(pred, gt)))
             out.append((f"{split} / {sample.stem}", make_grid([top, bottom], height)))
@@ -467,15 +528,17 @@ def _csv(results: list[dict]) -> str:
     return buf.getvalue()
 
 
-Figure = tuple[str, str, bytes, str]  # (file name, caption, bytes, mime type)
-
-
 def _figures(cfg: BenchmarkConfig, results: list[dict], curves: dict, dataset: P3M10k, pred_dirs: dict) -> list[Figure]:
     """The SAD chart, the training curves and the sample grids, encoded."""
     figures: list[Figure] = []
     chart = sad_chart(cfg, results)
     if chart:
-        figures.append(("sad_chart.png", "Whole-image SAD (P3M protocol) per method and test set.", chart, "image/png"))
+        caption = (
+            "Whole-image SAD (P3M protocol) per method and test set, means over the test images. The trimap-based "
+            "methods are given the test trimap (known foreground and background): not comparable with the "
+            "trimap-free networks, which get the image alone."
+        )
+        figures.append(("sad_chart.png", caption, chart, "image/png"))
     curve = curves_chart(curves)
     if curve:
         figures.append(("training_curves.png", "Training loss of every trained method.", curve, "image/png"))
@@ -483,7 +546,8 @@ def _figures(cfg: BenchmarkConfig, results: list[dict], curves: dict, dataset: P
         figures.append(
             (
                 f"grid_{i:02d}.jpg",
-                f"Samples {label}: input, ground truth, alpha of each method; trimap and |error| maps below.",
+                f"Sample {label} (the first test images by name, not chosen by result): input, ground truth and "
+                "each method's alpha with its SAD on this image; trimap and |error| maps below.",
                 encode_image(grid, "jpg", quality=90),
                 "image/jpeg",
             )
@@ -509,10 +573,36 @@ def _payload(cfg: BenchmarkConfig, results: list[dict], comparison: dict, second
     }
 
 
-def _intro(cfg: BenchmarkConfig, results: list[dict], dataset: P3M10k, seconds: float) -> str:
+def is_synthetic(dataset: P3M10k) -> bool:
+    """Whether the dataset was drawn by `p3m synth` (its meta file is in the root) rather than the real P3M-10k."""
+    return (Path(dataset.root) / SYNTH_META_FILE).is_file()
+
+
+def sizes_of_test_images(cfg: BenchmarkConfig, dataset: P3M10k) -> str:
+    """'192x192 px' or 'from 640x480 to 2048x1536 px' (W x H, smallest and largest area) over the test images."""
+    sizes = set()
+    for split in cfg.test_splits:
+        for sample in dataset.split(split):
+            try:
+                sizes.add(image_size(sample.image))
+            except P3MError:
+                continue  # an unreadable image: reported by the prediction stage
+    if not sizes:
+        return ""
+    (h0, w0), (h1, w1) = min(sizes, key=lambda s: s[0] * s[1]), max(sizes, key=lambda s: s[0] * s[1])
+    return f"{w0}x{h0} px" if (h0, w0) == (h1, w1) else f"from {w0}x{h0} to {w1}x{h1} px"
+
+
+def _intro(cfg: BenchmarkConfig, results: list[dict], dataset: P3M10k, seconds: float, sizes: str) -> str:
     train_seconds = sum({(r["method"], r["setting"]): r.get("train_seconds") or 0.0 for r in results}.values())
+    kind = (
+        "synthetic portraits drawn by `p3m synth` (not photographs; not comparable with published P3M-10k numbers)"
+        if is_synthetic(dataset)
+        else "a P3M-10k layout"
+    )
     return (
-        f"Dataset: `{dataset.root}`. Test sets: {', '.join(cfg.test_splits)}. Inference: strategy "
+        f"Dataset: `{dataset.root}`, {kind}; test images {sizes or 'unreadable'}. "
+        f"Test sets: {', '.join(cfg.test_splits)}. Inference: strategy "
         f"{cfg.inference.strategy}"
         + (f" at r = {cfg.inference.ratio}" if cfg.inference.strategy == "resize" else "")
         + f", resize mode {cfg.inference.resize_mode}; alpha saved as floor(255 a). "
@@ -521,32 +611,53 @@ def _intro(cfg: BenchmarkConfig, results: list[dict], dataset: P3M10k, seconds: 
     )
 
 
-def _markdown(title: str, intro: str, statement: str, tables: list[Table], figures: list[Figure]) -> str:
-    md = [f"# {title}", "", intro, "", "## P3M-Net vs BASIC", "", statement, "", "## Measured", ""]
+PUBLISHED_TITLE = "Published on P3M-10k (not measured here; full-size photographs, not comparable with the above)"
+
+
+def _md_figures(figures: list[Figure]) -> list[str]:
+    return [f"![{cap}]({name})\n\n*{cap}*\n" for name, cap, _, _ in figures]
+
+
+def _markdown(
+    title: str, intro: str, statement: str, tables: list[Table], figures: list[Figure], sections: list[Section]
+) -> str:
+    md = [f"# {title}", "", intro, ""]
+    for section in sections:
+        md += [f"## {section.title}", "", section.text, "", *_md_figures(section.figures)]
+    md += ["## P3M-Net vs BASIC", "", statement, "", "## Measured", ""]
     md += [t.markdown() for t in tables]
-    md += ["## Figures", ""] + [f"![{cap}]({name})\n\n*{cap}*\n" for name, cap, _, _ in figures]
-    md += ["## Published on P3M-10k (not measured here)", ""] + [t.markdown() for t in published_tables()]
+    md += ["## Figures", "", *_md_figures(figures)]
+    md += [f"## {PUBLISHED_TITLE}", ""] + [t.markdown() for t in published_tables()]
     return "\n".join(md)
 
 
-def _html(title: str, intro: str, comparison: dict, tables: list[Table], figures: list[Figure]) -> str:
+def _html_figures(figures: list[Figure]) -> list[str]:
+    return [
+        f"<figure><img src='{_data_uri(data, mime)}' alt='{html.escape(cap)}'>"
+        f"<figcaption>{html.escape(cap)}</figcaption></figure>"
+        for _name, cap, data, mime in figures
+    ]
+
+
+def _html(
+    title: str, intro: str, comparison: dict, tables: list[Table], figures: list[Figure], sections: list[Section]
+) -> str:
     """The self-contained page: inline CSS, figures as data URIs, no script."""
-    cls = "good" if comparison.get("all_better") else ("bad" if comparison.get("all_better") is False else "")
-    body = [
-        f"<h1>{html.escape(title)}</h1>",
-        f"<p>{html.escape(intro).replace('`', '')}</p>",
+    verdicts = {r.get("verdict") for r in comparison.get("rows", [])}
+    cls = "good" if comparison.get("all_better") else ("bad" if "BASIC lower" in verdicts else "")
+    body = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(intro).replace('`', '')}</p>"]
+    for section in sections:
+        body += [f"<h2>{html.escape(section.title)}</h2>", f"<p>{html.escape(section.text).replace('`', '')}</p>"]
+        body += _html_figures(section.figures)
+    body += [
         "<h2>P3M-Net vs BASIC</h2>",
         f"<p class='statement {cls}'>{html.escape(comparison['statement'])}</p>",
         "<h2>Measured</h2>",
     ]
     body += [t.html() for t in tables]
     body.append("<h2>Figures</h2>")
-    for _name, cap, data, mime in figures:
-        body.append(
-            f"<figure><img src='{_data_uri(data, mime)}' alt='{html.escape(cap)}'>"
-            f"<figcaption>{html.escape(cap)}</figcaption></figure>"
-        )
-    body.append("<h2>Published on P3M-10k (not measured here)</h2>")
+    body += _html_figures(figures)
+    body.append(f"<h2>{html.escape(PUBLISHED_TITLE)}</h2>")
     body += [t.html() for t in published_tables()]
     return (
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
@@ -564,24 +675,33 @@ def write_report(
     dataset: P3M10k,
     pred_dirs: dict,
     seconds: float,
+    sections: list[Section] | tuple[Section, ...] = (),
 ) -> dict[str, Any]:
-    """Write results.json, results.csv, report.md (+ PNG/JPEG figures) and report.html into `folder`."""
+    """Write results.json, results.csv, report.md (+ PNG/JPEG figures) and report.html into `folder`; `sections`
+    (e.g. the demo's real photos) come first."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    sections = list(sections)
     title = cfg.report.title or f"PPT benchmark: {cfg.name}"
-    tables = [main_table(cfg, results)]
+    sizes = sizes_of_test_images(cfg, dataset)
+    tables = [main_table(cfg, results, real_p3m10k=not is_synthetic(dataset), sizes=sizes)]
     if any(r["kind"] == "trimap-based" for r in results):
         tables.append(trimap_table(cfg, results))
-    tables += [detail_table(cfg, results), dim_table(cfg, results), efficiency_table(results)]
+    tables += [detail_table(cfg, results), dim_table(cfg, results), efficiency_table(results, cfg.inference.device)]
     figures = _figures(cfg, results, curves, dataset, pred_dirs)
-    for name, _, data, _ in figures:
+    extra = [f for section in sections for f in section.figures]
+    clash = {f[0] for f in figures} & {f[0] for f in extra}
+    if clash:
+        raise P3MError(f"report sections reuse the report's figure names: {', '.join(sorted(clash))}")
+    for name, _, data, _ in figures + extra:
         write_bytes_atomic(folder / name, data)
     payload = json.dumps(_payload(cfg, results, comparison, seconds), indent=2, default=str, allow_nan=True)
     write_bytes_atomic(folder / "results.json", (payload + "\n").encode())
     write_bytes_atomic(folder / "results.csv", _csv(results).encode())
-    intro = _intro(cfg, results, dataset, seconds)
-    write_bytes_atomic(folder / "report.md", _markdown(title, intro, comparison["statement"], tables, figures).encode())
-    write_bytes_atomic(folder / "report.html", _html(title, intro, comparison, tables, figures).encode())
+    intro = _intro(cfg, results, dataset, seconds, sizes)
+    markdown = _markdown(title, intro, comparison["statement"], tables, figures, sections)
+    write_bytes_atomic(folder / "report.md", markdown.encode())
+    write_bytes_atomic(folder / "report.html", _html(title, intro, comparison, tables, figures, sections).encode())
     return {
         "html": folder / "report.html",
         "markdown": folder / "report.md",

@@ -1,9 +1,13 @@
-"""`p3m anonymize INPUT... -o OUTDIR`: P3M-style face obfuscation of images, folders or a whole dataset."""
+"""`p3m anonymize INPUT... -o OUT`: P3M-style face obfuscation of images, folders or a whole dataset."""
 
 from __future__ import annotations
 
 import argparse
+from functools import partial
+from pathlib import Path
 
+from p3m.cluster import add_cluster_option
+from p3m.commands._types import hide_aliases
 from p3m.errors import P3MError
 
 
@@ -15,15 +19,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "Detect faces (CenterFace, offline), outline each from its facial landmarks (MediaPipe face mesh: "
             "the jaw line up to the brows, as P3M; a larger covering shape where the landmarks are not trusted), "
             "obfuscate the private area (face region minus the transition band of the alpha matte when --alpha "
-            "is given) with a soft, anti-aliased edge and write OUTDIR/<stem>.<ext> (same format, no "
-            "metadata) plus the face mask OUTDIR/facemask/<stem>.png. With --dataset ROOT, converts ROOT/image "
+            "is given) with a soft, anti-aliased edge and write OUT/<stem>.<ext> (same format, no "
+            "metadata) plus the face mask OUT/facemask/<stem>.png. With --dataset ROOT, converts ROOT/image "
             "(or ROOT/original_image) + ROOT/mask [+ ROOT/trimap] into the P3M-10k layout (blurred_image/, mask/, "
-            "facemask/). OUTDIR/anonymize_report.csv lists the faces found per image; images without a face are "
+            "facemask/). OUT/anonymize_report.csv lists the faces found per image; images without a face are "
             "flagged for manual review. Exit code 1 when any file failed (or, with --strict, had no face)."
         ),
     )
     parser.add_argument("inputs", nargs="*", metavar="INPUT", help="image files, folders or glob patterns")
-    parser.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder")
+    out = parser.add_argument("-o", "--out", "--output", required=True, metavar="OUT", help="output folder")
+    hide_aliases(out, "--output")
     parser.add_argument("--dataset", metavar="ROOT", help="convert a dataset ROOT/{image|original_image, mask} instead")
     parser.add_argument(
         "--method", choices=("blur", "mosaic", "zero"), default="blur", help="obfuscation (default blur)"
@@ -73,16 +78,32 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace existing outputs (without it, existing files in OUTDIR, e.g. the input images "
-        "when OUTDIR is their folder, are refused before anything is written)",
+        help="replace existing outputs (without it, existing files in OUT, e.g. the input images "
+        "when OUT is their folder, are refused before anything is written)",
     )
     parser.add_argument(
         "--single-scale",
         action="store_true",
         help="detect at the 640 px level only (about 10x faster; misses faces under ~15 px there)",
     )
+    add_cluster_option(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
     return parser
+
+
+def _where(args: argparse.Namespace) -> dict:
+    """Nothing (this process), or a Ray cluster's runner, the inputs' listing and a detector each worker builds."""
+    if args.cluster is None:
+        return {}
+    from p3m.cluster import require_ray
+    from p3m.cluster.runner import RayRunner
+    from p3m.privacy.detect import CenterFaceDetector
+
+    require_ray()
+    return {
+        "runner": RayRunner(args.cluster, source=lambda task: task.source, label="anonymize", progress=not args.quiet),
+        "make_detector": partial(CenterFaceDetector, args.threshold, multiscale=not args.single_scale),
+    }
 
 
 def run(args: argparse.Namespace) -> int:
@@ -107,23 +128,35 @@ def run(args: argparse.Namespace) -> int:
         band_dilation=args.band_dilation,
         quality=args.quality,
     )
-    detector = CenterFaceDetector(args.threshold, multiscale=not args.single_scale)
+    where = _where(args)
+    detector = None if where else CenterFaceDetector(args.threshold, multiscale=not args.single_scale)
     progress = None if args.quiet else print_progress
     if args.dataset:
         report = anonymize_dataset(
-            args.dataset, args.output, detector=detector, options=options, progress=progress, overwrite=args.overwrite
+            args.dataset,
+            args.out,
+            detector=detector,
+            options=options,
+            progress=progress,
+            overwrite=args.overwrite,
+            **where,
         )
     else:
+        if where:
+            from p3m.cluster.sources import collect_inputs  # local inputs as always, and URIs of other file systems
+
+            where["collect"] = collect_inputs
         report = anonymize_files(
             args.inputs,
-            args.output,
+            args.out,
             alpha_dir=args.alpha,
             detector=detector,
             options=options,
             recursive=args.recursive,
             progress=progress,
             overwrite=args.overwrite,
+            **where,
         )
     print(report.summary())
-    print(f"report: {args.output}/anonymize_report.csv")
+    print(f"report: {Path(args.out) / 'anonymize_report.csv'}")
     return report.exit_code(strict=args.strict)

@@ -90,8 +90,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     import sys
+    from pathlib import Path
 
-    from p3m.privacy.audit import AuditThresholds, audit_folder
+    from p3m.privacy.audit import AUDIT_REPORT_NAME, AuditThresholds, audit_folder
     from p3m.privacy.detect import CenterFaceDetector
 
     if not 0.0 < args.threshold < 1.0:
@@ -126,4 +127,5 @@ def run(args: argparse.Namespace) -> int:
         reid=not args.no_reid,
     )
     print(report.summary())
+    print(f"report: {Path(args.report) if args.report else Path(args.folder) / AUDIT_REPORT_NAME}")
     return report.exit_code()

@@ -5,26 +5,36 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from p3m.demo import MODEL_NAME, DemoOptions, run_demo
+from p3m.demo import MODEL_NAME, OWN_PHOTOS_COMMAND, DemoOptions, run_demo
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     d = DemoOptions()
     parser = subparsers.add_parser(
         "demo",
-        help="run the whole PPT study on the embedded synthetic dataset (minutes on a CPU)",
+        help="the default model on a real photo, then the whole PPT study on the embedded synthetic dataset "
+        "(minutes on a CPU)",
         description=(
-            "Synthesise a P3M-10k-style dataset, run the PPT benchmark on it (train P3M-Net, BASIC and MODNet on the "
-            "obfuscated training images, classical trimap-based solvers, matte and evaluate P3M-500-P and "
-            f"P3M-500-NP with the P3M and DIM protocols, HTML report), register the trained P3M-Net as `{MODEL_NAME}`, "
-            "and cut out a real photo (scikit-image's astronaut, or --photos DIR) and the synthetic test portraits. "
-            "Each stage prints the `p3m` command that does the same; finished stages are skipped on a re-run."
+            "Cut out a real photo with the default model (scikit-image's astronaut, or --photos DIR), synthesise a "
+            "P3M-10k-style dataset, run the PPT benchmark on it (train P3M-Net, BASIC and MODNet on the obfuscated "
+            "training images, classical trimap-based solvers, matte and evaluate P3M-500-P and P3M-500-NP with the "
+            "P3M and DIM protocols, HTML report showing the real photos first), register the trained P3M-Net as "
+            f"`{MODEL_NAME}` and cut out the synthetic test portraits with it. Each stage prints the `p3m` command "
+            "that does the same; finished stages are skipped on a re-run."
         ),
     )
-    parser.add_argument("-o", "--out", type=Path, default=d.out_dir, help=f"output folder (default {d.out_dir})")
-    parser.add_argument("--train-images", type=int, default=d.n_train, help=f"synthetic training images ({d.n_train})")
-    parser.add_argument("--test-images", type=int, default=d.n_test, help=f"images per test split ({d.n_test})")
-    parser.add_argument("--size", type=int, default=d.size, help=f"synthetic image side in pixels ({d.size})")
+    parser.add_argument(
+        "-o", "--out", type=Path, default=d.out_dir, metavar="OUT", help=f"output folder (default {d.out_dir})"
+    )
+    parser.add_argument(
+        "--train-images", type=int, default=d.n_train, metavar="N", help=f"synthetic training images ({d.n_train})"
+    )
+    parser.add_argument(
+        "--test-images", type=int, default=d.n_test, metavar="N", help=f"images per test split ({d.n_test})"
+    )
+    parser.add_argument(
+        "--size", type=int, default=d.size, metavar="N", help=f"synthetic image side in pixels ({d.size})"
+    )
     parser.add_argument("--seed", type=int, default=d.seed, help=f"seed of the synthetic data ({d.seed})")
     parser.add_argument(
         "--config",
@@ -71,19 +81,19 @@ def run(args: argparse.Namespace) -> int:
     print(result.table_markdown)
     if result.comparison:
         print(f"\n{result.comparison}")
+    photos, synthetic = result.matte_dirs
     print(f"\nDemo finished in {result.seconds / 60:.1f} min. Outputs under {result.out_dir}:")
-    print(f"  report      {result.report_html}")
+    print(f"  report      {result.report_html}  (the real photos first, then the benchmark)")
+    print(f"  photos      {photos}  (real photos, the default model: {result.photos_model})")
     print(f"  dataset     {result.out_dir / 'data'}")
+    print(f"  weights     {result.checkpoint}  (registered as `{MODEL_NAME}`)")
+    if result.registration_note:
+        print(f"              note: {result.registration_note}")
+    print(f"  synthetic   {synthetic}  (`{MODEL_NAME}` on the synthetic test portraits)")
     print(
-        f"  weights     {result.checkpoint}  (registered as `{MODEL_NAME}`: p3m matte IMAGE -o OUT --weights "
-        f"{MODEL_NAME})"
+        f"\n`{MODEL_NAME}` is a width-16 P3M-Net trained for minutes on drawn portraits: it shows the training "
+        "pipeline, not P3M-Net's quality, and mattes real photos poorly. The default model mattes real photos "
+        "today, with nothing to download. Matte your own photos with:\n"
     )
-    for folder in result.matte_dirs:
-        print(f"  cutouts     {folder}")
-    print(
-        "\nThe demo model is a width-16 P3M-Net trained for about two CPU minutes on drawn portraits: it shows the "
-        "pipeline, not the quality of P3M-Net on photographs. For real photos drop the published "
-        "p3mnet_pretrained_on_p3m10k.pth into the model folder (`p3m models`), or train the p3m-r34 recipe "
-        "on P3M-10k (docs/training.md)."
-    )
+    print(f"    {OWN_PHOTOS_COMMAND}")
     return 0

@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from p3m.commands._types import positive
+from p3m.cluster import add_cluster_option
+from p3m.commands._types import hide_aliases, positive
 from p3m.errors import P3MError
 
 SPLIT_CHOICES = ("P3M-500-P", "P3M-500-NP")
@@ -26,8 +27,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         ),
         epilog=(
             "examples:\n"
-            "  p3m evaluate --pred out/alpha --gt data/mask --trimap data/trimap -o report\n"
-            "  p3m evaluate --pred out/alpha --dataset P3M-10k --split P3M-500-P --protocol both"
+            "  p3m evaluate --pred out --gt data/mask --trimap data/trimap -o report\n"
+            "  p3m evaluate --pred out --dataset P3M-10k --split P3M-500-P --protocol both"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -43,22 +44,36 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default="p3m",
         help="P3M (whole image, default), DIM (unknown region, needs trimaps) or both",
     )
-    parser.add_argument(
-        "-o", "--output", metavar="OUTDIR", help="write per_image.csv, summary.json and summary.md here"
+    out = parser.add_argument(
+        "-o", "--out", "--output", metavar="OUT", help="output folder: write per_image.csv, summary.json and summary.md"
     )
+    hide_aliases(out, "--output")
     parser.add_argument("--workers", type=positive, metavar="N", help="processes (default: all cores)")
     parser.add_argument(
         "--allow-missing", action="store_true", help="list ground truth without prediction and evaluate the rest"
     )
     parser.add_argument("--fast", action="store_true", help="skip Grad and Conn (official --fast_test)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_cluster_option(parser)
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return parser
+
+
+def _runner(args: argparse.Namespace):
+    """None (processes of this machine), or a Ray cluster's runner (the files must be where every worker sees them)."""
+    if args.cluster is None:
+        return None
+    from p3m.cluster import require_ray
+    from p3m.cluster.runner import RayRunner
+
+    require_ray()
+    return RayRunner(args.cluster, label="evaluate")
 
 
 def run(args: argparse.Namespace) -> int:
     # the metrics load numba and OpenCV: imported when the verb runs, not when the CLI starts
     from p3m.metrics.evaluate import evaluate_dataset, evaluate_dirs, format_problems
 
+    runner = _runner(args)
     if args.dataset is not None:
         if args.gt or args.trimap or args.facemask:
             raise P3MError("use either --dataset/--split or --gt [--trimap] [--facemask], not both")
@@ -73,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
             allow_missing=args.allow_missing,
             progress=not args.quiet,
             fast=args.fast,
+            runner=runner,
         )
     else:
         if args.gt is None:
@@ -89,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
             allow_missing=args.allow_missing,
             progress=not args.quiet,
             fast=args.fast,
+            runner=runner,
         )
     for line in result.warnings:
         print(f"p3m evaluate: warning: {line}", file=sys.stderr)
@@ -104,8 +121,8 @@ def run(args: argparse.Namespace) -> int:
             + format_problems(result.failures),
             file=sys.stderr,
         )
-    if args.output:
-        written = result.write(Path(args.output))
+    if args.out:
+        written = result.write(Path(args.out))
         if not args.quiet:
             print("p3m evaluate: wrote " + ", ".join(str(p) for p in written), file=sys.stderr)
     sys.stdout.write(result.to_markdown())

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
+from p3m.commands._types import add_arch, hide_aliases
 from p3m.errors import P3MError
 
 
@@ -22,10 +24,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--weights", required=True, metavar="PATH|NAME", help="checkpoint file or a name from `p3m models`"
     )
-    parser.add_argument(
-        "--arch", "--model", dest="arch", default=None, metavar="ARCH", help="architecture (default: from the weights)"
-    )
-    parser.add_argument("-o", "--output", required=True, metavar="FILE.onnx", help="ONNX file to write")
+    add_arch(parser)
+    out = parser.add_argument("-o", "--out", "--output", required=True, metavar="FILE.onnx", help="ONNX file to write")
+    hide_aliases(out, "--output")
     parser.add_argument("--format", choices=("onnx",), default="onnx", help="export format (onnx)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17; MaxUnpool-free graph, >= 13)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
@@ -35,9 +36,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     # torch and onnx load when the verb runs, so that `p3m --help` stays quick
     from p3m.infer.export import export_onnx
-    from p3m.models.store import BUILTIN, choose_arch, load_network, resolve
+    from p3m.models.store import BUILTIN, choose_arch, load_network, resolve, trained_on_synthetic
 
-    out = Path(args.output)
+    out = Path(args.out)
     if out.suffix != ".onnx":
         raise P3MError(f"{out}: output file must end in .onnx")
     if out.exists() and not args.overwrite:
@@ -55,7 +56,16 @@ def run(args: argparse.Namespace) -> int:
     arch = choose_arch(path, found, args.arch)
     assert arch is not None  # choose_arch names one for every torch file
     model, meta = load_network(path, arch)
-    report = export_onnx(model, out, opset=args.opset, metadata={"source_weights": path.name})
+    synthetic = trained_on_synthetic(path)
+    # carried into the file, so that a run of the .onnx warns as a run of the weights does
+    metadata = {"source_weights": path.name, "dataset_synthetic": synthetic}
+    report = export_onnx(model, out, opset=args.opset, metadata=metadata)
+    if synthetic:
+        print(
+            f"p3m export: warning: {args.weights} was trained on synthetic (drawn) portraits; {out.name} says so in "
+            "its metadata and warns whenever it is used",
+            file=sys.stderr,
+        )
     print(
         f"exported {meta.get('arch', arch)} to {report['path']} (opset {report['opset']}, dynamic H/W); "
         f"onnxruntime vs torch: max |alpha diff| {report['max_abs_diff']:.2e}, "

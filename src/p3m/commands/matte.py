@@ -1,7 +1,7 @@
-"""`p3m matte INPUT... -o OUTDIR`: alpha mattes and decontaminated cutouts for files, folders and globs.
+"""`p3m matte INPUT... -o OUT`: alpha mattes and decontaminated cutouts for files, folders and globs.
 
 Wiring only: the options, `p3m.io.collect_images`, `p3m.infer.batch.plan_outputs`, then `Matter` and
-`p3m.infer.batch.write_outputs` per image, with one line per problem.
+`p3m.infer.batch.matte_job` per image (here, or on a Ray cluster with `--cluster`), with one line per problem.
 """
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -24,17 +26,20 @@ from p3m.choices import (
     STRATEGIES,
     parse_color,
 )
-from p3m.commands._types import whole_number
-from p3m.errors import P3MError, os_error_message
+from p3m.cluster import add_cluster_option
+from p3m.commands._types import add_arch, hide_aliases, whole_number
+from p3m.errors import P3MError
 
 
-def parse_outputs(text: str) -> list[str]:
+def parse_kinds(text: str) -> list[str]:
     """'alpha,rgba' -> ['alpha', 'rgba'] (validated, order kept, duplicates dropped)."""
     kinds = [k.strip().lower() for k in text.split(",") if k.strip()]
     bad = [k for k in kinds if k not in OUTPUT_KINDS]
     if bad or not kinds:
+        # `--output` was the kinds option's old name (kept as a hidden alias): a folder given there is a mix-up
         raise argparse.ArgumentTypeError(
-            f"unknown output kind(s) {', '.join(bad) or '(none)'}; choose from {','.join(OUTPUT_KINDS)}"
+            f"unknown output kind(s) {', '.join(bad) or '(none)'}; choose from {','.join(OUTPUT_KINDS)} "
+            "(the output folder is -o/--out)"
         )
     return list(dict.fromkeys(kinds))
 
@@ -53,29 +58,41 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description=(
             "Predict alpha mattes (the published P3M-Net when it is in the model folder, else the built-in "
             "portrait-cf route, or the weights named by --weights) and write <stem>_alpha.png, <stem>_rgba.png "
-            "(straight RGBA with decontaminated foreground colours), <stem>_fg.png and <stem>_composite.png into "
-            "OUTDIR. A bad input "
-            "is reported and skipped; exit code 1 when any input failed, 2 for usage or configuration errors."
+            "(straight RGBA with decontaminated foreground colours) into OUT by default; --save chooses among "
+            "alpha, rgba, fg and composite (<stem>_<kind>.png). A bad input is reported and skipped; exit code 1 "
+            "when any input failed, 2 for usage or configuration errors."
         ),
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
-    parser.add_argument("-o", "--outdir", required=True, metavar="OUTDIR", help="output folder (created if missing)")
-    parser.add_argument("--recursive", action="store_true", help="descend into sub-folders of folder inputs")
+    out = parser.add_argument(
+        "-o", "--out", "--outdir", required=True, metavar="OUT", help="output folder (created if missing)"
+    )
+    hide_aliases(out, "--outdir")
+    parser.add_argument("-r", "--recursive", action="store_true", help="descend into sub-folders of folder inputs")
     _add_output_options(parser)
     _add_model_options(parser)
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_cluster_option(parser)
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress bar: only errors, warnings and the summary line (which names the model used)",
+    )
     return parser
 
 
 def _add_output_options(parser: argparse.ArgumentParser) -> None:
     """What is written per image, and what happens to outputs that exist."""
-    parser.add_argument(
+    kinds = parser.add_argument(
+        "--save",
         "--output",
-        type=parse_outputs,
+        dest="kinds",
+        type=parse_kinds,
         default=["alpha", "rgba"],
         metavar="KINDS",
-        help=f"comma-separated outputs among {','.join(OUTPUT_KINDS)} (default alpha,rgba)",
+        help=f"which files to write per image, comma-separated among {','.join(OUTPUT_KINDS)} (default alpha,rgba)",
     )
+    hide_aliases(kinds, "--output")
     parser.add_argument(
         "--background",
         default="white",
@@ -102,14 +119,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         help="checkpoint or .onnx file, or a name from `p3m models` (default: the published "
         "P3M-Net if it is in the model folder, else the built-in portrait-cf)",
     )
-    parser.add_argument(
-        "--arch",
-        "--model",
-        dest="arch",
-        default=None,
-        metavar="ARCH",
-        help="architecture, e.g. p3m-r34 (default: from the weights)",
-    )
+    add_arch(parser)
     parser.add_argument(
         "--strategy",
         choices=STRATEGIES,
@@ -166,14 +176,18 @@ def _background(text: str) -> tuple[int, int, int] | np.ndarray:
     raise P3MError(f"--background {text!r} is neither a colour (name, #RRGGBB, R,G,B) nor an image file")
 
 
-def _refuse_existing(jobs: list) -> None:
-    existing = [o for _, outs in jobs for o in outs.values() if o.exists()]
-    if existing:
-        more = f" and {len(existing) - 5} more" if len(existing) > 5 else ""
-        shown = ", ".join(str(o) for o in existing[:5]) + more
-        raise P3MError(
-            f"refusing to overwrite {len(existing)} existing output(s): {shown}; pass --overwrite or --skip-existing"
-        )
+def _matter_args(args: argparse.Namespace) -> dict:
+    return {
+        "arch": args.arch,
+        "weights": args.weights,
+        "device": args.device,
+        "strategy": args.strategy,
+        "backend": args.backend,
+        "precision": args.precision,
+        "resize_mode": args.resize_mode,
+        "foreground_method": args.foreground_method,
+        "tile": args.tile,
+    }
 
 
 def _open_matter(args: argparse.Namespace):
@@ -181,72 +195,85 @@ def _open_matter(args: argparse.Namespace):
 
     with warnings.catch_warnings():  # the model warning is printed once, as one line
         warnings.simplefilter("ignore")
-        return Matter(
-            arch=args.arch,
-            weights=args.weights,
-            device=args.device,
-            strategy=args.strategy,
-            backend=args.backend,
-            precision=args.precision,
-            resize_mode=args.resize_mode,
-            foreground_method=args.foreground_method,
-            tile=args.tile,
-        )
+        return Matter(**_matter_args(args))
 
 
-def _matte_all(matter, jobs: list, background, quiet: bool) -> tuple[int, int]:
+def _outcomes(args: argparse.Namespace, matter, jobs: list, background):
+    """(index, MatteOutcome) per job, here or, with --cluster, on Ray actors that load the model this run resolved."""
+    from p3m.infer.batch import MatteWorker, matte_job  # torch, as above
+    from p3m.workers import run_here
+
+    if args.cluster is None:
+        return run_here(lambda: partial(matte_job, matter, background=background), jobs)
+    from p3m.cluster.runner import RayRunner
+
+    worker = MatteWorker.like(matter, _matter_args(args), background)
+    return RayRunner(args.cluster, source=lambda job: job[0], label="matte")(worker, jobs)
+
+
+def _matte_all(args: argparse.Namespace, matter, jobs: list, background) -> tuple[int, int]:
     """Matte and write every job, one error line per failed image -> (written, failed)."""
     from tqdm import tqdm  # loaded when the verb runs, so that `p3m --help` stays quick
 
-    from p3m.infer.batch import write_outputs  # torch, as above
-
     done = failed = 0
-    for src, outs in tqdm(jobs, desc="matte", unit="img", disable=quiet, file=sys.stderr):
-        try:
-            result = write_outputs(matter, src, outs, background)
-        except (P3MError, OSError, ValueError, RuntimeError, MemoryError) as exc:
+    outcomes = _outcomes(args, matter, jobs, background)
+    for _, outcome in tqdm(outcomes, total=len(jobs), desc="matte", unit="img", disable=args.quiet, file=sys.stderr):
+        if outcome.error:
             failed += 1
-            msg = os_error_message(exc) if isinstance(exc, OSError) else str(exc)
-            tqdm.write(f"p3m matte: error: {msg if str(src) in msg else f'{src}: {msg}'}", file=sys.stderr)
+            tqdm.write(f"p3m matte: error: {outcome.error}", file=sys.stderr)
             continue
         done += 1
-        if result.info.get("warning") and result.info["warning"] != matter.model_warning:
-            tqdm.write(f"p3m matte: warning: {src}: {result.info['warning']}", file=sys.stderr)
+        if outcome.warning and outcome.warning != matter.model_warning:
+            tqdm.write(f"p3m matte: warning: {outcome.source}: {outcome.warning}", file=sys.stderr)
     return done, failed
 
 
 def run(args: argparse.Namespace) -> int:
     # torch and PIL load when the verb runs, so that `p3m --help` stays quick
-    from p3m.infer.batch import plan_outputs
-    from p3m.io import collect_images
+    from p3m.infer.batch import existing_outputs_error, plan_outputs, prepare_output_folders, set_state
+    from p3m.io import find_inputs
 
-    kinds: list[str] = args.output
+    collect: Callable[..., tuple[list[Path], list[str], list[Path]]] = find_inputs
+    if args.cluster is not None:  # before anything is planned: without the extra, the switch says what to install
+        from p3m.cluster import require_ray
+        from p3m.cluster.sources import collect_inputs  # local inputs as always, and URIs of other file systems
+
+        require_ray()
+        collect = collect_inputs
+    kinds: list[str] = args.kinds
     background = _background(args.background) if "composite" in kinds else (255, 255, 255)
-    paths, problems = collect_images(args.inputs, recursive=args.recursive)
-    for msg in problems:
-        print(f"p3m matte: {msg}", file=sys.stderr)
+    paths, problems, left_out = collect(args.inputs, recursive=args.recursive, verb="matte")
+    notes = []
+    if left_out:  # p3m's own outputs in a folder or glob (a rerun into the input folder)
+        names = ", ".join(p.name for p in left_out[:3]) + (", ..." if len(left_out) > 3 else "")
+        notes.append(f"left out {len(left_out)} file(s) that p3m wrote ({names}); name one to matte it")
     if not paths:
-        raise P3MError("no input images" + (f" ({'; '.join(problems)})" if problems else ""))
-    outdir = Path(args.outdir)
+        raise P3MError("no input images" + (f" ({'; '.join(problems + notes)})" if problems or notes else ""))
+    for msg in problems + ([] if args.quiet else notes):
+        print(f"p3m matte: {msg}", file=sys.stderr)
+    outdir = Path(args.out)
     ext = ".jpg" if args.composite_format == "jpg" else ".png"
     jobs, clashes = plan_outputs(paths, outdir, kinds, composite_ext=ext)
     for msg in clashes:
         print(f"p3m matte: error: {msg}", file=sys.stderr)
+    leftovers = prepare_output_folders(jobs)
+    if leftovers and not args.quiet:
+        print(f"p3m matte: removed {len(leftovers)} temporary file(s) left by an interrupted run", file=sys.stderr)
     skipped = 0
     if args.skip_existing:
-        kept = [(p, outs) for p, outs in jobs if not all(o.exists() for o in outs.values())]
+        kept = [(p, outs) for p, outs in jobs if set_state(outs) != "done"]
         skipped, jobs = len(jobs) - len(kept), kept
-    elif not args.overwrite:
-        _refuse_existing(jobs)
+    elif not args.overwrite and (refusal := existing_outputs_error(jobs)):
+        raise P3MError(refusal)
     matter = _open_matter(args)
     if matter.model_warning:
         print(f"p3m matte: warning: {matter.model_warning}", file=sys.stderr)
-    done, failed = _matte_all(matter, jobs, background, args.quiet)
+    done, failed = _matte_all(args, matter, jobs, background)
     failed += len(problems) + len(clashes)
-    if not args.quiet:
-        note = f", {skipped} skipped (outputs exist)" if skipped else ""
-        print(
-            f"p3m matte: {done} image(s) written to {outdir}{note}, {failed} failed [{matter.describe()}]",
-            file=sys.stderr,
-        )
+    # printed by quiet runs too: every run names the model it used
+    note = f", {skipped} skipped (outputs exist)" if skipped else ""
+    print(
+        f"p3m matte: {done} image(s) written to {outdir}{note}, {failed} failed [{matter.describe()}]",
+        file=sys.stderr,
+    )
     return 1 if failed else 0

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from p3m.choices import FOREGROUND_METHODS, PRECISIONS, STRATEGIES
-from p3m.commands._types import count, positive
+from p3m.choices import DEVICES_HELP, FOREGROUND_METHODS, PRECISIONS, STRATEGIES
+from p3m.commands._types import add_arch, count, positive
 from p3m.serve.settings import DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_MB, ServeSettings
 
 _DEFAULTS = ServeSettings()
@@ -29,7 +29,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "Serve the p3m web page at / and the HTTP API under /v1 (POST /v1/matte, POST /v1/anonymize, "
             "GET /v1/health, GET /v1/models, schema at /openapi.json). Uploads stay in memory: nothing is "
             "written to disk or logged. Without --weights it serves the default model: the published P3M-Net "
-            "when it is in the model folder, else the built-in portrait-cf route. When --model asks for an "
+            "when it is in the model folder, else the built-in portrait-cf route. When --arch asks for an "
             "architecture without weights the server still starts: anonymisation works and /v1/matte answers "
             "503 no_weights saying how to get them."
         ),
@@ -40,9 +40,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 opens it to the network)",
     )
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
-    parser.add_argument(
-        "--model", default=None, metavar="ARCH", help="architecture, e.g. p3m-r34 (default: from the weights)"
-    )
+    add_arch(parser)
     parser.add_argument(
         "--weights",
         default=None,
@@ -53,8 +51,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--device",
         default="auto",
-        metavar="auto|cpu|cuda",
-        help="device (default auto); an unavailable cuda is an error, never a silent CPU fallback",
+        metavar="DEVICE",
+        help=f"{DEVICES_HELP} (default auto); an unavailable cuda is an error, never a silent CPU fallback",
     )
     parser.add_argument("--precision", choices=PRECISIONS, default="auto", help="torch precision (default auto)")
     parser.add_argument(
@@ -69,7 +67,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default="ml",
         help="foreground colour estimation for cutouts and composites (default ml)",
     )
-    parser.add_argument("--workers", type=positive, default=1, help="inference jobs run at the same time (default 1)")
+    parser.add_argument(
+        "--workers", type=positive, default=1, metavar="N", help="inference jobs run at the same time (default 1)"
+    )
     parser.add_argument(
         "--queue",
         type=count,
@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     settings = ServeSettings(
         host=args.host,
         port=args.port,
-        model=args.model,
+        model=args.arch,
         weights=args.weights,
         device=args.device,
         precision=args.precision,

@@ -1,4 +1,4 @@
-"""`p3m synth OUTDIR`: write the embedded synthetic P3M-10k set (no download needed)."""
+"""`p3m synth OUT`: write the embedded synthetic P3M-10k set (no download needed)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "P3M-500-P, trimaps for the test splits. The same options always give byte-identical files."
         ),
     )
-    parser.add_argument("outdir", metavar="OUTDIR", help="folder to write (missing, empty or an earlier synth output)")
+    parser.add_argument("out", metavar="OUT", help="folder to write (missing, empty or an earlier synth output)")
     parser.add_argument("--train", type=count, default=24, metavar="N", help="training images (default 24)")
     parser.add_argument(
         "--test", type=count, default=8, metavar="N", help="images in each of P3M-500-P and P3M-500-NP (default 8)"
@@ -78,10 +78,10 @@ def run(args: argparse.Namespace) -> int:
     show_progress = not args.quiet and sys.stderr.isatty()
     try:
         root = generate_dataset(
-            args.outdir, config, progress=show_progress, overwrite=args.overwrite, workers=max(1, args.workers)
+            args.out, config, progress=show_progress, overwrite=args.overwrite, workers=max(1, args.workers)
         )
     except OSError as exc:  # unwritable folder, disk full: one line, not a traceback
-        where = exc.filename or args.outdir
+        where = exc.filename or args.out
         raise P3MError(f"{where}: cannot write ({exc.strerror or exc})") from None
     elapsed = time.perf_counter() - start
     dataset = open_dataset(root)

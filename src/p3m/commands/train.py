@@ -1,4 +1,4 @@
-"""`p3m train RECIPE|CONFIG.yaml [--set key=value ...] [--resume|--overwrite] [--out DIR]`: train P3M-Net."""
+"""`p3m train RECIPE|CONFIG.yaml [--set key=value ...] [--resume|--overwrite] [-o OUT]`: train P3M-Net."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="override a config value, e.g. --set data.root=/data/P3M-10k --set train.batch_size=4 "
         "(repeatable; values are YAML)",
     )
-    parser.add_argument("--out", default=None, metavar="DIR", help="output folder (default runs/<config name>)")
+    parser.add_argument("-o", "--out", default=None, metavar="OUT", help="output folder (default runs/<config name>)")
     exist = parser.add_mutually_exclusive_group()
     exist.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     exist.add_argument(

@@ -4,27 +4,55 @@
 output folder, unless two inputs share a stem (then their folders are mirrored). Inputs whose outputs would
 collide with another input's, or overwrite an input, are reported and left out. `write_outputs` mattes one
 image and writes its whole set (every kind rendered first, then all written or none, `p3m.io.write_image_set`).
+
+Before a run: `prepare_output_folders` creates the output folders and clears the temporary files a killed run left
+there, and `set_state` tells each input's set apart: "new" (none of its files exists), "done" (every file is whole,
+`p3m.atomic.is_whole`) or "incomplete" (some are missing, or a kill interrupted the set: redone by
+``--skip-existing``, named by `existing_outputs_error`).
+
+`matte_job` is the whole work of one input as `p3m matte` does it, on one machine or on a cluster (`p3m.workers`):
+decode, matte, render, encode, write, and every failure turned into one line (`MatteOutcome`); `MatteWorker` builds
+it once per worker process from `Matter`'s arguments.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from p3m.atomic import is_whole, remove_orphans
+from p3m.errors import P3MError, os_error_message
 from p3m.infer.foreground import WHITE
 from p3m.infer.matter import Matter, MatteResult
-from p3m.io import write_image_set
+from p3m.io import matte_output_name, read_image, write_image_set
+from p3m.models.store import BUILTIN
+from p3m.workers import ItemFunction
 
-__all__ = ["Job", "plan_outputs", "write_outputs"]
+__all__ = [
+    "Job",
+    "MatteOutcome",
+    "MatteWorker",
+    "existing_outputs_error",
+    "matte_job",
+    "plan_outputs",
+    "prepare_output_folders",
+    "set_state",
+    "write_outputs",
+]
 
 #: One input and its output file per kind.
 Job = tuple[Path, dict[str, Path]]
+_SHOWN = 5
 
 
 def _output_paths(src: Path, folder: Path, kinds: list[str], composite_ext: str) -> dict[str, Path]:
-    return {k: folder / f"{src.stem}_{k}{composite_ext if k == 'composite' else '.png'}" for k in kinds}
+    return {k: folder / matte_output_name(src.stem, k, composite_ext) for k in kinds}
 
 
 def _subdirs(paths: list[Path]) -> list[Path]:
@@ -69,9 +97,129 @@ def plan_outputs(
 
 
 def write_outputs(
-    matter: Matter, src: Path, outputs: dict[str, Path], background: np.ndarray | tuple[int, int, int] = WHITE
+    matter: Matter,
+    src: Path | np.ndarray,
+    outputs: dict[str, Path],
+    background: np.ndarray | tuple[int, int, int] = WHITE,
 ) -> MatteResult:
-    """Matte `src` and write every output of `outputs` (kind -> file) as one set: all of them or none."""
+    """Matte `src` (a file, or its decoded pixels) and write every output of `outputs` (kind -> file) as one set:
+    all of them or none."""
     result = matter.matte(src, foreground=any(k != "alpha" for k in outputs))
     write_image_set([(dest, result.render(kind, background)) for kind, dest in outputs.items()])
     return result
+
+
+def prepare_output_folders(jobs: list[Job]) -> list[Path]:
+    """Create the jobs' output folders (an OSError naming the folder when one cannot be made, so that a read-only
+    or misnamed -o fails once, not once per image) and remove the temporary files (and stale marks) that killed runs
+    left there (`p3m.atomic.remove_orphans`; a live run's files are never touched) -> the files removed."""
+    folders = list(dict.fromkeys(dest.parent for _, outs in jobs for dest in outs.values()))
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+    return [path for folder in folders for path in remove_orphans(folder)]
+
+
+def set_state(outputs: dict[str, Path]) -> str:
+    """The state of one input's output set: "new" when none of its files exists, "done" when every one is whole
+    (`p3m.atomic.is_whole`), else "incomplete" (a file is missing, or was left by an interrupted set)."""
+    present = [dest for dest in outputs.values() if os.path.lexists(dest)]
+    if not present:
+        return "new"
+    return "done" if len(present) == len(outputs) and all(is_whole(d) for d in outputs.values()) else "incomplete"
+
+
+def _what_is_wrong(outputs: dict[str, Path]) -> str:
+    missing = [kind for kind, dest in outputs.items() if not os.path.lexists(dest)]
+    broken = [kind for kind, dest in outputs.items() if os.path.lexists(dest) and not is_whole(dest)]
+    parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
+        [f"interrupted {', '.join(broken)}"] if broken else []
+    )
+    return "; ".join(parts)
+
+
+def existing_outputs_error(jobs: list[Job]) -> str | None:
+    """Why a run without ``--overwrite`` or ``--skip-existing`` must not start (outputs exist), naming the
+    incomplete sets apart from the whole ones; None when no output exists."""
+    states = [(src, outs, set_state(outs)) for src, outs in jobs]
+    done = [dest for _, outs, state in states if state == "done" for dest in outs.values()]
+    incomplete = [(src, outs) for src, outs, state in states if state == "incomplete"]
+    if not done and not incomplete:
+        return None
+    parts = []
+    if done:
+        more = f" and {len(done) - _SHOWN} more" if len(done) > _SHOWN else ""
+        parts.append(f"{len(done)} existing output(s): {', '.join(str(o) for o in done[:_SHOWN])}{more}")
+    if incomplete:
+        shown = "; ".join(f"{src} ({_what_is_wrong(outs)})" for src, outs in incomplete[:_SHOWN])
+        more = f"; and {len(incomplete) - _SHOWN} more" if len(incomplete) > _SHOWN else ""
+        parts.append(
+            f"{len(incomplete)} incomplete output set(s) (an interrupted run, or files removed): {shown}{more}"
+        )
+    return (
+        "refusing to overwrite "
+        + "; ".join(parts)
+        + "; pass --skip-existing (redoes only the incomplete sets) or --overwrite"
+    )
+
+
+@dataclass(frozen=True)
+class MatteOutcome:
+    """What became of one input: ``error`` (one line naming the input) when nothing was written for it, else the
+    route's ``warning`` about the image (e.g. no person found), if any."""
+
+    source: str
+    error: str | None = None
+    warning: str | None = None
+
+
+def matte_job(
+    matter: Matter,
+    job: Job,
+    data: bytes | None = None,
+    *,
+    background: np.ndarray | tuple[int, int, int] = WHITE,
+) -> MatteOutcome:
+    """Matte one job's input and write its outputs (`write_outputs`); any failure becomes the outcome's error line.
+
+    ``data``: the input file's bytes when they were read already (a cluster reads them where they are stored), else
+    the file is read from ``job``'s path. The same pixels either way, so the outputs are the same bytes.
+    """
+    src, outputs = job
+    try:
+        image = src if data is None else read_image(data, name=str(src))
+        result = write_outputs(matter, image, outputs, background)
+    except (P3MError, OSError, ValueError, RuntimeError, MemoryError) as exc:
+        msg = os_error_message(exc) if isinstance(exc, OSError) else str(exc)
+        return MatteOutcome(str(src), error=msg if str(src) in msg else f"{src}: {msg}")
+    return MatteOutcome(str(src), warning=result.info.get("warning"))
+
+
+@dataclass(frozen=True)
+class MatteWorker:
+    """A picklable worker factory (`p3m.workers.WorkerFactory`): loads ``Matter(**matter_args)`` once, returns
+    ``matte_job`` bound to it and to the composite ``background``. ``expected_model``: the model the caller
+    resolved; a worker that loads another one (another machine's model folder) stops instead of mixing models."""
+
+    matter_args: dict[str, Any]
+    background: np.ndarray | tuple[int, int, int] = WHITE
+    expected_model: str | None = None
+
+    def __call__(self) -> ItemFunction:
+        with warnings.catch_warnings():  # the model warning was printed once, by the caller
+            warnings.simplefilter("ignore")
+            matter = Matter(**self.matter_args)
+        if self.expected_model is not None and matter.model_name != self.expected_model:
+            raise P3MError(f"this worker loaded {matter.model_name}, not {self.expected_model}")
+        return partial(matte_job, matter, background=self.background)
+
+    @classmethod
+    def like(
+        cls, matter: Matter, matter_args: dict[str, Any], background: np.ndarray | tuple[int, int, int] = WHITE
+    ) -> MatteWorker:
+        """Workers that load the model ``matter`` resolved (``matter_args`` as the caller gave them, with the weights
+        pinned: another machine's default could be another model) and stop if theirs is not that one."""
+        weights = BUILTIN if matter.model_name == BUILTIN else str(matter.weights)
+        return cls({**matter_args, "weights": weights, "arch": matter.arch}, background, matter.model_name)
+
+    def failed(self, job: Job, message: str) -> MatteOutcome:
+        return MatteOutcome(str(job[0]), error=f"{job[0]}: {message}")

@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 
 from p3m.choices import FOREGROUND_METHODS, OUTPUT_KINDS, check_choice
+from p3m.errors import ImageError
 from p3m.pymatting_import import import_pymatting
 
 __all__ = [
@@ -267,6 +268,19 @@ def fit_background(background: np.ndarray, height: int, width: int) -> np.ndarra
     return resized[y : y + height, x : x + width]
 
 
+def _check_background(background: object) -> None:
+    """An RGB colour (three whole numbers in 0..255) or a non-empty HxWx3 uint8 image; ImageError otherwise."""
+    if isinstance(background, np.ndarray):
+        if background.dtype != np.uint8 or background.ndim != 3 or background.shape[2] != 3 or not background.size:
+            raise ImageError(
+                f"a background image must be a non-empty HxWx3 uint8 array, got {background.dtype} {background.shape}"
+            )
+        return
+    values = tuple(background) if isinstance(background, (tuple, list)) else ()
+    if len(values) != 3 or not all(isinstance(v, (int, np.integer)) and 0 <= v <= 255 for v in values):
+        raise ImageError(f"a background colour must be three whole numbers in 0..255 (R, G, B), got {background!r}")
+
+
 def render(
     kind: str,
     image: np.ndarray,
@@ -286,6 +300,8 @@ def render(
     check_choice("output kind", kind, OUTPUT_KINDS)
     if kind == "alpha":
         return alpha_to_uint8(alpha)
+    if kind == "composite":
+        _check_background(background)
     fg = foreground if foreground is not None else estimate_foreground(image, alpha, method)
     if kind == "rgba":
         return cutout_rgba(fg, alpha)

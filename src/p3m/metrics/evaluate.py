@@ -1,15 +1,16 @@
 """Evaluate alpha predictions against ground truth: file matching, parallel scoring, summaries and tables.
 
-Protocols (reference §10): ``"p3m"`` (whole image, the official P3M code; the default), ``"dim"`` (unknown region,
+Protocols: ``"p3m"`` (whole image, the official P3M code; the default), ``"dim"`` (unknown region,
 the Deep Image Matting MATLAB code; needs trimaps) or ``"both"``. Every table states its protocol.
 
-Reading convention (IJCV ``core/eval.py``): predictions are 8-bit grayscale images (PNG), scored as value / 255 —
-i.e. the truncated, quantised prediction a dataset-mode inference run saves (reference §9.6, §10.1). Ground truth
-is the mask / 255; trimaps are read as stored; face masks are binarised ``> 100`` (reference §1.2).
+Reading convention (IJCV ``core/eval.py``): predictions are 8-bit grayscale images (PNG), scored as value / 255 — i.e.
+the truncated, quantised prediction a dataset-mode inference run saves (`ViTAE-Transformer/P3M-Net` core/infer.py and
+core/eval.py). Ground truth is the mask / 255; trimaps are read as stored; face masks are binarised ``> 100``
+(`JizhiziLi/P3M` core/evaluate.py).
 
-Averaging: every metric is computed per image and averaged arithmetically over the images (reference §10.1).
-Privacy metrics are undefined for an image without face pixels (e.g. a back view): such images are left out of
-that mean, and the summary says over how many images each mean is taken. A -T metric of an image whose trimap has
+Averaging: every metric is computed per image and averaged arithmetically over the images (`ViTAE-Transformer/P3M-Net`
+core/eval.py). Privacy metrics are undefined for an image without face pixels (e.g. a back view): such images are left
+out of that mean, and the summary says over how many images each mean is taken. A -T metric of an image whose trimap has
 no unknown pixel is inf or nan, as in the reference code, and so is then the mean.
 
 Importing this module has no side effects; `evaluate_arrays` and `evaluate_dirs` are the API used by training
@@ -34,12 +35,13 @@ import numpy as np
 from tqdm import tqdm
 
 from p3m.atomic import write_bytes_atomic
-from p3m.choices import PROTOCOLS
+from p3m.choices import OUTPUT_KINDS, PROTOCOLS
 from p3m.data.p3m10k import open_dataset
 from p3m.errors import DatasetError, ImageError, P3MError
 from p3m.io import IMAGE_EXTENSIONS, read_mask
 from p3m.metrics.dim import dim_metrics
 from p3m.metrics.p3m import p3m_metrics
+from p3m.workers import Runner
 
 __all__ = [
     "DIM_KEYS",
@@ -269,14 +271,19 @@ def _protocol_title(protocol: str) -> str:
     }[protocol]
 
 
+#: Where each protocol's definitions come from, cited wherever its numbers are shown.
+P3M_PROTOCOL_SOURCE = "the P3M authors' evaluation code, JizhiziLi/P3M core/evaluate.py"
+DIM_PROTOCOL_SOURCE = "the Deep Image Matting MATLAB evaluation code, as in Yaoyi-Li/GCA-Matting DIM_evaluation_code"
+
+
 def _protocol_description(protocol: str) -> str:
     p3m = (
-        "P3M protocol (reference 10.2): whole-image SAD/MAD/MSE, Grad (Gaussian derivatives sigma 1.4, /10), "
-        "Conn (/1000); -T: p forced to 0/1 on the trimap's known pixels; privacy: inside the face mask"
+        f"P3M protocol ({P3M_PROTOCOL_SOURCE}): whole-image SAD/MAD/MSE, Grad (Gaussian derivatives sigma 1.4, "
+        "/10), Conn (/1000); -T: p forced to 0/1 on the trimap's known pixels; privacy: inside the face mask"
     )
     dim = (
-        "DIM protocol (reference 10.3): unknown region only (trimap 128), Deep Image Matting MATLAB "
-        "conventions (mat2gray, normalised 9x9 kernel, replicate border), SAD/Grad/Conn /1000"
+        f"DIM protocol ({DIM_PROTOCOL_SOURCE}): unknown region only (trimap 128), MATLAB conventions (mat2gray, "
+        "normalised 9x9 kernel, replicate border), SAD/Grad/Conn /1000"
     )
     return {"p3m": p3m, "dim": dim, "both": p3m + "; " + dim}[protocol]
 
@@ -330,15 +337,25 @@ def _header(path: Path, problems: list[str], *, grayscale: bool) -> tuple[int, i
 
 
 MATTE_SUFFIX = "_alpha"
+# the other files `p3m matte` writes beside <stem>_alpha.png (p3m.choices.OUTPUT_KINDS): not predictions
+_OTHER_SUFFIXES = tuple(f"_{kind}" for kind in OUTPUT_KINDS if f"_{kind}" != MATTE_SUFFIX)
 
 
 def _accept_matte_names(preds: dict[str, Path], gt: dict[str, Path]) -> dict[str, Path]:
-    """Let `p3m matte` outputs (``<stem>_alpha.png``) stand for ``<stem>`` when no exact-stem prediction exists."""
+    """Read a `p3m matte` output folder: ``<stem>_alpha.png`` stands for ``<stem>`` when no exact-stem prediction
+    exists, and its other kinds (``<stem>_rgba.png``, ``_fg``, ``_composite``) are left out, never reported as
+    extra predictions. A ground truth that is itself named like one of those files keeps its prediction."""
     out = dict(preds)
     for stem in preds:
         base = stem[: -len(MATTE_SUFFIX)]
         if stem.endswith(MATTE_SUFFIX) and stem not in gt and base in gt and base not in preds:
             out[base] = out.pop(stem)
+    for stem in preds:
+        suffix = next((s for s in _OTHER_SUFFIXES if stem.endswith(s)), None)
+        if suffix is not None and stem not in gt:
+            base = stem[: -len(suffix)]
+            if base in gt or base + MATTE_SUFFIX in preds:
+                out.pop(stem, None)
     return out
 
 
@@ -417,15 +434,34 @@ def _score(item: _Item, protocol: str, fast: bool) -> tuple[str, dict[str, float
         return item.name, None, str(exc), (None, None)
 
 
+@dataclass(frozen=True)
+class _Scorer:
+    """`_score` as a worker factory (`p3m.workers.WorkerFactory`) for runners in other processes (a cluster)."""
+
+    protocol: str
+    fast: bool
+
+    def __call__(self):
+        return lambda item, data: _score(item, self.protocol, self.fast)
+
+    def failed(self, item: _Item, message: str) -> tuple:
+        return item.name, None, f"{item.pred}: {message}", (None, None)
+
+
 def _init_worker() -> None:
     import cv2
 
     cv2.setNumThreads(1)
 
 
-def _run(items: Sequence[_Item], protocol: str, fast: bool, workers: int, progress: bool):
+def _run(items: Sequence[_Item], protocol: str, fast: bool, workers: int, progress: bool, runner: Runner | None):
     bar = tqdm(total=len(items), desc="evaluate", unit="img", file=sys.stderr, disable=not progress)
     try:
+        if runner is not None:
+            for _, scored in runner(_Scorer(protocol, fast), items):
+                yield scored
+                bar.update(1)
+            return
         if workers <= 1 or len(items) <= 1:
             for item in items:
                 yield _score(item, protocol, fast)
@@ -474,13 +510,14 @@ def _evaluate_items(
     progress: bool,
     fast: bool,
     source: dict[str, str],
+    runner: Runner | None,
 ) -> EvaluationResult:
     keys = _keys(protocol, with_trimap, with_face, fast)
     result = EvaluationResult(protocol=protocol, keys=keys, excluded=list(missing), source=source)
     n_workers = max(1, min(workers if workers else (os.cpu_count() or 1), len(items)))
     by_name: dict[str, dict[str, float]] = {}
     kinds_by_name: dict[str, tuple] = {}
-    for name, metrics, error, kinds in _run(items, protocol, fast, n_workers, progress):
+    for name, metrics, error, kinds in _run(items, protocol, fast, n_workers, progress, runner):
         if error is not None:
             result.failures.append(error)
         else:
@@ -562,6 +599,7 @@ def evaluate_dirs(
     allow_missing: bool = False,
     progress: bool = False,
     fast: bool = False,
+    runner: Runner | None = None,
 ) -> EvaluationResult:
     """Score every ground-truth matte in ``gt_dir`` against the prediction with the same stem in ``pred_dir``.
 
@@ -569,7 +607,9 @@ def evaluate_dirs(
     (no face). Every problem (missing or extra prediction, size mismatch, non-grayscale or unreadable file) is
     collected and raised at once as `DatasetError`; with ``allow_missing`` missing predictions are listed in
     ``result.excluded`` instead. Files that fail to decode while scoring are skipped and listed in
-    ``result.failures``. ``workers``: processes (default: all cores).
+    ``result.failures``. ``workers``: processes (default: all cores); ``runner`` (`p3m.workers`): score
+    elsewhere instead, e.g. on a Ray cluster (`p3m.cluster.runner.RayRunner`; the files must be where every
+    worker sees them).
     """
     _check_protocol(protocol, trimap_dir is not None)
     _check_folders(
@@ -601,6 +641,7 @@ def evaluate_dirs(
         progress=progress,
         fast=fast,
         source=source,
+        runner=runner,
     )
 
 
@@ -614,6 +655,7 @@ def evaluate_dataset(
     allow_missing: bool = False,
     progress: bool = False,
     fast: bool = False,
+    runner: Runner | None = None,
 ) -> EvaluationResult:
     """`evaluate_dirs` on a P3M-10k test split (``"P3M-500-P"`` or ``"P3M-500-NP"``) found by
     `p3m.data.p3m10k.open_dataset`: its masks, trimaps and (where present) face masks."""
@@ -645,6 +687,7 @@ def evaluate_dataset(
         progress=progress,
         fast=fast,
         source=source,
+        runner=runner,
     )
 
 

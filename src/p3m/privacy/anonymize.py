@@ -13,18 +13,29 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
+from p3m.atomic import is_whole, remove_orphans
 from p3m.data.obfuscate import METHODS, obfuscate, private_area
 from p3m.errors import DatasetError, ImageError, P3MError, os_error_message
-from p3m.io import IMAGE_EXTENSIONS, collect_images, read_image, read_mask, write_image_set
+from p3m.io import (
+    ANONYMIZE_REPORT,
+    IMAGE_EXTENSIONS,
+    collect_images,
+    find_inputs,
+    read_image,
+    read_mask,
+    write_image_set,
+)
 from p3m.privacy.detect import Face, FaceDetector, default_detector
 from p3m.privacy.landmarks import REGION_MODES, FaceOutline, FaceOutliner
 from p3m.privacy.region import MIN_FEATHER, soft_mask
+from p3m.workers import Runner, WorkerFactory, run_here
 
-REPORT_NAME = "anonymize_report.csv"
+REPORT_NAME = ANONYMIZE_REPORT
 REPORT_FIELDS = ("stem", "source", "output", "faces", "boxes", "scores", "regions", "status", "message")
 DEFAULT_MASK_SCALE = 1.1
 DEFAULT_THRESHOLD = 0.2
@@ -214,25 +225,40 @@ def _find_by_stem(folder: Path, stem: str) -> Path | None:
 Progress = Callable[[ImageRecord], None]
 
 
-def _process(
-    source: Path,
-    stem: str,
-    image_out: Path,
-    facemask_out: Path,
-    *,
+@dataclass(frozen=True)
+class AnonymizeTask:
+    """One image to anonymise and where its files go (planned by `anonymize_files` / `anonymize_dataset`).
+
+    ``alpha_path`` / ``trimap_path``: the matte and trimap whose transition band is kept; ``extra_writes``:
+    (source, destination) files re-encoded into the same set (a dataset's mask and trimap)."""
+
+    source: Path
+    stem: str
+    image_out: Path
+    facemask_out: Path
+    alpha_path: Path | None = None
+    trimap_path: Path | None = None
+    extra_writes: tuple[tuple[Path, Path], ...] = ()
+
+
+def anonymize_task(
     detector: FaceDetector,
     outliner: FaceOutliner,
     options: AnonymizeOptions,
-    alpha_path: Path | None,
-    trimap_path: Path | None,
-    extra_writes: Sequence[tuple[Path, Path]] = (),
+    task: AnonymizeTask,
+    data: bytes | None = None,
 ) -> ImageRecord:
-    """Anonymise one file; every failure becomes an "error" record naming the file."""
-    rec = ImageRecord(stem=stem, source=str(source))
+    """Anonymise one image and write its whole set; every failure becomes an "error" record naming the file.
+
+    ``data``: the image file's bytes when they were read already (a cluster reads them where they are stored),
+    else the file is read from ``task.source``; the same pixels either way.
+    """
+    source = task.source
+    rec = ImageRecord(stem=task.stem, source=str(source))
     try:
-        image = read_image(source)
-        alpha = read_mask(alpha_path) if alpha_path is not None else None
-        trimap = read_mask(trimap_path) if trimap_path is not None else None
+        image = read_image(source if data is None else data, name=str(source))
+        alpha = read_mask(task.alpha_path) if task.alpha_path is not None else None
+        trimap = read_mask(task.trimap_path) if task.trimap_path is not None else None
         try:
             result = anonymize_image(
                 image, detector=detector, options=options, alpha=alpha, trimap=trimap, outliner=outliner
@@ -241,10 +267,10 @@ def _process(
             raise ImageError(f"{source}: {exc}") from None
         # Copies (dataset masks, trimaps) are decoded and re-encoded so that they carry no metadata either.
         # The whole set (copies, face mask, image) is written at once, or nothing of it.
-        outputs = [(dst, read_mask(src)) for src, dst in extra_writes]
-        outputs += [(facemask_out, result.private.astype(np.uint8) * 255), (image_out, result.image)]
+        outputs = [(dst, read_mask(src)) for src, dst in task.extra_writes]
+        outputs += [(task.facemask_out, result.private.astype(np.uint8) * 255), (task.image_out, result.image)]
         write_image_set(outputs, quality=options.quality)
-        rec.output = str(image_out)
+        rec.output = str(task.image_out)
         rec.faces = result.faces
         rec.outlines = result.outlines
         rec.status = "ok" if result.faces else "no_face"
@@ -258,6 +284,61 @@ def _process(
     return rec
 
 
+@dataclass(frozen=True)
+class AnonymizeWorker:
+    """A picklable worker factory (`p3m.workers.WorkerFactory`): builds the face detector once (``make_detector``,
+    e.g. ``functools.partial(CenterFaceDetector, 0.2)``) and returns `anonymize_task` bound to it."""
+
+    make_detector: Callable[[], FaceDetector]
+    options: AnonymizeOptions
+
+    def __call__(self) -> Callable[[AnonymizeTask, bytes | None], ImageRecord]:
+        return partial(anonymize_task, self.make_detector(), self.options.outliner(), self.options)
+
+    def failed(self, task: AnonymizeTask, message: str) -> ImageRecord:
+        return ImageRecord(task.stem, str(task.source), status="error", message=f"{task.source}: {message}")
+
+
+def _run_tasks(
+    planned: list[ImageRecord | AnonymizeTask],
+    worker: WorkerFactory,
+    runner: Runner,
+    progress: Progress | None,
+) -> list[ImageRecord]:
+    """Run the planned tasks (records decided while planning stay as they are) -> records in planned order;
+    ``progress`` sees each record as it is done."""
+    records: list[ImageRecord | None] = [p if isinstance(p, ImageRecord) else None for p in planned]
+    slots = [i for i, p in enumerate(planned) if isinstance(p, AnonymizeTask)]
+    decided = iter([i for i, r in enumerate(records) if r is not None] + [len(planned)])
+    next_decided = next(decided)
+
+    def report_decided(before: int) -> None:  # in planned order when the runner keeps it (one machine)
+        nonlocal next_decided
+        while next_decided < before:
+            if progress:
+                progress(planned[next_decided])  # type: ignore[arg-type]
+            next_decided = next(decided)
+
+    for index, rec in runner(worker, [planned[i] for i in slots]):
+        report_decided(slots[index])
+        records[slots[index]] = rec
+        if progress:
+            progress(rec)
+    report_decided(len(planned))
+    return [r for r in records if r is not None]
+
+
+def _worker(
+    detector: FaceDetector | None, make_detector: Callable[[], FaceDetector] | None, options: AnonymizeOptions
+) -> WorkerFactory:
+    """The worker factory: `AnonymizeWorker` when the detector is described by ``make_detector`` (what a cluster
+    needs: each worker builds its own), else one bound to the given (or default) detector, for this process."""
+    if make_detector is not None:
+        return AnonymizeWorker(make_detector, options)
+    fixed = detector or default_detector(DEFAULT_THRESHOLD)
+    return lambda: partial(anonymize_task, fixed, options.outliner(), options)
+
+
 def _refuse_overwrite(planned: Iterable[Path], inputs: Iterable[Path], outdir: Path) -> None:
     """P3MError when any planned output exists (the input images themselves when OUTDIR is their folder)."""
     existing = [p for p in dict.fromkeys(planned) if p.exists()]
@@ -267,6 +348,9 @@ def _refuse_overwrite(planned: Iterable[Path], inputs: Iterable[Path], outdir: P
     originals = sum(p.resolve() in sources for p in existing)
     shown = ", ".join(str(p) for p in existing[:5]) + (f" and {len(existing) - 5} more" if len(existing) > 5 else "")
     what = f", {originals} of them the input images themselves" if originals else ""
+    interrupted = [str(p) for p in existing if not is_whole(p)]  # p3m.atomic.commit_set: a kill mid-set
+    if interrupted:
+        what += f", {len(interrupted)} of them left incomplete by an interrupted run ({', '.join(interrupted[:5])})"
     raise P3MError(
         f"refusing to overwrite {len(existing)} existing file(s) in {outdir}{what}: {shown}; "
         "pass --overwrite or choose another -o"
@@ -283,6 +367,9 @@ def anonymize_files(
     recursive: bool = False,
     progress: Progress | None = None,
     overwrite: bool = False,
+    make_detector: Callable[[], FaceDetector] | None = None,
+    runner: Runner = run_here,
+    collect: Callable[..., tuple[list[Path], list[str], list[Path]]] = find_inputs,
 ) -> AnonymizeReport:
     """Anonymise files/folders/globs into ``outdir/<stem>.<ext>`` + ``outdir/facemask/<stem>.png``.
 
@@ -290,12 +377,15 @@ def anonymize_files(
     their transition band is kept untouched. An image without its matte is an error (nothing written for it). Writes
     ``outdir/anonymize_report.csv``. Existing outputs (the input images themselves when ``outdir`` is their
     folder) are a P3MError before anything is written, unless ``overwrite``.
+
+    ``runner`` (`p3m.workers`): where the images are processed, here by default, or on a cluster
+    (`p3m.cluster.runner.RayRunner`, with a picklable ``make_detector`` that each worker calls once, and
+    ``collect=p3m.cluster.sources.collect_inputs`` for inputs on other file systems).
     """
     options = options or AnonymizeOptions()
-    detector = detector or default_detector(DEFAULT_THRESHOLD)
-    outliner = options.outliner()
+    worker = _worker(detector, make_detector, options)
     outdir = Path(outdir)
-    paths, problems = collect_images(list(inputs), recursive)
+    paths, problems, _ = collect(list(inputs), recursive, verb="anonymize")  # p3m's own outputs are no inputs
     alpha_folder = Path(alpha_dir) if alpha_dir is not None else None
     if alpha_folder is not None and not alpha_folder.is_dir():
         raise P3MError(f"{alpha_folder}: alpha folder not found")
@@ -307,10 +397,13 @@ def anonymize_files(
         for stem, path in first.items():
             planned += [outdir / f"{stem}{_output_suffix(path)}", outdir / "facemask" / f"{stem}.png"]
         _refuse_overwrite(planned, paths, outdir)
-    report = AnonymizeReport(problems=problems)
+    for folder in (outdir, outdir / "facemask"):  # temporary files a killed run left
+        remove_orphans(folder)
+    work: list[ImageRecord | AnonymizeTask] = []
     seen: dict[str, Path] = {}
     for path in paths:
         stem = path.stem
+        rec: ImageRecord | AnonymizeTask
         if stem in seen:
             rec = ImageRecord(
                 stem,
@@ -331,20 +424,15 @@ def anonymize_files(
                     message=f"{path}: no alpha matte {stem}.* or {stem}_alpha.* in {alpha_folder}",
                 )
             else:
-                rec = _process(
+                rec = AnonymizeTask(
                     path,
                     stem,
                     outdir / f"{stem}{_output_suffix(path)}",
                     outdir / "facemask" / f"{stem}.png",
-                    detector=detector,
-                    outliner=outliner,
-                    options=options,
                     alpha_path=alpha_path,
-                    trimap_path=None,
                 )
-        report.records.append(rec)
-        if progress:
-            progress(rec)
+        work.append(rec)
+    report = AnonymizeReport(_run_tasks(work, worker, runner, progress), problems)
     outdir.mkdir(parents=True, exist_ok=True)
     report.write_csv(outdir / REPORT_NAME)
     return report
@@ -358,17 +446,19 @@ def anonymize_dataset(
     options: AnonymizeOptions | None = None,
     progress: Progress | None = None,
     overwrite: bool = False,
+    make_detector: Callable[[], FaceDetector] | None = None,
+    runner: Runner = run_here,
 ) -> AnonymizeReport:
     """Convert ``ROOT/{image or original_image}/`` + ``ROOT/mask/`` (+ optional ``ROOT/trimap/``) to the P3M-10k layout.
 
     Writes ``OUTDIR/blurred_image/<stem>.jpg`` (whatever the method; P3M's folder name), ``OUTDIR/mask/<stem>.png``,
     ``OUTDIR/facemask/<stem>.png`` and, when present, ``OUTDIR/trimap/<stem>.png``; the mask (and trimap) bound
     the transition band that stays untouched. An image without a mask is an error. Existing outputs are a
-    P3MError before anything is written, unless ``overwrite``.
+    P3MError before anything is written, unless ``overwrite``. ``make_detector``, ``runner``: as in
+    `anonymize_files` (the dataset's files must be where every worker sees them).
     """
     options = options or AnonymizeOptions()
-    detector = detector or default_detector(DEFAULT_THRESHOLD)
-    outliner = options.outliner()
+    worker = _worker(detector, make_detector, options)
     root, outdir = Path(root), Path(outdir)
     image_dir = next((root / n for n in ("image", "original_image") if (root / n).is_dir()), None)
     mask_dir = root / "mask"
@@ -390,36 +480,35 @@ def anonymize_dataset(
                 if sub != "trimap" or trimap_dir is not None
             ]
         _refuse_overwrite(planned, paths, outdir)
-    report = AnonymizeReport(problems=problems)
+    for folder in (outdir, *(outdir / sub for sub in ("blurred_image", "mask", "facemask", "trimap"))):
+        remove_orphans(folder)  # temporary files a killed run left
+    work: list[ImageRecord | AnonymizeTask] = []
     seen: set[str] = set()
     for path in paths:
         stem = path.stem
         mask_path = _find_by_stem(mask_dir, stem)
         trimap_path = _find_by_stem(trimap_dir, stem) if trimap_dir is not None else None
+        rec: ImageRecord | AnonymizeTask
         if stem in seen:
             rec = ImageRecord(stem, str(path), status="error", message=f"{path}: duplicate stem {stem}")
         elif mask_path is None:
             rec = ImageRecord(stem, str(path), status="error", message=f"{path}: no mask {stem}.* in {mask_dir}")
         else:
-            extra = [(mask_path, outdir / "mask" / f"{stem}.png")]
+            extra: list[tuple[Path, Path]] = [(mask_path, outdir / "mask" / f"{stem}.png")]
             if trimap_path is not None:
                 extra.append((trimap_path, outdir / "trimap" / f"{stem}.png"))
-            rec = _process(
+            rec = AnonymizeTask(
                 path,
                 stem,
                 outdir / "blurred_image" / f"{stem}.jpg",
                 outdir / "facemask" / f"{stem}.png",
-                detector=detector,
-                outliner=outliner,
-                options=options,
                 alpha_path=mask_path,
                 trimap_path=trimap_path,
-                extra_writes=extra,
+                extra_writes=tuple(extra),
             )
         seen.add(stem)
-        report.records.append(rec)
-        if progress:
-            progress(rec)
+        work.append(rec)
+    report = AnonymizeReport(_run_tasks(work, worker, runner, progress), problems)
     outdir.mkdir(parents=True, exist_ok=True)
     report.write_csv(outdir / REPORT_NAME)
     return report

@@ -65,14 +65,17 @@ def matte_job(
     """Decode, matte and encode one upload -> (PNG bytes, info for the answer's headers)."""
     from p3m.io import encode_image
 
+    t0 = time.perf_counter()
     rgb = decode(data, max_pixels)
+    decoded = time.perf_counter() - t0  # the upload is decoded here; Matter.matte only checks the array it gets
     job = copy.copy(matter)  # shares the network (its lock serialises passes); strategy is per request
     job.strategy = strategy
     result = job.matte(rgb, foreground=output != "alpha")
-    pixels = result.render(output, background)
     t0 = time.perf_counter()
+    pixels = result.render(output, background)
     png = encode_image(pixels, "png")
     seconds = dict(result.info["seconds"], encode=time.perf_counter() - t0)
+    seconds["decode"] += decoded
     info = {"width": rgb.shape[1], "height": rgb.shape[0], "seconds": seconds, "strategy": result.info["strategy"]}
     return png, {**info, "warning": result.info.get("warning", "")}
 

@@ -1,4 +1,5 @@
-"""Resumable P3M-Net trainer: single process or DDP under ``torchrun`` (reference §8).
+"""Resumable P3M-Net trainer: single process or DDP under ``torchrun`` (`JizhiziLi/P3M` core/train.py;
+`ViTAE-Transformer/P3M-Net` core/train.py).
 
 The output folder (`p3m.train.run_folder`) holds ``resume.pt`` (`p3m.train.resume`), ``last.safetensors``, the best
 checkpoint per validation metric, ``train_log.jsonl``, ``config.yaml``, ``curves.png`` and, with the tensorboard
@@ -40,7 +41,7 @@ from p3m.infer.runtime import autocast_dtype, resolve_device
 from p3m.io import read_image, read_mask
 from p3m.metrics.evaluate import evaluate_arrays
 from p3m.models.checkpoint import error_reason, load_checkpoint, read_state_dict, save_checkpoint
-from p3m.models.store import register
+from p3m.models.store import register, replacement_note
 from p3m.train.config import LoopConfig, OptimConfig, TrainConfig, config_from_dict, config_to_dict, load_config
 from p3m.train.data import P3MTrainDataset, ResumableSampler, make_loader, prepare_batch
 from p3m.train.resume import RESUME_FILE, load_resume, rng_state, set_rng_state
@@ -123,7 +124,7 @@ def predict_resize(
     device: torch.device,
     channels_last: bool = False,
 ) -> np.ndarray:
-    """Whole-image RESIZE inference (reference §9.2-§9.3, OpenCV bilinear): fused alpha HxW float in [0, 1].
+    """Whole-image RESIZE inference (`JizhiziLi/P3M` core/test.py, OpenCV bilinear): fused alpha HxW float in [0, 1].
 
     Each side is scaled by ``scale``, floored to a multiple of 32 (at least 32) and capped at ``max_side``.
     """
@@ -175,7 +176,7 @@ def validate(
                     print(f"p3m train: skipping validation image: {exc}", file=sys.stderr)
                     continue
                 if split == "P3M-500-NP":
-                    facemask = None  # privacy metrics are defined on P3M-500-P only (§10.2)
+                    facemask = None  # privacy metrics are defined on P3M-500-P only
                 pred = predict_resize(
                     model,
                     image,
@@ -682,5 +683,9 @@ def _load_backbone(model: torch.nn.Module, path: str) -> None:
 
 def _register(checkpoint: Path, cfg: TrainConfig) -> None:
     assert cfg.register_as is not None
-    path = register(checkpoint, cfg.register_as, arch=cfg.model.arch, origin=f"trained:{cfg.name}")
+    origin = f"trained:{cfg.name} ({checkpoint.resolve().parent})"
+    note = replacement_note(cfg.register_as, origin)
+    path = register(checkpoint, cfg.register_as, arch=cfg.model.arch, origin=origin)
     print(f"p3m train: registered {checkpoint.name} as {cfg.register_as!r} ({path})", file=sys.stderr)
+    if note:
+        print(f"p3m train: note: {note}", file=sys.stderr)
