@@ -16,8 +16,8 @@ No trained P3M-Net checkpoint is needed. For an RGB image (HxWx3 uint8), at a wo
 3. **Pose prior** (`pose`): BlazePose GHUM (`p3m.models.pose_landmark`, Apache-2.0) on the mask's square box
    (no person detector: the selfie mask has found the person), at `pose_side` px: 33 landmarks and a
    full-body person mask. Trusted only where its mask agrees with the selfie mask (IoU >= `pose_agree`; on
-   head-and-shoulders crops the network is lost). With `limb_gaps` (off: it changed nothing on the shared
-   portraits and made a mirrored copy of one worse), the pose mask replaces the selfie prior in the polygons
+   head-and-shoulders crops the network is lost). With `limb_gaps` (off: it changed nothing on the 12 P3M-10k
+   test photos and made a mirrored copy of one worse), the pose mask replaces the selfie prior in the polygons
    between each arm and the torso and between the legs (`p3m.infer.priors.limb_gaps`).
 4. **Hands** (`hands`, needs a trusted pose): MediaPipe's hand landmarks on a crop from the pose's wrist and
    knuckles (no palm detector), for each hand in the image whose wrist is visible and where the selfie prior
@@ -117,7 +117,7 @@ class PortraitSettings:
     pose_margin: float = 0.125  # the box grown by this on each side (MediaPipe's pose crop: 1.25x the body)
     pose_agree: float = 0.9  # the pose prior is used where its mask agrees this well (IoU) with the selfie's
     limb_visibility: float = 0.5  # landmarks used when at least this visible
-    limb_gaps: bool = False  # pose mask in the gaps between limbs (off: +2.8 SAD on a mirrored shared portrait)
+    limb_gaps: bool = False  # pose mask in the gaps between limbs (off: +2.8 SAD on a mirrored test photo)
     gap_feather: float = 0.005  # pose mask blended into the limb gaps over this (std. dev., of the long side)
     hands: bool = True  # hand landmarks where the pose sees a wrist and the selfie prior is weak round it
     hand_weak: float = 0.95  # "weak": mean selfie prior over the hand's crop below this
