@@ -373,19 +373,10 @@ def solve_band(
     return BandSolution(alpha, "guess", 0)
 
 
-def solve_alpha(
-    image: np.ndarray,
-    trimap: np.ndarray,
-    guess: np.ndarray | None = None,
-    *,
-    eps: float = 1e-7,
-    rtol: float = 1e-4,
-    maxiter: int = 1000,
-    ridge: float = 1e-6,
-) -> np.ndarray:
+def solve_alpha(image: np.ndarray, trimap: np.ndarray, guess: np.ndarray | None = None, **options: float) -> np.ndarray:
     """HxW float32 alpha in [0, 1] from an HxWx3 image (uint8, or float in [0, 1]) and a {0, 128, 255} trimap:
-    `solve_band(...).alpha` (same arguments)."""
-    return solve_band(image, trimap, guess, eps=eps, rtol=rtol, maxiter=maxiter, ridge=ridge).alpha
+    `solve_band(image, trimap, guess, **options).alpha` (options: eps, rtol, maxiter, ridge)."""
+    return solve_band(image, trimap, guess, **options).alpha  # type: ignore[arg-type]
 
 
 def warm_up() -> None:
