@@ -1,8 +1,9 @@
 """The built-in route with and without its second prior (pose, hands, person check), side by side in one run.
 
 "old" is the route as it was before the second prior (selfie prior + closed-form matting: `PortraitSettings(pose=
-False, hands=False, person_check=False)`), "new" the defaults. On the 12 shared real portraits (reference mattes) and
-on four altered copies of each, to check that settings chosen on the originals do not overfit them: mirrored,
+False, hands=False, person_check=False)`), "new" with hands (`PortraitSettings(hands=True)`, `p3m matte --hands`).
+On the 12 shared real portraits (reference mattes) and on four altered copies of each, to check that settings
+chosen on the originals do not overfit them: mirrored,
 half-size, JPEG quality 60 and greyscale (the reference altered the same way where it changes); per variant the
 mean and worst SAD (sum |alpha - reference| / 1000), the worst IoU of the > 0.5 regions, and the image whose SAD
 changed most. scikit-image's astronaut has no reference matte: it is reported as the old/new SAD between the two
@@ -11,7 +12,7 @@ mattes and the share of the image each keeps. Then the cost: old and new timed o
 
     P3M_TESTDATA=DIR .venv/bin/python -m benchmarks.bench_route_priors [--repeat 3] [--json out.json]
 
-Needs the shared test data (../shared/testdata or $P3M_TESTDATA); exits with a message without it.
+Needs the P3M demo portraits (`JizhiziLi/P3M` demo/imgs) in $P3M_TESTDATA; exits with a message without it.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from p3m.infer.portrait import STEPS, PortraitMatting, PortraitSettings
 from tests.paths import PORTRAITS
 
 OLD = PortraitSettings(pose=False, hands=False, person_check=False)
+NEW = PortraitSettings(hands=True)  # the whole second prior (`p3m matte --hands`)
 
 
 def _jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
@@ -128,7 +130,7 @@ def main() -> None:
     for p in paths:
         rgb = cv2.cvtColor(cv2.imread(str(p), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
         data.append((p.stem, rgb, cv2.imread(str(PORTRAITS / "reference_alpha" / f"{p.stem}.png"), 0)))
-    old, new = PortraitMatting(OLD), PortraitMatting()
+    old, new = PortraitMatting(OLD), PortraitMatting(NEW)
     out = {"quality": quality(old, new, data), "cost": cost(old, new, data, args.repeat)}
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))

@@ -42,7 +42,14 @@ def photo(name: str) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def route() -> PortraitMatting:
+    """The default route: selfie prior, closed-form matting, the person check (face, then pose)."""
     return PortraitMatting()
+
+
+@pytest.fixture(scope="module")
+def hands_route() -> PortraitMatting:
+    """The route that also looks for hands (`p3m matte --hands`, `Matter(hands=True)`)."""
+    return PortraitMatting(PortraitSettings(hands=True))
 
 
 @pytest.fixture(scope="module")
@@ -143,11 +150,11 @@ def hand_pixels(name: str, shape: tuple[int, int], mirrored: bool) -> list[np.nd
 @pytest.mark.slow
 @pytest.mark.parametrize("mirrored", [False, True])
 @pytest.mark.parametrize("name", sorted(PHOTOS))
-def test_hands_are_kept(route, name, mirrored):
+def test_hands_are_kept(hands_route, name, mirrored):
     """At least 98% of each hand's pixels above alpha 0.5 (the selfie prior alone keeps 87% of the walking
     woman's hand in the mirrored photo, 97.5% of the capped man's; with the hand prior 99.2-100%)."""
     rgb = photo(name)[:, ::-1].copy() if mirrored else photo(name)
-    result = route.run(rgb)
+    result = hands_route.run(rgb)
     for hand in hand_pixels(name, rgb.shape[:2], mirrored):
         assert hand.sum() > 300
         kept = float((result.alpha[hand] > 0.5).mean())
@@ -224,11 +231,45 @@ def test_band_solver_falls_back_to_jacobi_then_to_the_guess(monkeypatch):
 
 
 @pytest.mark.slow
-def test_route_output_is_byte_identical_run_to_run(route):
+def test_route_output_is_byte_identical_run_to_run(hands_route):
     rgb = photo("walking")  # pose prior trusted, hands found: every step runs
-    first = route.run(rgb)
+    first = hands_route.run(rgb)
     assert first.info["pose_prior"] and first.info["hands"] >= 1
-    again = route.run(rgb)
-    fresh = PortraitMatting().run(rgb)
+    again = hands_route.run(rgb)
+    fresh = PortraitMatting(PortraitSettings(hands=True)).run(rgb)
     assert first.alpha.tobytes() == again.alpha.tobytes() == fresh.alpha.tobytes()
     assert first.info == again.info == fresh.info
+
+
+@pytest.mark.slow
+def test_the_default_route_runs_the_pose_network_only_when_no_face_settles_the_person_check(route):
+    """The pose network costs about what the selfie prior costs: by default it runs for the person check alone,
+    and only when the face detectors find no face (a back view); a frontal face never pays for it."""
+    calls = []
+    real = route.pose
+
+    def counted(image, mask):
+        calls.append(mask.shape)
+        return real(image, mask)
+
+    route.pose = counted
+    try:
+        frontal = route.run(photo("cap"))
+        assert frontal.info["face"] > 0 and frontal.info["person"] == "face" and calls == []
+        route.face_score = lambda image: 0.0  # as for a back view: the pose network decides
+        faceless = route.run(photo("cap"))
+        assert len(calls) == 1 and faceless.info["person"] == "two priors agree" and faceless.warning == ""
+        assert np.array_equal(faceless.alpha, frontal.alpha)  # the check never changes the matte
+    finally:
+        del route.pose, route.face_score
+    assert "hands" in frontal.info and frontal.info["hands"] == 0
+
+
+def test_hands_reach_the_route_from_matter_and_the_cli():
+    from p3m import Matter
+    from p3m.cli import build_parser
+
+    assert Matter(hands=True).session.route.settings.hands
+    assert not Matter().session.route.settings.hands
+    args = build_parser().parse_args(["matte", "x.jpg", "-o", "out", "--hands"])
+    assert args.hands

@@ -119,7 +119,7 @@ class PortraitSettings:
     limb_visibility: float = 0.5  # landmarks used when at least this visible
     limb_gaps: bool = False  # pose mask in the gaps between limbs (off: +2.8 SAD on a mirrored test photo)
     gap_feather: float = 0.005  # pose mask blended into the limb gaps over this (std. dev., of the long side)
-    hands: bool = True  # hand landmarks where the pose sees a wrist and the selfie prior is weak round it
+    hands: bool = False  # hand landmarks where the pose sees a wrist and the selfie prior is weak (about 2x the time)
     hand_weak: float = 0.95  # "weak": mean selfie prior over the hand's crop below this
     hand_bone: float = 0.05  # hand seeds: bones this wide (fraction of the hand's size) and the palm
     hand_zone: float = 0.2  # unknown round the bones: this far on each side (fraction of the hand's size)
@@ -421,16 +421,23 @@ class PortraitMatting:
                 return max(f.score for f in faces)
         return 0.0
 
-    def _person(self, image: np.ndarray, mask: np.ndarray, prob: np.ndarray, agree: float, info: dict) -> str:
-        """The person verdict (`p3m.infer.priors.person_verdict`); its evidence goes into `info`."""
+    def _person(self, image: np.ndarray, mask: np.ndarray, prob: np.ndarray, pose: Pose | None, info: dict) -> str:
+        """The person verdict (`p3m.infer.priors.person_verdict`); its evidence goes into `info`.
+
+        The face detectors first (a few ms); the pose network (as costly as the selfie prior) only when they find
+        no face (back views, small or turned heads), and only when the route has not run it already."""
         s = self.settings
         confident = np.count_nonzero(mask & (prob >= s.seed_threshold)) / max(1, int(np.count_nonzero(mask)))
         info["confident"] = round(confident, 4)
-        evidence = PersonEvidence(agreement=agree, confident=confident)
+        evidence = PersonEvidence(self.face_score(image), 0.0, confident)
+        info["face"] = round(evidence.face, 4)
         verdict = person_verdict(evidence, agree=s.person_agree, confident=s.person_confident)
-        if not verdict:  # the face detectors run only when the priors do not settle it
-            evidence = PersonEvidence(self.face_score(image), agree, confident)
-            info["face"] = round(evidence.face, 4)
+        if not verdict and s.pose:
+            if pose is None:
+                pose = self.pose(image, mask)
+            agree = agreement(pose.segmentation >= 0.5, mask) if pose is not None else 0.0
+            info["pose_agreement"] = round(agree, 4)
+            evidence = PersonEvidence(evidence.face, agree, confident)
             verdict = person_verdict(evidence, agree=s.person_agree, confident=s.person_confident)
         return verdict
 
@@ -457,10 +464,13 @@ class PortraitMatting:
         if not mask.any():
             return RouteResult(np.zeros((h, w), np.float32), NO_PERSON, {"person": ""}, timings)
         info: dict[str, Any] = {}
-        pose = self.pose(image, mask) if s.pose else None
+        # the pose network runs here only for the steps that use its landmarks or mask (hands, limb gaps); the
+        # person check asks for it later, and only when no face settles that question
+        pose = self.pose(image, mask) if s.pose and (s.hands or s.limb_gaps) else None
         agree = agreement(pose.segmentation >= 0.5, mask) if pose is not None else 0.0
         trusted = pose is not None and agree >= s.pose_agree
-        info["pose_agreement"], info["pose_prior"] = round(agree, 4), trusted
+        if pose is not None:
+            info["pose_agreement"], info["pose_prior"] = round(agree, 4), trusted
         if pose is not None and trusted and s.limb_gaps:
             gaps = limb_gaps(pose.landmarks, mask.shape, min_visibility=s.limb_visibility)
             if gaps.any():
@@ -484,7 +494,7 @@ class PortraitMatting:
             alpha[alpha < s.clean] = 0.0
             alpha[alpha > 1.0 - s.clean] = 1.0
         lap("refine")
-        info["person"] = verdict = self._person(image, mask, prob, agree, info) if s.person_check else "not checked"
+        info["person"] = verdict = self._person(image, mask, prob, pose, info) if s.person_check else "not checked"
         lap("person")
         if (hw, ww) != (h, w):  # bilinear: stays in [0, 1]; one full-size array, nothing else at full size
             alpha = cv2.resize(alpha, (w, h), interpolation=cv2.INTER_LINEAR)

@@ -24,7 +24,7 @@ from torch import nn
 
 from p3m.choices import BACKENDS, RESIZE_MODES, STRATEGIES, check_choice
 from p3m.errors import CheckpointError
-from p3m.infer.portrait import PortraitMatting, working_size
+from p3m.infer.portrait import PortraitMatting, PortraitSettings, working_size
 from p3m.infer.runtime import OnnxNet, TorchNet, resolve_precision
 from p3m.infer.strategies import NetFn, plan_passes, predict
 from p3m.models.registry import find_config
@@ -222,9 +222,9 @@ class PortraitSession:
 
     uses_strategies = False
 
-    def __init__(self, device: str = "cpu") -> None:
+    def __init__(self, device: str = "cpu", *, hands: bool = False) -> None:
         self.weights: Path | None = builtin_entry().path
-        self.route = PortraitMatting(device=device)
+        self.route = PortraitMatting(PortraitSettings(hands=hands), device=device)
 
     def plan(self, height: int, width: int, options: StrategyOptions) -> dict[str, Any]:
         return {
@@ -287,20 +287,23 @@ def new_session(
     backend: str = "auto",
     device: str = "cpu",
     precision: str = "auto",
+    hands: bool = False,
 ) -> MattingSession:
     """Load the model a user named -> its session.
 
     weights: a file, a name from `p3m models`, or None for the default (the published P3M-Net when it is in the
     model folder, else `portrait-cf`). arch: the architecture wanted (must agree with the weights). backend:
     "auto" (.onnx -> onnxruntime, else torch), "torch" or "onnxruntime". device: a resolved device
-    (`p3m.infer.runtime.resolve_device`). Raises CheckpointError (one line) for weights that cannot be used so.
+    (`p3m.infer.runtime.resolve_device`). hands: the built-in route also finds hands by their landmarks and keeps
+    them (`p3m.infer.portrait.PortraitSettings.hands`; about twice the time; other models ignore it). Raises
+    CheckpointError (one line) for weights that cannot be used so.
     """
     check_choice("backend", backend, BACKENDS)
     path, arch, name = _locate(weights, arch, backend)
     if arch == BUILTIN:
         if backend == "onnxruntime":
             raise CheckpointError(f"{BUILTIN} runs on the torch backend only; use --backend auto or torch")
-        return PortraitSession(device)
+        return PortraitSession(device, hands=hands)
     warning = _synthetic_warning(name) if trained_on_synthetic(path) else ""
     if backend == "auto":
         backend = "onnxruntime" if path.suffix == ".onnx" else "torch"
