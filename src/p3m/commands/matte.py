@@ -159,6 +159,12 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         "fastest) or pymatting (pymatting's numba implementation)",
     )
     parser.add_argument("--tile", type=_tile_count, default=1024, help="highres tile side (default 1024)")
+    parser.add_argument(
+        "--hands",
+        action="store_true",
+        help="built-in portrait-cf: also find hands by their landmarks and keep raised hands and fingers "
+        "(about twice the time per image)",
+    )
 
 
 def _background(text: str) -> tuple[int, int, int] | np.ndarray:
@@ -187,6 +193,7 @@ def _matter_args(args: argparse.Namespace) -> dict:
         "resize_mode": args.resize_mode,
         "foreground_method": args.foreground_method,
         "tile": args.tile,
+        "hands": args.hands,
     }
 
 
