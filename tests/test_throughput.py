@@ -3,12 +3,15 @@ replaced (tests/reference/foreground_before.py), on real photos and on synthetic
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
+from PIL import Image
 
 from p3m.infer import foreground as fgmod
 from p3m.infer.multilevel import level_sizes
-from p3m.io import read_image, read_mask
+from p3m.io import encode_image, read_image, read_mask
 from tests.paths import PORTRAITS, REAL_PHOTOS, REFERENCE_ALPHA
 from tests.reference.foreground_before import previous_estimate_foreground, previous_multilevel_foreground
 
@@ -72,3 +75,29 @@ def test_level_sizes_follow_the_published_rule() -> None:
     assert heights[0] == widths[0] == 1 and heights[-1] == 1080 and widths[-1] == 778
     assert len(heights) == 12  # ceil(log2(1080)) + 1 levels
     assert list(heights) == [round(1080 ** (k / 11)) for k in range(12)]
+
+
+def _png_chunks(data: bytes) -> list[bytes]:
+    chunks, pos = [], 8
+    while pos < len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        chunks.append(data[pos + 4 : pos + 8])
+        pos += 12 + length
+    return chunks
+
+
+@pytest.mark.parametrize("shape", [(37, 53), (37, 53, 3), (37, 53, 4)])
+def test_png_encoding_is_lossless_and_carries_only_the_image(shape) -> None:
+    rng = np.random.default_rng(7)
+    pixels = rng.integers(0, 256, shape, dtype=np.uint8)
+    data = encode_image(pixels, "png")
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    assert set(_png_chunks(data)) == {b"IHDR", b"IDAT", b"IEND"}  # no text, time, colour-profile or EXIF chunk
+    with Image.open(io.BytesIO(data)) as img:
+        assert img.mode == {1: "L", 3: "RGB", 4: "RGBA"}[shape[2] if len(shape) == 3 else 1]
+        np.testing.assert_array_equal(np.asarray(img), pixels)
+    # views are written as their pixels, bool masks as 0 / 255
+    with Image.open(io.BytesIO(encode_image(pixels[::-1, ::2], "png"))) as img:
+        np.testing.assert_array_equal(np.asarray(img), pixels[::-1, ::2])
+    with Image.open(io.BytesIO(encode_image(pixels[..., 0] > 127 if len(shape) == 3 else pixels > 127, "png"))) as img:
+        assert set(np.unique(np.asarray(img))) <= {0, 255}
