@@ -1,17 +1,25 @@
 """The default job's speed-ups keep its outputs: the compiled foreground estimator against the numpy code it
-replaced (tests/reference/foreground_before.py), on real photos and on synthetic mattes."""
+replaced (tests/reference/foreground_before.py), on real photos and on synthetic mattes; the PNG encoder (lossless,
+no metadata); the folder pipeline (`p3m.workers.run_stages`, `p3m.infer.batch.matte_here`) against one image after
+the other."""
 
 from __future__ import annotations
 
 import io
+import threading
+import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from p3m.infer import foreground as fgmod
+from p3m.infer.batch import matte_here, matte_job, plan_outputs, prepare_output_folders, set_state
+from p3m.infer.matter import Matter
 from p3m.infer.multilevel import level_sizes
-from p3m.io import encode_image, read_image, read_mask
+from p3m.infer.strategies import NetOutput
+from p3m.io import encode_image, read_image, read_mask, write_image
+from p3m.workers import run_stages
 from tests.paths import PORTRAITS, REAL_PHOTOS, REFERENCE_ALPHA
 from tests.reference.foreground_before import previous_estimate_foreground, previous_multilevel_foreground
 
@@ -101,3 +109,90 @@ def test_png_encoding_is_lossless_and_carries_only_the_image(shape) -> None:
         np.testing.assert_array_equal(np.asarray(img), pixels[::-1, ::2])
     with Image.open(io.BytesIO(encode_image(pixels[..., 0] > 127 if len(shape) == 3 else pixels > 127, "png"))) as img:
         assert set(np.unique(np.asarray(img))) <= {0, 255}
+
+
+# ----------------------------------------------------------------------------- the folder pipeline
+
+
+def test_run_stages_keeps_order_and_runs_stages_at_once() -> None:
+    seen: dict[str, set[int]] = {"a": set(), "b": set()}
+    active = []
+
+    def stage(name: str, delay: float):
+        def fn(value):
+            seen[name].add(threading.get_ident())
+            active.append(threading.active_count())
+            time.sleep(delay * (1 + value % 3))
+            return value * 10 if name == "a" else value + 1
+
+        return fn
+
+    out = list(run_stages([stage("a", 0.002), stage("b", 0.001)], list(range(20))))
+    assert out == [(i, i * 10 + 1) for i in range(20)]
+    assert seen["a"].isdisjoint(seen["b"]) and threading.get_ident() not in seen["a"] | seen["b"]
+    assert list(run_stages([stage("a", 0)], [])) == []
+
+
+def test_run_stages_raises_a_stage_bug_here_and_stops_early() -> None:
+    def bad(value):
+        if value == 3:
+            raise KeyError("bug")
+        return value
+
+    before = threading.active_count()
+    got = []
+    with pytest.raises(KeyError, match="bug"):
+        for index, value in run_stages([lambda v: v, bad], list(range(100))):
+            got.append((index, value))
+    assert got == [(0, 0), (1, 1), (2, 2)]
+    # an iterator closed early (an interrupt) stops its threads too
+    it = run_stages([lambda v: v, lambda v: v], list(range(100)))
+    assert next(it) == (0, 0)
+    it.close()
+    deadline = time.monotonic() + 5
+    while threading.active_count() > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert threading.active_count() == before
+
+
+class _BrightnessNet:
+    """A NetFn: the local alpha is a smooth function of each pixel's brightness, classes from thresholds."""
+
+    def __call__(self, x: np.ndarray) -> NetOutput:
+        local = (1 / (1 + np.exp(-3 * x.mean(1)))).astype(np.float32)
+        classes = np.where(local > 0.8, 2, np.where(local < 0.2, 0, 1)).astype(np.uint8)
+        return NetOutput(classes, local, local)
+
+
+def test_matte_here_writes_what_matte_job_writes_and_reports_bad_files(tmp_path) -> None:
+    rng = np.random.default_rng(8)
+    src = tmp_path / "in"
+    src.mkdir()
+    paths = []
+    for i in range(5):
+        path = src / f"p{i}.png"
+        if i == 2:
+            path.write_bytes(b"not an image")
+        else:
+            xx = np.arange(90)[None, :, None]
+            base = np.sin(xx / (5 + i)) * 100 + 128 + rng.normal(0, 20, (70, 90, 1)) + np.array([0, 30 * i, -20])
+            write_image(path, np.clip(base, 0, 255).astype(np.uint8))
+        paths.append(path)
+    matter = Matter.from_network(_BrightnessNet(), strategy="resize")
+    kinds = ["alpha", "rgba", "fg", "composite"]
+    piped, _ = plan_outputs(paths, tmp_path / "piped", kinds)
+    one_by_one, _ = plan_outputs(paths, tmp_path / "seq", kinds)
+    prepare_output_folders(piped + one_by_one)
+    outcomes = list(matte_here(matter, piped, background=(0, 90, 200)))
+    assert [i for i, _ in outcomes] == list(range(5))
+    errors = [o.error for _, o in outcomes if o.error]
+    assert len(errors) == 1 and errors[0].startswith(f"{paths[2]}: ") and "\n" not in errors[0]
+    for job in one_by_one:
+        matte_job(matter, job, background=(0, 90, 200))
+    for (src_path, outs), (_, seq_outs) in zip(piped, one_by_one, strict=True):
+        for kind in kinds:
+            if src_path == paths[2]:
+                assert not outs[kind].exists() and not seq_outs[kind].exists()
+            else:
+                assert outs[kind].read_bytes() == seq_outs[kind].read_bytes(), (src_path, kind)
+    assert set_state(piped[0][1]) == "done"
