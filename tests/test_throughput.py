@@ -196,3 +196,25 @@ def test_matte_here_writes_what_matte_job_writes_and_reports_bad_files(tmp_path)
             else:
                 assert outs[kind].read_bytes() == seq_outs[kind].read_bytes(), (src_path, kind)
     assert set_state(piped[0][1]) == "done"
+
+
+def test_matte_here_gives_the_route_one_torch_thread_less_and_restores_it(tmp_path, monkeypatch) -> None:
+    import torch
+
+    path = tmp_path / "p.png"
+    write_image(path, np.full((80, 72, 3), 120, np.uint8))
+    jobs, _ = plan_outputs([path], tmp_path / "out", ["alpha"])
+    prepare_output_folders(jobs)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for matter, want in ((Matter(), 1), (Matter.from_network(_BrightnessNet(), strategy="resize"), 2)):
+            seen = []
+            original = matter.matte
+            monkeypatch.setattr(
+                matter, "matte", lambda image, m=original, s=seen: s.append(torch.get_num_threads()) or m(image)
+            )
+            assert [o.error for _, o in matte_here(matter, jobs)] == [None]
+            assert seen == [want] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
