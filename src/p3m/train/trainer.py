@@ -1,4 +1,5 @@
-"""Resumable P3M-Net trainer: single process or DDP under ``torchrun`` (reference §8).
+"""Resumable P3M-Net trainer: single process or DDP under ``torchrun`` (`JizhiziLi/P3M` core/train.py;
+`ViTAE-Transformer/P3M-Net` core/train.py).
 
 The output folder (`p3m.train.run_folder`) holds ``resume.pt`` (`p3m.train.resume`), ``last.safetensors``, the best
 checkpoint per validation metric, ``train_log.jsonl``, ``config.yaml``, ``curves.png`` and, with the tensorboard
@@ -123,7 +124,7 @@ def predict_resize(
     device: torch.device,
     channels_last: bool = False,
 ) -> np.ndarray:
-    """Whole-image RESIZE inference (reference §9.2-§9.3, OpenCV bilinear): fused alpha HxW float in [0, 1].
+    """Whole-image RESIZE inference (`JizhiziLi/P3M` core/test.py, OpenCV bilinear): fused alpha HxW float in [0, 1].
 
     Each side is scaled by ``scale``, floored to a multiple of 32 (at least 32) and capped at ``max_side``.
     """
@@ -175,7 +176,7 @@ def validate(
                     print(f"p3m train: skipping validation image: {exc}", file=sys.stderr)
                     continue
                 if split == "P3M-500-NP":
-                    facemask = None  # privacy metrics are defined on P3M-500-P only (§10.2)
+                    facemask = None  # privacy metrics are defined on P3M-500-P only
                 pred = predict_resize(
                     model,
                     image,
