@@ -26,6 +26,8 @@ the server and the page. It is a pure function of arrays (no I/O, no shared stat
 
 from __future__ import annotations
 
+from typing import Any
+
 import cv2
 import numpy as np
 
@@ -87,37 +89,15 @@ def blur_fusion_foreground(image01: np.ndarray, alpha: np.ndarray, radii: tuple[
     return f
 
 
-def multilevel_foreground(
-    image01: np.ndarray,
-    alpha: np.ndarray,
-    *,
-    regularization: float = 1e-5,
-    n_small_iterations: int = 20,
-    n_big_iterations: int = 4,
-    small_size: int = 32,
-    gradient_weight: float = 1.0,
-    band_only_above: int | None = 200_000,
-) -> tuple[np.ndarray, np.ndarray]:
+def multilevel_foreground(image01: np.ndarray, alpha: np.ndarray, **settings: Any) -> tuple[np.ndarray, np.ndarray]:
     """Multi-level (F, B) estimation (Germer et al. 2020): HxWx3 float in [0, 1], HxW alpha -> two HxWx3 float32.
 
-    band_only_above: on pyramid levels with more pixels than this, only the unknown band (0 < a < 1,
-    grown by one pixel) is updated; the rest keeps the values brought up from the coarser level. Only
-    band pixels are used in the end, and their updates read just their 4 neighbours, so this changes
-    little (see tests) while making the fine levels cost what the band costs. None updates everything.
-    Compiled (`p3m.infer.multilevel`).
+    settings: those of `p3m.infer.multilevel.multilevel` (regularization, iterations per level, the band-only
+    levels), where the compiled estimator lives.
     """
     from p3m.infer.multilevel import multilevel  # numba: loaded when a cutout is estimated, not by every import
 
-    return multilevel(
-        image01,
-        alpha,
-        regularization=regularization,
-        n_small_iterations=n_small_iterations,
-        n_big_iterations=n_big_iterations,
-        small_size=small_size,
-        gradient_weight=gradient_weight,
-        band_only_above=band_only_above,
-    )
+    return multilevel(image01, alpha, **settings)
 
 
 def _pymatting_foreground(image01: np.ndarray, alpha: np.ndarray) -> np.ndarray:

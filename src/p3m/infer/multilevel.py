@@ -240,7 +240,15 @@ def multilevel(
     gradient_weight: float = 1.0,
     band_only_above: int | None = 200_000,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(F, B), each HxWx3 float32 in [0, 1], of an HxWx3 float image in [0, 1] and its HxW alpha in [0, 1]."""
+    """(F, B), each HxWx3 float32 in [0, 1], of an HxWx3 float image in [0, 1] and its HxW alpha in [0, 1].
+
+    regularization, gradient_weight: the smoothness weight between neighbours is ``regularization + gradient_weight
+    * |a - a_neighbour|``. n_small_iterations on levels of at most small_size x small_size, n_big_iterations on the
+    others. band_only_above: on levels with more pixels than this, only the unknown band (0 < a < 1, grown by one
+    pixel) is updated; the rest keeps the values brought up from the coarser level. Only band pixels are used in
+    the end, and their updates read just their 4 neighbours, so this changes little (tested) while making the fine
+    levels cost what the band costs. None updates everything.
+    """
     image01 = np.ascontiguousarray(image01, dtype=np.float32)
     alpha = np.ascontiguousarray(alpha, dtype=np.float32)
     args = _args(
