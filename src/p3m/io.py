@@ -255,8 +255,8 @@ def _pixels(array: np.ndarray) -> np.ndarray:
 def _encode_png(pixels: np.ndarray) -> bytes:
     """PNG of HxW / HxWx3 / HxWx4 uint8 pixels (no metadata chunks) by libpng through OpenCV, zlib level 1 with the
     Up filter on every row: on the 2-core CPU dev machine a 1080x1920 RGBA cutout takes 0.08 s instead of PIL's
-    0.47 s at level 6 (adaptive filters), for files 2-3 % larger (benchmarks/bench_throughput.py). OpenCV also lets
-    other threads run while it encodes."""
+    0.47 s at level 6 (adaptive filters); cutouts come out 2-3 % larger, mattes about a third
+    (benchmarks/RESULTS.md). OpenCV also lets other threads run while it encodes."""
     import cv2  # loaded by the verbs that write images, not by every import of p3m.io
 
     if pixels.ndim == 3:
