@@ -1,7 +1,8 @@
 """`p3m matte INPUT... -o OUT`: alpha mattes and decontaminated cutouts for files, folders and globs.
 
 Wiring only: the options, `p3m.io.collect_images`, `p3m.infer.batch.plan_outputs`, then `Matter` and
-`p3m.infer.batch.matte_job` per image (here, or on a Ray cluster with `--cluster`), with one line per problem.
+`p3m.infer.batch.matte_here` (decode, alpha and output stages on three threads; or `matte_job` per image on a Ray
+cluster with `--cluster`), with one line per problem.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import argparse
 import sys
 import warnings
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -207,11 +207,10 @@ def _open_matter(args: argparse.Namespace):
 
 def _outcomes(args: argparse.Namespace, matter, jobs: list, background):
     """(index, MatteOutcome) per job, here or, with --cluster, on Ray actors that load the model this run resolved."""
-    from p3m.infer.batch import MatteWorker, matte_job  # torch, as above
-    from p3m.workers import run_here
+    from p3m.infer.batch import MatteWorker, matte_here  # torch, as above
 
     if args.cluster is None:
-        return run_here(lambda: partial(matte_job, matter, background=background), jobs)
+        return matte_here(matter, jobs, background=background)
     from p3m.cluster.runner import RayRunner
 
     worker = MatteWorker.like(matter, _matter_args(args), background)

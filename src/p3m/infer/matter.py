@@ -53,6 +53,14 @@ class MatteResult:
     info: dict[str, Any] = field(default_factory=dict)
     foreground_method: str = "ml"
 
+    def add_foreground(self) -> MatteResult:
+        """Estimate the foreground colours and the cutout (once: kept when present) -> this result."""
+        if self.foreground is None:
+            self.foreground = estimate_foreground(self.image, self.alpha, self.foreground_method)
+        if self.cutout is None:
+            self.cutout = cutout_rgba(self.foreground, self.alpha)
+        return self
+
     def alpha_uint8(self, rounding: str = "round") -> np.ndarray:
         """Alpha as uint8 ("truncate" = the published dataset-mode cast)."""
         return alpha_to_uint8(self.alpha, rounding)
@@ -220,8 +228,7 @@ class Matter:
         t2 = time.perf_counter()
         result = MatteResult(alpha=alpha, image=rgb, foreground_method=self.foreground_method)
         if foreground:
-            result.foreground = estimate_foreground(rgb, alpha, self.foreground_method)
-            result.cutout = cutout_rgba(result.foreground, alpha)
+            result.add_foreground()
         t3 = time.perf_counter()
         plan = self.plan(*rgb.shape[:2])
         result.info = {
