@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import dataclasses
 import os
 import platform
 import statistics
@@ -287,17 +286,6 @@ def real_mattes(photos: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return mattes
 
 
-class _LiteralP3M:
-    """An outliner whose outlines carry no identifying core: the private area is P3M's literal R_face minus the
-    whole transition band (p3m before the band was cut at the core), for comparison."""
-
-    def __init__(self, outliner: FaceOutliner) -> None:
-        self.outliner = outliner
-
-    def outlines(self, image: np.ndarray, faces: list[Face]) -> list:
-        return [dataclasses.replace(o, core=None) for o in self.outliner.outlines(image, faces)]
-
-
 def measure_reid() -> None:
     from p3m.privacy.reid import reidentify, shared_recognizer
 
@@ -316,7 +304,11 @@ def measure_reid() -> None:
     for name, image in photos.items():
         faces = detector.detect(image)
         alpha, found, blurred = mattes[name], [], {}
-        variants = {"no matte": (None, outliner), "matte": (alpha, outliner), "literal": (alpha, _LiteralP3M(outliner))}
+        variants = {
+            "no matte": (None, outliner),
+            "matte": (alpha, outliner),
+            "literal": (alpha, FaceOutliner(core=False)),
+        }
         for variant, (matte, chosen) in variants.items():
             for method in methods:
                 options = AnonymizeOptions(method=method)

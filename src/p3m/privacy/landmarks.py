@@ -303,10 +303,19 @@ class FaceOutliner:
     mode: "landmarks" (P3M's region, the covering shape where the mesh is not trusted) or "ellipse" (the box
     ellipse at ``ellipse_scale``, rotated by the eye line: p3m's region before the landmarks). forehead: the
     landmark region reaches the top of the forehead instead of the brows. mesh: a `FaceMesh` (default: one
-    shared CPU instance, loaded on first use).
+    shared CPU instance, loaded on first use). core: give each outline its identifying core (`FaceOutline.core`);
+    False leaves it None, and the whole transition band is then kept (P3M's literal P = R_face \\ R_trans).
     """
 
-    def __init__(self, mode: str = "landmarks", *, forehead: bool = False, ellipse_scale: float = 1.1, mesh=None):
+    def __init__(
+        self,
+        mode: str = "landmarks",
+        *,
+        forehead: bool = False,
+        ellipse_scale: float = 1.1,
+        mesh=None,
+        core: bool = True,
+    ):
         if mode not in REGION_MODES:
             raise ValueError(f"unknown region {mode!r}; choose from {', '.join(REGION_MODES)}")
         if not ellipse_scale > 0:
@@ -315,6 +324,7 @@ class FaceOutliner:
         self.forehead = forehead
         self.ellipse_scale = float(ellipse_scale)
         self._mesh = mesh
+        self.core = core
 
     @property
     def mesh(self):
@@ -324,7 +334,10 @@ class FaceOutliner:
 
     def outlines(self, image: np.ndarray, faces: Sequence[Face]) -> list[FaceOutline]:
         """One `FaceOutline` per face of an (H, W, 3) uint8 RGB image, in the order of ``faces``."""
-        faces = list(faces)
+        found = self._outlines(image, list(faces))
+        return found if self.core else [replace(o, core=None) for o in found]
+
+    def _outlines(self, image: np.ndarray, faces: list[Face]) -> list[FaceOutline]:
         if self.mode == "ellipse":
             return [
                 FaceOutline(f, ellipse_polygon(*face_ellipse(f, self.ellipse_scale)), "ellipse", core=keypoint_core(f))
