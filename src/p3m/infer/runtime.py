@@ -44,6 +44,7 @@ __all__ = [
     "OnnxNet",
     "TorchNet",
     "autocast_dtype",
+    "fold_batch_norms",
     "native_bf16",
     "prepare_for_inference",
     "resolve_device",
@@ -119,19 +120,99 @@ def autocast_dtype(amp: str, device: str | torch.device) -> torch.dtype | None:
     return None if dtype == torch.float32 else dtype
 
 
+def fold_batch_norms(model: nn.Module, example: Tensor) -> int:
+    """Fold every eval-mode BatchNorm2d that reads a Conv2d's output directly into that convolution; in place.
+
+    The pairs are found by running `example` (a small input the model accepts) once with hooks: a BatchNorm2d whose
+    input is the unmodified tensor a Conv2d returned, read by no other module, becomes nn.Identity, and the
+    convolution takes its affine map (`torch.nn.utils.fusion.fuse_conv_bn_eval`). The folded model is then run on
+    `example` again; if any output moved by more than rounding (a conv output read by plain tensor code too), every
+    pair is put back. Why: eval-mode BatchNorm is a per-channel affine map costing a full pass over the activations
+    (15 % of P3M-Net R34's CPU time). Returns the number of pairs folded (0 when the model has no such pair).
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    model.eval()
+    produced: dict[int, tuple[nn.Module, Tensor, int]] = {}  # id of a conv output -> (conv, the output, its version)
+    readers: dict[int, list[nn.Module]] = {}
+
+    def after_conv(module: nn.Module, _inputs: Any, output: Tensor) -> None:
+        produced[id(output)] = (module, output, output._version)  # the reference keeps the id unique
+
+    def before_leaf(module: nn.Module, inputs: tuple[Any, ...]) -> None:
+        for t in inputs:
+            entry = produced.get(id(t)) if isinstance(t, Tensor) else None
+            if entry is not None and entry[1] is t:
+                # an in-place change between the conv and this reader makes the pair unfoldable
+                readers.setdefault(id(t), []).append(module if t._version == entry[2] else nn.Identity())
+
+    leaves = [m for m in model.modules() if not list(m.children())]
+    if not any(isinstance(m, nn.BatchNorm2d) for m in leaves):
+        return 0
+    handles = [m.register_forward_pre_hook(before_leaf) for m in leaves]
+    handles += [m.register_forward_hook(after_conv) for m in leaves if isinstance(m, nn.Conv2d)]
+    try:
+        with torch.no_grad():
+            reference = [t.clone() for t in _tensors(model(example))]
+    finally:
+        for h in handles:
+            h.remove()
+    returned = {id(t) for t in reference}
+    swap: dict[nn.Module, nn.Module] = {}
+    for key, (conv, _, _) in produced.items():
+        users = readers.get(key, [])
+        if len(users) == 1 and isinstance(users[0], nn.BatchNorm2d) and key not in returned:
+            bn = users[0]
+            if conv not in swap and bn not in swap and not bn.training and bn.track_running_stats:
+                swap[conv] = fuse_conv_bn_eval(conv, bn)  # type: ignore[arg-type]
+                swap[bn] = nn.Identity()
+    _replace_children(model, swap)
+    with torch.no_grad():
+        folded = _tensors(model(example))
+    if not all(torch.allclose(a, b.to(a.dtype), rtol=1e-3, atol=1e-4) for a, b in zip(reference, folded, strict=True)):
+        _replace_children(model, {new: old for old, new in swap.items()})
+        return 0
+    return len(swap) // 2
+
+
+def _tensors(outputs: Any) -> list[Tensor]:
+    """The tensors of a model's outputs (a tensor, or a tuple with Nones)."""
+    items = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
+    return [t for t in items if isinstance(t, Tensor)]
+
+
+def _replace_children(model: nn.Module, swap: dict[nn.Module, nn.Module]) -> None:
+    """Replace each child module found in `swap` by its value, wherever it is attached (modules can be shared)."""
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if child in swap:
+                setattr(parent, name, swap[child])
+
+
 def prepare_for_inference(
     model: nn.Module,
     device: str | torch.device,
     *,
     precision: str = "auto",
     channels_last: bool = True,
+    fold_bn: bool | None = None,
 ) -> nn.Module:
     """Put `model` in eval mode on `device`, cast to `precision`, channels_last; in place, returns it.
 
+    fold_bn: fold each BatchNorm into the convolution before it (`fold_batch_norms`, in fp32 before the cast);
+    None (default) folds for bf16 and fp16 only. fp32 stays the eager computation op for op: folding changes
+    activations by rounding, and where a ReLU leaves a 2x2 max-pool window of exact zeros the rounding moves the
+    pooling index that P3M-Net's unpooling reuses (local alpha up to 0.014 apart on a random-weight R34), so the
+    fp32 path that is tested against the published code is left as published.
     The model then expects inputs of that dtype (use `InferenceRunner` to get casts both ways).
     """
     dtype = DTYPES[resolve_precision(precision, device)]
     model.eval().requires_grad_(False)
+    if fold_bn is None:
+        fold_bn = dtype != torch.float32
+    if fold_bn:
+        example = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+        fold_batch_norms(model, example.to(next(model.parameters()).device))
     model.to(device=torch.device(device), dtype=dtype)
     if channels_last:
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stub lacks this overload
