@@ -6,11 +6,14 @@ PNG. "published" is the literal transcription of the authors' test code (`tests/
 `inference_once` and the HYBRID strategy of `JizhiziLi/P3M` core/test.py with scikit-image's resize; fp32, NCHW, every
 output computed in both passes), reading with PIL and writing with OpenCV as that script does. The p3m rows are
 `p3m.infer.matter.Matter.from_network(...).matte(path)` with the default fast resize and `p3m.io.write_image`, at
-precision "auto" (bf16 where the CPU has it) and "fp32" (what a CPU without bf16 runs), each with and without the
-BatchNorm folding of `p3m.infer.runtime.fold_batch_norms` ("unfolded": the path before it). Random-initialised
-P3M-Net R34 of the published size (no published weights are shipped; timing does not depend on the values). Every
-variant is warmed up once (oneDNN builds its kernels on the first calls per shape), then the variants run
-interleaved round by round, so each ratio comes from the same machine state; the spread is min..max over rounds.
+precision "auto" (bf16 where the CPU has it; also "unfolded", without the BatchNorm folding of
+`p3m.infer.runtime.fold_batch_norms`, i.e. the path before it) and "fp32" (what a CPU without bf16 runs with torch),
+and the same network exported once to ONNX (`p3m.infer.export.export_onnx`, not timed: `p3m export` is run once)
+run by ONNX Runtime's CPU provider in fp32 (`Matter(weights="x.onnx")`, the other choice on a CPU without bf16).
+Random-initialised P3M-Net R34 of the published size (no published weights are shipped; timing does not depend on
+the values). Every variant is warmed up once (oneDNN builds its kernels on the first calls per shape), then the
+variants run interleaved round by round, so each ratio comes from the same machine state; reported per round, with
+the best (lowest) time of each variant beside them.
 
     .venv/bin/python -m benchmarks.bench_published [--rounds 3] [--json benchmarks/results/cpu_published.json]
 """
@@ -18,6 +21,7 @@ interleaved round by round, so each ratio comes from the same machine state; the
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -37,6 +41,7 @@ from PIL import Image
 
 import p3m.infer.runtime as runtime
 from benchmarks.bench_infer import make_image
+from p3m.infer.export import export_onnx
 from p3m.infer.matter import Matter
 from p3m.io import write_image
 from p3m.models import create
@@ -75,12 +80,16 @@ def main() -> int:
     torch.manual_seed(0)
     model = create("p3m-r34").eval()
     variants = {"published": published(model)}
-    precisions = ["auto", "fp32"] if runtime.native_bf16("cpu") else ["fp32"]
-    for precision in precisions:
-        variants[f"p3m {precision} unfolded"] = p3m_variant(model, precision, fold=False)
-        variants[f"p3m {precision}"] = p3m_variant(model, precision, fold=True)
-    times: dict[str, list[float]] = {name: [] for name in variants}
+    if runtime.native_bf16("cpu"):
+        variants["p3m auto unfolded"] = p3m_variant(model, "auto", fold=False)
+        variants["p3m auto"] = p3m_variant(model, "auto", fold=True)
+    variants["p3m fp32"] = p3m_variant(model, "fp32", fold=True)
     with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = Path(tmp) / "r34.onnx"
+        export_onnx(copy.deepcopy(model), onnx_path, verify=False)
+        onnx_matter = Matter(weights=str(onnx_path), strategy="hybrid", device="cpu")
+        variants["p3m onnxruntime fp32"] = lambda path, out: write_image(out, onnx_matter.matte(path).alpha_uint8())
+        times: dict[str, list[float]] = {name: [] for name in variants}
         path = make_image(1080, 1620, Path(tmp))
         outs = {name: Path(tmp) / f"{k}.png" for k, name in enumerate(variants)}
         for name, run in variants.items():  # warm-up
@@ -106,6 +115,7 @@ def main() -> int:
         "rounds": args.rounds,
         "seconds": {name: [round(v, 3) for v in t] for name, t in times.items()},
         "median_s": {name: round(statistics.median(t), 3) for name, t in times.items()},
+        "best_s": {name: round(min(t), 3) for name, t in times.items()},
         # per round, so both sides of a ratio saw the same load
         "speedup_vs_published": {
             name: [round(p / v, 2) for p, v in zip(times["published"], t, strict=True)]
