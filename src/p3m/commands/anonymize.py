@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from p3m.choices import OBFUSCATION_METHODS
 from p3m.cluster import add_cluster_option
 from p3m.commands._types import add_detection_threshold, add_single_scale, face_detector_factory, hide_aliases
 from p3m.errors import P3MError
@@ -31,9 +32,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     out = parser.add_argument("-o", "--out", "--output", required=True, metavar="OUT", help="output folder")
     hide_aliases(out, "--output")
     parser.add_argument("--dataset", metavar="ROOT", help="convert a dataset ROOT/{image|original_image, mask} instead")
-    parser.add_argument(
-        "--method", choices=("blur", "mosaic", "zero"), default="blur", help="obfuscation (default blur)"
-    )
+    parser.add_argument("--method", choices=OBFUSCATION_METHODS, default="blur", help="obfuscation (default blur)")
     parser.add_argument(
         "--alpha",
         metavar="DIR",

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from p3m.choices import PROTOCOLS
 from p3m.cluster import add_cluster_option
 from p3m.commands._types import hide_aliases, positive
 from p3m.errors import P3MError
@@ -40,7 +41,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--split", choices=SPLIT_CHOICES, help="test split of --dataset")
     parser.add_argument(
         "--protocol",
-        choices=("p3m", "dim", "both"),
+        choices=PROTOCOLS,
         default="p3m",
         help="P3M (whole image, default), DIM (unknown region, needs trimaps) or both",
     )
