@@ -106,6 +106,7 @@ def test_validation_predicts_with_the_test_strategies_size_rule():
         predict_validation(net, image[:40, :40], ValConfig(scale=0.5))
 
 
+@pytest.mark.slow  # 30 steps of training: about 6 s of CPU, a tenth of the fast loop
 def test_loss_goes_down_on_tiny_set(synth_root, tmp_path):
     torch.manual_seed(0)
     # whole-image crops, fixed trimap kernel: the same two samples every step, so the loss must fall
