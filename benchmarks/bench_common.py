@@ -8,7 +8,7 @@ from tests.paths import SHARED_TESTDATA
 
 
 def testdata_dir(arg: str | None) -> Path | None:
-    """The shared test data folder: `arg`, else the tests' one ($P3M_TESTDATA or ../shared/testdata); None when
+    """The shared test data folder: `arg`, else the tests' one (`tests.paths.SHARED_TESTDATA`: $P3M_TESTDATA); None when
     absent."""
     for candidate in (arg, SHARED_TESTDATA):
         if candidate and (Path(candidate) / "portraits" / "reference_alpha").is_dir():

@@ -302,7 +302,7 @@ def stage_profile(ds, indices: list[tuple[int, int]], which: str) -> dict[str, f
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", choices=("portraits", "synth"), default="portraits")
-    parser.add_argument("--testdata", help="test data folder (with portraits/); default ../shared/testdata")
+    parser.add_argument("--testdata", help="test data folder (with portraits/); default $P3M_TESTDATA")
     parser.add_argument("--images", type=int, default=12, help="training images (default 12)")
     parser.add_argument("--size", type=synth_size, default=(1080, 1440), help="HxW for --source synth")
     parser.add_argument("--samples", type=int, default=48, help="samples per case and round (default 48)")

@@ -1,6 +1,6 @@
 """Benchmark end-to-end `matte`: decode -> strategy (network + resizes) -> foreground -> encode, and peak memory.
 
-Cases (H x W): 512x512 (hybrid), 1080x1620 (hybrid, a real test portrait when ../shared/testdata is
+Cases (H x W): 512x512 (hybrid), 1080x1620 (hybrid, a real test portrait when $P3M_TESTDATA is
 there, else a synthetic one), 3840x2160 (highres). Per case: first call (warm-up: oneDNN / cuDNN
 kernel choice, CUDA graph capture) and the median of --repeat timed calls with the split into decode,
 network, foreground, encode; peak RSS of the process during the case (/proc VmHWM, reset per case via

@@ -15,8 +15,8 @@ per pair" refers to. Times are CPU seconds of this single-threaded process (``ti
 machine) and wall seconds, best of ``--repeat`` runs for the fast code and of ``--ref-repeat`` runs for the reference.
 
 Usage, from the repository root: ``.venv/bin/python -m benchmarks.bench_metrics [--testdata DIR] [--pairs N]
-[--size 1080]`` (``P3M_TESTDATA`` may point to the test data folder; default ``../shared/testdata`` beside the
-repository).
+[--size 1080]`` (``P3M_TESTDATA`` points to the test data folder: the P3M demo portraits of `JizhiziLi/P3M`
+demo/imgs as portraits/image and portraits/reference_alpha).
 """
 
 from __future__ import annotations

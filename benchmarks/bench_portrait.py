@@ -1,6 +1,6 @@
 """Quality and speed of the built-in portrait route (`p3m.infer.portrait`) on the 12 real test portraits.
 
-For every portrait of ../shared/testdata/portraits (image/*.jpg against reference_alpha/*.png), on the CPU with
+For every portrait of $P3M_TESTDATA/portraits (image/*.jpg against reference_alpha/*.png), on the CPU with
 `--threads` torch threads (default 2): SAD (sum |alpha - reference| / 1000 over the whole image), MSE, IoU of
 the alpha > 0.5 regions, seconds for the whole route (prior + mask + trimap + closed-form + upsampling, after
 one warm-up call) and the peak resident memory of the process during that image (/proc VmHWM, reset per image
@@ -11,7 +11,8 @@ measured in the same run for the ratio.
     .venv/bin/python -m benchmarks.bench_portrait                       # both routes, table
     .venv/bin/python -m benchmarks.bench_portrait --json out.json --no-prototype
 
-Needs the shared test data next to the repository (../shared/testdata); exits with a message without it.
+Needs the 12 P3M demo portraits (`JizhiziLi/P3M` demo/imgs: original/*.jpg as portraits/image, alpha/*.png as
+portraits/reference_alpha; MIT) in the folder $P3M_TESTDATA names; exits with a message without it.
 """
 
 from __future__ import annotations
@@ -155,8 +156,8 @@ def main() -> None:
     paths = sorted((PORTRAITS / "image").glob("*.jpg"))
     if not paths:
         raise SystemExit(
-            f"no test portraits under {PORTRAITS}: the shared test data (../shared/testdata next to "
-            f"the repository) is needed for this benchmark"
+            f"no test portraits under {PORTRAITS}: set P3M_TESTDATA to a folder with portraits/image/*.jpg and "
+            "portraits/reference_alpha/*.png (the 12 P3M demo portraits, JizhiziLi/P3M demo/imgs/original and alpha)"
         )
     if args.images:
         paths = paths[: args.images]

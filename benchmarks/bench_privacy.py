@@ -16,7 +16,7 @@ Run, from the repository root: `.venv/bin/python -m benchmarks.bench_privacy MEA
 - ``figure``: the side-by-side picture of docs/privacy.md (P3M's obfuscated faces above, p3m's below).
 
 Everything is measured in this one run on this machine; state the machine when quoting the numbers. The shared
-portraits come from `tests.paths` (``$P3M_TESTDATA`` or ``../shared/testdata``).
+portraits come from `tests.paths` (``$P3M_TESTDATA``: the P3M demo portraits, `JizhiziLi/P3M` demo/imgs).
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ NOT_RUN = {
     "--device cuda": "needs a CUDA GPU",
     "p3m serve": "starts a server that runs until stopped; tests/test_serve_*.py start it and send these requests",
     "p3m train p3m-": "trains a published recipe on the real P3M-10k (its data.root), days on a GPU",
+    "--cluster": "starts or joins a Ray cluster; tests/test_cluster.py runs these jobs on a local cluster it starts",
 }
 # Commands run with smaller sizes than written (same options otherwise): added or replaced arguments.
 TINY_BENCHMARK = [
@@ -203,9 +204,8 @@ def _reason_not_run(command: Command) -> str | None:
 def test_the_documents_have_commands_to_check():
     commands = [c for d in DOCUMENTS for c in shell_commands(d)]
     assert len([c for c in commands if _program(c) == "p3m"]) >= 25
-    assert {_program(c) for c in commands} <= {"p3m", "make", "curl", "torchrun", ".venv/bin/python", "python"}, {
-        str(c) for c in commands if _program(c) not in {"p3m", "make", "curl", "torchrun"}
-    }
+    known = {"p3m", "make", "curl", "torchrun", ".venv/bin/python", "python", "pip", "ray"}
+    assert {_program(c) for c in commands} <= known, {str(c) for c in commands if _program(c) not in known}
 
 
 def test_every_inline_p3m_command_names_real_options():
@@ -225,6 +225,10 @@ def test_other_programs_say_where_they_run():
                 assert "-m benchmarks." in command.text, command
                 near = " ".join(lines[max(0, command.line - 4) : command.line])
                 assert "repository root" in near, f"{command}: say that it runs in the repository root"
+            elif program == "pip":  # only p3m itself, with extras the package declares
+                assert re.fullmatch(r"pip install '?p3m(\[[a-z,]+\])?'?", command.text.split("#")[0].strip()), command
+            elif program == "ray":  # starting or joining a cluster (docs/cluster.md)
+                assert command.text.startswith("ray start "), command
             elif program == "torchrun":  # the p3m command it launches must parse
                 tail = command.text.split("train", 1)[1]
                 _check_options(["p3m", "train", *shlex.split(tail)], command)
@@ -312,3 +316,15 @@ def _read_sample(text: str) -> list[Command]:
         path.write_text(text)
         commands = shell_commands(path)
     return [Command(REPO / "README.md", c.line, c.text) for c in commands]
+
+
+def test_shipped_texts_cite_public_sources():
+    """A user's clone has only the project: docs, docstrings, configs and reports cite the papers and the authors'
+    repositories, never the project's internal specification (its section signs) or a folder beside the checkout."""
+    shipped = [*DOCUMENTS, *(REPO / "src" / "p3m").rglob("*.py"), *(REPO / "src" / "p3m" / "configs").rglob("*.yaml")]
+    found = []
+    for path in shipped:
+        text = path.read_text(encoding="utf-8")
+        for pattern in (r"§\s*\d", r"\.\./shared\b", r"p3m-reference"):
+            found += [f"{path.relative_to(REPO)}: {m[0]!r}" for m in re.finditer(pattern, text)]
+    assert not found, found

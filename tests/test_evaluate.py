@@ -45,7 +45,8 @@ def _read(path: Path) -> np.ndarray:
 
 
 def _perturb(mask: np.ndarray, seed: int) -> np.ndarray:
-    """A plausible saved prediction: blurred, shifted, truncated to 8 bit (reference §9.6)."""
+    """A plausible saved prediction: blurred, shifted, truncated to 8 bit (`ViTAE-Transformer/P3M-Net`
+    core/infer.py)."""
     rng = np.random.default_rng(seed)
     alpha = mask.astype(np.float64) / 255
     pred = cv2.GaussianBlur(alpha, (0, 0), 1.3)

@@ -1,4 +1,4 @@
-"""Losses of reference §8.2-§8.4 against literal NumPy re-implementations written here."""
+"""P3M-Net's losses (`JizhiziLi/P3M` core/train.py) against literal NumPy re-implementations written here."""
 
 from __future__ import annotations
 

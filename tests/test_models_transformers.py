@@ -1,4 +1,5 @@
-"""Swin-T and ViTAE-S encoders of P3M-Net: key names, sizes, shapes, masks, Performer (reference §5, §6)."""
+"""Swin-T and ViTAE-S encoders of P3M-Net: key names, sizes, shapes, masks, Performer (`ViTAE-Transformer/P3M-Net`
+core/network/)."""
 
 from __future__ import annotations
 
@@ -29,8 +30,8 @@ from p3m.models.vitae import (
 
 torch.set_num_threads(1)
 
-SWIN_ENCODER_PARAMS = 26_475_354  # 45,128,206 (reference §5.3) minus the 18,652,852-parameter decoder
-VITAE_ENCODER_PARAMS = 19_166_312  # 27,463,052 (reference §6.3) minus the 8,296,740-parameter decoder
+SWIN_ENCODER_PARAMS = 26_475_354  # 45,128,206 (the IJCV paper's parameter count) minus the 18,652,852-parameter decoder
+VITAE_ENCODER_PARAMS = 19_166_312  # 27,463,052 (the IJCV paper's parameter count) minus the 8,296,740-parameter decoder
 
 
 def n_params(module: torch.nn.Module) -> int:

@@ -285,6 +285,7 @@ def test_a_folder_of_own_outputs_only_is_no_input(tiny, tmp_path, capsys) -> Non
     out = tmp_path / "out"
     _inputs(tmp_path / "in", 1)
     assert main(["matte", str(tmp_path / "in"), "-o", str(out), "--weights", tiny, "-q"]) == 0
+    capsys.readouterr()  # the first run's summary line
     assert main(["matte", str(out), "-o", str(tmp_path / "again"), "--weights", tiny]) == 2
     err = capsys.readouterr().err
     assert "no input images (left out 2 file(s) that p3m wrote" in err and err.count("\n") == 1

@@ -228,7 +228,7 @@ def test_settings_validate_and_default_to_loopback():
 def test_explicit_weights_that_do_not_exist_refuse_to_start(home, tmp_path):
     from p3m.serve import ServeSettings, create_app
 
-    with pytest.raises(CheckpointError, match="not found"):
+    with pytest.raises(CheckpointError, match="no such file"):
         create_app(ServeSettings(weights=str(tmp_path / "missing.safetensors")))
 
 
@@ -698,7 +698,7 @@ def test_cli_errors_are_one_line(home, weights, tmp_path, capsys):
 
     assert main(["serve", "--weights", str(tmp_path / "missing.safetensors"), "--port", "0"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("p3m serve: error:") and "not found" in err and "\n" not in err
+    assert err.startswith("p3m serve: error:") and "no such file" in err and "\n" not in err
 
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))

@@ -110,7 +110,7 @@ def test_demo_from_an_empty_folder(installed, tmp_path):
     printed = _run(cmd, cwd=tmp_path, env=env).stdout
     out = tmp_path / "out"
     assert (out / "benchmark" / "report" / "report.html").is_file() and "| P3M-Net R34 |" in printed
-    alpha = np.asarray(Image.open(out / "cutouts" / "portraits" / "astronaut_alpha.png"), dtype=np.float64) / 255
+    alpha = np.asarray(Image.open(out / "cutouts" / "photos" / "astronaut_alpha.png"), dtype=np.float64) / 255
     assert alpha.shape == (512, 512) and 0.3 < alpha.mean() < 0.8  # the astronaut, not the whole frame
     assert len(list((out / "cutouts" / "synthetic").glob("*_rgba.png"))) == 2
 

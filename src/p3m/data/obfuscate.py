@@ -1,12 +1,13 @@
-"""P3M-style face obfuscation: the private area and the blur / mosaic / zero operators (reference §2).
+"""P3M-style face obfuscation: the private area and the blur / mosaic / zero operators (Li et al., ACM MM 2021; figure
+demo/face_obfuscation.jpg of `JizhiziLi/P3M`).
 
 The private area is P = R_face \\ R_trans: the face region minus the matting transition band, so hair and
-outline pixels that matter for matting stay untouched (§2.1). `obfuscate` replaces the pixels of P and
+outline pixels that matter for matting stay untouched. `obfuscate` replaces the pixels of P and
 returns every other pixel bit-identical. P is a bool mask (a hard edge, as in P3M's released images) or float
 weights in [0, 1] (the anti-aliased regions of `p3m.privacy.region.soft_mask`): a pixel of weight w becomes
 ``w * O(I) + (1 - w) * I``.
 
-Operator scale. The P3M authors publish neither the blur σ nor the mosaic cell size (§2.2, "not published").
+Operator scale. The P3M authors publish neither the blur σ nor the mosaic cell size.
 Here both scale with the size of each connected component of P, measured as ``sqrt(bbox_w * bbox_h)``
 of the component (a band cut through the face leaves holes; the bounding box is robust to them):
 
@@ -94,7 +95,8 @@ def private_area(
     band_dilation: int = 3,
     band_edge: float = 0.0,
 ) -> np.ndarray:
-    """P = R_face \\ R_trans (reference §2.1): bool HxW for a bool face region, float32 weights for a soft one.
+    """P = R_face \\ R_trans (Li et al., ACM MM 2021; figure demo/face_obfuscation.jpg of `JizhiziLi/P3M`): bool HxW for
+    a bool face region, float32 weights for a soft one.
 
     A soft region's weights are 0 on the band and, with ``band_edge`` > 1 px, rise over that many px from it
     (``min(1, d / band_edge)``, d the distance to the nearest band pixel), so the obfuscation also fades out

@@ -1,6 +1,6 @@
 """The P3M-10k dataset on disk: discovery of both release layouts, pairing by stem, validation.
 
-Layouts accepted (reference §1.3, §1.4):
+Layouts accepted (the 2021 and 2024 releases, `JizhiziLi/P3M` and `ViTAE-Transformer/P3M-Net` READMEs):
 
 - test splits under ``validation/P3M-500-P`` (README trees, IJCV code) or directly under the root
   (``JizhiziLi/P3M:core/config.py``); when both exist, ``validation/`` wins;
@@ -74,7 +74,7 @@ class P3M10k:
         return list(self._splits[name])
 
     def ppt(self) -> dict:
-        """The Privacy-Preserving Training setting (reference §11.1): train obfuscated, test on both."""
+        """The Privacy-Preserving Training setting (Li et al., ACM MM 2021): train obfuscated, test on both."""
         return {"train": "train", "test": ["P3M-500-P", "P3M-500-NP"]}
 
     def __len__(self) -> int:

@@ -6,10 +6,9 @@ larger than the output; the alpha matte is the exact area coverage of that canva
 so hair strands thinner than a pixel get fractional alpha. The foreground colour is the coverage-weighted
 mean of the canvas colours, and the image is the composite ``alpha * fg + (1 - alpha) * bg``.
 
-Train and P3M-500-P images get the P3M face obfuscation (reference §2.1): private area = facemask minus the
-transition band, then blur (`p3m.data.obfuscate`). P3M-500-NP keeps faces. Test trimaps come from
-`trimap_from_alpha(mask, kernel_size_for_test_split(H, W))`.
-"""
+Train and P3M-500-P images get the P3M face obfuscation (Li et al., ACM MM 2021; figure demo/face_obfuscation.jpg of
+`JizhiziLi/P3M`): private area = facemask minus the transition band, then blur (`p3m.data.obfuscate`). P3M-500-NP keeps
+faces. Test trimaps come from `trimap_from_alpha(mask, kernel_size_for_test_split(H, W))`."""
 
 from __future__ import annotations
 
@@ -85,7 +84,7 @@ class SynthConfig:
     size: tuple[int, int] = (320, 320)  # (H, W)
     seed: int = 0
     two_person_prob: float = 0.2
-    back_view_prob: float = 0.1  # back-view portraits: no face, nothing to obfuscate (reference §1.1)
+    back_view_prob: float = 0.1  # back-view portraits: no face, nothing to obfuscate (P3M-10k, Li et al., ACM MM 2021)
     supersample: int = 0  # canvas scale (alpha takes 1/supersample**2 steps); 0: auto, see `auto_supersample`
     jpeg_quality: int = 95
     obfuscation: str = "blur"

@@ -1,6 +1,6 @@
-"""Trimaps from alpha mattes: the reference `gen_trimap_with_dilate` (reference §8.1 step 1).
+"""Trimaps from alpha mattes: the reference `gen_trimap_with_dilate` (`JizhiziLi/P3M` core/data.py).
 
-Values follow reference §0: 0 = background, 128 = unknown/transition, 255 = foreground.
+Values as in P3M's trimaps: 0 = background, 128 = unknown/transition, 255 = foreground.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ def trimap_from_alpha(alpha_u8: np.ndarray, kernel_size: int) -> np.ndarray:
     """
     alpha = np.asarray(alpha_u8)
     if alpha.ndim == 3:
-        alpha = alpha[..., 0]  # masks stored with 3 channels use channel 0 (reference §1.2)
+        alpha = alpha[..., 0]  # masks stored with 3 channels use channel 0 (`JizhiziLi/P3M` core/evaluate.py)
     if alpha.ndim != 2:
         raise ValueError(f"alpha must be HxW, got shape {alpha.shape}")
     if alpha.dtype != np.uint8:

@@ -1,12 +1,11 @@
 """Image resize functions of the inference path.
 
-`resize_paper` is the function R of the published test code (reference §9.1): scikit-image 0.14.5's
-`resize(img, (h, w))` defaults, i.e. bilinear, no anti-aliasing, constant (zero) border, clipped to the
-input range, uint8 scaled to float in [0, 1]. It is written here as two separable gathers so that it
-is fast and keeps constant regions exactly constant (the HYBRID rule compares against exactly 0 and
-exactly 255). `resize_fast` is the same sampling geometry with a replicated border (OpenCV
-`INTER_LINEAR` on float32): no darkened one-pixel frame, several times faster.
-"""
+`resize_paper` is the function R of the published test code (`JizhiziLi/P3M` core/util.py, used by core/test.py):
+scikit-image 0.14.5's `resize(img, (h, w))` defaults, i.e. bilinear, no anti-aliasing, constant (zero) border, clipped
+to the input range, uint8 scaled to float in [0, 1]. It is written here as two separable gathers so that it is fast and
+keeps constant regions exactly constant (the HYBRID rule compares against exactly 0 and exactly 255). `resize_fast` is
+the same sampling geometry with a replicated border (OpenCV `INTER_LINEAR` on float32): no darkened one-pixel frame,
+several times faster."""
 
 from __future__ import annotations
 

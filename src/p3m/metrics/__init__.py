@@ -1,6 +1,6 @@
 """Matting metrics: pure functions of arrays.
 
-Two protocols that must never be mixed in one table (reference §10): the **P3M protocol** (`p3m.metrics.p3m`,
+Two protocols that must never be mixed in one table: the **P3M protocol** (`p3m.metrics.p3m`,
 whole image, the official P3M / GFM evaluation code) and the **DIM protocol** (`p3m.metrics.dim`, unknown region,
 the Deep Image Matting MATLAB code).
 """

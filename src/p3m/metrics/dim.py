@@ -1,4 +1,5 @@
-"""DIM protocol (reference §10.3): unknown-region metrics of the Deep Image Matting MATLAB evaluation code.
+"""DIM protocol (`Yaoyi-Li/GCA-Matting` DIM_evaluation_code/): unknown-region metrics of the Deep Image Matting MATLAB
+evaluation code.
 
 Transcribes ``compute_sad_loss.m``, ``compute_mse_loss.m``, ``compute_gradient_loss.m`` (with ``gaussgradient.m``),
 ``compute_connectivity_error.m`` and the scaling of ``evaluate.m``. Only the unknown region U (trimap == 128)
@@ -143,7 +144,8 @@ def dim_conn(pred: np.ndarray, gt: np.ndarray, trimap: np.ndarray, step: float =
     for i in range(1, len(thresholds)):
         t32 = np.float32(thresholds[i])  # single vs double comparison happens in single in MATLAB
         omega = _largest_component_column_major((p32 >= t32) & (a32 >= t32))
-        if omega is None:  # no component at this threshold: skipped, as in the P3M protocol (reference §10.2)
+        # no component at this threshold: skipped, as in the P3M protocol (`JizhiziLi/P3M` core/evaluate.py)
+        if omega is None:
             continue
         l_map[(l_map == -1) & ~omega] = thresholds[i - 1]
     l_map[l_map == -1] = 1.0

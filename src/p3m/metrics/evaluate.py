@@ -1,15 +1,16 @@
 """Evaluate alpha predictions against ground truth: file matching, parallel scoring, summaries and tables.
 
-Protocols (reference §10): ``"p3m"`` (whole image, the official P3M code; the default), ``"dim"`` (unknown region,
+Protocols: ``"p3m"`` (whole image, the official P3M code; the default), ``"dim"`` (unknown region,
 the Deep Image Matting MATLAB code; needs trimaps) or ``"both"``. Every table states its protocol.
 
-Reading convention (IJCV ``core/eval.py``): predictions are 8-bit grayscale images (PNG), scored as value / 255 —
-i.e. the truncated, quantised prediction a dataset-mode inference run saves (reference §9.6, §10.1). Ground truth
-is the mask / 255; trimaps are read as stored; face masks are binarised ``> 100`` (reference §1.2).
+Reading convention (IJCV ``core/eval.py``): predictions are 8-bit grayscale images (PNG), scored as value / 255 — i.e.
+the truncated, quantised prediction a dataset-mode inference run saves (`ViTAE-Transformer/P3M-Net` core/infer.py and
+core/eval.py). Ground truth is the mask / 255; trimaps are read as stored; face masks are binarised ``> 100``
+(`JizhiziLi/P3M` core/evaluate.py).
 
-Averaging: every metric is computed per image and averaged arithmetically over the images (reference §10.1).
-Privacy metrics are undefined for an image without face pixels (e.g. a back view): such images are left out of
-that mean, and the summary says over how many images each mean is taken. A -T metric of an image whose trimap has
+Averaging: every metric is computed per image and averaged arithmetically over the images (`ViTAE-Transformer/P3M-Net`
+core/eval.py). Privacy metrics are undefined for an image without face pixels (e.g. a back view): such images are left
+out of that mean, and the summary says over how many images each mean is taken. A -T metric of an image whose trimap has
 no unknown pixel is inf or nan, as in the reference code, and so is then the mean.
 
 Importing this module has no side effects; `evaluate_arrays` and `evaluate_dirs` are the API used by training

@@ -1,4 +1,5 @@
-"""P3M protocol (reference §10.2): whole-image matting metrics of the official P3M / GFM evaluation code.
+"""P3M protocol (`JizhiziLi/P3M` core/evaluate.py): whole-image matting metrics of the official P3M / GFM evaluation
+code.
 
 Inputs are float arrays in [0, 1] of one shape (H, W): ``pred`` (p) and ``gt`` (alpha); a ``trimap`` is uint8 with
 values {0, 128, 255} (0 = background Bg, 128 = unknown U, 255 = foreground Fg); a ``face`` mask is boolean.
@@ -775,7 +776,7 @@ def _component_tree(runs, w):  # pragma: no cover - compiled
 
 @njit(cache=True, nogil=True)
 def _conn_kernel(p, a, t, theta, runs):  # pragma: no cover - compiled
-    """Sum over the image of |phi_p - phi_alpha| for the Conn round-down map (reference §10.2).
+    """Sum over the image of |phi_p - phi_alpha| for the Conn round-down map (`JizhiziLi/P3M` core/evaluate.py).
 
     A pixel's round-down level is t_{i*-1} for the first non-empty level i* whose Omega does not hold it (1 when
     all do); with Omega_1 > ... > Omega_c nested and Omega_{c+1} disjoint from Omega_c, i* - 1 = depth, the largest

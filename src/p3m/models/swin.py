@@ -1,4 +1,4 @@
-"""Swin-T encoder of P3M-Net, stem-pooling variant (reference §5.1, §5.3, §5.4).
+"""Swin-T encoder of P3M-Net, stem-pooling variant (`ViTAE-Transformer/P3M-Net` core/network/Swin_T/).
 
 Differences from the classification Swin-T: a convolutional stem with two stride-2 max-pools replaces
 the 4x4 patch embedding, patch merging is LayerNorm -> max-pool (indices kept) -> Linear, and the
@@ -78,13 +78,12 @@ def window_attention_mask(
 ) -> Tensor:
     """Attention mask of one block: [nW, ws*ws, ws*ws] float32 with 0 (same region) or -100.
 
-    ``height`` x ``width`` is the unpadded token map. Protocol (reference §5.1): the map is zero-padded
-    at the bottom/right to Hp x Wp (multiples of ``window_size``), cyclically shifted by
-    ``-shift_size`` on both axes, then cut into windows. Every token of the shifted, padded map gets a
-    region label: padding tokens form one region; image tokens are labelled by the standard Swin
-    shift slices ``(0, -ws), (-ws, -shift), (-shift, None)`` per axis (one region when shift is 0).
-    Two tokens of a window may attend to each other only if their labels are equal.
-    """
+    ``height`` x ``width`` is the unpadded token map. Protocol (`ViTAE-Transformer/P3M-Net` core/network/Swin_T/): the
+    map is zero-padded at the bottom/right to Hp x Wp (multiples of ``window_size``), cyclically shifted by
+    ``-shift_size`` on both axes, then cut into windows. Every token of the shifted, padded map gets a region label:
+    padding tokens form one region; image tokens are labelled by the standard Swin shift slices ``(0, -ws), (-ws,
+    -shift), (-shift, None)`` per axis (one region when shift is 0). Two tokens of a window may attend to each other
+    only if their labels are equal."""
     hp, wp = _padded(height, window_size), _padded(width, window_size)
     # Arithmetic form of the slices (no empty slices or in-place writes, so it traces/exports).
     rows = torch.arange(hp, device=device)
@@ -243,7 +242,7 @@ class SwinBlock(nn.Module):
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
-        # Mask of the construction size, saved in the state dict like the official one (§5.4).
+        # Mask of the construction size, saved in the state dict like the official one.
         self.register_buffer("attn_mask", window_attention_mask(*self.input_resolution, window_size, shift_size))
         self._mask_cache: dict[tuple[int, int, torch.device], Tensor] = {}
 

@@ -1,18 +1,16 @@
-"""ViTAE-S encoder of P3M-Net, "noRC" max-pooling variant (reference §6.1, §6.3, §6.4).
+"""ViTAE-S encoder of P3M-Net, "noRC" max-pooling variant (`ViTAE-Transformer/P3M-Net` core/network/).
 
 Four stages of NormalCells (attention + parallel convolution module PCM + MLP) on token maps at 1/4,
 1/8, 1/16 and 1/32. Stage 0 uses Performer attention (linear in the number of tokens); stages 1-3
 use standard global multi-head attention. The stem and the patch merging are shared with the Swin-T
 variant (:mod:`p3m.models.swin`): convolution + max-pool stem, LayerNorm -> max-pool -> Linear.
 
-Performer random features: the projection ``w`` of each Performer cell is not a parameter and is in
-no checkpoint (§6.4). p3m draws it from a ``torch.Generator`` seeded with the encoder's ``seed``
-(default 0) at construction, cell by cell in order, so a given seed always gives the same encoder
-outputs for the same weights, and the draw does not consume the global RNG (parameter
-initialisation still does). The official code draws it from the global RNG, so its exact values
-cannot be reproduced; reference §6.4 reports encoder outputs of two construction seeds (identical
-weights) differing by up to about 2e-4.
-"""
+Performer random features: the projection ``w`` of each Performer cell is not a parameter and is in no checkpoint
+p3m draws it from a ``torch.Generator`` seeded with the encoder's ``seed`` (default 0) at construction, cell by
+cell in order, so a given seed always gives the same encoder outputs for the same weights, and the draw does not consume
+the global RNG (parameter initialisation still does). The official code draws it from the global RNG, so its exact
+values cannot be reproduced; encoder outputs of two construction seeds
+(identical weights) differ by up to about 2e-4."""
 
 from __future__ import annotations
 

@@ -314,7 +314,7 @@ def audit_image(
     if facemask is not None:
         if facemask.shape != image.shape[:2]:
             raise P3MError(f"facemask is {_size(facemask)} but the image is {_size(image)}")
-        # P3M binarises face masks at > 100 (reference §1.2).
+        # P3M binarises face masks at > 100 (`JizhiziLi/P3M` core/evaluate.py)
         covered = facemask > 100
         for face, is_face in checked:
             cov = coverage(face, covered)

@@ -1,12 +1,12 @@
 """The outline of each detected face: P3M's landmark region where the landmarks can be trusted, a covering shape
 where they cannot.
 
-P3M spans the face region by facial landmarks "from the jaw line up to the brows" (reference §2.1). Here the
-landmarks are MediaPipe's face mesh (`p3m.models.face_mesh`, 468 points, Apache-2.0, shipped with p3m), run on a
-crop around each face the detector found, and the region is the **convex hull of the mesh points at or below
-the upper edge of the brows** (with ``forehead=True``: of all mesh points, up to the top of the forehead).
-Taking every mesh point rather than only the oval keeps a profile's nose and lips inside the region: seen from
-the side they project beyond the face's oval.
+P3M spans the face region by facial landmarks "from the jaw line up to the brows" (Li et al., ACM MM 2021; figure
+demo/face_obfuscation.jpg of `JizhiziLi/P3M`). Here the landmarks are MediaPipe's face mesh (`p3m.models.face_mesh`, 468
+points, Apache-2.0, shipped with p3m), run on a crop around each face the detector found, and the region is the **convex
+hull of the mesh points at or below the upper edge of the brows** (with ``forehead=True``: of all mesh points, up to the
+top of the forehead). Taking every mesh point rather than only the oval keeps a profile's nose and lips inside the
+region: seen from the side they project beyond the face's oval.
 
 Trust. The mesh always answers, also for a crop that holds no face or a face it cannot fit (a strong profile,
 a face upside down, a small or half-hidden face). Each face is therefore fitted from up to two crops (rotated

@@ -1,7 +1,8 @@
-"""Face region R_face (reference §2.1) as geometry: outlines as polygons, and their anti-aliased soft masks.
+"""Face region R_face (Li et al., ACM MM 2021; figure demo/face_obfuscation.jpg of `JizhiziLi/P3M`) as geometry:
+outlines as polygons, and their anti-aliased soft masks.
 
-P3M spans the face region by landmarks, from the jaw line up to the brows (§2.1); `p3m.privacy.landmarks`
-builds that outline per face. This module holds the geometry every outline shares:
+P3M spans the face region by landmarks, from the jaw line up to the brows (Li et al., ACM MM 2021);
+`p3m.privacy.landmarks` builds that outline per face. This module holds the geometry every outline shares:
 
 - `soft_mask`: polygons -> float weights in [0, 1], exact and anti-aliased: a pixel's weight is a linear ramp
   of its centre's signed distance ``d`` to the outline, ``clip(0.5 + d / feather, 0, 1)``, so the edge is

@@ -69,7 +69,8 @@ class DataConfig:
 
 @dataclass
 class CopyPasteConfig:
-    """P3M-ICP image-level copy-paste (reference §12; defaults of IJCV `DATA.CUT_AND_PASTE`)."""
+    """P3M-ICP image-level copy-paste (Ma, Li et al., IJCV 2023; defaults of `DATA.CUT_AND_PASTE` in
+    `ViTAE-Transformer/P3M-Net` core/config_yacs.py)."""
 
     enabled: bool = False
     prob: float = 0.5
@@ -115,7 +116,7 @@ class ValConfig:
     every: int = 1  # epochs between validations; 0 disables
     every_steps: int | None = None  # validate every N steps instead (short runs)
     splits: list[str] = field(default_factory=lambda: ["P3M-500-P", "P3M-500-NP"])
-    scale: float = 0.5  # RESIZE strategy ratio (reference §9.3); sides floored to multiples of 32
+    scale: float = 0.5  # RESIZE strategy ratio (`JizhiziLi/P3M` core/test.py); sides floored to multiples of 32
     max_side: int = 1600
     max_images: int | None = None
     fast: bool = True  # skip Grad and Conn (IJCV FAST_TEST)

@@ -1,11 +1,11 @@
-"""P3M-ICP: image-level copy-and-paste of a face into the private area of a training image (§12).
+"""P3M-ICP: image-level copy-and-paste of a face into the private area of a training image (Ma, Li et al., IJCV 2023).
 
 Copy-and-Augment: the source face (bounding box of its facemask) is flipped horizontally with
 probability ``flip``, rotated by a uniform angle in [-degree, degree] and scaled by a uniform factor in
 ``scale`` (IJCV defaults: 30 degrees, [0.8, 1.2], 0.5). Align-and-Merge: the face is first resized so its
 box area matches the target face box, its centre is moved onto the target face centre, and it replaces
 the target pixels inside the target's private area only (face minus transition band), so the alpha matte
-stays valid. The alignment math of the paper is not published (§12.1); this is our reading of it.
+stays valid. The alignment math of the paper is not published; this is our reading of it.
 """
 
 from __future__ import annotations

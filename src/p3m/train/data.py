@@ -1,4 +1,4 @@
-"""Training data: the published P3M augmentation over the P3M-10k dataset layer (reference §8.1).
+"""Training data: the published P3M augmentation over the P3M-10k dataset layer (`JizhiziLi/P3M` core/data.py).
 
 Per sample (full resolution first, then crop and resize):
 
@@ -85,7 +85,7 @@ def choose_crop(
     policy: str = "ijcv",
     unknown_prob: float = 0.5,
 ) -> tuple[int, int, int, int]:
-    """Crop window (y0, x0, ch, cw) on an HxW trimap (§8.1 steps 2-3).
+    """Crop window (y0, x0, ch, cw) on an HxW trimap (as the published training code, `JizhiziLi/P3M` core/data.py).
 
     c is drawn from ``crop_sizes``; when c >= min(h, w) it becomes ``fallback`` (the resize size), and is
     clamped to each side so that small images are never padded.

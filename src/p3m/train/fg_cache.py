@@ -1,6 +1,6 @@
 """Foreground/background colours for the composition loss when a dataset ships none.
 
-P3M-10k's 2021 archive has no fg/bg (reference §1.3); the authors point to closed-form estimates. We
+P3M-10k's 2021 archive has no fg/bg (`JizhiziLi/P3M` README); the authors point to closed-form estimates. We
 estimate them once with pymatting's multilevel foreground estimation (`estimate_foreground_ml`, which
 also returns the background) and cache them as lossless WebP files:
 

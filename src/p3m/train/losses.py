@@ -1,4 +1,4 @@
-"""P3M-Net training losses (reference §8.2-§8.4).
+"""P3M-Net training losses (`JizhiziLi/P3M` core/train.py).
 
 Conventions of this module (all tensors ``[B, C, H, W]``):
 
@@ -6,7 +6,7 @@ Conventions of this module (all tensors ``[B, C, H, W]``):
   inside the losses; the data pipeline of ``p3m.train.data`` already divides).
 - ``trimap`` holds trimap *values* 0 / 128 / 255 (float or integer), after the pipeline's
   re-quantisation (IJCV) or with the interpolated values left in place (MM21).
-- ``image``, ``fg`` and ``bg`` are ImageNet-normalised RGB (§8.1 step 8).
+- ``image``, ``fg`` and ``bg`` are ImageNet-normalised RGB.
 
 Losses are computed in float32 even under autocast: the sqrt(x + 1e-12) terms underflow in half
 precision.
@@ -41,7 +41,7 @@ __all__ = [
 
 EPS = 1e-12
 LAPLACIAN_LEVELS = 5
-# Weights of the total loss (§8.4): L_global / 6 + 2 (L_a^u + L_lap^u) + 3 (L_a^f + L_lap^f) + L_comp.
+# Weights of the total loss: L_global / 6 + 2 (L_a^u + L_lap^u) + 3 (L_a^f + L_lap^f) + L_comp.
 LOSS_WEIGHTS = {
     "global": 1.0 / 6.0,
     "unknown_alpha": 2.0,
@@ -53,7 +53,7 @@ LOSS_WEIGHTS = {
 
 
 def laplacian_kernel(dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> torch.Tensor:
-    """5x5 kernel K[i, j] = (g(i-2) + g(j-2)) / Z, g(d) = exp(-d^2): a SUM of 1-D Gaussians (§8.3)."""
+    """5x5 kernel K[i, j] = (g(i-2) + g(j-2)) / Z, g(d) = exp(-d^2): a SUM of 1-D Gaussians."""
     d = torch.arange(-2, 3, dtype=torch.float64)
     g = torch.exp(-(d**2))  # sigma = 1
     kernel = g[:, None] + g[None, :]
@@ -69,7 +69,7 @@ def _blur(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
 
 
 def laplacian_pyramid(x: torch.Tensor, levels: int = LAPLACIAN_LEVELS) -> list[torch.Tensor]:
-    """The ``levels + 1`` terms of §8.3: X_l - blur(X_l) for each level, then the last X_levels."""
+    """The ``levels + 1`` terms of the Laplacian loss: X_l - blur(X_l) for each level, then the last X_levels."""
     kernel = laplacian_kernel(x.dtype, x.device)
     terms = []
     current = x
@@ -102,7 +102,7 @@ def laplacian_losses(diff: torch.Tensor, groups: int, levels: int = LAPLACIAN_LE
 
 
 def trimap_to_classes(trimap: torch.Tensor, variant: str = "ijcv") -> torch.Tensor:
-    """[B,1,H,W] trimap values -> [B,H,W] int64 classes 0 = bg, 1 = transition, 2 = fg (§8.1 step 7).
+    """[B,1,H,W] trimap values -> [B,H,W] int64 classes 0 = bg, 1 = transition, 2 = fg.
 
     ``ijcv``: the trimap is already {0, 128, 255}; 0 -> 0, 255 -> 2, anything else -> 1.
     ``mm21``: 0 -> 0, 255 -> 2, values > 2 -> 1, and interpolated values 1 and 2 keep their value as
@@ -170,7 +170,7 @@ def composition_loss(
 ) -> torch.Tensor:
     """L_comp = sum_{c, pixels} sqrt((a_f fg_c + (1 - a_f) bg_c - I_c)^2 + 1e-12) / (B H W).
 
-    The colour channels are summed and divided by the 1-channel pixel count (§8.2).
+    The colour channels are summed and divided by the 1-channel pixel count.
     """
     a = fused_alpha.float()
     diff = a * fg + (1.0 - a) * bg - image
@@ -195,7 +195,7 @@ def p3m_loss(
     *,
     variant: str = "ijcv",
 ) -> LossTerms:
-    """Total P3M-Net loss (§8.4) of a model output ``P3MOutput(global_logits, local_alpha, fused_alpha,
+    """Total P3M-Net loss of a model output ``P3MOutput(global_logits, local_alpha, fused_alpha,
     side2, side1, side0)`` (or the equivalent 6-tuple). Without fg/bg the composition term is skipped.
     """
     global_logits, local_alpha, fused_alpha, side2, side1, side0 = tuple(output)[:6]

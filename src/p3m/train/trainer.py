@@ -1,4 +1,5 @@
-"""Resumable P3M-Net trainer: single process or DDP under ``torchrun`` (reference §8).
+"""Resumable P3M-Net trainer: single process or DDP under ``torchrun`` (`JizhiziLi/P3M` core/train.py;
+`ViTAE-Transformer/P3M-Net` core/train.py).
 
 The output folder (`p3m.train.run_folder`) holds ``resume.pt`` (`p3m.train.resume`), ``last.safetensors``, the best
 checkpoint per validation metric, ``train_log.jsonl``, ``config.yaml``, ``curves.png`` and, with the tensorboard
@@ -135,10 +136,10 @@ def validation_net(model: torch.nn.Module, device: torch.device, *, channels_las
 
 
 def predict_validation(net: TorchNet, image: np.ndarray, val: ValConfig) -> np.ndarray:
-    """Whole-image RESIZE inference (reference §9.2-§9.3) with OpenCV's bilinear resize: fused alpha HxW float32 in
-    [0, 1]. Sides are scaled by ``val.scale``, floored to multiples of 32 and capped at ``val.max_side`` (itself
-    floored to a multiple of 32): `p3m.infer.strategies.size_rule`. An image too small for the network raises
-    ImageError."""
+    """Whole-image RESIZE inference (`JizhiziLi/P3M` core/test.py) with OpenCV's bilinear resize: fused alpha HxW
+    float32 in [0, 1]. Sides are scaled by ``val.scale``, floored to multiples of 32 and capped at ``val.max_side``
+    (itself floored to a multiple of 32): `p3m.infer.strategies.size_rule`. An image too small for the network
+    raises ImageError."""
     return predict_resize(net, image, resize_mode="fast", ratio=val.scale, max_size=val.max_side - val.max_side % 32)
 
 
@@ -176,7 +177,7 @@ def validate(
                     print(f"p3m train: skipping validation image: {message}", file=sys.stderr)
                     continue
                 if split == "P3M-500-NP":
-                    facemask = None  # privacy metrics are defined on P3M-500-P only (§10.2)
+                    facemask = None  # privacy metrics are defined on P3M-500-P only
                 rows.append(_score(pred, gt, trimap, facemask, cfg.val.fast))
             keys = sorted({k for r in rows for k in r})
             results[split] = {k: float(np.mean([r[k] for r in rows if k in r])) for k in keys}
