@@ -519,6 +519,7 @@ def test_anonymize_image_and_json_equal_the_library(client, face_photo):
     )
 
 
+@pytest.mark.slow  # keeps the fast loop under a minute (about 1 s of CPU); make test runs it
 def test_anonymize_threshold_filters_like_detecting_at_that_threshold(client, face_photo):
     """The server detects once at a low floor and filters; that must equal detecting at the threshold."""
     from p3m.privacy.detect import CenterFaceDetector

@@ -460,6 +460,7 @@ def test_resume_state_that_is_a_folder_is_refused_and_nothing_is_deleted(
     assert _snapshot(run) == before and (run / RESUME_FILE).is_dir()
 
 
+@pytest.mark.slow  # keeps the fast loop under a minute (about 1 s of CPU); make test runs it
 def test_overwrite_keeps_the_earlier_run_until_the_new_run_saves(synth_root, finished_run, tmp_path, monkeypatch):
     from p3m.train import trainer
 
