@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[all,audit,test,dev]'
 	# the closed-form solver of the built-in portrait-cf route is numba code: compiled once here and cached beside
 	# its sources, so that a user's first `p3m matte` does not wait for it
-	env -u NUMBA_CACHE_DIR $(BIN)/python -c "from p3m.infer.closed_form import warm_up; warm_up()"
+	env -u NUMBA_CACHE_DIR $(BIN)/python -c "from p3m.infer import closed_form, multilevel; closed_form.warm_up(); multilevel.warm_up()"
 	touch $(STAMP)
 
 demo: setup

@@ -220,7 +220,9 @@ def test_route_mattes_the_stored_real_portrait(route, portrait):
     assert (a & b).sum() / (a | b).sum() > 0.93  # measured 0.97
     soft = ((alpha > 0.05) & (alpha < 0.95)).mean()
     assert 0.002 < soft < 0.1  # a matte, not a mask and not a blur
-    assert set(route.last_timings) == {"prior", "trimap", "refine", "upsample"}
+    result = route.run(portrait)
+    assert set(result.timings) == {"prior", "pose", "hands", "trimap", "refine", "person", "upsample"}
+    assert result.warning == "" and result.info["solver"] == "ic0" and result.alpha.tobytes() == alpha.tobytes()
 
 
 def test_route_keeps_the_torch_thread_count(route, portrait):
@@ -269,13 +271,13 @@ def test_route_on_a_large_image_solves_at_the_working_size_with_bounded_memory(p
     big = cv2.resize(portrait, (3000, 2000), interpolation=cv2.INTER_LINEAR)
     pm = PortraitMatting(PortraitSettings(matting_side=512))
     seen = []
-    refine = pm.refine
+    solve = pm.solve
 
     def spy(image, trimap, guess=None):
         seen.append(trimap.shape)
-        return refine(image, trimap, guess)
+        return solve(image, trimap, guess)
 
-    pm.refine = spy
+    pm.solve = spy
     pm(big[:100, :150])  # warm-up outside the measurement
     tracemalloc.start()
     try:

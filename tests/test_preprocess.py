@@ -268,8 +268,9 @@ def test_sessions_answer_one_interface(tmp_path: Path) -> None:
             assert alpha.shape == (64, 96) and alpha.dtype == np.float32
     assert route.method(StrategyOptions()) == "segmentation prior + closed-form matting"
     assert network.method(StrategyOptions("resize")) == "torch, resize"
-    assert route.result_warning(np.zeros((4, 4), np.float32)) == "no person found: the matte is empty"
-    assert network.result_warning(np.zeros((4, 4), np.float32)) == ""
+    blank = np.full((64, 96, 3), 128, np.uint8)
+    assert route.predict(blank, StrategyOptions()).warning == "no person found: the matte is empty"
+    assert network.predict(blank, StrategyOptions()).warning == ""
     with pytest.raises(ChoiceError, match="unknown backend 'tensorrt'"):
         new_session(backend="tensorrt")
     with pytest.raises(ChoiceError, match="unknown strategy 'fast'"):

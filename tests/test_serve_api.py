@@ -26,6 +26,7 @@ httpx = pytest.importorskip("httpx")
 
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
+from skimage import data as skimage_data  # noqa: E402
 
 from p3m.errors import CheckpointError  # noqa: E402
 from p3m.io import has_metadata, read_image  # noqa: E402
@@ -734,6 +735,9 @@ def test_default_serves_the_builtin_route_and_names_it(home, portrait):
             blank = np.full((120, 160, 3), 128, np.uint8)  # nobody in it: the answer says so
             resp = c.post("/v1/matte", data={"output": "alpha"}, files={"image": ("b.png", png_bytes(blank))})
             assert resp.status_code == 200 and resp.headers["x-p3m-warning"] == "no person found: the matte is empty"
+            cup = skimage_data.coffee()  # a matte, but nobody recognised in it: the answer says so
+            resp = c.post("/v1/matte", data={"output": "alpha"}, files={"image": ("c.png", png_bytes(cup))})
+            assert resp.status_code == 200 and resp.headers["x-p3m-warning"].startswith("no person recognised")
     finally:
         running.stop()
 

@@ -10,16 +10,22 @@ the factory and the items and yields ``(index, outcome)`` pairs as items finish 
 one-process runner, `p3m.cluster.ray_runner` the cluster one. The per-item function is the same in both, so a
 cluster run writes exactly what a run on one machine writes.
 
+`run_stages` is the one-process runner for work that splits into stages (decode, compute, encode and write): each
+stage runs on its own thread, so on a machine with a few cores one image's output is encoded while the next one is
+computed and the one after is decoded.
+
 The function gets each item and, where the runner read the item's file for it (a cluster reads inputs from any
 file system Ray reads, object storage included), the file's bytes; ``None`` means "read it yourself".
 """
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["FailedOutcome", "ItemFunction", "Runner", "WorkerFactory", "run_here"]
+__all__ = ["FailedOutcome", "ItemFunction", "Runner", "WorkerFactory", "run_here", "run_stages"]
 
 #: ``fn(item, data)``: the whole work of one item (``data``: the item's file, when the runner read it) -> outcome.
 ItemFunction = Callable[[Any, "bytes | None"], Any]
@@ -50,3 +56,88 @@ def run_here(make_worker: WorkerFactory, items: Sequence[Any]) -> Iterator[tuple
     work = make_worker()
     for index, item in enumerate(items):
         yield index, work(item, None)
+
+
+_DONE = object()  # the end of a stage's input
+
+
+class _StageError:
+    """An exception a stage raised (a bug: stages report failures as outcomes), carried to the caller's thread."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+def _put(box: queue.Queue, value: Any, stop: threading.Event) -> bool:
+    """Put ``value`` into ``box``, waiting while it is full, unless the run stops -> whether it was put."""
+    while not stop.is_set():
+        try:
+            box.put(value, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _get(box: queue.Queue, stop: threading.Event) -> Any:
+    """The next value of ``box``, or _DONE once the run stops."""
+    while not stop.is_set():
+        try:
+            return box.get(timeout=0.1)
+        except queue.Empty:
+            continue
+    return _DONE
+
+
+def _stage_loop(fn: Callable[[Any], Any], inbox: queue.Queue, outbox: queue.Queue, stop: threading.Event) -> None:
+    while (got := _get(inbox, stop)) is not _DONE:
+        index, value = got
+        if not isinstance(value, _StageError):
+            try:
+                value = fn(value)
+            except BaseException as exc:  # handed to the caller, who re-raises it
+                value = _StageError(exc)
+        if not _put(outbox, (index, value), stop):
+            return
+    _put(outbox, _DONE, stop)
+
+
+def run_stages(
+    stages: Sequence[Callable[[Any], Any]], items: Sequence[Any], *, depth: int = 1
+) -> Iterator[tuple[int, Any]]:
+    """Each item through ``stages`` in turn (the first stage gets the item, each next one what the previous
+    returned), every stage on its own thread, so that different items are in different stages at once; yields
+    ``(index, what the last stage returned)`` in the items' order.
+
+    ``depth``: how many finished items may wait between two stages (memory stays bounded: at most about
+    ``len(stages) * (depth + 1)`` items are held at once). Stages report an item's failure in what they return; an
+    exception a stage raises anyway stops the run and is raised here. Closing the iterator early (an interrupt)
+    stops the stages after the items they are on.
+    """
+    if not items:
+        return
+    stop = threading.Event()
+    boxes: list[queue.Queue] = [queue.Queue(maxsize=depth) for _ in range(len(stages) + 1)]
+    threads = [
+        threading.Thread(target=_stage_loop, args=(fn, boxes[i], boxes[i + 1], stop), daemon=True, name=f"stage-{i}")
+        for i, fn in enumerate(stages)
+    ]
+    for thread in threads:
+        thread.start()
+
+    def feed() -> None:
+        for index, item in enumerate(items):
+            if not _put(boxes[0], (index, item), stop):
+                return
+        _put(boxes[0], _DONE, stop)
+
+    feeder = threading.Thread(target=feed, daemon=True, name="stage-feed")
+    feeder.start()
+    try:
+        while (got := boxes[-1].get()) is not _DONE:
+            index, value = got
+            if isinstance(value, _StageError):
+                raise value.exc
+            yield index, value
+    finally:
+        stop.set()  # every thread ends within 0.1 s once the item in its hands is done

@@ -1,7 +1,8 @@
 """`p3m matte INPUT... -o OUT`: alpha mattes and decontaminated cutouts for files, folders and globs.
 
 Wiring only: the options, `p3m.io.collect_images`, `p3m.infer.batch.plan_outputs`, then `Matter` and
-`p3m.infer.batch.matte_job` per image (here, or on a Ray cluster with `--cluster`), with one line per problem.
+`p3m.infer.batch.matte_here` (decode, alpha and output stages on three threads; or `matte_job` per image on a Ray
+cluster with `--cluster`), with one line per problem.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import argparse
 import sys
 import warnings
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -159,6 +159,12 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         "fastest) or pymatting (pymatting's numba implementation)",
     )
     parser.add_argument("--tile", type=_tile_count, default=1024, help="highres tile side (default 1024)")
+    parser.add_argument(
+        "--hands",
+        action="store_true",
+        help="built-in portrait-cf: also find hands by their landmarks and keep raised hands and fingers "
+        "(about twice the time per image)",
+    )
 
 
 def _background(text: str) -> tuple[int, int, int] | np.ndarray:
@@ -187,6 +193,7 @@ def _matter_args(args: argparse.Namespace) -> dict:
         "resize_mode": args.resize_mode,
         "foreground_method": args.foreground_method,
         "tile": args.tile,
+        "hands": args.hands,
     }
 
 
@@ -200,11 +207,10 @@ def _open_matter(args: argparse.Namespace):
 
 def _outcomes(args: argparse.Namespace, matter, jobs: list, background):
     """(index, MatteOutcome) per job, here or, with --cluster, on Ray actors that load the model this run resolved."""
-    from p3m.infer.batch import MatteWorker, matte_job  # torch, as above
-    from p3m.workers import run_here
+    from p3m.infer.batch import MatteWorker, matte_here  # torch, as above
 
     if args.cluster is None:
-        return run_here(lambda: partial(matte_job, matter, background=background), jobs)
+        return matte_here(matter, jobs, background=background)
     from p3m.cluster.runner import RayRunner
 
     worker = MatteWorker.like(matter, _matter_args(args), background)

@@ -12,19 +12,24 @@ there, and `set_state` tells each input's set apart: "new" (none of its files ex
 
 `matte_job` is the whole work of one input as `p3m matte` does it, on one machine or on a cluster (`p3m.workers`):
 decode, matte, render, encode, write, and every failure turned into one line (`MatteOutcome`); `MatteWorker` builds
-it once per worker process from `Matter`'s arguments.
+it once per worker process from `Matter`'s arguments. `MatteStages` is the same work cut into three stages (decode;
+alpha; foreground, render, encode and write), and `matte_here` runs a folder through them on three threads
+(`p3m.workers.run_stages`): the next image decodes and the one after computes its alpha while an image's outputs are
+estimated and written. The outputs are the same bytes either way.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from p3m.atomic import is_whole, remove_orphans
 from p3m.errors import P3MError, os_error_message
@@ -32,18 +37,21 @@ from p3m.infer.foreground import WHITE
 from p3m.infer.matter import Matter, MatteResult
 from p3m.io import matte_output_name, read_image, write_image_set
 from p3m.models.store import BUILTIN
-from p3m.workers import ItemFunction
+from p3m.workers import ItemFunction, run_stages
 
 __all__ = [
     "Job",
     "MatteOutcome",
+    "MatteStages",
     "MatteWorker",
     "existing_outputs_error",
+    "matte_here",
     "matte_job",
     "plan_outputs",
     "prepare_output_folders",
     "set_state",
     "write_outputs",
+    "write_result",
 ]
 
 #: One input and its output file per kind.
@@ -104,7 +112,16 @@ def write_outputs(
 ) -> MatteResult:
     """Matte `src` (a file, or its decoded pixels) and write every output of `outputs` (kind -> file) as one set:
     all of them or none."""
-    result = matter.matte(src, foreground=any(k != "alpha" for k in outputs))
+    return write_result(matter.matte(src), outputs, background)
+
+
+def write_result(
+    result: MatteResult, outputs: dict[str, Path], background: np.ndarray | tuple[int, int, int] = WHITE
+) -> MatteResult:
+    """Write every output of `outputs` (kind -> file) of a matted image as one set (all of them or none); the
+    foreground colours are estimated once when a kind needs them."""
+    if any(k != "alpha" for k in outputs):
+        result.add_foreground()
     write_image_set([(dest, result.render(kind, background)) for kind, dest in outputs.items()])
     return result
 
@@ -172,6 +189,71 @@ class MatteOutcome:
     warning: str | None = None
 
 
+def _failure(src: Path, exc: BaseException) -> MatteOutcome:
+    """The outcome of an input whose work raised: one line that names the input."""
+    msg = os_error_message(exc) if isinstance(exc, OSError) else str(exc)
+    return MatteOutcome(str(src), error=msg if str(src) in msg else f"{src}: {msg}")
+
+
+#: The failures that become an input's error line (anything else is a bug and stops the run).
+_REPORTED = (P3MError, OSError, ValueError, RuntimeError, MemoryError)
+
+
+@dataclass
+class _Work:
+    """One input between stages: its job, then its pixels, then its matte; ``outcome`` once it failed."""
+
+    job: Job
+    image: np.ndarray | None = None
+    result: MatteResult | None = None
+    outcome: MatteOutcome | None = None
+
+
+@dataclass(frozen=True)
+class MatteStages:
+    """`matte_job`'s work in three stages, each a function of what the previous one returned: `decode` ((job,
+    data) -> pixels), `alpha` (the matte) and `write` (foreground colours, every kind rendered, encoded and written as
+    one set -> `MatteOutcome`). A failure in any stage becomes the input's error line and the later stages pass it
+    on. Stateless but for the `Matter` (whose network calls are locked), so each stage may run on its own thread."""
+
+    matter: Matter
+    background: np.ndarray | tuple[int, int, int] = WHITE
+
+    def decode(self, item: tuple[Job, bytes | None]) -> _Work:
+        job, data = item
+        src = job[0]
+        work = _Work(job)
+        try:
+            work.image = read_image(src) if data is None else read_image(data, name=str(src))
+        except _REPORTED as exc:
+            work.outcome = _failure(src, exc)
+        return work
+
+    def alpha(self, work: _Work) -> _Work:
+        if work.outcome is None:
+            try:
+                work.result = self.matter.matte(work.image)
+            except _REPORTED as exc:
+                work.outcome = _failure(work.job[0], exc)
+            work.image = None
+        return work
+
+    def write(self, work: _Work) -> MatteOutcome:
+        if work.outcome is not None:
+            return work.outcome
+        src, outputs = work.job
+        assert work.result is not None  # set by `alpha` whenever no outcome is
+        try:
+            write_result(work.result, outputs, self.background)
+        except _REPORTED as exc:
+            return _failure(src, exc)
+        return MatteOutcome(str(src), warning=work.result.info.get("warning"))
+
+    def __call__(self, job: Job, data: bytes | None = None) -> MatteOutcome:
+        """The three stages one after the other: the whole work of one input."""
+        return self.write(self.alpha(self.decode((job, data))))
+
+
 def matte_job(
     matter: Matter,
     job: Job,
@@ -184,14 +266,26 @@ def matte_job(
     ``data``: the input file's bytes when they were read already (a cluster reads them where they are stored), else
     the file is read from ``job``'s path. The same pixels either way, so the outputs are the same bytes.
     """
-    src, outputs = job
+    return MatteStages(matter, background)(job, data)
+
+
+def matte_here(
+    matter: Matter, jobs: list[Job], *, background: np.ndarray | tuple[int, int, int] = WHITE
+) -> Iterator[tuple[int, MatteOutcome]]:
+    """(index, MatteOutcome) of every job, in order, by `MatteStages` on three threads of this process
+    (`p3m.workers.run_stages`): the same outputs as `matte_job` one input after the other. With the built-in route,
+    torch uses one thread less than it would while the stages run."""
+    stages = MatteStages(matter, background)
+    threads = torch.get_num_threads()
+    # the output stage keeps a core busy: torch's own team on every core would wait on it at each barrier (the
+    # route's small segmentation network ran 8-15x slower so on the shared 2-core dev machine). A P3M-Net's large
+    # passes keep every thread
+    route_threads = threads if matter.session.uses_strategies else max(1, threads - 1)
+    torch.set_num_threads(route_threads)
     try:
-        image = src if data is None else read_image(data, name=str(src))
-        result = write_outputs(matter, image, outputs, background)
-    except (P3MError, OSError, ValueError, RuntimeError, MemoryError) as exc:
-        msg = os_error_message(exc) if isinstance(exc, OSError) else str(exc)
-        return MatteOutcome(str(src), error=msg if str(src) in msg else f"{src}: {msg}")
-    return MatteOutcome(str(src), warning=result.info.get("warning"))
+        yield from run_stages([stages.decode, stages.alpha, stages.write], [(job, None) for job in jobs])
+    finally:
+        torch.set_num_threads(threads)
 
 
 @dataclass(frozen=True)

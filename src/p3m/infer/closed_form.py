@@ -10,15 +10,28 @@ preconditioner (IC(0): the factor has the matrix's own sparsity), started from a
 windows as pymatting (radius 1, epsilon 1e-7), agreeing with it to the solver tolerance
 (tests/test_portrait.py).
 
+Some images make the system numerically indefinite: in a palette or posterised image many windows hold two or
+three exact colours, their covariance is singular to within epsilon, and the rounding of its inverse leaves
+rows with a negative diagonal (seen on 9 of 192 small palette/posterised copies of real portraits). No
+incomplete factor exists then, so `solve_band` falls back in order: epsilon x10 and x100 (stronger
+regularisation: singular windows become well conditioned; epsilon 1e-6 already solved every case seen), a
+Jacobi preconditioner (always defined) at the strongest epsilon, and finally the starting guess itself (the
+caller's mask). `BandSolution.method` names the step that answered; it is never an exception.
+
 Compiled with numba (a dependency; pymatting uses it too): about 6 s on first use, then cached (`cache=True`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from numba import njit
 
-__all__ = ["band_laplacian", "conjugate_gradients", "solve_alpha", "warm_up"]
+__all__ = ["BandSolution", "band_laplacian", "conjugate_gradients", "solve_alpha", "solve_band", "warm_up"]
+
+# the fallbacks of `solve_band`, in order: epsilon multipliers tried with IC(0), then Jacobi at the last one
+EPS_STEPS = (1.0, 10.0, 100.0)
 
 
 @njit(cache=True, nogil=True)
@@ -250,6 +263,17 @@ def _pcg(indptr, indices, data, lptr, lidx, lval, b, x, rtol, maxiter):  # pragm
     return it
 
 
+def _jacobi(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The Jacobi preconditioner as a diagonal-only 'factor' L = sqrt(|diag|) in the layout `_pcg` reads."""
+    n = indptr.shape[0] - 1
+    rows = np.repeat(np.arange(n), np.diff(indptr))
+    diag = np.zeros(n)
+    np.add.at(diag, rows[indices == rows], data[indices == rows])
+    scale = float(np.abs(diag).max()) if n else 1.0
+    lval = np.sqrt(np.maximum(np.abs(diag), 1e-12 * max(scale, 1e-300)))
+    return np.arange(n + 1, dtype=np.int64), np.arange(n, dtype=np.int32), lval
+
+
 def conjugate_gradients(
     csr: tuple[np.ndarray, np.ndarray, np.ndarray],
     rhs: np.ndarray,
@@ -257,25 +281,50 @@ def conjugate_gradients(
     *,
     rtol: float = 1e-4,
     maxiter: int = 1000,
+    preconditioner: str = "ic0",
 ) -> tuple[np.ndarray, int]:
-    """(x, iterations) solving the SPD system (CSR, rows with sorted columns) by IC(0)-preconditioned CG.
+    """(x, iterations) solving the SPD system (CSR, rows with sorted columns) by preconditioned CG.
 
-    The factorisation can break down on a matrix that is not diagonally dominant; the diagonal is then
-    scaled up a little (Manteuffel's shift), which weakens the preconditioner but not the solution.
+    preconditioner "ic0": zero-fill incomplete Cholesky. Its factorisation can break down on a matrix that is
+    not diagonally dominant; the diagonal is then scaled up a little (Manteuffel's shift), which weakens the
+    preconditioner but not the solution; when no shift up to 10x gives a factor (the matrix is not positive
+    definite), raises `np.linalg.LinAlgError`. "jacobi": the diagonal's magnitude (always defined).
     """
     indptr, indices, data = csr
-    for shift in (0.0, 1e-3, 1e-2, 1e-1, 1.0, 10.0):
-        lptr, lidx, lval, ok = _ic0(indptr, indices, data, shift)
-        if ok:
-            break
+    if preconditioner == "jacobi":
+        lptr, lidx, lval = _jacobi(indptr, indices, data)
+    elif preconditioner == "ic0":
+        for shift in (0.0, 1e-3, 1e-2, 1e-1, 1.0, 10.0):
+            lptr, lidx, lval, ok = _ic0(indptr, indices, data, shift)
+            if ok:
+                break
+        else:
+            raise np.linalg.LinAlgError("no incomplete Cholesky factor: the matrix is not positive definite")
     else:
-        raise np.linalg.LinAlgError("no incomplete Cholesky factor: the matrix is not positive definite")
+        raise ValueError(f"preconditioner must be 'ic0' or 'jacobi', got {preconditioner!r}")
     x = np.array(x0, dtype=np.float64)
     it = _pcg(indptr, indices, data, lptr, lidx, lval, np.asarray(rhs, dtype=np.float64), x, float(rtol), int(maxiter))
     return x, it
 
 
-def solve_alpha(
+@dataclass(frozen=True)
+class BandSolution:
+    """What `solve_band` computed: ``alpha`` HxW float32 in [0, 1]; ``method`` the step that answered:
+    "ic0" (the normal solve), "ic0, eps xN" (stronger regularisation), "jacobi, eps xN" (the other
+    preconditioner), "guess" (no solve succeeded: the starting guess), "none" (nothing unknown);
+    ``iterations`` of conjugate gradients (0 for "guess" and "none")."""
+
+    alpha: np.ndarray
+    method: str
+    iterations: int
+
+    @property
+    def fell_back(self) -> bool:
+        """True when the normal solve did not answer."""
+        return self.method not in ("ic0", "none")
+
+
+def solve_band(
     image: np.ndarray,
     trimap: np.ndarray,
     guess: np.ndarray | None = None,
@@ -284,26 +333,50 @@ def solve_alpha(
     rtol: float = 1e-4,
     maxiter: int = 1000,
     ridge: float = 1e-6,
-) -> np.ndarray:
-    """HxW float32 alpha in [0, 1] from an HxWx3 image (uint8, or float in [0, 1]) and a {0, 128, 255} trimap.
+) -> BandSolution:
+    """Alpha of a {0, 128, 255} trimap's unknown pixels by closed-form matting, never failing (module doc).
 
-    `guess` (HxW in [0, 1], default 0.5) starts the iteration and is the target of a `ridge`-weighted data
-    term, which keeps the system positive definite where an unknown pixel is in no window (images under
-    3 px) or an unknown region touches no known pixel; 1e-6 is far below the Laplacian's own weights.
+    image: HxWx3 uint8, or float in [0, 1]. `guess` (HxW in [0, 1], default 0.5) starts the iteration and is
+    the target of a `ridge`-weighted data term, which keeps the system positive definite where an unknown
+    pixel is in no window (images under 3 px) or an unknown region touches no known pixel; 1e-6 is far below
+    the Laplacian's own weights. When every solve fails, the unknown pixels take the guess (method "guess").
     """
     unknown = trimap == 128
     alpha = (trimap == 255).astype(np.float32)
     if not unknown.any():
-        return alpha
+        return BandSolution(alpha, "none", 0)
     img = image.astype(np.float64) / 255.0 if image.dtype == np.uint8 else image.astype(np.float64)
-    (indptr, indices, data), rhs, flat = band_laplacian(img, unknown, alpha.astype(np.float64), eps)
-    start = np.full(flat.size, 0.5) if guess is None else np.asarray(guess, np.float64).ravel()[flat]
-    # the ridge: on the diagonal (always stored: each unknown pixel is its own neighbour) and in the rhs
-    diagonal = indices == np.repeat(np.arange(flat.size), np.diff(indptr))
-    data[diagonal] += ridge
-    x, _ = conjugate_gradients((indptr, indices, data), rhs + ridge * start, start, rtol=rtol, maxiter=maxiter)
-    alpha.ravel()[flat] = np.clip(x, 0.0, 1.0)
-    return alpha
+    flat = np.flatnonzero(unknown)
+    start = np.full(flat.size, 0.5) if guess is None else np.clip(np.asarray(guess, np.float64).ravel()[flat], 0, 1)
+    attempts = [("ic0", k) for k in EPS_STEPS] + [("jacobi", EPS_STEPS[-1])]
+    for preconditioner, factor in attempts:
+        (indptr, indices, data), rhs, _ = band_laplacian(img, unknown, alpha.astype(np.float64), eps * factor)
+        # the ridge: on the diagonal (always stored: each unknown pixel is its own neighbour) and in the rhs
+        diagonal = indices == np.repeat(np.arange(flat.size), np.diff(indptr))
+        data[diagonal] += ridge
+        try:
+            x, it = conjugate_gradients(
+                (indptr, indices, data),
+                rhs + ridge * start,
+                start,
+                rtol=rtol,
+                maxiter=maxiter,
+                preconditioner=preconditioner,
+            )
+        except np.linalg.LinAlgError:
+            continue
+        if np.isfinite(x).all():
+            method = preconditioner if factor == 1.0 else f"{preconditioner}, eps x{factor:g}"
+            alpha.ravel()[flat] = np.clip(x, 0.0, 1.0)
+            return BandSolution(alpha, method, it)
+    alpha.ravel()[flat] = start
+    return BandSolution(alpha, "guess", 0)
+
+
+def solve_alpha(image: np.ndarray, trimap: np.ndarray, guess: np.ndarray | None = None, **options: float) -> np.ndarray:
+    """HxW float32 alpha in [0, 1] from an HxWx3 image (uint8, or float in [0, 1]) and a {0, 128, 255} trimap:
+    `solve_band(image, trimap, guess, **options).alpha` (options: eps, rtol, maxiter, ridge)."""
+    return solve_band(image, trimap, guess, **options).alpha  # type: ignore[arg-type]
 
 
 def warm_up() -> None:

@@ -53,6 +53,14 @@ class MatteResult:
     info: dict[str, Any] = field(default_factory=dict)
     foreground_method: str = "ml"
 
+    def add_foreground(self) -> MatteResult:
+        """Estimate the foreground colours and the cutout (once: kept when present) -> this result."""
+        if self.foreground is None:
+            self.foreground = estimate_foreground(self.image, self.alpha, self.foreground_method)
+        if self.cutout is None:
+            self.cutout = cutout_rgba(self.foreground, self.alpha)
+        return self
+
     def alpha_uint8(self, rounding: str = "round") -> np.ndarray:
         """Alpha as uint8 ("truncate" = the published dataset-mode cast)."""
         return alpha_to_uint8(self.alpha, rounding)
@@ -87,9 +95,11 @@ class Matter:
     strategy: "hybrid" (default), "resize" or "highres" (see p3m.infer.strategies).
     backend: "auto" (.onnx -> onnxruntime, else torch), "torch", "onnxruntime".
     precision: "auto" (bf16 where the hardware has it), "fp32", "bf16", "fp16" (torch backend).
-    resize_mode: "fast" (default, OpenCV, replicated border) or "paper" (the published R, 9.1).
-    shorter_side_limit: SAMPLES mode of 9.5 (1080 in the published code); None = off.
-    model: the former name of `arch`, accepted until p3m.serve calls `arch=` (remove then).
+    resize_mode: "fast" (default, OpenCV, replicated border) or "paper" (the published R, `JizhiziLi/P3M` core/util.py).
+    shorter_side_limit: the published test code's SAMPLES mode (1080 in `JizhiziLi/P3M` core/test.py); None = off.
+    hands: the built-in route also finds hands by their landmarks (MediaPipe's pose and hand networks) and keeps
+        raised hands and fingers that its segmentation prior loses; about twice the time per image. Other models
+        ignore it.
 
     After construction, `session` is the loaded model (`MattingSession`) and `model_name`, `arch`, `weights`,
     `backend`, `precision`, `model_warning` describe it.
@@ -109,6 +119,7 @@ class Matter:
         tile: int = 1024,
         overlap: int = 128,
         shorter_side_limit: int | None = None,
+        hands: bool = False,
     ) -> None:
         options = StrategyOptions(strategy, resize_mode, tile, overlap, shorter_side_limit)
         self._setup(options, foreground_method, device)
@@ -118,6 +129,7 @@ class Matter:
             backend=backend,
             device=self.device,
             precision=precision,
+            hands=hands,
         )
         if self.model_warning:
             warnings.warn(self.model_warning, stacklevel=2)
@@ -211,12 +223,12 @@ class Matter:
         t0 = time.perf_counter()
         rgb = to_rgb(image)
         t1 = time.perf_counter()
-        alpha = self.session.predict_alpha(rgb, self.options)
+        prediction = self.session.predict(rgb, self.options)
+        alpha = prediction.alpha
         t2 = time.perf_counter()
         result = MatteResult(alpha=alpha, image=rgb, foreground_method=self.foreground_method)
         if foreground:
-            result.foreground = estimate_foreground(rgb, alpha, self.foreground_method)
-            result.cutout = cutout_rgba(result.foreground, alpha)
+            result.add_foreground()
         t3 = time.perf_counter()
         plan = self.plan(*rgb.shape[:2])
         result.info = {
@@ -227,7 +239,9 @@ class Matter:
             "plan": plan,
             "seconds": {"decode": t1 - t0, "network": t2 - t1, "foreground": t3 - t2},
         }
-        warning = self.model_warning or self.session.result_warning(alpha)
+        if prediction.info:
+            result.info["route"] = prediction.info
+        warning = self.model_warning or prediction.warning
         if warning:
             result.info["warning"] = warning
         return result

@@ -1,10 +1,10 @@
-"""The built-in portrait route: a person-segmentation prior refined by closed-form matting.
+"""The built-in portrait route: person priors refined by closed-form matting.
 
 No trained P3M-Net checkpoint is needed. For an RGB image (HxWx3 uint8), at a working resolution of at most
 `matting_side` px on the long side (every step but the segmentation's input crops and the final upsampling):
 
-1. **Prior**: MediaPipe's selfie segmentation (`p3m.models.selfie`, Apache-2.0, 256x256) on the whole image
-   letterboxed to a square, then a second pass on a square crop around the person found by the first
+1. **Selfie prior**: MediaPipe's selfie segmentation (`p3m.models.selfie`, Apache-2.0, 256x256) on the whole
+   image letterboxed to a square, then a second pass on a square crop around the person found by the first
    (averaged with its mirror image, blended into the first over a feathered edge). The network was trained on
    people filling the frame: the crop gives it 2-4x more pixels on the person, and it stops it from taking
    nearby person-like objects (statues, bushes) for the subject. When the person does not fit a square inside
@@ -13,32 +13,81 @@ No trained P3M-Net checkpoint is needed. For an RGB image (HxWx3 uint8), at a wo
    pixels, at least `min_component` of the most confident component's count (hysteresis: grey blobs with no
    confident pixel, the network's usual false positives, are dropped; an image without any is an image
    without a person, and gets an all-zero matte).
-3. **Trimap**: unknown within `band` (fraction of the long side) of the mask's edge, widened where fine
+3. **Pose prior** (`pose`): BlazePose GHUM (`p3m.models.pose_landmark`, Apache-2.0) on the mask's square box
+   (no person detector: the selfie mask has found the person), at `pose_side` px: 33 landmarks and a
+   full-body person mask. Trusted only where its mask agrees with the selfie mask (IoU >= `pose_agree`; on
+   head-and-shoulders crops the network is lost). With `limb_gaps` (off: it changed nothing on the 12 P3M-10k
+   test photos and made a mirrored copy of one worse), the pose mask replaces the selfie prior in the polygons
+   between each arm and the torso and between the legs (`p3m.infer.priors.limb_gaps`).
+4. **Hands** (`hands`, needs a trusted pose): MediaPipe's hand landmarks on a crop from the pose's wrist and
+   knuckles (no palm detector), for each hand in the image whose wrist is visible and where the selfie prior
+   is weak round it; their bones become known foreground and a zone round them unknown, so closed-form
+   matting draws the fingers' edges instead of the 256 px prior losing them.
+5. **Trimap**: unknown within `band` (fraction of the long side) of the mask's edge, widened where fine
    high-contrast structure (hair) continues beyond that band: outward up to `hair_out`, and inward up to
    `hair_in` next to such hair; "fine structure" is local high-pass energy above `hair_contrast` times the
    background's median (and above a noise floor), so textured backgrounds raise their own bar.
-4. **Refinement**: closed-form matting (Levin et al. 2008) on the unknown pixels only
-   (`p3m.infer.closed_form`), started from the mask; values within `clean` of 0 or 1 snapped to them (the
-   solver's ripple in flat regions); bilinear upsampling to the image's size.
+6. **Refinement**: closed-form matting (Levin et al. 2008) on the unknown pixels only
+   (`p3m.infer.closed_form.solve_band`, which falls back to stronger regularisation, another preconditioner,
+   then the mask itself rather than fail), started from the mask; values within `clean` of 0 or 1 snapped
+   to them (the solver's ripple in flat regions); bilinear upsampling to the image's size.
+7. **Person check**: a person is believed to be there when a face is found (MediaPipe's face detector,
+   short then full range, at their own thresholds) or when the pose network's mask agrees with the selfie
+   mask (IoU >= `person_agree`) and most of the selfie mask is confident (>= `person_confident`); otherwise
+   the matte is kept and the result carries a warning (`RouteResult.warning`).
 
-Measured on the 12 real test portraits: benchmarks/bench_portrait.py and benchmarks/RESULTS.md.
+Measured on the 12 real test portraits: benchmarks/bench_portrait.py and benchmarks/RESULTS.md; the person
+check: benchmarks/bench_person.py.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 import torch
 
 from p3m.infer.preprocess import array_to_rgb
+from p3m.infer.priors import (
+    PersonEvidence,
+    agreement,
+    blend_in,
+    hand_roi_from_pose,
+    hand_seeds,
+    limb_gaps,
+    person_verdict,
+    square_around,
+)
+from p3m.models.face_detector import FaceDetector
+from p3m.models.hand_landmark import HandLandmarker
+from p3m.models.mediapipe_calculators import RotatedRect
+from p3m.models.pose_landmark import Pose, PoseLandmarker
 from p3m.models.registry import create
 
-__all__ = ["PortraitMatting", "PortraitSettings", "working_size"]
+if TYPE_CHECKING:  # the solver module loads numba: imported where the route solves
+    from p3m.infer.closed_form import BandSolution
+
+__all__ = [
+    "MASK_ONLY",
+    "NOT_SURE",
+    "NO_PERSON",
+    "STEPS",
+    "PortraitMatting",
+    "PortraitSettings",
+    "RouteResult",
+    "working_size",
+]
+
+NO_PERSON = "no person found: the matte is empty"
+NOT_SURE = "no person recognised (no face, and the pose network does not see one): the matte may be of something else"
+MASK_ONLY = "closed-form matting failed on this image: the matte is the segmentation mask"
+
+# the steps of `PortraitMatting.run`, as `RouteResult.timings` names them
+STEPS = ("prior", "pose", "hands", "trimap", "refine", "person", "upsample")
 
 # high-pass energy below this (about one grey level) is noise: the bar for "fine structure" on a flat background
 _NOISE_FLOOR = 0.005
@@ -63,6 +112,20 @@ class PortraitSettings:
     hair_out: float = 0.03  # outward widening where fine structure continues (0 = off)
     hair_in: float = 0.02  # inward widening next to such structure (0 = off)
     hair_contrast: float = 5.0  # fine structure: high-pass energy > this x the background's median
+    pose: bool = True  # second prior: BlazePose landmarks and person mask on the person's box
+    pose_side: int = 512  # long side of the image the pose network's crop is cut from
+    pose_margin: float = 0.125  # the box grown by this on each side (MediaPipe's pose crop: 1.25x the body)
+    pose_agree: float = 0.9  # the pose prior is used where its mask agrees this well (IoU) with the selfie's
+    limb_visibility: float = 0.5  # landmarks used when at least this visible
+    limb_gaps: bool = False  # pose mask in the gaps between limbs (off: +2.8 SAD on a mirrored test photo)
+    gap_feather: float = 0.005  # pose mask blended into the limb gaps over this (std. dev., of the long side)
+    hands: bool = False  # hand landmarks where the pose sees a wrist and the selfie prior is weak (about 2x the time)
+    hand_weak: float = 0.95  # "weak": mean selfie prior over the hand's crop below this
+    hand_bone: float = 0.05  # hand seeds: bones this wide (fraction of the hand's size) and the palm
+    hand_zone: float = 0.2  # unknown round the bones: this far on each side (fraction of the hand's size)
+    person_check: bool = True  # say when no person is recognised (RouteResult.warning)
+    person_agree: float = 0.4  # person check: pose mask vs selfie mask IoU ...
+    person_confident: float = 0.7  # ... with at least this share of the selfie mask >= seed_threshold
     cf_eps: float = 1e-7  # closed-form regulariser (pymatting's default)
     rtol: float = 1e-4  # conjugate-gradient tolerance (relative residual)
     clean: float = 0.05  # alpha within this of 0 or 1 is set to 0 or 1 (the solver's ripple)
@@ -145,12 +208,26 @@ def _touching(extra: np.ndarray, base: np.ndarray) -> np.ndarray:
     return extra & keep[labels]
 
 
+@dataclass(frozen=True)
+class RouteResult:
+    """One image through the route: ``alpha`` HxW float32 in [0, 1]; ``warning`` one line ("" when there is
+    nothing to say: no person found, no person recognised, the solver fell back to the mask); ``info`` what
+    the route did (person verdict, pose prior, hands, solver method) and ``timings`` per step in seconds."""
+
+    alpha: np.ndarray
+    warning: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
 class PortraitMatting:
-    """Callable: HxWx3 uint8 RGB -> HxW float32 alpha in [0, 1] (thread-safe: the network call is locked).
+    """Callable: HxWx3 uint8 RGB -> HxW float32 alpha in [0, 1] (thread-safe: the network calls are locked);
+    `run(rgb)` -> `RouteResult` (alpha, warning, info, step timings).
 
     Steps are public for tests and tools; all but `prior`'s input work at the working resolution
     (`working_size(h, w, settings.matting_side)`): `prior(rgb)` -> prob, `mask(prob)` -> bool,
-    `trimap(mask, image)` -> {0, 128, 255}, `refine(image, trimap, guess)` -> alpha.
+    `pose(image, mask)` -> Pose or None, `hands(image, pose, prob)` -> landmarks, `trimap(mask, image)` -> {0, 128,
+    255}, `refine(image, trimap, guess)` -> alpha (`solve`: with the solver's method).
     """
 
     def __init__(self, settings: PortraitSettings | None = None, *, device: str = "cpu") -> None:
@@ -158,7 +235,9 @@ class PortraitMatting:
         self.device = device
         self.net: Any = create("mediapipe-selfie").eval().to(device)  # a SelfieSegmentation (tests swap in others)
         self._lock = threading.Lock()
-        self.last_timings: dict[str, float] = {}
+        self._pose: PoseLandmarker | None = None  # loaded on first use, like the others below
+        self._hands: HandLandmarker | None = None
+        self._faces: tuple[FaceDetector, FaceDetector] | None = None
 
     # -- 1. prior ---------------------------------------------------------------------------------------
 
@@ -222,7 +301,59 @@ class PortraitMatting:
         keep = (seeds > 0) & (seeds >= s.min_component * seeds.max())
         return keep[labels]
 
-    # -- 3. trimap --------------------------------------------------------------------------------------
+    # -- 3. pose prior ------------------------------------------------------------------------------------
+
+    def _loaded(self, name: str, make: Any) -> Any:
+        """The network stored as attribute `name`, made by `make()` on first use: a route that finds nobody never
+        loads the pose network, one that sees no hand never loads the hand network."""
+        with self._lock:
+            if getattr(self, name) is None:
+                setattr(self, name, make())
+            return getattr(self, name)
+
+    def pose(self, image: np.ndarray, mask: np.ndarray) -> Pose | None:
+        """BlazePose on the square round `mask` (HxW bool) of the working-size `image` (HxWx3 uint8), cut from
+        a copy at most `pose_side` px long: landmarks and segmentation on the working grid; None without mask."""
+        s = self.settings
+        roi = square_around(mask, s.pose_margin)
+        if roi is None:
+            return None
+        landmarker = self._loaded("_pose", lambda: PoseLandmarker(device=self.device))
+        h, w = mask.shape
+        small_hw = working_size(h, w, s.pose_side)
+        k = small_hw[1] / w, small_hw[0] / h  # x, y scale working -> small
+        small = image if small_hw == (h, w) else cv2.resize(image, small_hw[::-1], interpolation=cv2.INTER_AREA)
+        box = RotatedRect(roi.center_x * k[0], roi.center_y * k[1], roi.width * k[0], roi.height * k[1])
+        with self._lock, torch.inference_mode():
+            pose = landmarker.landmarks(small, box)
+        landmarks = pose.landmarks.copy()
+        landmarks[:, 0] /= k[0]
+        landmarks[:, 1] /= k[1]
+        segmentation = pose.segmentation
+        if small_hw != (h, w):
+            segmentation = cv2.resize(segmentation, (w, h), interpolation=cv2.INTER_LINEAR)
+        return Pose(landmarks, pose.presence, pose.world, segmentation, pose.score, roi, None)
+
+    # -- 4. hands -----------------------------------------------------------------------------------------
+
+    def hands(self, image: np.ndarray, pose: Pose, prob: np.ndarray) -> list[np.ndarray]:
+        """(21, 3) landmarks in working pixels of each hand the pose sees in `image` where the selfie prior
+        `prob` is weak over the hand's crop (mean < `hand_weak`), kept at MediaPipe's presence >= 0.5."""
+        s = self.settings
+        rois = []
+        for roi in hand_roi_from_pose(pose.landmarks, prob.shape, min_visibility=s.limb_visibility):
+            inside = np.zeros(prob.shape, np.uint8)
+            cv2.fillPoly(inside, [np.round(roi.corners()).astype(np.int32)], 1)
+            if inside.any() and float(prob[inside.astype(bool)].mean()) < s.hand_weak:
+                rois.append(roi)
+        if not rois:
+            return []
+        landmarker = self._loaded("_hands", lambda: HandLandmarker(device=self.device))
+        with self._lock, torch.inference_mode():
+            found = landmarker.landmarks(image, rois)
+        return [hand.landmarks for hand in found if hand.score >= landmarker.min_score]
+
+    # -- 5. trimap --------------------------------------------------------------------------------------
 
     def trimap(self, mask: np.ndarray, image: np.ndarray | None = None) -> np.ndarray:
         """HxW uint8 {0, 128, 255}: band around the mask's edge, widened at hair when `image` (HxWx3) is given."""
@@ -259,38 +390,118 @@ class PortraitMatting:
         inward = mask & (d_in <= r_in) & fine & (_distance_to(beyond) <= 2 * r_in)
         return _touching(outward | inward, band)
 
-    # -- 4. refinement ----------------------------------------------------------------------------------
+    # -- 6. refinement ----------------------------------------------------------------------------------
 
     def refine(self, image: np.ndarray, trimap: np.ndarray, guess: np.ndarray | None = None) -> np.ndarray:
         """HxW float32 alpha: closed-form matting of the trimap's unknown pixels (image HxWx3 uint8)."""
+        return self.solve(image, trimap, guess).alpha
+
+    def solve(self, image: np.ndarray, trimap: np.ndarray, guess: np.ndarray | None = None) -> BandSolution:
+        """`refine` with the solver's method (`p3m.infer.closed_form.BandSolution`: which fallback answered)."""
         # numba (the solver's compiler) loads only when the route solves: the network routes never pay for it
-        from p3m.infer.closed_form import solve_alpha
+        from p3m.infer.closed_form import solve_band
 
         s = self.settings
         if guess is None:
             guess = (trimap == 255).astype(np.float32)
-        return solve_alpha(array_to_rgb(image), trimap, guess, eps=s.cf_eps, rtol=s.rtol)
+        return solve_band(array_to_rgb(image), trimap, guess, eps=s.cf_eps, rtol=s.rtol)
 
-    def __call__(self, rgb: np.ndarray) -> np.ndarray:
-        """HxW float32 alpha of an RGB image array (any range of `p3m.infer.preprocess.array_to_rgb`: grey, RGBA,
-        16-bit, float in [0, 1]); step times in `last_timings`."""
+    # -- 7. person check ----------------------------------------------------------------------------------
+
+    def face_score(self, image: np.ndarray) -> float:
+        """Best score of a face MediaPipe's detectors report in `image` (short range, then full range when the
+        short one finds none), at their own thresholds; 0 when none."""
+        detectors = self._loaded(
+            "_faces", lambda: (FaceDetector("short", device=self.device), FaceDetector("full", device=self.device))
+        )
+        for detector in detectors:
+            with self._lock, torch.inference_mode():
+                faces = detector.detect(image)
+            if faces:
+                return max(f.score for f in faces)
+        return 0.0
+
+    def _person(self, image: np.ndarray, mask: np.ndarray, prob: np.ndarray, pose: Pose | None, info: dict) -> str:
+        """The person verdict (`p3m.infer.priors.person_verdict`); its evidence goes into `info`.
+
+        The face detectors first (a few ms); the pose network (as costly as the selfie prior) only when they find
+        no face (back views, small or turned heads), and only when the route has not run it already."""
+        s = self.settings
+        confident = np.count_nonzero(mask & (prob >= s.seed_threshold)) / max(1, int(np.count_nonzero(mask)))
+        info["confident"] = round(confident, 4)
+        evidence = PersonEvidence(self.face_score(image), 0.0, confident)
+        info["face"] = round(evidence.face, 4)
+        verdict = person_verdict(evidence, agree=s.person_agree, confident=s.person_confident)
+        if not verdict and s.pose:
+            if pose is None:
+                pose = self.pose(image, mask)
+            agree = agreement(pose.segmentation >= 0.5, mask) if pose is not None else 0.0
+            info["pose_agreement"] = round(agree, 4)
+            evidence = PersonEvidence(evidence.face, agree, confident)
+            verdict = person_verdict(evidence, agree=s.person_agree, confident=s.person_confident)
+        return verdict
+
+    # -- the whole route --------------------------------------------------------------------------------
+
+    def run(self, rgb: np.ndarray) -> RouteResult:
+        """The route on an RGB image array (any range of `p3m.infer.preprocess.array_to_rgb`: grey, RGBA,
+        16-bit, float in [0, 1]) -> `RouteResult`."""
+        s = self.settings
         rgb = array_to_rgb(rgb)
         h, w = rgb.shape[:2]
-        t0 = time.perf_counter()
+        timings = dict.fromkeys(STEPS, 0.0)
+        clock = [time.perf_counter()]
+
+        def lap(step: str) -> None:
+            clock.append(time.perf_counter())
+            timings[step] = clock[-1] - clock[-2]
+
         prob = self.prior(rgb)
-        t1 = time.perf_counter()
         hw, ww = prob.shape
         image = rgb if (hw, ww) == (h, w) else cv2.resize(rgb, (ww, hw), interpolation=cv2.INTER_AREA)
         mask = self.mask(prob)
+        lap("prior")
+        if not mask.any():
+            return RouteResult(np.zeros((h, w), np.float32), NO_PERSON, {"person": ""}, timings)
+        info: dict[str, Any] = {}
+        # the pose network runs here only for the steps that use its landmarks or mask (hands, limb gaps); the
+        # person check asks for it later, and only when no face settles that question
+        pose = self.pose(image, mask) if s.pose and (s.hands or s.limb_gaps) else None
+        agree = agreement(pose.segmentation >= 0.5, mask) if pose is not None else 0.0
+        trusted = pose is not None and agree >= s.pose_agree
+        if pose is not None:
+            info["pose_agreement"], info["pose_prior"] = round(agree, 4), trusted
+        if pose is not None and trusted and s.limb_gaps:
+            gaps = limb_gaps(pose.landmarks, mask.shape, min_visibility=s.limb_visibility)
+            if gaps.any():
+                prob = blend_in(prob, pose.segmentation, gaps, s.gap_feather * max(hw, ww))
+                mask = self.mask(prob)
+        lap("pose")
+        hands = self.hands(image, pose, prob) if pose is not None and trusted and s.hands and mask.any() else []
+        info["hands"] = len(hands)
+        lap("hands")
         tri = self.trimap(mask, image)
-        t2 = time.perf_counter()
-        alpha = self.refine(image, tri, mask.astype(np.float32))
-        if self.settings.clean > 0:
-            alpha[alpha < self.settings.clean] = 0.0
-            alpha[alpha > 1.0 - self.settings.clean] = 1.0
-        t3 = time.perf_counter()
+        if hands:
+            seeds, zone = hand_seeds(hands, mask.shape, bone_width=s.hand_bone, zone_width=s.hand_zone)
+            tri[zone] = 128
+            tri[seeds] = 255
+            mask = mask | seeds
+        lap("trimap")
+        solution = self.solve(image, tri, mask.astype(np.float32))
+        alpha = solution.alpha
+        info["solver"] = solution.method
+        if s.clean > 0:
+            alpha[alpha < s.clean] = 0.0
+            alpha[alpha > 1.0 - s.clean] = 1.0
+        lap("refine")
+        info["person"] = verdict = self._person(image, mask, prob, pose, info) if s.person_check else "not checked"
+        lap("person")
         if (hw, ww) != (h, w):  # bilinear: stays in [0, 1]; one full-size array, nothing else at full size
             alpha = cv2.resize(alpha, (w, h), interpolation=cv2.INTER_LINEAR)
-        t4 = time.perf_counter()
-        self.last_timings = {"prior": t1 - t0, "trimap": t2 - t1, "refine": t3 - t2, "upsample": t4 - t3}
-        return alpha
+        lap("upsample")
+        warning = MASK_ONLY if solution.method == "guess" else "" if verdict else NOT_SURE
+        return RouteResult(alpha, warning, info, timings)
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        """HxW float32 alpha of an RGB image array: `run(rgb).alpha`."""
+        return self.run(rgb).alpha

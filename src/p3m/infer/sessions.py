@@ -4,7 +4,8 @@ A session is one loaded model: a P3M-Net run by torch (`TorchSession`), an expor
 (`OnnxSession`), or the built-in `portrait-cf` route (`PortraitSession`: segmentation prior + closed-form matting,
 no trained matting network). Each one answers `MattingSession`: what it is (`name`, `arch`, `weights`, `backend`,
 `precision`, `licence`, `warning`), what the network will see (`plan(h, w, options)`), how it mattes
-(`method(options)`) and the matte (`predict_alpha(rgb, options)`, HxWx3 uint8 -> HxW float32 in [0, 1]). The
+(`method(options)`) and the matte (`predict(rgb, options)` -> `Prediction`: alpha, a one-line warning about this
+image, what the session did; `predict_alpha(rgb, options)` its alpha, HxWx3 uint8 -> HxW float32 in [0, 1]). The
 `StrategyOptions` say how a P3M-Net pass engine is driven over a whole image (the route has no use for them), so one
 loaded session serves any strategy. `new_session` picks and loads one from what a user names (weights or nothing,
 an architecture, a backend, a device, a precision); `network_session` wraps a network that is already in memory.
@@ -14,7 +15,7 @@ an architecture, a backend, a device, a precision); `network_session` wraps a ne
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -23,7 +24,7 @@ from torch import nn
 
 from p3m.choices import BACKENDS, RESIZE_MODES, STRATEGIES, check_choice
 from p3m.errors import CheckpointError
-from p3m.infer.portrait import PortraitMatting, working_size
+from p3m.infer.portrait import PortraitMatting, PortraitSettings, working_size
 from p3m.infer.runtime import OnnxNet, TorchNet, resolve_precision
 from p3m.infer.strategies import NetFn, plan_passes, predict
 from p3m.models.registry import find_config
@@ -43,6 +44,7 @@ __all__ = [
     "MattingSession",
     "OnnxSession",
     "PortraitSession",
+    "Prediction",
     "StrategyOptions",
     "TorchSession",
     "network_session",
@@ -90,6 +92,17 @@ class StrategyOptions:
         )
 
 
+@dataclass(frozen=True)
+class Prediction:
+    """One image's matte: ``alpha`` HxW float32 in [0, 1]; ``warning`` one line about this image ("" when there
+    is nothing to say, e.g. "no person found"); ``info`` what the session did (the route: person verdict, pose
+    prior, hands, solver method, step seconds; empty for networks)."""
+
+    alpha: np.ndarray
+    warning: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+
+
 class MattingSession(Protocol):
     """One loaded model that mattes RGB images.
 
@@ -126,12 +139,12 @@ class MattingSession(Protocol):
         """How it mattes, in words (run summaries)."""
         ...
 
-    def predict_alpha(self, rgb: np.ndarray, options: StrategyOptions) -> np.ndarray:
-        """HxW float32 alpha in [0, 1] of an HxWx3 uint8 RGB image (thread-safe)."""
+    def predict(self, rgb: np.ndarray, options: StrategyOptions) -> Prediction:
+        """The matte of an HxWx3 uint8 RGB image with its warning and info (thread-safe)."""
         ...
 
-    def result_warning(self, alpha: np.ndarray) -> str:
-        """One line about one result (e.g. "no person found"), "" when there is nothing to say."""
+    def predict_alpha(self, rgb: np.ndarray, options: StrategyOptions) -> np.ndarray:
+        """HxW float32 alpha in [0, 1] of an HxWx3 uint8 RGB image: `predict(rgb, options).alpha`."""
         ...
 
 
@@ -156,11 +169,11 @@ class _NetworkSession:
     def method(self, options: StrategyOptions) -> str:
         return f"{self.backend}, {options.strategy}"
 
+    def predict(self, rgb: np.ndarray, options: StrategyOptions) -> Prediction:
+        return Prediction(self.predict_alpha(rgb, options))
+
     def predict_alpha(self, rgb: np.ndarray, options: StrategyOptions) -> np.ndarray:
         return options.predict(self.net, rgb)
-
-    def result_warning(self, alpha: np.ndarray) -> str:
-        return ""
 
 
 class TorchSession(_NetworkSession):
@@ -199,7 +212,8 @@ class OnnxSession(_NetworkSession):
 
 
 class PortraitSession:
-    """The built-in `portrait-cf` route: MediaPipe selfie segmentation prior + closed-form matting (torch, fp32)."""
+    """The built-in `portrait-cf` route: selfie and pose priors + closed-form matting (torch, fp32); its warning
+    says when no person was found or recognised (`p3m.infer.portrait.RouteResult`)."""
 
     name = arch = BUILTIN
     backend, precision = "torch", "fp32"
@@ -208,9 +222,9 @@ class PortraitSession:
 
     uses_strategies = False
 
-    def __init__(self, device: str = "cpu") -> None:
+    def __init__(self, device: str = "cpu", *, hands: bool = False) -> None:
         self.weights: Path | None = builtin_entry().path
-        self.route = PortraitMatting(device=device)
+        self.route = PortraitMatting(PortraitSettings(hands=hands), device=device)
 
     def plan(self, height: int, width: int, options: StrategyOptions) -> dict[str, Any]:
         return {
@@ -222,11 +236,12 @@ class PortraitSession:
     def method(self, options: StrategyOptions) -> str:
         return "segmentation prior + closed-form matting"
 
+    def predict(self, rgb: np.ndarray, options: StrategyOptions) -> Prediction:
+        result = self.route.run(rgb)
+        return Prediction(result.alpha, result.warning, {**result.info, "seconds": result.timings})
+
     def predict_alpha(self, rgb: np.ndarray, options: StrategyOptions) -> np.ndarray:
         return self.route(rgb)
-
-    def result_warning(self, alpha: np.ndarray) -> str:
-        return "" if alpha.any() else "no person found: the matte is empty"
 
 
 def _locate(weights: str | os.PathLike[str] | None, arch: str | None, backend: str) -> tuple[Path, str | None, str]:
@@ -272,20 +287,23 @@ def new_session(
     backend: str = "auto",
     device: str = "cpu",
     precision: str = "auto",
+    hands: bool = False,
 ) -> MattingSession:
     """Load the model a user named -> its session.
 
     weights: a file, a name from `p3m models`, or None for the default (the published P3M-Net when it is in the
     model folder, else `portrait-cf`). arch: the architecture wanted (must agree with the weights). backend:
     "auto" (.onnx -> onnxruntime, else torch), "torch" or "onnxruntime". device: a resolved device
-    (`p3m.infer.runtime.resolve_device`). Raises CheckpointError (one line) for weights that cannot be used so.
+    (`p3m.infer.runtime.resolve_device`). hands: the built-in route also finds hands by their landmarks and keeps
+    them (`p3m.infer.portrait.PortraitSettings.hands`; about twice the time; other models ignore it). Raises
+    CheckpointError (one line) for weights that cannot be used so.
     """
     check_choice("backend", backend, BACKENDS)
     path, arch, name = _locate(weights, arch, backend)
     if arch == BUILTIN:
         if backend == "onnxruntime":
             raise CheckpointError(f"{BUILTIN} runs on the torch backend only; use --backend auto or torch")
-        return PortraitSession(device)
+        return PortraitSession(device, hands=hands)
     warning = _synthetic_warning(name) if trained_on_synthetic(path) else ""
     if backend == "auto":
         backend = "onnxruntime" if path.suffix == ".onnx" else "torch"

@@ -1,0 +1,140 @@
+"""The built-in route with and without its second prior (pose, hands, person check), side by side in one run.
+
+"old" is the route as it was before the second prior (selfie prior + closed-form matting: `PortraitSettings(pose=
+False, hands=False, person_check=False)`), "new" with hands (`PortraitSettings(hands=True)`, `p3m matte --hands`).
+On the 12 shared real portraits (reference mattes) and on four altered copies of each, to check that settings
+chosen on the originals do not overfit them: mirrored,
+half-size, JPEG quality 60 and greyscale (the reference altered the same way where it changes); per variant the
+mean and worst SAD (sum |alpha - reference| / 1000), the worst IoU of the > 0.5 regions, and the image whose SAD
+changed most. scikit-image's astronaut has no reference matte: it is reported as the old/new SAD between the two
+mattes and the share of the image each keeps. Then the cost: old and new timed one after the other on each original
+(median of `--repeat`), and the new route's steps (pose, hands, person check) on their own.
+
+    P3M_TESTDATA=DIR .venv/bin/python -m benchmarks.bench_route_priors [--repeat 3] [--json out.json]
+
+Needs the P3M demo portraits (`JizhiziLi/P3M` demo/imgs) in $P3M_TESTDATA; exits with a message without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from skimage import data as skdata
+
+from benchmarks.bench_portrait import scores
+from p3m.infer.portrait import STEPS, PortraitMatting, PortraitSettings
+from tests.paths import PORTRAITS
+
+OLD = PortraitSettings(pose=False, hands=False, person_check=False)
+NEW = PortraitSettings(hands=True)  # the whole second prior (`p3m matte --hands`)
+
+
+def _jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
+    _, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+def _half(a: np.ndarray) -> np.ndarray:
+    return cv2.resize(a, (a.shape[1] // 2, a.shape[0] // 2), interpolation=cv2.INTER_AREA)
+
+
+VARIANTS = {
+    "original": lambda rgb, ref: (rgb, ref),
+    "mirrored": lambda rgb, ref: (rgb[:, ::-1].copy(), ref[:, ::-1].copy()),
+    "half-size": lambda rgb, ref: (_half(rgb), _half(ref)),
+    "JPEG-60": lambda rgb, ref: (_jpeg(rgb, 60), ref),
+    "greyscale": lambda rgb, ref: (np.repeat(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)[..., None], 3, 2), ref),
+}
+
+
+def quality(old: PortraitMatting, new: PortraitMatting, data: list[tuple[str, np.ndarray, np.ndarray]]) -> dict:
+    out: dict[str, Any] = {}
+    head = f"{'old SAD mean/worst':>19s} {'new SAD mean/worst':>19s} {'IoU min old/new':>16s}"
+    print(f"\n{'variant':10s} {head}  most changed")
+    for variant, alter in VARIANTS.items():
+        rows = []
+        for name, rgb, ref in data:
+            image, target = alter(rgb, ref)
+            a, b = scores(old(image), target), scores(new(image), target)
+            rows.append({"image": name, "old": a, "new": b})
+        sad_old = [r["old"]["sad"] for r in rows]
+        sad_new = [r["new"]["sad"] for r in rows]
+        change = max(rows, key=lambda r: abs(r["new"]["sad"] - r["old"]["sad"]))
+        iou_old, iou_new = min(r["old"]["iou"] for r in rows), min(r["new"]["iou"] for r in rows)
+        print(
+            f"{variant:10s} {np.mean(sad_old):9.2f}/{max(sad_old):<9.2f} {np.mean(sad_new):9.2f}/{max(sad_new):<9.2f} "
+            f"{iou_old:7.3f}/{iou_new:<8.3f}  {change['image']} "
+            f"{change['old']['sad']:.2f} -> {change['new']['sad']:.2f}"
+        )
+        out[variant] = rows
+    astronaut = skdata.astronaut()
+    a, b = old(astronaut), new(astronaut)
+    out["astronaut"] = {
+        "sad_old_vs_new": float(np.abs(a - b).sum() / 1000),
+        "kept_old": float((a > 0.5).mean()),
+        "kept_new": float((b > 0.5).mean()),
+    }
+    print(
+        f"astronaut (no reference): SAD between old and new {out['astronaut']['sad_old_vs_new']:.3f}; share kept "
+        f"{out['astronaut']['kept_old']:.4f} old, {out['astronaut']['kept_new']:.4f} new"
+    )
+    return out
+
+
+def cost(old: PortraitMatting, new: PortraitMatting, data: list, repeat: int) -> dict:
+    """Seconds per original, old and new alternating (the same load on both), and the new route's steps."""
+    old(data[0][1]), new(data[0][1])  # warm-up: lazy network loads, numba cache
+    rows = []
+    for name, rgb, _ in data:
+        t_old, t_new, steps = [], [], []
+        for _ in range(repeat):
+            t = time.perf_counter()
+            old(rgb)
+            t_old.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            result = new.run(rgb)
+            t_new.append(time.perf_counter() - t)
+            steps.append(result.timings)
+        median = {k: statistics.median(s[k] for s in steps) for k in STEPS}
+        rows.append({"image": name, "old": statistics.median(t_old), "new": statistics.median(t_new), **median})
+    mean = {k: float(np.mean([r[k] for r in rows])) for k in ("old", "new", *STEPS)}
+    ratios = [r["new"] / r["old"] for r in rows]
+    print(
+        f"\nseconds per image (mean of {len(rows)}, median of {repeat} each): old {mean['old']:.3f}, new "
+        f"{mean['new']:.3f} (new/old per image: median {statistics.median(ratios):.2f}x, range "
+        f"{min(ratios):.2f}-{max(ratios):.2f}x)"
+    )
+    print("new route's steps, mean s: " + ", ".join(f"{k} {mean[k]:.3f}" for k in STEPS))
+    return {"images": rows, "mean": mean}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--repeat", type=int, default=3, help="timed calls per image and route (default 3)")
+    parser.add_argument("--json", type=Path, help="write the figures here")
+    args = parser.parse_args()
+    paths = sorted((PORTRAITS / "image").glob("*.jpg"))
+    if not paths:
+        raise SystemExit(f"no test portraits under {PORTRAITS}: the shared test data is needed for this benchmark")
+    torch.set_num_threads(args.threads)
+    data = []
+    for p in paths:
+        rgb = cv2.cvtColor(cv2.imread(str(p), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        data.append((p.stem, rgb, cv2.imread(str(PORTRAITS / "reference_alpha" / f"{p.stem}.png"), 0)))
+    old, new = PortraitMatting(OLD), PortraitMatting(NEW)
+    out = {"quality": quality(old, new, data), "cost": cost(old, new, data, args.repeat)}
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,201 @@
+"""Rules that combine the built-in route's person priors: pure functions of arrays.
+
+The route (`p3m.infer.portrait`) has a selfie-segmentation probability and, where it runs, BlazePose's landmarks
+and person mask (`p3m.models.pose_landmark`) and MediaPipe's hand landmarks (`p3m.models.hand_landmark`). These
+functions turn them into the route's decisions: where the pose mask is trusted (`agreement`), where limbs leave
+gaps the selfie mask fills (`limb_gaps`), where hands are (`hand_roi_from_pose`, `hand_seeds`), and whether a
+person is there at all (`PersonEvidence`, `person_verdict`).
+
+Conventions: masks are HxW bool, probabilities HxW float32 in [0, 1]; pose landmarks (33, 4) x, y in pixels of
+the same grid, z, visibility in [0, 1] (MediaPipe's order, `p3m.models.pose_landmark.LANDMARKS`); hand landmarks
+(21, 3) x, y in pixels, z (`p3m.models.hand_landmark.LANDMARKS`). "Left" and "right" are the person's own.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from p3m.models.hand_landmark import LANDMARKS as HAND_LANDMARKS
+from p3m.models.mediapipe_calculators import RotatedRect, normalize_radians, transform_rect
+from p3m.models.pose_landmark import LANDMARKS as POSE_LANDMARKS
+
+__all__ = [
+    "PersonEvidence",
+    "agreement",
+    "blend_in",
+    "hand_roi_from_pose",
+    "hand_seeds",
+    "limb_gaps",
+    "person_verdict",
+    "square_around",
+]
+
+
+def _pose(name: str) -> int:
+    return POSE_LANDMARKS.index(name)
+
+
+def _hand(name: str) -> int:
+    return HAND_LANDMARKS.index(name)
+
+
+# the polygons between a limb and the body: shoulder, elbow, wrist, hip (one per side), and between the legs:
+# hip, knee, ankle of one leg, then ankle, knee, hip of the other
+_GAPS = (
+    tuple(_pose(n) for n in ("left_shoulder", "left_elbow", "left_wrist", "left_hip")),
+    tuple(_pose(n) for n in ("right_shoulder", "right_elbow", "right_wrist", "right_hip")),
+    tuple(_pose(n) for n in ("left_hip", "left_knee", "left_ankle", "right_ankle", "right_knee", "right_hip")),
+)
+_HAND_BONES = tuple(
+    (_hand(a), _hand(b))
+    for a, b in (
+        ("wrist", "thumb_cmc"), ("thumb_cmc", "thumb_mcp"), ("thumb_mcp", "thumb_ip"), ("thumb_ip", "thumb_tip"),
+        ("wrist", "index_finger_mcp"), ("index_finger_mcp", "index_finger_pip"),
+        ("index_finger_pip", "index_finger_dip"), ("index_finger_dip", "index_finger_tip"),
+        ("index_finger_mcp", "middle_finger_mcp"), ("middle_finger_mcp", "middle_finger_pip"),
+        ("middle_finger_pip", "middle_finger_dip"), ("middle_finger_dip", "middle_finger_tip"),
+        ("middle_finger_mcp", "ring_finger_mcp"), ("ring_finger_mcp", "ring_finger_pip"),
+        ("ring_finger_pip", "ring_finger_dip"), ("ring_finger_dip", "ring_finger_tip"),
+        ("ring_finger_mcp", "pinky_mcp"), ("wrist", "pinky_mcp"), ("pinky_mcp", "pinky_pip"),
+        ("pinky_pip", "pinky_dip"), ("pinky_dip", "pinky_tip"),
+    )
+)  # fmt: skip
+_PALM = tuple(
+    _hand(n) for n in ("wrist", "thumb_cmc", "index_finger_mcp", "middle_finger_mcp", "ring_finger_mcp", "pinky_mcp")
+)
+# pose points of each hand: wrist, index knuckle, pinky knuckle
+_POSE_HANDS = (
+    tuple(_pose(n) for n in ("left_wrist", "left_index", "left_pinky")),
+    tuple(_pose(n) for n in ("right_wrist", "right_index", "right_pinky")),
+)
+
+
+def square_around(mask: np.ndarray, margin: float) -> RotatedRect | None:
+    """The upright square round a mask's bounding box: centred on it, the box's long side times ``1 + 2 *
+    margin`` (MediaPipe's pose crop is 1.25x the body: margin 0.125); None for an empty mask. Pixels of the
+    mask's grid; the square may reach past the image (crops pad it)."""
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    if rows.size == 0:
+        return None
+    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    side = max(y1 - y0, x1 - x0) * (1.0 + 2.0 * margin)
+    return RotatedRect((x0 + x1) / 2.0, (y0 + y1) / 2.0, float(side), float(side))
+
+
+def agreement(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two HxW bool masks (1.0 when both are empty)."""
+    union = np.count_nonzero(a | b)
+    return float(np.count_nonzero(a & b) / union) if union else 1.0
+
+
+def _points(landmarks: np.ndarray, ids: Sequence[int], min_visibility: float) -> np.ndarray | None:
+    """(N, 2) int32 pixel positions of the listed landmarks, or None when one is less visible than asked."""
+    if (landmarks[list(ids), 3] < min_visibility).any():
+        return None
+    return np.round(landmarks[list(ids), :2]).astype(np.int32)
+
+
+def limb_gaps(landmarks: np.ndarray, shape: tuple[int, int], *, min_visibility: float = 0.5) -> np.ndarray:
+    """HxW bool: where background can show between a limb and the body, from pose landmarks (33, 4).
+
+    The polygons shoulder-elbow-wrist-hip on each side (between an arm and the torso) and hip-knee-ankle of
+    both legs (between the legs), each only when all its points are at least `min_visibility` visible. The
+    polygons cover the limbs' own inner halves too: a caller trusts another prior there, not "background".
+    """
+    out = np.zeros(shape, np.uint8)
+    for ids in _GAPS:
+        points = _points(landmarks, ids, min_visibility)
+        if points is not None:
+            cv2.fillPoly(out, [points], 1)
+    return out.astype(bool)
+
+
+def blend_in(prob: np.ndarray, other: np.ndarray, zone: np.ndarray, feather: float) -> np.ndarray:
+    """HxW float32: `other` inside the bool `zone`, `prob` outside, mixed over a Gaussian edge of `feather` px
+    (standard deviation; 0 = a hard edge)."""
+    weight = zone.astype(np.float32)
+    if feather > 0:
+        weight = cv2.GaussianBlur(weight, (0, 0), feather).astype(np.float32)
+    return (prob + weight * (other - prob)).astype(np.float32)
+
+
+def hand_roi_from_pose(
+    landmarks: np.ndarray, shape: tuple[int, int], *, min_visibility: float = 0.5, scale: float = 2.7
+) -> list[RotatedRect]:
+    """Crops for the hand landmark network from pose landmarks: one per hand whose wrist, index and pinky
+    knuckles are at least `min_visibility` visible and whose wrist is inside the image (`shape` = (H, W)).
+
+    MediaPipe Holistic's HandDetectionsFromPoseToRectsCalculator: centre at the estimated middle knuckle
+    (2 * index + pinky) / 3, side twice its distance from the wrist, turned so the wrist -> knuckle line
+    points up; then shifted 0.1 of the side towards the fingers and scaled `scale`x (`transform_rect`).
+    """
+    h, w = shape
+    rois = []
+    for wrist, index, pinky in _POSE_HANDS:
+        if min(landmarks[wrist, 3], landmarks[index, 3], landmarks[pinky, 3]) < min_visibility:
+            continue
+        wx, wy = (float(v) for v in landmarks[wrist, :2])
+        if not (0 <= wx < w and 0 <= wy < h):
+            continue
+        mx = (2.0 * float(landmarks[index, 0]) + float(landmarks[pinky, 0])) / 3.0
+        my = (2.0 * float(landmarks[index, 1]) + float(landmarks[pinky, 1])) / 3.0
+        size = 2.0 * math.hypot(mx - wx, my - wy)
+        if size < 1.0:
+            continue
+        rotation = normalize_radians(math.pi / 2 - math.atan2(-(my - wy), mx - wx))
+        rois.append(transform_rect(RotatedRect(mx, my, size, size, rotation), scale, shift=(0.0, -0.1)))
+    return rois
+
+
+def hand_seeds(
+    hands: Sequence[np.ndarray], shape: tuple[int, int], *, bone_width: float, zone_width: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(seeds, zone), HxW bool, from hand landmarks ((21, 3) each): seeds are the bones drawn `bone_width` x
+    the hand's size wide plus the palm polygon (surely hand), the zone is the bones `zone_width` x the size
+    wide on each side plus the palm (where the hand's edge can be). A hand's size is its wrist to middle
+    knuckle distance."""
+    seeds = np.zeros(shape, np.uint8)
+    zone = np.zeros(shape, np.uint8)
+    for points in hands:
+        p = np.round(points[:, :2]).astype(np.int32)
+        size = float(np.hypot(*(points[_hand("middle_finger_mcp"), :2] - points[_hand("wrist"), :2])))
+        thin = max(1, round(bone_width * size))
+        wide = max(1, round(2 * zone_width * size))
+        for a, b in _HAND_BONES:
+            cv2.line(seeds, (int(p[a, 0]), int(p[a, 1])), (int(p[b, 0]), int(p[b, 1])), 1, thin)
+            cv2.line(zone, (int(p[a, 0]), int(p[a, 1])), (int(p[b, 0]), int(p[b, 1])), 1, wide)
+        palm = p[list(_PALM)]
+        cv2.fillPoly(seeds, [palm], 1)
+        cv2.fillPoly(zone, [palm], 1)
+    return seeds.astype(bool), zone.astype(bool)
+
+
+@dataclass(frozen=True)
+class PersonEvidence:
+    """What the route saw of a person: ``face`` the best score of a face the detectors reported at their own
+    thresholds (0 when none, or not looked for), ``agreement`` IoU of the pose network's person mask with the
+    selfie mask (0 when not computed), ``confident`` share of the selfie mask where the selfie prior is
+    confident (>= its seed threshold)."""
+
+    face: float = 0.0
+    agreement: float = 0.0
+    confident: float = 0.0
+
+
+def person_verdict(evidence: PersonEvidence, *, agree: float, confident: float) -> str:
+    """Why the route believes a person is there ("face", "two priors agree"), or "" when it does not.
+
+    A face was reported; or the pose network's mask overlaps the selfie mask by at least `agree` (IoU) while
+    at least `confident` of the selfie mask is confident. Objects the selfie network takes for a person (a
+    cup, a cat, a fundus photo) have neither: no face, and the pose network sees another shape.
+    """
+    if evidence.face > 0:
+        return "face"
+    if evidence.agreement >= agree and evidence.confident >= confident:
+        return "two priors agree"
+    return ""

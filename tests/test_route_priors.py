@@ -1,0 +1,275 @@
+"""The built-in route's second prior, hands, person check and solver fallbacks (p3m.infer.priors, p3m.infer.portrait,
+p3m.infer.closed_form.solve_band).
+
+The pure rules are tested on drawn landmarks whose answer is known. Hand keeping is measured on the real photos
+shipped in tests/data against MediaPipe's own hand landmarks for them (tests/data/mediapipe_hands.npz, stored
+outputs of the original runtime, so the criterion does not come from the code under test): the share of each
+hand's pixels (its bones, a tenth of the hand's size wide, and its palm) that the matte keeps above 0.5. The person
+check on scikit-image's pictures without people (shipped with the package) and on the stored portraits.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data as skdata
+
+from p3m.infer import closed_form
+from p3m.infer.closed_form import solve_band
+from p3m.infer.portrait import NO_PERSON, NOT_SURE, PortraitMatting, PortraitSettings
+from p3m.infer.priors import (
+    PersonEvidence,
+    agreement,
+    hand_roi_from_pose,
+    hand_seeds,
+    limb_gaps,
+    person_verdict,
+    square_around,
+)
+from p3m.models.pose_landmark import LANDMARKS
+from tests.paths import TEST_DATA
+
+PHOTOS = {"profile": "people_profile.jpg", "walking": "people_walking.jpg", "cap": "people_cap.jpg"}
+
+
+def photo(name: str) -> np.ndarray:
+    return cv2.cvtColor(cv2.imread(str(TEST_DATA / PHOTOS[name])), cv2.COLOR_BGR2RGB)
+
+
+@pytest.fixture(scope="module")
+def route() -> PortraitMatting:
+    """The default route: selfie prior, closed-form matting, the person check (face, then pose)."""
+    return PortraitMatting()
+
+
+@pytest.fixture(scope="module")
+def hands_route() -> PortraitMatting:
+    """The route that also looks for hands (`p3m matte --hands`, `Matter(hands=True)`)."""
+    return PortraitMatting(PortraitSettings(hands=True))
+
+
+@pytest.fixture(scope="module")
+def selfie_only() -> PortraitMatting:
+    """The route before the second prior: selfie prior + closed-form matting only."""
+    return PortraitMatting(PortraitSettings(pose=False, hands=False))
+
+
+# -- pure rules ------------------------------------------------------------------------------------------------
+
+
+def standing(width: float = 200.0) -> np.ndarray:
+    """(33, 4) landmarks of a person standing with arms held out from the body and legs apart, all visible."""
+    lm = np.zeros((33, 4), np.float32)
+    lm[:, 3] = 1.0
+    points = {
+        "left_shoulder": (130, 60), "right_shoulder": (70, 60), "left_elbow": (160, 110), "right_elbow": (40, 110),
+        "left_wrist": (170, 160), "right_wrist": (30, 160), "left_hip": (120, 150), "right_hip": (80, 150),
+        "left_knee": (140, 210), "right_knee": (60, 210), "left_ankle": (150, 270), "right_ankle": (50, 270),
+    }  # fmt: skip
+    for name, (x, y) in points.items():
+        lm[LANDMARKS.index(name), :2] = (x * width / 200, y * width / 200)
+    return lm
+
+
+def test_limb_gaps_are_the_polygons_between_arms_torso_and_legs():
+    lm = standing()
+    gaps = limb_gaps(lm, (300, 200))
+    assert gaps[120, 150] and gaps[120, 50]  # between each arm and the torso
+    assert gaps[230, 100]  # between the legs
+    assert not gaps[20, 100] and not gaps[290, 100] and not gaps[120, 195]  # above the head, below, outside
+    hidden = lm.copy()
+    hidden[LANDMARKS.index("left_ankle"), 3] = 0.1  # one leg's ankle not visible: no leg polygon
+    gaps = limb_gaps(hidden, (300, 200))
+    assert not gaps[230, 100] and gaps[120, 150]
+
+
+def test_hand_crop_from_pose_is_centred_past_the_knuckles_and_turned_with_the_hand():
+    lm = np.zeros((33, 4), np.float32)
+    lm[:, 3] = 1.0
+    for side in ("left", "right"):  # fingers pointing up: no rotation
+        lm[LANDMARKS.index(f"{side}_wrist"), :2] = (100, 100)
+        lm[LANDMARKS.index(f"{side}_index"), :2] = (95, 70)
+        lm[LANDMARKS.index(f"{side}_pinky"), :2] = (110, 70)
+    rois = hand_roi_from_pose(lm, (200, 200))
+    assert len(rois) == 2
+    roi = rois[0]
+    assert abs(roi.rotation) < 0.3 and roi.center_y < 70 and roi.width == pytest.approx(roi.height)
+    assert roi.width == pytest.approx(2.7 * 2 * math.hypot(100 - 100, 100 - 70), rel=0.05)
+    lm[LANDMARKS.index("left_wrist"), 3] = 0.2  # a wrist not visible: that hand is skipped
+    lm[LANDMARKS.index("right_wrist"), :2] = (300, 100)  # a wrist outside the image: skipped
+    assert hand_roi_from_pose(lm, (200, 200)) == []
+
+
+def test_hand_seeds_cover_the_bones_and_the_zone_is_wider():
+    hand = np.zeros((21, 3), np.float32)
+    hand[:, 0] = 50
+    hand[:, 1] = np.linspace(90, 10, 21)  # a straight hand, wrist at the bottom
+    seeds, zone = hand_seeds([hand], (100, 100), bone_width=0.05, zone_width=0.2)
+    assert seeds[50, 50] and zone[50, 50] and (zone >= seeds).all()
+    assert zone.sum() > 2 * seeds.sum() and not zone[50, 5] and not zone[50, 95]
+
+
+def test_square_around_and_agreement():
+    mask = np.zeros((50, 80), bool)
+    mask[10:30, 20:60] = True
+    roi = square_around(mask, 0.125)
+    assert (roi.center_x, roi.center_y, roi.width, roi.height) == (40.0, 20.0, 50.0, 50.0)
+    assert square_around(np.zeros((4, 4), bool), 0.1) is None
+    other = np.zeros_like(mask)
+    other[10:30, 40:60] = True
+    assert agreement(mask, other) == pytest.approx(0.5) and agreement(other[:0], other[:0]) == 1.0
+
+
+def test_person_verdict_needs_a_face_or_both_priors():
+    assert person_verdict(PersonEvidence(face=0.8), agree=0.4, confident=0.7) == "face"
+    assert person_verdict(PersonEvidence(agreement=0.5, confident=0.9), agree=0.4, confident=0.7) == "two priors agree"
+    assert person_verdict(PersonEvidence(agreement=0.5, confident=0.5), agree=0.4, confident=0.7) == ""
+    assert person_verdict(PersonEvidence(agreement=0.2, confident=0.99), agree=0.4, confident=0.7) == ""
+
+
+# -- hands -----------------------------------------------------------------------------------------------------
+
+
+def hand_pixels(name: str, shape: tuple[int, int], mirrored: bool) -> list[np.ndarray]:
+    """Each hand's pixels (HxW bool) from MediaPipe's own landmarks of the photo (normalised x, y)."""
+    stored = np.load(TEST_DATA / "mediapipe_hands.npz")[f"hands/{name}/landmarks"].astype(np.float64)
+    h, w = shape
+    hands = []
+    for points in stored:
+        pixels = points.copy()
+        pixels[:, 0] = (1.0 - points[:, 0] if mirrored else points[:, 0]) * w
+        pixels[:, 1] *= h
+        hands.append(hand_seeds([pixels], shape, bone_width=0.1, zone_width=0.1)[0])
+    return hands
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mirrored", [False, True])
+@pytest.mark.parametrize("name", sorted(PHOTOS))
+def test_hands_are_kept(hands_route, name, mirrored):
+    """At least 98% of each hand's pixels above alpha 0.5 (the selfie prior alone keeps 87% of the walking
+    woman's hand in the mirrored photo, 97.5% of the capped man's; with the hand prior 99.2-100%)."""
+    rgb = photo(name)[:, ::-1].copy() if mirrored else photo(name)
+    result = hands_route.run(rgb)
+    for hand in hand_pixels(name, rgb.shape[:2], mirrored):
+        assert hand.sum() > 300
+        kept = float((result.alpha[hand] > 0.5).mean())
+        assert kept >= 0.98, (name, mirrored, kept, result.info)
+
+
+# -- person check ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["coffee", "chelsea", "retina", "logo"])
+def test_pictures_without_people_are_empty_or_flagged(route, name):
+    image = getattr(skdata, name)()[..., :3]
+    result = route.run(image)
+    assert result.warning in (NO_PERSON, NOT_SURE), result.info
+    assert result.alpha.any() == (result.warning == NOT_SURE) and result.info["person"] == ""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(PHOTOS))
+def test_real_people_are_recognised(route, name):
+    result = route.run(photo(name))
+    assert result.warning == "" and result.info["person"], result.info
+
+
+# -- solver fallback -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_palette_portrait_that_breaks_the_incomplete_factor_is_still_matted():
+    """The walking woman at 480x270 with a 16-colour palette (PIL mode P): no incomplete Cholesky factor exists
+    at the route's epsilon (the route before the fallback failed with 'not positive definite'); the stronger
+    regularisation answers and says so."""
+    from p3m import Matter
+
+    image = Image.open(TEST_DATA / PHOTOS["walking"]).resize((480, 270)).quantize(16)
+    assert image.mode == "P"
+    result = Matter().matte(image)
+    assert result.info["route"]["solver"] == "ic0, eps x10"
+    assert result.alpha.shape == (270, 480) and 0.02 < (result.alpha > 0.5).mean() < 0.5
+
+
+def test_band_solver_falls_back_to_jacobi_then_to_the_guess(monkeypatch):
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)
+    tri = np.zeros((20, 24), np.uint8)
+    tri[:, 12:] = 255
+    tri[:, 9:15] = 128
+    guess = np.full((20, 24), 0.25, np.float32)
+    assert solve_band(image, tri, guess).method == "ic0"
+    real = closed_form.conjugate_gradients
+
+    def no_ic0(csr, rhs, x0, **kwargs):
+        if kwargs.get("preconditioner", "ic0") == "ic0":
+            raise np.linalg.LinAlgError("no incomplete Cholesky factor: the matrix is not positive definite")
+        return real(csr, rhs, x0, **kwargs)
+
+    monkeypatch.setattr(closed_form, "conjugate_gradients", no_ic0)
+    jacobi = solve_band(image, tri, guess)
+    assert jacobi.method == "jacobi, eps x100" and jacobi.fell_back and jacobi.iterations > 0
+    assert ((jacobi.alpha >= 0) & (jacobi.alpha <= 1)).all()
+
+    def nothing(*args, **kwargs):
+        raise np.linalg.LinAlgError("nothing solves")
+
+    monkeypatch.setattr(closed_form, "conjugate_gradients", nothing)
+    last = solve_band(image, tri, guess)
+    assert last.method == "guess" and last.iterations == 0
+    assert np.array_equal(last.alpha[tri == 128], guess[tri == 128])
+    assert np.array_equal(last.alpha[tri != 128], (tri[tri != 128] == 255).astype(np.float32))
+
+
+# -- determinism -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_route_output_is_byte_identical_run_to_run(hands_route):
+    rgb = photo("walking")  # pose prior trusted, hands found: every step runs
+    first = hands_route.run(rgb)
+    assert first.info["pose_prior"] and first.info["hands"] >= 1
+    again = hands_route.run(rgb)
+    fresh = PortraitMatting(PortraitSettings(hands=True)).run(rgb)
+    assert first.alpha.tobytes() == again.alpha.tobytes() == fresh.alpha.tobytes()
+    assert first.info == again.info == fresh.info
+
+
+@pytest.mark.slow
+def test_the_default_route_runs_the_pose_network_only_when_no_face_settles_the_person_check(route):
+    """The pose network costs about what the selfie prior costs: by default it runs for the person check alone,
+    and only when the face detectors find no face (a back view); a frontal face never pays for it."""
+    calls = []
+    real = route.pose
+
+    def counted(image, mask):
+        calls.append(mask.shape)
+        return real(image, mask)
+
+    route.pose = counted
+    try:
+        frontal = route.run(photo("cap"))
+        assert frontal.info["face"] > 0 and frontal.info["person"] == "face" and calls == []
+        route.face_score = lambda image: 0.0  # as for a back view: the pose network decides
+        faceless = route.run(photo("cap"))
+        assert len(calls) == 1 and faceless.info["person"] == "two priors agree" and faceless.warning == ""
+        assert np.array_equal(faceless.alpha, frontal.alpha)  # the check never changes the matte
+    finally:
+        del route.pose, route.face_score
+    assert "hands" in frontal.info and frontal.info["hands"] == 0
+
+
+def test_hands_reach_the_route_from_matter_and_the_cli():
+    from p3m import Matter
+    from p3m.cli import build_parser
+
+    assert Matter(hands=True).session.route.settings.hands
+    assert not Matter().session.route.settings.hands
+    args = build_parser().parse_args(["matte", "x.jpg", "-o", "out", "--hands"])
+    assert args.hands
