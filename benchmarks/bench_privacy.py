@@ -40,7 +40,7 @@ from p3m.privacy.audit import audit_image
 from p3m.privacy.detect import CenterFaceDetector, Face
 from p3m.privacy.landmarks import FaceOutliner, jaw_to_brows, landmark_region
 from p3m.privacy.region import soft_mask
-from tests.paths import PORTRAITS
+from tests.paths import PORTRAITS, TEST_DATA
 
 # the three P3M-10k demo portraits whose faces were left as they were (the shared README), the nine others
 OPEN_FACES = ("p_07141906", "p_818e689d", "p_bac3c1ff")
@@ -271,36 +271,62 @@ def measure_iou() -> None:
         print(f"| `{stem}` | {found} | " + " | ".join(cells) + " |")
 
 
+def real_mattes(photos: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """An alpha matte (uint8) per photo: the shared reference matte where there is one, else the built-in
+    portrait-cf route's prediction (what `p3m matte` writes when no other model is installed)."""
+    from p3m.infer.matter import Matter
+
+    mattes, matter = {}, None
+    for name, image in photos.items():
+        alpha = _alpha(name)
+        if alpha is None:
+            matter = matter or Matter(weights="portrait-cf", device="cpu")
+            alpha = np.clip(np.rint(matter.matte(image).alpha * 255.0), 0, 255).astype(np.uint8)
+        mattes[name] = alpha
+    return mattes
+
+
 def measure_reid() -> None:
     from p3m.privacy.reid import reidentify, shared_recognizer
 
     recognizer = shared_recognizer()
-    detector = CenterFaceDetector(0.2)
-    variants = {
-        "default (blur)": AnonymizeOptions(),
-        "mosaic": AnonymizeOptions(method="mosaic"),
-        "zero": AnonymizeOptions(method="zero"),
-        "old: ellipse 1.1, flat blur": None,
-    }
-    print("| face | mild blur (control) | blank (control) | " + " | ".join(variants) + " | default with matte |")
-    print("|---" * (len(variants) + 4) + "|")
-
-    for name, image in real_photos().items():
+    detector, outliner = CenterFaceDetector(0.2), FaceOutliner()
+    methods = ("blur", "mosaic", "zero")
+    print(
+        "| face | mild blur (must match) | grey picture | blur | mosaic | zero | --alpha: blur | mosaic | zero "
+        "| --alpha, band kept everywhere (P3M literal): blur | mosaic | zero | band in core | private area changed |"
+    )
+    print("|---" * 14 + "|")
+    photos = real_photos()
+    photos["people_profile (tests/data)"] = read_image(TEST_DATA / "people_profile.jpg")
+    mattes = real_mattes({k: v for k, v in photos.items() if "tests/data" not in k})
+    mattes["people_profile (tests/data)"] = read_mask(TEST_DATA / "reference_alpha" / "people_profile.png")
+    for name, image in photos.items():
         faces = detector.detect(image)
-        outputs = [
-            _old_default(image, faces)
-            if options is None
-            else anonymize_image(image, faces=faces, options=options).image
-            for options in variants.values()
-        ]
-        alpha = _alpha(name)
-        if alpha is not None:
-            outputs.append(anonymize_image(image, faces=faces, alpha=alpha).image)
-        found = [reidentify(out, image, faces[0], recognizer) for out in outputs]
-        first = found[0]
-        cells = [f"{r.distance:.2f}" for r in found[: len(variants)]]
-        matte = f"{found[-1].distance:.2f}" if alpha is not None else "-"
-        print(f"| {name} | {first.control:.2f} | {first.blank:.2f} | " + " | ".join(cells) + f" | {matte} |")
+        alpha, found, blurred = mattes[name], [], {}
+        variants = {
+            "no matte": (None, outliner),
+            "matte": (alpha, outliner),
+            "literal": (alpha, FaceOutliner(core=False)),
+        }
+        for variant, (matte, chosen) in variants.items():
+            for method in methods:
+                options = AnonymizeOptions(method=method)
+                result = anonymize_image(image, faces=faces, alpha=matte, options=options, outliner=chosen)
+                control = reidentify(result.image, image, faces[0], recognizer)
+                found.append(control.distance)
+                if method == "blur":
+                    blurred[variant] = result
+        new, literal = blurred["matte"], blurred["literal"]
+        assert new.weights is not None and literal.weights is not None
+        changed = float(np.abs(new.weights - literal.weights).sum() / max(float(literal.weights.sum()), 1e-6))
+        share = new.band_in_core
+        cells = [f"{d:.2f}" for d in found]
+        print(
+            f"| {name} | {control.control:.2f} | {control.blank:.2f} | "
+            + " | ".join(cells)
+            + f" | {share[0]:.2f} | +{100 * changed:.1f} % |"
+        )
 
 
 def _old_default(image: np.ndarray, faces: list[Face]) -> np.ndarray:

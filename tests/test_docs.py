@@ -53,7 +53,7 @@ TINY_BENCHMARK = [
 PLACEHOLDERS = {"ROOT": "my-dataset"}
 # Commands whose documented outcome may be another exit code: the code and what the output then says.
 OTHER_OUTCOMES = {
-    # the shipped photos include a profile in the kept hair band and an already-blurred face: the audit says so
+    # the shipped photos may still show a face the audit flags (an already-blurred face under kept hair): it says so
     "p3m audit": (1, "leak"),
 }
 SMALLER = {

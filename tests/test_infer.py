@@ -282,7 +282,9 @@ def test_cutout_is_straight_rgba_and_composite() -> None:
     fg = fgmod.estimate_foreground(image, alpha)
     rgba = fgmod.cutout_rgba(fg, alpha)
     assert rgba.dtype == np.uint8 and rgba.shape == (*alpha.shape, 4)
-    np.testing.assert_array_equal(rgba[..., :3], fg)  # not premultiplied
+    seen = rgba[..., 3] > 0
+    np.testing.assert_array_equal(rgba[..., :3][seen], fg[seen])  # not premultiplied
+    assert (alpha == 0).any() and not rgba[~seen].any()  # what the matte leaves out: nothing of the photo
     np.testing.assert_array_equal(rgba[..., 3], np.rint(alpha * 255).astype(np.uint8))
     comp = fgmod.composite(fg, alpha, (0, 0, 255))
     want = fg.astype(np.float32) * alpha[..., None] + np.array([0, 0, 255]) * (1 - alpha[..., None])

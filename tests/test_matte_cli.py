@@ -106,7 +106,9 @@ def test_folder_end_to_end_with_all_outputs(weights: Path, tmp_path: Path, capsy
         comp = np.asarray(Image.open(out / f"{p.stem}_composite.png"))
         assert alpha.shape == (h, w) and rgba.shape == (h, w, 4) and fg.shape == comp.shape == (h, w, 3)
         np.testing.assert_array_equal(rgba[..., 3], alpha)  # straight alpha: colours are F, not F*alpha
-        np.testing.assert_array_equal(rgba[..., :3], fg)
+        seen = alpha > 0
+        np.testing.assert_array_equal(rgba[..., :3][seen], fg[seen])
+        assert not rgba[~seen].any()  # fully transparent pixels carry nothing of the photo
         a = alpha[..., None] / 255.0
         want = fg * a + np.array([0, 255, 0]) * (1 - a)
         assert np.abs(comp - want).max() <= 1.0

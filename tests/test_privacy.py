@@ -126,6 +126,32 @@ def test_private_area_of_soft_weights_is_zero_on_the_band_and_ramps_up_from_it()
     assert private_area(weights).dtype == np.float32 and private_area(weights)[0, 0] == np.float32(0.8)
 
 
+def test_private_area_leaves_the_band_in_where_it_crosses_the_core():
+    """P = R_face \\ (R_trans \\ core): band pixels inside the core stay private, the rest of the band is kept."""
+    face = _ellipse_mask((60, 80), (40, 30), (30, 25))
+    trimap = np.full((60, 80), 255, np.uint8)
+    trimap[:, 35:45] = 128
+    core = np.zeros((60, 80), bool)
+    core[20:40, 30:50] = True
+    got = private_area(face, trimap=trimap, core=core)
+    assert got.dtype == bool
+    band = trimap == 128
+    for y, x in itertools.product(range(60), range(80)):  # literal, pixel by pixel
+        assert got[y, x] == (face[y, x] and (not band[y, x] or core[y, x]))
+    # soft weights: region * max(keep, core); a soft core edge gives a soft transition inside the band
+    weights = face.astype(np.float32) * 0.9
+    soft_core = np.zeros((60, 80), np.float32)
+    soft_core[20:40, 30:50] = 1.0
+    soft_core[20:40, 29] = 0.5
+    ramp = private_area(weights, trimap=trimap, band_edge=4.0, core=soft_core)
+    plain = private_area(weights, trimap=trimap, band_edge=4.0)
+    np.testing.assert_allclose(ramp, weights * np.maximum(plain / np.maximum(weights, 1e-9), soft_core), atol=1e-6)
+    assert ramp[30, 40] == np.float32(0.9) and plain[30, 40] == 0.0  # band inside the core: private
+    assert ramp[10, 40] == 0.0  # band outside the core: kept
+    with pytest.raises(ImageError):
+        private_area(face, trimap=trimap, core=np.ones((10, 10), bool))
+
+
 # --------------------------------------------------------------------------------------------- obfuscate
 
 

@@ -19,6 +19,7 @@ from p3m.errors import P3MError
 from p3m.io import read_image, read_mask, write_image
 from p3m.privacy.anonymize import AnonymizeOptions, anonymize_image
 from p3m.privacy.detect import Face
+from p3m.privacy.landmarks import FaceOutliner
 from tests.paths import PORTRAITS, REAL_PHOTOS, REFERENCE_ALPHA
 
 OPEN_FACE = "p_07141906"  # the one unobfuscated face named by the shared test data README
@@ -113,7 +114,13 @@ def test_anonymize_removes_identifying_detail_and_keeps_the_rest(anonymized, rea
         if method == "blur":
             assert _hf_energy(_gray(result), core) <= 0.05 * _hf_energy(_gray(original), core)
         elif method == "mosaic":
-            assert _ssim_in(original, result, core) < 0.5
+            # the audit's measure (contrast-weighted SSIM over the face core at 64 px): a plain SSIM over a patch this
+            # small (118 px on the 480 px face) follows the grid's phase: 0.36 or 0.54 when the cells move by 27 px
+            # of the band joining the private area, while the audit measures 0.23 and 0.27
+            from p3m.privacy.audit import face_similarity
+
+            x0, y0, x1, y1 = (float(v) for v in rows[stem]["boxes"].split(";")[0].split())
+            assert face_similarity(result, original, Face((x0, y0, x1, y1), 1.0, None)) < 0.5
             assert len(np.unique(result[core].reshape(-1, 3), axis=0)) <= 80  # a few cells, not a face
         else:
             assert (result[core] == 0).all()
@@ -276,10 +283,23 @@ def test_anonymize_image_with_pluggable_detector_and_trimap():
         img, detector=FixedFaces([face]), options=AnonymizeOptions(method="zero", mask_scale=1.0), trimap=trimap
     )
     assert res.faces == [face] and len(res.outlines) == 1
-    assert not res.private[:, 200:215].any() and res.private[118, 226]
-    np.testing.assert_array_equal(res.image[:, 200:215], img[:, 200:215])
+    # the band crosses the face's core (no landmarks: its box ellipse at 0.7, x 195-257 at the middle row), where it
+    # is obfuscated too; above and below the core it is kept
+    assert res.private[118, 200:215].all() and res.private[118, 226] and res.band_in_core[0] > 0.1
+    assert not res.private[:70, 200:215].any() and not res.private[170:, 200:215].any()
+    np.testing.assert_array_equal(res.image[:70, 200:215], img[:70, 200:215])
     assert res.weights is not None and (res.image[res.weights >= 1] == 0).all()
     np.testing.assert_array_equal(res.private, res.weights > 0)
+    # P3M's literal private area (no core): the whole band is kept
+    literal = anonymize_image(
+        img,
+        detector=FixedFaces([face]),
+        options=AnonymizeOptions(method="zero", mask_scale=1.0),
+        trimap=trimap,
+        outliner=FaceOutliner(core=False),
+    )
+    assert not literal.private[:, 200:215].any() and literal.band_in_core == []
+    np.testing.assert_array_equal(literal.image[:, 200:215], img[:, 200:215])
 
 
 # --------------------------------------------------------------------------------------------- synthetic data
@@ -449,7 +469,8 @@ def test_audit_flags_a_face_partly_left_in_the_transition_band():
     face = Face((182.0, 58.0, 270.0, 178.0), 0.9, None)
     trimap = np.full((512, 512), 255, np.uint8)
     trimap[:, 180:215] = 128
-    partial = anonymize_image(img, detector=FixedFaces([face]), trimap=trimap).image
+    # P3M's literal private area (FaceOutliner(core=False)): the band over the eye is kept as it was
+    partial = anonymize_image(img, detector=FixedFaces([face]), trimap=trimap, outliner=FaceOutliner(core=False)).image
     rec = audit_image(partial, detector=FixedFaces([face]), original=img)
     assert rec.similarities[0] < 0.5 and rec.kept[0] > 0.15
     assert rec.status == "leak" and any("left as it was" in r for r in rec.reasons), rec.reasons
@@ -485,7 +506,7 @@ def test_audit_of_the_shared_portraits_flags_exactly_the_unobfuscated_faces(tmp_
 
 
 @pytest.mark.slow
-def test_audit_flags_the_profile_left_in_the_transition_band_of_p_818e689d(tmp_path):
+def test_audit_passes_the_profile_whose_band_crosses_its_face_p_818e689d(tmp_path):
     stems = ("p_818e689d", "p_bd6af989", "p_bac3c1ff")
     src, alpha = tmp_path / "in", tmp_path / "alpha"
     for stem in stems:
@@ -498,11 +519,14 @@ def test_audit_flags_the_profile_left_in_the_transition_band_of_p_818e689d(tmp_p
         (alpha / ref.name).write_bytes(ref.read_bytes())
     out = tmp_path / "out"
     assert run_cli(["anonymize", str(src), "-o", str(out), "--alpha", str(alpha), "-q"]) == 0  # blur, default
-    assert run_cli(["audit", str(out), "--originals", str(src), "-q"]) == 1
+    # nose, lips and chin of the profile lie in the band: obfuscated there too (kept whole, a third of the face was
+    # left as it was and the audit flagged it)
+    made = {r["stem"]: r for r in _csv(out / "anonymize_report.csv")}
+    assert float(made["p_818e689d"]["band_in_core"]) > 0.3 and float(made["p_bac3c1ff"]["band_in_core"]) < 0.05
+    assert run_cli(["audit", str(out), "--originals", str(src), "-q"]) == 0
     rows = {r["stem"]: r for r in _csv(out / "audit_report.csv")}
     print("\n" + "\n".join(f"{s}: {r['status']} ssim={r['max_ssim']} kept={r['max_kept']}" for s, r in rows.items()))
-    # nose and lips of the profile lie in the kept band: a third of the face left as it was
-    assert rows["p_818e689d"]["status"] == "leak" and "left as it was" in rows["p_818e689d"]["reasons"]
+    assert rows["p_818e689d"]["status"] == "pass" and float(rows["p_818e689d"]["max_kept"]) < 0.1
     assert rows["p_bac3c1ff"]["status"] == "pass" and float(rows["p_bac3c1ff"]["max_kept"]) < 0.05
     assert rows["p_bd6af989"]["status"] == "pass"  # its original face was already blurred: nothing to compare
 

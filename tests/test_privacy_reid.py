@@ -13,7 +13,7 @@ import pytest
 from skimage import data
 
 from p3m.errors import P3MError
-from p3m.io import read_image, write_image
+from p3m.io import read_image, read_mask, write_image
 from p3m.privacy import audit as audit_module
 from p3m.privacy.anonymize import anonymize_image
 from p3m.privacy.audit import audit_folder
@@ -162,3 +162,24 @@ def test_the_profile_photo_shipped_with_the_tests(recognizer, detector):
     r = reidentify(anonymize_image(image, faces=[face]).image, image, face, recognizer)
     assert r.control < SAME_PERSON and r.blank < SAME_PERSON
     assert not r.measurable() and not r.leaks()
+
+
+@needs_recognizer
+@pytest.mark.slow
+def test_the_profile_anonymised_with_its_matte_is_no_closer_than_a_grey_picture(recognizer, detector):
+    """`p3m anonymize --alpha` on the shipped profile with its reference matte: its nose, lips and chin lie in the
+    transition band, which is obfuscated where it crosses the face's identifying core. Measured: 0.53 against the
+    grey picture's 0.49; keeping the whole band, as P3M's literal definition does, leaves 0.37 (recognised, and
+    closer than the grey picture: this test fails without the core)."""
+    from p3m.privacy.landmarks import FaceOutliner
+    from tests.paths import REFERENCE_ALPHA
+
+    image = read_image(TEST_DATA / "people_profile.jpg")
+    alpha = read_mask(REFERENCE_ALPHA / "people_profile.png")
+    face = detector.detect(image)[0]
+    r = reidentify(anonymize_image(image, faces=[face], alpha=alpha).image, image, face, recognizer)
+    assert r.control < SAME_PERSON  # the recogniser matches a mild blur of this face
+    assert r.distance >= min(SAME_PERSON, r.blank), r
+
+    literal = anonymize_image(image, faces=[face], alpha=alpha, outliner=FaceOutliner(core=False)).image
+    assert reidentify(literal, image, face, recognizer).distance < r.blank

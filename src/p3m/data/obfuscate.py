@@ -2,10 +2,11 @@
 demo/face_obfuscation.jpg of `JizhiziLi/P3M`).
 
 The private area is P = R_face \\ R_trans: the face region minus the matting transition band, so hair and
-outline pixels that matter for matting stay untouched. `obfuscate` replaces the pixels of P and
-returns every other pixel bit-identical. P is a bool mask (a hard edge, as in P3M's released images) or float
-weights in [0, 1] (the anti-aliased regions of `p3m.privacy.region.soft_mask`): a pixel of weight w becomes
-``w * O(I) + (1 - w) * I``.
+outline pixels that matter for matting stay untouched; `private_area` can leave the band in P where it crosses
+a face's identifying core (its ``core``), where a kept band would show the face itself. `obfuscate` replaces the
+pixels of P and returns every other pixel bit-identical. P is a bool mask (a hard edge, as in P3M's released
+images) or float weights in [0, 1] (the anti-aliased regions of `p3m.privacy.region.soft_mask`): a pixel of weight
+w becomes ``w * O(I) + (1 - w) * I``.
 
 Operator scale. The P3M authors publish neither the blur σ nor the mosaic cell size.
 Here both scale with the size of each connected component of P, measured as ``sqrt(bbox_w * bbox_h)``
@@ -94,9 +95,15 @@ def private_area(
     trimap: np.ndarray | None = None,
     band_dilation: int = 3,
     band_edge: float = 0.0,
+    core: np.ndarray | None = None,
 ) -> np.ndarray:
     """P = R_face \\ R_trans (Li et al., ACM MM 2021; figure demo/face_obfuscation.jpg of `JizhiziLi/P3M`): bool HxW for
     a bool face region, float32 weights for a soft one.
+
+    ``core`` (bool HxW, or float weights in [0, 1] for a soft edge): where the band is **not** kept, e.g. the
+    identifying core of each face (`p3m.privacy.landmarks.identifying_core`: eyes, brows, nose, lips, chin), so
+    that a profile whose nose and lips lie in the band is obfuscated there too: P = R_face \\ (R_trans \\ core),
+    for weights ``region * max(keep, core)`` with ``keep`` the band's weight factor below.
 
     A soft region's weights are 0 on the band and, with ``band_edge`` > 1 px, rise over that many px from it
     (``min(1, d / band_edge)``, d the distance to the nearest band pixel), so the obfuscation also fades out
@@ -110,12 +117,19 @@ def private_area(
     band = transition_band(alpha=alpha, trimap=trimap, band_dilation=band_dilation)
     if band.shape != face_region.shape:
         raise ImageError(f"alpha/trimap size {band.shape} differs from the face region {face_region.shape}")
+    if core is not None:
+        core = _check_region(core, band.shape)
     if face_region.dtype == bool:
-        return face_region & ~band
+        kept = band if core is None else band & ~(core > 0)
+        return face_region & ~kept
     if band_edge <= 1.0:
-        return np.where(band, np.float32(0.0), face_region)
-    distance = cv2.distanceTransform((~band).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    return face_region * np.minimum(distance / np.float32(band_edge), np.float32(1.0))
+        keep = (~band).astype(np.float32)
+    else:
+        distance = cv2.distanceTransform((~band).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        keep = np.minimum(distance / np.float32(band_edge), np.float32(1.0))
+    if core is not None:
+        keep = np.maximum(keep, core.astype(np.float32))
+    return face_region * keep
 
 
 def obfuscate(image: np.ndarray, region: np.ndarray, method: str = "blur", *, strength: float = 1.0) -> np.ndarray:

@@ -146,8 +146,11 @@ def alpha_to_uint8(alpha: np.ndarray, rounding: str = "round") -> np.ndarray:
 
 
 def cutout_rgba(foreground: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """Straight (un-premultiplied) RGBA uint8: RGB = foreground colours, A = alpha."""
-    return np.dstack([foreground, alpha_to_uint8(alpha)])
+    """Straight (un-premultiplied) RGBA uint8: RGB = foreground colours, A = alpha; fully transparent pixels are
+    (0, 0, 0, 0), so a cutout carries nothing of what the matte left out (the background would otherwise be one
+    "ignore alpha" away, and it would cost file size)."""
+    a8 = alpha_to_uint8(alpha)
+    return np.dstack([np.where(a8[..., None] == 0, np.uint8(0), foreground), a8])
 
 
 def composite(foreground: np.ndarray, alpha: np.ndarray, background: np.ndarray | tuple[int, int, int]) -> np.ndarray:

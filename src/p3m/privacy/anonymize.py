@@ -3,8 +3,11 @@
 Per image: detect faces -> outline each (`p3m.privacy.landmarks`: P3M's landmark region, a covering shape where
 the landmarks are not trusted, or the box ellipse) -> soft, anti-aliased face region (`soft_mask`) -> private
 area (minus the transition band of the alpha matte / trimap when one is given) -> obfuscate -> write the image
-(same format, no metadata) and its face mask (PNG, 255 wherever a pixel was changed). Every image gets a report
-row (which region each face got); images where no face was found are flagged for manual review (a back view is
+(same format, no metadata) and its face mask (PNG, 255 wherever a pixel was changed). The band is kept only outside
+each face's identifying core (eyes, brows, nose, lips, chin: `p3m.privacy.landmarks.identifying_core`): where it
+crosses the core (a profile against the background, hair over the eyes) a kept band would show the face itself,
+so it is obfuscated there as well. Every image gets a report row (which region each face got, how much of its core
+the band crossed); images where no face was found are flagged for manual review (a back view is
 fine, a missed face is a privacy leak). A bad file is reported and skipped, the others finish.
 """
 
@@ -19,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from p3m.atomic import is_whole, remove_orphans
-from p3m.data.obfuscate import METHODS, obfuscate, private_area
+from p3m.data.obfuscate import METHODS, obfuscate, private_area, transition_band
 from p3m.errors import DatasetError, ImageError, P3MError, item_error_message
 from p3m.io import (
     ANONYMIZE_REPORT,
@@ -36,9 +39,11 @@ from p3m.privacy.region import MIN_FEATHER, soft_mask
 from p3m.workers import Runner, WorkerFactory, run_here
 
 REPORT_NAME = ANONYMIZE_REPORT
-REPORT_FIELDS = ("stem", "source", "output", "faces", "boxes", "scores", "regions", "status", "message")
+REPORT_FIELDS = ("stem", "source", "output", "faces", "boxes", "scores", "regions", "band_in_core", "status", "message")
 DEFAULT_MASK_SCALE = 1.1
 DEFAULT_THRESHOLD = 0.2
+# a face whose identifying core the transition band crosses by at least this share is named in the summary
+BAND_IN_CORE_NOTE = 0.05
 # width of the soft edge, relative to the face size (`FaceOutline.size`), and at least MIN_FEATHER px
 EDGE_FRACTION = 0.03
 # Formats written back as they came; anything else (e.g. .bmp input) is written as PNG (lossless).
@@ -86,13 +91,15 @@ class AnonymizeOptions:
 class AnonymizeResult:
     """One anonymised image: the pixels; ``weights`` the private area's obfuscation weights (float32 HxW in [0, 1],
     soft at the edge); ``private`` where pixels were changed (bool HxW, weights > 0); the faces found and the
-    outline each got."""
+    outline each got; ``band_in_core`` per face, the share of its identifying core that the transition band crossed
+    (obfuscated all the same; empty without a matte or trimap)."""
 
     image: np.ndarray
     private: np.ndarray
     faces: list[Face]
     outlines: list[FaceOutline] = field(default_factory=list)
     weights: np.ndarray | None = None
+    band_in_core: list[float] = field(default_factory=list)
 
 
 def anonymize_image(
@@ -121,9 +128,19 @@ def anonymize_image(
     edges = [options.edge_width(o) for o in outlines]
     region = soft_mask(image.shape, [o.polygon for o in outlines], edges)
     band_edge = float(np.median(edges)) if edges else 0.0
-    weights = private_area(region, alpha=alpha, trimap=trimap, band_dilation=options.band_dilation, band_edge=band_edge)
+    core, band_in_core = None, []
+    if outlines and (alpha is not None or trimap is not None):
+        band = transition_band(alpha=alpha, trimap=trimap, band_dilation=options.band_dilation)
+        cores = [
+            soft_mask(image.shape, [o.core], e) for o, e in zip(outlines, edges, strict=True) if o.core is not None
+        ]
+        band_in_core = [float(c[band].sum() / max(float(c.sum()), 1e-6)) for c in cores]
+        core = np.maximum.reduce(cores) if cores else None
+    weights = private_area(
+        region, alpha=alpha, trimap=trimap, band_dilation=options.band_dilation, band_edge=band_edge, core=core
+    )
     out = obfuscate(image, weights, options.method, strength=options.strength)
-    return AnonymizeResult(out, weights > 0, faces, outlines, weights)
+    return AnonymizeResult(out, weights > 0, faces, outlines, weights, band_in_core)
 
 
 @dataclass
@@ -135,6 +152,7 @@ class ImageRecord:
     output: str = ""
     faces: list[Face] = field(default_factory=list)
     outlines: list[FaceOutline] = field(default_factory=list)
+    band_in_core: list[float] = field(default_factory=list)
     status: str = "ok"
     message: str = ""
 
@@ -147,6 +165,7 @@ class ImageRecord:
             "boxes": ";".join(" ".join(f"{v:.1f}" for v in f.box) for f in self.faces),
             "scores": ";".join(f"{f.score:.3f}" for f in self.faces),
             "regions": ";".join(o.method for o in self.outlines),
+            "band_in_core": ";".join(f"{v:.2f}" for v in self.band_in_core),
             "status": self.status,
             "message": self.message,
         }
@@ -191,6 +210,13 @@ class AnonymizeReport:
             lines.append(
                 f"{len(covered)} images have faces whose landmarks were not trusted: covered by a larger shape "
                 f"instead (see the report's regions column): {names}"
+            )
+        crossed = [r.stem for r in self.records if any(v >= BAND_IN_CORE_NOTE for v in r.band_in_core)]
+        if crossed:
+            names = ", ".join(crossed[:20]) + (" ..." if len(crossed) > 20 else "")
+            lines.append(
+                f"{len(crossed)} images have faces whose eyes, nose, mouth or chin lie in the matte's transition band "
+                f"(a profile, hair over the eyes): obfuscated there as well (report column band_in_core): {names}"
             )
         if self.no_face:
             names = ", ".join(r.stem for r in self.no_face[:20]) + (" ..." if len(self.no_face) > 20 else "")
@@ -273,6 +299,7 @@ def anonymize_task(
         rec.output = str(task.image_out)
         rec.faces = result.faces
         rec.outlines = result.outlines
+        rec.band_in_core = result.band_in_core
         rec.status = "ok" if result.faces else "no_face"
         if not result.faces:
             rec.message = "no face found: written unchanged; check by hand"

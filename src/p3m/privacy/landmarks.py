@@ -16,6 +16,13 @@ and its eyes, nose and mouth corners lie within `MAX_KEYPOINT_ERROR` (relative t
 detector's five landmarks. Otherwise the face gets the **covering shape**: the convex hull of its box
 ellipse at `COVER_SCALE`, rotated with the face, of discs round the detector's landmarks and of the mesh's
 region when the mesh at least found a face. Every `FaceOutline` says which it got and why.
+
+Identifying core. Each outline also carries the face's **identifying core** (`identifying_core`): the convex hull of
+the mesh's eyes, brows, nose, lips and chin (without a trusted mesh: discs round the detector's five landmarks and
+its chin estimate, `keypoint_core`). P3M keeps the matting transition band out of the private area; where that
+band crosses the core (a profile against the background holds its nose, lips and chin in the band, hair hangs
+over the eyes) `p3m.privacy.anonymize` obfuscates the band as well, so the band is kept only on the cheeks, the
+jaw's sides, the temples and the hairline, as in P3M's images of frontal faces.
 """
 
 from __future__ import annotations
@@ -46,6 +53,9 @@ DETECTOR_SCALE = 1.15
 # the brows' upper edge in eye-to-mouth distances above the eye line: 0.4-0.55 on the real faces of the test data
 BROW_ABOVE_EYES = 0.45
 KEYPOINT_DISC = 0.25  # radius of the discs round the detector's landmarks, relative to sqrt(box area)
+# the chin (mesh point 152) below the mouth, in eye-to-mouth distances (`keypoint_core`): 0.71-0.87 on the frontal
+# real faces at hand, 0.35-0.49 on the profiles (foreshortened), which the hull with the mouth's disc still covers
+CHIN_BELOW_MOUTH = 0.8
 ROTATION_STEP = math.radians(20.0)  # a second crop when the mouth-to-eyes line turns the face this much more
 
 # face mesh indices: eye corners (subject's right eye, image left when facing the camera; then the left eye),
@@ -55,6 +65,16 @@ _MESH_LEFT_EYE = (362, 263)
 _MESH_NOSE = 1
 _MESH_MOUTH = (61, 291)
 _MESH_TOP, _MESH_CHIN = 10, 152
+# the identifying core (`identifying_core`): MediaPipe's face-mesh contours of both eyes (FACEMESH_LEFT_EYE,
+# FACEMESH_RIGHT_EYE), the lips' outer contour, the nose (FACEMESH_NOSE) and the chin (152 and its neighbours
+# on the oval); the brows are added from `RIGHT_EYEBROW` and `LEFT_EYEBROW`
+_CORE_POINTS = (
+    33, 7, 163, 144, 145, 153, 154, 155, 133, 246, 161, 160, 159, 158, 157, 173,
+    263, 249, 390, 373, 374, 380, 381, 382, 362, 466, 388, 387, 386, 385, 384, 398,
+    61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 185, 40, 39, 37, 0, 267, 269, 270, 409,
+    168, 6, 197, 195, 5, 4, 1, 19, 94, 2, 98, 97, 326, 327, 294, 278, 344, 440, 275, 45, 220, 115, 48, 64,
+    152, 148, 377, 176, 400,
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -65,7 +85,7 @@ class FaceOutline:
     landmark region), "cover" (the covering shape, see the module docstring) or "ellipse" (``--region
     ellipse``); ``confidence`` in [0, 1]: the mesh's presence score when its keypoints agree with the detector's,
     else 0 (NaN for "ellipse"); ``reason`` why a face got the covering shape; ``points`` the mesh (468, 3) when one
-    was fitted.
+    was fitted; ``core`` the face's identifying core (module docstring), (M, 2) float64 like ``polygon``.
     """
 
     face: Face
@@ -74,6 +94,7 @@ class FaceOutline:
     confidence: float = float("nan")
     reason: str = ""
     points: np.ndarray | None = None
+    core: np.ndarray | None = None
 
     @property
     def size(self) -> float:
@@ -116,6 +137,30 @@ def landmark_region(points: np.ndarray, face: Face, *, forehead: bool = False) -
     polygon = jaw_to_brows(points, forehead=forehead)
     core = detector_region(face)
     return polygon if core is None else _hull(polygon, core)
+
+
+def identifying_core(points: np.ndarray) -> np.ndarray:
+    """The identifying core of a fitted face mesh: the convex hull of its eyes, brows, nose, lips and chin (468
+    points in, (M, 2) float64 vertices out). Seen from the side, nose, lips and chin are the face's outline."""
+    from p3m.models.face_mesh import LEFT_EYEBROW, RIGHT_EYEBROW
+
+    xy = np.asarray(points, np.float64)[:, :2]
+    return _hull(xy[list(_CORE_POINTS + RIGHT_EYEBROW + LEFT_EYEBROW)])
+
+
+def keypoint_core(face: Face) -> np.ndarray:
+    """The identifying core from the detector alone (no trusted mesh): the convex hull of discs of radius
+    `KEYPOINT_DISC` (relative to sqrt(box area)) round its five landmarks and round the chin, `CHIN_BELOW_MOUTH`
+    eye-to-mouth distances below the mouth; without landmarks the box ellipse at 0.7 (the audit's face core).
+    (M, 2) float64."""
+    kp = _keypoints(face)
+    if kp is None:
+        return ellipse_polygon(*face_ellipse(face, 0.7))
+    mouth = (kp[3] + kp[4]) / 2.0
+    chin = mouth + CHIN_BELOW_MOUTH * (mouth - (kp[0] + kp[1]) / 2.0)
+    r = KEYPOINT_DISC * math.sqrt(max(face.width * face.height, 1e-6))
+    disc = ellipse_polygon((0.0, 0.0), (2 * r, 2 * r), 0.0, n=16)
+    return _hull(*[disc + p for p in (*kp, chin)])
 
 
 def _keypoints(face: Face) -> np.ndarray | None:
@@ -259,10 +304,19 @@ class FaceOutliner:
     mode: "landmarks" (P3M's region, the covering shape where the mesh is not trusted) or "ellipse" (the box
     ellipse at ``ellipse_scale``, rotated by the eye line: p3m's region before the landmarks). forehead: the
     landmark region reaches the top of the forehead instead of the brows. mesh: a `FaceMesh` (default: one
-    shared CPU instance, loaded on first use).
+    shared CPU instance, loaded on first use). core: give each outline its identifying core (`FaceOutline.core`);
+    False leaves it None, and the whole transition band is then kept (P3M's literal P = R_face \\ R_trans).
     """
 
-    def __init__(self, mode: str = "landmarks", *, forehead: bool = False, ellipse_scale: float = 1.1, mesh=None):
+    def __init__(
+        self,
+        mode: str = "landmarks",
+        *,
+        forehead: bool = False,
+        ellipse_scale: float = 1.1,
+        mesh=None,
+        core: bool = True,
+    ):
         if mode not in REGION_MODES:
             raise ValueError(f"unknown region {mode!r}; choose from {', '.join(REGION_MODES)}")
         if not ellipse_scale > 0:
@@ -271,6 +325,7 @@ class FaceOutliner:
         self.forehead = forehead
         self.ellipse_scale = float(ellipse_scale)
         self._mesh = mesh
+        self.core = core
 
     @property
     def mesh(self):
@@ -280,9 +335,15 @@ class FaceOutliner:
 
     def outlines(self, image: np.ndarray, faces: Sequence[Face]) -> list[FaceOutline]:
         """One `FaceOutline` per face of an (H, W, 3) uint8 RGB image, in the order of ``faces``."""
-        faces = list(faces)
+        found = self._outlines(image, list(faces))
+        return found if self.core else [replace(o, core=None) for o in found]
+
+    def _outlines(self, image: np.ndarray, faces: list[Face]) -> list[FaceOutline]:
         if self.mode == "ellipse":
-            return [FaceOutline(f, ellipse_polygon(*face_ellipse(f, self.ellipse_scale)), "ellipse") for f in faces]
+            return [
+                FaceOutline(f, ellipse_polygon(*face_ellipse(f, self.ellipse_scale)), "ellipse", core=keypoint_core(f))
+                for f in faces
+            ]
         if not faces:
             return []
         crops = [_crops(f) for f in faces]
@@ -295,7 +356,8 @@ class FaceOutliner:
             error, best = min(scored, key=lambda ec: (ec[1].score < MIN_PRESENCE, ec[0]))
             polygon = landmark_region(best.points, face, forehead=self.forehead)
             if best.score >= MIN_PRESENCE and error <= MAX_KEYPOINT_ERROR:
-                out.append(FaceOutline(face, polygon, "landmarks", float(best.score), points=best.points))
+                core = identifying_core(best.points)
+                out.append(FaceOutline(face, polygon, "landmarks", float(best.score), points=best.points, core=core))
                 continue
             if best.score < MIN_PRESENCE:
                 reason = f"face mesh presence {best.score:.2f} < {MIN_PRESENCE}"
@@ -303,7 +365,8 @@ class FaceOutliner:
             else:
                 reason = f"face mesh off the detector's landmarks by {error:.2f} > {MAX_KEYPOINT_ERROR}"
                 mesh_polygon = polygon
-            out.append(FaceOutline(face, covering_shape(face, mesh_polygon), "cover", 0.0, reason, best.points))
+            cover = covering_shape(face, mesh_polygon)
+            out.append(FaceOutline(face, cover, "cover", 0.0, reason, best.points, keypoint_core(face)))
         return out
 
 
