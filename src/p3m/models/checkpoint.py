@@ -36,6 +36,7 @@ __all__ = [
     "is_tensor_dict",
     "load_checkpoint",
     "load_model",
+    "read_json",
     "read_sidecar",
     "read_state_dict",
     "save_checkpoint",
@@ -65,6 +66,18 @@ def _names(keys: list[str]) -> str:
     return shown + more
 
 
+def read_json(path: Path, what: str, fix: str = "") -> Any:
+    """The JSON document in ``path``; CheckpointError ``"<path>: unreadable <what> (<reason>)<fix>"`` in one line when
+    it cannot be read, decoded or parsed (or is nested too deeply to parse)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        if isinstance(exc, RecursionError):
+            reason = "nested too deeply"
+        raise CheckpointError(f"{path}: unreadable {what} ({reason}){fix}") from None
+
+
 def sidecar_path(path: str | os.PathLike[str]) -> Path:
     """The JSON sidecar of a weights file: same folder and stem, suffix `.json`."""
     return Path(path).with_suffix(".json")
@@ -80,13 +93,7 @@ def read_sidecar(path: str | os.PathLike[str]) -> dict[str, Any]:
     meta = sidecar_path(path)
     if not meta.is_file():
         return {}
-    try:
-        data = json.loads(meta.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-        if isinstance(exc, RecursionError):
-            reason = "nested too deeply"
-        raise CheckpointError(f"{meta}: unreadable checkpoint metadata ({reason})") from None
+    data = read_json(meta, "checkpoint metadata")
     if not isinstance(data, dict):
         raise CheckpointError(f"{meta}: checkpoint metadata must be a JSON object")
     version = data.get("format_version", FORMAT_VERSION)
