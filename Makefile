@@ -29,8 +29,8 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
-# the developer loop (about 50 s on the 2-core dev machine): every test but those marked slow, browser or
-# subprocess; `make test` runs them all
+# the developer loop: every test but those marked slow, browser or subprocess (`make test` runs them all); on the
+# 2-core dev machine with other jobs on it: 69-84 s wall, 57-70 s of CPU time, mostly one thread
 test-fast: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow and not browser and not subprocess"
 

@@ -445,6 +445,7 @@ def test_store_never_unpickles_code(store: Path) -> None:
     assert not marker.exists()
 
 
+@pytest.mark.slow  # keeps the fast loop under a minute (about 1 s of CPU); make test runs it
 def test_branch_selection_keeps_hybrid_and_highres_results() -> None:
     """TorchNet over a P3M-Net asks the 1/2 pass for the semantic branch and the full pass for the matting branch
     only; the alpha is the same as with every output computed."""

@@ -183,6 +183,7 @@ def test_r34_flops_at_512(r34_full):
     assert flops == pytest.approx(117.3e9, rel=5e-3)
 
 
+@pytest.mark.slow  # keeps the fast loop under a minute (about 1 s of CPU); make test runs it
 def test_count_flops_matches_hand_formula():
     class Tiny(nn.Module):
         def __init__(self) -> None:

@@ -106,6 +106,7 @@ def test_modnet_trains_with_the_p3m_loss():
 # ------------------------------------------------------------------------------------------ BASIC
 
 
+@pytest.mark.slow  # keeps the fast loop under a minute (about 1 s of CPU); make test runs it
 def test_basic_is_p3mnet_without_integration_modules():
     """BASIC = P3M-Net R34 minus TFI/sBFI/dBFI plus side heads identical to the dBFI side convs."""
     for width in (8, 64):

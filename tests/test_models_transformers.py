@@ -154,6 +154,7 @@ def test_vitae_parameter_count_and_performer_buffer(vitae):
     assert groups == [1, 32, 64, 128]
 
 
+@pytest.mark.slow  # keeps the fast loop under a minute (about 1 s of CPU); make test runs it
 def test_full_models_via_registry():
     models = pytest.importorskip("p3m.models")
     for name, n_keys, n_enc, total in (
@@ -421,6 +422,7 @@ def test_normal_cell_composition():
     assert isinstance(cell.PCM[:3], torch.nn.Sequential)  # plain Sequential: slicing works
 
 
+@pytest.mark.slow  # keeps the fast loop under a minute (about 1 s of CPU); make test runs it
 def test_vitae_seed_fixes_outputs(vitae):
     x = torch.randn(1, 3, 64, 64)
     state = vitae.state_dict()
@@ -447,6 +449,7 @@ def roundtrip(model: torch.nn.Module, fresh: torch.nn.Module) -> torch.nn.Module
     return fresh.eval()
 
 
+@pytest.mark.slow  # keeps the fast loop under a minute (about 1 s of CPU); make test runs it
 def test_state_dict_roundtrip_swin(swin):
     loaded = roundtrip(swin, swin_t_encoder())
     x = torch.randn(1, 3, 64, 96)

@@ -198,6 +198,7 @@ def test_configs_that_are_not_configs(odd, tmp_path) -> None:
         assert probe(["train", "demo", "--set", bad, "--out", str(tmp_path / "t"), "-q"])[0] == 2
 
 
+@pytest.mark.slow  # keeps the fast loop under a minute (about 1 s of CPU); make test runs it
 def test_synth_export_models_and_demo_help(odd, tmp_path, home) -> None:
     for target in (odd["good.png"], tmp_path / "in", odd["good.png"] / "sub"):
         assert probe(["synth", str(target), "-q"])[0] == 2

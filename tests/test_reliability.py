@@ -263,6 +263,7 @@ def test_a_failing_commit_leaves_no_part_of_the_set_and_no_mark(tmp_path) -> Non
 # ----------------------------------------------------------------------------------- item 8: own outputs as inputs
 
 
+@pytest.mark.slow  # keeps the fast loop under a minute (about 1 s of CPU); make test runs it
 def test_a_rerun_into_the_input_folder_does_not_matte_its_own_outputs(tiny, tmp_path, capsys) -> None:
     same = tmp_path / "same"
     _inputs(same, 1)

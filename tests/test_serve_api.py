@@ -291,7 +291,8 @@ def test_page_and_assets_are_served_locally(client):
     links = re.findall(r'(?:src|href)="([^"]*)"', page.text)
     assert links and all(link.startswith(("/", "data:")) and not link.startswith("//") for link in links), links
     script = client.get("/static/app.js").text
-    urls = re.findall(r'(?:fetch|post|open)\(\s*"([^"]*)"', script) + re.findall(r'xhr\.open\("POST", (\w+)\)', script)
+    urls = re.findall(r'(?:fetch|post|open|request)\(\s*"([^"]*)"', script)
+    urls += re.findall(r'xhr\.open\("POST", (\w+)\)', script)
     assert {"/v1/health", "/v1/models", "/v1/matte", "/v1/anonymize"} <= set(urls), urls
     for text in (script, client.get("/static/app.css").text):
         assert "http://" not in text and "https://" not in text and "@import" not in text
@@ -519,6 +520,7 @@ def test_anonymize_image_and_json_equal_the_library(client, face_photo):
     )
 
 
+@pytest.mark.slow  # keeps the fast loop under a minute (about 1 s of CPU); make test runs it
 def test_anonymize_threshold_filters_like_detecting_at_that_threshold(client, face_photo):
     """The server detects once at a low floor and filters; that must equal detecting at the threshold."""
     from p3m.privacy.detect import CenterFaceDetector

@@ -17,7 +17,7 @@ import torch
 
 from p3m.train.config import load_config
 from p3m.train.resume import RESUME_FILE
-from p3m.train.trainer import lr_at, train
+from p3m.train.trainer import lr_at, predict_validation, train, validation_net
 from tests.paths import REPO
 
 torch.set_num_threads(1)
@@ -72,6 +72,41 @@ def test_lr_schedule():
 
 
 @pytest.mark.slow
+class _ShapeNet(torch.nn.Module):
+    """Records its input shapes; the fused alpha is a left-to-right ramp, the other outputs constant."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shapes: list[tuple[int, ...]] = []
+
+    def forward(self, x: torch.Tensor):
+        self.shapes.append(tuple(x.shape))
+        b, _, h, w = x.shape
+        ramp = torch.linspace(0, 1, w).expand(b, 1, h, w)
+        return torch.zeros(b, 3, h, w), torch.zeros(b, 1, h, w), ramp
+
+
+def test_validation_predicts_with_the_test_strategies_size_rule():
+    from p3m.errors import ImageError
+    from p3m.infer.runtime import TorchNet
+    from p3m.infer.strategies import predict_resize, size_rule
+    from p3m.train.config import ValConfig
+
+    model = _ShapeNet()
+    net = validation_net(model, torch.device("cpu"))
+    image = np.random.default_rng(0).integers(0, 256, (300, 200, 3), dtype=np.uint8)
+    # max_side 100 is floored to 96 (a multiple of 32), as the network needs
+    alpha = predict_validation(net, image, ValConfig(scale=0.5, max_side=100))
+    assert model.shapes == [(1, 3, *size_rule(300, 200, 0.5, 96))] == [(1, 3, 96, 96)]
+    assert alpha.shape == (300, 200) and alpha.dtype == np.float32
+    same = predict_resize(TorchNet(lambda x: model(x)), image, resize_mode="fast", ratio=0.5, max_size=96)
+    np.testing.assert_array_equal(alpha, same)
+    assert alpha[:, 0].max() < 0.05 and alpha[:, -1].min() > 0.95
+    with pytest.raises(ImageError, match="too small"):
+        predict_validation(net, image[:40, :40], ValConfig(scale=0.5))
+
+
+@pytest.mark.slow  # 30 steps of training: about 6 s of CPU, a tenth of the fast loop
 def test_loss_goes_down_on_tiny_set(synth_root, tmp_path):
     torch.manual_seed(0)
     # whole-image crops, fixed trimap kernel: the same two samples every step, so the loss must fall
@@ -425,6 +460,7 @@ def test_resume_state_that_is_a_folder_is_refused_and_nothing_is_deleted(
     assert _snapshot(run) == before and (run / RESUME_FILE).is_dir()
 
 
+@pytest.mark.slow  # keeps the fast loop under a minute (about 1 s of CPU); make test runs it
 def test_overwrite_keeps_the_earlier_run_until_the_new_run_saves(synth_root, finished_run, tmp_path, monkeypatch):
     from p3m.train import trainer
 

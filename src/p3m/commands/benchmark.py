@@ -6,8 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from p3m.config import describe_recipes, list_recipes
-from p3m.errors import P3MError
+from p3m.commands._types import add_overrides, add_recipe, listed_recipes
 
 KIND = "benchmark"
 
@@ -24,30 +23,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "P3M-10k), ppt-demo (synthetic, a few CPU minutes)."
         ),
     )
-    parser.add_argument(
-        "config", metavar="RECIPE|CONFIG", nargs="?", help="built-in recipe name or benchmark YAML config"
-    )
-    parser.add_argument("--list", action="store_true", help="list the built-in recipes and exit")
+    add_recipe(parser, "benchmark YAML config")
     parser.add_argument("-o", "--out", default=None, metavar="OUT", help="output folder (default runs/<config name>)")
     parser.add_argument("--force", action="store_true", help="redo every stage, ignoring finished ones")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set dataset.root=/data/P3M-10k (repeatable; YAML values)",
-    )
+    add_overrides(parser, "override a config value, e.g. --set dataset.root=/data/P3M-10k (repeatable; YAML values)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or stage log")
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.list:
-        print("\n".join(describe_recipes(KIND)))
+    if listed_recipes(args, KIND, "benchmark YAML config"):
         return 0
-    if args.config is None:
-        raise P3MError(f"give a built-in recipe ({', '.join(list_recipes(KIND))}) or a benchmark YAML config")
     # p3m.bench imports torch: loaded when a benchmark runs, not when the CLI starts
     from p3m.bench.config import load_benchmark_config
     from p3m.bench.runner import run_benchmark

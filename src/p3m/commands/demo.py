@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from p3m.commands._types import add_overrides
 from p3m.demo import MODEL_NAME, OWN_PHOTOS_COMMAND, DemoOptions, run_demo
 
 
@@ -49,14 +50,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         metavar="DIR",
         help="folder of real photos to cut out at the end (default: scikit-image's astronaut photo)",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="benchmark config override, e.g. train.train.max_steps=100 (repeatable)",
-    )
+    add_overrides(parser, "benchmark config override, e.g. train.train.max_steps=100 (repeatable)")
     parser.add_argument("--force", action="store_true", help="redo every stage")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     return parser

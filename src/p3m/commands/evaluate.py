@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from p3m.choices import PROTOCOLS
 from p3m.cluster import add_cluster_option
 from p3m.commands._types import hide_aliases, positive
 from p3m.errors import P3MError
@@ -40,7 +41,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--split", choices=SPLIT_CHOICES, help="test split of --dataset")
     parser.add_argument(
         "--protocol",
-        choices=("p3m", "dim", "both"),
+        choices=PROTOCOLS,
         default="p3m",
         help="P3M (whole image, default), DIM (unknown region, needs trimaps) or both",
     )
@@ -73,40 +74,26 @@ def run(args: argparse.Namespace) -> int:
     # the metrics load numba and OpenCV: imported when the verb runs, not when the CLI starts
     from p3m.metrics.evaluate import evaluate_dataset, evaluate_dirs, format_problems
 
-    runner = _runner(args)
+    how = {
+        "protocol": args.protocol,
+        "workers": args.workers,
+        "allow_missing": args.allow_missing,
+        "progress": not args.quiet,
+        "fast": args.fast,
+        "runner": _runner(args),
+    }
     if args.dataset is not None:
         if args.gt or args.trimap or args.facemask:
             raise P3MError("use either --dataset/--split or --gt [--trimap] [--facemask], not both")
         if args.split is None:
             raise P3MError("--dataset needs --split P3M-500-P or P3M-500-NP")
-        result = evaluate_dataset(
-            args.pred,
-            args.dataset,
-            args.split,
-            protocol=args.protocol,
-            workers=args.workers,
-            allow_missing=args.allow_missing,
-            progress=not args.quiet,
-            fast=args.fast,
-            runner=runner,
-        )
+        result = evaluate_dataset(args.pred, args.dataset, args.split, **how)
     else:
         if args.gt is None:
             raise P3MError("give --gt DIR (ground-truth mattes) or --dataset ROOT --split NAME")
         if args.split is not None:
             raise P3MError("--split goes with --dataset")
-        result = evaluate_dirs(
-            args.pred,
-            args.gt,
-            args.trimap,
-            args.facemask,
-            protocol=args.protocol,
-            workers=args.workers,
-            allow_missing=args.allow_missing,
-            progress=not args.quiet,
-            fast=args.fast,
-            runner=runner,
-        )
+        result = evaluate_dirs(args.pred, args.gt, args.trimap, args.facemask, **how)
     for line in result.warnings:
         print(f"p3m evaluate: warning: {line}", file=sys.stderr)
     if result.excluded:

@@ -40,6 +40,42 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 opens it to the network)",
     )
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    _add_model_options(parser)
+    _add_limits(parser)
+    parser.add_argument(
+        "--log-level",
+        choices=("critical", "error", "warning", "info", "debug"),
+        default="info",
+        help="server log level (default info; the access log never shows request data)",
+    )
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from p3m.serve.server import serve
+
+    settings = ServeSettings(
+        host=args.host,
+        port=args.port,
+        model=args.arch,
+        weights=args.weights,
+        device=args.device,
+        precision=args.precision,
+        strategy=args.strategy,
+        foreground_method=args.foreground_method,
+        workers=args.workers,
+        queue=args.queue,
+        max_upload_mb=args.max_upload_mb,
+        max_pixels=args.max_pixels,
+        max_client_connections=args.max_client_connections,
+        max_client_uploads=args.max_client_uploads,
+    )
+    serve(settings, log_level=args.log_level, announce=lambda line: print(line, flush=True))
+    return 0
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    """What the server mattes with: the model, the device, the precision and the default strategy."""
     add_arch(parser)
     parser.add_argument(
         "--weights",
@@ -67,6 +103,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default="ml",
         help="foreground colour estimation for cutouts and composites (default ml)",
     )
+
+
+def _add_limits(parser: argparse.ArgumentParser) -> None:
+    """How much the server takes at once: workers, queue, upload and image size, connections per client."""
     parser.add_argument(
         "--workers", type=positive, default=1, metavar="N", help="inference jobs run at the same time (default 1)"
     )
@@ -101,33 +141,3 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default=_DEFAULTS.max_client_uploads,
         help=f"uploads received at once per client IP address (default {_DEFAULTS.max_client_uploads}; 503 beyond)",
     )
-    parser.add_argument(
-        "--log-level",
-        choices=("critical", "error", "warning", "info", "debug"),
-        default="info",
-        help="server log level (default info; the access log never shows request data)",
-    )
-    return parser
-
-
-def run(args: argparse.Namespace) -> int:
-    from p3m.serve.server import serve
-
-    settings = ServeSettings(
-        host=args.host,
-        port=args.port,
-        model=args.arch,
-        weights=args.weights,
-        device=args.device,
-        precision=args.precision,
-        strategy=args.strategy,
-        foreground_method=args.foreground_method,
-        workers=args.workers,
-        queue=args.queue,
-        max_upload_mb=args.max_upload_mb,
-        max_pixels=args.max_pixels,
-        max_client_connections=args.max_client_connections,
-        max_client_uploads=args.max_client_uploads,
-    )
-    serve(settings, log_level=args.log_level, announce=lambda line: print(line, flush=True))
-    return 0

@@ -7,8 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from p3m.config import describe_recipes, list_recipes
-from p3m.errors import P3MError
+from p3m.commands._types import add_overrides, add_recipe, listed_recipes
 from p3m.train.config import load_config
 
 KIND = "train"
@@ -27,15 +26,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "--set train.cuda_graph=true (docs/training.md, Performance)."
         ),
     )
-    parser.add_argument("config", metavar="RECIPE|CONFIG", nargs="?", help="built-in recipe name or YAML config file")
-    parser.add_argument("--list", action="store_true", help="list the built-in recipes and exit")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set data.root=/data/P3M-10k --set train.batch_size=4 "
+    add_recipe(parser, "YAML config file")
+    add_overrides(
+        parser,
+        "override a config value, e.g. --set data.root=/data/P3M-10k --set train.batch_size=4 "
         "(repeatable; values are YAML)",
     )
     parser.add_argument("-o", "--out", default=None, metavar="OUT", help="output folder (default runs/<config name>)")
@@ -51,11 +45,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.list:
-        print("\n".join(describe_recipes(KIND)))
+    if listed_recipes(args, KIND, "YAML config file"):
         return 0
-    if args.config is None:
-        raise P3MError(f"give a built-in recipe ({', '.join(list_recipes(KIND))}) or a YAML config file")
     from p3m.train.trainer import train  # imports torch: loaded when training, not when the CLI starts
 
     config = load_config(args.config, args.overrides)

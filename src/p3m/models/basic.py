@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from p3m.models.blocks import P3MOutput, check_input, conv3x3, fuse, matting_block, semantic_block, unpool
+from p3m.models.blocks import P3MOutput, check_input, check_width, conv3x3, fuse, matting_block, semantic_block, unpool
 from p3m.models.p3mnet_r34 import P3M_LICENCE, resnet34_mp
 from p3m.models.registry import register_model
 
@@ -45,8 +45,7 @@ class BasicR34(nn.Module):
 
     def __init__(self, width: int = 64) -> None:
         super().__init__()
-        if not isinstance(width, int) or width < 2 or width % 2:
-            raise ValueError(f"width must be an even integer >= 2, got {width!r}")
+        check_width(width)
         c1, c2, c4, c8 = width, 2 * width, 4 * width, 8 * width
         self.width = width
         self.arch = "basic-r34"

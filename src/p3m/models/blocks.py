@@ -21,6 +21,7 @@ __all__ = [
     "P3MOutput",
     "check_input",
     "check_outputs",
+    "check_width",
     "conv1x1",
     "conv3x3",
     "conv_bn_relu",
@@ -206,6 +207,13 @@ def _nearest_multiples(n: int, k: int = 32) -> str:
     lo = (n // k) * k
     hi = lo + k
     return f"{lo} or {hi}" if lo > 0 else f"{hi}"
+
+
+def check_width(width: object, minimum: int = 2) -> int:
+    """A network's base channel count: an even integer >= ``minimum``, else ValueError."""
+    if not isinstance(width, int) or width < minimum or width % 2:
+        raise ValueError(f"width must be an even integer >= {minimum}, got {width!r}")
+    return width
 
 
 def check_input(x: Tensor) -> None:

@@ -29,7 +29,14 @@ from torch import Tensor, nn
 from p3m.atomic import write_bytes_atomic, write_with
 from p3m.errors import CheckpointError, P3MError
 from p3m.models.registry import check_arch_kwargs, create
-from p3m.models.sidecar import FORMAT_VERSION, error_reason, read_sidecar, sidecar_path, unpickler_reason
+from p3m.models.sidecar import (
+    FORMAT_VERSION,
+    error_reason,
+    read_json,
+    read_sidecar,
+    sidecar_path,
+    unpickler_reason,
+)
 
 __all__ = [
     "FORMAT_VERSION",
@@ -37,6 +44,7 @@ __all__ = [
     "is_tensor_dict",
     "load_checkpoint",
     "load_model",
+    "read_json",
     "read_sidecar",
     "read_state_dict",
     "save_checkpoint",

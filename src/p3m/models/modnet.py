@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from p3m.models.blocks import P3MOutput, check_input
+from p3m.models.blocks import P3MOutput, check_input, check_width
 from p3m.models.registry import register_model
 
 __all__ = [
@@ -278,9 +278,7 @@ class MODNet(nn.Module):
 
     def __init__(self, width: int = 32) -> None:
         super().__init__()
-        if not isinstance(width, int) or width < 4 or width % 2:
-            raise ValueError(f"width must be an even integer >= 4, got {width!r}")
-        self.width = width
+        self.width = check_width(width, 4)
         self.arch = "modnet-mbv2"
         self.arch_kwargs = {"width": width}
         self.backbone = MobileNetV2(alpha=width / 32)

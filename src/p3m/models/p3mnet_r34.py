@@ -18,6 +18,7 @@ from p3m.models.blocks import (
     TFI,
     P3MOutput,
     check_input,
+    check_width,
     conv3x3,
     matting_block,
     p3m_decode,
@@ -134,8 +135,7 @@ class P3MNetR34(nn.Module):
 
     def __init__(self, width: int = 64) -> None:
         super().__init__()
-        if not isinstance(width, int) or width < 2 or width % 2:
-            raise ValueError(f"width must be an even integer >= 2, got {width!r}")
+        check_width(width)
         c1, c2, c4, c8 = width, 2 * width, 4 * width, 8 * width
         self.width = width
         self.arch = "p3m-r34"  # registry name and build arguments, stored by save_checkpoint

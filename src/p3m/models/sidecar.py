@@ -13,7 +13,7 @@ from typing import Any
 
 from p3m.errors import CheckpointError
 
-__all__ = ["FORMAT_VERSION", "error_reason", "read_sidecar", "sidecar_path", "unpickler_reason"]
+__all__ = ["FORMAT_VERSION", "error_reason", "read_json", "read_sidecar", "sidecar_path", "unpickler_reason"]
 
 FORMAT_VERSION = 1
 
@@ -25,6 +25,18 @@ def error_reason(exc: BaseException) -> str:
     if not text or isinstance(exc, KeyError):
         return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     return text
+
+
+def read_json(path: Path, what: str, fix: str = "") -> Any:
+    """The JSON document in ``path``; CheckpointError ``"<path>: unreadable <what> (<reason>)<fix>"`` in one line when
+    it cannot be read, decoded or parsed (or is nested too deeply to parse)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        if isinstance(exc, RecursionError):
+            reason = "nested too deeply"
+        raise CheckpointError(f"{path}: unreadable {what} ({reason}){fix}") from None
 
 
 def sidecar_path(path: str | os.PathLike[str]) -> Path:
@@ -42,13 +54,7 @@ def read_sidecar(path: str | os.PathLike[str]) -> dict[str, Any]:
     meta = sidecar_path(path)
     if not meta.is_file():
         return {}
-    try:
-        data = json.loads(meta.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-        if isinstance(exc, RecursionError):
-            reason = "nested too deeply"
-        raise CheckpointError(f"{meta}: unreadable checkpoint metadata ({reason})") from None
+    data = read_json(meta, "checkpoint metadata")
     if not isinstance(data, dict):
         raise CheckpointError(f"{meta}: checkpoint metadata must be a JSON object")
     version = data.get("format_version", FORMAT_VERSION)

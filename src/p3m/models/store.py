@@ -32,7 +32,7 @@ from p3m.atomic import copy_file_atomic, write_bytes_atomic
 from p3m.errors import CheckpointError, os_error_message
 from p3m.io import missing_reason
 from p3m.models.shipped_weights import selfie_weights_path
-from p3m.models.sidecar import error_reason, read_sidecar, sidecar_path, unpickler_reason
+from p3m.models.sidecar import error_reason, read_json, read_sidecar, sidecar_path, unpickler_reason
 
 if TYPE_CHECKING:
     import torch
@@ -136,13 +136,7 @@ def _read_index(home: Path) -> dict[str, dict[str, Any]]:
     p = home / INDEX_NAME
     if not p.is_file():
         return {}
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-        if isinstance(exc, RecursionError):
-            reason = "nested too deeply"
-        raise CheckpointError(f"{p}: unreadable model index ({reason}); fix or delete it") from None
+    data = read_json(p, "model index", "; fix or delete it")
     models = data.get("models", {}) if isinstance(data, dict) else None
     if not isinstance(models, dict):
         raise CheckpointError(f"{p}: not a model index (no 'models' object); fix or delete it")

@@ -23,7 +23,7 @@ import numpy as np
 
 from p3m.atomic import is_whole, remove_orphans
 from p3m.data.obfuscate import METHODS, obfuscate, private_area, transition_band
-from p3m.errors import DatasetError, ImageError, P3MError, os_error_message
+from p3m.errors import DatasetError, ImageError, P3MError, item_error_message
 from p3m.io import (
     ANONYMIZE_REPORT,
     IMAGE_EXTENSIONS,
@@ -305,7 +305,7 @@ def anonymize_task(
             rec.message = "no face found: written unchanged; check by hand"
     except (P3MError, OSError, ValueError) as exc:
         rec.status = "error"
-        rec.message = (os_error_message(exc) if isinstance(exc, OSError) else str(exc)).replace("\n", " ")
+        rec.message = item_error_message(exc)
         if str(source) not in rec.message:
             rec.message = f"{source}: {rec.message}"
     return rec

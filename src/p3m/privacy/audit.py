@@ -53,7 +53,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from p3m.errors import P3MError, os_error_message
+from p3m.errors import P3MError, item_error_message
 from p3m.io import collect_images, has_metadata, read_image, read_mask, write_csv
 from p3m.privacy.detect import Face, FaceDetector, default_detector
 from p3m.privacy.landmarks import FaceOutliner
@@ -471,7 +471,7 @@ def audit_folder(
                 recognizer=recognizer,
             )
         except (P3MError, OSError, ValueError) as exc:
-            rec.error = (os_error_message(exc) if isinstance(exc, OSError) else str(exc)).replace("\n", " ")
+            rec.error = item_error_message(exc)
             if not rec.error.startswith(str(path)):
                 rec.error = f"{path}: {rec.error}"
         report.records.append(rec)

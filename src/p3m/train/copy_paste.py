@@ -99,22 +99,18 @@ def paste_face(
     matrix[0, 2] += target_centre[0] - patch_centre[0]
     matrix[1, 2] += target_centre[1] - patch_centre[1]
     h, w = target.shape[:2]
-    warped = cv2.warpAffine(
-        np.ascontiguousarray(patch),
-        matrix,
-        (w, h),
-        flags=cv2.INTER_LINEAR,
-        borderMode=cv2.BORDER_CONSTANT,
-        borderValue=0,
-    )
-    warped_mask = cv2.warpAffine(
-        np.ascontiguousarray(patch_mask),
-        matrix,
-        (w, h),
-        flags=cv2.INTER_LINEAR,
-        borderMode=cv2.BORDER_CONSTANT,
-        borderValue=0,
-    )
+
+    def warp(a: np.ndarray) -> np.ndarray:
+        return cv2.warpAffine(
+            np.ascontiguousarray(a),
+            matrix,
+            (w, h),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=0,
+        )
+
+    warped, warped_mask = warp(patch), warp(patch_mask)
     replaced = (warped_mask >= 128) & private
     copy_where(out, warped, replaced)  # out[replaced] = warped[replaced]
     return out, replaced

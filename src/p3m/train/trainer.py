@@ -36,19 +36,27 @@ from p3m.atomic import is_temporary, write_bytes_atomic, write_with
 from p3m.data.p3m10k import P3M10k, open_dataset
 from p3m.data.synth import is_synth_output
 from p3m.errors import P3MError
-from p3m.infer.preprocess import normalize
-from p3m.infer.runtime import autocast_dtype, resolve_device
+from p3m.infer.runtime import TorchNet, autocast_dtype, resolve_device
+from p3m.infer.strategies import predict_resize
 from p3m.io import read_image, read_mask
 from p3m.metrics.evaluate import evaluate_arrays
 from p3m.models.checkpoint import error_reason, load_checkpoint, read_state_dict, save_checkpoint
 from p3m.models.store import register, replacement_note
-from p3m.train.config import LoopConfig, OptimConfig, TrainConfig, config_from_dict, config_to_dict, load_config
+from p3m.train.config import (
+    LoopConfig,
+    OptimConfig,
+    TrainConfig,
+    ValConfig,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+)
 from p3m.train.data import P3MTrainDataset, ResumableSampler, make_loader, prepare_batch
 from p3m.train.resume import RESUME_FILE, load_resume, rng_state, set_rng_state
 from p3m.train.run_folder import CONFIG_FILE, LAST_FILE, LOG_FILE, PLOT_FILE, TB_DIR, RunFolder, plan_run
 from p3m.train.step import TrainStep, load_optimizer_state, make_optimizer, optimizer_state
 
-__all__ = ["TrainResult", "lr_at", "predict_resize", "train", "validate"]
+__all__ = ["TrainResult", "lr_at", "predict_validation", "train", "validate", "validation_net"]
 
 UNUSED_HEADS = ("resnet.fc", "encoder.head")  # backbone classifier heads, kept only for state-dict parity
 
@@ -115,34 +123,24 @@ def _init_distributed(device_pref: str) -> _Dist:
 # ---------------------------------------------------------------------------------------- validation
 
 
-def predict_resize(
-    model: torch.nn.Module,
-    image_u8: np.ndarray,
-    *,
-    scale: float,
-    max_side: int,
-    device: torch.device,
-    channels_last: bool = False,
-) -> np.ndarray:
-    """Whole-image RESIZE inference (`JizhiziLi/P3M` core/test.py, OpenCV bilinear): fused alpha HxW float in [0, 1].
+def validation_net(model: torch.nn.Module, device: torch.device, *, channels_last: bool = False) -> TorchNet:
+    """The model being trained as a `p3m.infer.strategies.NetFn`, so that validation predicts with the test
+    strategies' own code (no copy of the model: it runs as it is, in eval mode, on ``device``)."""
 
-    Each side is scaled by ``scale``, floored to a multiple of 32 (at least 32) and capped at ``max_side``.
-    """
-    import cv2
+    def forward(x: torch.Tensor) -> Any:
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return model(x)
 
-    h, w = image_u8.shape[:2]
+    return TorchNet(forward, device=str(device))
 
-    def side(n: int) -> int:
-        s = int(n * scale)
-        return max(32, min(max_side - max_side % 32, s - s % 32))
 
-    hs, ws = side(h), side(w)
-    x = torch.from_numpy(normalize(cv2.resize(image_u8, (ws, hs), interpolation=cv2.INTER_LINEAR)))[None].to(device)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    with torch.no_grad():
-        fused = model(x)[2][0, 0].float().cpu().numpy()
-    return np.clip(cv2.resize(fused, (w, h), interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
+def predict_validation(net: TorchNet, image: np.ndarray, val: ValConfig) -> np.ndarray:
+    """Whole-image RESIZE inference (`JizhiziLi/P3M` core/test.py) with OpenCV's bilinear resize: fused alpha HxW
+    float32 in [0, 1]. Sides are scaled by ``val.scale``, floored to multiples of 32 and capped at ``val.max_side``
+    (itself floored to a multiple of 32): `p3m.infer.strategies.size_rule`. An image too small for the network
+    raises ImageError."""
+    return predict_resize(net, image, resize_mode="fast", ratio=val.scale, max_size=val.max_side - val.max_side % 32)
 
 
 def _score(
@@ -167,24 +165,19 @@ def validate(
             if not samples:
                 continue
             rows = []
+            net = validation_net(model, device, channels_last=cfg.train.channels_last)
             for sample in tqdm(samples, desc=f"val {split}", leave=False, disable=not progress, unit="img"):
                 try:
                     image, gt = read_image(sample.image), read_mask(sample.mask).astype(np.float64) / 255.0
                     trimap = read_mask(sample.trimap) if sample.trimap is not None else None
                     facemask = read_mask(sample.facemask) > 100 if sample.facemask is not None else None
+                    pred = predict_validation(net, image, cfg.val)
                 except P3MError as exc:
-                    print(f"p3m train: skipping validation image: {exc}", file=sys.stderr)
+                    message = str(exc) if str(sample.image) in str(exc) else f"{sample.image}: {exc}"
+                    print(f"p3m train: skipping validation image: {message}", file=sys.stderr)
                     continue
                 if split == "P3M-500-NP":
                     facemask = None  # privacy metrics are defined on P3M-500-P only
-                pred = predict_resize(
-                    model,
-                    image,
-                    scale=cfg.val.scale,
-                    max_side=cfg.val.max_side,
-                    device=device,
-                    channels_last=cfg.train.channels_last,
-                )
                 rows.append(_score(pred, gt, trimap, facemask, cfg.val.fast))
             keys = sorted({k for r in rows for k in r})
             results[split] = {k: float(np.mean([r[k] for r in rows if k in r])) for k in keys}

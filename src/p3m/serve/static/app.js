@@ -253,21 +253,19 @@
     $("dl-composite").hidden = false;
   }
 
-  // POST the photo to /v1/matte for one output kind, showing progress; `show(resp)` takes a 200 answer. Errors
-  // are shown on the page under `what`; `frames` spin meanwhile.
-  async function matteRequest(output, label, what, frames, show) {
-    if (!state.file || state.busy || !state.mattingReady) return;
+  // POST the photo with `fields` to `url`, showing progress; `show(resp)` takes a 200 answer. Errors are shown on
+  // the page under `what`; `frames` spin meanwhile.
+  async function request(url, fields, label, what, frames, show) {
     clearError();
     setBusy(true);
     for (const id of frames) loading(id, true);
     const form = new FormData();
     form.append("image", state.file, "upload");
-    form.append("output", output);
-    form.append("strategy", $("strategy").value);
+    for (const [key, value] of Object.entries(fields)) form.append(key, value);
     const t0 = performance.now();
     try {
       progress("Uploading… 0%", 0);
-      const resp = await post("/v1/matte", form, label);
+      const resp = await post(url, form, label);
       stopTimer();
       if (resp.status !== 200) {
         const err = await apiError(resp);
@@ -285,6 +283,12 @@
       for (const id of frames) loading(id, false);
       setBusy(false);
     }
+  }
+
+  // POST the photo to /v1/matte for one output kind (`request`)
+  async function matteRequest(output, label, what, frames, show) {
+    if (!state.file || state.busy || !state.mattingReady) return;
+    await request("/v1/matte", { output, strategy: $("strategy").value }, label, what, frames, show);
   }
 
   function runMatte() {
@@ -340,25 +344,10 @@
 
   async function runAnon() {
     if (!state.file || state.busy) return;
-    clearError();
-    setBusy(true);
     $("anon-card").hidden = false;
-    loading("img-anon", true);
-    const form = new FormData();
-    form.append("image", state.file, "upload");
-    form.append("method", $("anon-method").value);
-    form.append("response", "json");
-    const t0 = performance.now();
-    try {
-      progress("Uploading… 0%", 0);
-      const resp = await post("/v1/anonymize", form, "Finding and obfuscating faces");
-      stopTimer();
-      if (resp.status !== 200) {
-        const err = await apiError(resp);
-        showError(`Anonymisation failed: ${err.message}`, err.code);
-        progress("Failed", 0);
-        return;
-      }
+    const fields = { method: $("anon-method").value, response: "json" };
+    const label = "Finding and obfuscating faces";
+    await request("/v1/anonymize", fields, label, "Anonymisation", ["img-anon"], async (resp) => {
       const body = JSON.parse(await resp.blob.text());
       const bytes = Uint8Array.from(atob(body.image.base64), (c) => c.charCodeAt(0));
       const url = setUrl("anon", new Blob([bytes], { type: body.image.content_type }));
@@ -370,15 +359,7 @@
       const n = body.faces.length;
       $("anon-summary").textContent = n ? `${n} face${n > 1 ? "s" : ""} obfuscated` : "no face found";
       if (!n) showNotice("No face was found: the image is unchanged. Check it by hand before sharing it.");
-      progress(`Done in ${((performance.now() - t0) / 1000).toFixed(1)} s`, 1);
-    } catch (err) {
-      stopTimer();
-      showError(err.message, "network");
-      progress("Failed", 0);
-    } finally {
-      loading("img-anon", false);
-      setBusy(false);
-    }
+    });
   }
 
   // ------------------------------------------------------------------ wiring
