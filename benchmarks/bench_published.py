@@ -15,7 +15,7 @@ the values). Every variant is warmed up once (oneDNN builds its kernels on the f
 variants run interleaved round by round, so each ratio comes from the same machine state; reported per round, with
 the best (lowest) time of each variant beside them.
 
-    .venv/bin/python -m benchmarks.bench_published [--rounds 3] [--json benchmarks/results/cpu_published.json]
+    .venv/bin/python -m benchmarks.bench_published [--rounds 3] [--threads N] [--json results/cpu_published.json]
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ import p3m.infer.runtime as runtime
 from benchmarks.bench_infer import make_image
 from p3m.infer.export import export_onnx
 from p3m.infer.matter import Matter
+from p3m.infer.runtime import OnnxNet
 from p3m.io import write_image
 from p3m.models import create
 from tests.reference.inference import ref_hybrid_strategy
@@ -76,7 +77,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--threads", type=int, default=0, help="torch and ONNX Runtime threads (default: all cores)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = create("p3m-r34").eval()
     variants = {"published": published(model)}
@@ -88,6 +92,8 @@ def main() -> int:
         onnx_path = Path(tmp) / "r34.onnx"
         export_onnx(copy.deepcopy(model), onnx_path, verify=False)
         onnx_matter = Matter(weights=str(onnx_path), strategy="hybrid", device="cpu")
+        if args.threads:  # the session's own thread count (ONNX Runtime does not follow torch's)
+            onnx_matter.session.net = OnnxNet(onnx_path, threads=args.threads)
         variants["p3m onnxruntime fp32"] = lambda path, out: write_image(out, onnx_matter.matte(path).alpha_uint8())
         times: dict[str, list[float]] = {name: [] for name in variants}
         path = make_image(1080, 1620, Path(tmp))

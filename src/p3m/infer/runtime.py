@@ -181,11 +181,12 @@ def fold_batch_norms(model: nn.Module, example: Tensor) -> int:
     swap: dict[nn.Module, nn.Module] = {}
     for key, (conv, _, _) in produced.items():
         users = readers.get(key, [])
-        if len(users) == 1 and isinstance(users[0], nn.BatchNorm2d) and key not in returned:
-            bn = users[0]
-            if conv not in swap and bn not in swap and not bn.training and bn.track_running_stats:
-                swap[conv] = fuse_conv_bn_eval(conv, bn)  # type: ignore[arg-type]
-                swap[bn] = nn.Identity()
+        bn = users[0] if len(users) == 1 else None
+        if not isinstance(conv, nn.Conv2d) or not isinstance(bn, nn.BatchNorm2d) or key in returned:
+            continue
+        if conv not in swap and bn not in swap and not bn.training and bn.track_running_stats:
+            swap[conv] = fuse_conv_bn_eval(conv, bn)
+            swap[bn] = nn.Identity()
     _replace_children(model, swap)
     with torch.no_grad():
         folded = _tensors(model(example))

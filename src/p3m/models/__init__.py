@@ -51,31 +51,6 @@ _LAZY = {
     "load_model": "p3m.models.checkpoint",
     "save_checkpoint": "p3m.models.checkpoint",
 }
-_SUBMODULES = frozenset(
-    {
-        "basic",
-        "face_detector",
-        "face_mesh",
-        "hand_landmark",
-        "modnet",
-        "p3mnet_r34",
-        "p3mnet_transformer",
-        "palm_detector",
-        "pose_detector",
-        "pose_landmark",
-        "selfie",
-    }
-)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    if name in _SUBMODULES:
-        return importlib.import_module(f"{__name__}.{name}")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 __all__ = [
     "ArchConfig",
     "P3MOutput",
@@ -100,3 +75,11 @@ __all__ = [
     "save_checkpoint",
     "selfie",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in __all__:  # the rest of what is not defined here: the architecture files
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
