@@ -91,9 +91,10 @@ def torch_threads(count: int) -> Iterator[None]:
 
     torch's OpenMP builds keep the count per thread (a thread that has not run a parallel op yet starts from the last
     count set anywhere), so blocks on other threads neither see nor undo this one. Used by the built-in route, whose
-    networks are small (256x256): on the shared 2-core CPU dev machine its alpha took 0.70 s mean with 1 thread and
-    4.7 s with 2 (the 12 shared portraits, interleaved, load 5-6; identical mattes), since a 2-thread OpenMP team
-    waits at every barrier for a descheduled thread, and the work is too small to gain from a second core.
+    networks are small (256x256): on the shared 2-core CPU dev machine its alpha took 0.35 s mean with 1 thread and
+    0.57 s with 2 (12 portraits, interleaved, load ~2; 0.70 s against 4.7 s at load 5-6; identical mattes), since a
+    2-thread OpenMP team waits at every barrier for a descheduled thread, and the work is too small to gain from a
+    second core (benchmarks/bench_route_threads.py).
     """
     before = torch.get_num_threads()
     torch.set_num_threads(count)
