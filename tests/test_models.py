@@ -795,17 +795,19 @@ def test_runner_bf16_fused_alpha_with_confident_semantics(r34_small):
 
 
 class _ConvBnReadTwice(nn.Module):
-    """A conv output read by its BatchNorm and by plain tensor code: folding would change the second reader."""
+    """A conv output that something besides its BatchNorm reads: folding would change what that reader sees."""
 
-    def __init__(self, in_place: bool = False) -> None:
+    def __init__(self, how: str) -> None:
         super().__init__()
-        self.conv, self.bn, self.in_place = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), in_place
+        self.conv, self.bn, self.how = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), how
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         y = self.conv(x)
-        if self.in_place:  # changed between the conv and its BatchNorm: the pair is not foldable
+        if self.how == "in place":  # changed between the conv and its BatchNorm
             return self.bn(y.mul_(2.0))
-        return self.bn(y) + y
+        if self.how == "returned":  # the model's own output
+            return self.bn(y), y
+        return self.bn(y) + y  # "tensor code": read by an operator that is no module
 
 
 def _bn_count(model: nn.Module) -> int:
@@ -829,18 +831,24 @@ def test_fold_batch_norms_folds_every_conv_bn_pair(r34_small):
     assert diff.mean() < 1e-3 and diff.max() < 0.05 and (diff < 1e-4).float().mean() > 0.6
 
 
-@pytest.mark.parametrize("in_place", [False, True])
-def test_fold_batch_norms_leaves_pairs_whose_conv_output_is_used_otherwise(in_place):
+@pytest.mark.parametrize("how", ["tensor code", "in place", "returned"])
+def test_fold_batch_norms_leaves_pairs_whose_conv_output_is_used_otherwise(how):
     torch.manual_seed(0)
-    model = _ConvBnReadTwice(in_place).eval()
+    model = _ConvBnReadTwice(how).eval()
     _randomise_bn(model)
     x = torch.randn(1, 3, 16, 16)
     with torch.no_grad():
-        ref = model(x)
+        ref = model(x.clone())
     assert fold_batch_norms(model, torch.randn(1, 3, 8, 8)) == 0
     assert isinstance(model.bn, nn.BatchNorm2d)
     with torch.no_grad():
-        torch.testing.assert_close(model(x), ref)
+        torch.testing.assert_close(model(x.clone()), ref)
+
+
+def test_fold_batch_norms_leaves_a_model_that_cannot_run_the_example():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 30 * 30, 2)).eval()
+    assert fold_batch_norms(model, torch.randn(1, 3, 8, 8)) == 0  # the Linear wants a 32x32 input
+    assert isinstance(model[1], nn.BatchNorm2d)
 
 
 def test_runner_folds_batch_norms_for_bf16_only(r34_small):

@@ -174,11 +174,14 @@ def fold_batch_norms(model: nn.Module, example: Tensor) -> int:
     handles += [m.register_forward_hook(after_conv) for m in leaves if isinstance(m, nn.Conv2d)]
     try:
         with torch.no_grad():
-            reference = [t.clone() for t in _tensors(model(example))]
+            outputs = _tensors(model(example))
+    except (RuntimeError, ValueError):  # a model that cannot run the example is left as it is
+        return 0
     finally:
         for h in handles:
             h.remove()
-    returned = {id(t) for t in reference}
+    returned = {id(t) for t in outputs}  # a conv output the model returns keeps its BatchNorm
+    reference = [t.clone() for t in outputs]
     swap: dict[nn.Module, nn.Module] = {}
     for key, (conv, _, _) in produced.items():
         users = readers.get(key, [])
