@@ -851,6 +851,10 @@ def test_fold_batch_norms_leaves_a_model_that_cannot_run_the_example():
     assert isinstance(model[1], nn.BatchNorm2d)
 
 
+def test_prepare_for_inference_takes_a_model_without_weights():
+    assert isinstance(prepare_for_inference(nn.Identity(), "cpu", precision="bf16"), nn.Identity)
+
+
 def test_runner_folds_batch_norms_for_bf16_only(r34_small):
     assert _bn_count(InferenceRunner(r34_small, "cpu", precision="fp32").model) == _bn_count(r34_small)
     assert _bn_count(InferenceRunner(r34_small, "cpu", precision="bf16").model) == 0

@@ -236,8 +236,9 @@ def prepare_for_inference(
     if fold_bn is None:
         fold_bn = dtype != torch.float32
     if fold_bn:
+        weight = next(model.parameters(), None)
         example = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-        fold_batch_norms(model, example.to(next(model.parameters()).device))
+        fold_batch_norms(model, example.to(weight.device if weight is not None else "cpu"))
     model.to(device=torch.device(device), dtype=dtype)
     if channels_last:
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stub lacks this overload
