@@ -40,6 +40,7 @@ import torch
 from PIL import Image
 
 import p3m.infer.runtime as runtime
+from benchmarks.bench_common import print_report
 from benchmarks.bench_infer import make_image
 from p3m.infer.export import export_onnx
 from p3m.infer.matter import Matter
@@ -131,10 +132,7 @@ def main() -> int:
         "mean_abs_diff_vs_published_8bit": {k: round(v, 3) for k, v in diffs.items() if k != "published"},
         "load_at_end": os.getloadavg(),
     }
-    print(json.dumps(report, indent=2))
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-    return 0
+    return print_report(report, args.json)
 
 
 if __name__ == "__main__":

@@ -11,14 +11,12 @@ per thread count, the per-image ratio (1 thread / 2 threads) and whether every a
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
-from benchmarks.bench_common import testdata_dir
+from benchmarks.bench_common import print_report, testdata_dir
 from p3m.infer import sessions
 from p3m.infer.matter import Matter
 from p3m.io import read_image
@@ -70,10 +68,7 @@ def main() -> int:
         "alpha_identical": alphas[1] == alphas[2],
         "load_average_per_round": [round(x, 2) for x in load],
     }
-    print(json.dumps(report, indent=2))
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-    return 0
+    return print_report(report, args.json)
 
 
 if __name__ == "__main__":
