@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 from tests.paths import SHARED_TESTDATA
 
@@ -36,3 +38,11 @@ def reset_rss_peak() -> bool:
         return True
     except OSError:
         return False
+
+
+def print_report(report: dict[str, Any], json_path: str | None) -> int:
+    """Print a benchmark's report as JSON, and write it to `json_path` when given; returns the exit code 0."""
+    print(json.dumps(report, indent=2))
+    if json_path:
+        Path(json_path).write_text(json.dumps(report, indent=2) + "\n")
+    return 0

@@ -19,7 +19,7 @@ from torch import nn
 
 from p3m import models
 from p3m.errors import CheckpointError, ModelArgumentError, P3MError, UnknownModelError
-from p3m.infer.runtime import DTYPES, InferenceRunner, prepare_for_inference, resolve_precision
+from p3m.infer.runtime import DTYPES, InferenceRunner, fold_batch_norms, prepare_for_inference, resolve_precision
 from p3m.models import P3MOutput, fuse, registry
 from p3m.models.checkpoint import load_checkpoint, load_model, read_state_dict, save_checkpoint
 from p3m.models.counting import count_flops, count_parameters
@@ -423,6 +423,51 @@ def test_registry_lists_and_creates():
         models.create("nope")
 
 
+def test_arch_modules_register_exactly_the_names_the_registry_gives_them():
+    import importlib
+
+    for module in set(registry.ARCH_MODULES.values()):
+        importlib.import_module(module)
+    from_files = {n: f.__module__ for n, f in registry._BUILDERS.items() if f.__module__.startswith("p3m.models.")}
+    assert from_files == registry.ARCH_MODULES
+    assert models.list_architectures() == sorted(registry.ARCH_MODULES)
+
+
+# a fresh interpreter, so that what the command imports is not hidden by what this test session imported
+_NO_TORCH = """
+import contextlib, io, sys
+from p3m.cli import main
+from p3m import models
+from p3m.models.store import builtin_entry, list_unusable, list_weights
+names = models.list_architectures()
+assert "p3m-r34" in names and "mediapipe-selfie" in names, names
+assert builtin_entry().path.is_file() and list_weights() and list_unusable() == []
+with contextlib.redirect_stdout(io.StringIO()) as out:
+    assert main(["models"]) == 0
+    assert main(["models", "--json"]) == 0
+    with contextlib.suppress(SystemExit):
+        main(["--help"])
+assert "portrait-cf" in out.getvalue()
+loaded = sorted(m for m in ("torch", "numba", "scipy", "safetensors") if m in sys.modules)
+assert not loaded, loaded
+model = models.create("p3m-r34", width=8)  # the registry imports the architecture's file when it is named
+assert model.arch == "p3m-r34" and "torch" in sys.modules
+assert models.registry.find_config("mediapipe-face-mesh").size_multiple == 0
+assert models.load_model and models.P3MOutput._fields[0] == "global_logits"
+print("ok")
+"""
+
+
+@pytest.mark.subprocess
+def test_listing_models_imports_no_torch(tmp_path):
+    import subprocess
+    import sys
+
+    env = dict(os.environ, P3M_HOME=str(tmp_path))
+    run = subprocess.run([sys.executable, "-c", _NO_TORCH], capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0 and run.stdout.strip().endswith("ok"), run.stdout + run.stderr
+
+
 def test_register_model_decorator():
     @models.register_model("test-tiny")
     def tiny(channels: int = 4) -> nn.Module:
@@ -747,6 +792,73 @@ def test_runner_bf16_fused_alpha_with_confident_semantics(r34_small):
     out = InferenceRunner(model, "cpu", precision="bf16")(x)
     assert (out.fused_alpha - ref.fused_alpha).abs().max() < 2e-2
     assert (out.local_alpha - ref.local_alpha).abs().max() < 2e-2
+
+
+class _ConvBnReadTwice(nn.Module):
+    """A conv output that something besides its BatchNorm reads: folding would change what that reader sees."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.conv, self.bn, self.how = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), how
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        y = self.conv(x)
+        if self.how == "in place":  # changed between the conv and its BatchNorm
+            return self.bn(y.mul_(2.0))
+        if self.how == "returned":  # the model's own output
+            return self.bn(y), y
+        return self.bn(y) + y  # "tensor code": read by an operator that is no module
+
+
+def _bn_count(model: nn.Module) -> int:
+    return sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+
+
+def test_fold_batch_norms_folds_every_conv_bn_pair(r34_small):
+    folded = _fresh_small(2)
+    folded.load_state_dict(r34_small.state_dict())
+    folded.eval()
+    pairs = fold_batch_norms(folded, torch.randn(1, 3, 64, 64))
+    assert pairs == _bn_count(r34_small) > 0 and _bn_count(folded) == 0
+    x = _image(2, 64, 96, seed=4)
+    ref = _outputs(r34_small, x)
+    with torch.no_grad():
+        out = folded(x)
+    # the semantic branch has no unpooling: the same to rounding
+    torch.testing.assert_close(out.global_logits, ref.global_logits, rtol=1e-4, atol=1e-4)
+    # the matting branch reuses max-pool indices, which rounding can move inside windows of exact zeros: a few pixels
+    diff = (out.local_alpha - ref.local_alpha).abs()
+    assert diff.mean() < 1e-3 and diff.max() < 0.05 and (diff < 1e-4).float().mean() > 0.6
+
+
+@pytest.mark.parametrize("how", ["tensor code", "in place", "returned"])
+def test_fold_batch_norms_leaves_pairs_whose_conv_output_is_used_otherwise(how):
+    torch.manual_seed(0)
+    model = _ConvBnReadTwice(how).eval()
+    _randomise_bn(model)
+    x = torch.randn(1, 3, 16, 16)
+    with torch.no_grad():
+        ref = model(x.clone())
+    assert fold_batch_norms(model, torch.randn(1, 3, 8, 8)) == 0
+    assert isinstance(model.bn, nn.BatchNorm2d)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x.clone()), ref)
+
+
+def test_fold_batch_norms_leaves_a_model_that_cannot_run_the_example():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 30 * 30, 2)).eval()
+    assert fold_batch_norms(model, torch.randn(1, 3, 8, 8)) == 0  # the Linear wants a 32x32 input
+    assert isinstance(model[1], nn.BatchNorm2d)
+
+
+def test_prepare_for_inference_takes_a_model_without_weights():
+    assert isinstance(prepare_for_inference(nn.Identity(), "cpu", precision="bf16"), nn.Identity)
+
+
+def test_runner_folds_batch_norms_for_bf16_only(r34_small):
+    assert _bn_count(InferenceRunner(r34_small, "cpu", precision="fp32").model) == _bn_count(r34_small)
+    assert _bn_count(InferenceRunner(r34_small, "cpu", precision="bf16").model) == 0
+    assert _bn_count(r34_small) > 0  # the caller's model untouched
 
 
 def test_prepare_for_inference_in_place():

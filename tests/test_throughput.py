@@ -198,7 +198,7 @@ def test_matte_here_writes_what_matte_job_writes_and_reports_bad_files(tmp_path)
     assert set_state(piped[0][1]) == "done"
 
 
-def test_matte_here_gives_the_route_one_torch_thread_less_and_restores_it(tmp_path, monkeypatch) -> None:
+def test_the_route_mattes_on_one_torch_thread_in_process_and_in_folders(tmp_path, monkeypatch) -> None:
     import torch
 
     path = tmp_path / "p.png"
@@ -208,13 +208,73 @@ def test_matte_here_gives_the_route_one_torch_thread_less_and_restores_it(tmp_pa
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        for matter, want in ((Matter(), 1), (Matter.from_network(_BrightnessNet(), strategy="resize"), 2)):
-            seen = []
-            original = matter.matte
-            monkeypatch.setattr(
-                matter, "matte", lambda image, m=original, s=seen: s.append(torch.get_num_threads()) or m(image)
-            )
-            assert [o.error for _, o in matte_here(matter, jobs)] == [None]
-            assert seen == [want] and torch.get_num_threads() == 2
+        route_matter, net_matter = Matter(), Matter.from_network(_BrightnessNet(), strategy="resize")
+        seen: dict[str, list[int]] = {"route": [], "net": []}
+        run = route_matter.session.route.run
+        monkeypatch.setattr(
+            route_matter.session.route, "run", lambda rgb: seen["route"].append(torch.get_num_threads()) or run(rgb)
+        )
+        net = net_matter.session.net
+        monkeypatch.setattr(net_matter.session, "net", lambda x: seen["net"].append(torch.get_num_threads()) or net(x))
+        route_matter.matte(path)  # in process, one image
+        assert seen["route"] == [1] and torch.get_num_threads() == 2
+        assert [o.error for _, o in matte_here(route_matter, jobs)] == [None]  # the folder pipeline
+        assert seen["route"] == [1, 1] and torch.get_num_threads() == 2
+        assert [o.error for _, o in matte_here(net_matter, jobs)] == [None]
+        assert seen["net"] and set(seen["net"]) == {2}  # a network's passes keep every thread
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_the_route_matte_is_the_same_with_one_or_two_torch_threads(monkeypatch) -> None:
+    import torch
+
+    from p3m.infer import sessions
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        matter = Matter()
+        one = [matter.matte(p).alpha.tobytes() for p in REAL_PHOTOS]
+        monkeypatch.setattr(sessions, "ROUTE_TORCH_THREADS", 2)
+        seen = []
+        run = matter.session.route.run
+        monkeypatch.setattr(matter.session.route, "run", lambda rgb: seen.append(torch.get_num_threads()) or run(rgb))
+        two = [matter.matte(p).alpha.tobytes() for p in REAL_PHOTOS]
+        assert set(seen) == {2} and one == two
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_torch_threads_sets_the_calling_threads_count_and_restores_it() -> None:
+    import torch
+
+    from p3m.infer.runtime import torch_threads
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        inside, release = threading.Event(), threading.Event()
+        seen = {}
+
+        def hold() -> None:
+            torch.ones(4) + 1  # a first op: this thread's count is its own from here on
+            with torch_threads(1):
+                seen["worker"] = torch.get_num_threads()
+                inside.set()
+                release.wait(10)
+            seen["worker after"] = torch.get_num_threads()
+
+        worker = threading.Thread(target=hold)
+        worker.start()
+        inside.wait(10)
+        seen["main meanwhile"] = torch.get_num_threads()  # another thread's block does not change this one
+        release.set()
+        worker.join(10)
+        assert seen == {"worker": 1, "main meanwhile": 2, "worker after": 2}
+        with pytest.raises(RuntimeError), torch_threads(1):
+            assert torch.get_num_threads() == 1
+            raise RuntimeError("boom")
+        assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)

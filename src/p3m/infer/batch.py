@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from p3m.atomic import is_whole, remove_orphans
 from p3m.errors import P3MError, os_error_message
@@ -273,19 +272,11 @@ def matte_here(
     matter: Matter, jobs: list[Job], *, background: np.ndarray | tuple[int, int, int] = WHITE
 ) -> Iterator[tuple[int, MatteOutcome]]:
     """(index, MatteOutcome) of every job, in order, by `MatteStages` on three threads of this process
-    (`p3m.workers.run_stages`): the same outputs as `matte_job` one input after the other. With the built-in route,
-    torch uses one thread less than it would while the stages run."""
+    (`p3m.workers.run_stages`): the same outputs as `matte_job` one input after the other. The built-in route runs
+    its networks on one torch thread whatever the stages do (`p3m.infer.sessions.ROUTE_TORCH_THREADS`); a P3M-Net's
+    large passes keep every thread."""
     stages = MatteStages(matter, background)
-    threads = torch.get_num_threads()
-    # the output stage keeps a core busy: torch's own team on every core would wait on it at each barrier (the
-    # route's small segmentation network ran 8-15x slower so on the shared 2-core dev machine). A P3M-Net's large
-    # passes keep every thread
-    route_threads = threads if matter.session.uses_strategies else max(1, threads - 1)
-    torch.set_num_threads(route_threads)
-    try:
-        yield from run_stages([stages.decode, stages.alpha, stages.write], [(job, None) for job in jobs])
-    finally:
-        torch.set_num_threads(threads)
+    yield from run_stages([stages.decode, stages.alpha, stages.write], [(job, None) for job in jobs])
 
 
 @dataclass(frozen=True)

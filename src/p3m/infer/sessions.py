@@ -25,7 +25,7 @@ from torch import nn
 from p3m.choices import BACKENDS, RESIZE_MODES, STRATEGIES, check_choice
 from p3m.errors import CheckpointError
 from p3m.infer.portrait import PortraitMatting, PortraitSettings, working_size
-from p3m.infer.runtime import OnnxNet, TorchNet, resolve_precision
+from p3m.infer.runtime import OnnxNet, TorchNet, resolve_precision, torch_threads
 from p3m.infer.strategies import NetFn, plan_passes, predict
 from p3m.models.registry import find_config
 from p3m.models.store import (
@@ -41,6 +41,7 @@ from p3m.models.store import (
 )
 
 __all__ = [
+    "ROUTE_TORCH_THREADS",
     "MattingSession",
     "OnnxSession",
     "PortraitSession",
@@ -50,6 +51,10 @@ __all__ = [
     "network_session",
     "new_session",
 ]
+
+
+#: torch threads of the built-in route while it mattes (`p3m.infer.runtime.torch_threads`)
+ROUTE_TORCH_THREADS = 1
 
 
 @dataclass(frozen=True)
@@ -237,11 +242,14 @@ class PortraitSession:
         return "segmentation prior + closed-form matting"
 
     def predict(self, rgb: np.ndarray, options: StrategyOptions) -> Prediction:
-        result = self.route.run(rgb)
+        # one torch thread: the route's networks are too small to gain from more (`torch_threads`)
+        with torch_threads(ROUTE_TORCH_THREADS):
+            result = self.route.run(rgb)
         return Prediction(result.alpha, result.warning, {**result.info, "seconds": result.timings})
 
     def predict_alpha(self, rgb: np.ndarray, options: StrategyOptions) -> np.ndarray:
-        return self.route(rgb)
+        with torch_threads(ROUTE_TORCH_THREADS):
+            return self.route(rgb)
 
 
 def _locate(weights: str | os.PathLike[str] | None, arch: str | None, backend: str) -> tuple[Path, str | None, str]:

@@ -20,24 +20,37 @@ This package imports nothing of p3m outside `p3m.models`, `p3m.errors` and `p3m.
 
 from __future__ import annotations
 
-# the architecture files register themselves on import: importing them here completes the registry
-from p3m.models import (
-    basic,
-    face_detector,
-    face_mesh,
-    hand_landmark,
-    modnet,
-    p3mnet_r34,
-    p3mnet_transformer,
-    palm_detector,
-    pose_detector,
-    pose_landmark,
-    selfie,
-)
-from p3m.models.blocks import P3MOutput, fuse
-from p3m.models.checkpoint import load_checkpoint, load_model, save_checkpoint
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from p3m.models.registry import ArchConfig, arch_config, check_arch_kwargs, create, list_architectures, register_model
 
+if TYPE_CHECKING:  # for type checkers; at run time `__getattr__` imports these on first use
+    from p3m.models import (
+        basic,
+        face_detector,
+        face_mesh,
+        hand_landmark,
+        modnet,
+        p3mnet_r34,
+        p3mnet_transformer,
+        palm_detector,
+        pose_detector,
+        pose_landmark,
+        selfie,
+    )
+    from p3m.models.blocks import P3MOutput, fuse
+    from p3m.models.checkpoint import load_checkpoint, load_model, save_checkpoint
+
+# everything that needs torch, imported on first access (PEP 562): `p3m models`, `p3m --help` and every command that
+# runs no network import this package without torch; the registry imports an architecture's file when it is named
+_LAZY = {
+    "P3MOutput": "p3m.models.blocks",
+    "fuse": "p3m.models.blocks",
+    "load_checkpoint": "p3m.models.checkpoint",
+    "load_model": "p3m.models.checkpoint",
+    "save_checkpoint": "p3m.models.checkpoint",
+}
 __all__ = [
     "ArchConfig",
     "P3MOutput",
@@ -62,3 +75,11 @@ __all__ = [
     "save_checkpoint",
     "selfie",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in __all__:  # the rest of what is not defined here: the architecture files
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

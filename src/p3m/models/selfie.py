@@ -13,21 +13,16 @@ checkable against the TFLite graph (tests/test_selfie.py).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
 from p3m.models.registry import register_model
-from p3m.models.tflite_graph import WEIGHTS_DIR, TFLiteGraph
+from p3m.models.shipped_weights import SELFIE_WEIGHTS, selfie_weights_path
+from p3m.models.tflite_graph import TFLiteGraph
 
 __all__ = ["WEIGHTS", "SelfieSegmentation", "weights_path"]
 
-WEIGHTS = {"general": "selfie_segmentation.safetensors", "landscape": "selfie_segmentation_landscape.safetensors"}
-
-
-def weights_path(variant: str = "general") -> Path:
-    """The shipped safetensors file of a variant ("general" 256x256, "landscape" 144x256)."""
-    return WEIGHTS_DIR / WEIGHTS[variant]
+WEIGHTS = SELFIE_WEIGHTS
+weights_path = selfie_weights_path
 
 
 class SelfieSegmentation(TFLiteGraph):

@@ -26,24 +26,17 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
-from safetensors import safe_open
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from p3m.atomic import copy_file_atomic, write_bytes_atomic
 from p3m.errors import CheckpointError, os_error_message
 from p3m.io import missing_reason
-from p3m.models.checkpoint import (
-    error_reason,
-    load_model,
-    read_json,
-    read_sidecar,
-    sidecar_path,
-    unpickler_reason,
-)
-from p3m.models.selfie import weights_path as selfie_weights_path
+from p3m.models.shipped_weights import selfie_weights_path
+from p3m.models.sidecar import error_reason, read_json, read_sidecar, sidecar_path, unpickler_reason
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 __all__ = [
     "BUILTIN",
@@ -307,6 +300,8 @@ def _header_arch(p: Path) -> tuple[str | None, dict[str, Any]]:
         stored = json.loads(props.get("arch_kwargs", "{}"))
         return props.get("arch"), stored if isinstance(stored, dict) else {}
     if p.suffix == ".safetensors":
+        from safetensors import safe_open  # header only; torch stays unimported until a .pth is read
+
         with safe_open(str(p), framework="pt") as f:
             header = f.metadata() or {}
             keys = list(f.keys())
@@ -316,6 +311,8 @@ def _header_arch(p: Path) -> tuple[str | None, dict[str, Any]]:
                 width = f.get_slice("resnet.conv1.weight").get_shape()[0]
                 kwargs = {} if width == 64 else {"width": int(width)}
         return arch, kwargs
+    import torch  # weights-only unpickling of a dropped .pth: the one reader that needs torch
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -514,5 +511,7 @@ def load_network(path: Path, arch: str, *, device: str | torch.device = "cpu") -
     p3m checkpoints carry their construction arguments in the sidecar; for other files (e.g. a published `.pth`)
     they are guessed from the tensors (`guess_arch`, e.g. the R34 width).
     """
+    from p3m.models.checkpoint import load_model  # building a network is where torch is needed
+
     guessed = {} if sidecar_path(path).is_file() else guess_arch(path)[1]
     return load_model(path, arch=arch, arch_kwargs=guessed or None, device=device)

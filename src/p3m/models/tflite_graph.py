@@ -34,10 +34,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from p3m.models.shipped_weights import WEIGHTS_DIR
+
 __all__ = ["ACTIVATIONS", "WEIGHTS_DIR", "TFLiteGraph", "depth_to_space", "load_graph", "same_pad", "unpack"]
 
-# the shipped converted networks, with their licence texts and NOTICE
-WEIGHTS_DIR = Path(__file__).with_name("weights")
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "none": lambda x: x,
