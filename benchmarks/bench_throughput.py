@@ -15,7 +15,7 @@ ratios come from the same machine state; the spread is the min..max over the rou
   ``tests/reference/foreground_before.py``, against `p3m.infer.foreground.estimate_foreground`, on the reference
   mattes) and PNG encoding of the alpha and RGBA outputs (PIL level 6, the previous encoder, against
   `p3m.io.encode_image`); and the route's alpha split per stage (decode, prior, trimap, solve, upsample) from its
-  step timings (``PortraitMatting.last_timings``; the route's code is the same in both commits).
+  step timings (``result.info["route"]["seconds"]``; the route's code is the same in both commits).
 
 Outputs are checked in the same run: every alpha PNG of the two commands decodes to the same pixels, the RGBA
 colours differ by at most 2/255, and the mean SAD against the reference mattes is reported for both.
@@ -195,10 +195,10 @@ def _in_process_rows(portraits: Path, repeats: int) -> dict:
         rgb = read_image(path)
         decode = time.perf_counter() - start
         start = time.perf_counter()
-        matter.matte(rgb)
+        result = matter.matte(rgb)
         stages.setdefault("alpha (whole route)", []).append(time.perf_counter() - start)
         stages.setdefault("decode", []).append(decode)
-        for step, seconds in matter.session.route.last_timings.items():
+        for step, seconds in result.info["route"]["seconds"].items():
             stages.setdefault(step, []).append(seconds)
     return {
         "per_image_mean_seconds": {k: statistics.mean(v) for k, v in times.items()},
