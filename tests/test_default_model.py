@@ -171,6 +171,7 @@ def test_the_builtin_route_runs_offline(home: Path, portrait: Path, monkeypatch:
     assert result.info["model"] == "portrait-cf" and result.alpha.max() > 0.9
 
 
+@pytest.mark.slow
 def test_an_image_without_a_person_is_reported_not_silently_empty(
     home: Path, tmp_path: Path, portrait: Path, capsys
 ) -> None:

@@ -204,6 +204,7 @@ def test_count_flops_matches_hand_formula():
     assert count_flops(Tiny(), (1, 3, 6, 4), device="cpu") == 2 * macs
 
 
+@pytest.mark.slow
 def test_count_flops_einsum_and_sdpa():
     class Attn(nn.Module):
         def forward(self, x):

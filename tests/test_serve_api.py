@@ -719,6 +719,7 @@ def test_cli_errors_are_one_line(home, weights, tmp_path, capsys):
     assert "--workers" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_default_serves_the_builtin_route_and_names_it(home, portrait):
     from p3m.serve import ServeSettings, create_app
 

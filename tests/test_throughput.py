@@ -226,6 +226,7 @@ def test_the_route_mattes_on_one_torch_thread_in_process_and_in_folders(tmp_path
         torch.set_num_threads(before)
 
 
+@pytest.mark.slow
 def test_the_route_matte_is_the_same_with_one_or_two_torch_threads(monkeypatch) -> None:
     import torch
 
