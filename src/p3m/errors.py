@@ -89,8 +89,9 @@ def os_error_message(exc: OSError) -> str:
     return f"{where}: {words}" if where else words
 
 
-def item_error_message(exc: BaseException) -> str:
+def item_error_message(exc: BaseException, item: object = None) -> str:
     """The one-line message of a failed item in a batch report: `os_error_message` for an OSError, else the
-    exception's text, line breaks folded into spaces."""
-    text = os_error_message(exc) if isinstance(exc, OSError) else str(exc)
-    return text.replace("\n", " ")
+    exception's text, line breaks folded into spaces; prefixed with ``item`` (e.g. the input's path) when given
+    and the message does not name it already."""
+    text = (os_error_message(exc) if isinstance(exc, OSError) else str(exc)).replace("\n", " ")
+    return text if item is None or str(item) in text else f"{item}: {text}"

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from p3m.atomic import is_whole, remove_orphans
-from p3m.errors import P3MError, os_error_message
+from p3m.errors import P3MError, item_error_message
 from p3m.infer.foreground import WHITE
 from p3m.infer.matter import Matter, MatteResult
 from p3m.io import matte_output_name, read_image, write_image_set
@@ -190,8 +190,7 @@ class MatteOutcome:
 
 def _failure(src: Path, exc: BaseException) -> MatteOutcome:
     """The outcome of an input whose work raised: one line that names the input."""
-    msg = os_error_message(exc) if isinstance(exc, OSError) else str(exc)
-    return MatteOutcome(str(src), error=msg if str(src) in msg else f"{src}: {msg}")
+    return MatteOutcome(str(src), error=item_error_message(exc, src))
 
 
 #: The failures that become an input's error line (anything else is a bug and stops the run).

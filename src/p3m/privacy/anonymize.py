@@ -305,9 +305,7 @@ def anonymize_task(
             rec.message = "no face found: written unchanged; check by hand"
     except (P3MError, OSError, ValueError) as exc:
         rec.status = "error"
-        rec.message = item_error_message(exc)
-        if str(source) not in rec.message:
-            rec.message = f"{source}: {rec.message}"
+        rec.message = item_error_message(exc, source)
     return rec
 
 

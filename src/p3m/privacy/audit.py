@@ -471,9 +471,7 @@ def audit_folder(
                 recognizer=recognizer,
             )
         except (P3MError, OSError, ValueError) as exc:
-            rec.error = item_error_message(exc)
-            if not rec.error.startswith(str(path)):
-                rec.error = f"{path}: {rec.error}"
+            rec.error = item_error_message(exc, path)
         report.records.append(rec)
         if progress:
             progress(rec)
