@@ -729,6 +729,7 @@ def test_default_serves_the_builtin_route_and_names_it(home, portrait):
         with httpx.Client(base_url=running.url, timeout=120) as c:
             loaded = c.get("/v1/models").json()["loaded"]
             assert loaded["name"] == "portrait-cf" and loaded["route"] is True and loaded["warning"] == ""
+            assert loaded["hands"] is False
             resp = c.post("/v1/matte", data={"output": "alpha"}, files={"image": ("p.png", png_bytes(portrait))})
             assert resp.status_code == 200
             assert resp.headers["x-p3m-model"] == "portrait-cf" and resp.headers["x-p3m-strategy"] == "portrait-cf"
@@ -814,3 +815,26 @@ def test_weights_named_outside_latin1_still_answer(home, tmp_path, portrait):
             assert unquote(resp.headers["x-p3m-model"]) == "模型.safetensors"
     finally:
         running.stop()
+
+
+def test_serve_hands_reaches_the_builtin_route(home, monkeypatch):
+    """`p3m serve --hands` turns the route's hand landmarks on for every request, and /v1/models says so; a
+    P3M-Net ignores it (it has no hand step)."""
+    from p3m.cli import build_parser
+    from p3m.commands import serve as serve_command
+    from p3m.serve import ServeSettings, create_app
+
+    seen = {}
+    monkeypatch.setattr("p3m.serve.server.serve", lambda settings, **_: seen.setdefault("settings", settings))
+    assert serve_command.run(build_parser().parse_args(["serve", "--hands", "--port", "0"])) == 0
+    assert seen["settings"].hands is True
+    assert build_parser().parse_args(["serve"]).hands is False
+
+    app = create_app(ServeSettings(workers=1, queue=1, hands=True))
+    running = RunningServer(app)
+    try:
+        loaded = httpx.get(f"{running.url}/v1/models", timeout=60).json()["loaded"]
+    finally:
+        running.stop()
+    assert loaded["name"] == "portrait-cf" and loaded["hands"] is True
+    assert app.state.matter.session.route.settings.hands is True

@@ -60,6 +60,16 @@ def add_arch(parser: argparse.ArgumentParser) -> argparse.Action:
     return hide_aliases(action, "--model")
 
 
+def add_hands(parser: argparse.ArgumentParser) -> argparse.Action:
+    """`--hands` of the verbs that matte (matte, serve): the built-in route's hand landmarks, opt-in."""
+    return parser.add_argument(
+        "--hands",
+        action="store_true",
+        help="built-in portrait-cf: also find hands by their landmarks and keep raised hands and fingers "
+        "(about twice the time per image; other models ignore it)",
+    )
+
+
 def add_overrides(parser: argparse.ArgumentParser, example: str) -> argparse.Action:
     """`--set KEY=VALUE` (repeatable, YAML values) of the verbs that read a recipe or config; `example` is the
     help's "override a config value, e.g. ..." part."""

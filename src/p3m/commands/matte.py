@@ -27,7 +27,7 @@ from p3m.choices import (
     parse_color,
 )
 from p3m.cluster import add_cluster_option
-from p3m.commands._types import add_arch, hide_aliases, whole_number
+from p3m.commands._types import add_arch, add_hands, hide_aliases, whole_number
 from p3m.errors import P3MError
 
 
@@ -159,12 +159,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         "fastest) or pymatting (pymatting's numba implementation)",
     )
     parser.add_argument("--tile", type=_tile_count, default=1024, help="highres tile side (default 1024)")
-    parser.add_argument(
-        "--hands",
-        action="store_true",
-        help="built-in portrait-cf: also find hands by their landmarks and keep raised hands and fingers "
-        "(about twice the time per image)",
-    )
+    add_hands(parser)
 
 
 def _background(text: str) -> tuple[int, int, int] | np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from p3m.choices import DEVICES_HELP, FOREGROUND_METHODS, PRECISIONS, STRATEGIES
-from p3m.commands._types import add_arch, count, positive
+from p3m.commands._types import add_arch, add_hands, count, positive
 from p3m.serve.settings import DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_MB, ServeSettings
 
 _DEFAULTS = ServeSettings()
@@ -63,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         precision=args.precision,
         strategy=args.strategy,
         foreground_method=args.foreground_method,
+        hands=args.hands,
         workers=args.workers,
         queue=args.queue,
         max_upload_mb=args.max_upload_mb,
@@ -103,6 +104,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         default="ml",
         help="foreground colour estimation for cutouts and composites (default ml)",
     )
+    add_hands(parser)
 
 
 def _add_limits(parser: argparse.ArgumentParser) -> None:

@@ -103,6 +103,7 @@ def _load_matter(settings: ServeSettings) -> tuple[Any | None, str]:
                 strategy=settings.strategy,
                 precision=settings.precision,
                 foreground_method=settings.foreground_method,
+                hands=settings.hands,
             )
     except CheckpointError as exc:
         if settings.weights is not None:
@@ -225,7 +226,7 @@ def _add_info_routes(app: FastAPI, services: Services, version: str) -> None:
         else:
             problem = ""
         return {
-            "loaded": _loaded_model(matter),
+            "loaded": _loaded_model(matter, services.settings.hands),
             "message": reason or "ready",
             "available": available,
             "model_folder_problem": problem,
@@ -235,7 +236,7 @@ def _add_info_routes(app: FastAPI, services: Services, version: str) -> None:
         }
 
 
-def _loaded_model(matter: Any) -> dict[str, Any] | None:
+def _loaded_model(matter: Any, hands: bool) -> dict[str, Any] | None:
     if matter is None:
         return None
     return {
@@ -247,6 +248,7 @@ def _loaded_model(matter: Any) -> dict[str, Any] | None:
         "precision": matter.precision,
         "strategy": matter.strategy,
         "route": not matter.session.uses_strategies,
+        "hands": hands and not matter.session.uses_strategies,  # only the built-in route finds hands
         "warning": matter.model_warning,
     }
 

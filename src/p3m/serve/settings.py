@@ -22,10 +22,10 @@ class ServeSettings:
     """Everything `create_app` and `serve` need. Sizes in the units users type (MB, pixels, seconds).
 
     host/port: where `p3m serve` listens (loopback by default; port 0 picks a free one).
-    model/weights/device/precision/strategy/foreground_method: passed to `p3m.infer.Matter`; weights None = the
-        model folder's default. When no weights exist the server still starts: /v1/matte answers 503
-        ``no_weights`` (with how to get them) and /v1/anonymize works. An explicit ``weights`` that cannot be
-        loaded is an error at start-up.
+    model/weights/device/precision/strategy/foreground_method/hands: passed to `p3m.infer.Matter`; weights None =
+        the model folder's default; hands: the built-in route's hand landmarks (opt-in, about twice the time).
+        When no weights exist the server still starts: /v1/matte answers 503 ``no_weights`` (with how to get
+        them) and /v1/anonymize works. An explicit ``weights`` that cannot be loaded is an error at start-up.
     workers: inference jobs run at the same time (threads); queue: jobs allowed to wait for a worker. A request
         beyond ``workers + queue`` gets 503 ``busy`` with Retry-After at once.
     max_upload_mb: cap on the request body, enforced while reading it (413 beyond).
@@ -52,6 +52,7 @@ class ServeSettings:
     precision: str = "auto"
     strategy: str = "hybrid"
     foreground_method: str = "ml"
+    hands: bool = False
     workers: int = 1
     queue: int = 4
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB
