@@ -89,6 +89,16 @@ def test_background_by_colour_needs_both_kinds_of_samples_within_reach():
     assert not background_by_colour(image, np.zeros_like(prob), sigma=0.04).any()
 
 
+def test_background_by_colour_samples_the_background_in_the_priors_tail():
+    # a shaded wall beside the person (the prior's tail, 0.2) and a lit wall further off (0): the strip where
+    # the prior spills is shaded wall, far from the lit wall's colour, and is told apart only by the tail
+    image, prob = scene((70, 80, 100))
+    image[:, 44:60] = image[:, 40:44].mean((0, 1)).astype(np.uint8)
+    prob[:, 44:60] = 0.2
+    assert background_by_colour(image, prob, sigma=0.04)[:, 40:44].mean() > 0.95
+    assert not background_by_colour(image, prob, sigma=0.04, background=0.05)[:, 40:44].any()
+
+
 def test_background_by_colour_works_on_a_reduced_grid_and_resizes_back():
     image, prob = scene((150, 170, 200))
     big_image = image.repeat(8, 0).repeat(8, 1)  # 480x720: the model runs at 256 px and comes back

@@ -4,7 +4,7 @@ The built-in route's selfie prior (`p3m.infer.portrait`) is computed at 256x256,
 reaches a few pixels of the network's grid onto the background, with the probability still above 0.5 but below
 the network's confident values. Next to that edge the image usually says more: the background there has the
 colour of the background just beyond, and the person the colour of the person just inside. A local two-colour
-model (the mean colour of the confident foreground and of the confident background around each pixel, as
+model (the mean colour of the confident foreground and of the background around each pixel, as
 Gaussian-weighted means by normalised convolution, Knutsson & Westin 1993) marks the pixels whose colour is
 far closer to the background's; the route drops them from the mask where the prior is unsure, and closed-form
 matting then draws the edge in a band round the moved mask.
@@ -67,7 +67,8 @@ def background_by_colour(
     *,
     sigma: float = 0.015,
     ratio: float = 4.0,
-    confident: float = 0.95,
+    foreground: float = 0.95,
+    background: float = 0.35,
     min_density: float = 0.05,
     grid: int = 256,
 ) -> np.ndarray:
@@ -80,7 +81,10 @@ def background_by_colour(
     sigma : float, the reach of "local": the Gaussian's standard deviation, fraction of the long side
     ratio : float, a pixel is background when its colour distance to the local foreground mean exceeds this
         times its distance to the local background mean
-    confident : float, the foreground samples are pixels with prob >= this, the background ones prob <= 1 - this
+    foreground : float, the foreground's colour samples are the pixels with prob >= this (the confident core)
+    background : float, the background's are those with prob <= this: the prior's graded tail outside the
+        mask included, so the background right next to the edge is sampled (a shaded wall beside the person
+        has another colour than the lit wall further off, where the prior is near 0)
     min_density : float, both kinds of samples must weigh at least this round the pixel
         (`local_mean_colour`'s density): where one side is far away, there is nothing to compare with
     grid : int, the model is computed on a copy at most this many pixels long (the prior's own resolution
@@ -98,8 +102,8 @@ def background_by_colour(
     p = prob if (sh, sw) == (h, w) else cv2.resize(prob, (sw, sh), interpolation=cv2.INTER_AREA)
     colours = small.astype(np.float32)
     s = sigma * max(sh, sw)
-    fg_mean, fg_density = local_mean_colour(colours, p >= confident, s)
-    bg_mean, bg_density = local_mean_colour(colours, p <= 1.0 - confident, s)
+    fg_mean, fg_density = local_mean_colour(colours, p >= foreground, s)
+    bg_mean, bg_density = local_mean_colour(colours, p <= background, s)
     d_fg = np.linalg.norm(colours - fg_mean, axis=-1)
     d_bg = np.linalg.norm(colours - bg_mean, axis=-1)
     verdict = (d_fg > ratio * d_bg) & (fg_density >= min_density) & (bg_density >= min_density)
