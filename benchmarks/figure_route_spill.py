@@ -19,7 +19,7 @@ from p3m.atomic import write_bytes_atomic
 from p3m.infer.portrait import PortraitMatting, PortraitSettings
 from tests.paths import PORTRAITS
 
-NAMES = ("p_514ca06a", "p_d684dae3")
+NAMES = ("p_bd6af989", "p_514ca06a")
 
 
 def panel(name: str, before: PortraitMatting, after: PortraitMatting, height: int) -> np.ndarray:
