@@ -104,37 +104,6 @@ def test_mask_keeps_components_with_confident_pixels_only():
     assert not PortraitMatting(PortraitSettings()).mask(np.full((50, 50), 0.8, np.float32)).any()
 
 
-def spilled_portrait(strip: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """(image, prior) 160x240: a red person left of x=100 on a blue-grey wall; the prior spills 5 px (twice the
-    band) onto the wall at 0.7, over a strip of colour `strip` (the wall's: a spill; the person's: a limb)."""
-    rng = np.random.default_rng(5)
-    image = np.zeros((160, 240, 3), np.float64)
-    image[:, :100] = (200, 50, 40)
-    image[:, 100:] = (150, 170, 200)
-    image[:, 100:105] = strip
-    image = np.clip(image + rng.normal(0, 3, image.shape), 0, 255).astype(np.uint8)
-    prob = np.zeros((160, 240), np.float32)
-    prob[:, :100] = 1.0
-    prob[:, 100:105] = 0.7
-    return image, prob
-
-
-@pytest.mark.parametrize("spill", [True, False])
-def test_route_drops_the_priors_spill_onto_a_wall_of_another_colour_and_keeps_a_limb(spill):
-    image, prob = spilled_portrait((150, 170, 200) if spill else (200, 50, 40))
-    alphas = {}
-    for unsure in (0.5, 0.8):  # off (threshold), the default
-        pm = PortraitMatting(PortraitSettings(spill_unsure=unsure, pose=False, person_check=False))
-        pm.prior = lambda rgb, prob=prob: prob  # the given prior in place of the network's
-        alphas[unsure] = pm(image)
-    on_wall = {k: float(a[:, 100:105].sum()) for k, a in alphas.items()}
-    if spill:  # without the colour model the band cannot reach back to the person's edge: the spill stays
-        assert on_wall[0.5] > 0.5 * 160 * 5 and on_wall[0.8] < 0.1 * on_wall[0.5]
-    else:  # the strip has the person's colour: kept either way
-        assert min(on_wall.values()) > 0.9 * 160 * 5
-    assert (alphas[0.8][:, :98] > 0.99).all() and (alphas[0.8][:, 108:] < 0.01).all()
-
-
 # -- trimap ----------------------------------------------------------------------------------------------------
 
 

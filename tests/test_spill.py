@@ -1,8 +1,8 @@
 """The local colour model that tells where the person prior spills onto the background (p3m.infer.spill).
 
 `local_mean_colour` against a literal per-pixel normalised convolution; `background_by_colour` on drawn scenes
-whose answer is known (a wall next to a person, a limb of the person's colour, samples out of reach). The route's
-use of it (the matte's spill shrinks) is in tests/test_portrait.py.
+whose answer is known (a wall next to a person, a limb of the person's colour, samples out of reach); the route's
+use of it (`PortraitMatting.unspill`): the matte's spill onto a wall shrinks, a limb stays.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from p3m.infer.portrait import PortraitMatting, PortraitSettings
 from p3m.infer.spill import background_by_colour, gaussian_kernel, local_mean_colour
 
 
@@ -53,18 +54,21 @@ def test_local_mean_colour_matches_the_literal_normalised_convolution(sigma):
     assert np.abs(mean - ref_mean).max() < 1e-2  # float32 colours in [0, 255]
 
 
-def scene(limb_colour: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """A person (red, prior 1) on the left, a blue-grey wall (prior 0) on the right, and between them a strip
-    of `limb_colour` where the prior is unsure (0.7)."""
+def scene(
+    strip_colour: tuple[int, int, int], h: int = 60, w: int = 90, edge: int = 40, strip: int = 4
+) -> tuple[np.ndarray, np.ndarray]:
+    """(HxWx3 uint8 image, HxW float32 prior): a person (red, prior 1) left of column `edge`, a blue-grey wall
+    (prior 0) right of it, and `strip` columns of `strip_colour` beyond the edge where the prior is unsure (0.7):
+    the wall's colour makes it the prior's spill, the person's a limb the prior is unsure of."""
     rng = np.random.default_rng(0)
-    image = np.zeros((60, 90, 3), np.float64)
-    image[:, :40] = (200, 50, 40)
-    image[:, 40:] = (150, 170, 200)
-    image[:, 40:44] = limb_colour
+    image = np.zeros((h, w, 3), np.float64)
+    image[:, :edge] = (200, 50, 40)
+    image[:, edge:] = (150, 170, 200)
+    image[:, edge : edge + strip] = strip_colour
     image = np.clip(image + rng.normal(0, 4, image.shape), 0, 255).astype(np.uint8)
-    prob = np.zeros((60, 90), np.float32)
-    prob[:, :40] = 1.0
-    prob[:, 40:44] = 0.7
+    prob = np.zeros((h, w), np.float32)
+    prob[:, :edge] = 1.0
+    prob[:, edge : edge + strip] = 0.7
     return image, prob
 
 
@@ -106,3 +110,20 @@ def test_background_by_colour_works_on_a_reduced_grid_and_resizes_back():
     verdict = background_by_colour(big_image, big_prob, sigma=0.04)
     assert verdict.shape == big_prob.shape
     assert verdict[:, 330:350].mean() > 0.9 and not verdict[:, :300].any()
+
+
+@pytest.mark.parametrize("spill", [True, False])
+def test_route_drops_the_priors_spill_onto_a_wall_of_another_colour_and_keeps_a_limb(spill):
+    # 160x240, the prior 0.7 over 5 columns beyond the person's edge: twice the band (1% of the long side)
+    image, prob = scene((150, 170, 200) if spill else (200, 50, 40), 160, 240, 100, 5)
+    alphas = {}
+    for unsure in (0.5, 0.8):  # off (the threshold), the default
+        pm = PortraitMatting(PortraitSettings(spill_unsure=unsure, pose=False, person_check=False))
+        pm.prior = lambda rgb: prob  # the given prior in place of the network's
+        alphas[unsure] = pm(image)
+    on_strip = {k: float(a[:, 100:105].sum()) for k, a in alphas.items()}
+    if spill:  # without the colour model the band cannot reach back to the person's edge: the spill stays
+        assert on_strip[0.5] > 0.5 * 160 * 5 and on_strip[0.8] < 0.1 * on_strip[0.5]
+    else:  # the strip has the person's colour: kept either way
+        assert min(on_strip.values()) > 0.9 * 160 * 5
+    assert (alphas[0.8][:, :98] > 0.99).all() and (alphas[0.8][:, 108:] < 0.01).all()
