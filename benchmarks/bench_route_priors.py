@@ -1,7 +1,8 @@
-"""The built-in route with and without its second prior (pose, hands, person check), side by side in one run.
+"""The built-in route with and without one of its steps, side by side in one run.
 
-"old" is the route as it was before the second prior (selfie prior + closed-form matting: `PortraitSettings(pose=
-False, hands=False, person_check=False)`), "new" with hands (`PortraitSettings(hands=True)`, `p3m matte --hands`).
+`--pair priors` (the default): the second prior (pose, hands, person check). "old" is the route as it was
+before the second prior (selfie prior + closed-form matting: `PortraitSettings(pose=False, hands=False,
+person_check=False)`), "new" with hands (`PortraitSettings(hands=True)`, `p3m matte --hands`).
 On the 12 shared real portraits (reference mattes) and on four altered copies of each, to check that settings
 chosen on the originals do not overfit them: mirrored,
 half-size, JPEG quality 60 and greyscale (the reference altered the same way where it changes); per variant the
@@ -10,7 +11,10 @@ changed most. scikit-image's astronaut has no reference matte: it is reported as
 mattes and the share of the image each keeps. Then the cost: old and new timed one after the other on each original
 (median of `--repeat`), and the new route's steps (pose, hands, person check) on their own.
 
-    P3M_TESTDATA=DIR .venv/bin/python -m benchmarks.bench_route_priors [--repeat 3] [--json out.json]
+`--pair spill`: "old" is the default route without the colour model that drops the prior's spill
+(`PortraitSettings(spill_unsure=0.5)`, `p3m.infer.spill`), "new" the default route.
+
+    P3M_TESTDATA=DIR .venv/bin/python -m benchmarks.bench_route_priors [--pair priors|spill] [--repeat 3] [--json F]
 
 Needs the P3M demo portraits (`JizhiziLi/P3M` demo/imgs) in $P3M_TESTDATA; exits with a message without it.
 """
@@ -33,8 +37,13 @@ from benchmarks.bench_portrait import scores
 from p3m.infer.portrait import STEPS, PortraitMatting, PortraitSettings
 from tests.paths import PORTRAITS
 
-OLD = PortraitSettings(pose=False, hands=False, person_check=False)
-NEW = PortraitSettings(hands=True)  # the whole second prior (`p3m matte --hands`)
+# (old, new) settings per `--pair`
+PAIRS = {
+    # the whole second prior (`p3m matte --hands`) against the route before it
+    "priors": (PortraitSettings(pose=False, hands=False, person_check=False), PortraitSettings(hands=True)),
+    # the default route with and without the colour model on the prior's spill (threshold 0.5: off)
+    "spill": (PortraitSettings(spill_unsure=0.5), PortraitSettings()),
+}
 
 
 def _jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
@@ -118,6 +127,7 @@ def cost(old: PortraitMatting, new: PortraitMatting, data: list, repeat: int) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pair", choices=sorted(PAIRS), default="priors", help="which step to compare")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--repeat", type=int, default=3, help="timed calls per image and route (default 3)")
     parser.add_argument("--json", type=Path, help="write the figures here")
@@ -130,7 +140,7 @@ def main() -> None:
     for p in paths:
         rgb = cv2.cvtColor(cv2.imread(str(p), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
         data.append((p.stem, rgb, cv2.imread(str(PORTRAITS / "reference_alpha" / f"{p.stem}.png"), 0)))
-    old, new = PortraitMatting(OLD), PortraitMatting(NEW)
+    old, new = (PortraitMatting(settings) for settings in PAIRS[args.pair])
     out = {"quality": quality(old, new, data), "cost": cost(old, new, data, args.repeat)}
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))

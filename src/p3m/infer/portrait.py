@@ -12,7 +12,10 @@ No trained P3M-Net checkpoint is needed. For an RGB image (HxWx3 uint8), at a wo
 2. **Mask**: prior >= `threshold`, keeping the connected components that hold confident (>= `seed_threshold`)
    pixels, at least `min_component` of the most confident component's count (hysteresis: grey blobs with no
    confident pixel, the network's usual false positives, are dropped; an image without any is an image
-   without a person, and gets an all-zero matte).
+   without a person, and gets an all-zero matte). Before that, where the prior is unsure (`threshold` up to
+   `spill_unsure`), pixels whose colour is far closer to the local background's than to the local foreground's
+   (`p3m.infer.spill.background_by_colour`) are dropped: the 256 px prior's edge spills a few of its pixels
+   onto the background, beyond the reach of the band of step 5.
 3. **Pose prior** (`pose`): BlazePose GHUM (`p3m.models.pose_landmark`, Apache-2.0) on the mask's square box
    (no person detector: the selfie mask has found the person), at `pose_side` px: 33 landmarks and a
    full-body person mask. Trusted only where its mask agrees with the selfie mask (IoU >= `pose_agree`; on
@@ -62,6 +65,7 @@ from p3m.infer.priors import (
     person_verdict,
     square_around,
 )
+from p3m.infer.spill import background_by_colour
 from p3m.models.face_detector import FaceDetector
 from p3m.models.hand_landmark import HandLandmarker
 from p3m.models.mediapipe_calculators import RotatedRect
@@ -108,6 +112,9 @@ class PortraitSettings:
     threshold: float = 0.5  # person where the prior is >= this ...
     seed_threshold: float = 0.9  # ... in components holding pixels >= this (hysteresis)
     min_component: float = 0.1  # ... at least this fraction of the largest such count
+    spill_unsure: float = 0.8  # prior in [threshold, this) dropped where its colour says background (threshold: off)
+    spill_ratio: float = 4.0  # ... background: colour this many times closer to the local background's mean
+    spill_sigma: float = 0.015  # ... "local": Gaussian-weighted means, std. dev. this fraction of the long side
     band: float = 0.01  # trimap half-width on each side of the mask's edge
     hair_out: float = 0.03  # outward widening where fine structure continues (0 = off)
     hair_in: float = 0.02  # inward widening next to such structure (0 = off)
@@ -226,8 +233,9 @@ class PortraitMatting:
 
     Steps are public for tests and tools; all but `prior`'s input work at the working resolution
     (`working_size(h, w, settings.matting_side)`): `prior(rgb)` -> prob, `mask(prob)` -> bool,
-    `pose(image, mask)` -> Pose or None, `hands(image, pose, prob)` -> landmarks, `trimap(mask, image)` -> {0, 128,
-    255}, `refine(image, trimap, guess)` -> alpha (`solve`: with the solver's method).
+    `unspill(prob, image)` -> prob, `pose(image, mask)` -> Pose or None, `hands(image, pose, prob)` -> landmarks,
+    `trimap(mask, image)` -> {0, 128, 255}, `refine(image, trimap, guess)` -> alpha (`solve`: with the solver's
+    method).
     """
 
     def __init__(self, settings: PortraitSettings | None = None, *, device: str = "cpu") -> None:
@@ -300,6 +308,17 @@ class PortraitMatting:
         seeds[0] = 0  # background label
         keep = (seeds > 0) & (seeds >= s.min_component * seeds.max())
         return keep[labels]
+
+    def unspill(self, prob: np.ndarray, image: np.ndarray) -> np.ndarray:
+        """`prob` (HxW float32) lowered just below `threshold` where it is unsure (in [threshold, spill_unsure)) and
+        the colour of `image` (HxWx3 uint8, same grid) says background (`p3m.infer.spill.background_by_colour`)."""
+        s = self.settings
+        unsure = (prob >= s.threshold) & (prob < s.spill_unsure)
+        if not unsure.any():
+            return prob
+        background = background_by_colour(image, prob, sigma=s.spill_sigma, ratio=s.spill_ratio)
+        below = np.nextafter(np.float32(s.threshold), np.float32(0))
+        return np.where(unsure & background, below, prob).astype(np.float32)
 
     # -- 3. pose prior ------------------------------------------------------------------------------------
 
@@ -459,6 +478,8 @@ class PortraitMatting:
         prob = self.prior(rgb)
         hw, ww = prob.shape
         image = rgb if (hw, ww) == (h, w) else cv2.resize(rgb, (ww, hw), interpolation=cv2.INTER_AREA)
+        if s.spill_unsure > s.threshold:
+            prob = self.unspill(prob, image)
         mask = self.mask(prob)
         lap("prior")
         if not mask.any():

@@ -1,0 +1,129 @@
+"""The local colour model that tells where the person prior spills onto the background (p3m.infer.spill).
+
+`local_mean_colour` against a literal per-pixel normalised convolution; `background_by_colour` on drawn scenes
+whose answer is known (a wall next to a person, a limb of the person's colour, samples out of reach); the route's
+use of it (`PortraitMatting.unspill`): the matte's spill onto a wall shrinks, a limb stays.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from p3m.infer.portrait import PortraitMatting, PortraitSettings
+from p3m.infer.spill import background_by_colour, gaussian_kernel, local_mean_colour
+
+
+def literal_local_mean(colours: np.ndarray, weight: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per pixel, the sums of the definition over every pixel of the image within the kernel's reach."""
+    k = gaussian_kernel(sigma).astype(np.float64)
+    r = len(k) // 2
+    h, w, c = colours.shape
+    mean, density = np.zeros((h, w, c)), np.zeros((h, w))
+    for y in range(h):
+        for x in range(w):
+            num, den = np.zeros(c), 0.0
+            for qy in range(max(0, y - r), min(h, y + r + 1)):
+                for qx in range(max(0, x - r), min(w, x + r + 1)):
+                    g = k[qy - y + r] * k[qx - x + r] * weight[qy, qx]
+                    num += g * colours[qy, qx]
+                    den += g
+            density[y, x] = den
+            mean[y, x] = num / den if den > 1e-6 else 0.0
+    return mean, density
+
+
+def test_gaussian_kernel_is_normalised_symmetric_and_reaches_three_sigma():
+    for sigma in (0.3, 1.0, 2.5):
+        k = gaussian_kernel(sigma)
+        assert k.dtype == np.float32 and len(k) % 2 == 1 and len(k) >= 3
+        assert abs(float(k.sum()) - 1.0) < 1e-6 and np.allclose(k, k[::-1])
+    assert len(gaussian_kernel(2.5)) == 2 * 8 + 1
+
+
+@pytest.mark.parametrize("sigma", [0.8, 1.7])
+def test_local_mean_colour_matches_the_literal_normalised_convolution(sigma):
+    rng = np.random.default_rng(4)
+    colours = (rng.random((9, 13, 3)) * 255).astype(np.float32)
+    weight = (rng.random((9, 13)) > 0.6).astype(np.float32)
+    weight[:, 9:] = 0.0  # a region without samples: density 0 far from the others
+    mean, density = local_mean_colour(colours, weight, sigma)
+    ref_mean, ref_density = literal_local_mean(colours, weight, sigma)
+    assert mean.shape == colours.shape and density.shape == weight.shape
+    assert np.abs(density - ref_density).max() < 1e-5
+    assert np.abs(mean - ref_mean).max() < 1e-2  # float32 colours in [0, 255]
+
+
+def scene(
+    strip_colour: tuple[int, int, int], h: int = 60, w: int = 90, edge: int = 40, strip: int = 4
+) -> tuple[np.ndarray, np.ndarray]:
+    """(HxWx3 uint8 image, HxW float32 prior): a person (red, prior 1) left of column `edge`, a blue-grey wall
+    (prior 0) right of it, and `strip` columns of `strip_colour` beyond the edge where the prior is unsure (0.7):
+    the wall's colour makes it the prior's spill, the person's a limb the prior is unsure of."""
+    rng = np.random.default_rng(0)
+    image = np.zeros((h, w, 3), np.float64)
+    image[:, :edge] = (200, 50, 40)
+    image[:, edge:] = (150, 170, 200)
+    image[:, edge : edge + strip] = strip_colour
+    image = np.clip(image + rng.normal(0, 4, image.shape), 0, 255).astype(np.uint8)
+    prob = np.zeros((h, w), np.float32)
+    prob[:, :edge] = 1.0
+    prob[:, edge : edge + strip] = 0.7
+    return image, prob
+
+
+def test_background_by_colour_marks_the_wall_next_to_the_person_not_the_person():
+    image, prob = scene((150, 170, 200))  # the unsure strip is wall
+    verdict = background_by_colour(image, prob, sigma=0.04)
+    assert verdict.shape == prob.shape and verdict.dtype == bool
+    assert verdict[:, 40:44].mean() > 0.95  # the spill onto the wall
+    assert not verdict[:, :38].any()  # the person
+    assert verdict[:, 44].mean() > 0.9  # the wall just beyond, within reach of both kinds of samples
+
+
+def test_background_by_colour_keeps_a_strip_of_the_persons_colour():
+    image, prob = scene((200, 50, 40))  # the unsure strip is the person's (an arm the prior is unsure of)
+    assert not background_by_colour(image, prob, sigma=0.04)[:, 40:44].any()
+
+
+def test_background_by_colour_needs_both_kinds_of_samples_within_reach():
+    image, prob = scene((150, 170, 200))
+    verdict = background_by_colour(image, prob, sigma=0.04)  # 3.6 px
+    assert not verdict[:, 75:].any()  # the wall far from the person: no foreground sample to compare with
+    assert not background_by_colour(image, np.zeros_like(prob), sigma=0.04).any()
+
+
+def test_background_by_colour_samples_the_background_in_the_priors_tail():
+    # a shaded wall beside the person (the prior's tail, 0.2) and a lit wall further off (0): the strip where
+    # the prior spills is shaded wall, far from the lit wall's colour, and is told apart only by the tail
+    image, prob = scene((70, 80, 100))
+    image[:, 44:60] = image[:, 40:44].mean((0, 1)).astype(np.uint8)
+    prob[:, 44:60] = 0.2
+    assert background_by_colour(image, prob, sigma=0.04)[:, 40:44].mean() > 0.95
+    assert not background_by_colour(image, prob, sigma=0.04, background=0.05)[:, 40:44].any()
+
+
+def test_background_by_colour_works_on_a_reduced_grid_and_resizes_back():
+    image, prob = scene((150, 170, 200))
+    big_image = image.repeat(8, 0).repeat(8, 1)  # 480x720: the model runs at 256 px and comes back
+    big_prob = prob.repeat(8, 0).repeat(8, 1)
+    verdict = background_by_colour(big_image, big_prob, sigma=0.04)
+    assert verdict.shape == big_prob.shape
+    assert verdict[:, 330:350].mean() > 0.9 and not verdict[:, :300].any()
+
+
+@pytest.mark.parametrize("spill", [True, False])
+def test_route_drops_the_priors_spill_onto_a_wall_of_another_colour_and_keeps_a_limb(spill):
+    # 160x240, the prior 0.7 over 5 columns beyond the person's edge: twice the band (1% of the long side)
+    image, prob = scene((150, 170, 200) if spill else (200, 50, 40), 160, 240, 100, 5)
+    alphas = {}
+    for unsure in (0.5, 0.8):  # off (the threshold), the default
+        pm = PortraitMatting(PortraitSettings(spill_unsure=unsure, pose=False, person_check=False))
+        pm.prior = lambda rgb: prob  # the given prior in place of the network's
+        alphas[unsure] = pm(image)
+    on_strip = {k: float(a[:, 100:105].sum()) for k, a in alphas.items()}
+    if spill:  # without the colour model the band cannot reach back to the person's edge: the spill stays
+        assert on_strip[0.5] > 0.5 * 160 * 5 and on_strip[0.8] < 0.1 * on_strip[0.5]
+    else:  # the strip has the person's colour: kept either way
+        assert min(on_strip.values()) > 0.9 * 160 * 5
+    assert (alphas[0.8][:, :98] > 0.99).all() and (alphas[0.8][:, 108:] < 0.01).all()
