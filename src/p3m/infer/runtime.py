@@ -1,7 +1,8 @@
 """The inference runtime: where a network runs and in which precision, and the engines that run one pass.
 
-- `resolve_device(name)`: "auto" / "cpu" / "cuda" / "cuda:N" -> a device string; an unavailable CUDA request is a
-  one-line `DeviceError`, never a silent CPU fallback. Inference, training and the server all use it.
+- `resolve_device(name)` (defined torch-free in `p3m.infer.devices`, re-exported here): "auto" / "cpu" / "cuda" /
+  "cuda:N" -> a device string; an unavailable CUDA request is a one-line `DeviceError`, never a silent CPU fallback.
+  Inference, training and the server all use it.
 - `resolve_precision(name, device)`: "auto" / "fp32" / "bf16" / "fp16" -> the precision that runs
   (`DTYPES` maps it to a torch dtype); `autocast_dtype` is the training loop's view of the same rule.
 - `InferenceRunner(model, device, precision)`: `runner(x) -> P3MOutput` in fp32 from a private copy of the model

@@ -80,8 +80,8 @@ def mediapipe_hand_landmark() -> TFLiteGraph:
 class HandLandmarker:
     """21 landmarks per hand, as MediaPipe's Hands solution gives them. ``max_hands``: MediaPipe's
     ``max_num_hands`` (2); ``min_score``: the hand-presence threshold of `run` (MediaPipe's 0.5); ``detector``:
-    the `PalmDetector` (default MediaPipe's, loaded on the first `run`: `landmarks` on given crops needs none);
-    ``device``: where the networks run; ``runtime``: as `p3m.models.graph_session.open_graph`."""
+    the `PalmDetector` (default MediaPipe's); ``device``: where the networks run; ``runtime``: as
+    `p3m.models.graph_session.open_graph`."""
 
     def __init__(
         self,
@@ -93,17 +93,10 @@ class HandLandmarker:
         runtime: str = "auto",
     ) -> None:
         self.net = open_graph(WEIGHTS, device=device, runtime=runtime)
-        self._detector = detector
+        self.detector = detector or PalmDetector(device=device, runtime=runtime)
         self.max_hands = int(max_hands)
         self.min_score = float(min_score)
-        self.device, self.runtime = device, runtime
-
-    @property
-    def detector(self) -> PalmDetector:
-        """The palm detector of `run`."""
-        if self._detector is None:
-            self._detector = PalmDetector(device=self.device, runtime=self.runtime)
-        return self._detector
+        self.device = device
 
     def run(self, rgb: np.ndarray) -> list[Hand]:
         """(H, W, 3) uint8 RGB -> the hands of the best ``max_hands`` palms, each kept at score >= ``min_score``."""
