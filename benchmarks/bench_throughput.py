@@ -9,13 +9,18 @@ ratios come from the same machine state; the spread is the min..max over the rou
 * ``matte default``: the whole command on a folder of the shared portraits, each twice (24 images, 1080 px on the
   short side), default outputs (alpha + straight RGBA cutout): seconds, images/s and the peak RSS of the process;
 * ``matte alpha``: the same with ``--save alpha``;
-* ``start-up``: the whole command on one 64x48 image (imports, model load, the first call's one-time costs);
+* ``start-up``: the whole command on one 64x48 image (imports, model load, the first call's one-time costs): a
+  grey one (no person: the route stops after its prior), and a shared portrait shrunk to 64x48 ("start-up
+  portrait": the person check and the closed-form solver run too, so numba loads);
 * ``4K``: the whole command on one 3840x2160 photo (a shared portrait resized), default outputs: seconds and peak RSS;
 * in process, per 1080 px image: foreground estimation (the previous code, kept in
   ``tests/reference/foreground_before.py``, against `p3m.infer.foreground.estimate_foreground`, on the reference
   mattes) and PNG encoding of the alpha and RGBA outputs (PIL level 6, the previous encoder, against
   `p3m.io.encode_image`); and the route's alpha split per stage (decode, prior, trimap, solve, upsample) from its
-  step timings (``result.info["route"]["seconds"]``; the route's code is the same in both commits).
+  step timings (``result.info["route"]["seconds"]``) in this checkout;
+* ``route steps``: the route's step timings per 1080 px portrait in a process of each commit (the 12 portraits
+  after one untimed call, commits interleaved round by round), and in this checkout with its networks forced onto
+  torch (``P3M_GRAPH_RUNTIME=torch``, "after-torch"), so the runtimes compare on the same code.
 
 Outputs are checked in the same run: every alpha PNG of the two commands decodes to the same pixels, the RGBA
 colours differ by at most 2/255, and the mean SAD against the reference mattes is reported for both.
@@ -85,6 +90,9 @@ def _command_rows(work: Path, envs: dict[str, dict[str, str]], portraits: Path, 
     one = work / "in1"
     one.mkdir()
     write_image(one / "small.png", np.full((48, 64, 3), 128, np.uint8))
+    person = work / "in1person"
+    person.mkdir()
+    write_image(person / "small.png", cv2.resize(read_image(images[0]), (64, 48), interpolation=cv2.INTER_AREA))
     big = work / "in4k"
     big.mkdir()
     wide = max(images, key=lambda p: read_image(p).shape[1] / read_image(p).shape[0])
@@ -93,6 +101,7 @@ def _command_rows(work: Path, envs: dict[str, dict[str, str]], portraits: Path, 
         "matte default": (folder, ()),
         "matte alpha": (folder, ("--save", "alpha")),
         "start-up": (one, ()),
+        "start-up portrait": (person, ()),
         "4K": (big, ()),
     }
     rows: dict[str, dict[str, list[float]]] = {}
@@ -120,6 +129,59 @@ def _command_rows(work: Path, envs: dict[str, dict[str, str]], portraits: Path, 
         }
     report["outputs"] = _compare_outputs(work, portraits)
     return report
+
+
+# one process of a commit: the route's step seconds on every portrait (after one untimed call), as JSON
+_ROUTE_STEPS = """
+import json, sys, time
+from pathlib import Path
+from p3m.infer.matter import Matter
+from p3m.io import read_image
+paths = sorted(Path(sys.argv[1]).glob("*.jpg"))
+matter = Matter()
+matter.matte(read_image(paths[0]))
+steps = {"backend": matter.backend}
+for path in paths:
+    rgb = read_image(path)
+    start = time.perf_counter()
+    result = matter.matte(rgb)
+    steps.setdefault("alpha (whole route)", []).append(time.perf_counter() - start)
+    for step, seconds in result.info["route"]["seconds"].items():
+        steps.setdefault(step, []).append(seconds)
+print(json.dumps(steps))
+"""
+
+
+def _route_step_rows(envs: dict[str, dict[str, str]], portraits: Path, repeats: int) -> dict:
+    """Mean seconds per route step and portrait, per commit (and this checkout on torch), interleaved by round."""
+    envs = {**envs, "after-torch": dict(envs["after"], P3M_GRAPH_RUNTIME="torch")}
+    steps: dict[str, dict[str, list[float]]] = {variant: {} for variant in envs}
+    backends = {}
+    for round_ in range(repeats):
+        for variant, env in envs.items():
+            run = subprocess.run(
+                [sys.executable, "-c", _ROUTE_STEPS, str(portraits / "image")],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            found = json.loads(run.stdout.strip().splitlines()[-1])
+            backends[variant] = found.pop("backend")
+            for step, seconds in found.items():
+                steps[variant].setdefault(step, []).extend(seconds)
+            print(f"round {round_}: route steps {variant:12s} {statistics.mean(found['alpha (whole route)']):.3f} s")
+    means = {v: {k: statistics.mean(x) for k, x in s.items()} for v, s in steps.items()}
+    return {
+        "backend": backends,
+        "mean_seconds": means,
+        "ratio_after_to_before": {
+            k: means["after"][k] / means["before"][k] for k in means["after"] if means["before"][k]
+        },
+        "ratio_after_to_after_torch": {
+            k: means["after"][k] / means["after-torch"][k] for k in means["after"] if means["after-torch"][k]
+        },
+    }
 
 
 def _compare_outputs(work: Path, portraits: Path) -> dict:
@@ -244,6 +306,7 @@ def main() -> int:
                     "after": _env(REPO / "src", REPO / ".cache" / "numba"),
                 }
                 report["commands"] = _command_rows(work, envs, portraits, args.repeats)
+                report["route_steps"] = _route_step_rows(envs, portraits, args.repeats)
             finally:
                 subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=REPO, check=False)
         report["in_process"] = _in_process_rows(portraits, args.repeats)

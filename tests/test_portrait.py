@@ -43,13 +43,15 @@ def drawn_scene(h: int = 120, w: int = 160, seed: int = 0) -> tuple[np.ndarray, 
     return np.clip(np.rint(image), 0, 255).astype(np.uint8), alpha
 
 
-class RedChannel(torch.nn.Module):
-    """Stand-in network: 'probability' = the input's red channel, so the prior's geometry can be checked."""
+class RedChannel:
+    """Stand-in network session (`p3m.models.graph_session.GraphSession`): 'probability' = the input's red
+    channel, so the prior's geometry can be checked."""
 
+    runtime = "numpy"
     input_size = (256, 256)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x[:, :1]
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, ...]:
+        return (x[:, :1],)
 
 
 # -- prior geometry --------------------------------------------------------------------------------------------
@@ -225,7 +227,9 @@ def test_route_mattes_the_stored_real_portrait(route, portrait):
     assert result.warning == "" and result.info["solver"] == "ic0" and result.alpha.tobytes() == alpha.tobytes()
 
 
-def test_route_keeps_the_torch_thread_count(route, portrait):
+def test_route_keeps_the_torch_thread_count(portrait):
+    route = PortraitMatting(runtime="torch")
+    assert route.net.runtime == "torch"
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

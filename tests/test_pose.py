@@ -19,15 +19,17 @@ import pytest
 import torch
 
 from p3m import models
+from p3m.models.graph_session import open_graph
 from p3m.models.mediapipe_calculators import Detection
 from p3m.models.pose_detector import KEYPOINTS, PoseDetector, pose_roi
 from p3m.models.pose_landmark import LANDMARKS, PoseLandmarker, refine_from_heatmap
+from p3m.models.pose_landmark import WEIGHTS as POSE_WEIGHTS
 from tests.mediapipe_reference import DATA, PHOTOS, centre, photo, read_rgb, reference
 
 
-@pytest.fixture(scope="module")
-def landmarker() -> PoseLandmarker:
-    return PoseLandmarker()
+@pytest.fixture(scope="module", params=["onnxruntime", "torch"])
+def landmarker(request) -> PoseLandmarker:
+    return PoseLandmarker(runtime=request.param)
 
 
 @pytest.fixture(scope="module")
@@ -35,21 +37,23 @@ def poses(landmarker) -> dict:
     return {name: landmarker.run(photo(name, "pose")) for name in PHOTOS}
 
 
-def test_landmark_network_matches_the_tflite_interpreter():
+@pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])
+def test_landmark_network_matches_the_tflite_interpreter(runtime):
     ref = reference("pose")
     rgb = read_rgb(DATA / "pose_input_256.png")
-    net = models.create("mediapipe-pose-landmark").eval()
-    with torch.no_grad():
-        landmarks, presence, segmentation, heatmap, world = net(torch.from_numpy(rgb).permute(2, 0, 1)[None] / 255.0)
+    net = open_graph(POSE_WEIGHTS, runtime=runtime)  # the torch port, or the ONNX graph exported from it
+    assert net.runtime == runtime
+    landmarks, presence, segmentation, heatmap, world = net(rgb.transpose(2, 0, 1)[None] / np.float32(255.0))
     # measured on the 2-core dev machine: 3.8e-4 (landmarks, input pixels up to 256), 1.5e-6 (presence),
-    # 3.2e-6 (world, metres), 1.9e-4 (heatmap logits), 1.2e-3 (segmentation probability, at the person's edge)
-    np.testing.assert_allclose(landmarks[0].numpy(), ref["net/pose_landmark_full/landmarks"], atol=5e-3)
-    np.testing.assert_allclose(presence[0].numpy(), ref["net/pose_landmark_full/presence"], atol=1e-4)
-    np.testing.assert_allclose(world[0].numpy(), ref["net/pose_landmark_full/world"], atol=1e-4)
-    hm = heatmap[0].numpy().transpose(1, 2, 0)[::4, ::4]
+    # 3.2e-6 (world, metres), 1.9e-4 (heatmap logits), 1.2e-3 (segmentation probability, at the person's edge);
+    # ONNX Runtime the same to within 1e-3 of the logits' range (tools/export_graph_onnx.py)
+    np.testing.assert_allclose(landmarks[0], ref["net/pose_landmark_full/landmarks"], atol=5e-3)
+    np.testing.assert_allclose(presence[0], ref["net/pose_landmark_full/presence"], atol=1e-4)
+    np.testing.assert_allclose(world[0], ref["net/pose_landmark_full/world"], atol=1e-4)
+    hm = heatmap[0].transpose(1, 2, 0)[::4, ::4]
     np.testing.assert_allclose(hm, ref["net/pose_landmark_full/heatmap"], atol=2e-3)
     mask = cv2.imread(str(DATA / "mediapipe_pose_net_mask.png"), cv2.IMREAD_UNCHANGED) / 65535
-    np.testing.assert_allclose(torch.sigmoid(segmentation[0, 0]).numpy(), mask, atol=5e-3)
+    np.testing.assert_allclose(1 / (1 + np.exp(-segmentation[0, 0].astype(np.float64))), mask, atol=5e-3)
     assert ref["net/pose_landmark_full/presence"][0] > 0.9 and (mask > 0.9).mean() > 0.05  # a person is in view
 
 

@@ -247,7 +247,14 @@ def test_sessions_answer_one_interface(tmp_path: Path) -> None:
     route = new_session()
     network = new_session(weights=weights, precision="fp32")
     assert isinstance(route, PortraitSession) and isinstance(network, TorchSession)
-    assert (route.name, route.arch, route.backend, route.precision) == ("portrait-cf", "portrait-cf", "torch", "fp32")
+    assert (route.name, route.arch, route.backend, route.precision, route.device) == (
+        "portrait-cf",
+        "portrait-cf",
+        "onnxruntime",  # the route's small networks run on ONNX Runtime by default (p3m.models.graph_session)
+        "fp32",
+        "cpu",
+    )
+    assert new_session(backend="torch").backend == "torch"  # ... or on torch, when asked
     assert route.licence.startswith("Apache-2.0") and route.weights is not None and route.weights.is_file()
     assert (network.name, network.arch, network.backend, network.precision) == (
         "tiny.safetensors",

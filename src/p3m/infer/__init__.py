@@ -27,7 +27,7 @@ _EXPORTS = {
     "NetOutput": "p3m.infer.strategies",
     "TorchNet": "p3m.infer.runtime",
     "OnnxNet": "p3m.infer.runtime",
-    "resolve_device": "p3m.infer.runtime",
+    "resolve_device": "p3m.infer.devices",
     "resolve_precision": "p3m.infer.runtime",
     "to_rgb": "p3m.infer.preprocess",
     "normalize": "p3m.infer.preprocess",

@@ -30,7 +30,6 @@ import numpy as np
 from p3m.choices import FOREGROUND_METHODS, check_choice
 from p3m.infer.foreground import WHITE, alpha_to_uint8, cutout_rgba, estimate_foreground, render
 from p3m.infer.preprocess import to_rgb
-from p3m.infer.runtime import resolve_device
 from p3m.infer.sessions import MattingSession, StrategyOptions, network_session, new_session
 
 __all__ = ["MatteResult", "Matter"]
@@ -122,22 +121,21 @@ class Matter:
         hands: bool = False,
     ) -> None:
         options = StrategyOptions(strategy, resize_mode, tile, overlap, shorter_side_limit)
-        self._setup(options, foreground_method, device)
+        self._setup(options, foreground_method)
         self.session: MattingSession = new_session(
             weights=weights,
             arch=arch,
             backend=backend,
-            device=self.device,
+            device=device,
             precision=precision,
             hands=hands,
         )
         if self.model_warning:
             warnings.warn(self.model_warning, stacklevel=2)
 
-    def _setup(self, options: StrategyOptions, foreground_method: str, device: str) -> None:
+    def _setup(self, options: StrategyOptions, foreground_method: str) -> None:
         self.options = options
         self.foreground_method = check_choice("foreground method", foreground_method, FOREGROUND_METHODS)
-        self.device = resolve_device(device)
 
     @classmethod
     def from_network(
@@ -156,9 +154,14 @@ class Matter:
         """A Matter around a network already in memory: a torch P3M-Net (nn.Module), or any `NetFn`."""
         self = cls.__new__(cls)
         options = StrategyOptions(strategy, resize_mode, tile, overlap, shorter_side_limit)
-        self._setup(options, foreground_method, device)
-        self.session = network_session(network, device=self.device, precision=precision)
+        self._setup(options, foreground_method)
+        self.session = network_session(network, device=device, precision=precision)
         return self
+
+    @property
+    def device(self) -> str:
+        """Where the model runs, resolved ("cpu", "cuda", "cuda:N"; "auto" is the CPU for the built-in route)."""
+        return self.session.device
 
     # -- what was loaded -------------------------------------------------------------------------------------
 

@@ -52,7 +52,6 @@ from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
-import torch
 
 from p3m.infer.preprocess import array_to_rgb
 from p3m.infer.priors import (
@@ -67,10 +66,11 @@ from p3m.infer.priors import (
 )
 from p3m.infer.spill import background_by_colour
 from p3m.models.face_detector import FaceDetector
+from p3m.models.graph_session import GraphSession, open_graph
 from p3m.models.hand_landmark import HandLandmarker
 from p3m.models.mediapipe_calculators import RotatedRect
 from p3m.models.pose_landmark import Pose, PoseLandmarker
-from p3m.models.registry import create
+from p3m.models.shipped_weights import selfie_weights_path
 
 if TYPE_CHECKING:  # the solver module loads numba: imported where the route solves
     from p3m.infer.closed_form import BandSolution
@@ -238,10 +238,11 @@ class PortraitMatting:
     method).
     """
 
-    def __init__(self, settings: PortraitSettings | None = None, *, device: str = "cpu") -> None:
+    def __init__(self, settings: PortraitSettings | None = None, *, device: str = "cpu", runtime: str = "auto") -> None:
         self.settings = settings or PortraitSettings()
-        self.device = device
-        self.net: Any = create("mediapipe-selfie").eval().to(device)  # a SelfieSegmentation (tests swap in others)
+        self.device, self.runtime = device, runtime
+        # every network of the route is a `GraphSession` on the runtime `open_graph` picks (tests swap in others)
+        self.net: GraphSession = open_graph(selfie_weights_path(), device=device, runtime=runtime)
         self._lock = threading.Lock()
         self._pose: PoseLandmarker | None = None  # loaded on first use, like the others below
         self._hands: HandLandmarker | None = None
@@ -264,12 +265,12 @@ class PortraitMatting:
         cy0, cx0 = min(cy0, cy1 - 1), min(cx0, cx1 - 1)
         canvas = np.zeros((nh, nw, 3), np.uint8)
         canvas[cy0:cy1, cx0:cx1] = cv2.resize(rgb[y0:y1, x0:x1], (cx1 - cx0, cy1 - cy0), interpolation=cv2.INTER_AREA)
-        x = torch.from_numpy(canvas).permute(2, 0, 1)[None].float().div_(255.0)
+        x = canvas.transpose(2, 0, 1)[None].astype(np.float32) / np.float32(255.0)
         if flip:
-            x = torch.cat([x, x.flip(-1)])
-        with self._lock, torch.inference_mode():
-            y = self.net(x.to(self.device)).float().cpu()
-        prob = ((y[0, 0] + y[1, 0].flip(-1)) / 2 if flip else y[0, 0]).numpy()
+            x = np.concatenate([x, x[..., ::-1]])
+        with self._lock:
+            (y,) = self.net(x)
+        prob = (y[0, 0] + y[1, 0, :, ::-1]) / 2 if flip else y[0, 0]
         # work pixel centre -> image coordinate -> canvas coordinate, per axis with the placement used above
         hw, ww = work_hw
         ky, kx = (cy1 - cy0) / (y1 - y0), (cx1 - cx0) / (x1 - x0)
@@ -337,13 +338,13 @@ class PortraitMatting:
         roi = square_around(mask, s.pose_margin)
         if roi is None:
             return None
-        landmarker = self._loaded("_pose", lambda: PoseLandmarker(device=self.device))
+        landmarker = self._loaded("_pose", lambda: PoseLandmarker(device=self.device, runtime=self.runtime))
         h, w = mask.shape
         small_hw = working_size(h, w, s.pose_side)
         k = small_hw[1] / w, small_hw[0] / h  # x, y scale working -> small
         small = image if small_hw == (h, w) else cv2.resize(image, small_hw[::-1], interpolation=cv2.INTER_AREA)
         box = RotatedRect(roi.center_x * k[0], roi.center_y * k[1], roi.width * k[0], roi.height * k[1])
-        with self._lock, torch.inference_mode():
+        with self._lock:
             pose = landmarker.landmarks(small, box)
         landmarks = pose.landmarks.copy()
         landmarks[:, 0] /= k[0]
@@ -367,8 +368,8 @@ class PortraitMatting:
                 rois.append(roi)
         if not rois:
             return []
-        landmarker = self._loaded("_hands", lambda: HandLandmarker(device=self.device))
-        with self._lock, torch.inference_mode():
+        landmarker = self._loaded("_hands", lambda: HandLandmarker(device=self.device, runtime=self.runtime))
+        with self._lock:
             found = landmarker.landmarks(image, rois)
         return [hand.landmarks for hand in found if hand.score >= landmarker.min_score]
 
@@ -431,10 +432,11 @@ class PortraitMatting:
         """Best score of a face MediaPipe's detectors report in `image` (short range, then full range when the
         short one finds none), at their own thresholds; 0 when none."""
         detectors = self._loaded(
-            "_faces", lambda: (FaceDetector("short", device=self.device), FaceDetector("full", device=self.device))
+            "_faces",
+            lambda: tuple(FaceDetector(v, device=self.device, runtime=self.runtime) for v in ("short", "full")),
         )
         for detector in detectors:
-            with self._lock, torch.inference_mode():
+            with self._lock:
                 faces = detector.detect(image)
             if faces:
                 return max(f.score for f in faces)

@@ -1,7 +1,8 @@
 """The inference runtime: where a network runs and in which precision, and the engines that run one pass.
 
-- `resolve_device(name)`: "auto" / "cpu" / "cuda" / "cuda:N" -> a device string; an unavailable CUDA request is a
-  one-line `DeviceError`, never a silent CPU fallback. Inference, training and the server all use it.
+- `resolve_device(name)` (defined torch-free in `p3m.infer.devices`, re-exported here): "auto" / "cpu" / "cuda" /
+  "cuda:N" -> a device string; an unavailable CUDA request is a one-line `DeviceError`, never a silent CPU fallback.
+  Inference, training and the server all use it.
 - `resolve_precision(name, device)`: "auto" / "fp32" / "bf16" / "fp16" -> the precision that runs
   (`DTYPES` maps it to a torch dtype); `autocast_dtype` is the training loop's view of the same rule.
 - `InferenceRunner(model, device, precision)`: `runner(x) -> P3MOutput` in fp32 from a private copy of the model
@@ -33,8 +34,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from p3m.choices import DEVICES_HELP, PRECISIONS, check_choice
+from p3m.choices import PRECISIONS, check_choice
 from p3m.errors import CheckpointError, DeviceError
+from p3m.infer.devices import resolve_device
 from p3m.infer.strategies import NetOutput
 from p3m.models.blocks import P3MOutput, check_input, check_outputs
 
@@ -57,32 +59,6 @@ __all__ = [
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 #: The outputs of a p3m ONNX export that the strategies use (the side outputs only matter for training).
 ONNX_OUTPUT_NAMES = ("global_logits", "local_alpha", "fused_alpha")
-
-
-def resolve_device(device: str = "auto", *, local_rank: int | None = None, fix: str = "--device cpu") -> str:
-    """ "auto" -> "cuda" if available else "cpu"; an explicit CUDA request without CUDA raises DeviceError.
-
-    local_rank: a distributed worker's GPU, used for "auto" and an index-less "cuda" (training under torchrun).
-    fix: what the error message suggests instead (the option that chose the device).
-    """
-    if device == "auto":
-        if not torch.cuda.is_available():
-            return "cpu"
-        return "cuda" if local_rank is None else f"cuda:{local_rank}"
-    if device == "cpu":
-        return "cpu"
-    if device == "cuda" or device.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            why = "this torch build has no CUDA support" if torch.version.cuda is None else "no CUDA GPU is visible"
-            raise DeviceError(f"device {device!r} requested but CUDA is unavailable ({why}); use {fix}")
-        index_text = device.split(":", 1)[1] if ":" in device else None
-        if index_text is not None and not index_text.isdigit():
-            raise DeviceError(f"unknown device {device!r}; use {DEVICES_HELP}")
-        index = int(index_text) if index_text is not None else (local_rank or 0)
-        if index >= torch.cuda.device_count():
-            raise DeviceError(f"device {device!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
-        return device if index_text is not None or local_rank is None else f"cuda:{index}"
-    raise DeviceError(f"unknown device {device!r}; use {DEVICES_HELP}")
 
 
 @contextlib.contextmanager

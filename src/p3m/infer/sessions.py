@@ -3,29 +3,33 @@
 A session is one loaded model: a P3M-Net run by torch (`TorchSession`), an exported ONNX file run by ONNX Runtime
 (`OnnxSession`), or the built-in `portrait-cf` route (`PortraitSession`: segmentation prior + closed-form matting,
 no trained matting network). Each one answers `MattingSession`: what it is (`name`, `arch`, `weights`, `backend`,
-`precision`, `licence`, `warning`), what the network will see (`plan(h, w, options)`), how it mattes
+`precision`, `device`, `licence`, `warning`), what the network will see (`plan(h, w, options)`), how it mattes
 (`method(options)`) and the matte (`predict(rgb, options)` -> `Prediction`: alpha, a one-line warning about this
 image, what the session did; `predict_alpha(rgb, options)` its alpha, HxWx3 uint8 -> HxW float32 in [0, 1]). The
 `StrategyOptions` say how a P3M-Net pass engine is driven over a whole image (the route has no use for them), so one
 loaded session serves any strategy. `new_session` picks and loads one from what a user names (weights or nothing,
 an architecture, a backend, a device, a precision); `network_session` wraps a network that is already in memory.
 `p3m.infer.matter.Matter` drives any of them the same way.
+
+Torch-free at import: the P3M-Net sessions load torch (`p3m.infer.runtime`) when they are made, and the built-in
+route runs its small networks on ONNX Runtime by default (`p3m.models.graph_session`), so `p3m matte` with the
+route never imports torch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from torch import nn
 
 from p3m.choices import BACKENDS, RESIZE_MODES, STRATEGIES, check_choice
 from p3m.errors import CheckpointError
+from p3m.infer.devices import resolve_device
 from p3m.infer.portrait import PortraitMatting, PortraitSettings, working_size
-from p3m.infer.runtime import OnnxNet, TorchNet, resolve_precision, torch_threads
 from p3m.infer.strategies import NetFn, plan_passes, predict
 from p3m.models.registry import find_config
 from p3m.models.store import (
@@ -113,9 +117,9 @@ class MattingSession(Protocol):
 
     name: the model as `p3m models` names it (or a file name); arch: its architecture (registry name);
     weights: the file it was loaded from (None in memory); backend: "torch" or "onnxruntime"; precision: the one
-    that runs; licence: of the architecture's code and published weights ("" when unknown); warning: one line about
-    the weights ("" if none); uses_strategies: whether the test strategies (hybrid, resize, highres) apply (the
-    built-in route mattes the whole image its own way).
+    that runs; device: where it runs (resolved: "cpu", "cuda", "cuda:N"); licence: of the architecture's code and
+    published weights ("" when unknown); warning: one line about the weights ("" if none); uses_strategies: whether
+    the test strategies (hybrid, resize, highres) apply (the built-in route mattes the whole image its own way).
     """
 
     @property
@@ -128,6 +132,8 @@ class MattingSession(Protocol):
     def backend(self) -> str: ...
     @property
     def precision(self) -> str: ...
+    @property
+    def device(self) -> str: ...
     @property
     def licence(self) -> str: ...
     @property
@@ -161,10 +167,19 @@ class _NetworkSession:
     uses_strategies = True
 
     def __init__(
-        self, net: NetFn, *, name: str, arch: str | None, weights: Path | None, precision: str, warning: str = ""
+        self,
+        net: NetFn,
+        *,
+        name: str,
+        arch: str | None,
+        weights: Path | None,
+        precision: str,
+        device: str,
+        warning: str = "",
     ) -> None:
         self.net = net
         self.name, self.arch, self.weights, self.precision, self.warning = name, arch, weights, precision, warning
+        self.device = device
         config = find_config(arch)
         self.licence = config.licence if config is not None else ""
 
@@ -197,12 +212,18 @@ class TorchSession(_NetworkSession):
         weights: Path | None = None,
         warning: str = "",
     ) -> None:
+        from torch import nn  # torch: only where a torch network runs
+
+        from p3m.infer.runtime import TorchNet, resolve_precision
+
         if isinstance(network, nn.Module):
             precision = resolve_precision(precision, device)
             net: NetFn = TorchNet(network, device, precision)
         else:  # already a NetFn (tests, wrappers): called as it is
             net = network
-        super().__init__(net, name=name, arch=arch, weights=weights, precision=precision, warning=warning)
+        super().__init__(
+            net, name=name, arch=arch, weights=weights, precision=precision, device=device, warning=warning
+        )
 
 
 class OnnxSession(_NetworkSession):
@@ -211,25 +232,33 @@ class OnnxSession(_NetworkSession):
     backend = "onnxruntime"
 
     def __init__(self, path: Path, *, device: str, name: str, arch: str | None, warning: str = "") -> None:
+        from p3m.infer.runtime import OnnxNet  # loads torch too (the runtime module holds both engines)
+
         net = OnnxNet(path, device=device)
-        super().__init__(net, name=name, arch=arch, weights=path, precision="fp32", warning=warning)
+        super().__init__(net, name=name, arch=arch, weights=path, precision="fp32", device=device, warning=warning)
         self.licence = net.metadata.get("licence") or self.licence
 
 
 class PortraitSession:
-    """The built-in `portrait-cf` route: selfie and pose priors + closed-form matting (torch, fp32); its warning
-    says when no person was found or recognised (`p3m.infer.portrait.RouteResult`)."""
+    """The built-in `portrait-cf` route: selfie and pose priors + closed-form matting (fp32); its warning says when
+    no person was found or recognised (`p3m.infer.portrait.RouteResult`).
+
+    ``runtime`` runs its networks (`p3m.models.graph_session.open_graph`): "auto" (ONNX Runtime on the CPU, torch
+    on CUDA or where ``P3M_GRAPH_RUNTIME=torch``), "onnxruntime" or "torch"; ``backend`` says which ran.
+    """
 
     name = arch = BUILTIN
-    backend, precision = "torch", "fp32"
+    precision = "fp32"
     licence = BUILTIN_LICENCE
     warning = ""
 
     uses_strategies = False
 
-    def __init__(self, device: str = "cpu", *, hands: bool = False) -> None:
+    def __init__(self, device: str = "cpu", *, hands: bool = False, runtime: str = "auto") -> None:
         self.weights: Path | None = builtin_entry().path
-        self.route = PortraitMatting(PortraitSettings(hands=hands), device=device)
+        self.device = device
+        self.route = PortraitMatting(PortraitSettings(hands=hands), device=device, runtime=runtime)
+        self.backend = self.route.net.runtime
 
     def plan(self, height: int, width: int, options: StrategyOptions) -> dict[str, Any]:
         return {
@@ -241,14 +270,22 @@ class PortraitSession:
     def method(self, options: StrategyOptions) -> str:
         return "segmentation prior + closed-form matting"
 
+    def _threads(self) -> contextlib.AbstractContextManager[None]:
+        """One torch thread while the route runs on torch: its networks are too small to gain from more
+        (`p3m.infer.runtime.torch_threads`); ONNX Runtime sessions have their one thread of their own."""
+        if self.backend != "torch":
+            return contextlib.nullcontext()
+        from p3m.infer.runtime import torch_threads
+
+        return torch_threads(ROUTE_TORCH_THREADS)
+
     def predict(self, rgb: np.ndarray, options: StrategyOptions) -> Prediction:
-        # one torch thread: the route's networks are too small to gain from more (`torch_threads`)
-        with torch_threads(ROUTE_TORCH_THREADS):
+        with self._threads():
             result = self.route.run(rgb)
         return Prediction(result.alpha, result.warning, {**result.info, "seconds": result.timings})
 
     def predict_alpha(self, rgb: np.ndarray, options: StrategyOptions) -> np.ndarray:
-        with torch_threads(ROUTE_TORCH_THREADS):
+        with self._threads():
             return self.route(rgb)
 
 
@@ -301,17 +338,19 @@ def new_session(
 
     weights: a file, a name from `p3m models`, or None for the default (the published P3M-Net when it is in the
     model folder, else `portrait-cf`). arch: the architecture wanted (must agree with the weights). backend:
-    "auto" (.onnx -> onnxruntime, else torch), "torch" or "onnxruntime". device: a resolved device
-    (`p3m.infer.runtime.resolve_device`). hands: the built-in route also finds hands by their landmarks and keeps
-    them (`p3m.infer.portrait.PortraitSettings.hands`; about twice the time; other models ignore it). Raises
-    CheckpointError (one line) for weights that cannot be used so.
+    "auto" (.onnx -> onnxruntime, else torch), "torch" or "onnxruntime" (the built-in route: the runtime of its
+    small networks, "auto" = ONNX Runtime on the CPU). device: "auto", "cpu", "cuda" or "cuda:N"
+    (`p3m.infer.devices.resolve_device`; "auto" is the CPU for the built-in route, whose networks are too small to
+    gain from a GPU, so that it never loads torch). hands: the built-in route also finds hands by their landmarks
+    and keeps them (`p3m.infer.portrait.PortraitSettings.hands`; about twice the time; other models ignore it).
+    Raises CheckpointError (one line) for weights that cannot be used so.
     """
     check_choice("backend", backend, BACKENDS)
     path, arch, name = _locate(weights, arch, backend)
     if arch == BUILTIN:
-        if backend == "onnxruntime":
-            raise CheckpointError(f"{BUILTIN} runs on the torch backend only; use --backend auto or torch")
-        return PortraitSession(device, hands=hands)
+        device = "cpu" if device == "auto" else resolve_device(device)
+        return PortraitSession(device, hands=hands, runtime=backend)
+    device = resolve_device(device)
     warning = _synthetic_warning(name) if trained_on_synthetic(path) else ""
     if backend == "auto":
         backend = "onnxruntime" if path.suffix == ".onnx" else "torch"
@@ -336,11 +375,12 @@ def new_session(
 
 
 def network_session(network: Any, *, device: str = "cpu", precision: str = "fp32") -> TorchSession:
-    """A session around a network already in memory: an nn.Module returning P3MOutput, or any `NetFn`."""
+    """A session around a network already in memory: an nn.Module returning P3MOutput, or any `NetFn`; device as
+    `new_session`'s."""
     arch = getattr(network, "arch", None)
     return TorchSession(
         network,
-        device=device,
+        device=resolve_device(device),
         precision=precision,
         name=f"{arch or type(network).__name__} (in memory)",
         arch=arch,

@@ -8,14 +8,16 @@
 Layers, each importing only those below it: `registry` (the leaf: `register_model`, `create`,
 `list_architectures`, each architecture's `ArchConfig`) <- `blocks` and one file per architecture (`p3mnet_r34`,
 `basic`, `modnet`, `p3mnet_transformer` over `swin` / `vitae`; the MediaPipe ports `selfie`, `face_detector`,
-`face_mesh`, `palm_detector`, `hand_landmark`, `pose_detector`, `pose_landmark` over `tflite_graph`) <-
+`face_mesh`, `palm_detector`, `hand_landmark`, `pose_detector`, `pose_landmark` over `tflite_graph` and
+`graph_session`, which runs them on ONNX Runtime or torch) <-
 `checkpoint` (weights files and their JSON sidecar) <- `store` (the model folder, `list_weights`). `counting`
 counts parameters and FLOPs.
 
 Every model built by `create` carries `arch` (its registry name) and `arch_kwargs` (the keyword
 arguments it was built with), which `save_checkpoint` stores so `load_model` can rebuild it.
 This package imports nothing of p3m outside `p3m.models`, `p3m.errors` and `p3m.atomic`, and only torch
-(plus safetensors for checkpoints), so it runs on a bare GPU box with `PYTHONPATH=src`.
+(plus safetensors for checkpoints, onnxruntime for the shipped ONNX graphs), so it runs on a bare GPU box with
+`PYTHONPATH=src`.
 """
 
 from __future__ import annotations

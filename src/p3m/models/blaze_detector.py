@@ -11,9 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-from torch import nn
 
+from p3m.models.graph_session import GraphSession
 from p3m.models.mediapipe_calculators import (
     Detection,
     RotatedRect,
@@ -40,17 +39,16 @@ class DetectorSpec:
 
 
 class BlazeDetector:
-    """Detections of `net` (a converted detector: outputs raw boxes (1, N, 4 + 2K), score logits (1, N, 1)) in
-    an RGB image."""
+    """Detections of `net` (a `GraphSession` of a converted detector: outputs raw boxes (1, N, 4 + 2K), score
+    logits (1, N, 1)) in an RGB image."""
 
-    def __init__(self, net: nn.Module, spec: DetectorSpec, *, min_score: float | None, device: str) -> None:
-        self.net = net.eval().to(device)
+    def __init__(self, net: GraphSession, spec: DetectorSpec, *, min_score: float | None) -> None:
+        self.net = net
         self.spec = spec
         self.min_score = spec.min_score if min_score is None else float(min_score)
         self.anchors = ssd_anchors(
             spec.input_size, list(spec.strides), interpolated_scale_aspect_ratio=spec.interpolated_scale_aspect_ratio
         )
-        self.device = device
 
     def input_tensor(self, rgb: np.ndarray) -> tuple[np.ndarray, RotatedRect]:
         """The network's (S, S, 3) uint8 input: the whole image letterboxed; and the rectangle it covers."""
@@ -58,16 +56,15 @@ class BlazeDetector:
         rect = letterbox(RotatedRect.whole_image(rgb.shape[1], rgb.shape[0]), (size, size))
         return crop(rgb, rect, (size, size), border="zero"), rect
 
-    @torch.no_grad()
     def detect(self, rgb: np.ndarray) -> list[Detection]:
         """(H, W, 3) uint8 RGB -> detections in image pixels, best first (boxes may reach past the image edge)."""
         pixels, rect = self.input_tensor(rgb)
         low, high = self.spec.value_range
-        x = torch.from_numpy(pixels).to(self.device).permute(2, 0, 1)[None].float() * ((high - low) / 255.0) + low
+        x = pixels.transpose(2, 0, 1)[None].astype(np.float32) * np.float32((high - low) / 255.0) + np.float32(low)
         raw_boxes, raw_scores = self.net(x)
         boxes, keypoints, scores = decode_detections(
-            raw_boxes[0].cpu().numpy(),
-            raw_scores[0, :, 0].cpu().numpy(),
+            raw_boxes[0],
+            raw_scores[0, :, 0],
             self.anchors,
             self.spec.input_size,
             self.min_score,

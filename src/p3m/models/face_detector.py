@@ -19,9 +19,15 @@ square input with values in [-1, 1], SSD anchor decoding, sigmoid scores, weight
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from p3m.models.blaze_detector import BlazeDetector, DetectorSpec
+from p3m.models.graph_session import open_graph
 from p3m.models.registry import register_model
-from p3m.models.tflite_graph import WEIGHTS_DIR, TFLiteGraph
+from p3m.models.shipped_weights import WEIGHTS_DIR
+
+if TYPE_CHECKING:  # torch: loaded only where the torch port is built
+    from p3m.models.tflite_graph import TFLiteGraph
 
 __all__ = ["KEYPOINTS", "VARIANTS", "FaceDetector", "mediapipe_face_detection"]
 
@@ -45,6 +51,8 @@ def mediapipe_face_detection(variant: str = "short") -> TFLiteGraph:
     score logits (B, N, 1)) for the N anchors."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; use one of {', '.join(VARIANTS)}")
+    from p3m.models.tflite_graph import TFLiteGraph
+
     return TFLiteGraph.from_file(WEIGHTS_DIR / VARIANTS[variant][0])
 
 
@@ -53,8 +61,14 @@ class FaceDetector(BlazeDetector):
     (box, the six `KEYPOINTS`, score), best first, in image pixels.
 
     ``variant``: "short" or "full" (see the module docstring); ``min_score``: the detection threshold (default
-    MediaPipe's: 0.5 short, 0.6 full); ``device``: where the network runs.
+    MediaPipe's: 0.5 short, 0.6 full); ``device``: where the network runs; ``runtime``: "auto", "onnxruntime" or
+    "torch" (`p3m.models.graph_session.open_graph`).
     """
 
-    def __init__(self, variant: str = "short", *, min_score: float | None = None, device: str = "cpu") -> None:
-        super().__init__(mediapipe_face_detection(variant), VARIANTS[variant][1], min_score=min_score, device=device)
+    def __init__(
+        self, variant: str = "short", *, min_score: float | None = None, device: str = "cpu", runtime: str = "auto"
+    ) -> None:
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown variant {variant!r}; use one of {', '.join(VARIANTS)}")
+        file, spec = VARIANTS[variant]
+        super().__init__(open_graph(WEIGHTS_DIR / file, device=device, runtime=runtime), spec, min_score=min_score)

@@ -22,11 +22,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from p3m.models.face_detector import FaceDetector
+from p3m.models.graph_session import open_graph
 from p3m.models.mediapipe_calculators import (
     Detection,
     RotatedRect,
@@ -36,7 +37,13 @@ from p3m.models.mediapipe_calculators import (
     transform_rect,
 )
 from p3m.models.registry import register_model
-from p3m.models.tflite_graph import WEIGHTS_DIR, TFLiteGraph
+from p3m.models.shipped_weights import WEIGHTS_DIR
+
+if TYPE_CHECKING:  # torch: loaded only where the torch port is built
+    from p3m.models.tflite_graph import TFLiteGraph
+
+#: the converted network's file (no ONNX graph is shipped: the privacy tools run it on torch)
+WEIGHTS = WEIGHTS_DIR / "face_landmark.safetensors"
 
 __all__ = [
     "FACE_OVAL",
@@ -78,7 +85,9 @@ class FaceLandmarks:
 def mediapipe_face_mesh() -> TFLiteGraph:
     """The face mesh network with its shipped weights: (B, 3, 192, 192) RGB in [0, 1] -> (landmarks
     (B, 1404, 1, 1): x, y, z per point in input pixels; presence logit (B, 1, 1, 1))."""
-    return TFLiteGraph.from_file(WEIGHTS_DIR / "face_landmark.safetensors")
+    from p3m.models.tflite_graph import TFLiteGraph
+
+    return TFLiteGraph.from_file(WEIGHTS)
 
 
 def face_roi(
@@ -103,24 +112,23 @@ def face_roi(
 
 class FaceMesh:
     """468 face landmarks per face. ``min_score``: the presence threshold of `detect` (MediaPipe's 0.5);
-    ``device``: where the network runs."""
+    ``device``: where the network runs; ``runtime``: as `p3m.models.graph_session.open_graph`."""
 
-    def __init__(self, *, min_score: float = 0.5, device: str = "cpu") -> None:
-        self.net = mediapipe_face_mesh().eval().to(device)
+    def __init__(self, *, min_score: float = 0.5, device: str = "cpu", runtime: str = "auto") -> None:
+        self.net = open_graph(WEIGHTS, device=device, runtime=runtime)
         self.min_score = float(min_score)
-        self.device = device
+        self.device, self.runtime = device, runtime
 
-    @torch.no_grad()
     def run(self, rgb: np.ndarray, rois: Sequence[RotatedRect]) -> list[FaceLandmarks]:
         """Landmarks in each crop of the (H, W, 3) uint8 RGB image, one batch; every crop answers, whatever its
         score."""
         if not rois:
             return []
         crops = np.stack([crop(rgb, roi, (INPUT_SIZE, INPUT_SIZE)) for roi in rois])
-        x = torch.from_numpy(crops).to(self.device).permute(0, 3, 1, 2).float() / 255.0
+        x = crops.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)
         raw, logit = self.net(x)
-        raw = raw.reshape(len(rois), NUM_LANDMARKS, 3).cpu().numpy() / INPUT_SIZE
-        scores = torch.sigmoid(logit.reshape(-1)).cpu().numpy()
+        raw = raw.reshape(len(rois), NUM_LANDMARKS, 3) / INPUT_SIZE
+        scores = 1.0 / (1.0 + np.exp(-logit.reshape(-1)))
         faces = []
         for points, score, roi in zip(raw, scores, rois, strict=True):
             xy = to_image(points, roi)
@@ -145,6 +153,6 @@ class FaceMesh:
         """MediaPipe's face mesh on a still image: the faces `detector` finds (default: a short-range
         `FaceDetector`, as MediaPipe), best first, at most ``max_faces``, each kept if its presence score reaches
         ``min_score``."""
-        detections = (detector or FaceDetector(device=self.device)).detect(rgb)[:max_faces]
+        detections = (detector or FaceDetector(device=self.device, runtime=self.runtime)).detect(rgb)[:max_faces]
         faces = self.run(rgb, [face_roi(d) for d in detections])
         return [f for f in faces if f.score >= self.min_score]

@@ -21,14 +21,18 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
+from p3m.models.graph_session import open_graph
 from p3m.models.mediapipe_calculators import Detection, RotatedRect, crop, letterbox, to_image
 from p3m.models.palm_detector import PalmDetector, hand_roi
 from p3m.models.registry import register_model
-from p3m.models.tflite_graph import WEIGHTS_DIR, TFLiteGraph
+from p3m.models.shipped_weights import WEIGHTS_DIR
+
+if TYPE_CHECKING:  # torch: loaded only where the torch port is built
+    from p3m.models.tflite_graph import TFLiteGraph
 
 __all__ = ["FINGERTIPS", "INPUT_SIZE", "LANDMARKS", "Hand", "HandLandmarker", "mediapipe_hand_landmark"]
 
@@ -42,6 +46,8 @@ LANDMARKS = (
 )  # fmt: skip
 FINGERTIPS = ("thumb_tip", "index_finger_tip", "middle_finger_tip", "ring_finger_tip", "pinky_tip")
 _NORMALIZE_Z = 0.4  # MediaPipe's TensorsToLandmarks option for this model
+#: the converted network's file (no ONNX graph is shipped: the hands are opt-in, and run on torch)
+WEIGHTS = WEIGHTS_DIR / "hand_landmark_full.safetensors"
 
 
 @dataclass(frozen=True)
@@ -66,19 +72,28 @@ def mediapipe_hand_landmark() -> TFLiteGraph:
     """The hand landmark network with its shipped weights: (B, 3, 224, 224) RGB in [0, 1] -> (landmarks (B, 63):
     x, y, z of 21 points in input pixels; hand presence (B, 1) and handedness (B, 1), both in [0, 1]; world
     landmarks (B, 63) in metres)."""
-    return TFLiteGraph.from_file(WEIGHTS_DIR / "hand_landmark_full.safetensors")
+    from p3m.models.tflite_graph import TFLiteGraph
+
+    return TFLiteGraph.from_file(WEIGHTS)
 
 
 class HandLandmarker:
     """21 landmarks per hand, as MediaPipe's Hands solution gives them. ``max_hands``: MediaPipe's
     ``max_num_hands`` (2); ``min_score``: the hand-presence threshold of `run` (MediaPipe's 0.5); ``detector``:
-    the `PalmDetector` (default MediaPipe's); ``device``: where the networks run."""
+    the `PalmDetector` (default MediaPipe's); ``device``: where the networks run; ``runtime``: as
+    `p3m.models.graph_session.open_graph`."""
 
     def __init__(
-        self, *, max_hands: int = 2, min_score: float = 0.5, detector: PalmDetector | None = None, device: str = "cpu"
+        self,
+        *,
+        max_hands: int = 2,
+        min_score: float = 0.5,
+        detector: PalmDetector | None = None,
+        device: str = "cpu",
+        runtime: str = "auto",
     ) -> None:
-        self.net = mediapipe_hand_landmark().eval().to(device)
-        self.detector = detector or PalmDetector(device=device)
+        self.net = open_graph(WEIGHTS, device=device, runtime=runtime)
+        self.detector = detector or PalmDetector(device=device, runtime=runtime)
         self.max_hands = int(max_hands)
         self.min_score = float(min_score)
         self.device = device
@@ -93,7 +108,6 @@ class HandLandmarker:
             if h.score >= self.min_score
         ]
 
-    @torch.no_grad()
     def landmarks(self, rgb: np.ndarray, rois: Sequence[RotatedRect]) -> list[Hand]:
         """The hand in each given crop (`RotatedRect`s in image pixels, fingers up), one batch, whatever the
         scores."""
@@ -101,8 +115,8 @@ class HandLandmarker:
             return []
         rects = [letterbox(roi, (INPUT_SIZE, INPUT_SIZE)) for roi in rois]
         pixels = np.stack([crop(rgb, rect, (INPUT_SIZE, INPUT_SIZE)) for rect in rects])
-        x = torch.from_numpy(pixels).to(self.device).permute(0, 3, 1, 2).float() / 255.0
-        raw, presence, handedness, world = (t.cpu().numpy() for t in self.net(x))
+        x = pixels.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)
+        raw, presence, handedness, world = self.net(x)
         hands = []
         for i, rect in enumerate(rects):
             points = raw[i].reshape(21, 3).astype(np.float64) / INPUT_SIZE

@@ -13,11 +13,16 @@ one into the crop MediaPipe's hand landmark network expects.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from p3m.models.blaze_detector import BlazeDetector, DetectorSpec
+from p3m.models.graph_session import open_graph
 from p3m.models.mediapipe_calculators import Detection, RotatedRect, rect_from_keypoints, transform_rect
 from p3m.models.registry import register_model
-from p3m.models.tflite_graph import WEIGHTS_DIR, TFLiteGraph
+from p3m.models.shipped_weights import WEIGHTS_DIR
+
+if TYPE_CHECKING:  # torch: loaded only where the torch port is built
+    from p3m.models.tflite_graph import TFLiteGraph
 
 __all__ = ["KEYPOINTS", "SPEC", "PalmDetector", "hand_roi", "mediapipe_palm_detection"]
 
@@ -26,6 +31,9 @@ KEYPOINTS = (
 )  # fmt: skip
 SPEC = DetectorSpec(192, (8, 16, 16, 16), 1.0, 0.5, value_range=(0.0, 1.0))
 
+#: the converted network's file (its ONNX graph, where shipped, beside it)
+WEIGHTS = WEIGHTS_DIR / "palm_detection_full.safetensors"
+
 
 @register_model(
     "mediapipe-palm-detection", licence="Apache-2.0 (Google, MediaPipe hands)", normalisation="unit", size_multiple=0
@@ -33,7 +41,9 @@ SPEC = DetectorSpec(192, (8, 16, 16, 16), 1.0, 0.5, value_range=(0.0, 1.0))
 def mediapipe_palm_detection() -> TFLiteGraph:
     """The palm detector network with its shipped weights: (B, 3, 192, 192) RGB in [0, 1] -> (raw boxes
     (B, 2016, 18), score logits (B, 2016, 1))."""
-    return TFLiteGraph.from_file(WEIGHTS_DIR / "palm_detection_full.safetensors")
+    from p3m.models.tflite_graph import TFLiteGraph
+
+    return TFLiteGraph.from_file(WEIGHTS)
 
 
 def hand_roi(palm: Detection) -> RotatedRect:
@@ -46,7 +56,7 @@ def hand_roi(palm: Detection) -> RotatedRect:
 class PalmDetector(BlazeDetector):
     """Palms in an RGB image, as MediaPipe's palm detection finds them: `detect(rgb)` -> list of `Detection`
     (palm box, the seven `KEYPOINTS`, score), best first, in image pixels. ``min_score``: the detection threshold
-    (MediaPipe's 0.5); ``device``: where the network runs."""
+    (MediaPipe's 0.5); ``device``: where the network runs; ``runtime``: as `p3m.models.graph_session.open_graph`."""
 
-    def __init__(self, *, min_score: float | None = None, device: str = "cpu") -> None:
-        super().__init__(mediapipe_palm_detection(), SPEC, min_score=min_score, device=device)
+    def __init__(self, *, min_score: float | None = None, device: str = "cpu", runtime: str = "auto") -> None:
+        super().__init__(open_graph(WEIGHTS, device=device, runtime=runtime), SPEC, min_score=min_score)

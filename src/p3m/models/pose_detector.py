@@ -16,16 +16,24 @@ for the upper body. `pose_roi` turns one into the crop MediaPipe's pose landmark
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from p3m.models.blaze_detector import BlazeDetector, DetectorSpec
+from p3m.models.graph_session import open_graph
 from p3m.models.mediapipe_calculators import Detection, RotatedRect, rect_from_alignment_points, transform_rect
 from p3m.models.registry import register_model
-from p3m.models.tflite_graph import WEIGHTS_DIR, TFLiteGraph
+from p3m.models.shipped_weights import WEIGHTS_DIR
+
+if TYPE_CHECKING:  # torch: loaded only where the torch port is built
+    from p3m.models.tflite_graph import TFLiteGraph
 
 __all__ = ["KEYPOINTS", "SPEC", "PoseDetector", "mediapipe_pose_detection", "pose_roi"]
 
 KEYPOINTS = ("hips_center", "full_body_extent", "shoulders_center", "upper_body_extent")
 SPEC = DetectorSpec(224, (8, 16, 32, 32, 32), 1.0, 0.5)
+
+#: the converted network's file (its ONNX graph, where shipped, beside it)
+WEIGHTS = WEIGHTS_DIR / "pose_detection.safetensors"
 
 
 @register_model(
@@ -34,7 +42,9 @@ SPEC = DetectorSpec(224, (8, 16, 32, 32, 32), 1.0, 0.5)
 def mediapipe_pose_detection() -> TFLiteGraph:
     """The pose detector network with its shipped weights: (B, 3, 224, 224) RGB in [-1, 1] -> (raw boxes
     (B, 2254, 12), score logits (B, 2254, 1))."""
-    return TFLiteGraph.from_file(WEIGHTS_DIR / "pose_detection.safetensors")
+    from p3m.models.tflite_graph import TFLiteGraph
+
+    return TFLiteGraph.from_file(WEIGHTS)
 
 
 def pose_roi(detection: Detection) -> RotatedRect:
@@ -47,7 +57,7 @@ def pose_roi(detection: Detection) -> RotatedRect:
 class PoseDetector(BlazeDetector):
     """People in an RGB image, as MediaPipe's pose detection finds them: `detect(rgb)` -> list of `Detection`
     (face box, the four `KEYPOINTS`, score), best first, in image pixels. ``min_score``: the detection threshold
-    (MediaPipe's 0.5); ``device``: where the network runs."""
+    (MediaPipe's 0.5); ``device``: where the network runs; ``runtime``: as `p3m.models.graph_session.open_graph`."""
 
-    def __init__(self, *, min_score: float | None = None, device: str = "cpu") -> None:
-        super().__init__(mediapipe_pose_detection(), SPEC, min_score=min_score, device=device)
+    def __init__(self, *, min_score: float | None = None, device: str = "cpu", runtime: str = "auto") -> None:
+        super().__init__(open_graph(WEIGHTS, device=device, runtime=runtime), SPEC, min_score=min_score)

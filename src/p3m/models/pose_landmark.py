@@ -23,14 +23,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
+from p3m.models.graph_session import open_graph
 from p3m.models.mediapipe_calculators import Detection, RotatedRect, crop, letterbox, to_image, warp_to_image
 from p3m.models.pose_detector import PoseDetector, pose_roi
 from p3m.models.registry import register_model
-from p3m.models.tflite_graph import WEIGHTS_DIR, TFLiteGraph
+from p3m.models.shipped_weights import WEIGHTS_DIR
+
+if TYPE_CHECKING:  # torch: loaded only where the torch port is built
+    from p3m.models.tflite_graph import TFLiteGraph
 
 __all__ = ["INPUT_SIZE", "LANDMARKS", "Pose", "PoseLandmarker", "mediapipe_pose_landmark", "refine_from_heatmap"]
 
@@ -43,6 +47,8 @@ LANDMARKS = (
     "left_heel", "right_heel", "left_foot_index", "right_foot_index",
 )  # fmt: skip
 _ALL = 39  # the network's points: the 33 above, 2 auxiliary (the crop of the next video frame), 4 unused
+#: the converted network's file (its ONNX graph beside it)
+WEIGHTS = WEIGHTS_DIR / "pose_landmark_full.safetensors"
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -73,7 +79,9 @@ def mediapipe_pose_landmark() -> TFLiteGraph:
     (landmarks (B, 195): x, y, z, visibility and presence logits of 39 points, in input pixels; pose presence
     (B, 1) in [0, 1]; segmentation logits (B, 1, 256, 256); heatmap logits (B, 39, 64, 64); world landmarks
     (B, 117) in metres)."""
-    return TFLiteGraph.from_file(WEIGHTS_DIR / "pose_landmark_full.safetensors")
+    from p3m.models.tflite_graph import TFLiteGraph
+
+    return TFLiteGraph.from_file(WEIGHTS)
 
 
 def refine_from_heatmap(
@@ -105,14 +113,29 @@ class PoseLandmarker:
     """33 body landmarks and a person mask per image, as MediaPipe's Pose solution gives them.
 
     ``min_score``: the pose-presence threshold of `run` (MediaPipe's 0.5); ``detector``: the `PoseDetector` to
-    find the person with (default: MediaPipe's); ``device``: where the networks run.
+    find the person with (default: MediaPipe's, loaded on the first `run`: `landmarks` on a given crop needs
+    none); ``device``: where the networks run; ``runtime``: as `p3m.models.graph_session.open_graph`.
     """
 
-    def __init__(self, *, min_score: float = 0.5, detector: PoseDetector | None = None, device: str = "cpu") -> None:
-        self.net = mediapipe_pose_landmark().eval().to(device)
-        self.detector = detector or PoseDetector(device=device)
+    def __init__(
+        self,
+        *,
+        min_score: float = 0.5,
+        detector: PoseDetector | None = None,
+        device: str = "cpu",
+        runtime: str = "auto",
+    ) -> None:
+        self.net = open_graph(WEIGHTS, device=device, runtime=runtime)
+        self._detector = detector
         self.min_score = float(min_score)
-        self.device = device
+        self.device, self.runtime = device, runtime
+
+    @property
+    def detector(self) -> PoseDetector:
+        """The person detector of `run`."""
+        if self._detector is None:
+            self._detector = PoseDetector(device=self.device, runtime=self.runtime)
+        return self._detector
 
     def run(self, rgb: np.ndarray) -> Pose | None:
         """(H, W, 3) uint8 RGB -> the pose of the first person the detector finds, or None (nobody found, or the
@@ -125,13 +148,12 @@ class PoseLandmarker:
             return None
         return Pose(pose.landmarks, pose.presence, pose.world, pose.segmentation, pose.score, pose.roi, detections[0])
 
-    @torch.no_grad()
     def landmarks(self, rgb: np.ndarray, roi: RotatedRect) -> Pose:
         """The pose in a given crop (a `RotatedRect` in image pixels, upright body inside), whatever its score."""
         rect = letterbox(roi, (INPUT_SIZE, INPUT_SIZE))
         pixels = crop(rgb, rect, (INPUT_SIZE, INPUT_SIZE))
-        x = torch.from_numpy(pixels).to(self.device).permute(2, 0, 1)[None].float() / 255.0
-        raw, presence, segmentation, heatmap, world = (t[0].cpu().numpy() for t in self.net(x))
+        x = pixels.transpose(2, 0, 1)[None].astype(np.float32) / np.float32(255.0)
+        raw, presence, segmentation, heatmap, world = (t[0] for t in self.net(x))
         raw = raw.reshape(_ALL, 5).astype(np.float64)
         points = refine_from_heatmap(raw[:, :2] / INPUT_SIZE, heatmap)[:33]
         landmarks = np.zeros((33, 4), np.float32)

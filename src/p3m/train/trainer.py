@@ -36,7 +36,8 @@ from p3m.atomic import is_temporary, write_bytes_atomic, write_with
 from p3m.data.p3m10k import P3M10k, open_dataset
 from p3m.data.synth import is_synth_output
 from p3m.errors import P3MError
-from p3m.infer.runtime import TorchNet, autocast_dtype, resolve_device
+from p3m.infer.devices import resolve_device
+from p3m.infer.runtime import TorchNet, autocast_dtype
 from p3m.infer.strategies import predict_resize
 from p3m.io import read_image, read_mask
 from p3m.metrics.evaluate import evaluate_arrays
