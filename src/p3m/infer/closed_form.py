@@ -3,12 +3,15 @@
 pymatting's `estimate_alpha_cf` builds the matting Laplacian of every pixel of the image (n x 25 values and
 indices), slices the unknown rows out of it and factorises them with a thresholded incomplete Cholesky, which on
 these bands often breaks down and is retried with diagonal shifts: 0.5-1.1 s on a 1024 px portrait. Here only
-the 3x3 windows that touch an unknown pixel are visited and only the unknown rows are stored (time and memory
-follow the band: 0.2-0.3 s for the ~50k unknown pixels of a portrait at 1024 px), and the
-system L_UU a_U = -L_UK a_K is solved by conjugate gradients with a zero-fill incomplete Cholesky
-preconditioner (IC(0): the factor has the matrix's own sparsity), started from a guess. Same equations and
-windows as pymatting (radius 1, epsilon 1e-7), agreeing with it to the solver tolerance
-(tests/test_portrait.py).
+the 3x3 windows that touch an unknown pixel are visited and only the lower triangle of the unknown rows is
+computed and stored (the matrix is symmetric; time and memory follow the band), and the system
+L_UU a_U = -L_UK a_K is solved by conjugate gradients with a zero-fill incomplete Cholesky preconditioner (IC(0):
+the factor has the matrix's own sparsity; kept in float32, which a preconditioner needs no more than), started
+from a guess. Each iteration reads the lower triangle once for the product with both triangles, and the vectors
+in fused loops without temporaries: 0.13 s instead of 0.17 s (thread CPU time) for the ~45k unknown pixels of a
+portrait at 1024 px on the 2-core CPU dev machine, the same iterations to within one (benchmarks/RESULTS.md,
+issue 22). Same equations and windows as pymatting (radius 1, epsilon 1e-7): the Laplacian agrees with its
+`cf_laplacian`, the solution with a direct solve (tests/test_closed_form.py, tests/test_portrait.py).
 
 Some images make the system numerically indefinite: in a palette or posterised image many windows hold two or
 three exact colours, their covariance is singular to within epsilon, and the rounding of its inverse leaves
@@ -19,6 +22,9 @@ Jacobi preconditioner (always defined) at the strongest epsilon, and finally the
 caller's mask). `BandSolution.method` names the step that answered; it is never an exception.
 
 Compiled with numba (a dependency; pymatting uses it too): about 6 s on first use, then cached (`cache=True`).
+Every kernel is ``nogil``: two threads solve two images at once (`p3m.infer.batch.matte_here`). None is
+``parallel``: numba's OpenMP layer would resize the thread pool PyTorch shares (`p3m.pymatting_import`), and its
+other layers are either absent (TBB) or not safe to call from two threads at once (workqueue).
 """
 
 from __future__ import annotations
@@ -35,8 +41,11 @@ EPS_STEPS = (1.0, 10.0, 100.0)
 
 
 @njit(cache=True, nogil=True)
-def _accumulate(image, index, known, centres_y, centres_x, eps, values, rhs):  # pragma: no cover - numba
-    """Add each listed 3x3 window's Laplacian terms to the unknown rows: values (nU, 5, 5), rhs (nU,)."""
+def _accumulate(image, index, known, centres_y, centres_x, eps, lower, values, rhs):  # pragma: no cover - numba
+    """Add each listed 3x3 window's Laplacian terms to the unknown rows: values (nU, 5, 5), rhs (nU,).
+
+    ``lower``: only the entries of unknown neighbours that come first in raster order, and the diagonal (the
+    matrix is symmetric: the other half is never computed)."""
     inv_area = 1.0 / 9.0
     c = np.empty((9, 3))
     ids = np.empty(9, np.int64)
@@ -95,43 +104,45 @@ def _accumulate(image, index, known, centres_y, centres_x, eps, values, rhs):  #
                 v = -(1.0 + g0 * c[j, 0] + g1 * c[j, 1] + g2 * c[j, 2]) * inv_area
                 if i == j:
                     v += 1.0
-                if ids[j] >= 0:
-                    values[row, ys[j] - ys[i] + 2, xs[j] - xs[i] + 2] += v
-                else:  # known neighbour: moves to the right-hand side
+                if ids[j] < 0:  # known neighbour: moves to the right-hand side
                     rhs[row] -= v * known[ys[j], xs[j]]
+                elif not lower or ids[j] <= row:
+                    values[row, ys[j] - ys[i] + 2, xs[j] - xs[i] + 2] += v
 
 
 @njit(cache=True, nogil=True)
-def _to_csr(index, uy, ux, values):  # pragma: no cover - numba
-    """(indptr, indices, data) of the unknown rows: the unknown neighbours within 2 px, columns ascending."""
+def _to_csr(index, uy, ux, values, lower):  # pragma: no cover - numba
+    """(indptr, indices, data) of the unknown rows: the unknown neighbours within 2 px, columns ascending (raster
+    order); ``lower``: only those up to the pixel itself, so that each row's diagonal comes last."""
     h, w = index.shape
     n = uy.shape[0]
+    offsets = 13 if lower else 25  # the 5x5 offsets in raster order: the first 13 end at the centre
     indptr = np.zeros(n + 1, np.int64)
-    indices = np.empty(n * 25, np.int32)
-    data = np.empty(n * 25, np.float64)
+    indices = np.empty(n * offsets, np.int32)
+    data = np.empty(n * offsets, np.float64)
     q = 0
     for r in range(n):
-        for dy in range(-2, 3):
-            y = uy[r] + dy
-            if y < 0 or y >= h:
+        for k in range(offsets):
+            y = uy[r] + k // 5 - 2
+            x = ux[r] + k % 5 - 2
+            if y < 0 or y >= h or x < 0 or x >= w or index[y, x] < 0:
                 continue
-            for dx in range(-2, 3):
-                x = ux[r] + dx
-                if x < 0 or x >= w or index[y, x] < 0:
-                    continue
-                indices[q] = index[y, x]
-                data[q] = values[r, dy + 2, dx + 2]
-                q += 1
+            indices[q] = index[y, x]
+            data[q] = values[r, k // 5, k % 5]
+            q += 1
         indptr[r + 1] = q
     return indptr, indices[:q], data[:q]
 
 
 def band_laplacian(
-    image: np.ndarray, unknown: np.ndarray, known_alpha: np.ndarray, eps: float = 1e-7
+    image: np.ndarray, unknown: np.ndarray, known_alpha: np.ndarray, eps: float = 1e-7, *, lower: bool = False
 ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray, np.ndarray]:
     """((indptr, indices, data) of L_UU in CSR, rhs = -L_UK a_K, flat indices of the unknown pixels).
 
-    image HxWx3 float64 in [0, 1]; unknown HxW bool; known_alpha HxW float64 (read where not unknown).
+    image HxWx3 float64 in [0, 1]; unknown HxW bool; known_alpha HxW float64 (read where not unknown). Rows and
+    columns are the unknown pixels in raster order, each row's columns ascending. ``lower``: the lower triangle
+    with the diagonal only (each row's last entry), as `conjugate_gradients` reads the symmetric matrix; about
+    half the time and memory of the whole matrix.
     """
     h, w = unknown.shape
     flat = np.flatnonzero(unknown)
@@ -155,127 +166,127 @@ def band_laplacian(
         cy.astype(np.int64),
         cx.astype(np.int64),
         float(eps),
+        lower,
         values,
         rhs,
     )
     uy, ux = np.divmod(flat, w)
-    return _to_csr(index, uy.astype(np.int64), ux.astype(np.int64), values), rhs, flat
+    return _to_csr(index, uy.astype(np.int64), ux.astype(np.int64), values, lower), rhs, flat
 
 
 @njit(cache=True, nogil=True)
 def _ic0(indptr, indices, data, shift):  # pragma: no cover - numba
-    """Zero-fill incomplete Cholesky L (CSR, each row's diagonal last) of a symmetric CSR matrix.
-
-    The diagonal is scaled by 1 + shift; returns ok=False at a non-positive pivot (the caller shifts more).
-    """
+    """Zero-fill incomplete Cholesky factor L of a symmetric matrix given by its lower triangle (CSR, each row's
+    diagonal last): L's values in the same layout, as float32 (a preconditioner needs no more; half the memory
+    traffic of each iteration), and ok. The diagonal is scaled by 1 + shift; ok=False at a non-positive pivot."""
     n = indptr.shape[0] - 1
-    lptr = np.zeros(n + 1, np.int64)
-    for i in range(n):
-        c = 0
-        for p in range(indptr[i], indptr[i + 1]):
-            if indices[p] <= i:
-                c += 1
-        lptr[i + 1] = lptr[i] + c
-    lidx = np.empty(lptr[n], np.int32)
-    lval = np.empty(lptr[n], np.float64)
+    lval = data.copy()
     mark = np.full(n, -1, np.int64)  # position of column j in the current row of L, -1 if absent
     for i in range(n):
-        q = lptr[i]
-        for p in range(indptr[i], indptr[i + 1]):
-            if indices[p] <= i:
-                lidx[q] = indices[p]
-                lval[q] = data[p]
-                q += 1
-        last = lptr[i + 1] - 1
-        if lidx[last] != i:  # no diagonal entry: not a matrix this solver makes
-            return lptr, lidx, lval, False
-        for q in range(lptr[i], lptr[i + 1]):
-            mark[lidx[q]] = q
-        for q in range(lptr[i], last):
-            k = lidx[q]
+        last = indptr[i + 1] - 1
+        if last < indptr[i] or indices[last] != i:  # no diagonal entry: not a matrix this solver makes
+            return lval.astype(np.float32), False
+        for q in range(indptr[i], last + 1):
+            mark[indices[q]] = q
+        for q in range(indptr[i], last):
+            k = indices[q]
             s = lval[q]
-            for r in range(lptr[k], lptr[k + 1] - 1):  # L[i, j] L[k, j] over the shared columns j < k
-                m = mark[lidx[r]]
+            for r in range(indptr[k], indptr[k + 1] - 1):  # L[i, j] L[k, j] over the shared columns j < k
+                m = mark[indices[r]]
                 if m >= 0 and m < q:
                     s -= lval[m] * lval[r]
-            lval[q] = s / lval[lptr[k + 1] - 1]
+            lval[q] = s / lval[indptr[k + 1] - 1]
         d = lval[last] * (1.0 + shift)
-        for q in range(lptr[i], last):
+        for q in range(indptr[i], last):
             d -= lval[q] * lval[q]
-        for q in range(lptr[i], lptr[i + 1]):
-            mark[lidx[q]] = -1
+        for q in range(indptr[i], last + 1):
+            mark[indices[q]] = -1
         if not d > 0.0:
-            return lptr, lidx, lval, False
+            return lval.astype(np.float32), False
         lval[last] = np.sqrt(d)
-    return lptr, lidx, lval, True
+    return lval.astype(np.float32), True
 
 
 @njit(cache=True, nogil=True)
-def _pcg(indptr, indices, data, lptr, lidx, lval, b, x, rtol, maxiter):  # pragma: no cover - numba
-    """Conjugate gradients on A x = b (A in CSR), preconditioner (L L^T)^-1; x updated in place; iterations."""
+def _pcg(aptr, aidx, aval, mptr, midx, mval, b, x, rtol, maxiter):  # pragma: no cover - numba
+    """Conjugate gradients on A x = b, preconditioner (M M^T)^-1; x updated in place; -> iterations.
+
+    A by its lower triangle (CSR, diagonal last: each stored entry acts twice, as A[i, j] and A[j, i]); M lower
+    triangular in the same layout. Each iteration reads A and M once or twice and the vectors in four fused
+    loops, without temporaries."""
     n = b.shape[0]
-    r = np.empty(n)
+    r = b.copy()
     z = np.empty(n)
-    p = np.empty(n)
-    q = np.empty(n)
+    p = np.zeros(n)
+    q = np.zeros(n)
     nb = np.sqrt(np.sum(b * b))
     if nb == 0.0:
         nb = 1.0
-    for i in range(n):
-        s = b[i]
-        for t in range(indptr[i], indptr[i + 1]):
-            s -= data[t] * x[indices[t]]
-        r[i] = s
+    for i in range(n):  # r = b - A x
+        last = aptr[i + 1] - 1
+        xi = x[i]
+        s = aval[last] * xi
+        for t in range(aptr[i], last):
+            s += aval[t] * x[aidx[t]]
+            r[aidx[t]] -= aval[t] * xi
+        r[i] -= s
+    rr = np.sum(r * r)
     rz_old = 1.0
     it = 0
-    while it < maxiter:
-        if np.sqrt(np.sum(r * r)) <= rtol * nb:
-            break
-        for i in range(n):  # forward: L y = r
+    while it < maxiter and np.sqrt(rr) > rtol * nb:
+        for i in range(n):  # forward: M y = r
+            last = mptr[i + 1] - 1
             s = r[i]
-            for t in range(lptr[i], lptr[i + 1] - 1):
-                s -= lval[t] * z[lidx[t]]
-            z[i] = s / lval[lptr[i + 1] - 1]
-        for i in range(n - 1, -1, -1):  # backward: L^T z = y, column by column
-            zi = z[i] / lval[lptr[i + 1] - 1]
+            for t in range(mptr[i], last):
+                s -= mval[t] * z[midx[t]]
+            z[i] = s / mval[last]
+        rz = 0.0
+        for i in range(n - 1, -1, -1):  # backward: M^T z = y, column by column; and r.z
+            last = mptr[i + 1] - 1
+            zi = z[i] / mval[last]
             z[i] = zi
-            for t in range(lptr[i], lptr[i + 1] - 1):
-                z[lidx[t]] -= lval[t] * zi
-        rz = np.sum(r * z)
-        if it == 0:
-            p[:] = z
-        else:
-            p[:] = z + (rz / rz_old) * p
+            rz += r[i] * zi
+            for t in range(mptr[i], last):
+                z[midx[t]] -= mval[t] * zi
+        beta = rz / rz_old if it > 0 else 0.0
         rz_old = rz
         pq = 0.0
-        for i in range(n):
+        for i in range(n):  # p = z + beta p, q = A p and p.q in one pass: row i reads only p[j], j <= i, made
+            pi = z[i] + beta * p[i]
+            p[i] = pi
+            last = aptr[i + 1] - 1
             s = 0.0
-            for t in range(indptr[i], indptr[i + 1]):
-                s += data[t] * p[indices[t]]
-            q[i] = s
-            pq += p[i] * s
+            for t in range(aptr[i], last):
+                s += aval[t] * p[aidx[t]]
+                q[aidx[t]] += aval[t] * pi  # the transposed entry, into a row already begun
+            d = aval[last] * pi
+            q[i] = d + s  # later rows add their transposed entries
+            pq += pi * (d + 2.0 * s)
         if not pq > 0.0:
             break
         a = rz / pq
-        x += a * p
-        r -= a * q
+        rr = 0.0
+        for i in range(n):
+            x[i] += a * p[i]
+            r[i] -= a * q[i]
+            rr += r[i] * r[i]
+            q[i] = 0.0
         it += 1
     return it
 
 
-def _jacobi(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The Jacobi preconditioner as a diagonal-only 'factor' L = sqrt(|diag|) in the layout `_pcg` reads."""
+def _jacobi(indptr: np.ndarray, data: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The Jacobi preconditioner as a diagonal-only 'factor' M = sqrt(|diag|) in the layout `_pcg` reads, from the
+    lower triangle's CSR (each row's diagonal last)."""
     n = indptr.shape[0] - 1
-    rows = np.repeat(np.arange(n), np.diff(indptr))
-    diag = np.zeros(n)
-    np.add.at(diag, rows[indices == rows], data[indices == rows])
-    scale = float(np.abs(diag).max()) if n else 1.0
-    lval = np.sqrt(np.maximum(np.abs(diag), 1e-12 * max(scale, 1e-300)))
-    return np.arange(n + 1, dtype=np.int64), np.arange(n, dtype=np.int32), lval
+    diag = np.abs(data[indptr[1:] - 1]) if n else np.zeros(0)
+    scale = float(diag.max()) if n else 1.0
+    mval = np.sqrt(np.maximum(diag, 1e-12 * max(scale, 1e-300))).astype(np.float32)
+    return np.arange(n + 1, dtype=np.int64), np.arange(n, dtype=np.int32), mval
 
 
 def conjugate_gradients(
-    csr: tuple[np.ndarray, np.ndarray, np.ndarray],
+    lower: tuple[np.ndarray, np.ndarray, np.ndarray],
     rhs: np.ndarray,
     x0: np.ndarray,
     *,
@@ -283,27 +294,32 @@ def conjugate_gradients(
     maxiter: int = 1000,
     preconditioner: str = "ic0",
 ) -> tuple[np.ndarray, int]:
-    """(x, iterations) solving the SPD system (CSR, rows with sorted columns) by preconditioned CG.
+    """(x, iterations) solving the SPD system A x = rhs by preconditioned CG, from x0, until the residual is at
+    most ``rtol`` times rhs's norm (or ``maxiter``).
 
-    preconditioner "ic0": zero-fill incomplete Cholesky. Its factorisation can break down on a matrix that is
-    not diagonally dominant; the diagonal is then scaled up a little (Manteuffel's shift), which weakens the
-    preconditioner but not the solution; when no shift up to 10x gives a factor (the matrix is not positive
-    definite), raises `np.linalg.LinAlgError`. "jacobi": the diagonal's magnitude (always defined).
+    lower: A's lower triangle with the diagonal as CSR (indptr, indices, data), each row's columns ascending and its
+    diagonal last (`band_laplacian` with ``lower=True``). preconditioner "ic0": zero-fill incomplete Cholesky. Its
+    factorisation can break down on a matrix that is not diagonally dominant; the diagonal is then scaled up a
+    little (Manteuffel's shift), which weakens the preconditioner but not the solution; when no shift up to 10x
+    gives a factor (the matrix is not positive definite), raises `np.linalg.LinAlgError`. "jacobi": the
+    diagonal's magnitude (always defined).
     """
-    indptr, indices, data = csr
+    indptr, indices, data = lower
     if preconditioner == "jacobi":
-        lptr, lidx, lval = _jacobi(indptr, indices, data)
+        mptr, midx, mval = _jacobi(indptr, data)
     elif preconditioner == "ic0":
         for shift in (0.0, 1e-3, 1e-2, 1e-1, 1.0, 10.0):
-            lptr, lidx, lval, ok = _ic0(indptr, indices, data, shift)
+            mval, ok = _ic0(indptr, indices, data, shift)
             if ok:
                 break
         else:
             raise np.linalg.LinAlgError("no incomplete Cholesky factor: the matrix is not positive definite")
+        mptr, midx = indptr, indices
     else:
         raise ValueError(f"preconditioner must be 'ic0' or 'jacobi', got {preconditioner!r}")
     x = np.array(x0, dtype=np.float64)
-    it = _pcg(indptr, indices, data, lptr, lidx, lval, np.asarray(rhs, dtype=np.float64), x, float(rtol), int(maxiter))
+    b = np.asarray(rhs, dtype=np.float64)
+    it = _pcg(indptr, indices, data, mptr, midx, mval, b, x, float(rtol), int(maxiter))
     return x, it
 
 
@@ -350,10 +366,12 @@ def solve_band(
     start = np.full(flat.size, 0.5) if guess is None else np.clip(np.asarray(guess, np.float64).ravel()[flat], 0, 1)
     attempts = [("ic0", k) for k in EPS_STEPS] + [("jacobi", EPS_STEPS[-1])]
     for preconditioner, factor in attempts:
-        (indptr, indices, data), rhs, _ = band_laplacian(img, unknown, alpha.astype(np.float64), eps * factor)
-        # the ridge: on the diagonal (always stored: each unknown pixel is its own neighbour) and in the rhs
-        diagonal = indices == np.repeat(np.arange(flat.size), np.diff(indptr))
-        data[diagonal] += ridge
+        (indptr, indices, data), rhs, _ = band_laplacian(
+            img, unknown, alpha.astype(np.float64), eps * factor, lower=True
+        )
+        # the ridge: on the diagonal (always stored, each row's last: each unknown pixel is its own neighbour) and
+        # in the rhs
+        data[indptr[1:] - 1] += ridge
         try:
             x, it = conjugate_gradients(
                 (indptr, indices, data),
