@@ -41,11 +41,12 @@ EPS_STEPS = (1.0, 10.0, 100.0)
 
 
 @njit(cache=True, nogil=True)
-def _accumulate(image, index, known, centres_y, centres_x, eps, lower, values, rhs):  # pragma: no cover - numba
-    """Add each listed 3x3 window's Laplacian terms to the unknown rows: values (nU, 5, 5), rhs (nU,).
+def _accumulate(image, scale, index, known, centres_y, centres_x, eps, lower, values, rhs):  # pragma: no cover
+    """Add each listed 3x3 window's Laplacian terms to the unknown rows: values (nU, 3 or 5, 5), rhs (nU,).
 
+    image: its values divided by ``scale`` are in [0, 1] (a uint8 image is read as it is: no float copy of it).
     ``lower``: only the entries of unknown neighbours that come first in raster order, and the diagonal (the
-    matrix is symmetric: the other half is never computed)."""
+    matrix is symmetric: the other half is never computed; they are the rows dy <= 0 of the 5x5 offsets)."""
     inv_area = 1.0 / 9.0
     c = np.empty((9, 3))
     ids = np.empty(9, np.int64)
@@ -59,18 +60,21 @@ def _accumulate(image, index, known, centres_y, centres_x, eps, lower, values, r
             for dx in range(-1, 2):
                 ys[k], xs[k] = y + dy, x + dx
                 ids[k] = index[y + dy, x + dx]
-                m0 += image[y + dy, x + dx, 0]
-                m1 += image[y + dy, x + dx, 1]
-                m2 += image[y + dy, x + dx, 2]
+                c[k, 0] = image[y + dy, x + dx, 0] / scale
+                c[k, 1] = image[y + dy, x + dx, 1] / scale
+                c[k, 2] = image[y + dy, x + dx, 2] / scale
+                m0 += c[k, 0]
+                m1 += c[k, 1]
+                m2 += c[k, 2]
                 k += 1
         m0 *= inv_area
         m1 *= inv_area
         m2 *= inv_area
         a00 = a01 = a02 = a11 = a12 = a22 = 0.0
         for k in range(9):
-            c0 = image[ys[k], xs[k], 0] - m0
-            c1 = image[ys[k], xs[k], 1] - m1
-            c2 = image[ys[k], xs[k], 2] - m2
+            c0 = c[k, 0] - m0
+            c1 = c[k, 1] - m1
+            c2 = c[k, 2] - m2
             c[k, 0], c[k, 1], c[k, 2] = c0, c1, c2
             a00 += c0 * c0
             a01 += c0 * c1
@@ -139,14 +143,14 @@ def band_laplacian(
 ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray, np.ndarray]:
     """((indptr, indices, data) of L_UU in CSR, rhs = -L_UK a_K, flat indices of the unknown pixels).
 
-    image HxWx3 float64 in [0, 1]; unknown HxW bool; known_alpha HxW float64 (read where not unknown). Rows and
+    image HxWx3 uint8, or float in [0, 1]; unknown HxW bool; known_alpha HxW float64 (read where not unknown). Rows and
     columns are the unknown pixels in raster order, each row's columns ascending. ``lower``: the lower triangle
     with the diagonal only (each row's last entry), as `conjugate_gradients` reads the symmetric matrix; about
     half the time and memory of the whole matrix.
     """
     h, w = unknown.shape
     flat = np.flatnonzero(unknown)
-    index = np.full((h, w), -1, dtype=np.int64)
+    index = np.full((h, w), -1, dtype=np.int32)
     index.ravel()[flat] = np.arange(flat.size)
     # window centres: pixels within one step of an unknown pixel, not on the image border (as pymatting)
     near = np.zeros((h + 2, w + 2), dtype=bool)
@@ -157,10 +161,12 @@ def band_laplacian(
     near[[0, -1], :] = False
     near[:, [0, -1]] = False
     cy, cx = np.nonzero(near)
-    values = np.zeros((flat.size, 5, 5))
+    values = np.zeros((flat.size, 3 if lower else 5, 5))
     rhs = np.zeros(flat.size)
+    uint8 = image.dtype == np.uint8
     _accumulate(
-        np.ascontiguousarray(image, dtype=np.float64),
+        np.ascontiguousarray(image) if uint8 else np.ascontiguousarray(image, dtype=np.float64),
+        255.0 if uint8 else 1.0,
         index,
         np.ascontiguousarray(known_alpha, dtype=np.float64),
         cy.astype(np.int64),
@@ -361,7 +367,7 @@ def solve_band(
     alpha = (trimap == 255).astype(np.float32)
     if not unknown.any():
         return BandSolution(alpha, "none", 0)
-    img = image.astype(np.float64) / 255.0 if image.dtype == np.uint8 else image.astype(np.float64)
+    img = image if image.dtype == np.uint8 else image.astype(np.float64)  # uint8 is scaled as it is read
     flat = np.flatnonzero(unknown)
     start = np.full(flat.size, 0.5) if guess is None else np.clip(np.asarray(guess, np.float64).ravel()[flat], 0, 1)
     attempts = [("ic0", k) for k in EPS_STEPS] + [("jacobi", EPS_STEPS[-1])]
