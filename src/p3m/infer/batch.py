@@ -63,8 +63,8 @@ Job = tuple[Path, dict[str, Path]]
 _SHOWN = 5
 
 #: The most threads that compute the built-in route's alphas at once in a folder job. Its networks run one at a time
-#: (a lock) and take about 0.11 s of its 0.26-0.30 s per 1080 px portrait (prior and person check; 2-core CPU dev
-#: machine, quiet), so the alpha stage cannot go more than ~2.4x faster than on one thread: a third thread reaches
+#: (a lock) and take about 0.11 s of its ~0.24 s per 1080 px portrait (prior and person check; 2-core CPU dev
+#: machine, quiet), so the alpha stage cannot go more than ~2.2x faster than on one thread: a third thread reaches
 #: that, a fourth would wait for the lock while holding another image's working arrays (memory).
 ROUTE_ALPHA_THREADS = 3
 
