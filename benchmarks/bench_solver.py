@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import platform
 import statistics
@@ -33,7 +32,7 @@ from types import ModuleType
 import cv2
 import numpy as np
 
-from benchmarks.bench_common import testdata_dir
+from benchmarks.bench_common import print_report, testdata_dir
 from p3m.infer import closed_form
 from p3m.infer.portrait import PortraitMatting, PortraitSettings
 from p3m.io import read_image, read_mask
@@ -194,10 +193,7 @@ def main() -> int:
             f"{row['seconds_after'] * 1000:6.1f} ms  it {row['iterations_before']} -> {row['iterations_after']}  "
             f"SAD {row['sad_before']:.3f} -> {row['sad_after']:.3f}  max diff {row['alpha_max_abs_diff']:.4f}"
         )
-    print(json.dumps(summary, indent=2))
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-    return 0
+    return print_report(report, args.json)
 
 
 if __name__ == "__main__":
