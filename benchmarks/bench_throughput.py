@@ -1,7 +1,8 @@
 """Throughput of the default job (`p3m matte DIR -o OUT`, built-in portrait-cf route) against an earlier commit, side by
 side in one run (issue 22).
 
-"Before" is a git worktree of ``--base`` (default f5aa228, main before this work) made in a temporary folder and run
+"Before" is a git worktree of ``--base`` (default 2981ea3, main before the faster solve and the alpha stage on
+several threads; f5aa228 before the first round) made in a temporary folder and run
 with this checkout's environment (``PYTHONPATH`` pointing at its ``src``; its own numba cache, filled before timing);
 "after" is this checkout. Rows, every one interleaved before/after round by round (``--repeats``, default 2), so the
 ratios come from the same machine state; the spread is the min..max over the rounds:
@@ -48,10 +49,11 @@ import numpy as np
 
 from benchmarks.bench_common import testdata_dir
 from p3m.io import encode_image, read_image, read_mask, write_image
+from p3m.workers import usable_cpus
 from tests.reference.foreground_before import previous_estimate_foreground
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_BASE = "f5aa228"
+DEFAULT_BASE = "2981ea3"
 
 
 def _run(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
@@ -113,10 +115,13 @@ def _command_rows(work: Path, envs: dict[str, dict[str, str]], portraits: Path, 
             for variant, env in envs.items():
                 out = work / f"out-{variant}-{name}".replace(" ", "_").replace(",", "")
                 wall, rss = _matte(env, inputs, out, *extra)
-                row = rows.setdefault(f"{name} | {variant}", {"seconds": [], "peak_rss_mb": []})
+                row = rows.setdefault(f"{name} | {variant}", {"seconds": [], "peak_rss_mb": [], "load": []})
                 row["seconds"].append(wall)
                 row["peak_rss_mb"].append(rss)
-                print(f"round {round_}: {name:14s} {variant:22s} {wall:7.2f} s  {rss:6.0f} MiB", flush=True)
+                row["load"].append(os.getloadavg()[0])
+                load = row["load"][-1]
+                line = f"round {round_}: {name:14s} {variant:6s} {wall:7.2f} s  {rss:4.0f} MiB  load {load:.1f}"
+                print(line, flush=True)
     report = {}
     for key, row in rows.items():
         name = key.split(" | ")[0]
@@ -126,6 +131,8 @@ def _command_rows(work: Path, envs: dict[str, dict[str, str]], portraits: Path, 
             "seconds": _spread(row["seconds"]),
             "images_per_s": n / min(row["seconds"]),
             "peak_rss_mb": max(row["peak_rss_mb"]),
+            "seconds_per_round": row["seconds"],
+            "load_after_each_round": row["load"],
         }
     report["outputs"] = _compare_outputs(work, portraits)
     return report
@@ -293,6 +300,7 @@ def main() -> int:
             ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
         ).stdout.strip(),
         "loadavg_start": os.getloadavg()[0],
+        "usable_cpus": usable_cpus(),
         "repeats": args.repeats,
     }
     with tempfile.TemporaryDirectory(prefix="bench-throughput-") as tmp:

@@ -13,13 +13,22 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from p3m import workers
 from p3m.infer import foreground as fgmod
-from p3m.infer.batch import matte_here, matte_job, plan_outputs, prepare_output_folders, set_state
+from p3m.infer.batch import (
+    ROUTE_ALPHA_THREADS,
+    alpha_threads,
+    matte_here,
+    matte_job,
+    plan_outputs,
+    prepare_output_folders,
+    set_state,
+)
 from p3m.infer.matter import Matter
 from p3m.infer.multilevel import level_sizes
 from p3m.infer.strategies import NetOutput
 from p3m.io import encode_image, read_image, read_mask, write_image
-from p3m.workers import run_stages
+from p3m.workers import run_stages, usable_cpus
 from tests.paths import PORTRAITS, REAL_PHOTOS, REFERENCE_ALPHA
 from tests.reference.foreground_before import previous_estimate_foreground, previous_multilevel_foreground
 
@@ -155,6 +164,102 @@ def test_run_stages_raises_a_stage_bug_here_and_stops_early() -> None:
     assert threading.active_count() == before
 
 
+def test_a_stage_on_several_threads_works_on_items_at_once_and_hands_them_on_in_order() -> None:
+    lock = threading.Lock()
+    busy, most = [0], [0]
+    arrivals: list[int] = []
+
+    def slow(value):  # the middle stage: later items often finish first
+        with lock:
+            busy[0] += 1
+            most[0] = max(most[0], busy[0])
+        time.sleep(0.002 * (3 - value % 3))
+        with lock:
+            busy[0] -= 1
+        return value * 10
+
+    def last(value):
+        arrivals.append(value // 10)
+        return value + 1
+
+    out = list(run_stages([lambda v: v, slow, last], list(range(30)), threads=[1, 3, 1]))
+    assert out == [(i, i * 10 + 1) for i in range(30)]
+    assert arrivals == list(range(30))  # the next stage sees the items in order
+    assert most[0] > 1  # and the three threads did overlap
+    with pytest.raises(ValueError, match="one count >= 1 per stage"):
+        list(run_stages([lambda v: v], [1], threads=[0]))
+    with pytest.raises(ValueError, match="one count >= 1 per stage"):
+        list(run_stages([lambda v: v], [1], threads=[1, 1]))
+
+
+def test_a_stage_bug_on_one_of_several_threads_stops_the_run() -> None:
+    def bad(value):
+        if value == 5:
+            raise KeyError("bug")
+        time.sleep(0.001)
+        return value
+
+    before = threading.active_count()
+    got = []
+    with pytest.raises(KeyError, match="bug"):
+        for index, value in run_stages([bad, lambda v: v], list(range(100)), threads=[2, 1]):
+            got.append((index, value))
+    assert got == [(i, i) for i in range(5)]
+    deadline = time.monotonic() + 5
+    while threading.active_count() > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert threading.active_count() == before
+
+
+def test_usable_cpus_follow_the_affinity_mask(monkeypatch) -> None:
+    monkeypatch.setattr(workers.os, "sched_getaffinity", lambda pid: {0, 3, 5}, raising=False)
+    assert usable_cpus() == 3
+
+    def absent(pid):
+        raise AttributeError("no affinity here")
+
+    monkeypatch.setattr(workers.os, "sched_getaffinity", absent, raising=False)
+    monkeypatch.setattr(workers.os, "cpu_count", lambda: 6)
+    assert usable_cpus() == 6
+
+
+def test_alpha_threads_one_per_cpu_for_the_route_capped_and_one_for_a_network() -> None:
+    route, net = Matter(), Matter.from_network(_BrightnessNet(), strategy="resize")
+    assert [alpha_threads(route, cpus) for cpus in (1, 2, 3)] == [1, 2, 3]
+    assert alpha_threads(route, 64) == ROUTE_ALPHA_THREADS
+    assert alpha_threads(route) == min(usable_cpus(), ROUTE_ALPHA_THREADS)
+    assert alpha_threads(net, 2) == alpha_threads(net, 64) == 1
+
+
+def test_the_route_on_two_alpha_threads_writes_the_same_bytes_as_one_image_after_the_other(tmp_path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    paths = []
+    for i, photo in enumerate(REAL_PHOTOS * 2):
+        path = src / f"{i}_{photo.name}"
+        path.write_bytes(photo.read_bytes())
+        paths.append(path)
+    bad = src / "3_broken.jpg"
+    bad.write_bytes(b"not a jpeg")
+    paths.insert(3, bad)
+    matter = Matter()
+    kinds = ["alpha", "rgba"]
+    piped, _ = plan_outputs(paths, tmp_path / "piped", kinds)
+    one_by_one, _ = plan_outputs(paths, tmp_path / "seq", kinds)
+    prepare_output_folders(piped + one_by_one)
+    outcomes = list(matte_here(matter, piped, threads=2))
+    assert [i for i, _ in outcomes] == list(range(len(paths)))
+    assert [bool(o.error) for _, o in outcomes] == [p == bad for p in paths]
+    for job in one_by_one:
+        matte_job(matter, job)
+    for (src_path, outs), (_, seq_outs) in zip(piped, one_by_one, strict=True):
+        for kind in kinds:
+            if src_path == bad:
+                assert not outs[kind].exists()
+            else:
+                assert outs[kind].read_bytes() == seq_outs[kind].read_bytes(), (src_path, kind)
+
+
 class _BrightnessNet:
     """A NetFn: the local alpha is a smooth function of each pixel's brightness, classes from thresholds."""
 
@@ -164,7 +269,8 @@ class _BrightnessNet:
         return NetOutput(classes, local, local)
 
 
-def test_matte_here_writes_what_matte_job_writes_and_reports_bad_files(tmp_path) -> None:
+@pytest.mark.parametrize("threads", [1, 3])
+def test_matte_here_writes_what_matte_job_writes_and_reports_bad_files(tmp_path, threads) -> None:
     rng = np.random.default_rng(8)
     src = tmp_path / "in"
     src.mkdir()
@@ -183,7 +289,7 @@ def test_matte_here_writes_what_matte_job_writes_and_reports_bad_files(tmp_path)
     piped, _ = plan_outputs(paths, tmp_path / "piped", kinds)
     one_by_one, _ = plan_outputs(paths, tmp_path / "seq", kinds)
     prepare_output_folders(piped + one_by_one)
-    outcomes = list(matte_here(matter, piped, background=(0, 90, 200)))
+    outcomes = list(matte_here(matter, piped, background=(0, 90, 200), threads=threads))
     assert [i for i, _ in outcomes] == list(range(5))
     errors = [o.error for _, o in outcomes if o.error]
     assert len(errors) == 1 and errors[0].startswith(f"{paths[2]}: ") and "\n" not in errors[0]

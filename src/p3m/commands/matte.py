@@ -1,8 +1,8 @@
 """`p3m matte INPUT... -o OUT`: alpha mattes and decontaminated cutouts for files, folders and globs.
 
 Wiring only: the options, `p3m.io.collect_images`, `p3m.infer.batch.plan_outputs`, then `Matter` and
-`p3m.infer.batch.matte_here` (decode, alpha and output stages on three threads; or `matte_job` per image on a Ray
-cluster with `--cluster`), with one line per problem.
+`p3m.infer.batch.matte_here` (decode, alpha and output stages on threads, the route's alphas on one per CPU; or
+`matte_job` per image on a Ray cluster with `--cluster`), with one line per problem.
 """
 
 from __future__ import annotations

@@ -13,9 +13,12 @@ there, and `set_state` tells each input's set apart: "new" (none of its files ex
 `matte_job` is the whole work of one input as `p3m matte` does it, on one machine or on a cluster (`p3m.workers`):
 decode, matte, render, encode, write, and every failure turned into one line (`MatteOutcome`); `MatteWorker` builds
 it once per worker process from `Matter`'s arguments. `MatteStages` is the same work cut into three stages (decode;
-alpha; foreground, render, encode and write), and `matte_here` runs a folder through them on three threads
-(`p3m.workers.run_stages`): the next image decodes and the one after computes its alpha while an image's outputs are
-estimated and written. The outputs are the same bytes either way.
+alpha; foreground, render, encode and write), and `matte_here` runs a folder through them on threads of this
+process (`p3m.workers.run_stages`): the next images decode and compute their alpha while an image's outputs are
+estimated and written. The alpha stage, the slowest, runs on `alpha_threads` threads: for the built-in route, one
+per usable CPU up to `ROUTE_ALPHA_THREADS` (its networks take turns under a lock; its closed-form solve, OpenCV and
+the networks themselves release the GIL, so two images' alphas are computed at once); for a P3M-Net one (its
+passes use every core already). The outputs are the same bytes either way, in the same order.
 """
 
 from __future__ import annotations
@@ -36,13 +39,15 @@ from p3m.infer.foreground import WHITE
 from p3m.infer.matter import Matter, MatteResult
 from p3m.io import matte_output_name, read_image, write_image_set
 from p3m.models.store import BUILTIN
-from p3m.workers import ItemFunction, run_stages
+from p3m.workers import ItemFunction, run_stages, usable_cpus
 
 __all__ = [
+    "ROUTE_ALPHA_THREADS",
     "Job",
     "MatteOutcome",
     "MatteStages",
     "MatteWorker",
+    "alpha_threads",
     "existing_outputs_error",
     "matte_here",
     "matte_job",
@@ -56,6 +61,12 @@ __all__ = [
 #: One input and its output file per kind.
 Job = tuple[Path, dict[str, Path]]
 _SHOWN = 5
+
+#: The most threads that compute the built-in route's alphas at once in a folder job. Its networks run one at a time
+#: (a lock) and take about 0.11 s of its ~0.24 s per 1080 px portrait (prior and person check; 2-core CPU dev
+#: machine, quiet), so the alpha stage cannot go more than ~2.2x faster than on one thread: a third thread reaches
+#: that, a fourth would wait for the lock while holding another image's working arrays (memory).
+ROUTE_ALPHA_THREADS = 3
 
 
 def _output_paths(src: Path, folder: Path, kinds: list[str], composite_ext: str) -> dict[str, Path]:
@@ -267,15 +278,30 @@ def matte_job(
     return MatteStages(matter, background)(job, data)
 
 
+def alpha_threads(matter: Matter, cpus: int | None = None) -> int:
+    """How many threads compute alphas at once in `matte_here`: for the built-in route, one per CPU this process may
+    use (``cpus``, default `p3m.workers.usable_cpus`) up to `ROUTE_ALPHA_THREADS`; 1 for any other model, whose
+    network passes use every core already."""
+    if matter.model_name != BUILTIN:
+        return 1
+    return max(1, min(usable_cpus() if cpus is None else cpus, ROUTE_ALPHA_THREADS))
+
+
 def matte_here(
-    matter: Matter, jobs: list[Job], *, background: np.ndarray | tuple[int, int, int] = WHITE
+    matter: Matter,
+    jobs: list[Job],
+    *,
+    background: np.ndarray | tuple[int, int, int] = WHITE,
+    threads: int | None = None,
 ) -> Iterator[tuple[int, MatteOutcome]]:
-    """(index, MatteOutcome) of every job, in order, by `MatteStages` on three threads of this process
-    (`p3m.workers.run_stages`): the same outputs as `matte_job` one input after the other. The built-in route runs
-    its networks on one torch thread whatever the stages do (`p3m.infer.sessions.ROUTE_TORCH_THREADS`); a P3M-Net's
-    large passes keep every thread."""
+    """(index, MatteOutcome) of every job, in order, by `MatteStages` on threads of this process
+    (`p3m.workers.run_stages`): one decodes, ``threads`` (default `alpha_threads`) compute alphas, one estimates,
+    renders and writes the outputs; the same outputs as `matte_job` one input after the other. The built-in route
+    runs its networks on one torch thread whatever the stages do (`p3m.infer.sessions.ROUTE_TORCH_THREADS`); a
+    P3M-Net's large passes keep every thread."""
     stages = MatteStages(matter, background)
-    yield from run_stages([stages.decode, stages.alpha, stages.write], [(job, None) for job in jobs])
+    counts = [1, alpha_threads(matter) if threads is None else threads, 1]
+    yield from run_stages([stages.decode, stages.alpha, stages.write], [(job, None) for job in jobs], threads=counts)
 
 
 @dataclass(frozen=True)

@@ -3,12 +3,16 @@
 pymatting's `estimate_alpha_cf` builds the matting Laplacian of every pixel of the image (n x 25 values and
 indices), slices the unknown rows out of it and factorises them with a thresholded incomplete Cholesky, which on
 these bands often breaks down and is retried with diagonal shifts: 0.5-1.1 s on a 1024 px portrait. Here only
-the 3x3 windows that touch an unknown pixel are visited and only the unknown rows are stored (time and memory
-follow the band: 0.2-0.3 s for the ~50k unknown pixels of a portrait at 1024 px), and the
-system L_UU a_U = -L_UK a_K is solved by conjugate gradients with a zero-fill incomplete Cholesky
-preconditioner (IC(0): the factor has the matrix's own sparsity), started from a guess. Same equations and
-windows as pymatting (radius 1, epsilon 1e-7), agreeing with it to the solver tolerance
-(tests/test_portrait.py).
+the 3x3 windows that touch an unknown pixel are visited and only the lower triangle of the unknown rows is
+computed and stored (the matrix is symmetric; time and memory follow the band), and the system
+L_UU a_U = -L_UK a_K is solved by conjugate gradients with a zero-fill incomplete Cholesky preconditioner (IC(0):
+the factor has the matrix's own sparsity; kept in float32, which a preconditioner needs no more than), started
+from a guess. Each iteration reads the lower triangle once for the product with both triangles, in rows of one
+width, and the vectors in fused loops without temporaries: 0.10 s instead of 0.16 s (thread CPU time) for the
+~45k unknown pixels of a portrait at 1024 px on the 2-core CPU dev machine, the same iterations to within one
+(benchmarks/bench_solver.py, benchmarks/RESULTS.md, issue 22). Same equations and windows as pymatting (radius
+1, epsilon 1e-7): the Laplacian agrees with its `cf_laplacian`, the solution with a direct solve
+(tests/test_closed_form.py, tests/test_portrait.py).
 
 Some images make the system numerically indefinite: in a palette or posterised image many windows hold two or
 three exact colours, their covariance is singular to within epsilon, and the rounding of its inverse leaves
@@ -19,6 +23,9 @@ Jacobi preconditioner (always defined) at the strongest epsilon, and finally the
 caller's mask). `BandSolution.method` names the step that answered; it is never an exception.
 
 Compiled with numba (a dependency; pymatting uses it too): about 6 s on first use, then cached (`cache=True`).
+Every kernel is ``nogil``: two threads solve two images at once (`p3m.infer.batch.matte_here`). None is
+``parallel``: numba's OpenMP layer would resize the thread pool PyTorch shares (`p3m.pymatting_import`), and its
+other layers are either absent (TBB) or not safe to call from two threads at once (workqueue).
 """
 
 from __future__ import annotations
@@ -35,8 +42,12 @@ EPS_STEPS = (1.0, 10.0, 100.0)
 
 
 @njit(cache=True, nogil=True)
-def _accumulate(image, index, known, centres_y, centres_x, eps, values, rhs):  # pragma: no cover - numba
-    """Add each listed 3x3 window's Laplacian terms to the unknown rows: values (nU, 5, 5), rhs (nU,)."""
+def _accumulate(image, scale, index, known, centres_y, centres_x, eps, lower, values, rhs):  # pragma: no cover
+    """Add each listed 3x3 window's Laplacian terms to the unknown rows: values (nU, 3 or 5, 5), rhs (nU,).
+
+    image: its values divided by ``scale`` are in [0, 1] (a uint8 image is read as it is: no float copy of it).
+    ``lower``: only the entries of unknown neighbours that come first in raster order, and the diagonal (the
+    matrix is symmetric: the other half is never computed; they are the rows dy <= 0 of the 5x5 offsets)."""
     inv_area = 1.0 / 9.0
     c = np.empty((9, 3))
     ids = np.empty(9, np.int64)
@@ -50,18 +61,21 @@ def _accumulate(image, index, known, centres_y, centres_x, eps, values, rhs):  #
             for dx in range(-1, 2):
                 ys[k], xs[k] = y + dy, x + dx
                 ids[k] = index[y + dy, x + dx]
-                m0 += image[y + dy, x + dx, 0]
-                m1 += image[y + dy, x + dx, 1]
-                m2 += image[y + dy, x + dx, 2]
+                c[k, 0] = image[y + dy, x + dx, 0] / scale
+                c[k, 1] = image[y + dy, x + dx, 1] / scale
+                c[k, 2] = image[y + dy, x + dx, 2] / scale
+                m0 += c[k, 0]
+                m1 += c[k, 1]
+                m2 += c[k, 2]
                 k += 1
         m0 *= inv_area
         m1 *= inv_area
         m2 *= inv_area
         a00 = a01 = a02 = a11 = a12 = a22 = 0.0
         for k in range(9):
-            c0 = image[ys[k], xs[k], 0] - m0
-            c1 = image[ys[k], xs[k], 1] - m1
-            c2 = image[ys[k], xs[k], 2] - m2
+            c0 = c[k, 0] - m0
+            c1 = c[k, 1] - m1
+            c2 = c[k, 2] - m2
             c[k, 0], c[k, 1], c[k, 2] = c0, c1, c2
             a00 += c0 * c0
             a01 += c0 * c1
@@ -95,47 +109,49 @@ def _accumulate(image, index, known, centres_y, centres_x, eps, values, rhs):  #
                 v = -(1.0 + g0 * c[j, 0] + g1 * c[j, 1] + g2 * c[j, 2]) * inv_area
                 if i == j:
                     v += 1.0
-                if ids[j] >= 0:
-                    values[row, ys[j] - ys[i] + 2, xs[j] - xs[i] + 2] += v
-                else:  # known neighbour: moves to the right-hand side
+                if ids[j] < 0:  # known neighbour: moves to the right-hand side
                     rhs[row] -= v * known[ys[j], xs[j]]
+                elif not lower or ids[j] <= row:
+                    values[row, ys[j] - ys[i] + 2, xs[j] - xs[i] + 2] += v
 
 
 @njit(cache=True, nogil=True)
-def _to_csr(index, uy, ux, values):  # pragma: no cover - numba
-    """(indptr, indices, data) of the unknown rows: the unknown neighbours within 2 px, columns ascending."""
+def _to_csr(index, uy, ux, values, lower):  # pragma: no cover - numba
+    """(indptr, indices, data) of the unknown rows: the unknown neighbours within 2 px, columns ascending (raster
+    order); ``lower``: only those up to the pixel itself, so that each row's diagonal comes last."""
     h, w = index.shape
     n = uy.shape[0]
+    offsets = 13 if lower else 25  # the 5x5 offsets in raster order: the first 13 end at the centre
     indptr = np.zeros(n + 1, np.int64)
-    indices = np.empty(n * 25, np.int32)
-    data = np.empty(n * 25, np.float64)
+    indices = np.empty(n * offsets, np.int32)
+    data = np.empty(n * offsets, np.float64)
     q = 0
     for r in range(n):
-        for dy in range(-2, 3):
-            y = uy[r] + dy
-            if y < 0 or y >= h:
+        for k in range(offsets):
+            y = uy[r] + k // 5 - 2
+            x = ux[r] + k % 5 - 2
+            if y < 0 or y >= h or x < 0 or x >= w or index[y, x] < 0:
                 continue
-            for dx in range(-2, 3):
-                x = ux[r] + dx
-                if x < 0 or x >= w or index[y, x] < 0:
-                    continue
-                indices[q] = index[y, x]
-                data[q] = values[r, dy + 2, dx + 2]
-                q += 1
+            indices[q] = index[y, x]
+            data[q] = values[r, k // 5, k % 5]
+            q += 1
         indptr[r + 1] = q
     return indptr, indices[:q], data[:q]
 
 
 def band_laplacian(
-    image: np.ndarray, unknown: np.ndarray, known_alpha: np.ndarray, eps: float = 1e-7
+    image: np.ndarray, unknown: np.ndarray, known_alpha: np.ndarray, eps: float = 1e-7, *, lower: bool = False
 ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray, np.ndarray]:
     """((indptr, indices, data) of L_UU in CSR, rhs = -L_UK a_K, flat indices of the unknown pixels).
 
-    image HxWx3 float64 in [0, 1]; unknown HxW bool; known_alpha HxW float64 (read where not unknown).
+    image HxWx3 uint8, or float in [0, 1]; unknown HxW bool; known_alpha HxW float64 (read where not unknown). Rows and
+    columns are the unknown pixels in raster order, each row's columns ascending. ``lower``: the lower triangle
+    with the diagonal only (each row's last entry), as `conjugate_gradients` reads the symmetric matrix; about
+    half the time and memory of the whole matrix.
     """
     h, w = unknown.shape
     flat = np.flatnonzero(unknown)
-    index = np.full((h, w), -1, dtype=np.int64)
+    index = np.full((h, w), -1, dtype=np.int32)
     index.ravel()[flat] = np.arange(flat.size)
     # window centres: pixels within one step of an unknown pixel, not on the image border (as pymatting)
     near = np.zeros((h + 2, w + 2), dtype=bool)
@@ -146,136 +162,170 @@ def band_laplacian(
     near[[0, -1], :] = False
     near[:, [0, -1]] = False
     cy, cx = np.nonzero(near)
-    values = np.zeros((flat.size, 5, 5))
+    values = np.zeros((flat.size, 3 if lower else 5, 5))
     rhs = np.zeros(flat.size)
+    uint8 = image.dtype == np.uint8
     _accumulate(
-        np.ascontiguousarray(image, dtype=np.float64),
+        np.ascontiguousarray(image) if uint8 else np.ascontiguousarray(image, dtype=np.float64),
+        255.0 if uint8 else 1.0,
         index,
         np.ascontiguousarray(known_alpha, dtype=np.float64),
         cy.astype(np.int64),
         cx.astype(np.int64),
         float(eps),
+        lower,
         values,
         rhs,
     )
     uy, ux = np.divmod(flat, w)
-    return _to_csr(index, uy.astype(np.int64), ux.astype(np.int64), values), rhs, flat
+    return _to_csr(index, uy.astype(np.int64), ux.astype(np.int64), values, lower), rhs, flat
 
 
 @njit(cache=True, nogil=True)
 def _ic0(indptr, indices, data, shift):  # pragma: no cover - numba
-    """Zero-fill incomplete Cholesky L (CSR, each row's diagonal last) of a symmetric CSR matrix.
-
-    The diagonal is scaled by 1 + shift; returns ok=False at a non-positive pivot (the caller shifts more).
-    """
+    """Zero-fill incomplete Cholesky factor L of a symmetric matrix given by its lower triangle (CSR, each row's
+    diagonal last): L's values in the same layout, as float32 (a preconditioner needs no more; half the memory
+    traffic of each iteration), and ok. The diagonal is scaled by 1 + shift; ok=False at a non-positive pivot."""
     n = indptr.shape[0] - 1
-    lptr = np.zeros(n + 1, np.int64)
-    for i in range(n):
-        c = 0
-        for p in range(indptr[i], indptr[i + 1]):
-            if indices[p] <= i:
-                c += 1
-        lptr[i + 1] = lptr[i] + c
-    lidx = np.empty(lptr[n], np.int32)
-    lval = np.empty(lptr[n], np.float64)
+    lval = data.copy()
     mark = np.full(n, -1, np.int64)  # position of column j in the current row of L, -1 if absent
     for i in range(n):
-        q = lptr[i]
-        for p in range(indptr[i], indptr[i + 1]):
-            if indices[p] <= i:
-                lidx[q] = indices[p]
-                lval[q] = data[p]
-                q += 1
-        last = lptr[i + 1] - 1
-        if lidx[last] != i:  # no diagonal entry: not a matrix this solver makes
-            return lptr, lidx, lval, False
-        for q in range(lptr[i], lptr[i + 1]):
-            mark[lidx[q]] = q
-        for q in range(lptr[i], last):
-            k = lidx[q]
+        last = indptr[i + 1] - 1
+        if last < indptr[i] or indices[last] != i:  # no diagonal entry: not a matrix this solver makes
+            return lval.astype(np.float32), False
+        for q in range(indptr[i], last + 1):
+            mark[indices[q]] = q
+        for q in range(indptr[i], last):
+            k = indices[q]
             s = lval[q]
-            for r in range(lptr[k], lptr[k + 1] - 1):  # L[i, j] L[k, j] over the shared columns j < k
-                m = mark[lidx[r]]
+            for r in range(indptr[k], indptr[k + 1] - 1):  # L[i, j] L[k, j] over the shared columns j < k
+                m = mark[indices[r]]
                 if m >= 0 and m < q:
                     s -= lval[m] * lval[r]
-            lval[q] = s / lval[lptr[k + 1] - 1]
+            lval[q] = s / lval[indptr[k + 1] - 1]
         d = lval[last] * (1.0 + shift)
-        for q in range(lptr[i], last):
+        for q in range(indptr[i], last):
             d -= lval[q] * lval[q]
-        for q in range(lptr[i], lptr[i + 1]):
-            mark[lidx[q]] = -1
+        for q in range(indptr[i], last + 1):
+            mark[indices[q]] = -1
         if not d > 0.0:
-            return lptr, lidx, lval, False
+            return lval.astype(np.float32), False
         lval[last] = np.sqrt(d)
-    return lptr, lidx, lval, True
+    return lval.astype(np.float32), True
 
 
 @njit(cache=True, nogil=True)
-def _pcg(indptr, indices, data, lptr, lidx, lval, b, x, rtol, maxiter):  # pragma: no cover - numba
-    """Conjugate gradients on A x = b (A in CSR), preconditioner (L L^T)^-1; x updated in place; iterations."""
+def _fixed_width(indptr, indices, data, mval):  # pragma: no cover - numba
+    """The lower triangle (CSR, diagonal last) and its factor in the same layout, as rows of one width: (columns
+    (n, w) int32, A's values (n, w), A's diagonal (n,), the factor's values (n, w) float32, its diagonal (n,)), w the
+    most entries left of a diagonal; a short row is padded with column n (a zero slot of `_pcg`'s vectors) and
+    zeros, which leaves every sum as it is. Fixed-width rows let the compiler keep the inner loops tight: CG's
+    iterations take about 2/3 of the time they take on the CSR arrays, with the same results."""
+    n = indptr.shape[0] - 1
+    w = 0
+    for i in range(n):
+        w = max(w, indptr[i + 1] - 1 - indptr[i])
+    cols = np.full((n, w), n, np.int32)
+    avals = np.zeros((n, w))
+    mvals = np.zeros((n, w), np.float32)
+    adiag = np.empty(n)
+    mdiag = np.empty(n, np.float32)
+    for i in range(n):
+        last = indptr[i + 1] - 1
+        for k in range(last - indptr[i]):
+            cols[i, k] = indices[indptr[i] + k]
+            avals[i, k] = data[indptr[i] + k]
+            mvals[i, k] = mval[indptr[i] + k]
+        adiag[i] = data[last]
+        mdiag[i] = mval[last]
+    return cols, avals, adiag, mvals, mdiag
+
+
+@njit(cache=True, nogil=True)
+def _pcg(cols, avals, adiag, mvals, mdiag, b, x, rtol, maxiter):  # pragma: no cover - numba
+    """Conjugate gradients on A x = b, preconditioner (M M^T)^-1; x updated in place; -> iterations.
+
+    A and M lower triangular with their diagonals, in `_fixed_width`'s rows (each stored entry of A acts twice, as
+    A[i, j] and A[j, i]). Each iteration reads A once and M twice, and the vectors in four fused loops, without
+    temporaries. The vectors have a slot n more, always zero, that the rows' padding points at."""
     n = b.shape[0]
-    r = np.empty(n)
-    z = np.empty(n)
-    p = np.empty(n)
-    q = np.empty(n)
+    w = cols.shape[1]
+    r = np.zeros(n + 1)
+    z = np.zeros(n + 1)
+    p = np.zeros(n + 1)
+    q = np.zeros(n + 1)
+    y = np.zeros(n + 1)
+    y[:n] = x
+    r[:n] = b
     nb = np.sqrt(np.sum(b * b))
     if nb == 0.0:
         nb = 1.0
-    for i in range(n):
-        s = b[i]
-        for t in range(indptr[i], indptr[i + 1]):
-            s -= data[t] * x[indices[t]]
-        r[i] = s
+    for i in range(n):  # r = b - A x
+        yi = y[i]
+        s = adiag[i] * yi
+        for k in range(w):
+            s += avals[i, k] * y[cols[i, k]]
+            r[cols[i, k]] -= avals[i, k] * yi
+        r[i] -= s
+    r[n] = 0.0
+    rr = np.sum(r * r)
     rz_old = 1.0
     it = 0
-    while it < maxiter:
-        if np.sqrt(np.sum(r * r)) <= rtol * nb:
-            break
-        for i in range(n):  # forward: L y = r
+    while it < maxiter and np.sqrt(rr) > rtol * nb:
+        for i in range(n):  # forward: M u = r
             s = r[i]
-            for t in range(lptr[i], lptr[i + 1] - 1):
-                s -= lval[t] * z[lidx[t]]
-            z[i] = s / lval[lptr[i + 1] - 1]
-        for i in range(n - 1, -1, -1):  # backward: L^T z = y, column by column
-            zi = z[i] / lval[lptr[i + 1] - 1]
+            for k in range(w):
+                s -= mvals[i, k] * z[cols[i, k]]
+            z[i] = s / mdiag[i]
+        rz = 0.0
+        for i in range(n - 1, -1, -1):  # backward: M^T z = u, column by column; and r.z
+            zi = z[i] / mdiag[i]
             z[i] = zi
-            for t in range(lptr[i], lptr[i + 1] - 1):
-                z[lidx[t]] -= lval[t] * zi
-        rz = np.sum(r * z)
-        if it == 0:
-            p[:] = z
-        else:
-            p[:] = z + (rz / rz_old) * p
+            rz += r[i] * zi
+            for k in range(w):
+                z[cols[i, k]] -= mvals[i, k] * zi
+        z[n] = 0.0
+        beta = rz / rz_old if it > 0 else 0.0
         rz_old = rz
         pq = 0.0
-        for i in range(n):
+        for i in range(n):  # p = z + beta p, q = A p and p.q in one pass: row i reads only p[j], j <= i, made
+            pi = z[i] + beta * p[i]
+            p[i] = pi
             s = 0.0
-            for t in range(indptr[i], indptr[i + 1]):
-                s += data[t] * p[indices[t]]
-            q[i] = s
-            pq += p[i] * s
+            for k in range(w):
+                s += avals[i, k] * p[cols[i, k]]
+                q[cols[i, k]] += avals[i, k] * pi  # the transposed entry, into a row already begun
+            d = adiag[i] * pi
+            q[i] = d + s  # later rows add their transposed entries
+            pq += pi * (d + 2.0 * s)
         if not pq > 0.0:
             break
         a = rz / pq
-        x += a * p
-        r -= a * q
+        rr = 0.0
+        for i in range(n):
+            y[i] += a * p[i]
+            r[i] -= a * q[i]
+            rr += r[i] * r[i]
+            q[i] = 0.0
+        q[n] = 0.0
         it += 1
+    x[:] = y[:n]
     return it
 
 
-def _jacobi(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The Jacobi preconditioner as a diagonal-only 'factor' L = sqrt(|diag|) in the layout `_pcg` reads."""
+def _jacobi(indptr: np.ndarray, data: np.ndarray) -> np.ndarray:
+    """The Jacobi preconditioner as a diagonal-only 'factor' M = sqrt(|diag|), float32 in the lower triangle's CSR
+    layout (each row's diagonal last; zeros left of it)."""
     n = indptr.shape[0] - 1
-    rows = np.repeat(np.arange(n), np.diff(indptr))
-    diag = np.zeros(n)
-    np.add.at(diag, rows[indices == rows], data[indices == rows])
-    scale = float(np.abs(diag).max()) if n else 1.0
-    lval = np.sqrt(np.maximum(np.abs(diag), 1e-12 * max(scale, 1e-300)))
-    return np.arange(n + 1, dtype=np.int64), np.arange(n, dtype=np.int32), lval
+    mval = np.zeros(data.size, np.float32)
+    if n:
+        diag = np.abs(data[indptr[1:] - 1])
+        mval[indptr[1:] - 1] = np.sqrt(np.maximum(diag, 1e-12 * max(float(diag.max()), 1e-300)))
+    return mval
 
 
 def conjugate_gradients(
-    csr: tuple[np.ndarray, np.ndarray, np.ndarray],
+    lower: tuple[np.ndarray, np.ndarray, np.ndarray],
     rhs: np.ndarray,
     x0: np.ndarray,
     *,
@@ -283,19 +333,22 @@ def conjugate_gradients(
     maxiter: int = 1000,
     preconditioner: str = "ic0",
 ) -> tuple[np.ndarray, int]:
-    """(x, iterations) solving the SPD system (CSR, rows with sorted columns) by preconditioned CG.
+    """(x, iterations) solving the SPD system A x = rhs by preconditioned CG, from x0, until the residual is at
+    most ``rtol`` times rhs's norm (or ``maxiter``).
 
-    preconditioner "ic0": zero-fill incomplete Cholesky. Its factorisation can break down on a matrix that is
-    not diagonally dominant; the diagonal is then scaled up a little (Manteuffel's shift), which weakens the
-    preconditioner but not the solution; when no shift up to 10x gives a factor (the matrix is not positive
-    definite), raises `np.linalg.LinAlgError`. "jacobi": the diagonal's magnitude (always defined).
+    lower: A's lower triangle with the diagonal as CSR (indptr, indices, data), each row's columns ascending and its
+    diagonal last (`band_laplacian` with ``lower=True``). preconditioner "ic0": zero-fill incomplete Cholesky. Its
+    factorisation can break down on a matrix that is not diagonally dominant; the diagonal is then scaled up a
+    little (Manteuffel's shift), which weakens the preconditioner but not the solution; when no shift up to 10x
+    gives a factor (the matrix is not positive definite), raises `np.linalg.LinAlgError`. "jacobi": the
+    diagonal's magnitude (always defined).
     """
-    indptr, indices, data = csr
+    indptr, indices, data = lower
     if preconditioner == "jacobi":
-        lptr, lidx, lval = _jacobi(indptr, indices, data)
+        mval = _jacobi(indptr, data)
     elif preconditioner == "ic0":
         for shift in (0.0, 1e-3, 1e-2, 1e-1, 1.0, 10.0):
-            lptr, lidx, lval, ok = _ic0(indptr, indices, data, shift)
+            mval, ok = _ic0(indptr, indices, data, shift)
             if ok:
                 break
         else:
@@ -303,7 +356,8 @@ def conjugate_gradients(
     else:
         raise ValueError(f"preconditioner must be 'ic0' or 'jacobi', got {preconditioner!r}")
     x = np.array(x0, dtype=np.float64)
-    it = _pcg(indptr, indices, data, lptr, lidx, lval, np.asarray(rhs, dtype=np.float64), x, float(rtol), int(maxiter))
+    b = np.asarray(rhs, dtype=np.float64)
+    it = _pcg(*_fixed_width(indptr, indices, data, mval), b, x, float(rtol), int(maxiter))
     return x, it
 
 
@@ -345,15 +399,17 @@ def solve_band(
     alpha = (trimap == 255).astype(np.float32)
     if not unknown.any():
         return BandSolution(alpha, "none", 0)
-    img = image.astype(np.float64) / 255.0 if image.dtype == np.uint8 else image.astype(np.float64)
+    img = image if image.dtype == np.uint8 else image.astype(np.float64)  # uint8 is scaled as it is read
     flat = np.flatnonzero(unknown)
     start = np.full(flat.size, 0.5) if guess is None else np.clip(np.asarray(guess, np.float64).ravel()[flat], 0, 1)
     attempts = [("ic0", k) for k in EPS_STEPS] + [("jacobi", EPS_STEPS[-1])]
     for preconditioner, factor in attempts:
-        (indptr, indices, data), rhs, _ = band_laplacian(img, unknown, alpha.astype(np.float64), eps * factor)
-        # the ridge: on the diagonal (always stored: each unknown pixel is its own neighbour) and in the rhs
-        diagonal = indices == np.repeat(np.arange(flat.size), np.diff(indptr))
-        data[diagonal] += ridge
+        (indptr, indices, data), rhs, _ = band_laplacian(
+            img, unknown, alpha.astype(np.float64), eps * factor, lower=True
+        )
+        # the ridge: on the diagonal (always stored, each row's last: each unknown pixel is its own neighbour) and
+        # in the rhs
+        data[indptr[1:] - 1] += ridge
         try:
             x, it = conjugate_gradients(
                 (indptr, indices, data),
