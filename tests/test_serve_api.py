@@ -584,7 +584,11 @@ def test_uploads_never_touch_the_disk(client, portrait, face_photo, monkeypatch,
     assert created, "the tempfile spy does not work"
     created.clear()
 
-    tmpdir = Path(tempfile.gettempdir())
+    # a temp folder of this test's own: the machine's /tmp also holds what other processes create meanwhile
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmpdir))
+    monkeypatch.setenv("TMPDIR", str(tmpdir))
     before_tmp, before_cwd = set(os.listdir(tmpdir)), set(os.listdir(Path.cwd()))
     noise = np.random.default_rng(0).integers(0, 256, (620, 800, 3), dtype=np.uint8)
     big = png_bytes(noise)
