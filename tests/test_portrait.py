@@ -227,6 +227,43 @@ def test_route_mattes_the_stored_real_portrait(route, portrait):
     assert result.warning == "" and result.info["solver"] == "ic0" and result.alpha.tobytes() == alpha.tobytes()
 
 
+def test_person_check_runs_beside_the_solve_and_its_verdict_reaches_the_result(portrait, monkeypatch):
+    """The check needs nothing of the solve: it runs on another thread while the solve runs, its evidence and
+    verdict land in the result, and an error in it reaches the caller."""
+    import threading
+
+    route = PortraitMatting()
+    threads: dict[str, int] = {}
+    both_running = threading.Barrier(2, timeout=30)  # each side waits for the other: they must overlap
+    real_solve = route.solve
+
+    def person(*args):
+        threads["person"] = threading.get_ident()
+        both_running.wait()
+        args[-1]["face"] = 0.0
+        return ""  # nobody recognised
+
+    def solve(*args):
+        threads["solve"] = threading.get_ident()
+        both_running.wait()
+        return real_solve(*args)
+
+    monkeypatch.setattr(route, "_person", person)
+    monkeypatch.setattr(route, "solve", solve)
+    result = route.run(portrait)
+    assert threads["person"] != threads["solve"] == threading.get_ident()
+    assert result.info["person"] == "" and result.info["face"] == 0.0
+    assert result.warning.startswith("no person recognised")
+
+    def broken(*args):
+        raise RuntimeError("detector broke")
+
+    monkeypatch.setattr(route, "_person", broken)
+    monkeypatch.setattr(route, "solve", real_solve)
+    with pytest.raises(RuntimeError, match="detector broke"):
+        route.run(portrait)
+
+
 def test_route_keeps_the_torch_thread_count(portrait):
     route = PortraitMatting(runtime="torch")
     assert route.net.runtime == "torch"

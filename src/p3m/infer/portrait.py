@@ -37,7 +37,8 @@ No trained P3M-Net checkpoint is needed. For an RGB image (HxWx3 uint8), at a wo
 7. **Person check**: a person is believed to be there when a face is found (MediaPipe's face detector,
    short then full range, at their own thresholds) or when the pose network's mask agrees with the selfie
    mask (IoU >= `person_agree`) and most of the selfie mask is confident (>= `person_confident`); otherwise
-   the matte is kept and the result carries a warning (`RouteResult.warning`).
+   the matte is kept and the result carries a warning (`RouteResult.warning`). It runs in a second thread
+   beside step 6, which it does not depend on (its networks and the solver release the GIL).
 
 Measured on the 12 real test portraits: benchmarks/bench_portrait.py and benchmarks/RESULTS.md; the person
 check: benchmarks/bench_person.py.
@@ -47,6 +48,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -510,15 +512,21 @@ class PortraitMatting:
             tri[seeds] = 255
             mask = mask | seeds
         lap("trimap")
-        solution = self.solve(image, tri, mask.astype(np.float32))
-        alpha = solution.alpha
-        info["solver"] = solution.method
-        if s.clean > 0:
-            alpha[alpha < s.clean] = 0.0
-            alpha[alpha > 1.0 - s.clean] = 1.0
-        lap("refine")
-        info["person"] = verdict = self._person(image, mask, prob, pose, info) if s.person_check else "not checked"
-        lap("person")
+        # the person check needs nothing of the solve: it runs beside it, on the other core when there is one
+        with ThreadPoolExecutor(max_workers=1) as beside:
+            evidence: dict[str, Any] = {}
+            checked = beside.submit(self._person, image, mask, prob, pose, evidence) if s.person_check else None
+            solution = self.solve(image, tri, mask.astype(np.float32))
+            alpha = solution.alpha
+            info["solver"] = solution.method
+            if s.clean > 0:
+                alpha[alpha < s.clean] = 0.0
+                alpha[alpha > 1.0 - s.clean] = 1.0
+            lap("refine")
+            verdict = checked.result() if checked is not None else "not checked"
+        info.update(evidence)
+        info["person"] = verdict
+        lap("person")  # what the check took beyond the solve
         if (hw, ww) != (h, w):  # bilinear: stays in [0, 1]; one full-size array, nothing else at full size
             alpha = cv2.resize(alpha, (w, h), interpolation=cv2.INTER_LINEAR)
         lap("upsample")
