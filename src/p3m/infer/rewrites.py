@@ -4,15 +4,16 @@
 
 - every `nn.MaxPool2d(2, stride=s)` without padding or indices (P3M-Net's sBFI subsampling of the stem) by
   `StridedMax2x2`: the maximum of four strided views. The same numbers in every dtype (a maximum has no rounding),
-  ~1.6x faster than torch's channels_last pooling kernel at stride 2.
+  faster than torch's channels_last pooling kernel (0.12 s less for R34 at 1056x1600 on the 2-core CPU dev
+  machine, benchmarks/bench_rewrites.py).
 - in bf16/fp16 only, every 3x3 `nn.Conv2d` with one output channel (P3M-Net's `decoder_final_l`, at full
   resolution) by `OneChannelConv3x3`: a matrix product over the channels giving the 9 taps of each pixel, then the
   9 shifted planes summed in fp32. oneDNN has no good kernel for a single output channel (12 GFLOP/s on the 2-core
-  CPU dev machine, 0.16 s for R34 at 1056x1600; 0.1 s less this way). The sum is rounded per tap instead of once,
-  which in bf16 is within the precision's own rounding; fp32 keeps the convolution, op for op.
-- in bf16/fp16 only, every `nn.Conv2d` reading 3 channels (the RGB stem, a 7x7 convolution at full resolution) by
-  `PaddedInputConv`: the same convolution with a fourth, zero input channel (and zero weights), for which oneDNN
-  picks a faster bf16 kernel (~20 % on that CPU). Zero products add exact zeros.
+  CPU dev machine, 0.16-0.3 s for R34 at 1056x1600; 0.1-0.2 s less this way). The sum is rounded per tap instead
+  of once, which in bf16 is within the precision's own rounding; fp32 keeps the convolution, op for op.
+
+Tried and left out: the RGB stem with a fourth, zero input channel (a 7x7 conv from 3 channels runs at ~50 GFLOP/s
+in bf16; padded, no faster end to end once the padding copy is paid).
 
 Why here and not in the architectures: the model files stay the published computation (their state dicts load
 the published checkpoints); these swaps are a property of where a network runs, like BatchNorm folding
@@ -25,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["OneChannelConv3x3", "PaddedInputConv", "StridedMax2x2", "rewrite_for_inference"]
+__all__ = ["OneChannelConv3x3", "StridedMax2x2", "rewrite_for_inference"]
 
 
 class StridedMax2x2(nn.Module):
@@ -74,39 +75,6 @@ class OneChannelConv3x3(nn.Module):
         return out.unsqueeze(1).to(x.dtype)
 
 
-class PaddedInputConv(nn.Module):
-    """`conv` over an input with one more, all-zero channel (weights zero there): the same products plus exact zeros,
-    for a convolution whose channel count (3: RGB) has no fast low-precision kernel."""
-
-    def __init__(self, conv: nn.Conv2d) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(
-            conv.in_channels + 1,
-            conv.out_channels,
-            conv.kernel_size,  # type: ignore[arg-type]  # a tuple, as Conv2d stores it
-            stride=conv.stride,  # type: ignore[arg-type]
-            padding=conv.padding,  # type: ignore[arg-type]
-            dilation=conv.dilation,  # type: ignore[arg-type]
-            bias=conv.bias is not None,
-            padding_mode=conv.padding_mode,
-            device=conv.weight.device,
-            dtype=conv.weight.dtype,
-        )
-        with torch.no_grad():
-            self.conv.weight.copy_(F.pad(conv.weight.detach(), (0, 0, 0, 0, 0, 1)))
-            if conv.bias is not None:
-                self.conv.bias.copy_(conv.bias.detach())  # type: ignore[union-attr]  # bias exists in this branch
-        self.conv.requires_grad_(False)
-        if conv.weight.is_contiguous(memory_format=torch.channels_last):
-            self.conv.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stub lacks it
-
-    def forward(self, x: Tensor) -> Tensor:
-        padded = F.pad(x, (0, 0, 0, 0, 0, 1))
-        if x.is_contiguous(memory_format=torch.channels_last):
-            padded = padded.contiguous(memory_format=torch.channels_last)
-        return self.conv(padded)
-
-
 def _is_one_channel_3x3(conv: nn.Conv2d) -> bool:
     return (
         conv.out_channels == 1
@@ -137,7 +105,7 @@ def rewrite_for_inference(model: nn.Module, dtype: torch.dtype) -> dict[str, int
     model runs in (its weights already cast). Returns how many of each kind were swapped (zeros for a model with
     none). Eval mode only: the swapped modules keep no gradients."""
     low_precision = dtype in (torch.bfloat16, torch.float16)
-    counts = {"strided_max": 0, "one_channel_conv": 0, "padded_input_conv": 0}
+    counts = {"strided_max": 0, "one_channel_conv": 0}
     swapped: dict[nn.Module, nn.Module] = {}  # a module registered twice (P3M-Net's aliases) gets one replacement
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
@@ -157,6 +125,4 @@ def _faster_equivalent(module: nn.Module, low_precision: bool) -> tuple[nn.Modul
         return StridedMax2x2(int(module.stride)), "strided_max"  # type: ignore[call-overload]  # an int, checked
     if low_precision and isinstance(module, nn.Conv2d) and _is_one_channel_3x3(module):
         return OneChannelConv3x3(module), "one_channel_conv"
-    if low_precision and isinstance(module, nn.Conv2d) and module.in_channels == 3 and module.groups == 1:
-        return PaddedInputConv(module), "padded_input_conv"
     return None, ""
