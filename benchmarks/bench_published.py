@@ -98,6 +98,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--json", default=None)
     ap.add_argument("--threads", type=int, default=0, help="torch and ONNX Runtime threads (default: all cores)")
+    ap.add_argument("--bf16-only", action="store_true", help="only the published code and the bf16 variants")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -107,15 +108,17 @@ def main() -> int:
     if runtime.native_bf16("cpu"):
         variants["p3m auto before this round"] = p3m_variant(model, "auto", before=True)
         variants["p3m auto"] = p3m_variant(model, "auto")
-    variants["p3m fp32 before this round"] = p3m_variant(model, "fp32", before=True)
-    variants["p3m fp32"] = p3m_variant(model, "fp32")
+    if not args.bf16_only:
+        variants["p3m fp32 before this round"] = p3m_variant(model, "fp32", before=True)
+        variants["p3m fp32"] = p3m_variant(model, "fp32")
     with tempfile.TemporaryDirectory() as tmp:
-        onnx_path = Path(tmp) / "r34.onnx"
-        export_onnx(copy.deepcopy(model), onnx_path, verify=False)
-        onnx_matter = Matter(weights=str(onnx_path), strategy="hybrid", device="cpu")
-        if args.threads:  # the session's own thread count (ONNX Runtime does not follow torch's)
-            onnx_matter.session.net = OnnxNet(onnx_path, threads=args.threads)
-        variants["p3m onnxruntime fp32"] = lambda path, out: write_image(out, onnx_matter.matte(path).alpha_uint8())
+        if not args.bf16_only:
+            onnx_path = Path(tmp) / "r34.onnx"
+            export_onnx(copy.deepcopy(model), onnx_path, verify=False)
+            onnx_matter = Matter(weights=str(onnx_path), strategy="hybrid", device="cpu")
+            if args.threads:  # the session's own thread count (ONNX Runtime does not follow torch's)
+                onnx_matter.session.net = OnnxNet(onnx_path, threads=args.threads)
+            variants["p3m onnxruntime fp32"] = lambda path, out: write_image(out, onnx_matter.matte(path).alpha_uint8())
         times: dict[str, list[float]] = {name: [] for name in variants}
         path = make_image(1080, 1620, Path(tmp))
         outs = {name: Path(tmp) / f"{k}.png" for k, name in enumerate(variants)}
