@@ -54,6 +54,9 @@ class OneChannelConv3x3(nn.Module):
     kernel offsets (dy, dx) of taps[y + dy - 1, x + dx - 1, (dy, dx)], accumulated in fp32 (zero outside).
     """
 
+    taps: Tensor
+    bias: Tensor | None
+
     def __init__(self, conv: nn.Conv2d) -> None:
         super().__init__()
         if not _is_one_channel_3x3(conv):
@@ -122,7 +125,7 @@ def rewrite_for_inference(model: nn.Module, dtype: torch.dtype) -> dict[str, int
 def _faster_equivalent(module: nn.Module, low_precision: bool) -> tuple[nn.Module | None, str]:
     """(the replacement, its kind) for a module `rewrite_for_inference` swaps, else (None, "")."""
     if isinstance(module, nn.MaxPool2d) and _is_plain_2x2_max(module):
-        return StridedMax2x2(int(module.stride)), "strided_max"  # type: ignore[call-overload]  # an int, checked
+        return StridedMax2x2(int(module.stride)), "strided_max"  # type: ignore[arg-type]  # an int, checked
     if low_precision and isinstance(module, nn.Conv2d) and _is_one_channel_3x3(module):
         return OneChannelConv3x3(module), "one_channel_conv"
     return None, ""
