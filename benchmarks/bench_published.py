@@ -6,10 +6,11 @@ PNG. "published" is the literal transcription of the authors' test code (`tests/
 `inference_once` and the HYBRID strategy of `JizhiziLi/P3M` core/test.py with scikit-image's resize; fp32, NCHW, every
 output computed in both passes), reading with PIL and writing with OpenCV as that script does. The p3m rows are
 `p3m.infer.matter.Matter.from_network(...).matte(path)` with the default fast resize and `p3m.io.write_image`, at
-precision "auto" (bf16 where the CPU has it; also "unfolded", without the BatchNorm folding of
-`p3m.infer.runtime.fold_batch_norms`, i.e. the path before it) and "fp32" (what a CPU without bf16 runs with torch),
-and the same network exported once to ONNX (`p3m.infer.export.export_onnx`, not timed: `p3m export` is run once)
-run by ONNX Runtime's CPU provider in fp32 (`Matter(weights="x.onnx")`, the other choice on a CPU without bf16).
+precision "auto" (bf16 where the CPU has it) and "fp32" (what a CPU without bf16 runs with torch), each also "before
+this round" (without the layer swaps of `p3m.infer.rewrites` and with the local pass running dBFI level 0 again, as
+main did before; `as_before_this_round`), and the same network exported once to ONNX
+(`p3m.infer.export.export_onnx`, not timed: `p3m export` is run once) run by ONNX Runtime's CPU provider in fp32
+(`Matter(weights="x.onnx")`, the other choice on a CPU without bf16).
 Random-initialised P3M-Net R34 of the published size (no published weights are shipped; timing does not depend on
 the values). Every variant is warmed up once (oneDNN builds its kernels on the first calls per shape), then the
 variants run interleaved round by round, so each ratio comes from the same machine state; reported per round, with
@@ -61,12 +62,14 @@ def published(model: torch.nn.Module) -> Callable[[Path, Path], None]:
     return run
 
 
-def p3m_variant(model: torch.nn.Module, precision: str, fold: bool) -> Callable[[Path, Path], None]:
-    if fold:
-        matter = Matter.from_network(model, precision=precision, strategy="hybrid")
-    else:
-        with mock.patch.object(runtime, "fold_batch_norms", return_value=0):
+def p3m_variant(model: torch.nn.Module, precision: str, *, before: bool = False) -> Callable[[Path, Path], None]:
+    """`Matter.from_network` at `precision`; before=True: the path before this round (see `as_before_this_round`)."""
+    if before:
+        with mock.patch.object(runtime, "rewrite_for_inference", return_value={}):
             matter = Matter.from_network(model, precision=precision, strategy="hybrid")
+        as_before_this_round(matter.session.net.runner.model)  # type: ignore[attr-defined]  # a TorchNet here
+    else:
+        matter = Matter.from_network(model, precision=precision, strategy="hybrid")
 
     def run(path: Path, out: Path) -> None:
         write_image(out, matter.matte(path).alpha_uint8())
@@ -74,11 +77,28 @@ def p3m_variant(model: torch.nn.Module, precision: str, fold: bool) -> Callable[
     return run
 
 
+def as_before_this_round(model: torch.nn.Module) -> None:
+    """Make a prepared P3M-Net R34 do the work it did before this round: its local pass runs dBFI level 0 again (on
+    the same inputs, result unused; hooks), and no layers were swapped (the caller patches the rewrite out)."""
+    state: dict[str, Any] = {}
+    model.register_forward_pre_hook(
+        lambda _m, _args, kwargs: state.update(outputs=kwargs.get("outputs", "all")), with_kwargs=True
+    )
+    model.resnet.layer4.register_forward_hook(lambda _m, _i, deep: state.update(deep=deep))
+
+    def dbfi_0_as_before(_m: torch.nn.Module, _i: Any, d1_g: torch.Tensor) -> None:
+        if state["outputs"] == "local":
+            model.dbfi_0(d1_g, state["deep"], False)
+
+    model.decoder1_g.register_forward_hook(dbfi_0_as_before)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--json", default=None)
     ap.add_argument("--threads", type=int, default=0, help="torch and ONNX Runtime threads (default: all cores)")
+    ap.add_argument("--bf16-only", action="store_true", help="only the published code and the bf16 variants")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -86,16 +106,19 @@ def main() -> int:
     model = create("p3m-r34").eval()
     variants = {"published": published(model)}
     if runtime.native_bf16("cpu"):
-        variants["p3m auto unfolded"] = p3m_variant(model, "auto", fold=False)
-        variants["p3m auto"] = p3m_variant(model, "auto", fold=True)
-    variants["p3m fp32"] = p3m_variant(model, "fp32", fold=True)
+        variants["p3m auto before this round"] = p3m_variant(model, "auto", before=True)
+        variants["p3m auto"] = p3m_variant(model, "auto")
+    if not args.bf16_only:
+        variants["p3m fp32 before this round"] = p3m_variant(model, "fp32", before=True)
+        variants["p3m fp32"] = p3m_variant(model, "fp32")
     with tempfile.TemporaryDirectory() as tmp:
-        onnx_path = Path(tmp) / "r34.onnx"
-        export_onnx(copy.deepcopy(model), onnx_path, verify=False)
-        onnx_matter = Matter(weights=str(onnx_path), strategy="hybrid", device="cpu")
-        if args.threads:  # the session's own thread count (ONNX Runtime does not follow torch's)
-            onnx_matter.session.net = OnnxNet(onnx_path, threads=args.threads)
-        variants["p3m onnxruntime fp32"] = lambda path, out: write_image(out, onnx_matter.matte(path).alpha_uint8())
+        if not args.bf16_only:
+            onnx_path = Path(tmp) / "r34.onnx"
+            export_onnx(copy.deepcopy(model), onnx_path, verify=False)
+            onnx_matter = Matter(weights=str(onnx_path), strategy="hybrid", device="cpu")
+            if args.threads:  # the session's own thread count (ONNX Runtime does not follow torch's)
+                onnx_matter.session.net = OnnxNet(onnx_path, threads=args.threads)
+            variants["p3m onnxruntime fp32"] = lambda path, out: write_image(out, onnx_matter.matte(path).alpha_uint8())
         times: dict[str, list[float]] = {name: [] for name in variants}
         path = make_image(1080, 1620, Path(tmp))
         outs = {name: Path(tmp) / f"{k}.png" for k, name in enumerate(variants)}

@@ -867,7 +867,7 @@ def test_prepare_for_inference_in_place():
     prepared = prepare_for_inference(model, "cpu", precision="bf16", channels_last=True)
     assert prepared is model and not model.training
     assert next(model.parameters()).dtype == torch.bfloat16
-    assert model.resnet.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert model.resnet.layer1[0].conv1.weight.is_contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         out = model(_image(1, 64, 64).to(torch.bfloat16))
     assert out.local_alpha.dtype == torch.bfloat16
@@ -893,6 +893,21 @@ def test_r34_branch_selection_computes_the_same_tensor(r34_small, outputs):
         _check_branch(r34_small(x), r34_small(x, outputs=outputs), outputs)
         with pytest.raises(ValueError, match="outputs must be one of"):
             r34_small(x, outputs="fused")
+
+
+def test_local_pass_skips_the_last_dbfi(r34_small):
+    # dBFI level 0 feeds only the semantic head: a "local" pass must not run it, the others must
+    calls: list[str] = []
+    handle = r34_small.dbfi_0.register_forward_hook(lambda *_: calls.append("dbfi_0"))
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+    try:
+        with torch.no_grad():
+            for outputs, runs in (("local", 0), ("global", 1), ("all", 1)):
+                calls.clear()
+                r34_small(x, outputs=outputs)
+                assert len(calls) == runs, outputs
+    finally:
+        handle.remove()
 
 
 def test_transformer_branch_selection_computes_the_same_tensors():

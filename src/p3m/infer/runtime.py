@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from p3m.choices import PRECISIONS, check_choice
 from p3m.errors import CheckpointError, DeviceError
 from p3m.infer.devices import resolve_device
+from p3m.infer.rewrites import rewrite_for_inference
 from p3m.infer.strategies import NetOutput
 from p3m.models.blocks import P3MOutput, check_input, check_outputs
 
@@ -197,6 +198,7 @@ def prepare_for_inference(
     precision: str = "auto",
     channels_last: bool = True,
     fold_bn: bool | None = None,
+    rewrite: bool = True,
 ) -> nn.Module:
     """Put `model` in eval mode on `device`, cast to `precision`, channels_last; in place, returns it.
 
@@ -205,6 +207,8 @@ def prepare_for_inference(
     activations by rounding, and where a ReLU leaves a 2x2 max-pool window of exact zeros the rounding moves the
     pooling index that P3M-Net's unpooling reuses (local alpha up to 0.014 apart on a random-weight R34), so the
     fp32 path that is tested against the published code is left as published.
+    rewrite: swap layers for faster equivalents on the CPU (`p3m.infer.rewrites.rewrite_for_inference`: exact ones in
+    every precision, the others in bf16/fp16 only, where they are within the precision's rounding).
     The model then expects inputs of that dtype (use `InferenceRunner` to get casts both ways).
     """
     dtype = DTYPES[resolve_precision(precision, device)]
@@ -218,6 +222,8 @@ def prepare_for_inference(
     model.to(device=torch.device(device), dtype=dtype)
     if channels_last:
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stub lacks this overload
+    if rewrite and torch.device(device).type == "cpu":
+        rewrite_for_inference(model, dtype)
     return model
 
 
@@ -226,7 +232,7 @@ class InferenceRunner:
 
     Works on a private copy of `model` (the caller's model is left untouched unless copy_model=False),
     with its weights cast to the precision; autocast=True keeps fp32 weights and runs under
-    torch.autocast instead.
+    torch.autocast instead. rewrite=False keeps every layer as built (see `prepare_for_inference`).
     With cuda_graphs=True on a CUDA device, one graph is captured per input shape (and output set) and
     replayed; shapes whose capture fails run eagerly. `runner(x, outputs="global"|"local")` asks a P3M-Net for one
     branch only (see `p3m.models.blocks.OUTPUT_SETS`); the outputs not computed are None.
@@ -243,6 +249,7 @@ class InferenceRunner:
         copy_model: bool = True,
         autocast: bool = False,
         warmup_iters: int = 3,
+        rewrite: bool = True,
     ) -> None:
         self.device = torch.device(device)
         if self.device.type == "cuda" and self.device.index is None:
@@ -256,7 +263,11 @@ class InferenceRunner:
         self.autocast = bool(autocast) and self.dtype != torch.float32
         src = copy.deepcopy(model) if copy_model else model
         self.model = prepare_for_inference(
-            src, self.device, precision="fp32" if self.autocast else precision, channels_last=channels_last
+            src,
+            self.device,
+            precision="fp32" if self.autocast else precision,
+            channels_last=channels_last,
+            rewrite=rewrite,
         )
         # (shape, outputs) -> (graph, static input, static outputs); None marks a capture that failed
         self._graphs: dict[tuple[Any, ...], Any] = {}

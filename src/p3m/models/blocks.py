@@ -187,7 +187,8 @@ def p3m_decode(m: Any, deep: Tensor, indices: list[Tensor], feas: list[Tensor], 
     d2_g = m.decoder2_g(g)
     g, side1 = m.dbfi_1(d2_g, deep, sides)
     d1_g = m.decoder1_g(g)
-    g, side0 = m.dbfi_0(d1_g, deep, sides)
+    if outputs != "local":  # the last dBFI feeds only the semantic head (at 1/2 resolution, ~5 % of R34's work)
+        g, side0 = m.dbfi_0(d1_g, deep, sides)
     if outputs == "global":
         return P3MOutput(m.global_head(g), None, None, None, None, None)
     # matting decoder
