@@ -357,7 +357,8 @@ def conjugate_gradients(
         raise ValueError(f"preconditioner must be 'ic0' or 'jacobi', got {preconditioner!r}")
     x = np.array(x0, dtype=np.float64)
     b = np.asarray(rhs, dtype=np.float64)
-    it = _pcg(*_fixed_width(indptr, indices, data, mval), b, x, float(rtol), int(maxiter))
+    cols, avals, adiag, mvals, mdiag = _fixed_width(indptr, indices, data, mval)
+    it = _pcg(cols, avals, adiag, mvals, mdiag, b, x, float(rtol), int(maxiter))
     return x, it
 
 
