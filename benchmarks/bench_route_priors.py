@@ -14,7 +14,10 @@ mattes and the share of the image each keeps. Then the cost: old and new timed o
 `--pair spill`: "old" is the default route without the colour model that drops the prior's spill
 (`PortraitSettings(spill_unsure=0.5)`, `p3m.infer.spill`), "new" the default route.
 
-    P3M_TESTDATA=DIR .venv/bin/python -m benchmarks.bench_route_priors [--pair priors|spill] [--repeat 3] [--json F]
+`--pair eps`: "old" is the default route with closed-form epsilon 1e-7 (`PortraitSettings(cf_eps=1e-7)`,
+pymatting's), "new" the default route (1e-6).
+
+    P3M_TESTDATA=DIR .venv/bin/python -m benchmarks.bench_route_priors [--pair priors|spill|eps] [--repeat 3] [--json F]
 
 Needs the P3M demo portraits (`JizhiziLi/P3M` demo/imgs) in $P3M_TESTDATA; exits with a message without it.
 """
@@ -43,6 +46,8 @@ PAIRS = {
     "priors": (PortraitSettings(pose=False, hands=False, person_check=False), PortraitSettings(hands=True)),
     # the default route with and without the colour model on the prior's spill (threshold 0.5: off)
     "spill": (PortraitSettings(spill_unsure=0.5), PortraitSettings()),
+    # the default route with the closed-form epsilon it had before (pymatting's 1e-7) and with today's
+    "eps": (PortraitSettings(cf_eps=1e-7), PortraitSettings()),
 }
 
 
