@@ -36,10 +36,9 @@ import pymatting
 import scipy.sparse as sp
 import torch
 
-from benchmarks.bench_route_priors import VARIANTS
+from benchmarks.bench_route_priors import VARIANTS, portraits
 from p3m.infer.closed_form import solve_band
 from p3m.infer.portrait import PortraitMatting, PortraitSettings, _distance_to
-from tests.paths import PORTRAITS
 
 
 @dataclass(frozen=True)
@@ -100,13 +99,13 @@ def _mean(a: Solver, b: Solver) -> Solver:
 
 def _toward(lam: float) -> Solver:
     """Closed-form with a flat data term toward the prior: (L + lam I) a = -L_UK a_K + lam prior on the band
-    (`solve_band`'s ridge, whose target is its guess)."""
-    return lambda img, tri, mask, prior: solve_band(img, tri, prior, ridge=lam).alpha
+    (`solve_band`'s ridge, whose target is its guess), at epsilon 1e-7 as measured."""
+    return lambda img, tri, mask, prior: solve_band(img, tri, prior, eps=1e-7, ridge=lam).alpha
 
 
 def _toward_weighted(lam: float) -> Solver:
     """Closed-form with a data term toward the prior weighted by its confidence |2 prior - 1|: pymatting's
-    Laplacian of the crop, pymatting's CG with its incomplete Cholesky preconditioner."""
+    Laplacian of the crop (epsilon 1e-7), pymatting's CG with its incomplete Cholesky preconditioner."""
 
     def solve(img: np.ndarray, tri: np.ndarray, mask: np.ndarray, prior: np.ndarray) -> np.ndarray:
         unknown, known = (tri == 128).ravel(), (tri != 128).ravel()
@@ -186,19 +185,6 @@ def band_scores(alpha: np.ndarray, ref: np.ndarray, unknown: np.ndarray) -> dict
     }
 
 
-def load(only: list[str] | None) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    paths = sorted((PORTRAITS / "image").glob("*.jpg"))
-    if not paths:
-        raise SystemExit(f"no test portraits under {PORTRAITS}: the shared test data is needed for this benchmark")
-    data = []
-    for p in paths:
-        if only and p.stem not in only:
-            continue
-        rgb = cv2.cvtColor(cv2.imread(str(p), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-        data.append((p.stem, rgb, cv2.imread(str(PORTRAITS / "reference_alpha" / f"{p.stem}.png"), 0)))
-    return data
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -215,7 +201,7 @@ def main() -> None:
         if name not in SOLVERS:
             raise SystemExit(f"unknown solver {name!r}: one of {', '.join(SOLVERS)}")
     torch.set_num_threads(args.threads)
-    data = load(args.only.split(",") if args.only else None)
+    data = portraits(args.only.split(",") if args.only else None)
     route = PortraitMatting(PortraitSettings())
     clean = route.settings.clean
     out: dict[str, Any] = {}
