@@ -14,7 +14,10 @@ mattes and the share of the image each keeps. Then the cost: old and new timed o
 `--pair spill`: "old" is the default route without the colour model that drops the prior's spill
 (`PortraitSettings(spill_unsure=0.5)`, `p3m.infer.spill`), "new" the default route.
 
-    P3M_TESTDATA=DIR .venv/bin/python -m benchmarks.bench_route_priors [--pair priors|spill] [--repeat 3] [--json F]
+`--pair eps`: "old" is the default route with closed-form epsilon 1e-7 (`PortraitSettings(cf_eps=1e-7)`,
+pymatting's), "new" the default route (1e-6).
+
+    P3M_TESTDATA=DIR .venv/bin/python -m benchmarks.bench_route_priors [--pair priors|spill|eps] [--repeat 3] [--json F]
 
 Needs the P3M demo portraits (`JizhiziLi/P3M` demo/imgs) in $P3M_TESTDATA; exits with a message without it.
 """
@@ -43,6 +46,8 @@ PAIRS = {
     "priors": (PortraitSettings(pose=False, hands=False, person_check=False), PortraitSettings(hands=True)),
     # the default route with and without the colour model on the prior's spill (threshold 0.5: off)
     "spill": (PortraitSettings(spill_unsure=0.5), PortraitSettings()),
+    # the default route with the closed-form epsilon it had before (pymatting's 1e-7) and with today's
+    "eps": (PortraitSettings(cf_eps=1e-7), PortraitSettings()),
 }
 
 
@@ -125,6 +130,20 @@ def cost(old: PortraitMatting, new: PortraitMatting, data: list, repeat: int) ->
     return {"images": rows, "mean": mean}
 
 
+def portraits(only: list[str] | None = None) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(stem, RGB image, 8-bit reference matte) of the shared test portraits (those named in `only`, else all);
+    exits with a message where they are absent."""
+    paths = sorted((PORTRAITS / "image").glob("*.jpg"))
+    if not paths:
+        raise SystemExit(f"no test portraits under {PORTRAITS}: the shared test data is needed for this benchmark")
+    data = []
+    for p in paths:
+        if only is None or p.stem in only:
+            rgb = cv2.cvtColor(cv2.imread(str(p), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+            data.append((p.stem, rgb, cv2.imread(str(PORTRAITS / "reference_alpha" / f"{p.stem}.png"), 0)))
+    return data
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pair", choices=sorted(PAIRS), default="priors", help="which step to compare")
@@ -132,14 +151,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="timed calls per image and route (default 3)")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
-    paths = sorted((PORTRAITS / "image").glob("*.jpg"))
-    if not paths:
-        raise SystemExit(f"no test portraits under {PORTRAITS}: the shared test data is needed for this benchmark")
+    data = portraits()
     torch.set_num_threads(args.threads)
-    data = []
-    for p in paths:
-        rgb = cv2.cvtColor(cv2.imread(str(p), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-        data.append((p.stem, rgb, cv2.imread(str(PORTRAITS / "reference_alpha" / f"{p.stem}.png"), 0)))
     old, new = (PortraitMatting(settings) for settings in PAIRS[args.pair])
     out = {"quality": quality(old, new, data), "cost": cost(old, new, data, args.repeat)}
     if args.json:
