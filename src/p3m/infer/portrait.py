@@ -68,6 +68,7 @@ from p3m.infer.priors import (
     person_verdict,
     square_around,
 )
+from p3m.infer.resize import working_size
 from p3m.infer.spill import background_by_colour
 from p3m.models.face_detector import FaceDetector
 from p3m.models.graph_session import GraphSession, open_graph
@@ -140,12 +141,6 @@ class PortraitSettings:
     cf_eps: float = 1e-6  # closed-form regulariser (10x pymatting's: smoother hair on busy backgrounds)
     rtol: float = 1e-4  # conjugate-gradient tolerance (relative residual)
     clean: float = 0.05  # alpha within this of 0 or 1 is set to 0 or 1 (the solver's ripple)
-
-
-def working_size(height: int, width: int, side: int) -> tuple[int, int]:
-    """(h, w) of the working resolution: long side at most `side`, never upscaled, at least 1 px."""
-    scale = min(1.0, side / max(height, width))
-    return max(1, round(height * scale)), max(1, round(width * scale))
 
 
 def _distance_to(mask: np.ndarray) -> np.ndarray:

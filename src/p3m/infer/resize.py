@@ -16,7 +16,13 @@ import numpy as np
 
 from p3m.choices import RESIZE_MODES
 
-__all__ = ["RESIZE_MODES", "resize", "resize_fast", "resize_paper"]
+__all__ = ["RESIZE_MODES", "resize", "resize_fast", "resize_paper", "working_size"]
+
+
+def working_size(height: int, width: int, side: int) -> tuple[int, int]:
+    """(h, w) of a working resolution: long side at most `side`, never upscaled, at least 1 px."""
+    scale = min(1.0, side / max(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))
 
 
 def _axis_weights(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -20,6 +20,8 @@ import math
 import cv2
 import numpy as np
 
+from p3m.infer.resize import working_size
+
 __all__ = ["background_by_colour", "gaussian_kernel", "local_mean_colour"]
 
 
@@ -96,8 +98,7 @@ def background_by_colour(
     (the route: where the prior is unsure, `PortraitSettings.spill_unsure`).
     """
     h, w = prob.shape
-    scale = min(1.0, grid / max(h, w))
-    sh, sw = max(1, round(h * scale)), max(1, round(w * scale))
+    sh, sw = working_size(h, w, grid)
     small = image if (sh, sw) == (h, w) else cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA)
     p = prob if (sh, sw) == (h, w) else cv2.resize(prob, (sw, sh), interpolation=cv2.INTER_AREA)
     colours = small.astype(np.float32)
