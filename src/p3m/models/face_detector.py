@@ -40,6 +40,13 @@ VARIANTS = {
 }
 
 
+def _variant(variant: str) -> tuple[str, DetectorSpec]:
+    """(weights file, spec) of a variant name; ValueError naming the choices for any other."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; use one of {', '.join(VARIANTS)}")
+    return VARIANTS[variant]
+
+
 @register_model(
     "mediapipe-face-detection",
     licence="Apache-2.0 (Google, MediaPipe face detection)",
@@ -49,11 +56,10 @@ VARIANTS = {
 def mediapipe_face_detection(variant: str = "short") -> TFLiteGraph:
     """The BlazeFace network with its shipped weights: (B, 3, S, S) RGB in [-1, 1] -> (raw boxes (B, N, 16),
     score logits (B, N, 1)) for the N anchors."""
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; use one of {', '.join(VARIANTS)}")
+    file, _ = _variant(variant)
     from p3m.models.tflite_graph import TFLiteGraph
 
-    return TFLiteGraph.from_file(WEIGHTS_DIR / VARIANTS[variant][0])
+    return TFLiteGraph.from_file(WEIGHTS_DIR / file)
 
 
 class FaceDetector(BlazeDetector):
@@ -68,7 +74,5 @@ class FaceDetector(BlazeDetector):
     def __init__(
         self, variant: str = "short", *, min_score: float | None = None, device: str = "cpu", runtime: str = "auto"
     ) -> None:
-        if variant not in VARIANTS:
-            raise ValueError(f"unknown variant {variant!r}; use one of {', '.join(VARIANTS)}")
-        file, spec = VARIANTS[variant]
+        file, spec = _variant(variant)
         super().__init__(open_graph(WEIGHTS_DIR / file, device=device, runtime=runtime), spec, min_score=min_score)
