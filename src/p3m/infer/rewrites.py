@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["OneChannelConv3x3", "StridedMax2x2", "rewrite_for_inference"]
+__all__ = ["OneChannelConv3x3", "StridedMax2x2", "replace_children", "rewrite_for_inference"]
 
 
 class StridedMax2x2(nn.Module):
@@ -110,16 +110,21 @@ def rewrite_for_inference(model: nn.Module, dtype: torch.dtype) -> dict[str, int
     low_precision = dtype in (torch.bfloat16, torch.float16)
     counts = {"strided_max": 0, "one_channel_conv": 0}
     swapped: dict[nn.Module, nn.Module] = {}  # a module registered twice (P3M-Net's aliases) gets one replacement
+    for module in model.modules():  # each module once, however often it is registered
+        new, kind = _faster_equivalent(module, low_precision) if module is not model else (None, "")
+        if new is not None:
+            swapped[module] = new
+            counts[kind] += 1
+    replace_children(model, swapped)
+    return counts
+
+
+def replace_children(model: nn.Module, swap: dict[nn.Module, nn.Module]) -> None:
+    """Replace each child module found in `swap` by its value, wherever it is attached (modules can be shared)."""
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if child not in swapped:
-                new, kind = _faster_equivalent(child, low_precision)
-                if new is None:
-                    continue
-                swapped[child] = new
-                counts[kind] += 1
-            setattr(parent, name, swapped[child])
-    return counts
+            if child in swap:
+                setattr(parent, name, swap[child])
 
 
 def _faster_equivalent(module: nn.Module, low_precision: bool) -> tuple[nn.Module | None, str]:

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from p3m.choices import PRECISIONS, check_choice
 from p3m.errors import CheckpointError, DeviceError
 from p3m.infer.devices import resolve_device
-from p3m.infer.rewrites import rewrite_for_inference
+from p3m.infer.rewrites import replace_children, rewrite_for_inference
 from p3m.infer.strategies import NetOutput
 from p3m.models.blocks import P3MOutput, check_input, check_outputs
 
@@ -168,11 +168,11 @@ def fold_batch_norms(model: nn.Module, example: Tensor) -> int:
         if conv not in swap and bn not in swap and not bn.training and bn.track_running_stats:
             swap[conv] = fuse_conv_bn_eval(conv, bn)
             swap[bn] = nn.Identity()
-    _replace_children(model, swap)
+    replace_children(model, swap)
     with torch.no_grad():
         folded = _tensors(model(example))
     if not all(torch.allclose(a, b.to(a.dtype), rtol=1e-3, atol=1e-4) for a, b in zip(reference, folded, strict=True)):
-        _replace_children(model, {new: old for old, new in swap.items()})
+        replace_children(model, {new: old for old, new in swap.items()})
         return 0
     return len(swap) // 2
 
@@ -181,14 +181,6 @@ def _tensors(outputs: Any) -> list[Tensor]:
     """The tensors of a model's outputs (a tensor, or a tuple with Nones)."""
     items = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
     return [t for t in items if isinstance(t, Tensor)]
-
-
-def _replace_children(model: nn.Module, swap: dict[nn.Module, nn.Module]) -> None:
-    """Replace each child module found in `swap` by its value, wherever it is attached (modules can be shared)."""
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if child in swap:
-                setattr(parent, name, swap[child])
 
 
 def prepare_for_inference(
