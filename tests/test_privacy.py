@@ -18,6 +18,7 @@ from p3m.data.obfuscate import (
     MOSAIC_CELLS_PER_FACE,
     obfuscate,
     private_area,
+    private_area_outside,
     transition_band,
 )
 from p3m.errors import ImageError, P3MError
@@ -80,6 +81,23 @@ def test_private_area_trimap_removes_exactly_the_unknown_band():
     got = private_area(face, trimap=trimap)
     assert got.dtype == bool
     np.testing.assert_array_equal(got, face & (trimap != 128))
+
+
+def test_private_area_outside_a_given_band_is_private_area_of_its_matte():
+    """The band taken once and handed over gives what private_area computes from the matte, hard and soft, with a
+    core; a band of another size is refused in one line."""
+    rng = np.random.default_rng(3)
+    alpha = (rng.random((30, 40)) * 255).astype(np.uint8)
+    alpha[:, :15], alpha[:, 25:] = 0, 255
+    soft = rng.random((30, 40)).astype(np.float32)
+    core = np.zeros((30, 40), bool)
+    core[10:20, 18:22] = True
+    band = transition_band(alpha=alpha, band_dilation=2)
+    for region in (soft > 0.3, soft):
+        want = private_area(region, alpha=alpha, band_dilation=2, band_edge=3.0, core=core)
+        np.testing.assert_array_equal(private_area_outside(region, band, band_edge=3.0, core=core), want)
+    with pytest.raises(ImageError, match="differs from the face region"):
+        private_area_outside(soft, band[:, :30])
 
 
 def test_private_area_alpha_band_is_dilated_and_dtype_aware():

@@ -111,10 +111,18 @@ def private_area(
     face region itself is returned (a copy). See `transition_band` for how the band is taken from each input and
     what ``band_dilation`` does (alpha only).
     """
-    face_region = _check_region(face_region, None)
     if alpha is None and trimap is None:
-        return face_region.copy()
+        return _check_region(face_region, None).copy()
     band = transition_band(alpha=alpha, trimap=trimap, band_dilation=band_dilation)
+    return private_area_outside(face_region, band, band_edge=band_edge, core=core)
+
+
+def private_area_outside(
+    face_region: np.ndarray, band: np.ndarray, *, band_edge: float = 0.0, core: np.ndarray | None = None
+) -> np.ndarray:
+    """`private_area` for a transition band already taken (`transition_band`, bool HxW), for a caller that also
+    uses the band itself (`p3m.privacy.anonymize` measures how much of each face's core it crosses)."""
+    face_region = _check_region(face_region, None)
     if band.shape != face_region.shape:
         raise ImageError(f"alpha/trimap size {band.shape} differs from the face region {face_region.shape}")
     if core is not None:

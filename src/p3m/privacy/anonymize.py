@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from p3m.atomic import is_whole, remove_orphans
-from p3m.data.obfuscate import METHODS, obfuscate, private_area, transition_band
+from p3m.data.obfuscate import METHODS, obfuscate, private_area, private_area_outside, transition_band
 from p3m.errors import DatasetError, ImageError, P3MError, item_error_message
 from p3m.io import (
     ANONYMIZE_REPORT,
@@ -128,17 +128,16 @@ def anonymize_image(
     edges = [options.edge_width(o) for o in outlines]
     region = soft_mask(image.shape, [o.polygon for o in outlines], edges)
     band_edge = float(np.median(edges)) if edges else 0.0
-    core, band_in_core = None, []
-    if outlines and (alpha is not None or trimap is not None):
+    if alpha is None and trimap is None:
+        weights, band_in_core = private_area(region), []
+    else:
         band = transition_band(alpha=alpha, trimap=trimap, band_dilation=options.band_dilation)
         cores = [
             soft_mask(image.shape, [o.core], e) for o, e in zip(outlines, edges, strict=True) if o.core is not None
         ]
         band_in_core = [float(c[band].sum() / max(float(c.sum()), 1e-6)) for c in cores]
         core = np.maximum.reduce(cores) if cores else None
-    weights = private_area(
-        region, alpha=alpha, trimap=trimap, band_dilation=options.band_dilation, band_edge=band_edge, core=core
-    )
+        weights = private_area_outside(region, band, band_edge=band_edge, core=core)
     out = obfuscate(image, weights, options.method, strength=options.strength)
     return AnonymizeResult(out, weights > 0, faces, outlines, weights, band_in_core)
 
