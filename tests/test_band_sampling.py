@@ -14,6 +14,7 @@ import scipy.sparse.linalg as sla
 
 from p3m.infer.band_sampling import data_term, ray_directions, sampled_alpha
 from p3m.infer.closed_form import solve_band
+from p3m.infer.portrait import PortraitMatting, PortraitSettings
 from tests.test_closed_form import reference_system, small_problem
 
 
@@ -86,15 +87,16 @@ def test_sampled_alpha_is_the_literal_per_pixel_loop(rays, keep, sigma, closenes
 
 
 def test_sampled_alpha_recovers_a_mixture_of_two_flat_colours():
-    h, w = 20, 40
+    h, w = 60, 40
     truth = np.clip((np.arange(w) - 10) / 20, 0, 1)[None, :].repeat(h, 0)  # a ramp from background to foreground
     fg, bg = np.array([230.0, 80.0, 40.0]), np.array([30.0, 60.0, 200.0])
     image = truth[..., None] * fg + (1 - truth[..., None]) * bg
     trimap = np.where(truth >= 1, 255, np.where(truth <= 0, 0, 128)).astype(np.uint8)
     alpha, confidence = sampled_alpha(image / 255.0, trimap, reach=1.0)
-    unknown = trimap == 128
-    np.testing.assert_allclose(alpha[unknown], truth[unknown], atol=1e-6)
-    assert (confidence[unknown] > 0).all()
+    middle = np.zeros_like(trimap, dtype=bool)
+    middle[20:40] = trimap[20:40] == 128  # rows whose rays reach both sides before leaving the image
+    np.testing.assert_allclose(alpha[middle], truth[middle], atol=1e-6)
+    assert (confidence[middle] > 0).all()
 
 
 def test_pixels_without_both_kinds_of_sample_get_no_confidence():
@@ -173,3 +175,14 @@ def test_data_term_lowers_the_band_error_on_strands_over_a_textured_background()
     sad_plain = np.abs(plain - truth)[unknown].sum()
     sad_weighted = np.abs(weighted - truth)[unknown].sum()
     assert sad_weighted < 0.8 * sad_plain, (sad_plain, sad_weighted)
+
+
+def test_the_routes_refine_step_uses_the_data_term_at_band_data_and_not_at_zero():
+    image, _, trimap = strands_scene(90, 480)  # the route's rays reach 10% of the long side: across the band
+    guess = (trimap == 255).astype(np.float32)
+    off = PortraitMatting(PortraitSettings(band_data=0.0)).refine(image, trimap, guess)
+    on = PortraitMatting(PortraitSettings(band_data=0.03)).refine(image, trimap, guess)
+    np.testing.assert_array_equal(off, solve_band(image, trimap, guess, eps=PortraitSettings().cf_eps).alpha)
+    data = data_term(image, trimap, strength=0.03)
+    np.testing.assert_array_equal(on, solve_band(image, trimap, guess, eps=PortraitSettings().cf_eps, data=data).alpha)
+    assert np.abs(on - off).max() > 1e-3  # and it is not the plain solve
