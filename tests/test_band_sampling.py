@@ -12,7 +12,7 @@ import pytest
 import scipy.sparse as sp
 import scipy.sparse.linalg as sla
 
-from p3m.infer.band_sampling import data_term, ray_directions, sampled_alpha
+from p3m.infer.band_sampling import data_term, ray_offsets, sampled_alpha
 from p3m.infer.closed_form import solve_band
 from p3m.infer.portrait import PortraitMatting, PortraitSettings
 from tests.test_closed_form import reference_system, small_problem
@@ -33,7 +33,7 @@ def literal_sampled_alpha(image, trimap, rays, reach, keep, sigma, turns, closen
                 angle = 2 * math.pi * k / rays + (2 * math.pi / rays) * (((x + 2 * y) % turns) / turns)
                 dy, dx = math.sin(angle), math.cos(angle)
                 for t in range(1, reach + 1):
-                    py, px = math.floor(y + 0.5 + t * dy), math.floor(x + 0.5 + t * dx)
+                    py, px = y + math.floor(0.5 + t * dy), x + math.floor(0.5 + t * dx)
                     if not (0 <= py < h and 0 <= px < w):
                         break
                     if trimap[py, px] != 128:
@@ -107,23 +107,37 @@ def test_pixels_without_both_kinds_of_sample_get_no_confidence():
     assert (confidence == 0).all() and (alpha[:, 2:] == 0.5).all()
 
 
-def test_ray_directions_are_unit_steps_turned_between_sets():
-    steps = ray_directions(8, 4)
-    assert steps.shape == (4, 8, 2)
-    np.testing.assert_allclose(np.hypot(steps[..., 0], steps[..., 1]), 1.0)
-    angles = np.arctan2(steps[:, 0, 0], steps[:, 0, 1])
-    np.testing.assert_allclose(np.diff(angles), 2 * np.pi / 8 / 4)
+def test_ray_offsets_step_along_evenly_spread_turned_rays():
+    offsets = ray_offsets(8, 30, 4)
+    assert offsets.shape == (4, 8, 30, 2) and offsets.dtype == np.int32
+    np.testing.assert_array_equal(offsets[0, 0, :, 1], np.arange(1, 31))  # the first ray of set 0: along +x
+    np.testing.assert_array_equal(offsets[0, 0, :, 0], 0)
+    np.testing.assert_array_equal(offsets[0, 2, :, 0], np.arange(1, 31))  # a quarter turn on: along +y
+    far = offsets[:, :, -1].astype(float)  # 30 steps out: the rays' angles, each set turned by 1/4 of 45 degrees
+    angles = np.degrees(np.arctan2(far[..., 0], far[..., 1])) % 360
+    expected = (np.arange(8)[None, :] * 45 + np.arange(4)[:, None] * 11.25) % 360
+    assert np.abs((angles - expected + 180) % 360 - 180).max() < 2.0
 
 
 def test_data_term_weighs_only_near_pure_estimates():
     image, trimap = textured_problem()
     target, confidence = sampled_alpha(image, trimap)
-    weight, target2 = data_term(image, trimap, strength=0.5, extreme=0.05)
+    weight, target2 = data_term(image, trimap, strength=0.5, extreme=0.05, checkerboard=False)
     np.testing.assert_array_equal(target2, target)
     sure = (target <= 0.05) | (target >= 0.95)
     np.testing.assert_allclose(weight[sure], 0.5 * confidence[sure], rtol=1e-6)
     assert (weight[~sure] == 0).all() and (weight[trimap != 128] == 0).all()
     assert (weight > 0).any()
+
+
+def test_checkerboard_samples_every_other_pixel_at_twice_the_strength():
+    image, trimap = textured_problem()
+    full_weight, full_target = data_term(image, trimap, strength=0.5, checkerboard=False)
+    weight, target = data_term(image, trimap, strength=0.5)
+    even = (np.add.outer(np.arange(trimap.shape[0]), np.arange(trimap.shape[1])) % 2 == 0) | (trimap != 128)
+    np.testing.assert_array_equal(target[even], full_target[even])  # a pixel's estimate needs no other's
+    np.testing.assert_allclose(weight[even], 2 * full_weight[even], rtol=1e-6)
+    assert (weight[~even] == 0).all() and (target[~even] == 0.5).all()
 
 
 def test_sampled_alpha_rejects_mismatched_shapes():

@@ -37,36 +37,50 @@ import cv2
 import numpy as np
 from numba import njit
 
-__all__ = ["data_term", "ray_directions", "sampled_alpha", "warm_up"]
+__all__ = ["data_term", "ray_offsets", "sampled_alpha", "warm_up"]
 
 
-def ray_directions(rays: int, turns: int = 4) -> np.ndarray:
-    """(turns, rays, 2) float64 unit steps (dy, dx): `rays` directions evenly spread over the circle, in `turns`
-    sets each turned by 1 / turns of the angle between two rays; pixel (y, x) walks set (x + 2 y) % turns."""
+def ray_offsets(rays: int, reach: int, turns: int = 4) -> np.ndarray:
+    """(turns, rays, reach, 2) int32: the pixel offsets (dy, dx) of the steps t = 1 .. reach of `rays` rays evenly
+    spread over the circle, floor(0.5 + t (sin, cos) of the ray's angle), in `turns` sets each turned by 1 / turns
+    of the angle between two rays; pixel (y, x) walks set (x + 2 y) % turns."""
     base = 2.0 * np.pi * np.arange(rays) / rays
     angles = base[None, :] + (2.0 * np.pi / rays) * (np.arange(turns)[:, None] / turns)
-    return np.stack([np.sin(angles), np.cos(angles)], axis=-1)
+    t = np.arange(1, reach + 1, dtype=np.float64)
+    steps = np.stack([np.sin(angles), np.cos(angles)], axis=-1)  # (turns, rays, 2)
+    return np.floor(0.5 + t[None, None, :, None] * steps[:, :, None, :]).astype(np.int32)
+
+
+def _walk_state(trimap: np.ndarray) -> np.ndarray:
+    """HxW uint8 of what a ray meets: 0 known background, 255 known foreground, and at unknown pixels their
+    chessboard distance to the nearest known pixel (exact, and never more than the Euclidean one), at most 254."""
+    state = cv2.distanceTransform((trimap == 128).astype(np.uint8), cv2.DIST_C, 3, dstType=cv2.CV_8U)
+    np.minimum(state, 254, out=state)
+    state[trimap == 255] = 255
+    return state
 
 
 @njit(cache=True, nogil=True)
-def _walk(image, scale, trimap, gap, y, x, steps, reach, fg, bg):  # pragma: no cover - numba
-    """Walk each of `steps` (rays, 2) from pixel (y, x) to the first known pixel, at most `reach` steps; its colour
-    goes into fg or bg (rows in ray order) -> (number of foreground samples, of background samples).
+def _walk(image, scale, state, y, x, offsets, turn, fg, bg):  # pragma: no cover - numba
+    """Walk each ray of `offsets[turn]` (rays, reach, 2) from pixel (y, x) to the first known pixel of `state`
+    (`_walk_state`); its colour goes into fg or bg (rows in ray order) -> (number of foreground samples, of
+    background samples).
 
-    gap: each pixel's distance to the nearest known pixel, or less. A ray at an unknown pixel skips the steps
-    that cannot reach one: the pixels it would visit within gap - 1.5 steps (1.5 > the diagonal of a pixel, which
-    the ray's position and the next pixel's centre each add at most half of) are all unknown, so the pixel found
-    is the one of a walk one step at a time."""
-    h, w = trimap.shape
+    An unknown pixel at distance g from the known pixels lets the ray skip the steps that cannot reach one: the
+    pixels it would visit within g - 1.5 steps (1.5 > the diagonal of a pixel, which the ray's position and the
+    next pixel's centre each add at most half of) are all unknown, so the pixel found is the one of a walk one step
+    at a time."""
+    h, w = state.shape
+    reach = offsets.shape[2]
     nf = nb = 0
-    for k in range(steps.shape[0]):
-        t = 1
-        while t <= reach:
-            py = int(np.floor(y + 0.5 + t * steps[k, 0]))
-            px = int(np.floor(x + 0.5 + t * steps[k, 1]))
+    for k in range(offsets.shape[1]):
+        t = 0
+        while t < reach:
+            py = y + offsets[turn, k, t, 0]
+            px = x + offsets[turn, k, t, 1]
             if py < 0 or py >= h or px < 0 or px >= w:
                 break
-            v = trimap[py, px]
+            v = state[py, px]
             if v == 255:
                 for ch in range(3):
                     fg[nf, ch] = image[py, px, ch] / scale
@@ -77,18 +91,18 @@ def _walk(image, scale, trimap, gap, y, x, steps, reach, fg, bg):  # pragma: no 
                     bg[nb, ch] = image[py, px, ch] / scale
                 nb += 1
                 break
-            t += max(1, int(gap[py, px] - 1.5))
+            t += max(1, np.int64(v) - 2)  # int(g - 1.5) for an integer distance g
     return nf, nb
 
 
 @njit(cache=True, nogil=True)
 def _estimate(
-    image, scale, trimap, gap, uy, ux, directions, reach, keep, inv_sigma2, closeness, alpha_out, conf_out
+    image, scale, state, uy, ux, offsets, keep, inv_sigma2, closeness, alpha_out, conf_out
 ):  # pragma: no cover
     """For each unknown pixel (uy[n], ux[n]): the mean alpha_hat and the mean score of its `keep` best pairs into
     alpha_out[n], conf_out[n] (0.5 and 0 where no pair exists). Scores are compared as their negative logarithms,
     cost = R^2 / sigma^2 + closeness (|F - C|^2 / D_F^2 + |B - C|^2 / D_B^2), so that each pair costs no exp."""
-    turns, rays = directions.shape[0], directions.shape[1]
+    turns, rays = offsets.shape[0], offsets.shape[1]
     fg = np.empty((rays, 3))
     bg = np.empty((rays, 3))
     near_f = np.empty(rays)
@@ -100,7 +114,7 @@ def _estimate(
         y, x = uy[n], ux[n]
         for ch in range(3):
             c[ch] = image[y, x, ch] / scale
-        nf, nb = _walk(image, scale, trimap, gap, y, x, directions[(x + 2 * y) % turns], reach, fg, bg)
+        nf, nb = _walk(image, scale, state, y, x, offsets, (x + 2 * y) % turns, fg, bg)
         # the samples' distances to C, relative to the farthest of their kind (Robust Matting's sample weights)
         far = 1e-12
         for i in range(nf):
@@ -154,11 +168,13 @@ def sampled_alpha(
     sigma: float = 0.1,
     turns: int = 4,
     closeness: float = 1.0,
+    checkerboard: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(alpha_hat, confidence), each HxW float32 in [0, 1]: Robust Matting's estimate of every unknown pixel of a
-    {0, 128, 255} trimap from the colours of known pixels sampled round it (module doc).
+    {0, 128, 255} trimap from the colours of known pixels sampled round it (module doc); with `checkerboard`, of
+    the unknown pixels where x + y is even only (half the time), the others getting 0.5 and confidence 0.
 
-    image: HxWx3 uint8, or float in [0, 1]. `rays` directions per pixel (`ray_directions`, `turns` sets turned
+    image: HxWx3 uint8, or float in [0, 1]. `rays` directions per pixel (`ray_offsets`, `turns` sets turned
     from pixel to pixel), each walked at most `reach` (a fraction of the image's long side) to the first known
     pixel; the `keep` best pairs of a foreground and a background sample are averaged; `sigma` sets how fast the
     confidence falls with the pairs' distortion, `closeness` how strongly samples of colours near the pixel's are
@@ -172,6 +188,10 @@ def sampled_alpha(
     alpha = (trimap == 255).astype(np.float32)
     confidence = np.zeros(trimap.shape, np.float32)
     uy, ux = np.nonzero(trimap == 128)
+    if checkerboard:
+        even = (uy + ux) % 2 == 0
+        alpha[uy[~even], ux[~even]] = 0.5
+        uy, ux = uy[even], ux[even]
     if uy.size == 0:
         return alpha, confidence
     uint8 = image.dtype == np.uint8
@@ -180,13 +200,10 @@ def sampled_alpha(
     _estimate(
         np.ascontiguousarray(image) if uint8 else np.ascontiguousarray(image, dtype=np.float64),
         255.0 if uint8 else 1.0,
-        trimap,
-        # chessboard distances: exact, fast, and never more than the Euclidean one, so the skips stay safe
-        cv2.distanceTransform((trimap == 128).astype(np.uint8), cv2.DIST_C, 3),
+        _walk_state(trimap),
         uy.astype(np.int64),
         ux.astype(np.int64),
-        ray_directions(rays, turns),
-        max(1, round(reach * max(trimap.shape))),
+        ray_offsets(rays, max(1, round(reach * max(trimap.shape))), turns),
         int(keep),
         1.0 / (sigma * sigma),
         float(closeness),
@@ -199,18 +216,27 @@ def sampled_alpha(
 
 
 def data_term(
-    image: np.ndarray, trimap: np.ndarray, *, strength: float = 0.03, extreme: float = 0.05, **sampling: float
+    image: np.ndarray,
+    trimap: np.ndarray,
+    *,
+    strength: float = 0.03,
+    extreme: float = 0.05,
+    checkerboard: bool = True,
+    **sampling: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(weight, target), each HxW float32, for `p3m.infer.closed_form.solve_band`'s ``data``: the sampled
     estimate (`sampled_alpha(image, trimap, **sampling)`) as the target, weighted by strength x its confidence
     where it is within `extreme` of 0 or 1 and 0 elsewhere (module doc); weight 0 on known pixels.
 
     image: HxWx3 uint8, or float in [0, 1]; trimap: HxW {0, 128, 255}; strength: lambda, against the matting
-    Laplacian's entries (of order 1 per pixel at an edge).
+    Laplacian's entries (of order 1 per pixel at an edge). `checkerboard`: the estimate on every other pixel only,
+    each weighted 2 x strength (half the time; on the 12 test portraits as good as every pixel at strength,
+    benchmarks/RESULTS.md).
     """
-    target, confidence = sampled_alpha(image, trimap, **sampling)  # type: ignore[arg-type]
+    target, confidence = sampled_alpha(image, trimap, checkerboard=checkerboard, **sampling)  # type: ignore[arg-type]
     sure = (target <= extreme) | (target >= 1.0 - extreme)
-    weight = np.where(sure, np.float32(strength) * confidence, np.float32(0.0)).astype(np.float32)
+    scale = np.float32(strength * (2.0 if checkerboard else 1.0))
+    weight = np.where(sure, scale * confidence, np.float32(0.0)).astype(np.float32)
     return weight, target
 
 
