@@ -1,8 +1,8 @@
 """Alpha estimated from sampled colours in a trimap's unknown band: the data term of Robust Matting.
 
 Closed-form matting (`p3m.infer.closed_form`) follows each 3x3 window's colour line and has no notion of which
-colours are the background's: between curls over a brick wall it keeps the bricks' texture as partial alpha, and
-on dark strands over a dark background it fades the strands. Robust Matting (Wang & Cohen, "Optimized Color
+colours are the background's: between flying strands over foliage it keeps the leaves' texture as partial alpha,
+and on dark strands over a dark background it fades the strands. Robust Matting (Wang & Cohen, "Optimized Color
 Sampling for Robust Matting", CVPR 2007) adds a per-pixel estimate from the image's own known colours: for each
 unknown pixel C, candidate foreground colours F and background colours B are sampled from the known regions
 nearby, here as in Shared Sampling (Gastal & Oliveira, "Shared Sampling for Real-Time Alpha Matting", 2010) by
@@ -24,8 +24,13 @@ colour, gets confidence 0.
 (L + diag(weight)) alpha = -L_UK alpha_K + weight target: weight = strength x confidence where alpha_hat is
 within `extreme` of 0 or 1, and 0 elsewhere. Measured on real portraits (benchmarks/RESULTS.md), the sampled
 estimate is less accurate than closed-form matting's own where it says "partly transparent" (the nearest known
-pixels rarely hold the exact colours of the two layers), and more accurate where it says "pure background"
-(between curls, over a textured wall) or "pure foreground" (dark strands on a dark background).
+pixels rarely hold the exact colours of the two layers); where it says "pure background" (between strands over
+foliage) or "pure foreground" (dark strands on a dark background) it is close to closed-form's, and pulling the
+solve toward it there lowers the error. By default it samples every other pixel (a checkerboard) at twice the
+strength: the Laplacian carries the pull to the pixels between, for half the time.
+
+A ray's steps are integer offsets from its pixel (`ray_offsets`); it skips the steps that the distance to the
+known region says cannot reach it (`_walk`), which finds the same pixel as a walk one step at a time.
 
 Colours are RGB in [0, 1] (uint8 read as value / 255). Compiled with numba, ``nogil`` and not ``parallel``, as
 the solver (`p3m.infer.closed_form`'s module doc says why).

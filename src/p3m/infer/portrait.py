@@ -36,8 +36,8 @@ No trained P3M-Net checkpoint is needed. For an RGB image (HxWx3 uint8), at a wo
    pymatting's 1e-7: a little less freedom per 3x3 window, which on hair over dark or busy backgrounds follows
    the background's texture less), and a data term of strength `band_data` from the image's own colours
    (`p3m.infer.band_sampling`, Robust Matting's sampling: each unknown pixel explained by the known foreground
-   and background colours its rays meet; only where that says pure background, between curls over a textured
-   wall, or pure foreground, dark strands on a dark background); values within `clean` of 0 or 1 snapped
+   and background colours its rays meet; only where that says pure background, between flying strands over
+   foliage, or pure foreground, dark strands on a dark background); values within `clean` of 0 or 1 snapped
    to them (the solver's ripple in flat regions); bilinear upsampling to the image's size.
 7. **Person check**: a person is believed to be there when a face is found (MediaPipe's face detector,
    short then full range, at their own thresholds) or when the pose network's mask agrees with the selfie
