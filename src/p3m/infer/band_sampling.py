@@ -42,6 +42,8 @@ import cv2
 import numpy as np
 from numba import njit
 
+from p3m.infer.closed_form import tiny_problem
+
 __all__ = ["data_term", "ray_offsets", "sampled_alpha", "warm_up"]
 
 
@@ -101,6 +103,18 @@ def _walk(image, scale, state, y, x, offsets, turn, fg, bg):  # pragma: no cover
 
 
 @njit(cache=True, nogil=True)
+def _relative_distances(samples, count, c, closeness, out):  # pragma: no cover - numba
+    """out[i] = closeness |samples[i] - c|^2 / the largest of them, i < count: minus the logarithm of Robust
+    Matting's sample weight."""
+    far = 1e-12
+    for i in range(count):
+        out[i] = (samples[i, 0] - c[0]) ** 2 + (samples[i, 1] - c[1]) ** 2 + (samples[i, 2] - c[2]) ** 2
+        far = max(far, out[i])
+    for i in range(count):
+        out[i] *= closeness / far
+
+
+@njit(cache=True, nogil=True)
 def _estimate(
     image, scale, state, uy, ux, offsets, keep, inv_sigma2, closeness, alpha_out, conf_out
 ):  # pragma: no cover
@@ -120,19 +134,8 @@ def _estimate(
         for ch in range(3):
             c[ch] = image[y, x, ch] / scale
         nf, nb = _walk(image, scale, state, y, x, offsets, (x + 2 * y) % turns, fg, bg)
-        # the samples' distances to C, relative to the farthest of their kind (Robust Matting's sample weights)
-        far = 1e-12
-        for i in range(nf):
-            near_f[i] = (fg[i, 0] - c[0]) ** 2 + (fg[i, 1] - c[1]) ** 2 + (fg[i, 2] - c[2]) ** 2
-            far = max(far, near_f[i])
-        for i in range(nf):
-            near_f[i] *= closeness / far
-        far = 1e-12
-        for j in range(nb):
-            near_b[j] = (bg[j, 0] - c[0]) ** 2 + (bg[j, 1] - c[1]) ** 2 + (bg[j, 2] - c[2]) ** 2
-            far = max(far, near_b[j])
-        for j in range(nb):
-            near_b[j] *= closeness / far
+        _relative_distances(fg, nf, c, closeness, near_f)
+        _relative_distances(bg, nb, c, closeness, near_b)
         for m in range(keep):
             best_cost[m] = np.inf
             best_a[m] = 0.0
@@ -246,9 +249,5 @@ def data_term(
 
 
 def warm_up() -> None:
-    """Compile (or load from numba's cache) the kernel on a tiny problem: `make setup` runs it."""
-    image = np.linspace(0, 255, 8 * 8 * 3).reshape(8, 8, 3).astype(np.uint8)
-    trimap = np.zeros((8, 8), np.uint8)
-    trimap[:, 3:5] = 128
-    trimap[:, 5:] = 255
-    sampled_alpha(image, trimap)
+    """Compile (or load from numba's cache) the kernels on the solver's tiny problem: `make setup` runs it."""
+    sampled_alpha(*tiny_problem())

@@ -35,7 +35,15 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-__all__ = ["BandSolution", "band_laplacian", "conjugate_gradients", "solve_alpha", "solve_band", "warm_up"]
+__all__ = [
+    "BandSolution",
+    "band_laplacian",
+    "conjugate_gradients",
+    "solve_alpha",
+    "solve_band",
+    "tiny_problem",
+    "warm_up",
+]
 
 # the fallbacks of `solve_band`, in order: epsilon multipliers tried with IC(0), then Jacobi at the last one
 EPS_STEPS = (1.0, 10.0, 100.0)
@@ -446,10 +454,16 @@ def solve_alpha(image: np.ndarray, trimap: np.ndarray, guess: np.ndarray | None 
     return solve_band(image, trimap, guess, **options).alpha  # type: ignore[arg-type]
 
 
-def warm_up() -> None:
-    """Compile (or load from numba's cache) every kernel by solving a tiny problem: `make setup` runs it."""
+def tiny_problem() -> tuple[np.ndarray, np.ndarray]:
+    """(8x8x3 uint8 image, 8x8 trimap with two unknown columns between background and foreground): the smallest
+    problem that runs every kernel, for the warm-ups of this module and of `p3m.infer.band_sampling`."""
     image = np.linspace(0, 255, 8 * 8 * 3).reshape(8, 8, 3).astype(np.uint8)
     trimap = np.zeros((8, 8), np.uint8)
     trimap[:, 3:5] = 128
     trimap[:, 5:] = 255
-    solve_alpha(image, trimap)
+    return image, trimap
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) every kernel by solving a tiny problem: `make setup` runs it."""
+    solve_alpha(*tiny_problem())
