@@ -18,9 +18,9 @@ $(STAMP): pyproject.toml
 	# the test tools and the linters.
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[all,audit,test,dev]'
-	# the closed-form solver of the built-in portrait-cf route is numba code: compiled once here and cached beside
-	# its sources, so that a user's first `p3m matte` does not wait for it
-	env -u NUMBA_CACHE_DIR $(BIN)/python -c "from p3m.infer import closed_form, multilevel; closed_form.warm_up(); multilevel.warm_up()"
+	# the closed-form solver and the colour sampler of the built-in portrait-cf route are numba code: compiled once
+	# here and cached beside their sources, so that a user's first `p3m matte` does not wait for them
+	env -u NUMBA_CACHE_DIR $(BIN)/python -c "from p3m.infer import band_sampling, closed_form, multilevel; band_sampling.warm_up(); closed_form.warm_up(); multilevel.warm_up()"
 	touch $(STAMP)
 
 demo: setup

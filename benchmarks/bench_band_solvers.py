@@ -6,8 +6,11 @@ bounding box plus a margin (the rest of the image keeps the mask), and its alpha
 its own (values within `clean` of 0 or 1 snapped, bilinear upsampling). Per image: SAD / 1000 and MSE against the
 reference over the whole image and in the band only (the band upsampled, nearest), and the solver's seconds.
 
-Solvers (`SOLVERS`): the route's band-only closed-form solve (`cf`: `p3m.infer.closed_form.solve_band` at the
-route's epsilon, 1e-6) and at other epsilons (`cf-eps1e-7`: pymatting's, the route's before); pymatting's
+Solvers (`SOLVERS`): the band-only closed-form solve (`cf`: `p3m.infer.closed_form.solve_band` at the route's
+epsilon, 1e-6, without a data term) and at other epsilons (`cf-eps1e-7`: pymatting's, the route's before); the
+route's solve (`cf-sampled`: `cf` with Robust Matting's data term from sampled colours,
+`p3m.infer.band_sampling.data_term` at `PortraitSettings.band_data`, sampled on the crop the solver gets, with the
+crop's long side as the rays' reach unit, and `sampled-<strength>` at other strengths); pymatting's
 closed-form (radius 1 and 2), KNN, large-kernel (LKM), random-walk and LBDM matting; the mean of closed-form and
 KNN in the band; closed-form with a data term pulling the band toward the prior's probability
 ((L + lambda D) a = -L_UK a_K + lambda D prior: D the identity, or the prior's confidence |2 prior - 1| on the
@@ -37,6 +40,7 @@ import scipy.sparse as sp
 import torch
 
 from benchmarks.bench_route_priors import VARIANTS, portraits
+from p3m.infer.band_sampling import data_term
 from p3m.infer.closed_form import solve_band
 from p3m.infer.portrait import PortraitMatting, PortraitSettings, _distance_to
 
@@ -93,6 +97,16 @@ def _pymatting(estimate: Callable[..., np.ndarray], **laplacian: Any) -> Solver:
     return solve
 
 
+def _sampled(strength: float) -> Solver:
+    """Closed-form (the route's epsilon) with the data term from sampled colours at `strength`."""
+
+    def solve(img: np.ndarray, tri: np.ndarray, mask: np.ndarray, prior: np.ndarray) -> np.ndarray:
+        data = data_term(img, tri, strength=strength)
+        return solve_band(img, tri, mask.astype(np.float32), eps=PortraitSettings().cf_eps, data=data).alpha
+
+    return solve
+
+
 def _mean(a: Solver, b: Solver) -> Solver:
     return lambda *args: (a(*args) + b(*args)) / 2
 
@@ -122,7 +136,9 @@ def _toward_weighted(lam: float) -> Solver:
 
 
 SOLVERS: dict[str, Solver] = {
-    "cf": _ours(PortraitSettings().cf_eps),  # the route's solve
+    "cf": _ours(PortraitSettings().cf_eps),  # the route's solve without the sampled data term
+    "cf-sampled": _sampled(PortraitSettings().band_data),  # the route's solve
+    **{f"sampled-{k}": _sampled(float(k)) for k in ("0.01", "0.02", "0.05", "0.1")},
     **{f"cf-eps{e}": _ours(float(e)) for e in ("1e-7", "3e-7", "1e-6", "2e-6", "3e-6", "1e-5", "1e-4")},
     "pm-cf": _pymatting(pymatting.estimate_alpha_cf),
     "pm-cf-r2": _pymatting(pymatting.estimate_alpha_cf, radius=2),

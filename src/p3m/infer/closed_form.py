@@ -35,7 +35,15 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-__all__ = ["BandSolution", "band_laplacian", "conjugate_gradients", "solve_alpha", "solve_band", "warm_up"]
+__all__ = [
+    "BandSolution",
+    "band_laplacian",
+    "conjugate_gradients",
+    "solve_alpha",
+    "solve_band",
+    "tiny_problem",
+    "warm_up",
+]
 
 # the fallbacks of `solve_band`, in order: epsilon multipliers tried with IC(0), then Jacobi at the last one
 EPS_STEPS = (1.0, 10.0, 100.0)
@@ -388,13 +396,17 @@ def solve_band(
     rtol: float = 1e-4,
     maxiter: int = 1000,
     ridge: float = 1e-6,
+    data: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> BandSolution:
     """Alpha of a {0, 128, 255} trimap's unknown pixels by closed-form matting, never failing (module doc).
 
     image: HxWx3 uint8, or float in [0, 1]. `guess` (HxW in [0, 1], default 0.5) starts the iteration and is
     the target of a `ridge`-weighted data term, which keeps the system positive definite where an unknown
     pixel is in no window (images under 3 px) or an unknown region touches no known pixel; 1e-6 is far below
-    the Laplacian's own weights. When every solve fails, the unknown pixels take the guess (method "guess").
+    the Laplacian's own weights. `data` (weight HxW >= 0, target HxW in [0, 1]) adds a per-pixel data term:
+    (L + diag(ridge + weight)) a = -L_UK a_K + ridge guess + weight target on the unknown pixels (Robust
+    Matting's, `p3m.infer.band_sampling`). When every solve fails, the unknown pixels take the guess (method
+    "guess").
     """
     unknown = trimap == 128
     alpha = (trimap == 255).astype(np.float32)
@@ -403,18 +415,24 @@ def solve_band(
     img = image if image.dtype == np.uint8 else image.astype(np.float64)  # uint8 is scaled as it is read
     flat = np.flatnonzero(unknown)
     start = np.full(flat.size, 0.5) if guess is None else np.clip(np.asarray(guess, np.float64).ravel()[flat], 0, 1)
+    weight = np.full(flat.size, float(ridge))
+    pull = ridge * start
+    if data is not None:
+        extra = np.asarray(data[0], np.float64).ravel()[flat]
+        weight += extra
+        pull = pull + extra * np.asarray(data[1], np.float64).ravel()[flat]
     attempts = [("ic0", k) for k in EPS_STEPS] + [("jacobi", EPS_STEPS[-1])]
     for preconditioner, factor in attempts:
-        (indptr, indices, data), rhs, _ = band_laplacian(
+        (indptr, indices, values), rhs, _ = band_laplacian(
             img, unknown, alpha.astype(np.float64), eps * factor, lower=True
         )
-        # the ridge: on the diagonal (always stored, each row's last: each unknown pixel is its own neighbour) and
-        # in the rhs
-        data[indptr[1:] - 1] += ridge
+        # the data terms: on the diagonal (always stored, each row's last: each unknown pixel is its own neighbour)
+        # and in the rhs
+        values[indptr[1:] - 1] += weight
         try:
             x, it = conjugate_gradients(
-                (indptr, indices, data),
-                rhs + ridge * start,
+                (indptr, indices, values),
+                rhs + pull,
                 start,
                 rtol=rtol,
                 maxiter=maxiter,
@@ -436,10 +454,16 @@ def solve_alpha(image: np.ndarray, trimap: np.ndarray, guess: np.ndarray | None 
     return solve_band(image, trimap, guess, **options).alpha  # type: ignore[arg-type]
 
 
-def warm_up() -> None:
-    """Compile (or load from numba's cache) every kernel by solving a tiny problem: `make setup` runs it."""
+def tiny_problem() -> tuple[np.ndarray, np.ndarray]:
+    """(8x8x3 uint8 image, 8x8 trimap with two unknown columns between background and foreground): the smallest
+    problem that runs every kernel, for the warm-ups of this module and of `p3m.infer.band_sampling`."""
     image = np.linspace(0, 255, 8 * 8 * 3).reshape(8, 8, 3).astype(np.uint8)
     trimap = np.zeros((8, 8), np.uint8)
     trimap[:, 3:5] = 128
     trimap[:, 5:] = 255
-    solve_alpha(image, trimap)
+    return image, trimap
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) every kernel by solving a tiny problem: `make setup` runs it."""
+    solve_alpha(*tiny_problem())

@@ -34,7 +34,10 @@ No trained P3M-Net checkpoint is needed. For an RGB image (HxWx3 uint8), at a wo
    (`p3m.infer.closed_form.solve_band`, which falls back to stronger regularisation, another preconditioner,
    then the mask itself rather than fail), started from the mask, with epsilon `cf_eps` 1e-6 (10x Levin's and
    pymatting's 1e-7: a little less freedom per 3x3 window, which on hair over dark or busy backgrounds follows
-   the background's texture less); values within `clean` of 0 or 1 snapped
+   the background's texture less), and a data term of strength `band_data` from the image's own colours
+   (`p3m.infer.band_sampling`, Robust Matting's sampling: each unknown pixel explained by the known foreground
+   and background colours its rays meet; only where that says pure background, between flying strands over
+   foliage, or pure foreground, dark strands on a dark background); values within `clean` of 0 or 1 snapped
    to them (the solver's ripple in flat regions); bilinear upsampling to the image's size.
 7. **Person check**: a person is believed to be there when a face is found (MediaPipe's face detector,
    short then full range, at their own thresholds) or when the pose network's mask agrees with the selfie
@@ -139,6 +142,7 @@ class PortraitSettings:
     person_agree: float = 0.4  # person check: pose mask vs selfie mask IoU ...
     person_confident: float = 0.7  # ... with at least this share of the selfie mask >= seed_threshold
     cf_eps: float = 1e-6  # closed-form regulariser (10x pymatting's: smoother hair on busy backgrounds)
+    band_data: float = 0.03  # strength of the band solve's data term from sampled colours (0: off)
     rtol: float = 1e-4  # conjugate-gradient tolerance (relative residual)
     clean: float = 0.05  # alpha within this of 0 or 1 is set to 0 or 1 (the solver's ripple)
 
@@ -417,13 +421,17 @@ class PortraitMatting:
 
     def solve(self, image: np.ndarray, trimap: np.ndarray, guess: np.ndarray | None = None) -> BandSolution:
         """`refine` with the solver's method (`p3m.infer.closed_form.BandSolution`: which fallback answered)."""
-        # numba (the solver's compiler) loads only when the route solves: the network routes never pay for it
+        # numba (the solver's and the sampler's compiler) loads only when the route solves: the network routes never
+        # pay for it
+        from p3m.infer.band_sampling import data_term
         from p3m.infer.closed_form import solve_band
 
         s = self.settings
         if guess is None:
             guess = (trimap == 255).astype(np.float32)
-        return solve_band(array_to_rgb(image), trimap, guess, eps=s.cf_eps, rtol=s.rtol)
+        image = array_to_rgb(image)
+        data = data_term(image, trimap, strength=s.band_data) if s.band_data > 0 else None
+        return solve_band(image, trimap, guess, eps=s.cf_eps, rtol=s.rtol, data=data)
 
     # -- 7. person check ----------------------------------------------------------------------------------
 
