@@ -137,6 +137,30 @@ def test_the_zoomed_pass_takes_back_the_spill_of_the_coarse_prior():
     assert depth[m0 & ~m1].max() <= reach + 1e-3
 
 
+def _strip_scene(hand: float) -> tuple[PortraitMatting, np.ndarray, np.ndarray]:
+    """(route, coarse prior, what the zoomed tiles see) on a 200x200 grid: a body, a strip of spill beside it
+    (5 px from the background) that the tiles call background, and past the strip a hand whose prior is `hand`."""
+    prob = np.zeros((200, 200), np.float32)
+    prob[40:200, 20:100] = 1.0  # body
+    prob[100:110, 100:104] = 0.7  # the strip, touching the body and the hand
+    prob[84:124, 104:144] = hand
+    fine = prob.copy()
+    fine[100:110, 100:104] = 0.1
+    route = PortraitMatting(PortraitSettings(matting_side=200, zoom_tiles=2))
+    route._segment = lambda *args, **kwargs: fine  # type: ignore[method-assign]
+    return route, prob, fine
+
+
+def test_a_removal_that_would_cut_off_part_of_the_person_is_taken_back():
+    rgb = np.zeros((200, 200, 3), np.uint8)
+    route, prob, _ = _strip_scene(hand=1.0)  # a confident hand: its own component once the strip goes
+    after = route.mask(route._zoom(rgb, prob, 200))
+    assert not after[100:110, 100:104].any() and after[84:124, 104:144].all()
+    route, prob, _ = _strip_scene(hand=0.7)  # an unsure hand (no confident pixel): cut off, hysteresis drops it
+    after = route._zoom(rgb, prob, 200)
+    assert (route.mask(after) == route.mask(prob)).all()  # the strip is kept, and with it the hand
+
+
 def test_zoom_tiles_zero_is_the_two_pass_prior_and_the_route_runs_with_the_pass():
     rgb = cv2.cvtColor(cv2.imread(str(TEST_DATA / "selfie_general_input.png")), cv2.COLOR_BGR2RGB)
     off = PortraitMatting(PortraitSettings(zoom_tiles=0))

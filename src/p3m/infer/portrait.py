@@ -339,6 +339,7 @@ class PortraitMatting:
         grid_mask = cv2.resize(mask.astype(np.float32), grid_hw[::-1], interpolation=cv2.INTER_AREA) >= 0.5
         tiles = edge_tiles(grid_prob, grid_mask, max(1, round(tile * min(gy_scale, gx_scale))), s.zoom_tiles)
         out = prob.copy()
+        removed_all = np.zeros_like(mask)
         for gy, gx in tiles:
             top, left = min(round(gy / gy_scale), h - tile), min(round(gx / gx_scale), w - tile)
             fine = self._segment(rgb, top, left, tile, work_hw, flip=s.crop_flip)
@@ -353,6 +354,17 @@ class PortraitMatting:
                 mask[window], fine[window] >= s.threshold, inside[window], reach=reach, attach=s.zoom_attach
             )
             out[window][removed] = fine[window][removed]
+            removed_all[window] |= removed
+        if not removed_all.any():
+            return out
+        # a removal that cuts a part of the person off its confident pixels would make the mask's hysteresis drop
+        # that part too (a hand on a wall behind a strip of spill): such removals are taken back
+        detached = mask & ~removed_all & ~self.mask(out)
+        if detached.any():
+            back = _touching(removed_all, detached)
+            out[back] = prob[back]
+            if (mask & ~removed_all & ~back & ~self.mask(out)).any():
+                return prob
         return out
 
     # -- 2. mask ----------------------------------------------------------------------------------------
