@@ -18,7 +18,7 @@ mattes and the share of the image each keeps. Then the cost: old and new timed o
 pymatting's), "new" the default route (1e-6).
 
 `--pair zoom`: "old" is the default route without the zoomed third pass of the prior
-(`PortraitSettings(zoom_tiles=0)`), "new" the default route (two tiles along the person's edge).
+(`PortraitSettings(zoom_tiles=0)`), "new" the default route (one tile on the person's edge).
 
     P3M_TESTDATA=DIR .venv/bin/python -m benchmarks.bench_route_priors [--pair priors|spill|eps|zoom] [--repeat 3] \
         [--json F]

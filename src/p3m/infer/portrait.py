@@ -9,14 +9,16 @@ No trained P3M-Net checkpoint is needed. For an RGB image (HxWx3 uint8), at a wo
    people filling the frame: the crop gives it 2-4x more pixels on the person, and it stops it from taking
    nearby person-like objects (statues, bushes) for the subject. When the person does not fit a square inside
    the image, the crop is the largest square that does, centred on the confident core of the person. Then a
-   third, zoomed pass (`zoom_tiles`, 2): the network on up to that many square tiles `zoom_side` (half) of the
+   third, zoomed pass (`zoom_tiles`, 1): the network on up to that many square tiles `zoom_side` (half) of the
    crop's side, mirror-averaged, placed along the mask's edge where the prior is most unsure
    (`p3m.infer.priors.edge_tiles`). On a full-body photo the 256 px crop blurs the edge over 25-40 px and
    spills onto the background next to the person; the tile sees it 2x larger. The tiles only remove, and only
    what is believed (`p3m.infer.priors.thin_removals`): parts the tile calls background that lie within
    `zoom_reach` of the background and touch the person at least `zoom_attach` times as much as the background
    (a strip of spill). The network, trained on people filling the frame, often loses a whole limb on a tile:
-   such a part touches mostly background, or lies deeper, and is kept.
+   such a part touches mostly background, or lies deeper, and is kept; a removal that would cut part of the
+   person off its confident pixels (step 2 would drop that part) is taken back. One tile is what the time
+   budget allows (about 0.03 s of CPU per photo); 2 and 3 tiles gain more (benchmarks/RESULTS.md).
 2. **Mask**: prior >= `threshold`, keeping the connected components that hold confident (>= `seed_threshold`)
    pixels, at least `min_component` of the most confident component's count (hysteresis: grey blobs with no
    confident pixel, the network's usual false positives, are dropped; an image without any is an image
@@ -129,7 +131,7 @@ class PortraitSettings:
     crop_margin: float = 0.1  # margin around the person's box, fraction of the box's long side
     crop_flip: bool = True  # average the crop pass with its mirror image
     feather: float = 0.05  # crop blended into the first pass over this fraction of the crop's side
-    zoom_tiles: int = 2  # third pass: at most this many tiles along the person's edge where the prior is unsure
+    zoom_tiles: int = 1  # third pass: at most this many tiles along the person's edge where the prior is unsure
     zoom_side: float = 0.5  # ... each a square this fraction of the crop pass's side (2x its pixels per person px)
     zoom_reach: float = 0.03  # ... its removals believed only within this (of the long side) of the background
     zoom_attach: float = 0.3  # ... and touching the person at least this many times as much as the background
