@@ -20,8 +20,11 @@ pymatting's), "new" the default route (1e-6).
 `--pair sampled`: "old" is the default route without the band solve's data term from sampled colours
 (`PortraitSettings(band_data=0)`, `p3m.infer.band_sampling`), "new" the default route.
 
-    P3M_TESTDATA=DIR .venv/bin/python -m benchmarks.bench_route_priors [--pair priors|spill|eps|sampled] [--repeat 3]
-        [--json F]
+`--pair zoom`: "old" is the default route without the zoomed third pass of the prior
+(`PortraitSettings(zoom_tiles=0)`), "new" the default route (one tile on the person's edge).
+
+    P3M_TESTDATA=DIR .venv/bin/python -m benchmarks.bench_route_priors [--pair priors|spill|eps|sampled|zoom] \
+        [--repeat 3] [--json F]
 
 Needs the P3M demo portraits (`JizhiziLi/P3M` demo/imgs) in $P3M_TESTDATA; exits with a message without it.
 """
@@ -54,6 +57,8 @@ PAIRS = {
     "eps": (PortraitSettings(cf_eps=1e-7), PortraitSettings()),
     # the default route without and with Robust Matting's data term from sampled colours in the band solve
     "sampled": (PortraitSettings(band_data=0.0), PortraitSettings()),
+    # the default route without and with the zoomed third pass of the prior (tiles along the person's edge)
+    "zoom": (PortraitSettings(zoom_tiles=0), PortraitSettings()),
 }
 
 

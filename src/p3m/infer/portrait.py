@@ -8,7 +8,17 @@ No trained P3M-Net checkpoint is needed. For an RGB image (HxWx3 uint8), at a wo
    (averaged with its mirror image, blended into the first over a feathered edge). The network was trained on
    people filling the frame: the crop gives it 2-4x more pixels on the person, and it stops it from taking
    nearby person-like objects (statues, bushes) for the subject. When the person does not fit a square inside
-   the image, the crop is the largest square that does, centred on the confident core of the person.
+   the image, the crop is the largest square that does, centred on the confident core of the person. Then a
+   third, zoomed pass (`zoom_tiles`, 1): the network on up to that many square tiles `zoom_side` (half) of the
+   crop's side, mirror-averaged, placed along the mask's edge where the prior is most unsure
+   (`p3m.infer.priors.edge_tiles`). On a full-body photo the 256 px crop blurs the edge over 25-40 px and
+   spills onto the background next to the person; the tile sees it 2x larger. The tiles only remove, and only
+   what is believed (`p3m.infer.priors.thin_removals`): parts the tile calls background that lie within
+   `zoom_reach` of the background and touch the person at least `zoom_attach` times as much as the background
+   (a strip of spill). The network, trained on people filling the frame, often loses a whole limb on a tile:
+   such a part touches mostly background, or lies deeper, and is kept; a removal that would cut part of the
+   person off its confident pixels (step 2 would drop that part) is taken back. One tile is what the time
+   budget allows (about 0.03 s of CPU per photo); 2 and 3 tiles gain more (benchmarks/RESULTS.md).
 2. **Mask**: prior >= `threshold`, keeping the connected components that hold confident (>= `seed_threshold`)
    pixels, at least `min_component` of the most confident component's count (hysteresis: grey blobs with no
    confident pixel, the network's usual false positives, are dropped; an image without any is an image
@@ -65,11 +75,13 @@ from p3m.infer.priors import (
     PersonEvidence,
     agreement,
     blend_in,
+    edge_tiles,
     hand_roi_from_pose,
     hand_seeds,
     limb_gaps,
     person_verdict,
     square_around,
+    thin_removals,
 )
 from p3m.infer.resize import working_size
 from p3m.infer.spill import background_by_colour
@@ -103,6 +115,11 @@ STEPS = ("prior", "pose", "hands", "trimap", "refine", "person", "upsample")
 
 # high-pass energy below this (about one grey level) is noise: the bar for "fine structure" on a flat background
 _NOISE_FLOOR = 0.005
+# the zoomed pass: its tiles are at least this many image px (below it the network sees texture, not a person),
+# and only their middle counts: this fraction of the side at each edge inside the image is the crop's margin
+_MIN_TILE = 64
+_TILE_MARGIN = 0.1
+_TILE_GRID = 4  # ... placed on a grid this many times coarser than the working size
 
 
 @dataclass(frozen=True)
@@ -117,6 +134,10 @@ class PortraitSettings:
     crop_margin: float = 0.1  # margin around the person's box, fraction of the box's long side
     crop_flip: bool = True  # average the crop pass with its mirror image
     feather: float = 0.05  # crop blended into the first pass over this fraction of the crop's side
+    zoom_tiles: int = 1  # third pass: at most this many tiles along the person's edge where the prior is unsure
+    zoom_side: float = 0.5  # ... each a square this fraction of the crop pass's side (2x its pixels per person px)
+    zoom_reach: float = 0.03  # ... its removals believed only within this (of the long side) of the background
+    zoom_attach: float = 0.3  # ... and touching the person at least this many times as much as the background
     threshold: float = 0.5  # person where the prior is >= this ...
     seed_threshold: float = 0.9  # ... in components holding pixels >= this (hysteresis)
     min_component: float = 0.1  # ... at least this fraction of the largest such count
@@ -299,7 +320,58 @@ class PortraitMatting:
                 crop = self._segment(rgb, top, left, side, work_hw, flip=s.crop_flip)
                 weight = _feather(top, left, side, (h, w), work_hw, s.feather * side)
                 prob = weight * crop + (1 - weight) * prob
-        return np.clip(prob, 0.0, 1.0).astype(np.float32)
+        prob = np.clip(prob, 0.0, 1.0).astype(np.float32)
+        if s.zoom_tiles > 0:
+            prob = self._zoom(rgb, prob, side)
+        return prob
+
+    def _zoom(self, rgb: np.ndarray, prob: np.ndarray, crop_side: int) -> np.ndarray:
+        """The zoomed pass: `prob` (working size) with the believed removals of the selfie network run on tiles
+        along the mask's edge (`p3m.infer.priors.edge_tiles`, `thin_removals`) set to the tiles' values; the
+        tiles are `zoom_side` of `crop_side` (the crop pass's side, or the image's long side without it)."""
+        s = self.settings
+        mask = self.mask(prob)
+        if not mask.any():
+            return prob
+        h, w = rgb.shape[:2]
+        work_hw = prob.shape
+        tile = min(max(_MIN_TILE, round(s.zoom_side * crop_side)), h, w)
+        reach = s.zoom_reach * max(work_hw)
+        pad = int(np.ceil(reach)) + 1  # the distance to the background is exact within reach of a tile
+        # the tiles are placed on a grid a quarter of the working size: where they go needs no finer look
+        grid_hw = (max(1, work_hw[0] // _TILE_GRID), max(1, work_hw[1] // _TILE_GRID))
+        gy_scale, gx_scale = grid_hw[0] / h, grid_hw[1] / w
+        grid_prob = cv2.resize(prob, grid_hw[::-1], interpolation=cv2.INTER_AREA)
+        grid_mask = cv2.resize(mask.astype(np.float32), grid_hw[::-1], interpolation=cv2.INTER_AREA) >= 0.5
+        tiles = edge_tiles(grid_prob, grid_mask, max(1, round(tile * min(gy_scale, gx_scale))), s.zoom_tiles)
+        out = prob.copy()
+        removed_all = np.zeros_like(mask)
+        for gy, gx in tiles:
+            top, left = min(round(gy / gy_scale), h - tile), min(round(gx / gx_scale), w - tile)
+            fine = self._segment(rgb, top, left, tile, work_hw, flip=s.crop_flip)
+            inside = _feather(top, left, tile, (h, w), work_hw, _TILE_MARGIN * tile) > 0.99
+            rows, cols = np.flatnonzero(inside.any(1)), np.flatnonzero(inside.any(0))
+            if rows.size == 0 or cols.size == 0:
+                continue
+            y0, y1 = max(rows[0] - pad, 0), min(rows[-1] + 1 + pad, work_hw[0])
+            x0, x1 = max(cols[0] - pad, 0), min(cols[-1] + 1 + pad, work_hw[1])
+            window = np.s_[y0:y1, x0:x1]
+            removed = thin_removals(
+                mask[window], fine[window] >= s.threshold, inside[window], reach=reach, attach=s.zoom_attach
+            )
+            out[window][removed] = fine[window][removed]
+            removed_all[window] |= removed
+        if not removed_all.any():
+            return out
+        # a removal that cuts a part of the person off its confident pixels would make the mask's hysteresis drop
+        # that part too (a hand on a wall behind a strip of spill): such removals are taken back
+        detached = mask & ~removed_all & ~self.mask(out)
+        if detached.any():
+            back = _touching(removed_all, detached)
+            out[back] = prob[back]
+            if (mask & ~removed_all & ~back & ~self.mask(out)).any():
+                return prob
+        return out
 
     # -- 2. mask ----------------------------------------------------------------------------------------
 

@@ -2,9 +2,10 @@
 
 The route (`p3m.infer.portrait`) has a selfie-segmentation probability and, where it runs, BlazePose's landmarks
 and person mask (`p3m.models.pose_landmark`) and MediaPipe's hand landmarks (`p3m.models.hand_landmark`). These
-functions turn them into the route's decisions: where the pose mask is trusted (`agreement`), where limbs leave
-gaps the selfie mask fills (`limb_gaps`), where hands are (`hand_roi_from_pose`, `hand_seeds`), and whether a
-person is there at all (`PersonEvidence`, `person_verdict`).
+functions turn them into the route's decisions: where the zoomed pass looks along the person's edge
+(`edge_tiles`) and which of its removals are believed (`thin_removals`), where the pose mask is trusted
+(`agreement`), where limbs leave gaps the selfie mask fills (`limb_gaps`), where hands are (`hand_roi_from_pose`,
+`hand_seeds`), and whether a person is there at all (`PersonEvidence`, `person_verdict`).
 
 Conventions: masks are HxW bool, probabilities HxW float32 in [0, 1]; pose landmarks (33, 4) x, y in pixels of
 the same grid, z, visibility in [0, 1] (MediaPipe's order, `p3m.models.pose_landmark.LANDMARKS`); hand landmarks
@@ -28,11 +29,13 @@ __all__ = [
     "PersonEvidence",
     "agreement",
     "blend_in",
+    "edge_tiles",
     "hand_roi_from_pose",
     "hand_seeds",
     "limb_gaps",
     "person_verdict",
     "square_around",
+    "thin_removals",
 ]
 
 
@@ -85,6 +88,80 @@ def square_around(mask: np.ndarray, margin: float) -> RotatedRect | None:
     y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
     side = max(y1 - y0, x1 - x0) * (1.0 + 2.0 * margin)
     return RotatedRect((x0 + x1) / 2.0, (y0 + y1) / 2.0, float(side), float(side))
+
+
+def edge_tiles(
+    prob: np.ndarray,
+    mask: np.ndarray,
+    side: int,
+    count: int,
+    *,
+    unsure: tuple[float, float] = (0.1, 0.9),
+    min_share: float = 0.05,
+    min_person: float = 0.15,
+) -> list[tuple[int, int]]:
+    """Top-left corners (y, x) of up to `count` square tiles of `side` px along the edge of `mask` (HxW bool),
+    where the prior `prob` (HxW float32, same grid) is unsure: strictly between ``unsure[0]`` and ``unsure[1]``.
+
+    Greedy: each tile is centred on the edge pixel of the mask (a mask pixel with a background 8-neighbour) with
+    the most unsure pixels not yet covered in the middle 70% of a tile round it, then kept inside the grid;
+    it stops when the best tile would cover no more than `min_share` of all unsure pixels. A tile where less
+    than `min_person` of the pixels are in the mask is dropped (its unsure pixels still count as covered): the
+    selfie network, trained on people filling the frame, sees no person in a corner of background.
+    """
+    h, w = mask.shape
+    side = int(min(side, h, w))
+    mask = mask.astype(bool)
+    if side < 1 or count < 1 or not mask.any():
+        return []
+    target = ((prob > unsure[0]) & (prob < unsure[1])).astype(np.float32)
+    total = float(target.sum())
+    edge = mask & ~cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8), borderValue=1).astype(bool)
+    core = max(1, round(0.7 * side))
+    tiles: list[tuple[int, int]] = []
+    for _ in range(count):
+        covered = cv2.boxFilter(target, -1, (core, core), normalize=False, borderType=cv2.BORDER_CONSTANT)
+        score = np.where(edge, covered, -1.0)
+        best = int(np.argmax(score))
+        if total == 0 or score.flat[best] <= min_share * total:
+            break
+        cy, cx = divmod(best, w)
+        top = min(max(cy - side // 2, 0), h - side)
+        left = min(max(cx - side // 2, 0), w - side)
+        target[top : top + side, left : left + side] = 0
+        if mask[top : top + side, left : left + side].mean() >= min_person:
+            tiles.append((top, left))
+    return tiles
+
+
+def thin_removals(
+    coarse: np.ndarray, fine: np.ndarray, inside: np.ndarray, *, reach: float, attach: float
+) -> np.ndarray:
+    """HxW bool: the pixels a zoomed pass (`fine`, HxW bool) removes from the coarse mask (`coarse`) that are
+    believed: connected parts (8-connected) of ``coarse & ~fine & inside`` that are thin and attached.
+
+    Thin: every pixel within `reach` px of the coarse background (Euclidean; the arrays must reach `reach` px
+    beyond `inside` for that distance to be exact). Attached: on the part's one-pixel border inside `inside`,
+    pixels that both masks call person number at least `attach` times those of the coarse background. A
+    spill strip along the edge touches the person on one side and the background on the other (about 1:1);
+    a limb that the zoomed network lost as a whole touches mostly background (both sides of it) and is kept.
+    """
+    coarse, inside = coarse.astype(bool), inside.astype(bool)
+    removed = coarse & ~fine.astype(bool) & inside
+    n, labels = cv2.connectedComponents(removed.astype(np.uint8), connectivity=8)
+    if n <= 1:
+        return np.zeros_like(removed)
+    depth = cv2.distanceTransform(coarse.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    deepest = np.zeros(n, np.float32)
+    np.maximum.at(deepest, labels[removed], depth[removed])
+    # each part's border: pixels next to it (3x3) outside every part, labelled by the part (max of the labels)
+    around = cv2.dilate(labels.astype(np.float32), np.ones((3, 3), np.uint8)).astype(np.int64)
+    border = (labels == 0) & (around > 0) & inside
+    person = np.bincount(around[border & coarse & fine], minlength=n)
+    background = np.bincount(around[border & ~coarse], minlength=n)
+    keep = (deepest <= reach) & (person >= attach * background)
+    keep[0] = False
+    return keep[labels]
 
 
 def agreement(a: np.ndarray, b: np.ndarray) -> float:
