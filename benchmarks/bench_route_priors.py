@@ -17,7 +17,11 @@ mattes and the share of the image each keeps. Then the cost: old and new timed o
 `--pair eps`: "old" is the default route with closed-form epsilon 1e-7 (`PortraitSettings(cf_eps=1e-7)`,
 pymatting's), "new" the default route (1e-6).
 
-    P3M_TESTDATA=DIR .venv/bin/python -m benchmarks.bench_route_priors [--pair priors|spill|eps] [--repeat 3] [--json F]
+`--pair gaps`: "old" is the default route, "new" the default route with the background dropped by colour in the
+gaps between limbs (`PortraitSettings(gap_colour=True)`, `p3m.infer.spill.background_in_gaps`).
+
+    P3M_TESTDATA=DIR .venv/bin/python -m benchmarks.bench_route_priors [--pair priors|spill|eps|gaps] [--repeat 3]
+        [--json F]
 
 Needs the P3M demo portraits (`JizhiziLi/P3M` demo/imgs) in $P3M_TESTDATA; exits with a message without it.
 """
@@ -48,6 +52,8 @@ PAIRS = {
     "spill": (PortraitSettings(spill_unsure=0.5), PortraitSettings()),
     # the default route with the closed-form epsilon it had before (pymatting's 1e-7) and with today's
     "eps": (PortraitSettings(cf_eps=1e-7), PortraitSettings()),
+    # the default route without and with the colour test inside the pose's limb-gap polygons
+    "gaps": (PortraitSettings(), PortraitSettings(gap_colour=True)),
 }
 
 

@@ -69,7 +69,7 @@ from p3m.infer.priors import (
     square_around,
 )
 from p3m.infer.resize import working_size
-from p3m.infer.spill import background_by_colour
+from p3m.infer.spill import background_by_colour, background_in_gaps
 from p3m.models.face_detector import FaceDetector
 from p3m.models.graph_session import GraphSession, open_graph
 from p3m.models.hand_landmark import HandLandmarker
@@ -130,6 +130,7 @@ class PortraitSettings:
     pose_agree: float = 0.9  # the pose prior is used where its mask agrees this well (IoU) with the selfie's
     limb_visibility: float = 0.5  # landmarks used when at least this visible
     limb_gaps: bool = False  # pose mask in the gaps between limbs (off: +2.8 SAD on a mirrored test photo)
+    gap_colour: bool = False  # background by nearest colour in the gaps between limbs (off: runs the pose network)
     gap_feather: float = 0.005  # pose mask blended into the limb gaps over this (std. dev., of the long side)
     hands: bool = False  # hand landmarks where the pose sees a wrist and the selfie prior is weak (about 2x the time)
     hand_weak: float = 0.95  # "weak": mean selfie prior over the hand's crop below this
@@ -317,8 +318,12 @@ class PortraitMatting:
         if not unsure.any():
             return prob
         background = background_by_colour(image, prob, sigma=s.spill_sigma, ratio=s.spill_ratio)
-        below = np.nextafter(np.float32(s.threshold), np.float32(0))
-        return np.where(unsure & background, below, prob).astype(np.float32)
+        return self._drop(prob, unsure & background)
+
+    def _drop(self, prob: np.ndarray, where: np.ndarray) -> np.ndarray:
+        """`prob` lowered just below `threshold` where the bool `where` is True: out of the mask, still graded."""
+        below = np.nextafter(np.float32(self.settings.threshold), np.float32(0))
+        return np.where(where, below, prob).astype(np.float32)
 
     # -- 3. pose prior ------------------------------------------------------------------------------------
 
@@ -488,15 +493,18 @@ class PortraitMatting:
         info: dict[str, Any] = {}
         # the pose network runs here only for the steps that use its landmarks or mask (hands, limb gaps); the
         # person check asks for it later, and only when no face settles that question
-        pose = self.pose(image, mask) if s.pose and (s.hands or s.limb_gaps) else None
+        pose = self.pose(image, mask) if s.pose and (s.hands or s.limb_gaps or s.gap_colour) else None
         agree = agreement(pose.segmentation >= 0.5, mask) if pose is not None else 0.0
         trusted = pose is not None and agree >= s.pose_agree
         if pose is not None:
             info["pose_agreement"], info["pose_prior"] = round(agree, 4), trusted
-        if pose is not None and trusted and s.limb_gaps:
+        if pose is not None and trusted and (s.limb_gaps or s.gap_colour):
             gaps = limb_gaps(pose.landmarks, mask.shape, min_visibility=s.limb_visibility)
-            if gaps.any():
+            if gaps.any() and s.limb_gaps:
                 prob = blend_in(prob, pose.segmentation, gaps, s.gap_feather * max(hw, ww))
+                mask = self.mask(prob)
+            if gaps.any() and s.gap_colour:
+                prob = self._drop(prob, background_in_gaps(image, prob, mask, gaps))
                 mask = self.mask(prob)
         lap("pose")
         hands = self.hands(image, pose, prob) if pose is not None and trusted and s.hands and mask.any() else []
