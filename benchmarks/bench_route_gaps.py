@@ -16,10 +16,12 @@ drops the colour model's), and closed-form matting draws the edge in the band ro
   5% of the long side (nearest neighbour in colour and position, on a 192 px copy): `ratio` times closer to
   a background sample is background. Unlike the means of `p3m.infer.spill`, a two-coloured surrounding (a lit
   and a shaded wall) is modelled as two colours.
-- `gaps` (`background_in_gaps`): only inside the pose network's polygons between the arms and the torso and
-  between the legs (`p3m.infer.priors.limb_gaps`, landmarks visible, pose mask trusted): the same nearest-colour
-  test against the background in a ring round the person (10% of the long side) and the confident person
-  outside the polygons (the background inside a gap has no confident background next to it).
+- `gaps` (`p3m.infer.spill.background_in_gaps`, kept in the route as `PortraitSettings(gap_colour=True)`): only
+  inside the pose network's polygons between the arms and the torso and between the legs
+  (`p3m.infer.priors.limb_gaps`, landmarks visible, pose mask trusted): a nearest-colour test against the
+  background in a ring round the person (10% of the long side) and the confident person outside the polygons
+  (the background inside a gap has no confident background next to it), the verdict closed and opened over
+  0.5% of the long side; `gaps-scattered` without that smoothing.
 
 Per verdict: which of its pixels are wrong (background in the reference) and which right, beyond the trimap's
 band too (the pixels the band cannot take back); then the route with and without it on the 12 shared portraits
@@ -53,6 +55,7 @@ from benchmarks.bench_route_priors import portraits, quality
 from p3m.infer.portrait import PortraitMatting, _distance_to
 from p3m.infer.priors import agreement, limb_gaps
 from p3m.infer.resize import working_size
+from p3m.infer.spill import background_in_gaps
 
 Verdict = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (image HxWx3 uint8, prior HxW) -> HxW bool
 
@@ -191,36 +194,12 @@ def background_by_nearest(
     return _back(verdict, prob.shape)
 
 
-def background_in_gaps(
-    image: np.ndarray,
-    prob: np.ndarray,
-    gaps: np.ndarray,
-    *,
-    ratio: float = 2.0,
-    ring: float = 0.1,
-    lightness: float | None = None,
-    step: int = 4,
-) -> np.ndarray:
-    """HxW bool: pixels of the mask inside the limb-gap polygons `gaps` (HxW bool) whose colour is `ratio` times
-    nearer to the background round the person (prob <= 0.35 within `ring` of the mask) than to the confident person
-    outside the gaps; samples every `step` px, the image smoothed (1 px), no distance limit (`_nearer_background`
-    with an unbounded radius)."""
-    mask = prob >= 0.5
-    side = max(prob.shape)
-    around = ~mask & (prob <= 0.35) & (_distance_to(mask) <= ring * side)
-    person = (prob >= 0.95) & ~gaps
-    every = np.zeros_like(mask)
-    every[::step, ::step] = True
-    colours = _colours(image, lightness, 1.0)
-    return _nearer_background(colours, gaps & mask, person & every, around & every, 1e9, ratio)
-
-
 class WithVerdict(PortraitMatting):
     """The default route with one verdict's pixels dropped from the mask after the colour model on the spill."""
 
-    def __init__(self, verdict: Verdict | None = None, *, pose_gaps: bool = False) -> None:
+    def __init__(self, verdict: Verdict | None = None, *, pose_gaps: bool = False, smooth: float = 0.005) -> None:
         super().__init__()
-        self.verdict, self.pose_gaps = verdict, pose_gaps
+        self.verdict, self.pose_gaps, self.smooth = verdict, pose_gaps, smooth
         self.seconds: list[float] = []
 
     def marked(self, prob: np.ndarray, image: np.ndarray) -> np.ndarray:
@@ -231,7 +210,7 @@ class WithVerdict(PortraitMatting):
             pose = self.pose(image, mask) if mask.any() else None
             trusted = pose is not None and agreement(pose.segmentation >= 0.5, mask) >= self.settings.pose_agree
             gaps = limb_gaps(pose.landmarks, mask.shape) if trusted and pose is not None else np.zeros_like(mask)
-            marked = background_in_gaps(image, prob, gaps) if gaps.any() else np.zeros_like(mask)
+            marked = background_in_gaps(image, prob, mask, gaps, smooth=self.smooth)
         else:
             assert self.verdict is not None
             marked = self.verdict(image, prob) & (prob >= self.settings.threshold)
@@ -248,6 +227,7 @@ VERDICTS: dict[str, Callable[[], WithVerdict]] = {
     "path": lambda: WithVerdict(background_by_path),
     "path-shading": lambda: WithVerdict(partial(background_by_path, tau=3.0)),
     "nearest": lambda: WithVerdict(background_by_nearest),
+    "gaps-scattered": lambda: WithVerdict(pose_gaps=True, smooth=0.0),
     "gaps": lambda: WithVerdict(pose_gaps=True),
 }
 

@@ -1,5 +1,6 @@
-"""The verdicts of benchmarks/bench_route_gaps.py (issue 24, measured and not kept in the route): the geodesic
-distance against a literal Dijkstra, and each verdict on a drawn scene whose answer is known."""
+"""The verdicts of benchmarks/bench_route_gaps.py measured and not kept in the route (issue 24): the geodesic
+distance against a literal Dijkstra, and each verdict on a drawn scene whose answer is known (the one kept,
+`p3m.infer.spill.background_in_gaps`, is tested in tests/test_spill.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import pytest
 from benchmarks.bench_route_gaps import (
     background_by_nearest,
     background_by_path,
-    background_in_gaps,
     geodesic_distance,
 )
 
@@ -111,12 +111,3 @@ def test_the_nearest_colour_verdict_models_two_background_colours_where_a_mean_w
     # the shaded wall has the scarf's colour, and the scarf is within reach: next to the person colour cannot
     # tell (only the strip's far side, nearer in position to the wall's samples, goes)
     assert not verdict[45:75, 50:56].any() and verdict[45:75, 50:62].mean() < 0.5
-
-
-def test_the_gap_verdict_judges_only_inside_the_gaps():
-    image, prob = scene()
-    gaps = np.zeros(prob.shape, bool)
-    gaps[5:35, 40:62] = True  # a polygon over the person's edge and the lit spill
-    verdict = background_in_gaps(image, prob, gaps, step=1)
-    assert verdict[5:35, 50:62].mean() > 0.9
-    assert not verdict[~gaps].any() and not verdict[:, :50].any()
