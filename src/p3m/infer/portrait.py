@@ -495,8 +495,8 @@ class PortraitMatting:
         if not mask.any():
             return RouteResult(np.zeros((h, w), np.float32), NO_PERSON, {"person": ""}, timings)
         info: dict[str, Any] = {}
-        # the pose network runs here only for the steps that use its landmarks or mask (hands, limb gaps); the
-        # person check asks for it later, and only when no face settles that question
+        # the pose network runs here only for the steps that use its landmarks or mask (hands, limb gaps, the gaps'
+        # colour test); the person check asks for it later, and only when no face settles that question
         pose = self.pose(image, mask) if s.pose and (s.hands or s.limb_gaps or s.gap_colour) else None
         agree = agreement(pose.segmentation >= 0.5, mask) if pose is not None else 0.0
         trusted = pose is not None and agree >= s.pose_agree
