@@ -7,11 +7,14 @@ use of it (`PortraitMatting.unspill`): the matte's spill onto a wall shrinks, a 
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
 from p3m.infer.portrait import PortraitMatting, PortraitSettings
-from p3m.infer.spill import background_by_colour, gaussian_kernel, local_mean_colour
+from p3m.infer.priors import limb_gaps
+from p3m.infer.spill import background_by_colour, background_in_gaps, gaussian_kernel, local_mean_colour
+from p3m.models.pose_landmark import LANDMARKS
 
 
 def literal_local_mean(colours: np.ndarray, weight: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
@@ -127,3 +130,78 @@ def test_route_drops_the_priors_spill_onto_a_wall_of_another_colour_and_keeps_a_
     else:  # the strip has the person's colour: kept either way
         assert min(on_strip.values()) > 0.9 * 160 * 5
     assert (alphas[0.8][:, :98] > 0.99).all() and (alphas[0.8][:, 108:] < 0.01).all()
+
+
+def gap_scene() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(image 300x200, prior, person, gap): a person standing with arms held out (`standing`'s landmarks: blue
+    shirt, red sleeves, grey trousers) on sand; the prior is 1 on the person and also fills the sand enclosed
+    between the left arm and the torso (`gap`), 0 elsewhere."""
+    from tests.test_route_priors import standing
+
+    lm = standing()
+    at = {name: tuple(int(v) for v in lm[LANDMARKS.index(name), :2]) for name in LANDMARKS}
+    image = np.zeros((300, 200, 3), np.uint8)
+    image[:] = (200, 180, 140)
+
+    def limbs(joints: tuple[str, str, str], width: int) -> np.ndarray:
+        drawn = np.zeros((300, 200), np.uint8)
+        for side in ("left", "right"):
+            cv2.polylines(drawn, [np.array([at[f"{side}_{joint}"] for joint in joints])], False, 1, width)
+        return drawn.astype(bool)
+
+    arms = limbs(("shoulder", "elbow", "wrist"), 12)
+    torso = np.zeros((300, 200), np.uint8)
+    cv2.rectangle(torso, (80, 55), (120, 155), 1, -1)
+    cv2.circle(torso, (100, 35), 18, 1, -1)
+    person = torso.astype(bool) | arms | limbs(("hip", "knee", "ankle"), 16)
+    image[person] = (40, 60, 160)
+    image[arms] = (180, 40, 40)
+    image[person & (np.arange(300)[:, None] > 155)] = (90, 90, 95)
+    enclosed = np.zeros((300, 200), np.uint8)
+    cv2.fillPoly(enclosed, [np.array([at["left_shoulder"], at["left_elbow"], at["left_wrist"], at["left_hip"]])], 1)
+    gap = enclosed.astype(bool) & ~person
+    rng = np.random.default_rng(5)
+    image = np.clip(image + rng.normal(0, 3, image.shape), 0, 255).astype(np.uint8)
+    prob = (person | gap).astype(np.float32)
+    return image, prob, person, gap
+
+
+def test_background_in_gaps_finds_the_enclosed_background_and_keeps_the_limbs():
+    from tests.test_route_priors import standing
+
+    image, prob, person, gap = gap_scene()
+    polygons = limb_gaps(standing(), prob.shape)
+    mask = prob >= 0.5
+    verdict = background_in_gaps(image, prob, mask, polygons)
+    assert verdict.shape == prob.shape and verdict.dtype == bool
+    assert verdict[gap].mean() > 0.9  # the sand the prior filled between the arm and the torso
+    assert not (verdict & person).any()  # the sleeve and the shirt, inside the polygon too
+    assert not (verdict & ~polygons).any()
+    # a speck of the sand's colour on the shirt (a highlight) is not a region of background
+    speck = image.copy()
+    speck[100:102, 110:112] = (200, 180, 140)
+    assert not background_in_gaps(speck, prob, mask, polygons)[100:102, 110:112].any()
+    # no background round the person to compare with: no verdict
+    assert not background_in_gaps(image, np.ones_like(prob), np.ones_like(mask), polygons).any()
+
+
+def test_route_drops_the_background_enclosed_between_arm_and_body_with_gap_colour():
+    from p3m.models.pose_landmark import Pose
+    from tests.test_route_priors import standing
+
+    image, prob, person, gap = gap_scene()
+    inner = cv2.erode(person.astype(np.uint8), np.ones((5, 5))) > 0
+    limbs = inner & limb_gaps(standing(), prob.shape)  # the sleeve and shirt inside the polygon, off their edges
+    kept = {}
+    for on in (False, True):
+        pm = PortraitMatting(PortraitSettings(gap_colour=on, person_check=False))
+        pm.prior = lambda rgb: prob  # the given prior in place of the network's
+
+        def pose(image, mask):  # a trusted pose (its mask is the selfie mask) with the drawn landmarks
+            return Pose(standing(), np.ones(33), np.zeros((33, 3)), mask.astype(np.float32), 1.0, None, None)
+
+        pm.pose = pose
+        alpha = pm(image)
+        kept[on] = float(alpha[gap].mean())
+        assert alpha[limbs].min() > 0.99
+    assert kept[False] > 0.9 and kept[True] < 0.1  # the sand between the arm and the body leaves the matte

@@ -31,7 +31,11 @@ No trained P3M-Net checkpoint is needed. For an RGB image (HxWx3 uint8), at a wo
    full-body person mask. Trusted only where its mask agrees with the selfie mask (IoU >= `pose_agree`; on
    head-and-shoulders crops the network is lost). With `limb_gaps` (off: it changed nothing on the 12 P3M-10k
    test photos and made a mirrored copy of one worse), the pose mask replaces the selfie prior in the polygons
-   between each arm and the torso and between the legs (`p3m.infer.priors.limb_gaps`).
+   between each arm and the torso and between the legs (`p3m.infer.priors.limb_gaps`). With `gap_colour`
+   (off: it runs the pose network on every image, about 0.1-0.2 s), the background the selfie prior keeps
+   inside those polygons, often confidently and with no confident background next to it, leaves the mask
+   where its colour is far nearer to the background round the person than to the person outside the gaps
+   (`p3m.infer.spill.background_in_gaps`, nearest samples, the verdict smoothed into regions).
 4. **Hands** (`hands`, needs a trusted pose): MediaPipe's hand landmarks on a crop from the pose's wrist and
    knuckles (no palm detector), for each hand in the image whose wrist is visible and where the selfie prior
    is weak round it; their bones become known foreground and a zone round them unknown, so closed-form
@@ -84,7 +88,7 @@ from p3m.infer.priors import (
     thin_removals,
 )
 from p3m.infer.resize import working_size
-from p3m.infer.spill import background_by_colour
+from p3m.infer.spill import background_by_colour, background_in_gaps
 from p3m.models.face_detector import FaceDetector
 from p3m.models.graph_session import GraphSession, open_graph
 from p3m.models.hand_landmark import HandLandmarker
@@ -154,6 +158,7 @@ class PortraitSettings:
     pose_agree: float = 0.9  # the pose prior is used where its mask agrees this well (IoU) with the selfie's
     limb_visibility: float = 0.5  # landmarks used when at least this visible
     limb_gaps: bool = False  # pose mask in the gaps between limbs (off: +2.8 SAD on a mirrored test photo)
+    gap_colour: bool = False  # background by nearest colour in the gaps between limbs (off: runs the pose network)
     gap_feather: float = 0.005  # pose mask blended into the limb gaps over this (std. dev., of the long side)
     hands: bool = False  # hand landmarks where the pose sees a wrist and the selfie prior is weak (about 2x the time)
     hand_weak: float = 0.95  # "weak": mean selfie prior over the hand's crop below this
@@ -393,8 +398,12 @@ class PortraitMatting:
         if not unsure.any():
             return prob
         background = background_by_colour(image, prob, sigma=s.spill_sigma, ratio=s.spill_ratio)
-        below = np.nextafter(np.float32(s.threshold), np.float32(0))
-        return np.where(unsure & background, below, prob).astype(np.float32)
+        return self._drop(prob, unsure & background)
+
+    def _drop(self, prob: np.ndarray, where: np.ndarray) -> np.ndarray:
+        """`prob` lowered just below `threshold` where the bool `where` is True: out of the mask, still graded."""
+        below = np.nextafter(np.float32(self.settings.threshold), np.float32(0))
+        return np.where(where, below, prob).astype(np.float32)
 
     # -- 3. pose prior ------------------------------------------------------------------------------------
 
@@ -566,17 +575,20 @@ class PortraitMatting:
         if not mask.any():
             return RouteResult(np.zeros((h, w), np.float32), NO_PERSON, {"person": ""}, timings)
         info: dict[str, Any] = {}
-        # the pose network runs here only for the steps that use its landmarks or mask (hands, limb gaps); the
-        # person check asks for it later, and only when no face settles that question
-        pose = self.pose(image, mask) if s.pose and (s.hands or s.limb_gaps) else None
+        # the pose network runs here only for the steps that use its landmarks or mask (hands, limb gaps, the gaps'
+        # colour test); the person check asks for it later, and only when no face settles that question
+        pose = self.pose(image, mask) if s.pose and (s.hands or s.limb_gaps or s.gap_colour) else None
         agree = agreement(pose.segmentation >= 0.5, mask) if pose is not None else 0.0
         trusted = pose is not None and agree >= s.pose_agree
         if pose is not None:
             info["pose_agreement"], info["pose_prior"] = round(agree, 4), trusted
-        if pose is not None and trusted and s.limb_gaps:
+        if pose is not None and trusted and (s.limb_gaps or s.gap_colour):
             gaps = limb_gaps(pose.landmarks, mask.shape, min_visibility=s.limb_visibility)
-            if gaps.any():
+            if gaps.any() and s.limb_gaps:
                 prob = blend_in(prob, pose.segmentation, gaps, s.gap_feather * max(hw, ww))
+                mask = self.mask(prob)
+            if gaps.any() and s.gap_colour:
+                prob = self._drop(prob, background_in_gaps(image, prob, mask, gaps))
                 mask = self.mask(prob)
         lap("pose")
         hands = self.hands(image, pose, prob) if pose is not None and trusted and s.hands and mask.any() else []

@@ -9,6 +9,12 @@ Gaussian-weighted means by normalised convolution, Knutsson & Westin 1993) marks
 far closer to the background's; the route drops them from the mask where the prior is unsure, and closed-form
 matting then draws the edge in a band round the moved mask.
 
+Between the limbs and the body (`background_in_gaps`) the background the prior keeps is often enclosed by the
+person, with no confident background next to it to compare with, and the prior there is confident too. Inside
+the pose network's limb-gap polygons (`p3m.infer.priors.limb_gaps`) the test is the nearest colour instead of
+the local means: a pixel whose colour is far nearer to some background sample round the person than to any
+confident person sample outside the gaps is background, where enough such pixels lie together.
+
 Conventions: images HxWx3 uint8 (any colour order, used as given), probabilities HxW float32 in [0, 1], masks
 HxW bool; lengths are fractions of the image's long side, so they mean the same at every resolution.
 """
@@ -19,10 +25,11 @@ import math
 
 import cv2
 import numpy as np
+from scipy.spatial import cKDTree
 
 from p3m.infer.resize import working_size
 
-__all__ = ["background_by_colour", "gaussian_kernel", "local_mean_colour"]
+__all__ = ["background_by_colour", "background_in_gaps", "gaussian_kernel", "local_mean_colour"]
 
 
 def gaussian_kernel(sigma: float) -> np.ndarray:
@@ -110,4 +117,70 @@ def background_by_colour(
     verdict = (d_fg > ratio * d_bg) & (fg_density >= min_density) & (bg_density >= min_density)
     if (sh, sw) != (h, w):
         verdict = cv2.resize(verdict.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
+    return verdict
+
+
+def _disc(radius: int) -> np.ndarray:
+    """uint8 elliptic structuring element of the given radius in pixels."""
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+
+
+def background_in_gaps(
+    image: np.ndarray,
+    prob: np.ndarray,
+    mask: np.ndarray,
+    gaps: np.ndarray,
+    *,
+    ratio: float = 2.0,
+    ring: float = 0.1,
+    foreground: float = 0.95,
+    background: float = 0.35,
+    smooth: float = 0.005,
+    step: int = 4,
+) -> np.ndarray:
+    """HxW bool: the pixels of `mask` inside `gaps` whose colour is the background's, by the nearest sample.
+
+    Parameters
+    ----------
+    image : HxWx3 uint8, the image the probability belongs to (same grid); smoothed by a 1 px Gaussian first
+    prob : HxW float32 in [0, 1], the person prior
+    mask : HxW bool, the person's mask: pixels of it inside `gaps` are judged, the background is sampled round it
+    gaps : HxW bool, where background may be enclosed between limbs (`p3m.infer.priors.limb_gaps`)
+    ratio : float, a pixel is background when (its colour distance to the nearest person sample + 1) exceeds
+        this times (its distance to the nearest background sample + 1); distances in 8-bit RGB units
+    ring : float, the background's samples: pixels outside `mask` with prob <= `background` within this of it
+        (fraction of the long side: the background round the person, which the gaps show through)
+    foreground : float, the person's samples: prob >= this outside `gaps` (inside them the prior is what is judged)
+    background : float, see `ring`
+    smooth : float, the verdict is closed then opened with a disc of this radius (fraction of the long side):
+        single pixels of a colour the background also has (a highlight on a sleeve) are not background, and
+        a background region is taken whole (scattered holes in the mask would be filled again by matting)
+    step : int, samples are taken on every `step`-th row and column (the colours, not their positions, count)
+
+    Returns
+    -------
+    HxW bool, True where the colour says background (inside `gaps` and `mask` only). Empty when either kind of
+    sample is missing.
+    """
+    verdict = np.zeros(mask.shape, bool)
+    zone = mask & gaps
+    if not zone.any():
+        return verdict
+    side = max(mask.shape)
+    outside = cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    every = np.zeros(mask.shape, bool)
+    every[::step, ::step] = True
+    around = every & ~mask & (prob <= background) & (outside <= ring * side)
+    person = every & (prob >= foreground) & ~gaps
+    if not (around.any() and person.any()):
+        return verdict
+    colours = cv2.GaussianBlur(image, (0, 0), 1.0).astype(np.float32)
+    judged = colours[zone]
+    d_fg = cKDTree(colours[person]).query(judged)[0]
+    d_bg = cKDTree(colours[around]).query(judged)[0]
+    verdict[zone] = d_fg + 1.0 > ratio * (d_bg + 1.0)
+    r = round(smooth * side)
+    if r > 0:
+        verdict = cv2.morphologyEx(verdict.astype(np.uint8), cv2.MORPH_CLOSE, _disc(r)).astype(bool) & zone
+        verdict = cv2.morphologyEx(verdict.astype(np.uint8), cv2.MORPH_OPEN, _disc(r)).astype(bool)
     return verdict
