@@ -2,7 +2,7 @@
 
 `--pair priors` (the default): the second prior (pose, hands, person check). "old" is the route as it was
 before the second prior (selfie prior + closed-form matting: `PortraitSettings(pose=False, hands=False,
-person_check=False)`), "new" with hands (`PortraitSettings(hands=True)`, `p3m matte --hands`).
+person_check=False)`), "new" with hands and limb gaps (`PortraitSettings.for_limbs(True)`, `p3m matte --hands`).
 On the 12 shared real portraits (reference mattes) and on four altered copies of each, to check that settings
 chosen on the originals do not overfit them: mirrored,
 half-size, JPEG quality 60 and greyscale (the reference altered the same way where it changes); per variant the
@@ -53,7 +53,7 @@ from tests.paths import PORTRAITS
 # (old, new) settings per `--pair`
 PAIRS = {
     # the whole second prior (`p3m matte --hands`) against the route before it
-    "priors": (PortraitSettings(pose=False, hands=False, person_check=False), PortraitSettings(hands=True)),
+    "priors": (PortraitSettings(pose=False, hands=False, person_check=False), PortraitSettings.for_limbs(True)),
     # the default route with and without the colour model on the prior's spill (threshold 0.5: off)
     "spill": (PortraitSettings(spill_unsure=0.5), PortraitSettings()),
     # the default route with the closed-form epsilon it had before (pymatting's 1e-7) and with today's

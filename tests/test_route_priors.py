@@ -48,8 +48,8 @@ def route() -> PortraitMatting:
 
 @pytest.fixture(scope="module")
 def hands_route() -> PortraitMatting:
-    """The route that also looks for hands (`p3m matte --hands`, `Matter(hands=True)`)."""
-    return PortraitMatting(PortraitSettings(hands=True))
+    """The route that also looks for hands and limb gaps (`p3m matte --hands`, `Matter(hands=True)`)."""
+    return PortraitMatting(PortraitSettings.for_limbs(True))
 
 
 @pytest.fixture(scope="module")
@@ -239,7 +239,7 @@ def test_route_output_is_byte_identical_run_to_run(hands_route):
     first = hands_route.run(rgb)
     assert first.info["pose_prior"] and first.info["hands"] >= 1
     again = hands_route.run(rgb)
-    fresh = PortraitMatting(PortraitSettings(hands=True)).run(rgb)
+    fresh = PortraitMatting(PortraitSettings.for_limbs(True)).run(rgb)
     assert first.alpha.tobytes() == again.alpha.tobytes() == fresh.alpha.tobytes()
     assert first.info == again.info == fresh.info
 
@@ -272,7 +272,8 @@ def test_hands_reach_the_route_from_matter_and_the_cli():
     from p3m import Matter
     from p3m.cli import build_parser
 
-    assert Matter(hands=True).session.route.settings.hands
-    assert not Matter().session.route.settings.hands
+    limbs, plain = Matter(hands=True).session.route.settings, Matter().session.route.settings
+    assert limbs.hands and limbs.gap_colour  # --hands runs the pose on every image: both of its uses come with it
+    assert not plain.hands and not plain.gap_colour
     args = build_parser().parse_args(["matte", "x.jpg", "-o", "out", "--hands"])
     assert args.hands

@@ -172,6 +172,13 @@ class PortraitSettings:
     rtol: float = 1e-4  # conjugate-gradient tolerance (relative residual)
     clean: float = 0.05  # alpha within this of 0 or 1 is set to 0 or 1 (the solver's ripple)
 
+    @classmethod
+    def for_limbs(cls, limbs: bool) -> PortraitSettings:
+        """The settings of `p3m matte [--hands]`, `Matter(hands=...)` and `p3m serve [--hands]`: the defaults, or
+        with `limbs` the pose-guided detail that needs the pose network on every image (about twice the time):
+        the hand landmarks (`hands`) and the background between the limbs told by colour (`gap_colour`)."""
+        return cls(hands=limbs, gap_colour=limbs)
+
 
 def _distance_to(mask: np.ndarray) -> np.ndarray:
     """HxW float32: Euclidean distance of every pixel to the nearest True pixel of `mask` (inf if none)."""

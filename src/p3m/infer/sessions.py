@@ -257,7 +257,7 @@ class PortraitSession:
     def __init__(self, device: str = "cpu", *, hands: bool = False, runtime: str = "auto") -> None:
         self.weights: Path | None = builtin_entry().path
         self.device = device
-        self.route = PortraitMatting(PortraitSettings(hands=hands), device=device, runtime=runtime)
+        self.route = PortraitMatting(PortraitSettings.for_limbs(hands), device=device, runtime=runtime)
         self.backend = self.route.net.runtime
 
     def plan(self, height: int, width: int, options: StrategyOptions) -> dict[str, Any]:
@@ -342,7 +342,8 @@ def new_session(
     small networks, "auto" = ONNX Runtime on the CPU). device: "auto", "cpu", "cuda" or "cuda:N"
     (`p3m.infer.devices.resolve_device`; "auto" is the CPU for the built-in route, whose networks are too small to
     gain from a GPU, so that it never loads torch). hands: the built-in route also finds hands by their landmarks
-    and keeps them (`p3m.infer.portrait.PortraitSettings.hands`; about twice the time; other models ignore it).
+    and keeps them, and drops background kept between the limbs (`PortraitSettings.for_limbs`; about twice the
+    time; other models ignore it).
     Raises CheckpointError (one line) for weights that cannot be used so.
     """
     check_choice("backend", backend, BACKENDS)
