@@ -145,6 +145,8 @@ assert pose is not None and pose.segmentation.shape == prob.shape
 assert route.face_score(np.zeros((64, 64, 3), np.uint8)) == 0.0 and len(route._faces) == 2
 assert main(["matte", photo, "-o", out, "-q"]) == 0
 assert "torch" not in sys.modules, "torch was imported"
+# nor the parts of scipy that only opt-in steps use (each costs start-up time)
+assert "scipy.spatial" not in sys.modules, "scipy.spatial was imported"
 print("ok")
 """
 

@@ -25,7 +25,6 @@ import math
 
 import cv2
 import numpy as np
-from scipy.spatial import cKDTree
 
 from p3m.infer.resize import working_size
 
@@ -174,6 +173,10 @@ def background_in_gaps(
     person = every & (prob >= foreground) & ~gaps
     if not (around.any() and person.any()):
         return verdict
+    # scipy.spatial loads here, not with the module: it costs every `p3m matte` ~0.2 s of start-up, and only the
+    # opt-in gaps' test needs it
+    from scipy.spatial import cKDTree
+
     colours = cv2.GaussianBlur(image, (0, 0), 1.0).astype(np.float32)
     judged = colours[zone]
     d_fg = cKDTree(colours[person]).query(judged)[0]
