@@ -54,7 +54,7 @@ from scipy.spatial import cKDTree
 from benchmarks.bench_route_priors import portraits, quality
 from p3m.infer.portrait import PortraitMatting, _distance_to
 from p3m.infer.priors import agreement, limb_gaps
-from p3m.infer.resize import working_size
+from p3m.infer.resize import mask_resized, shrunk
 from p3m.infer.spill import background_in_gaps
 
 Verdict = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (image HxWx3 uint8, prior HxW) -> HxW bool
@@ -91,18 +91,6 @@ def geodesic_distance(colours: np.ndarray, seeds: np.ndarray, gamma: float, *, t
     return np.asarray(dist).reshape(h, w)
 
 
-def _small(image: np.ndarray, prob: np.ndarray, grid: int) -> tuple[np.ndarray, np.ndarray]:
-    """Copies of the image and the prior at most `grid` px long (area interpolation)."""
-    h, w = prob.shape
-    sh, sw = working_size(h, w, grid)
-    if (sh, sw) == (h, w):
-        return image, prob
-    return (
-        cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA),
-        cv2.resize(prob, (sw, sh), interpolation=cv2.INTER_AREA),
-    )
-
-
 def _colours(image: np.ndarray, lightness: float | None, blur: float = 0.0) -> np.ndarray:
     """HxWx3 float32: RGB as given (`lightness` None) or CIE Lab with L scaled by `lightness`; smoothed first."""
     if blur > 0:
@@ -112,13 +100,6 @@ def _colours(image: np.ndarray, lightness: float | None, blur: float = 0.0) -> n
     lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)
     lab[..., 0] *= lightness
     return lab
-
-
-def _back(verdict: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """A verdict of a small copy resized (nearest) to `shape`."""
-    if verdict.shape == shape:
-        return verdict
-    return cv2.resize(verdict.astype(np.uint8), shape[::-1], interpolation=cv2.INTER_NEAREST).astype(bool)
 
 
 def background_by_path(
@@ -138,7 +119,7 @@ def background_by_path(
     """HxW bool: pixels of the mask (prob >= 0.5) within `reach` of its edge, not in the person's seeds, whose path
     to the person's seeds (prob >= `foreground`, eroded by `erode`) is `ratio` times the path to the background's
     (prob <= `background`); `geodesic_distance` with `gamma`, `tau` per grey level on a `blur`red `grid` px copy."""
-    small, p = _small(image, prob, grid)
+    small, p = shrunk(image, grid), shrunk(prob, grid)
     colours = _colours(small, None, blur)
     side = max(p.shape)
     mask, core, outside = p >= 0.5, p >= foreground, p <= background
@@ -151,7 +132,7 @@ def background_by_path(
         d_fg = geodesic_distance(colours, core, gamma, tau=tau)
         d_bg = geodesic_distance(colours, outside, gamma, tau=tau)
         verdict = zone & (d_fg > ratio * d_bg)
-    return _back(verdict, prob.shape)
+    return mask_resized(verdict, prob.shape)
 
 
 def _nearer_background(
@@ -186,12 +167,12 @@ def background_by_nearest(
     """HxW bool: where the prior is in [0.5, `unsure`), pixels whose colour is `ratio` times nearer to a confident
     background sample (prob <= `background`) than to a confident person sample (>= 0.95) within `radius` (fraction
     of the long side); colours CIE Lab with L x `lightness` (None: RGB), on a `grid` px copy."""
-    small, p = _small(image, prob, grid)
+    small, p = shrunk(image, grid), shrunk(prob, grid)
     zone = (p >= 0.5) & (p < unsure)
     verdict = _nearer_background(
         _colours(small, lightness), zone, p >= 0.95, p <= background, radius * max(p.shape), ratio
     )
-    return _back(verdict, prob.shape)
+    return mask_resized(verdict, prob.shape)
 
 
 class WithVerdict(PortraitMatting):
@@ -219,8 +200,7 @@ class WithVerdict(PortraitMatting):
 
     def unspill(self, prob: np.ndarray, image: np.ndarray) -> np.ndarray:
         prob = super().unspill(prob, image)
-        below = np.nextafter(np.float32(self.settings.threshold), np.float32(0))
-        return np.where(self.marked(prob, image), below, prob).astype(np.float32)
+        return self._drop(prob, self.marked(prob, image))
 
 
 VERDICTS: dict[str, Callable[[], WithVerdict]] = {

@@ -19,7 +19,7 @@ from p3m.errors import CheckpointError, DeviceError, ImageError
 from p3m.infer import foreground as fgmod
 from p3m.infer.matter import Matter, MatteResult
 from p3m.infer.preprocess import to_rgb
-from p3m.infer.resize import resize_fast, resize_paper
+from p3m.infer.resize import mask_resized, resize_fast, resize_paper, shrunk
 from p3m.infer.runtime import TorchNet
 from p3m.infer.strategies import (
     NetOutput,
@@ -120,6 +120,20 @@ def test_resize_fast_matches_paper_inside_and_replicates_border() -> None:
     np.testing.assert_allclose(fast[2:-2, 2:-2], paper[2:-2, 2:-2], atol=1e-5)
     ones = np.ones((8, 8), np.float32)
     assert resize_fast(ones, (16, 16)).min() == pytest.approx(1.0)
+
+
+def test_shrunk_and_mask_resized() -> None:
+    img = np.random.default_rng(4).integers(0, 256, (60, 90, 3)).astype(np.uint8)
+    small = shrunk(img, 30)  # long side 90 -> 30: (20, 30), by area
+    assert small.shape == (20, 30, 3)
+    np.testing.assert_array_equal(small, img.reshape(20, 3, 30, 3, 3).mean(axis=(1, 3)).round().astype(np.uint8))
+    assert shrunk(img, 90) is img and shrunk(img, 200) is img  # fits: never upscaled, not copied
+    mask = np.zeros((2, 3), bool)
+    mask[0, 1] = True
+    big = mask_resized(mask, (4, 6))  # nearest: each pixel becomes a 2x2 block
+    assert big.dtype == bool and big.shape == (4, 6)
+    np.testing.assert_array_equal(big, np.kron(mask, np.ones((2, 2), bool)))
+    assert mask_resized(mask, (2, 3)) is mask
 
 
 # ----------------------------------------------------------------------------- strategies vs reference

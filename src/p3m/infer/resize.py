@@ -16,13 +16,28 @@ import numpy as np
 
 from p3m.choices import RESIZE_MODES
 
-__all__ = ["RESIZE_MODES", "resize", "resize_fast", "resize_paper", "working_size"]
+__all__ = ["RESIZE_MODES", "mask_resized", "resize", "resize_fast", "resize_paper", "shrunk", "working_size"]
 
 
 def working_size(height: int, width: int, side: int) -> tuple[int, int]:
     """(h, w) of a working resolution: long side at most `side`, never upscaled, at least 1 px."""
     scale = min(1.0, side / max(height, width))
     return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def shrunk(a: np.ndarray, side: int) -> np.ndarray:
+    """`a` (HxW or HxWxC) with its long side at most `side` px (`working_size`), by area interpolation; `a` itself
+    when it already fits."""
+    h, w = a.shape[:2]
+    sh, sw = working_size(h, w, side)
+    return a if (sh, sw) == (h, w) else cv2.resize(a, (sw, sh), interpolation=cv2.INTER_AREA)
+
+
+def mask_resized(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """HxW bool `mask` resized to `shape` (h, w) by nearest neighbour; `mask` itself when it has that shape."""
+    if mask.shape == tuple(shape):
+        return mask
+    return cv2.resize(mask.astype(np.uint8), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST).astype(bool)
 
 
 def _axis_weights(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

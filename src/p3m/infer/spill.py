@@ -26,7 +26,7 @@ import math
 import cv2
 import numpy as np
 
-from p3m.infer.resize import working_size
+from p3m.infer.resize import mask_resized, shrunk
 
 __all__ = ["background_by_colour", "background_in_gaps", "gaussian_kernel", "local_mean_colour"]
 
@@ -103,20 +103,15 @@ def background_by_colour(
     HxW bool, True where the colour says background. Only a verdict on colour: the caller decides where to use it
     (the route: where the prior is unsure, `PortraitSettings.spill_unsure`).
     """
-    h, w = prob.shape
-    sh, sw = working_size(h, w, grid)
-    small = image if (sh, sw) == (h, w) else cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA)
-    p = prob if (sh, sw) == (h, w) else cv2.resize(prob, (sw, sh), interpolation=cv2.INTER_AREA)
+    small, p = shrunk(image, grid), shrunk(prob, grid)
     colours = small.astype(np.float32)
-    s = sigma * max(sh, sw)
+    s = sigma * max(p.shape)
     fg_mean, fg_density = local_mean_colour(colours, p >= foreground, s)
     bg_mean, bg_density = local_mean_colour(colours, p <= background, s)
     d_fg = np.linalg.norm(colours - fg_mean, axis=-1)
     d_bg = np.linalg.norm(colours - bg_mean, axis=-1)
     verdict = (d_fg > ratio * d_bg) & (fg_density >= min_density) & (bg_density >= min_density)
-    if (sh, sw) != (h, w):
-        verdict = cv2.resize(verdict.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
-    return verdict
+    return mask_resized(verdict, prob.shape)
 
 
 def _disc(radius: int) -> np.ndarray:
