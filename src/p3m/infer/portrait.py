@@ -82,6 +82,7 @@ from p3m.infer.priors import (
     edge_tiles,
     hand_roi_from_pose,
     hand_seeds,
+    hysteresis_mask,
     limb_gaps,
     person_verdict,
     square_around,
@@ -390,12 +391,7 @@ class PortraitMatting:
     def mask(self, prob: np.ndarray) -> np.ndarray:
         """HxW bool: prior >= threshold, in components with enough confident (>= seed_threshold) pixels."""
         s = self.settings
-        binary = (prob >= s.threshold).astype(np.uint8)
-        n, labels = cv2.connectedComponents(binary, connectivity=8)
-        seeds = np.bincount(labels[prob >= max(s.seed_threshold, s.threshold)], minlength=n).astype(np.float64)
-        seeds[0] = 0  # background label
-        keep = (seeds > 0) & (seeds >= s.min_component * seeds.max())
-        return keep[labels]
+        return hysteresis_mask(prob, s.threshold, s.seed_threshold, s.min_component)
 
     def unspill(self, prob: np.ndarray, image: np.ndarray) -> np.ndarray:
         """`prob` (HxW float32) lowered just below `threshold` where it is unsure (in [threshold, spill_unsure)) and
