@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
+from p3m.infer.portrait import _distance_to, _near
 from p3m.infer.priors import hysteresis_mask
 from p3m.infer.spill import background_in_gaps
 from tests.reference.route_before import previous_background_in_gaps, previous_mask
@@ -88,3 +89,15 @@ def test_background_in_gaps_is_the_previous_verdict(seed):
     np.testing.assert_array_equal(
         background_in_gaps(as_float, prob, mask, gaps), previous_background_in_gaps(as_float, prob, mask, gaps)
     )
+
+
+def test_near_is_the_thresholded_distance_transform():
+    rng = np.random.default_rng(5)
+    for i in range(200):
+        h, w = (int(v) for v in rng.integers(1, 120, 2))
+        mask = rng.random((h, w)) < rng.choice([0.0, 0.0005, 0.01, 0.2])
+        if i % 7 == 0:
+            mask[:] = False
+            mask[int(rng.integers(h)), int(rng.integers(w))] = True  # one pixel: distances sqrt(integer) exactly
+        radius = float(rng.choice([0.0, 1.0, 2.0, float(np.sqrt(5)), rng.uniform(0, 40)]))
+        np.testing.assert_array_equal(_near(mask, radius), _distance_to(mask) <= radius)

@@ -188,6 +188,24 @@ def _distance_to(mask: np.ndarray) -> np.ndarray:
     return cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
 
 
+def _near(mask: np.ndarray, radius: float) -> np.ndarray:
+    """HxW bool: the pixels within Euclidean distance `radius` of a True pixel of `mask` (``_distance_to(mask) <=
+    radius``), computed on the box round the True pixels grown by the radius: the same answer, and for a few
+    scattered pixels a fraction of the whole image's distance transform."""
+    near = np.zeros(mask.shape, bool)
+    rows = np.flatnonzero(mask.any(1))
+    if rows.size == 0 or not radius >= 0:
+        return near
+    cols = np.flatnonzero(mask.any(0))
+    grow = int(np.ceil(radius)) + 1  # beyond the box by more than the radius: farther than it from every pixel
+    h, w = mask.shape
+    box = np.s_[
+        max(rows[0] - grow, 0) : min(rows[-1] + 1 + grow, h), max(cols[0] - grow, 0) : min(cols[-1] + 1 + grow, w)
+    ]
+    near[box] = _distance_to(mask[box]) <= radius
+    return near
+
+
 def _crop_box(
     core: np.ndarray, mask: np.ndarray, scale: tuple[float, float], image_hw: tuple[int, int], margin: float
 ) -> tuple[int, int, int]:
@@ -494,7 +512,7 @@ class PortraitMatting:
         # inward only next to structure seen beyond the band (strands leaving the head), never at bare
         # clothing edges whose own texture fills the band
         beyond = outward & (d_out > r)
-        inward = mask & (d_in <= r_in) & fine & (_distance_to(beyond) <= 2 * r_in)
+        inward = mask & (d_in <= r_in) & fine & _near(beyond, 2 * r_in)
         return _touching(outward | inward, band)
 
     # -- 6. refinement ----------------------------------------------------------------------------------
