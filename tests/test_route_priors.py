@@ -245,9 +245,11 @@ def test_route_output_is_byte_identical_run_to_run(hands_route):
 
 
 @pytest.mark.slow
-def test_the_default_route_runs_the_pose_network_only_when_no_face_settles_the_person_check(route):
-    """The pose network costs about what the selfie prior costs: by default it runs for the person check alone,
-    and only when the face detectors find no face (a back view); a frontal face never pays for it."""
+def test_without_the_gaps_test_the_pose_network_runs_only_when_no_face_settles_the_person_check():
+    """The pose network costs about what the selfie prior costs: without the gaps' colour test (on by default,
+    which runs it on every image) it runs for the person check alone, and only when the face detectors find no
+    face (a back view); a frontal face never pays for it."""
+    route = PortraitMatting(PortraitSettings(gap_colour=False))
     calls = []
     real = route.pose
 
@@ -293,7 +295,7 @@ def test_hands_reach_the_route_from_matter_and_the_cli():
     from p3m.cli import build_parser
 
     limbs, plain = Matter(hands=True).session.route.settings, Matter().session.route.settings
-    assert limbs.hands and limbs.gap_colour  # --hands runs the pose on every image: both of its uses come with it
-    assert not plain.hands and not plain.gap_colour
+    assert limbs.hands and limbs.gap_colour  # the gaps' colour test is the default, with or without the hands
+    assert not plain.hands and plain.gap_colour
     args = build_parser().parse_args(["matte", "x.jpg", "-o", "out", "--hands"])
     assert args.hands

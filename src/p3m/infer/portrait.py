@@ -32,8 +32,9 @@ No trained P3M-Net checkpoint is needed. For an RGB image (HxWx3 uint8), at a wo
    head-and-shoulders crops the network is lost). With `limb_gaps` (off: it changed nothing on the 12 P3M-10k
    test photos and made a mirrored copy of one worse), the pose mask replaces the selfie prior in the polygons
    between each arm and the torso and between the legs (`p3m.infer.priors.limb_gaps`). With `gap_colour`
-   (off: it runs the pose network on every image, about 0.1-0.2 s), the background the selfie prior keeps
-   inside those polygons, often confidently and with no confident background next to it, leaves the mask
+   (on: it runs the pose network on every image, about as costly as the selfie prior, which the person check
+   of step 7 then reuses in place of its face detectors), the background the selfie prior keeps inside those
+   polygons, often confidently and with no confident background next to it, leaves the mask
    where its colour is far nearer to the background round the person than to the person outside the gaps
    (`p3m.infer.spill.background_in_gaps`, nearest samples, the verdict smoothed into regions).
 4. **Hands** (`hands`, needs a trusted pose): MediaPipe's hand landmarks on a crop from the pose's wrist and
@@ -55,7 +56,9 @@ No trained P3M-Net checkpoint is needed. For an RGB image (HxWx3 uint8), at a wo
    to them (the solver's ripple in flat regions); bilinear upsampling to the image's size.
 7. **Person check**: a person is believed to be there when a face is found (MediaPipe's face detector,
    short then full range, at their own thresholds) or when the pose network's mask agrees with the selfie
-   mask (IoU >= `person_agree`) and most of the selfie mask is confident (>= `person_confident`); otherwise
+   mask (IoU >= `person_agree`) and most of the selfie mask is confident (>= `person_confident`); where step 3
+   ran the pose network, its agreement is asked first and the face detectors only when it does not settle
+   the question, else the face detectors first and the pose network only when they find no face; otherwise
    the matte is kept and the result carries a warning (`RouteResult.warning`). It runs in a second thread
    beside step 6, which it does not depend on (its networks and the solver release the GIL).
 
@@ -159,9 +162,9 @@ class PortraitSettings:
     pose_agree: float = 0.9  # the pose prior is used where its mask agrees this well (IoU) with the selfie's
     limb_visibility: float = 0.5  # landmarks used when at least this visible
     limb_gaps: bool = False  # pose mask in the gaps between limbs (off: +2.8 SAD on a mirrored test photo)
-    gap_colour: bool = False  # background by nearest colour in the gaps between limbs (off: runs the pose network)
+    gap_colour: bool = True  # background by nearest colour in the gaps between limbs (runs the pose network)
     gap_feather: float = 0.005  # pose mask blended into the limb gaps over this (std. dev., of the long side)
-    hands: bool = False  # hand landmarks where the pose sees a wrist and the selfie prior is weak (about 2x the time)
+    hands: bool = False  # hand landmarks where the pose sees a wrist and the selfie prior is weak (a second network)
     hand_weak: float = 0.95  # "weak": mean selfie prior over the hand's crop below this
     hand_bone: float = 0.05  # hand seeds: bones this wide (fraction of the hand's size) and the palm
     hand_zone: float = 0.2  # unknown round the bones: this far on each side (fraction of the hand's size)
@@ -175,10 +178,10 @@ class PortraitSettings:
 
     @classmethod
     def for_limbs(cls, limbs: bool) -> PortraitSettings:
-        """The settings of `p3m matte [--hands]`, `Matter(hands=...)` and `p3m serve [--hands]`: the defaults, or
-        with `limbs` the pose-guided detail that needs the pose network on every image (about twice the time):
-        the hand landmarks (`hands`) and the background between the limbs told by colour (`gap_colour`)."""
-        return cls(hands=limbs, gap_colour=limbs)
+        """The settings of `p3m matte [--hands]`, `Matter(hands=...)` and `p3m serve [--hands]`: the defaults (the
+        background between the limbs told by colour, `gap_colour`, included), or with `limbs` the hand landmarks
+        too (`hands`: a second network where the pose sees a wrist and the selfie prior is weak round it)."""
+        return cls(hands=limbs)
 
 
 def _distance_to(mask: np.ndarray) -> np.ndarray:
