@@ -32,9 +32,9 @@ No trained P3M-Net checkpoint is needed. For an RGB image (HxWx3 uint8), at a wo
    head-and-shoulders crops the network is lost). With `limb_gaps` (off: it changed nothing on the 12 P3M-10k
    test photos and made a mirrored copy of one worse), the pose mask replaces the selfie prior in the polygons
    between each arm and the torso and between the legs (`p3m.infer.priors.limb_gaps`). With `gap_colour`
-   (on: it runs the pose network on every image, about as costly as the selfie prior, which the person check
-   of step 7 then reuses in place of its face detectors), the background the selfie prior keeps inside those
-   polygons, often confidently and with no confident background next to it, leaves the mask
+   (on: it runs the pose network on every image, about as costly as the selfie prior; the person check of
+   step 7 then asks the pose first, in place of its face detectors), the background the selfie prior keeps
+   inside those polygons, often confidently and with no confident background next to it, leaves the mask
    where its colour is far nearer to the background round the person than to the person outside the gaps
    (`p3m.infer.spill.background_in_gaps`, nearest samples, the verdict smoothed into regions).
 4. **Hands** (`hands`, needs a trusted pose): MediaPipe's hand landmarks on a crop from the pose's wrist and
