@@ -183,8 +183,8 @@ def background_in_gaps(
     person = every & (prob >= foreground) & ~gaps
     if not (around.any() and person.any()):
         return verdict
-    # scipy.spatial loads here, not with the module: it costs every `p3m matte` ~0.2 s of start-up, and only the
-    # opt-in gaps' test needs it
+    # scipy.spatial loads here, not with the module: it costs ~0.2 s of start-up, which only a process that judges
+    # a gap pays (a trusted pose with a visible gap polygon)
     from scipy.spatial import cKDTree
 
     colours = cv2.GaussianBlur(image, (0, 0), 1.0)
