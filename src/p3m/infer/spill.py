@@ -191,7 +191,7 @@ def background_in_gaps(
     # each distinct colour is judged once, against the distinct colours of each kind of sample (the same nearest
     # distances: an 8-bit image has far fewer colours than pixels)
     judged, which = _distinct_colours(colours[zone])
-    d_fg = cKDTree(_distinct_colours(colours[person])[0]).query(judged)[0]
+    d_fg = np.asarray(cKDTree(_distinct_colours(colours[person])[0]).query(judged)[0], np.float64)
     # background where d_fg + 1 > ratio (d_bg + 1): the background's nearest sample matters only within `reach`,
     # so the search is bounded, in groups of similar reach (a person-coloured pixel has almost none); an unbounded
     # search from a person colour crosses most of the background's tree
