@@ -93,6 +93,7 @@ from p3m.models.face_detector import FaceDetector
 from p3m.models.graph_session import GraphSession, open_graph
 from p3m.models.hand_landmark import HandLandmarker
 from p3m.models.mediapipe_calculators import RotatedRect
+from p3m.models.pose_detector import pose_roi
 from p3m.models.pose_landmark import Pose, PoseLandmarker
 from p3m.models.shipped_weights import selfie_weights_path
 
@@ -153,6 +154,7 @@ class PortraitSettings:
     hair_in: float = 0.02  # inward widening next to such structure (0 = off)
     hair_contrast: float = 5.0  # fine structure: high-pass energy > this x the background's median
     pose: bool = True  # second prior: BlazePose landmarks and person mask on the person's box
+    pose_rescue: bool = True  # selfie prior unsure everywhere (nothing confident): MediaPipe's pose detector decides
     pose_side: int = 512  # long side of the image the pose network's crop is cut from
     pose_margin: float = 0.125  # the box grown by this on each side (MediaPipe's pose crop: 1.25x the body)
     pose_agree: float = 0.9  # the pose prior is used where its mask agrees this well (IoU) with the selfie's
@@ -240,6 +242,18 @@ def _fine_structure(image: np.ndarray) -> np.ndarray:
     grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
     detail = np.abs(grey - cv2.GaussianBlur(grey, (0, 0), 1.5))
     return cv2.blur(detail, (5, 5))
+
+
+def _pose_on_grid(pose: Pose, k: tuple[float, float], work_hw: tuple[int, int], roi: RotatedRect) -> Pose:
+    """`pose`, found on a copy of the working image scaled by `k` (x, y), with its landmarks and segmentation on
+    the working grid (`work_hw`) and `roi` as its crop (no detection: the route uses none)."""
+    landmarks = pose.landmarks.copy()
+    landmarks[:, 0] /= k[0]
+    landmarks[:, 1] /= k[1]
+    segmentation = pose.segmentation
+    if segmentation.shape != work_hw:
+        segmentation = cv2.resize(segmentation, work_hw[::-1], interpolation=cv2.INTER_LINEAR)
+    return Pose(landmarks, pose.presence, pose.world, segmentation, pose.score, roi, None)
 
 
 def _touching(extra: np.ndarray, base: np.ndarray) -> np.ndarray:
@@ -429,21 +443,41 @@ class PortraitMatting:
         roi = square_around(mask, s.pose_margin)
         if roi is None:
             return None
-        landmarker = self._loaded("_pose", lambda: PoseLandmarker(device=self.device, runtime=self.runtime))
-        h, w = mask.shape
-        small_hw = working_size(h, w, s.pose_side)
-        k = small_hw[1] / w, small_hw[0] / h  # x, y scale working -> small
-        small = image if small_hw == (h, w) else cv2.resize(image, small_hw[::-1], interpolation=cv2.INTER_AREA)
+        small, k = self._pose_copy(image)
         box = RotatedRect(roi.center_x * k[0], roi.center_y * k[1], roi.width * k[0], roi.height * k[1])
+        landmarker = self._loaded("_pose", lambda: PoseLandmarker(device=self.device, runtime=self.runtime))
         with self._lock:
             pose = landmarker.landmarks(small, box)
-        landmarks = pose.landmarks.copy()
-        landmarks[:, 0] /= k[0]
-        landmarks[:, 1] /= k[1]
-        segmentation = pose.segmentation
-        if small_hw != (h, w):
-            segmentation = cv2.resize(segmentation, (w, h), interpolation=cv2.INTER_LINEAR)
-        return Pose(landmarks, pose.presence, pose.world, segmentation, pose.score, roi, None)
+        return _pose_on_grid(pose, k, image.shape[:2], roi)
+
+    def find_person(self, image: np.ndarray) -> Pose | None:
+        """MediaPipe's Pose solution on the working-size `image` (HxWx3 uint8), from a copy at most `pose_side` px
+        long: its person detector (on the image, then on its mirror image where it finds nobody: like the selfie
+        network, it can see a person in one view and not in the other), then the landmark network on the
+        detected crop of the image itself, kept at a pose-presence score >= 0.5 (MediaPipe's bar); landmarks and
+        segmentation on the working grid, or None when nobody is found. It needs no selfie mask: the route asks
+        it where the selfie prior is confident nowhere (see `run`)."""
+        small, k = self._pose_copy(image)
+        landmarker = self._loaded("_pose", lambda: PoseLandmarker(device=self.device, runtime=self.runtime))
+        with self._lock:
+            found = landmarker.detector.detect(small)
+            if not found:
+                found = [d.mirrored(small.shape[1]) for d in landmarker.detector.detect(small[:, ::-1])]
+            pose = landmarker.landmarks(small, pose_roi(found[0])) if found else None
+        if pose is None or pose.score < landmarker.min_score:
+            return None
+        roi = RotatedRect(
+            pose.roi.center_x / k[0], pose.roi.center_y / k[1], pose.roi.width / k[0], pose.roi.height / k[1]
+        )
+        return _pose_on_grid(pose, k, image.shape[:2], roi)
+
+    def _pose_copy(self, image: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
+        """The working-size `image` at most `pose_side` px long (the pose network's input is cut from it) and the
+        (x, y) scale from the working grid to it."""
+        h, w = image.shape[:2]
+        small_hw = working_size(h, w, self.settings.pose_side)
+        small = image if small_hw == (h, w) else cv2.resize(image, small_hw[::-1], interpolation=cv2.INTER_AREA)
+        return small, (small_hw[1] / w, small_hw[0] / h)
 
     # -- 4. hands -----------------------------------------------------------------------------------------
 
@@ -578,13 +612,19 @@ class PortraitMatting:
         if s.spill_unsure > s.threshold:
             prob = self.unspill(prob, image)
         mask = self.mask(prob)
+        # the selfie prior sees something but is confident nowhere (a greyscale photo can do that to it): MediaPipe's
+        # person detector looks, and the person mask of the pose it finds becomes the prior
+        found = self.find_person(image) if s.pose_rescue and not mask.any() and (prob >= s.threshold).any() else None
+        if found is not None:
+            prob = found.segmentation
+            mask = self.mask(prob)
         lap("prior")
         if not mask.any():
             return RouteResult(np.zeros((h, w), np.float32), NO_PERSON, {"person": ""}, timings)
-        info: dict[str, Any] = {}
+        info: dict[str, Any] = {"prior": "pose detector" if found is not None else "selfie"}
         # the pose network runs here only for the steps that use its landmarks or mask (hands, limb gaps, the gaps'
         # colour test); the person check asks for it later, and only when no face settles that question
-        pose = self.pose(image, mask) if s.pose and (s.hands or s.limb_gaps or s.gap_colour) else None
+        pose = found or (self.pose(image, mask) if s.pose and (s.hands or s.limb_gaps or s.gap_colour) else None)
         agree = agreement(pose.segmentation >= 0.5, mask) if pose is not None else 0.0
         trusted = pose is not None and agree >= s.pose_agree
         if pose is not None:
@@ -611,7 +651,9 @@ class PortraitMatting:
         # the person check needs nothing of the solve: it runs beside it, on the other core when there is one
         with ThreadPoolExecutor(max_workers=1) as beside:
             evidence: dict[str, Any] = {}
-            checked = beside.submit(self._person, image, mask, prob, pose, evidence) if s.person_check else None
+            # a person the pose detector found is the verdict itself: the pose's own mask would agree with itself
+            check = s.person_check and found is None
+            checked = beside.submit(self._person, image, mask, prob, pose, evidence) if check else None
             solution = self.solve(image, tri, mask.astype(np.float32))
             alpha = solution.alpha
             info["solver"] = solution.method
@@ -619,7 +661,7 @@ class PortraitMatting:
                 alpha[alpha < s.clean] = 0.0
                 alpha[alpha > 1.0 - s.clean] = 1.0
             lap("refine")
-            verdict = checked.result() if checked is not None else "not checked"
+            verdict = checked.result() if checked is not None else "pose detector" if found else "not checked"
         info.update(evidence)
         info["person"] = verdict
         lap("person")  # what the check took beyond the solve
