@@ -74,7 +74,7 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from p3m.infer.preprocess import array_to_rgb
+from p3m.infer.preprocess import array_to_rgb, is_greyscale
 from p3m.infer.priors import (
     PersonEvidence,
     agreement,
@@ -87,7 +87,7 @@ from p3m.infer.priors import (
     square_around,
     thin_removals,
 )
-from p3m.infer.resize import working_size
+from p3m.infer.resize import shrunk, working_size
 from p3m.infer.spill import background_by_colour, background_in_gaps
 from p3m.models.face_detector import FaceDetector
 from p3m.models.graph_session import GraphSession, open_graph
@@ -154,7 +154,9 @@ class PortraitSettings:
     hair_in: float = 0.02  # inward widening next to such structure (0 = off)
     hair_contrast: float = 5.0  # fine structure: high-pass energy > this x the background's median
     pose: bool = True  # second prior: BlazePose landmarks and person mask on the person's box
-    pose_rescue: bool = True  # selfie prior unsure everywhere (nothing confident): MediaPipe's pose detector decides
+    grey_pose: bool = True  # greyscale input: the pose network runs; where trusted, the prior is min(selfie, pose)
+    pose_rescue: bool = True  # selfie prior confident nowhere: MediaPipe's pose detector looks, its mask the prior
+    rescue_floor: float = 0.25  # ... where the selfie prior is at least this somewhere (it sees something)
     pose_side: int = 512  # long side of the image the pose network's crop is cut from
     pose_margin: float = 0.125  # the box grown by this on each side (MediaPipe's pose crop: 1.25x the body)
     pose_agree: float = 0.9  # the pose prior is used where its mask agrees this well (IoU) with the selfie's
@@ -474,10 +476,8 @@ class PortraitMatting:
     def _pose_copy(self, image: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
         """The working-size `image` at most `pose_side` px long (the pose network's input is cut from it) and the
         (x, y) scale from the working grid to it."""
-        h, w = image.shape[:2]
-        small_hw = working_size(h, w, self.settings.pose_side)
-        small = image if small_hw == (h, w) else cv2.resize(image, small_hw[::-1], interpolation=cv2.INTER_AREA)
-        return small, (small_hw[1] / w, small_hw[0] / h)
+        small = shrunk(image, self.settings.pose_side)
+        return small, (small.shape[1] / image.shape[1], small.shape[0] / image.shape[0])
 
     # -- 4. hands -----------------------------------------------------------------------------------------
 
@@ -614,19 +614,29 @@ class PortraitMatting:
         mask = self.mask(prob)
         # the selfie prior sees something but is confident nowhere (a greyscale photo can do that to it): MediaPipe's
         # person detector looks, and the person mask of the pose it finds becomes the prior
-        found = self.find_person(image) if s.pose_rescue and not mask.any() and (prob >= s.threshold).any() else None
+        rescue = s.pose and s.pose_rescue and not mask.any() and prob.max() >= s.rescue_floor
+        found = self.find_person(image) if rescue else None
         if found is not None:
-            prob = found.segmentation
+            prob = found.segmentation.astype(np.float32)
             mask = self.mask(prob)
         lap("prior")
         if not mask.any():
             return RouteResult(np.zeros((h, w), np.float32), NO_PERSON, {"person": ""}, timings)
         info: dict[str, Any] = {"prior": "pose detector" if found is not None else "selfie"}
         # the pose network runs here only for the steps that use its landmarks or mask (hands, limb gaps, the gaps'
-        # colour test); the person check asks for it later, and only when no face settles that question
-        pose = found or (self.pose(image, mask) if s.pose and (s.hands or s.limb_gaps or s.gap_colour) else None)
+        # colour test, a greyscale photo's prior); the person check asks for it later, and only when no face settles
+        # that question
+        grey = s.pose and s.grey_pose and found is None and is_greyscale(image)
+        limbs = s.hands or s.limb_gaps or s.gap_colour
+        pose = found or (self.pose(image, mask) if s.pose and (limbs or grey) else None)
         agree = agreement(pose.segmentation >= 0.5, mask) if pose is not None else 0.0
         trusted = pose is not None and agree >= s.pose_agree
+        if grey and trusted:
+            # the selfie network, trained on colour, spills onto a grey photo's background where the pose
+            # network's mask, agreeing with it elsewhere, does not: the lower of the two
+            prob = np.minimum(prob, pose.segmentation).astype(np.float32)
+            mask = self.mask(prob)
+            info["prior"] = "selfie and pose (greyscale)"
         if pose is not None:
             info["pose_agreement"], info["pose_prior"] = round(agree, 4), trusted
         if pose is not None and trusted and (s.limb_gaps or s.gap_colour):
