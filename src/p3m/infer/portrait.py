@@ -21,17 +21,24 @@ No trained P3M-Net checkpoint is needed. For an RGB image (HxWx3 uint8), at a wo
    budget allows (about 0.03 s of CPU per photo); 2 and 3 tiles gain more (benchmarks/RESULTS.md).
 2. **Mask**: prior >= `threshold`, keeping the connected components that hold confident (>= `seed_threshold`)
    pixels, at least `min_component` of the most confident component's count (hysteresis: grey blobs with no
-   confident pixel, the network's usual false positives, are dropped; an image without any is an image
-   without a person, and gets an all-zero matte). Before that, where the prior is unsure (`threshold` up to
-   `spill_unsure`), pixels whose colour is far closer to the local background's than to the local foreground's
-   (`p3m.infer.spill.background_by_colour`) are dropped: the 256 px prior's edge spills a few of its pixels
-   onto the background, beyond the reach of the band of step 5.
+   confident pixel, the network's usual false positives, are dropped). Before that, where the prior is unsure
+   (`threshold` up to `spill_unsure`), pixels whose colour is far closer to the local background's than to the
+   local foreground's (`p3m.infer.spill.background_by_colour`) are dropped: the 256 px prior's edge spills a
+   few of its pixels onto the background, beyond the reach of the band of step 5. No component left while the
+   prior reaches `rescue_floor` somewhere (it sees something but is sure of nothing: the selfie network,
+   trained on colour, does that to some black-and-white photos): MediaPipe's pose detector looks for a person
+   (`find_person`: on the image, then on its mirror image), and the person mask of the pose it finds, at
+   MediaPipe's presence bar, becomes the prior (`pose_rescue`; the person check's verdict is then "pose
+   detector"). Still nothing: an image without a person, which gets an all-zero matte.
 3. **Pose prior** (`pose`): BlazePose GHUM (`p3m.models.pose_landmark`, Apache-2.0) on the mask's square box
    (no person detector: the selfie mask has found the person), at `pose_side` px: 33 landmarks and a
    full-body person mask. Trusted only where its mask agrees with the selfie mask (IoU >= `pose_agree`; on
-   head-and-shoulders crops the network is lost). With `limb_gaps` (off: it changed nothing on the 12 P3M-10k
-   test photos and made a mirrored copy of one worse), the pose mask replaces the selfie prior in the polygons
-   between each arm and the torso and between the legs (`p3m.infer.priors.limb_gaps`). With `gap_colour`
+   head-and-shoulders crops the network is lost). On a greyscale photo (`p3m.infer.preprocess.is_greyscale`)
+   it runs on every image (`grey_pose`), and where trusted the prior is the lower of the selfie prior and the
+   pose mask: on grey photos the selfie network spills onto the background more. With `limb_gaps` (off: it
+   changed nothing on the 12 P3M-10k test photos and made a mirrored copy of one worse), the pose mask
+   replaces the selfie prior in the polygons between each arm and the torso and between the legs
+   (`p3m.infer.priors.limb_gaps`). With `gap_colour`
    (off: it runs the pose network on every image, about 0.1-0.2 s), the background the selfie prior keeps
    inside those polygons, often confidently and with no confident background next to it, leaves the mask
    where its colour is far nearer to the background round the person than to the person outside the gaps
