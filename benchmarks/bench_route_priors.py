@@ -79,7 +79,7 @@ def _jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
     return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
-def _grey(rgb: np.ndarray) -> np.ndarray:
+def greyscale_copy(rgb: np.ndarray) -> np.ndarray:
     return np.repeat(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)[..., None], 3, 2)
 
 
@@ -92,12 +92,12 @@ VARIANTS = {
     "mirrored": lambda rgb, ref: (rgb[:, ::-1].copy(), ref[:, ::-1].copy()),
     "half-size": lambda rgb, ref: (_half(rgb), _half(ref)),
     "JPEG-60": lambda rgb, ref: (_jpeg(rgb, 60), ref),
-    "greyscale": lambda rgb, ref: (_grey(rgb), ref),
+    "greyscale": lambda rgb, ref: (greyscale_copy(rgb), ref),
 }
 # the greyscale copies altered again: `--pair grey` checks that what it tunes on them does not overfit them
 GREY_VARIANTS = {
-    "greyscale mirrored": lambda rgb, ref: (_grey(rgb)[:, ::-1].copy(), ref[:, ::-1].copy()),
-    "greyscale half-size": lambda rgb, ref: (_half(_grey(rgb)), _half(ref)),
+    "greyscale mirrored": lambda rgb, ref: (greyscale_copy(rgb)[:, ::-1].copy(), ref[:, ::-1].copy()),
+    "greyscale half-size": lambda rgb, ref: (_half(greyscale_copy(rgb)), _half(ref)),
 }
 
 
@@ -193,7 +193,7 @@ def main() -> None:
     old, new = (PortraitMatting(settings) for settings in PAIRS[args.pair])
     grey = args.pair == "grey"
     variants = {**VARIANTS, **GREY_VARIANTS} if grey else VARIANTS
-    timed = [(name, _grey(rgb), ref) for name, rgb, ref in data] if grey else data
+    timed = [(name, greyscale_copy(rgb), ref) for name, rgb, ref in data] if grey else data
     out = {"quality": quality(old, new, data, variants), "cost": cost(old, new, timed, args.repeat)}
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))

@@ -21,9 +21,11 @@ import numpy as np
 import pytest
 from skimage import data as skdata
 
+from benchmarks.bench_portrait import scores
+from benchmarks.bench_route_priors import greyscale_copy, portraits
 from p3m.infer.portrait import NO_PERSON, PortraitMatting, PortraitSettings
 from p3m.infer.preprocess import is_greyscale
-from tests.paths import PORTRAITS, REFERENCE_ALPHA, TEST_DATA
+from tests.paths import REFERENCE_ALPHA, TEST_DATA
 
 
 @pytest.fixture(scope="module")
@@ -97,18 +99,11 @@ def test_grey_pictures_without_people_still_have_no_person(route, name):
 
 
 @pytest.mark.slow
-def test_quality_on_grey_copies_of_the_shared_real_portraits(route):
+def test_quality_on_grey_copies_of_the_shared_real_portraits(route, shared_portraits):
     """The 12 shared portraits turned grey (as benchmarks/bench_route_priors.py makes them): measured mean SAD
     15.19, worst 33.79 (38.33 / 285.63 before the pose detector's rescue, when p_07141906 got an empty matte;
     15.94 before the pose prior on grey photos). The bars catch half a point on the mean."""
-    paths = sorted((PORTRAITS / "image").glob("*.jpg"))
-    if not paths:
-        pytest.skip(f"no shared test portraits under {PORTRAITS}")
-    sads = {}
-    for path in paths:
-        grey = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2GRAY)
-        ref = cv2.imread(str(PORTRAITS / "reference_alpha" / f"{path.stem}.png"), cv2.IMREAD_GRAYSCALE) / 255.0
-        sads[path.stem] = float(np.abs(route(np.repeat(grey[..., None], 3, 2)) - ref).sum() / 1000)
+    sads = {name: scores(route(greyscale_copy(rgb)), ref)["sad"] for name, rgb, ref in portraits()}
     assert np.mean(list(sads.values())) <= 15.7 and max(sads.values()) <= 35.0, sads
 
 
