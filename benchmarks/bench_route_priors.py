@@ -26,8 +26,12 @@ pymatting's), "new" the default route (1e-6).
 `--pair gaps`: "old" is the default route, "new" the default route with the background dropped by colour in the
 gaps between limbs (`PortraitSettings(gap_colour=True)`, `p3m.infer.spill.background_in_gaps`).
 
-    P3M_TESTDATA=DIR .venv/bin/python -m benchmarks.bench_route_priors [--pair priors|spill|eps|sampled|zoom|gaps] \
-        [--repeat 3] [--json F]
+`--pair steps`: "old" is the default route without the contrast stretch after the band's solve
+(`PortraitSettings(step_contrast=1)`), "new" the default route (`p3m.infer.step_edges.sharpen_steps`: alpha
+stretched about 0.5 where the person's and the background's colours are close and the alpha is smooth).
+
+    P3M_TESTDATA=DIR .venv/bin/python -m benchmarks.bench_route_priors \
+        [--pair priors|spill|eps|sampled|zoom|gaps|steps] [--repeat 3] [--json F]
 
 Needs the P3M demo portraits (`JizhiziLi/P3M` demo/imgs) in $P3M_TESTDATA; exits with a message without it.
 """
@@ -64,6 +68,8 @@ PAIRS = {
     "zoom": (PortraitSettings(zoom_tiles=0), PortraitSettings()),
     # the default route without and with the colour test inside the pose's limb-gap polygons
     "gaps": (PortraitSettings(), PortraitSettings(gap_colour=True)),
+    # the default route without and with the contrast stretch where a transition is a blurred step
+    "steps": (PortraitSettings(step_contrast=1.0), PortraitSettings()),
 }
 
 

@@ -89,6 +89,7 @@ from p3m.infer.priors import (
 )
 from p3m.infer.resize import working_size
 from p3m.infer.spill import background_by_colour, background_in_gaps
+from p3m.infer.step_edges import high_pass_energy, sharpen_steps
 from p3m.models.face_detector import FaceDetector
 from p3m.models.graph_session import GraphSession, open_graph
 from p3m.models.hand_landmark import HandLandmarker
@@ -170,6 +171,7 @@ class PortraitSettings:
     cf_eps: float = 1e-6  # closed-form regulariser (10x pymatting's: smoother hair on busy backgrounds)
     band_data: float = 0.03  # strength of the band solve's data term from sampled colours (0: off)
     rtol: float = 1e-4  # conjugate-gradient tolerance (relative residual)
+    step_contrast: float = 1.4  # stretch about 0.5 by up to this where a transition is a blurred step (1: off)
     clean: float = 0.05  # alpha within this of 0 or 1 is set to 0 or 1 (the solver's ripple)
 
     @classmethod
@@ -237,9 +239,7 @@ def _feather(
 
 def _fine_structure(image: np.ndarray) -> np.ndarray:
     """HxW float32 local high-pass energy of the grey image (HxWx3 uint8): strands, edges, texture."""
-    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
-    detail = np.abs(grey - cv2.GaussianBlur(grey, (0, 0), 1.5))
-    return cv2.blur(detail, (5, 5))
+    return high_pass_energy(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0)
 
 
 def _touching(extra: np.ndarray, base: np.ndarray) -> np.ndarray:
@@ -615,6 +615,8 @@ class PortraitMatting:
             solution = self.solve(image, tri, mask.astype(np.float32))
             alpha = solution.alpha
             info["solver"] = solution.method
+            if s.step_contrast > 1:
+                alpha = sharpen_steps(image, alpha, s.step_contrast)
             if s.clean > 0:
                 alpha[alpha < s.clean] = 0.0
                 alpha[alpha > 1.0 - s.clean] = 1.0
