@@ -8,8 +8,7 @@ between the solve and the clean-up, and not with `step_contrast=1`.
 
 from __future__ import annotations
 
-import math
-
+import cv2
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -157,8 +156,7 @@ def test_sharpen_steps_is_the_stretch_by_the_gain_of_its_cues_on_the_whole_image
     image = np.clip(image + rng.integers(-20, 21, image.shape), 0, 255).astype(np.uint8)
     alpha[40:50, 60:140] = np.clip(alpha[40:50, 60:140] + 0.2 * rng.random((10, 80)), 0, 1)  # some texture
     out = sharpen_steps(image, alpha, 1.4, sigma=0.01)
-    side = math.ceil(2.0 / 0.01)  # the copy for the colour means: 200 px, the image itself here
-    assert side >= max(alpha.shape)
+    # sigma 2 px: the colour means on the image itself
     separation = np.minimum(colour_separation(image, alpha, 0.01 * 200), 1.2)
     gain = step_gain(separation, high_pass_energy(alpha), 1.4)
     reference = np.where((alpha > 0) & (alpha < 1), stretch_about_half(alpha, gain), alpha)
@@ -170,8 +168,6 @@ def test_sharpen_steps_is_the_stretch_by_the_gain_of_its_cues_on_the_whole_image
 
 
 def test_the_route_stretches_the_solved_alpha_before_its_clean_up(monkeypatch):
-    import cv2
-
     rgb = cv2.cvtColor(cv2.imread(str(TEST_DATA / "selfie_general_input.png")), cv2.COLOR_BGR2RGB)
     calls = []
     real = portrait_module.sharpen_steps
@@ -192,3 +188,20 @@ def test_the_route_stretches_the_solved_alpha_before_its_clean_up(monkeypatch):
     monkeypatch.setattr(portrait_module, "sharpen_steps", lambda image, alpha, strength: alpha)
     assert np.array_equal(default(rgb), off)  # the stretch is the only difference
     assert not np.array_equal(sharpened, off)
+
+
+def test_sharpen_steps_reads_the_colour_separation_of_a_shrunk_copy_back_bilinearly():
+    """Where sigma is more than 2 px the colour means are computed on a copy shrunk by an integer factor; read
+    back at the fractional pixels, they are what cv2.resize's bilinear upsampling of that copy gives there."""
+    rng = np.random.default_rng(3)
+    image, alpha = ramp_scene((120, 110, 100), (150, 140, 120), width=24, h=300, w=520)
+    image = np.clip(image + rng.integers(-10, 11, image.shape), 0, 255).astype(np.uint8)
+    out = sharpen_steps(image, alpha, 1.4, sigma=0.02)  # 10.4 px: a copy 5x smaller, 104 x 60
+    small_image = cv2.resize(image, (104, 60), interpolation=cv2.INTER_AREA)
+    small_alpha = cv2.resize(alpha, (104, 60), interpolation=cv2.INTER_AREA)
+    coarse = np.minimum(colour_separation(small_image, small_alpha, 10.4 / 5), 1.2)
+    separation = cv2.resize(coarse, (520, 300), interpolation=cv2.INTER_LINEAR)
+    gain = step_gain(separation, high_pass_energy(alpha), 1.4)
+    reference = np.where((alpha > 0) & (alpha < 1), stretch_about_half(alpha, gain), alpha)
+    assert np.abs(out - reference).max() < 1e-4
+    assert np.abs(out - alpha).max() > 0.05

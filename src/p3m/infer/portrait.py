@@ -51,8 +51,12 @@ No trained P3M-Net checkpoint is needed. For an RGB image (HxWx3 uint8), at a wo
    the background's texture less), and a data term of strength `band_data` from the image's own colours
    (`p3m.infer.band_sampling`, Robust Matting's sampling: each unknown pixel explained by the known foreground
    and background colours its rays meet; only where that says pure background, between flying strands over
-   foliage, or pure foreground, dark strands on a dark background); values within `clean` of 0 or 1 snapped
-   to them (the solver's ripple in flat regions); bilinear upsampling to the image's size.
+   foliage, or pure foreground, dark strands on a dark background); then a contrast stretch about 0.5 by up to
+   `step_contrast` (`p3m.infer.step_edges.sharpen_steps`) where the transition is a step the solve blurred:
+   where the person's and the background's colours round a pixel are close (the solve's fractional values
+   there are a guess: soft ramps and haze on low-contrast edges) and the alpha is smooth (strands make it
+   textured); values within `clean` of 0 or 1 snapped to them (the solver's ripple in flat regions); bilinear
+   upsampling to the image's size.
 7. **Person check**: a person is believed to be there when a face is found (MediaPipe's face detector,
    short then full range, at their own thresholds) or when the pose network's mask agrees with the selfie
    mask (IoU >= `person_agree`) and most of the selfie mask is confident (>= `person_confident`); otherwise

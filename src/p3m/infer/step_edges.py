@@ -32,7 +32,6 @@ import math
 import cv2
 import numpy as np
 
-from p3m.infer.resize import shrunk
 from p3m.infer.spill import local_mean_colour
 
 __all__ = ["colour_separation", "high_pass_energy", "sharpen_steps", "step_gain", "stretch_about_half"]
@@ -99,6 +98,21 @@ def stretch_about_half(alpha: np.ndarray, gain: np.ndarray | float) -> np.ndarra
     return np.clip(alpha + (alpha - 0.5) * (np.asarray(gain, np.float32) - 1), 0.0, 1.0)
 
 
+def _bilinear_at(grid: np.ndarray, ys: np.ndarray, xs: np.ndarray, step: int) -> np.ndarray:
+    """The values at pixels (ys, xs) of `grid` (float32, each cell `step` x `step` pixels) bilinearly upsampled
+    `step` times, as cv2.resize(INTER_LINEAR) gives them (pixel centres aligned, the border replicated), without
+    making the whole array."""
+    corners = []
+    for pos, n in ((ys, grid.shape[0]), (xs, grid.shape[1])):
+        src = np.clip((pos + 0.5) / step - 0.5, 0, n - 1)
+        lo = np.floor(src).astype(np.intp)
+        corners.append((lo, np.minimum(lo + 1, n - 1), (src - lo).astype(np.float32)))
+    (y0, y1, fy), (x0, x1, fx) = corners
+    top = grid[y0, x0] * (1 - fx) + grid[y0, x1] * fx
+    bottom = grid[y1, x0] * (1 - fx) + grid[y1, x1] * fx
+    return top * (1 - fy) + bottom * fy
+
+
 def _falling(x: np.ndarray, bounds: tuple[float, float]) -> np.ndarray:
     """1 at or below bounds[0], 0 at or above bounds[1], linear between."""
     lo, hi = bounds
@@ -142,7 +156,7 @@ def sharpen_steps(
     Returns
     -------
     HxW float32 in [0, 1]; pixels at exactly 0 or 1 stay so. The colour separation is computed on a copy shrunk
-    until sigma is 2 px (by area), and bilinearly upsampled.
+    by an integer factor (by area) until sigma is about 2 px, and read back bilinearly.
     """
     alpha = np.asarray(alpha, np.float32)
     if image.shape[:2] != alpha.shape or image.ndim != 3 or image.shape[2] != 3:
@@ -151,23 +165,28 @@ def sharpen_steps(
     if strength <= 1 or not fractional.any():
         return alpha.copy()
     h, w = alpha.shape
-    # the colour means vary over sigma: computed on a copy where sigma is a couple of pixels, then upsampled
-    side = min(max(h, w), max(8, math.ceil(_COARSE_SIGMA / sigma)))
-    small = shrunk(alpha, side)
-    separation = colour_separation(shrunk(image, side), small, sigma * max(small.shape))
-    # above separated[1] every value means "no stretch": clipped there, +inf (no colour known) interpolates
-    separation = np.minimum(separation, np.float32(separated[1]))
-    if small.shape != (h, w):
-        separation = cv2.resize(separation, (w, h), interpolation=cv2.INTER_LINEAR)
-    # the texture only round the fractional pixels: their bounding box grown by the reach of its Gaussian (4 std.
+    ys, xs = np.nonzero(fractional)
+    # the colour means vary over sigma: computed on a copy shrunk by an integer factor (by area: OpenCV's fast path)
+    # until sigma is about 2 px, read back bilinearly at the fractional pixels; above separated[1] every value
+    # means "no stretch", so +inf (no colour known) is clipped there before it is interpolated
+    sigma_px = sigma * max(h, w)
+    step = max(1, min(int(sigma_px / _COARSE_SIGMA), h, w))
+    hs, ws = h // step, w // step
+    if step > 1:
+        small_image = cv2.resize(image[: hs * step, : ws * step], (ws, hs), interpolation=cv2.INTER_AREA)
+        small_alpha = cv2.resize(alpha[: hs * step, : ws * step], (ws, hs), interpolation=cv2.INTER_AREA)
+    else:
+        small_image, small_alpha = image, alpha
+    coarse = colour_separation(small_image, small_alpha, sigma_px / step)
+    coarse = np.minimum(coarse, np.float32(separated[1]))
+    separation = coarse[ys, xs] if step == 1 else _bilinear_at(coarse, ys, xs, step)
+    # the texture round the fractional pixels only: their bounding box grown by the reach of its Gaussian (4 std.
     # dev.) and box, which gives the values of the whole image there
     reach = math.ceil(4 * _DETAIL_SIGMA) + _DETAIL_BOX // 2 + 1
-    rows, cols = np.flatnonzero(fractional.any(1)), np.flatnonzero(fractional.any(0))
-    y0, y1 = max(rows[0] - reach, 0), min(rows[-1] + 1 + reach, h)
-    x0, x1 = max(cols[0] - reach, 0), min(cols[-1] + 1 + reach, w)
-    box = np.s_[y0:y1, x0:x1]
-    a = alpha[box]
-    gain = step_gain(separation[box], high_pass_energy(a), strength, separated=separated, textured=textured)
+    y0, x0 = max(int(ys.min()) - reach, 0), max(int(xs.min()) - reach, 0)
+    y1, x1 = min(int(ys.max()) + 1 + reach, h), min(int(xs.max()) + 1 + reach, w)
+    texture = high_pass_energy(alpha[y0:y1, x0:x1])[ys - y0, xs - x0]
+    gain = step_gain(separation, texture, strength, separated=separated, textured=textured)
     out = alpha.copy()
-    out[box] = np.where(fractional[box], stretch_about_half(a, gain), a)
+    out[ys, xs] = stretch_about_half(alpha[ys, xs], gain)
     return out
