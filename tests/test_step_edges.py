@@ -147,6 +147,8 @@ def test_sharpen_steps_leaves_what_it_should_not_touch_and_checks_its_input():
     assert np.array_equal(sharpen_steps(image, alpha, 1.4), alpha)
     with pytest.raises(ValueError, match="same size"):
         sharpen_steps(image[:10], alpha, 1.4)
+    with pytest.raises(ValueError, match="uint8"):
+        sharpen_steps(image / 255.0, alpha, 1.4)
 
 
 def test_sharpen_steps_is_the_stretch_by_the_gain_of_its_cues_on_the_whole_image():

@@ -36,7 +36,7 @@ from p3m.infer.spill import local_mean_colour
 
 __all__ = ["colour_separation", "high_pass_energy", "sharpen_steps", "step_gain", "stretch_about_half"]
 
-# the sharpening's defaults, measured on the 12 shared portraits and their altered copies (benchmarks/RESULTS.md)
+# the defaults, measured on the 12 P3M-10k test portraits and their altered copies (benchmarks/RESULTS.md)
 SEPARATED = (0.6, 1.2)  # colour separation: full stretch below the first, none above the second
 TEXTURED = (0.06, 0.12)  # the alpha's high-pass energy: full stretch below the first, none above the second
 SIGMA = 0.01  # the colour means' Gaussian, std. dev. as a fraction of the long side
@@ -159,8 +159,11 @@ def sharpen_steps(
     by an integer factor (by area) until sigma is about 2 px, and read back bilinearly.
     """
     alpha = np.asarray(alpha, np.float32)
-    if image.shape[:2] != alpha.shape or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"image must be HxWx3 and alpha HxW of the same size, got {image.shape} and {alpha.shape}")
+    if image.shape[:2] != alpha.shape or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(
+            f"image must be HxWx3 uint8 and alpha HxW of the same size, got {image.shape} {image.dtype} and "
+            f"{alpha.shape}"
+        )
     fractional = (alpha > 0) & (alpha < 1)
     if strength <= 1 or not fractional.any():
         return alpha.copy()
