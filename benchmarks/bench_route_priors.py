@@ -31,8 +31,12 @@ grey_pose=False)`: the pose detector where the selfie prior is confident nowhere
 pose priors on a greyscale photo), "new" the default route; with two more variants (the greyscale copies
 mirrored and at half size), and the cost timed on the greyscale copies, where the new steps run.
 
+`--pair steps`: "old" is the default route without the contrast stretch after the band's solve
+(`PortraitSettings(step_contrast=1)`), "new" the default route (`p3m.infer.step_edges.sharpen_steps`: alpha
+stretched about 0.5 where the person's and the background's colours are close and the alpha is smooth).
+
     P3M_TESTDATA=DIR .venv/bin/python -m benchmarks.bench_route_priors \
-        [--pair priors|spill|eps|sampled|zoom|gaps|grey] [--repeat 3] [--json F]
+        [--pair priors|spill|eps|sampled|zoom|gaps|grey|steps] [--repeat 3] [--json F]
 
 Needs the P3M demo portraits (`JizhiziLi/P3M` demo/imgs) in $P3M_TESTDATA; exits with a message without it.
 """
@@ -71,6 +75,8 @@ PAIRS = {
     "gaps": (PortraitSettings(gap_colour=False), PortraitSettings(gap_colour=True)),
     # the default route without and with its greyscale steps (the pose detector's rescue, the pose prior on grey)
     "grey": (PortraitSettings(pose_rescue=False, grey_pose=False), PortraitSettings()),
+    # the default route without and with the contrast stretch where a transition is a blurred step
+    "steps": (PortraitSettings(step_contrast=1.0), PortraitSettings()),
 }
 
 

@@ -59,8 +59,12 @@ No trained P3M-Net checkpoint is needed. For an RGB image (HxWx3 uint8), at a wo
    the background's texture less), and a data term of strength `band_data` from the image's own colours
    (`p3m.infer.band_sampling`, Robust Matting's sampling: each unknown pixel explained by the known foreground
    and background colours its rays meet; only where that says pure background, between flying strands over
-   foliage, or pure foreground, dark strands on a dark background); values within `clean` of 0 or 1 snapped
-   to them (the solver's ripple in flat regions); bilinear upsampling to the image's size.
+   foliage, or pure foreground, dark strands on a dark background); then a contrast stretch about 0.5 by up to
+   `step_contrast` (`p3m.infer.step_edges.sharpen_steps`) where the transition is a step the solve blurred:
+   where the person's and the background's colours round a pixel are close (the solve's fractional values
+   there are a guess: soft ramps and haze on low-contrast edges) and the alpha is smooth (strands make it
+   textured); values within `clean` of 0 or 1 snapped to them (the solver's ripple in flat regions); bilinear
+   upsampling to the image's size.
 7. **Person check**: a person is believed to be there when a face is found (MediaPipe's face detector,
    short then full range, at their own thresholds) or when the pose network's mask agrees with the selfie
    mask (IoU >= `person_agree`) and most of the selfie mask is confident (>= `person_confident`); where step 3
@@ -100,6 +104,7 @@ from p3m.infer.priors import (
 )
 from p3m.infer.resize import shrunk, working_size
 from p3m.infer.spill import background_by_colour, background_in_gaps
+from p3m.infer.step_edges import high_pass_energy, sharpen_steps
 from p3m.models.face_detector import FaceDetector
 from p3m.models.graph_session import GraphSession, open_graph
 from p3m.models.hand_landmark import HandLandmarker
@@ -185,6 +190,7 @@ class PortraitSettings:
     cf_eps: float = 1e-6  # closed-form regulariser (10x pymatting's: smoother hair on busy backgrounds)
     band_data: float = 0.03  # strength of the band solve's data term from sampled colours (0: off)
     rtol: float = 1e-4  # conjugate-gradient tolerance (relative residual)
+    step_contrast: float = 1.4  # stretch about 0.5 by up to this where a transition is a blurred step (1: off)
     clean: float = 0.05  # alpha within this of 0 or 1 is set to 0 or 1 (the solver's ripple)
 
     @classmethod
@@ -270,9 +276,7 @@ def _feather(
 
 def _fine_structure(image: np.ndarray) -> np.ndarray:
     """HxW float32 local high-pass energy of the grey image (HxWx3 uint8): strands, edges, texture."""
-    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
-    detail = np.abs(grey - cv2.GaussianBlur(grey, (0, 0), 1.5))
-    return cv2.blur(detail, (5, 5))
+    return high_pass_energy(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0)
 
 
 def _pose_on_grid(pose: Pose, k: tuple[float, float], work_hw: tuple[int, int], roi: RotatedRect) -> Pose:
@@ -702,6 +706,8 @@ class PortraitMatting:
             solution = self.solve(image, tri, mask.astype(np.float32))
             alpha = solution.alpha
             info["solver"] = solution.method
+            if s.step_contrast > 1:
+                alpha = sharpen_steps(image, alpha, s.step_contrast)
             if s.clean > 0:
                 alpha[alpha < s.clean] = 0.0
                 alpha[alpha > 1.0 - s.clean] = 1.0
