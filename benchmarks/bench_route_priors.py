@@ -26,7 +26,12 @@ pymatting's), "new" the default route (1e-6).
 `--pair gaps`: "old" is the default route, "new" the default route with the background dropped by colour in the
 gaps between limbs (`PortraitSettings(gap_colour=True)`, `p3m.infer.spill.background_in_gaps`).
 
-    P3M_TESTDATA=DIR .venv/bin/python -m benchmarks.bench_route_priors [--pair priors|spill|eps|sampled|zoom|gaps] \
+`--pair tight`: "old" is the default route with one closed-form solve on the band round the mask
+(`PortraitSettings(tight_band=False)`), "new" the default route: a second solve on the band narrowed to where the
+first alpha is fractional (`p3m.infer.tight_band`).
+
+    P3M_TESTDATA=DIR .venv/bin/python -m benchmarks.bench_route_priors \
+        [--pair priors|spill|eps|sampled|zoom|gaps|tight] \
         [--repeat 3] [--json F]
 
 Needs the P3M demo portraits (`JizhiziLi/P3M` demo/imgs) in $P3M_TESTDATA; exits with a message without it.
@@ -64,6 +69,8 @@ PAIRS = {
     "zoom": (PortraitSettings(zoom_tiles=0), PortraitSettings()),
     # the default route without and with the colour test inside the pose's limb-gap polygons
     "gaps": (PortraitSettings(), PortraitSettings(gap_colour=True)),
+    # the default route with one band solve, and with the second solve on the band narrowed to the transition
+    "tight": (PortraitSettings(tight_band=False), PortraitSettings()),
 }
 
 

@@ -89,6 +89,7 @@ from p3m.infer.priors import (
 )
 from p3m.infer.resize import working_size
 from p3m.infer.spill import background_by_colour, background_in_gaps
+from p3m.infer.tight_band import one_sided, tight_trimap
 from p3m.models.face_detector import FaceDetector
 from p3m.models.graph_session import GraphSession, open_graph
 from p3m.models.hand_landmark import HandLandmarker
@@ -170,6 +171,11 @@ class PortraitSettings:
     cf_eps: float = 1e-6  # closed-form regulariser (10x pymatting's: smoother hair on busy backgrounds)
     band_data: float = 0.03  # strength of the band solve's data term from sampled colours (0: off)
     rtol: float = 1e-4  # conjugate-gradient tolerance (relative residual)
+    tight_band: bool = True  # second solve on the band narrowed to the first alpha's transition (off: one solve)
+    tight_low: float = 0.2  # ... known background where the first alpha <= this
+    tight_high: float = 0.8  # ... known foreground where the first alpha >= this
+    tight_reach: float = 0.002  # ... unknown within this of the fractional pixels (at least 1 px)
+    coarse_rtol: float = 1e-3  # the first solve's tolerance when a second follows (`rtol` is the second's)
     clean: float = 0.05  # alpha within this of 0 or 1 is set to 0 or 1 (the solver's ripple)
 
     @classmethod
@@ -468,6 +474,11 @@ class PortraitMatting:
 
     def trimap(self, mask: np.ndarray, image: np.ndarray | None = None) -> np.ndarray:
         """HxW uint8 {0, 128, 255}: band around the mask's edge, widened at hair when `image` (HxWx3) is given."""
+        return self.band(mask, image)[0]
+
+    def band(self, mask: np.ndarray, image: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(`trimap`, hair): the trimap, and HxW bool its unknown pixels within the plain band's half-width of the
+        pixels its widening at hair added (the second, tight solve leaves them unknown: `solve`'s ``keep``)."""
         s = self.settings
         side = max(mask.shape)
         mask = mask.astype(bool)
@@ -475,11 +486,15 @@ class PortraitMatting:
         d_in = _distance_to(~mask)  # person pixels: distance to the background
         r = max(1.0, s.band * side)
         unknown = np.where(mask, d_in <= r, d_out <= r)
+        hair = np.zeros_like(mask)
         if image is not None and mask.any() and (s.hair_out > 0 or s.hair_in > 0):
-            unknown |= self._hair(mask, d_out, d_in, r, _fine_structure(array_to_rgb(image)), unknown)
+            widened = self._hair(mask, d_out, d_in, r, _fine_structure(array_to_rgb(image)), unknown) & ~unknown
+            unknown |= widened
+            if widened.any():
+                hair = unknown & (_distance_to(widened) <= r)
         tri = np.where(mask, 255, 0).astype(np.uint8)
         tri[unknown] = 128
-        return tri
+        return tri, hair
 
     def _hair(
         self, mask: np.ndarray, d_out: np.ndarray, d_in: np.ndarray, r: float, energy: np.ndarray, band: np.ndarray
@@ -503,23 +518,47 @@ class PortraitMatting:
 
     # -- 6. refinement ----------------------------------------------------------------------------------
 
-    def refine(self, image: np.ndarray, trimap: np.ndarray, guess: np.ndarray | None = None) -> np.ndarray:
+    def refine(
+        self, image: np.ndarray, trimap: np.ndarray, guess: np.ndarray | None = None, keep: np.ndarray | None = None
+    ) -> np.ndarray:
         """HxW float32 alpha: closed-form matting of the trimap's unknown pixels (image HxWx3 uint8)."""
-        return self.solve(image, trimap, guess).alpha
+        return self.solve(image, trimap, guess, keep).alpha
 
-    def solve(self, image: np.ndarray, trimap: np.ndarray, guess: np.ndarray | None = None) -> BandSolution:
-        """`refine` with the solver's method (`p3m.infer.closed_form.BandSolution`: which fallback answered)."""
+    def solve(
+        self, image: np.ndarray, trimap: np.ndarray, guess: np.ndarray | None = None, keep: np.ndarray | None = None
+    ) -> BandSolution:
+        """`refine` with the solver's method (`p3m.infer.closed_form.BandSolution`: which fallback answered).
+
+        With `tight_band`, two solves: the first (to `coarse_rtol`) on `trimap`, the second on the band narrowed to
+        where the first is fractional (`p3m.infer.tight_band.tight_trimap`; HxW bool `keep`: pixels that stay
+        unknown, the route's hair), started from the first; parts of the narrowed band with known pixels on one
+        side only keep the first alpha (`one_sided`). The method is the second's, the iterations both solves'."""
         # numba (the solver's and the sampler's compiler) loads only when the route solves: the network routes never
         # pay for it
         from p3m.infer.band_sampling import data_term
-        from p3m.infer.closed_form import solve_band
+        from p3m.infer.closed_form import BandSolution, solve_band
 
         s = self.settings
         if guess is None:
             guess = (trimap == 255).astype(np.float32)
         image = array_to_rgb(image)
         data = data_term(image, trimap, strength=s.band_data) if s.band_data > 0 else None
-        return solve_band(image, trimap, guess, eps=s.cf_eps, rtol=s.rtol, data=data)
+        if not s.tight_band:
+            return solve_band(image, trimap, guess, eps=s.cf_eps, rtol=s.rtol, data=data)
+        first = solve_band(image, trimap, guess, eps=s.cf_eps, rtol=s.coarse_rtol, data=data)
+        if first.method in ("none", "guess"):
+            return first
+        reach = max(1, round(s.tight_reach * max(trimap.shape)))
+        narrow = tight_trimap(trimap, first.alpha, low=s.tight_low, high=s.tight_high, reach=reach, keep=keep)
+        # the first band's data term holds on the narrow one: its samples are known pixels of the first trimap,
+        # which stay known; on pixels the narrowing made known it is never read
+        second = solve_band(image, narrow, first.alpha, eps=s.cf_eps, rtol=s.rtol, data=data)
+        if second.method in ("none", "guess"):
+            return first
+        alpha = second.alpha
+        undecided = one_sided(narrow)
+        alpha[undecided] = first.alpha[undecided]
+        return BandSolution(alpha, second.method, first.iterations + second.iterations)
 
     # -- 7. person check ----------------------------------------------------------------------------------
 
@@ -601,7 +640,7 @@ class PortraitMatting:
         hands = self.hands(image, pose, prob) if pose is not None and trusted and s.hands and mask.any() else []
         info["hands"] = len(hands)
         lap("hands")
-        tri = self.trimap(mask, image)
+        tri, hair = self.band(mask, image)
         if hands:
             seeds, zone = hand_seeds(hands, mask.shape, bone_width=s.hand_bone, zone_width=s.hand_zone)
             tri[zone] = 128
@@ -612,7 +651,7 @@ class PortraitMatting:
         with ThreadPoolExecutor(max_workers=1) as beside:
             evidence: dict[str, Any] = {}
             checked = beside.submit(self._person, image, mask, prob, pose, evidence) if s.person_check else None
-            solution = self.solve(image, tri, mask.astype(np.float32))
+            solution = self.solve(image, tri, mask.astype(np.float32), hair)
             alpha = solution.alpha
             info["solver"] = solution.method
             if s.clean > 0:
