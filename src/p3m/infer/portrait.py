@@ -52,7 +52,15 @@ No trained P3M-Net checkpoint is needed. For an RGB image (HxWx3 uint8), at a wo
    (`p3m.infer.band_sampling`, Robust Matting's sampling: each unknown pixel explained by the known foreground
    and background colours its rays meet; only where that says pure background, between flying strands over
    foliage, or pure foreground, dark strands on a dark background); values within `clean` of 0 or 1 snapped
-   to them (the solver's ripple in flat regions); bilinear upsampling to the image's size.
+   to them (the solver's ripple in flat regions); bilinear upsampling to the image's size. With `tight_band`
+   the solve is two: the band must be wide to hold the true edge wherever the 256 px prior puts the mask's,
+   but the true edge is mostly a step 1-3 px wide, and in the extra width one solve leaves soft ramps and haze
+   where the colours are ambiguous. So the first solve (to the looser `coarse_rtol`) places the transition,
+   and a second one (`p3m.infer.tight_band.tight_trimap`) draws it on the band narrowed to where the first
+   alpha is fractional (in (`tight_low`, `tight_high`), grown by `tight_reach`), known person and background
+   elsewhere, started from the first alpha, with the same data term; near the hair widening of step 5 the
+   band stays as it was (faint strands are fractional too), and a narrowed part with known pixels of one side
+   only (a gap enclosed by the person) keeps the first alpha (`one_sided`).
 7. **Person check**: a person is believed to be there when a face is found (MediaPipe's face detector,
    short then full range, at their own thresholds) or when the pose network's mask agrees with the selfie
    mask (IoU >= `person_agree`) and most of the selfie mask is confident (>= `person_confident`); otherwise
