@@ -11,6 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
+from p3m.infer.band_sampling import data_term
+from p3m.infer.closed_form import solve_band
 from p3m.infer.portrait import PortraitMatting, PortraitSettings
 from p3m.infer.tight_band import one_sided, tight_trimap
 
@@ -193,3 +195,27 @@ def test_band_marks_the_pixels_near_the_hair_widening_for_the_second_solve():
     ys, _ = np.nonzero(hair)
     assert ys.max() < 140  # only at the top, where the strands are
     assert not pm.band(mask)[1].any() and not pm.band(mask, np.full((h, w, 3), 200, np.uint8))[1].any()
+
+
+def test_route_solve_is_the_two_solves_written_out():
+    """`PortraitMatting.solve` with `tight_band`: the first solve to `coarse_rtol`, `tight_trimap` from its alpha,
+    the second from it with the first's data term (its samples lie on pixels known in both trimaps), the first
+    alpha kept on one-sided parts; the iterations are both solves'."""
+    image, alpha = low_contrast_scene()
+    mask = np.roll(alpha >= 0.5, 3, axis=1)
+    s = PortraitSettings(band=0.04)
+    pm = PortraitMatting(s)
+    tri = pm.trimap(mask, image)
+    keep = np.zeros(mask.shape, bool)
+    keep[:, :40] = tri[:, :40] == 128  # a stand-in for the hair zone: the band's left end stays unknown
+    guess = mask.astype(np.float32)
+    data = data_term(image, tri, strength=s.band_data)
+    first = solve_band(image, tri, guess, eps=s.cf_eps, rtol=s.coarse_rtol, data=data)
+    reach = max(1, round(s.tight_reach * max(tri.shape)))
+    narrow = tight_trimap(tri, first.alpha, low=s.tight_low, high=s.tight_high, reach=reach, keep=keep)
+    second = solve_band(image, narrow, first.alpha, eps=s.cf_eps, rtol=s.rtol, data=data)
+    expect = np.where(one_sided(narrow), first.alpha, second.alpha)
+    got = pm.solve(image, tri, guess, keep)
+    np.testing.assert_array_equal(got.alpha, expect)
+    assert got.iterations == first.iterations + second.iterations and got.method == "ic0"
+    assert (narrow == 128).sum() < 0.6 * (tri == 128).sum() and (narrow[keep] == 128).all()
