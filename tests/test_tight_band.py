@@ -219,3 +219,12 @@ def test_route_solve_is_the_two_solves_written_out():
     np.testing.assert_array_equal(got.alpha, expect)
     assert got.iterations == first.iterations + second.iterations and got.method == "ic0"
     assert (narrow == 128).sum() < 0.6 * (tri == 128).sum() and (narrow[keep] == 128).all()
+
+
+def test_nothing_fractional_after_the_first_solve_gives_its_alpha_rounded():
+    image = np.full((40, 50, 3), 90, np.uint8)  # one colour, foreground all round the band: no edge to draw
+    trimap = np.full((40, 50), 255, np.uint8)
+    trimap[10:30, 10:40] = 128
+    result = PortraitMatting().solve(image, trimap)
+    assert result.method == "ic0" and result.iterations >= 1
+    assert (result.alpha == 1.0).all()

@@ -529,7 +529,7 @@ class PortraitMatting:
     def refine(
         self, image: np.ndarray, trimap: np.ndarray, guess: np.ndarray | None = None, keep: np.ndarray | None = None
     ) -> np.ndarray:
-        """HxW float32 alpha: closed-form matting of the trimap's unknown pixels (image HxWx3 uint8)."""
+        """HxW float32 alpha: closed-form matting of the trimap's unknown pixels (image HxWx3 uint8; keep: `solve`)."""
         return self.solve(image, trimap, guess, keep).alpha
 
     def solve(
@@ -561,12 +561,13 @@ class PortraitMatting:
         # the first band's data term holds on the narrow one: its samples are known pixels of the first trimap,
         # which stay known; on pixels the narrowing made known it is never read
         second = solve_band(image, narrow, first.alpha, eps=s.cf_eps, rtol=s.rtol, data=data)
-        if second.method in ("none", "guess"):
+        if second.method == "guess":  # no solve answered on the narrow band: the first stands
             return first
-        alpha = second.alpha
+        alpha = second.alpha  # "none" (nothing fractional): the first alpha rounded, as everywhere off the transition
         undecided = one_sided(narrow)
         alpha[undecided] = first.alpha[undecided]
-        return BandSolution(alpha, second.method, first.iterations + second.iterations)
+        method = first.method if second.method == "none" else second.method
+        return BandSolution(alpha, method, first.iterations + second.iterations)
 
     # -- 7. person check ----------------------------------------------------------------------------------
 
