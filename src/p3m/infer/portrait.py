@@ -540,11 +540,12 @@ class PortraitMatting:
         With `tight_band`, two solves: the first (to `coarse_rtol`) on `trimap`, the second on the band narrowed to
         where the first is fractional (`p3m.infer.tight_band.tight_trimap`; HxW bool `keep`: pixels that stay
         unknown, the route's hair), started from the first; parts of the narrowed band with known pixels on one
-        side only keep the first alpha (`one_sided`). The method is the second's, the iterations both solves'."""
+        side only keep the first alpha (`one_sided`). The method is the further fallback of the two (in the order
+        of `closed_form.METHODS`), the iterations both solves'."""
         # numba (the solver's and the sampler's compiler) loads only when the route solves: the network routes never
         # pay for it
         from p3m.infer.band_sampling import data_term
-        from p3m.infer.closed_form import BandSolution, solve_band
+        from p3m.infer.closed_form import METHODS, BandSolution, solve_band
 
         s = self.settings
         if guess is None:
@@ -566,7 +567,8 @@ class PortraitMatting:
         alpha = second.alpha  # "none" (nothing fractional): the first alpha rounded, as everywhere off the transition
         undecided = one_sided(narrow)
         alpha[undecided] = first.alpha[undecided]
-        method = first.method if second.method == "none" else second.method
+        # the answer is both solves': it says the further fallback either needed
+        method = max(first.method, second.method, key=METHODS.index)
         return BandSolution(alpha, method, first.iterations + second.iterations)
 
     # -- 7. person check ----------------------------------------------------------------------------------
