@@ -26,13 +26,21 @@ pymatting's), "new" the default route (1e-6).
 `--pair gaps`: "old" is the default route, "new" the default route with the background dropped by colour in the
 gaps between limbs (`PortraitSettings(gap_colour=True)`, `p3m.infer.spill.background_in_gaps`).
 
+`--pair grey`: "old" is the default route without its two greyscale steps (`PortraitSettings(pose_rescue=False,
+grey_pose=False)`: the pose detector where the selfie prior is confident nowhere, and the lower of the selfie and
+pose priors on a greyscale photo), "new" the default route; with two more variants (the greyscale copies
+mirrored and at half size), and the cost timed on the greyscale copies, where the new steps run.
+
+`--pair steps`: "old" is the default route without the contrast stretch after the band's solve
+(`PortraitSettings(step_contrast=1)`), "new" the default route (`p3m.infer.step_edges.sharpen_steps`: alpha
+stretched about 0.5 where the person's and the background's colours are close and the alpha is smooth).
+
 `--pair tight`: "old" is the default route with one closed-form solve on the band round the mask
 (`PortraitSettings(tight_band=False)`), "new" the default route: a second solve on the band narrowed to where the
 first alpha is fractional (`p3m.infer.tight_band`).
 
     P3M_TESTDATA=DIR .venv/bin/python -m benchmarks.bench_route_priors \
-        [--pair priors|spill|eps|sampled|zoom|gaps|tight] \
-        [--repeat 3] [--json F]
+        [--pair priors|spill|eps|sampled|zoom|gaps|grey|steps|tight] [--repeat 3] [--json F]
 
 Needs the P3M demo portraits (`JizhiziLi/P3M` demo/imgs) in $P3M_TESTDATA; exits with a message without it.
 """
@@ -69,6 +77,10 @@ PAIRS = {
     "zoom": (PortraitSettings(zoom_tiles=0), PortraitSettings()),
     # the default route without and with the colour test inside the pose's limb-gap polygons
     "gaps": (PortraitSettings(), PortraitSettings(gap_colour=True)),
+    # the default route without and with its greyscale steps (the pose detector's rescue, the pose prior on grey)
+    "grey": (PortraitSettings(pose_rescue=False, grey_pose=False), PortraitSettings()),
+    # the default route without and with the contrast stretch where a transition is a blurred step
+    "steps": (PortraitSettings(step_contrast=1.0), PortraitSettings()),
     # the default route with one band solve, and with the second solve on the band narrowed to the transition
     "tight": (PortraitSettings(tight_band=False), PortraitSettings()),
 }
@@ -77,6 +89,10 @@ PAIRS = {
 def _jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
     _, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
     return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+def greyscale_copy(rgb: np.ndarray) -> np.ndarray:
+    return np.repeat(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)[..., None], 3, 2)
 
 
 def _half(a: np.ndarray) -> np.ndarray:
@@ -88,15 +104,25 @@ VARIANTS = {
     "mirrored": lambda rgb, ref: (rgb[:, ::-1].copy(), ref[:, ::-1].copy()),
     "half-size": lambda rgb, ref: (_half(rgb), _half(ref)),
     "JPEG-60": lambda rgb, ref: (_jpeg(rgb, 60), ref),
-    "greyscale": lambda rgb, ref: (np.repeat(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)[..., None], 3, 2), ref),
+    "greyscale": lambda rgb, ref: (greyscale_copy(rgb), ref),
+}
+# the greyscale copies altered again: `--pair grey` checks that what it tunes on them does not overfit them
+GREY_VARIANTS = {
+    "greyscale mirrored": lambda rgb, ref: (greyscale_copy(rgb)[:, ::-1].copy(), ref[:, ::-1].copy()),
+    "greyscale half-size": lambda rgb, ref: (_half(greyscale_copy(rgb)), _half(ref)),
 }
 
 
-def quality(old: PortraitMatting, new: PortraitMatting, data: list[tuple[str, np.ndarray, np.ndarray]]) -> dict:
+def quality(
+    old: PortraitMatting,
+    new: PortraitMatting,
+    data: list[tuple[str, np.ndarray, np.ndarray]],
+    variants: dict | None = None,
+) -> dict:
     out: dict[str, Any] = {}
     head = f"{'old SAD mean/worst':>19s} {'new SAD mean/worst':>19s} {'IoU min old/new':>16s}"
     print(f"\n{'variant':10s} {head}  most changed")
-    for variant, alter in VARIANTS.items():
+    for variant, alter in (variants or VARIANTS).items():
         rows = []
         for name, rgb, ref in data:
             image, target = alter(rgb, ref)
@@ -177,7 +203,10 @@ def main() -> None:
     data = portraits()
     torch.set_num_threads(args.threads)
     old, new = (PortraitMatting(settings) for settings in PAIRS[args.pair])
-    out = {"quality": quality(old, new, data), "cost": cost(old, new, data, args.repeat)}
+    grey = args.pair == "grey"
+    variants = {**VARIANTS, **GREY_VARIANTS} if grey else VARIANTS
+    timed = [(name, greyscale_copy(rgb), ref) for name, rgb, ref in data] if grey else data
+    out = {"quality": quality(old, new, data, variants), "cost": cost(old, new, timed, args.repeat)}
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
 

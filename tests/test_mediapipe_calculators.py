@@ -144,3 +144,21 @@ def test_decoding_and_weighted_suppression():
     far = np.vstack([boxes, [[0.8, 0.8, 0.9, 0.9]]])
     kept = weighted_nms(far, np.vstack([points, points[:1] + 0.3]), np.append(scores, 0.45))
     assert [round(k[2], 3) for k in kept] == [round(float(scores[0]), 3), 0.45]
+
+
+def test_a_mirrored_detection_gives_the_mirrored_crop():
+    """`Detection.mirrored`: x -> width - x for the box and keypoints; the pose crop of the mirrored detection is the
+    mirror image of the crop (centre x mirrored, rotation negated), and mirroring twice gives the detection back."""
+    from p3m.models.pose_detector import pose_roi
+
+    body = Detection(np.array([30.0, 10.0, 50.0, 34.0]), np.array([[42.0, 80.0], [60.0, 20.0], [41.0, 40.0]]), 0.7)
+    flipped = body.mirrored(200)
+    assert flipped.box.tolist() == [150.0, 10.0, 170.0, 34.0] and flipped.score == 0.7
+    assert flipped.keypoints.tolist() == [[158.0, 80.0], [140.0, 20.0], [159.0, 40.0]]
+    again = flipped.mirrored(200)
+    assert np.array_equal(again.box, body.box) and np.array_equal(again.keypoints, body.keypoints)
+    a, b = pose_roi(body), pose_roi(flipped)
+    assert (b.center_x, b.center_y, b.width, b.height) == pytest.approx(
+        (200 - a.center_x, a.center_y, a.width, a.height)
+    )
+    assert b.rotation == pytest.approx(-a.rotation) and abs(a.rotation) > 0.1  # a leaning body: the sign matters

@@ -3,10 +3,10 @@ ONNX export.
 
 Submodules, each importing only those listed before it: `preprocess` (any input -> RGB uint8 -> network input),
 `resize` (the published resize R and a fast equivalent), `strategies` (resize, hybrid, highres over a `NetFn`),
-`runtime` (device, precision, the torch and ONNX Runtime engines), `closed_form`, `band_sampling`, `spill` and
-`portrait` (the built-in route), `sessions` (every model behind one interface; `new_session`), `foreground` (colour
-estimation and `render` of every output kind), `matter` (`Matter`, `MatteResult`), `export` (ONNX export). Names
-below load lazily so that `import p3m.infer` stays cheap.
+`runtime` (device, precision, the torch and ONNX Runtime engines), `closed_form`, `band_sampling`, `spill`,
+`step_edges` and `portrait` (the built-in route), `sessions` (every model behind one interface; `new_session`),
+`foreground` (colour estimation and `render` of every output kind), `matter` (`Matter`, `MatteResult`), `export`
+(ONNX export). Names below load lazily so that `import p3m.infer` stays cheap.
 """
 
 from __future__ import annotations

@@ -21,17 +21,24 @@ No trained P3M-Net checkpoint is needed. For an RGB image (HxWx3 uint8), at a wo
    budget allows (about 0.03 s of CPU per photo); 2 and 3 tiles gain more (benchmarks/RESULTS.md).
 2. **Mask**: prior >= `threshold`, keeping the connected components that hold confident (>= `seed_threshold`)
    pixels, at least `min_component` of the most confident component's count (hysteresis: grey blobs with no
-   confident pixel, the network's usual false positives, are dropped; an image without any is an image
-   without a person, and gets an all-zero matte). Before that, where the prior is unsure (`threshold` up to
-   `spill_unsure`), pixels whose colour is far closer to the local background's than to the local foreground's
-   (`p3m.infer.spill.background_by_colour`) are dropped: the 256 px prior's edge spills a few of its pixels
-   onto the background, beyond the reach of the band of step 5.
+   confident pixel, the network's usual false positives, are dropped). Before that, where the prior is unsure
+   (`threshold` up to `spill_unsure`), pixels whose colour is far closer to the local background's than to the
+   local foreground's (`p3m.infer.spill.background_by_colour`) are dropped: the 256 px prior's edge spills a
+   few of its pixels onto the background, beyond the reach of the band of step 5. No component left while the
+   prior reaches `rescue_floor` somewhere (it sees something but is sure of nothing: the selfie network,
+   trained on colour, does that to some black-and-white photos): MediaPipe's pose detector looks for a person
+   (`find_person`: on the image, then on its mirror image), and the person mask of the pose it finds, at
+   MediaPipe's presence bar, becomes the prior (`pose_rescue`; the person check's verdict is then "pose
+   detector"). Still nothing: an image without a person, which gets an all-zero matte.
 3. **Pose prior** (`pose`): BlazePose GHUM (`p3m.models.pose_landmark`, Apache-2.0) on the mask's square box
    (no person detector: the selfie mask has found the person), at `pose_side` px: 33 landmarks and a
    full-body person mask. Trusted only where its mask agrees with the selfie mask (IoU >= `pose_agree`; on
-   head-and-shoulders crops the network is lost). With `limb_gaps` (off: it changed nothing on the 12 P3M-10k
-   test photos and made a mirrored copy of one worse), the pose mask replaces the selfie prior in the polygons
-   between each arm and the torso and between the legs (`p3m.infer.priors.limb_gaps`). With `gap_colour`
+   head-and-shoulders crops the network is lost). On a greyscale photo (`p3m.infer.preprocess.is_greyscale`)
+   it runs on every image (`grey_pose`), and where trusted the prior is the lower of the selfie prior and the
+   pose mask: on grey photos the selfie network spills onto the background more. With `limb_gaps` (off: it
+   changed nothing on the 12 P3M-10k test photos and made a mirrored copy of one worse), the pose mask
+   replaces the selfie prior in the polygons between each arm and the torso and between the legs
+   (`p3m.infer.priors.limb_gaps`). With `gap_colour`
    (off: it runs the pose network on every image, about 0.1-0.2 s), the background the selfie prior keeps
    inside those polygons, often confidently and with no confident background next to it, leaves the mask
    where its colour is far nearer to the background round the person than to the person outside the gaps
@@ -51,16 +58,20 @@ No trained P3M-Net checkpoint is needed. For an RGB image (HxWx3 uint8), at a wo
    the background's texture less), and a data term of strength `band_data` from the image's own colours
    (`p3m.infer.band_sampling`, Robust Matting's sampling: each unknown pixel explained by the known foreground
    and background colours its rays meet; only where that says pure background, between flying strands over
-   foliage, or pure foreground, dark strands on a dark background); values within `clean` of 0 or 1 snapped
-   to them (the solver's ripple in flat regions); bilinear upsampling to the image's size. With `tight_band`
-   the solve is two: the band must be wide to hold the true edge wherever the 256 px prior puts the mask's,
-   but the true edge is mostly a step 1-3 px wide, and in the extra width one solve leaves soft ramps and haze
-   where the colours are ambiguous. So the first solve (to the looser `coarse_rtol`) places the transition,
-   and a second one (`p3m.infer.tight_band.tight_trimap`) draws it on the band narrowed to where the first
-   alpha is fractional (in (`tight_low`, `tight_high`), grown by `tight_reach`), known person and background
-   elsewhere, started from the first alpha, with the same data term; near the hair widening of step 5 the
-   band stays as it was (faint strands are fractional too), and a narrowed part with known pixels of one side
-   only (a gap enclosed by the person) keeps the first alpha (`one_sided`).
+   foliage, or pure foreground, dark strands on a dark background). With `tight_band` the solve is two: the
+   band must be wide to hold the true edge wherever the 256 px prior puts the mask's, but the true edge is
+   mostly a step 1-3 px wide, and in the extra width one solve leaves soft ramps and haze where the colours are
+   ambiguous. So the first solve (to the looser `coarse_rtol`) places the transition, and a second one
+   (`p3m.infer.tight_band.tight_trimap`) draws it on the band narrowed to where the first alpha is fractional
+   (in (`tight_low`, `tight_high`), grown by `tight_reach`), known person and background elsewhere, started
+   from the first alpha, with the same data term; near the hair widening of step 5 the band stays as it was
+   (faint strands are fractional too), and a narrowed part with known pixels of one side only (a gap enclosed
+   by the person) keeps the first alpha (`one_sided`). Then a contrast stretch about 0.5 by up to
+   `step_contrast` (`p3m.infer.step_edges.sharpen_steps`) where the transition is a step the solve blurred:
+   where the person's and the background's colours round a pixel are close (the solve's fractional values
+   there are a guess: soft ramps and haze on low-contrast edges) and the alpha is smooth (strands make it
+   textured); values within `clean` of 0 or 1 snapped to them (the solver's ripple in flat regions); bilinear
+   upsampling to the image's size.
 7. **Person check**: a person is believed to be there when a face is found (MediaPipe's face detector,
    short then full range, at their own thresholds) or when the pose network's mask agrees with the selfie
    mask (IoU >= `person_agree`) and most of the selfie mask is confident (>= `person_confident`); otherwise
@@ -82,7 +93,7 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from p3m.infer.preprocess import array_to_rgb
+from p3m.infer.preprocess import array_to_rgb, is_greyscale
 from p3m.infer.priors import (
     PersonEvidence,
     agreement,
@@ -95,13 +106,15 @@ from p3m.infer.priors import (
     square_around,
     thin_removals,
 )
-from p3m.infer.resize import working_size
+from p3m.infer.resize import shrunk, working_size
 from p3m.infer.spill import background_by_colour, background_in_gaps
+from p3m.infer.step_edges import high_pass_energy, sharpen_steps
 from p3m.infer.tight_band import one_sided, tight_trimap
 from p3m.models.face_detector import FaceDetector
 from p3m.models.graph_session import GraphSession, open_graph
 from p3m.models.hand_landmark import HandLandmarker
 from p3m.models.mediapipe_calculators import RotatedRect
+from p3m.models.pose_detector import pose_roi
 from p3m.models.pose_landmark import Pose, PoseLandmarker
 from p3m.models.shipped_weights import selfie_weights_path
 
@@ -162,6 +175,9 @@ class PortraitSettings:
     hair_in: float = 0.02  # inward widening next to such structure (0 = off)
     hair_contrast: float = 5.0  # fine structure: high-pass energy > this x the background's median
     pose: bool = True  # second prior: BlazePose landmarks and person mask on the person's box
+    grey_pose: bool = True  # greyscale input: the pose network runs; where trusted, the prior is min(selfie, pose)
+    pose_rescue: bool = True  # selfie prior confident nowhere: MediaPipe's pose detector looks, its mask the prior
+    rescue_floor: float = 0.25  # ... where the selfie prior is at least this somewhere (it sees something)
     pose_side: int = 512  # long side of the image the pose network's crop is cut from
     pose_margin: float = 0.125  # the box grown by this on each side (MediaPipe's pose crop: 1.25x the body)
     pose_agree: float = 0.9  # the pose prior is used where its mask agrees this well (IoU) with the selfie's
@@ -184,6 +200,7 @@ class PortraitSettings:
     tight_high: float = 0.8  # ... known foreground where the first alpha >= this
     tight_reach: float = 0.002  # ... unknown within this of the fractional pixels (at least 1 px)
     coarse_rtol: float = 1e-3  # the first solve's tolerance when a second follows (`rtol` is the second's)
+    step_contrast: float = 1.4  # stretch about 0.5 by up to this where a transition is a blurred step (1: off)
     clean: float = 0.05  # alpha within this of 0 or 1 is set to 0 or 1 (the solver's ripple)
 
     @classmethod
@@ -251,9 +268,19 @@ def _feather(
 
 def _fine_structure(image: np.ndarray) -> np.ndarray:
     """HxW float32 local high-pass energy of the grey image (HxWx3 uint8): strands, edges, texture."""
-    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
-    detail = np.abs(grey - cv2.GaussianBlur(grey, (0, 0), 1.5))
-    return cv2.blur(detail, (5, 5))
+    return high_pass_energy(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0)
+
+
+def _pose_on_grid(pose: Pose, k: tuple[float, float], work_hw: tuple[int, int], roi: RotatedRect) -> Pose:
+    """`pose`, found on a copy of the working image scaled by `k` (x, y), with its landmarks and segmentation on
+    the working grid (`work_hw`) and `roi` as its crop (no detection: the route uses none)."""
+    landmarks = pose.landmarks.copy()
+    landmarks[:, 0] /= k[0]
+    landmarks[:, 1] /= k[1]
+    segmentation = pose.segmentation
+    if segmentation.shape != work_hw:
+        segmentation = cv2.resize(segmentation, work_hw[::-1], interpolation=cv2.INTER_LINEAR)
+    return Pose(landmarks, pose.presence, pose.world, segmentation, pose.score, roi, None)
 
 
 def _touching(extra: np.ndarray, base: np.ndarray) -> np.ndarray:
@@ -443,21 +470,39 @@ class PortraitMatting:
         roi = square_around(mask, s.pose_margin)
         if roi is None:
             return None
-        landmarker = self._loaded("_pose", lambda: PoseLandmarker(device=self.device, runtime=self.runtime))
-        h, w = mask.shape
-        small_hw = working_size(h, w, s.pose_side)
-        k = small_hw[1] / w, small_hw[0] / h  # x, y scale working -> small
-        small = image if small_hw == (h, w) else cv2.resize(image, small_hw[::-1], interpolation=cv2.INTER_AREA)
+        small, k = self._pose_copy(image)
         box = RotatedRect(roi.center_x * k[0], roi.center_y * k[1], roi.width * k[0], roi.height * k[1])
+        landmarker = self._loaded("_pose", lambda: PoseLandmarker(device=self.device, runtime=self.runtime))
         with self._lock:
             pose = landmarker.landmarks(small, box)
-        landmarks = pose.landmarks.copy()
-        landmarks[:, 0] /= k[0]
-        landmarks[:, 1] /= k[1]
-        segmentation = pose.segmentation
-        if small_hw != (h, w):
-            segmentation = cv2.resize(segmentation, (w, h), interpolation=cv2.INTER_LINEAR)
-        return Pose(landmarks, pose.presence, pose.world, segmentation, pose.score, roi, None)
+        return _pose_on_grid(pose, k, image.shape[:2], roi)
+
+    def find_person(self, image: np.ndarray) -> Pose | None:
+        """MediaPipe's Pose solution on the working-size `image` (HxWx3 uint8), from a copy at most `pose_side` px
+        long: its person detector (on the image, then on its mirror image where it finds nobody: like the selfie
+        network, it can see a person in one view and not in the other), then the landmark network on the
+        detected crop of the image itself, kept at a pose-presence score >= 0.5 (MediaPipe's bar); landmarks and
+        segmentation on the working grid, or None when nobody is found. It needs no selfie mask: the route asks
+        it where the selfie prior is confident nowhere (see `run`)."""
+        small, k = self._pose_copy(image)
+        landmarker = self._loaded("_pose", lambda: PoseLandmarker(device=self.device, runtime=self.runtime))
+        with self._lock:
+            found = landmarker.detector.detect(small)
+            if not found:
+                found = [d.mirrored(small.shape[1]) for d in landmarker.detector.detect(small[:, ::-1])]
+            pose = landmarker.landmarks(small, pose_roi(found[0])) if found else None
+        if pose is None or pose.score < landmarker.min_score:
+            return None
+        roi = RotatedRect(
+            pose.roi.center_x / k[0], pose.roi.center_y / k[1], pose.roi.width / k[0], pose.roi.height / k[1]
+        )
+        return _pose_on_grid(pose, k, image.shape[:2], roi)
+
+    def _pose_copy(self, image: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
+        """The working-size `image` at most `pose_side` px long (the pose network's input is cut from it) and the
+        (x, y) scale from the working grid to it."""
+        small = shrunk(image, self.settings.pose_side)
+        return small, (small.shape[1] / image.shape[1], small.shape[0] / image.shape[0])
 
     # -- 4. hands -----------------------------------------------------------------------------------------
 
@@ -628,15 +673,31 @@ class PortraitMatting:
         if s.spill_unsure > s.threshold:
             prob = self.unspill(prob, image)
         mask = self.mask(prob)
+        # the selfie prior sees something but is confident nowhere (a greyscale photo can do that to it): MediaPipe's
+        # person detector looks, and the person mask of the pose it finds becomes the prior
+        rescue = s.pose and s.pose_rescue and not mask.any() and prob.max() >= s.rescue_floor
+        found = self.find_person(image) if rescue else None
+        if found is not None:
+            prob = found.segmentation.astype(np.float32)
+            mask = self.mask(prob)
         lap("prior")
         if not mask.any():
             return RouteResult(np.zeros((h, w), np.float32), NO_PERSON, {"person": ""}, timings)
-        info: dict[str, Any] = {}
+        info: dict[str, Any] = {"prior": "pose detector" if found is not None else "selfie"}
         # the pose network runs here only for the steps that use its landmarks or mask (hands, limb gaps, the gaps'
-        # colour test); the person check asks for it later, and only when no face settles that question
-        pose = self.pose(image, mask) if s.pose and (s.hands or s.limb_gaps or s.gap_colour) else None
+        # colour test, a greyscale photo's prior); the person check asks for it later, and only when no face settles
+        # that question
+        grey = s.pose and s.grey_pose and found is None and is_greyscale(image)
+        limbs = s.hands or s.limb_gaps or s.gap_colour
+        pose = found or (self.pose(image, mask) if s.pose and (limbs or grey) else None)
         agree = agreement(pose.segmentation >= 0.5, mask) if pose is not None else 0.0
         trusted = pose is not None and agree >= s.pose_agree
+        if grey and trusted:
+            # the selfie network, trained on colour, spills onto a grey photo's background where the pose
+            # network's mask, agreeing with it elsewhere, does not: the lower of the two
+            prob = np.minimum(prob, pose.segmentation).astype(np.float32)
+            mask = self.mask(prob)
+            info["prior"] = "selfie and pose (greyscale)"
         if pose is not None:
             info["pose_agreement"], info["pose_prior"] = round(agree, 4), trusted
         if pose is not None and trusted and (s.limb_gaps or s.gap_colour):
@@ -661,15 +722,19 @@ class PortraitMatting:
         # the person check needs nothing of the solve: it runs beside it, on the other core when there is one
         with ThreadPoolExecutor(max_workers=1) as beside:
             evidence: dict[str, Any] = {}
-            checked = beside.submit(self._person, image, mask, prob, pose, evidence) if s.person_check else None
+            # a person the pose detector found is the verdict itself: the pose's own mask would agree with itself
+            check = s.person_check and found is None
+            checked = beside.submit(self._person, image, mask, prob, pose, evidence) if check else None
             solution = self.solve(image, tri, mask.astype(np.float32), hair)
             alpha = solution.alpha
             info["solver"] = solution.method
+            if s.step_contrast > 1:
+                alpha = sharpen_steps(image, alpha, s.step_contrast)
             if s.clean > 0:
                 alpha[alpha < s.clean] = 0.0
                 alpha[alpha > 1.0 - s.clean] = 1.0
             lap("refine")
-            verdict = checked.result() if checked is not None else "not checked"
+            verdict = checked.result() if checked is not None else "pose detector" if found else "not checked"
         info.update(evidence)
         info["person"] = verdict
         lap("person")  # what the check took beyond the solve

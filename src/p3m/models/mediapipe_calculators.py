@@ -74,6 +74,13 @@ class Detection:
     keypoints: np.ndarray
     score: float
 
+    def mirrored(self, width: float) -> Detection:
+        """The same detection in the image mirrored left to right (an image `width` px wide): x -> width - x."""
+        x0, y0, x1, y1 = self.box
+        keypoints = self.keypoints.copy()
+        keypoints[:, 0] = width - keypoints[:, 0]
+        return Detection(np.array([width - x1, y0, width - x0, y1], dtype=self.box.dtype), keypoints, self.score)
+
 
 def normalize_radians(angle: float) -> float:
     """`angle` wrapped into [-pi, pi)."""
