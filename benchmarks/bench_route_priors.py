@@ -35,8 +35,12 @@ mirrored and at half size), and the cost timed on the greyscale copies, where th
 (`PortraitSettings(step_contrast=1)`), "new" the default route (`p3m.infer.step_edges.sharpen_steps`: alpha
 stretched about 0.5 where the person's and the background's colours are close and the alpha is smooth).
 
+`--pair tight`: "old" is the default route with one closed-form solve on the band round the mask
+(`PortraitSettings(tight_band=False)`), "new" the default route: a second solve on the band narrowed to where the
+first alpha is fractional (`p3m.infer.tight_band`).
+
     P3M_TESTDATA=DIR .venv/bin/python -m benchmarks.bench_route_priors \
-        [--pair priors|spill|eps|sampled|zoom|gaps|grey|steps] [--repeat 3] [--json F]
+        [--pair priors|spill|eps|sampled|zoom|gaps|grey|steps|tight] [--repeat 3] [--json F]
 
 Needs the P3M demo portraits (`JizhiziLi/P3M` demo/imgs) in $P3M_TESTDATA; exits with a message without it.
 """
@@ -77,6 +81,8 @@ PAIRS = {
     "grey": (PortraitSettings(pose_rescue=False, grey_pose=False), PortraitSettings()),
     # the default route without and with the contrast stretch where a transition is a blurred step
     "steps": (PortraitSettings(step_contrast=1.0), PortraitSettings()),
+    # the default route with one band solve, and with the second solve on the band narrowed to the transition
+    "tight": (PortraitSettings(tight_band=False), PortraitSettings()),
 }
 
 

@@ -36,6 +36,7 @@ import numpy as np
 from numba import njit
 
 __all__ = [
+    "METHODS",
     "BandSolution",
     "band_laplacian",
     "conjugate_gradients",
@@ -47,6 +48,15 @@ __all__ = [
 
 # the fallbacks of `solve_band`, in order: epsilon multipliers tried with IC(0), then Jacobi at the last one
 EPS_STEPS = (1.0, 10.0, 100.0)
+
+
+def _method(preconditioner: str, factor: float) -> str:
+    """`BandSolution.method` of a solve with this preconditioner at this multiple of the epsilon asked for."""
+    return preconditioner if factor == 1.0 else f"{preconditioner}, eps x{factor:g}"
+
+
+# every `BandSolution.method`, from nothing to solve through the normal solve and its fallbacks to the guess
+METHODS = ("none", *(_method("ic0", k) for k in EPS_STEPS), _method("jacobi", EPS_STEPS[-1]), "guess")
 
 
 @njit(cache=True, nogil=True)
@@ -441,7 +451,7 @@ def solve_band(
         except np.linalg.LinAlgError:
             continue
         if np.isfinite(x).all():
-            method = preconditioner if factor == 1.0 else f"{preconditioner}, eps x{factor:g}"
+            method = _method(preconditioner, factor)
             alpha.ravel()[flat] = np.clip(x, 0.0, 1.0)
             return BandSolution(alpha, method, it)
     alpha.ravel()[flat] = start

@@ -59,7 +59,15 @@ No trained P3M-Net checkpoint is needed. For an RGB image (HxWx3 uint8), at a wo
    the background's texture less), and a data term of strength `band_data` from the image's own colours
    (`p3m.infer.band_sampling`, Robust Matting's sampling: each unknown pixel explained by the known foreground
    and background colours its rays meet; only where that says pure background, between flying strands over
-   foliage, or pure foreground, dark strands on a dark background); then a contrast stretch about 0.5 by up to
+   foliage, or pure foreground, dark strands on a dark background). With `tight_band` the solve is two: the
+   band must be wide to hold the true edge wherever the 256 px prior puts the mask's, but the true edge is
+   mostly a step 1-3 px wide, and in the extra width one solve leaves soft ramps and haze where the colours are
+   ambiguous. So the first solve (to the looser `coarse_rtol`) places the transition, and a second one
+   (`p3m.infer.tight_band.tight_trimap`) draws it on the band narrowed to where the first alpha is fractional
+   (in (`tight_low`, `tight_high`), grown by `tight_reach`), known person and background elsewhere, started
+   from the first alpha, with the same data term; near the hair widening of step 5 the band stays as it was
+   (faint strands are fractional too), and a narrowed part with known pixels of one side only (a gap enclosed
+   by the person) keeps the first alpha (`one_sided`). Then a contrast stretch about 0.5 by up to
    `step_contrast` (`p3m.infer.step_edges.sharpen_steps`) where the transition is a step the solve blurred:
    where the person's and the background's colours round a pixel are close (the solve's fractional values
    there are a guess: soft ramps and haze on low-contrast edges) and the alpha is smooth (strands make it
@@ -105,6 +113,7 @@ from p3m.infer.priors import (
 from p3m.infer.resize import shrunk, working_size
 from p3m.infer.spill import background_by_colour, background_in_gaps
 from p3m.infer.step_edges import high_pass_energy, sharpen_steps
+from p3m.infer.tight_band import one_sided, tight_trimap
 from p3m.models.face_detector import FaceDetector
 from p3m.models.graph_session import GraphSession, open_graph
 from p3m.models.hand_landmark import HandLandmarker
@@ -190,6 +199,11 @@ class PortraitSettings:
     cf_eps: float = 1e-6  # closed-form regulariser (10x pymatting's: smoother hair on busy backgrounds)
     band_data: float = 0.03  # strength of the band solve's data term from sampled colours (0: off)
     rtol: float = 1e-4  # conjugate-gradient tolerance (relative residual)
+    tight_band: bool = True  # second solve on the band narrowed to the first alpha's transition (off: one solve)
+    tight_low: float = 0.2  # ... known background where the first alpha <= this
+    tight_high: float = 0.8  # ... known foreground where the first alpha >= this
+    tight_reach: float = 0.002  # ... unknown within this of the fractional pixels (at least 1 px)
+    coarse_rtol: float = 1e-3  # the first solve's tolerance when a second follows (`rtol` is the second's)
     step_contrast: float = 1.4  # stretch about 0.5 by up to this where a transition is a blurred step (1: off)
     clean: float = 0.05  # alpha within this of 0 or 1 is set to 0 or 1 (the solver's ripple)
 
@@ -530,6 +544,11 @@ class PortraitMatting:
 
     def trimap(self, mask: np.ndarray, image: np.ndarray | None = None) -> np.ndarray:
         """HxW uint8 {0, 128, 255}: band around the mask's edge, widened at hair when `image` (HxWx3) is given."""
+        return self.band(mask, image)[0]
+
+    def band(self, mask: np.ndarray, image: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(`trimap`, hair): the trimap, and HxW bool its unknown pixels within the plain band's half-width of the
+        pixels its widening at hair added (the second, tight solve leaves them unknown: `solve`'s ``keep``)."""
         s = self.settings
         side = max(mask.shape)
         mask = mask.astype(bool)
@@ -537,11 +556,15 @@ class PortraitMatting:
         d_in = _distance_to(~mask)  # person pixels: distance to the background
         r = max(1.0, s.band * side)
         unknown = np.where(mask, d_in <= r, d_out <= r)
+        hair = np.zeros_like(mask)
         if image is not None and mask.any() and (s.hair_out > 0 or s.hair_in > 0):
-            unknown |= self._hair(mask, d_out, d_in, r, _fine_structure(array_to_rgb(image)), unknown)
+            widened = self._hair(mask, d_out, d_in, r, _fine_structure(array_to_rgb(image)), unknown) & ~unknown
+            unknown |= widened
+            if widened.any():
+                hair = unknown & (_distance_to(widened) <= r)
         tri = np.where(mask, 255, 0).astype(np.uint8)
         tri[unknown] = 128
-        return tri
+        return tri, hair
 
     def _hair(
         self, mask: np.ndarray, d_out: np.ndarray, d_in: np.ndarray, r: float, energy: np.ndarray, band: np.ndarray
@@ -565,23 +588,50 @@ class PortraitMatting:
 
     # -- 6. refinement ----------------------------------------------------------------------------------
 
-    def refine(self, image: np.ndarray, trimap: np.ndarray, guess: np.ndarray | None = None) -> np.ndarray:
-        """HxW float32 alpha: closed-form matting of the trimap's unknown pixels (image HxWx3 uint8)."""
-        return self.solve(image, trimap, guess).alpha
+    def refine(
+        self, image: np.ndarray, trimap: np.ndarray, guess: np.ndarray | None = None, keep: np.ndarray | None = None
+    ) -> np.ndarray:
+        """HxW float32 alpha: closed-form matting of the trimap's unknown pixels (image HxWx3 uint8; keep: `solve`)."""
+        return self.solve(image, trimap, guess, keep).alpha
 
-    def solve(self, image: np.ndarray, trimap: np.ndarray, guess: np.ndarray | None = None) -> BandSolution:
-        """`refine` with the solver's method (`p3m.infer.closed_form.BandSolution`: which fallback answered)."""
+    def solve(
+        self, image: np.ndarray, trimap: np.ndarray, guess: np.ndarray | None = None, keep: np.ndarray | None = None
+    ) -> BandSolution:
+        """`refine` with the solver's method (`p3m.infer.closed_form.BandSolution`: which fallback answered).
+
+        With `tight_band`, two solves: the first (to `coarse_rtol`) on `trimap`, the second on the band narrowed to
+        where the first is fractional (`p3m.infer.tight_band.tight_trimap`; HxW bool `keep`: pixels that stay
+        unknown, the route's hair), started from the first; parts of the narrowed band with known pixels on one
+        side only keep the first alpha (`one_sided`). The method is the further fallback of the two (in the order
+        of `closed_form.METHODS`), the iterations both solves'."""
         # numba (the solver's and the sampler's compiler) loads only when the route solves: the network routes never
         # pay for it
         from p3m.infer.band_sampling import data_term
-        from p3m.infer.closed_form import solve_band
+        from p3m.infer.closed_form import METHODS, BandSolution, solve_band
 
         s = self.settings
         if guess is None:
             guess = (trimap == 255).astype(np.float32)
         image = array_to_rgb(image)
         data = data_term(image, trimap, strength=s.band_data) if s.band_data > 0 else None
-        return solve_band(image, trimap, guess, eps=s.cf_eps, rtol=s.rtol, data=data)
+        if not s.tight_band:
+            return solve_band(image, trimap, guess, eps=s.cf_eps, rtol=s.rtol, data=data)
+        first = solve_band(image, trimap, guess, eps=s.cf_eps, rtol=s.coarse_rtol, data=data)
+        if first.method in ("none", "guess"):
+            return first
+        reach = max(1, round(s.tight_reach * max(trimap.shape)))
+        narrow = tight_trimap(trimap, first.alpha, low=s.tight_low, high=s.tight_high, reach=reach, keep=keep)
+        # the first band's data term holds on the narrow one: its samples are known pixels of the first trimap,
+        # which stay known; on pixels the narrowing made known it is never read
+        second = solve_band(image, narrow, first.alpha, eps=s.cf_eps, rtol=s.rtol, data=data)
+        if second.method == "guess":  # no solve answered on the narrow band: the first stands
+            return first
+        alpha = second.alpha  # "none" (nothing fractional): the first alpha rounded, as everywhere off the transition
+        undecided = one_sided(narrow)
+        alpha[undecided] = first.alpha[undecided]
+        # the answer is both solves': it says the further fallback either needed
+        method = max(first.method, second.method, key=METHODS.index)
+        return BandSolution(alpha, method, first.iterations + second.iterations)
 
     # -- 7. person check ----------------------------------------------------------------------------------
 
@@ -690,7 +740,7 @@ class PortraitMatting:
         hands = self.hands(image, pose, prob) if pose is not None and trusted and s.hands and mask.any() else []
         info["hands"] = len(hands)
         lap("hands")
-        tri = self.trimap(mask, image)
+        tri, hair = self.band(mask, image)
         if hands:
             seeds, zone = hand_seeds(hands, mask.shape, bone_width=s.hand_bone, zone_width=s.hand_zone)
             tri[zone] = 128
@@ -703,7 +753,7 @@ class PortraitMatting:
             # a person the pose detector found is the verdict itself: the pose's own mask would agree with itself
             check = s.person_check and found is None
             checked = beside.submit(self._person, image, mask, prob, pose, evidence) if check else None
-            solution = self.solve(image, tri, mask.astype(np.float32))
+            solution = self.solve(image, tri, mask.astype(np.float32), hair)
             alpha = solution.alpha
             info["solver"] = solution.method
             if s.step_contrast > 1:
