@@ -23,8 +23,8 @@ pymatting's), "new" the default route (1e-6).
 `--pair zoom`: "old" is the default route without the zoomed third pass of the prior
 (`PortraitSettings(zoom_tiles=0)`), "new" the default route (one tile on the person's edge).
 
-`--pair gaps`: "old" is the default route, "new" the default route with the background dropped by colour in the
-gaps between limbs (`PortraitSettings(gap_colour=True)`, `p3m.infer.spill.background_in_gaps`).
+`--pair gaps`: "old" is the route without the background dropped by colour in the gaps between limbs
+(`PortraitSettings(gap_colour=False)`), "new" the default route, with it (`p3m.infer.spill.background_in_gaps`).
 
 `--pair grey`: "old" is the default route without its two greyscale steps (`PortraitSettings(pose_rescue=False,
 grey_pose=False)`: the pose detector where the selfie prior is confident nowhere, and the lower of the selfie and
@@ -76,7 +76,7 @@ PAIRS = {
     # the default route without and with the zoomed third pass of the prior (tiles along the person's edge)
     "zoom": (PortraitSettings(zoom_tiles=0), PortraitSettings()),
     # the default route without and with the colour test inside the pose's limb-gap polygons
-    "gaps": (PortraitSettings(), PortraitSettings(gap_colour=True)),
+    "gaps": (PortraitSettings(gap_colour=False), PortraitSettings(gap_colour=True)),
     # the default route without and with its greyscale steps (the pose detector's rescue, the pose prior on grey)
     "grey": (PortraitSettings(pose_rescue=False, grey_pose=False), PortraitSettings()),
     # the default route without and with the contrast stretch where a transition is a blurred step

@@ -13,6 +13,8 @@ import pytest
 from p3m.models.mediapipe_calculators import (
     Detection,
     RotatedRect,
+    _remap_bilinear,
+    _remap_bilinear_numpy,
     crop,
     decode_detections,
     letterbox,
@@ -77,6 +79,26 @@ def test_opencv_warps_resample_in_32nds_of_a_pixel():
     third = np.array([[1.0, 0, 1 / 3], [0, 1.0, 0.0]], np.float32)  # 1/3 rounds to 11/32
     warped = opencv_warp_affine(values, third, (19, 20), "zero")
     np.testing.assert_allclose(warped, values[:, :19] * (21 / 32) + values[:, 1:] * (11 / 32), rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32, np.float64, np.uint16])
+def test_remap_by_opencv_tables_is_the_tables_spelled_out(dtype):
+    # the crops' and warps' resampling by cv2.remap's fixed-point tables against the same tables in numpy: every
+    # pixel equal, any channel count, coordinates inside, near and far outside the source, both borders
+    rng = np.random.default_rng(int(np.dtype(dtype).itemsize))
+    for i in range(40):
+        h, w = (int(v) for v in rng.integers(1, 120, 2))
+        channels = (None, 1, 3, 4, 6)[i % 5]
+        src = (rng.random((h, w) if channels is None else (h, w, channels)) * 255).astype(dtype)
+        far = 40000 if i % 4 == 0 else 40  # 1/32 px steps: far beyond int16 pixels
+        shape = tuple(int(v) for v in rng.integers(1, 80, 2))
+        x = rng.integers(-far * 32, (w + far) * 32, shape)
+        y = rng.integers(-far * 32, (h + far) * 32, shape)
+        for border in ("replicate", "zero"):
+            expected = _remap_bilinear_numpy(src, x, y, border)
+            got = _remap_bilinear(src, x, y, border)
+            assert got.dtype == expected.dtype and got.shape == expected.shape
+            np.testing.assert_array_equal(got, expected)
 
 
 def test_warp_to_image_inverts_the_crop():

@@ -245,9 +245,11 @@ def test_route_output_is_byte_identical_run_to_run(hands_route):
 
 
 @pytest.mark.slow
-def test_the_default_route_runs_the_pose_network_only_when_no_face_settles_the_person_check(route):
-    """The pose network costs about what the selfie prior costs: by default it runs for the person check alone,
-    and only when the face detectors find no face (a back view); a frontal face never pays for it."""
+def test_without_the_gaps_test_the_pose_network_runs_only_when_no_face_settles_the_person_check():
+    """The pose network costs about what the selfie prior costs: without the gaps' colour test (on by default,
+    which runs it on every image) it runs for the person check alone, and only when the face detectors find no
+    face (a back view); a frontal face never pays for it."""
+    route = PortraitMatting(PortraitSettings(gap_colour=False))
     calls = []
     real = route.pose
 
@@ -268,12 +270,32 @@ def test_the_default_route_runs_the_pose_network_only_when_no_face_settles_the_p
     assert "hands" in frontal.info and frontal.info["hands"] == 0
 
 
+@pytest.mark.slow
+def test_a_route_that_ran_the_pose_asks_it_first_and_the_faces_only_when_it_does_not_settle():
+    """With the pose network run for the gaps, the person check's face detectors (5-17 ms) run only where the pose
+    does not agree with the selfie mask; the verdict's warning and the matte are the same either way."""
+    rgb = photo("cap")  # a frontal face, and a pose that agrees with the selfie mask
+    results, faces = {}, {}
+    for bar in (PortraitSettings().person_agree, 1.01):  # 1.01: the pose can never settle it
+        route = PortraitMatting(PortraitSettings(gap_colour=True, person_agree=bar))
+        calls = []
+        real = route.face_score
+        route.face_score = lambda image, real=real, calls=calls: calls.append(1) or real(image)
+        results[bar], faces[bar] = route.run(rgb), len(calls)
+    settled, unsettled = results[PortraitSettings().person_agree], results[1.01]
+    assert settled.info["person"] == "two priors agree" and faces[PortraitSettings().person_agree] == 0
+    assert "face" not in settled.info and settled.info["pose_agreement"] >= PortraitSettings().person_agree
+    assert unsettled.info["person"] == "face" and faces[1.01] == 1 and unsettled.info["face"] > 0
+    assert settled.warning == unsettled.warning == ""
+    assert np.array_equal(settled.alpha, unsettled.alpha)
+
+
 def test_hands_reach_the_route_from_matter_and_the_cli():
     from p3m import Matter
     from p3m.cli import build_parser
 
     limbs, plain = Matter(hands=True).session.route.settings, Matter().session.route.settings
-    assert limbs.hands and limbs.gap_colour  # --hands runs the pose on every image: both of its uses come with it
-    assert not plain.hands and not plain.gap_colour
+    assert limbs.hands and limbs.gap_colour  # the gaps' colour test is the default, with or without the hands
+    assert not plain.hands and plain.gap_colour
     args = build_parser().parse_args(["matte", "x.jpg", "-o", "out", "--hands"])
     assert args.hands

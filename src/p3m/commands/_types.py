@@ -61,12 +61,12 @@ def add_arch(parser: argparse.ArgumentParser) -> argparse.Action:
 
 
 def add_hands(parser: argparse.ArgumentParser) -> argparse.Action:
-    """`--hands` of the verbs that matte (matte, serve): the built-in route's hands and limbs, opt-in."""
+    """`--hands` of the verbs that matte (matte, serve): the built-in route's hand landmarks, opt-in."""
     return parser.add_argument(
         "--hands",
         action="store_true",
-        help="built-in portrait-cf: also find hands by their landmarks and keep raised hands and fingers, and drop "
-        "background kept between the arms and the body (about twice the time per image; other models ignore it)",
+        help="built-in portrait-cf: also find hands by their landmarks and keep raised hands and fingers (a second "
+        "network where a hand is found; other models ignore it)",
     )
 
 

@@ -97,8 +97,8 @@ class Matter:
     resize_mode: "fast" (default, OpenCV, replicated border) or "paper" (the published R, `JizhiziLi/P3M` core/util.py).
     shorter_side_limit: the published test code's SAMPLES mode (1080 in `JizhiziLi/P3M` core/test.py); None = off.
     hands: the built-in route also finds hands by their landmarks (MediaPipe's pose and hand networks) and keeps
-        raised hands and fingers that its segmentation prior loses, and drops background it keeps between the
-        limbs (`PortraitSettings.for_limbs`); about twice the time per image. Other models ignore it.
+        raised hands and fingers that its segmentation prior loses (`PortraitSettings.for_limbs`); up to about
+        twice the time per image where a hand is found. Other models ignore it.
 
     After construction, `session` is the loaded model (`MattingSession`) and `model_name`, `arch`, `weights`,
     `backend`, `precision`, `model_warning` describe it.

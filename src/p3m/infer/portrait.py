@@ -38,8 +38,9 @@ No trained P3M-Net checkpoint is needed. For an RGB image (HxWx3 uint8), at a wo
    pose mask: on grey photos the selfie network spills onto the background more. With `limb_gaps` (off: it
    changed nothing on the 12 P3M-10k test photos and made a mirrored copy of one worse), the pose mask
    replaces the selfie prior in the polygons between each arm and the torso and between the legs
-   (`p3m.infer.priors.limb_gaps`). With `gap_colour`
-   (off: it runs the pose network on every image, about 0.1-0.2 s), the background the selfie prior keeps
+   (`p3m.infer.priors.limb_gaps`). With `gap_colour` (on: it runs the pose network on every image, about as
+   costly as the selfie prior; the person check of step 7 then asks the pose first, in place of its face
+   detectors), the background the selfie prior keeps
    inside those polygons, often confidently and with no confident background next to it, leaves the mask
    where its colour is far nearer to the background round the person than to the person outside the gaps
    (`p3m.infer.spill.background_in_gaps`, nearest samples, the verdict smoothed into regions).
@@ -74,7 +75,9 @@ No trained P3M-Net checkpoint is needed. For an RGB image (HxWx3 uint8), at a wo
    upsampling to the image's size.
 7. **Person check**: a person is believed to be there when a face is found (MediaPipe's face detector,
    short then full range, at their own thresholds) or when the pose network's mask agrees with the selfie
-   mask (IoU >= `person_agree`) and most of the selfie mask is confident (>= `person_confident`); otherwise
+   mask (IoU >= `person_agree`) and most of the selfie mask is confident (>= `person_confident`); where step 3
+   ran the pose network, its agreement is asked first and the face detectors only when it does not settle
+   the question, else the face detectors first and the pose network only when they find no face; otherwise
    the matte is kept and the result carries a warning (`RouteResult.warning`). It runs in a second thread
    beside step 6, which it does not depend on (its networks and the solver release the GIL).
 
@@ -101,6 +104,7 @@ from p3m.infer.priors import (
     edge_tiles,
     hand_roi_from_pose,
     hand_seeds,
+    hysteresis_mask,
     limb_gaps,
     person_verdict,
     square_around,
@@ -183,9 +187,9 @@ class PortraitSettings:
     pose_agree: float = 0.9  # the pose prior is used where its mask agrees this well (IoU) with the selfie's
     limb_visibility: float = 0.5  # landmarks used when at least this visible
     limb_gaps: bool = False  # pose mask in the gaps between limbs (off: +2.8 SAD on a mirrored test photo)
-    gap_colour: bool = False  # background by nearest colour in the gaps between limbs (off: runs the pose network)
+    gap_colour: bool = True  # background by nearest colour in the gaps between limbs (runs the pose network)
     gap_feather: float = 0.005  # pose mask blended into the limb gaps over this (std. dev., of the long side)
-    hands: bool = False  # hand landmarks where the pose sees a wrist and the selfie prior is weak (about 2x the time)
+    hands: bool = False  # hand landmarks where the pose sees a wrist and the selfie prior is weak (a second network)
     hand_weak: float = 0.95  # "weak": mean selfie prior over the hand's crop below this
     hand_bone: float = 0.05  # hand seeds: bones this wide (fraction of the hand's size) and the palm
     hand_zone: float = 0.2  # unknown round the bones: this far on each side (fraction of the hand's size)
@@ -205,10 +209,10 @@ class PortraitSettings:
 
     @classmethod
     def for_limbs(cls, limbs: bool) -> PortraitSettings:
-        """The settings of `p3m matte [--hands]`, `Matter(hands=...)` and `p3m serve [--hands]`: the defaults, or
-        with `limbs` the pose-guided detail that needs the pose network on every image (about twice the time):
-        the hand landmarks (`hands`) and the background between the limbs told by colour (`gap_colour`)."""
-        return cls(hands=limbs, gap_colour=limbs)
+        """The settings of `p3m matte [--hands]`, `Matter(hands=...)` and `p3m serve [--hands]`: the defaults (the
+        background between the limbs told by colour, `gap_colour`, included), or with `limbs` the hand landmarks
+        too (`hands`: a second network where the pose sees a wrist and the selfie prior is weak round it)."""
+        return cls(hands=limbs)
 
 
 def _distance_to(mask: np.ndarray) -> np.ndarray:
@@ -216,6 +220,24 @@ def _distance_to(mask: np.ndarray) -> np.ndarray:
     if not mask.any():
         return np.full(mask.shape, np.inf, np.float32)
     return cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+
+
+def _near(mask: np.ndarray, radius: float) -> np.ndarray:
+    """HxW bool: the pixels within Euclidean distance `radius` of a True pixel of `mask` (``_distance_to(mask) <=
+    radius``), computed on the box round the True pixels grown by the radius: the same answer, and for a few
+    scattered pixels a fraction of the whole image's distance transform."""
+    near = np.zeros(mask.shape, bool)
+    rows = np.flatnonzero(mask.any(1))
+    if rows.size == 0 or not radius >= 0:
+        return near
+    cols = np.flatnonzero(mask.any(0))
+    grow = int(np.ceil(radius)) + 1  # beyond the box by more than the radius: farther than it from every pixel
+    h, w = mask.shape
+    box = np.s_[
+        max(rows[0] - grow, 0) : min(rows[-1] + 1 + grow, h), max(cols[0] - grow, 0) : min(cols[-1] + 1 + grow, w)
+    ]
+    near[box] = _distance_to(mask[box]) <= radius
+    return near
 
 
 def _crop_box(
@@ -431,12 +453,7 @@ class PortraitMatting:
     def mask(self, prob: np.ndarray) -> np.ndarray:
         """HxW bool: prior >= threshold, in components with enough confident (>= seed_threshold) pixels."""
         s = self.settings
-        binary = (prob >= s.threshold).astype(np.uint8)
-        n, labels = cv2.connectedComponents(binary, connectivity=8)
-        seeds = np.bincount(labels[prob >= max(s.seed_threshold, s.threshold)], minlength=n).astype(np.float64)
-        seeds[0] = 0  # background label
-        keep = (seeds > 0) & (seeds >= s.min_component * seeds.max())
-        return keep[labels]
+        return hysteresis_mask(prob, s.threshold, s.seed_threshold, s.min_component)
 
     def unspill(self, prob: np.ndarray, image: np.ndarray) -> np.ndarray:
         """`prob` (HxW float32) lowered just below `threshold` where it is unsure (in [threshold, spill_unsure)) and
@@ -566,7 +583,7 @@ class PortraitMatting:
         # inward only next to structure seen beyond the band (strands leaving the head), never at bare
         # clothing edges whose own texture fills the band
         beyond = outward & (d_out > r)
-        inward = mask & (d_in <= r_in) & fine & (_distance_to(beyond) <= 2 * r_in)
+        inward = mask & (d_in <= r_in) & fine & _near(beyond, 2 * r_in)
         return _touching(outward | inward, band)
 
     # -- 6. refinement ----------------------------------------------------------------------------------
@@ -635,17 +652,28 @@ class PortraitMatting:
     def _person(self, image: np.ndarray, mask: np.ndarray, prob: np.ndarray, pose: Pose | None, info: dict) -> str:
         """The person verdict (`p3m.infer.priors.person_verdict`); its evidence goes into `info`.
 
-        The face detectors first (a few ms); the pose network (as costly as the selfie prior) only when they find
-        no face (back views, small or turned heads), and only when the route has not run it already."""
+        When the route has run the pose network already (`gap_colour`, `hands`, `limb_gaps`, a greyscale photo's
+        prior), its agreement with
+        the selfie mask is asked first: it costs nothing more, and when it settles the question the face detectors
+        (5-17 ms) do not run. Otherwise the face detectors first (a few ms); the pose network (as costly as the
+        selfie prior) only when they find no face (back views, small or turned heads)."""
         s = self.settings
         confident = np.count_nonzero(mask & (prob >= s.seed_threshold)) / max(1, int(np.count_nonzero(mask)))
         info["confident"] = round(confident, 4)
-        evidence = PersonEvidence(self.face_score(image), 0.0, confident)
+        agree = None
+        if pose is not None:
+            agree = agreement(pose.segmentation >= 0.5, mask)
+            info["pose_agreement"] = round(agree, 4)
+            verdict = person_verdict(
+                PersonEvidence(0.0, agree, confident), agree=s.person_agree, confident=s.person_confident
+            )
+            if verdict:
+                return verdict
+        evidence = PersonEvidence(self.face_score(image), agree or 0.0, confident)
         info["face"] = round(evidence.face, 4)
         verdict = person_verdict(evidence, agree=s.person_agree, confident=s.person_confident)
-        if not verdict and s.pose:
-            if pose is None:
-                pose = self.pose(image, mask)
+        if not verdict and s.pose and agree is None:
+            pose = self.pose(image, mask)
             agree = agreement(pose.segmentation >= 0.5, mask) if pose is not None else 0.0
             info["pose_agreement"] = round(agree, 4)
             evidence = PersonEvidence(evidence.face, agree, confident)
@@ -684,9 +712,9 @@ class PortraitMatting:
         if not mask.any():
             return RouteResult(np.zeros((h, w), np.float32), NO_PERSON, {"person": ""}, timings)
         info: dict[str, Any] = {"prior": "pose detector" if found is not None else "selfie"}
-        # the pose network runs here only for the steps that use its landmarks or mask (hands, limb gaps, the gaps'
-        # colour test, a greyscale photo's prior); the person check asks for it later, and only when no face settles
-        # that question
+        # the pose network runs here for the steps that use its landmarks or mask (hands, limb gaps, the gaps' colour
+        # test, on by default; a greyscale photo's prior); without them the person check asks for it later, and only
+        # when no face settles that question
         grey = s.pose and s.grey_pose and found is None and is_greyscale(image)
         limbs = s.hands or s.limb_gaps or s.gap_colour
         pose = found or (self.pose(image, mask) if s.pose and (limbs or grey) else None)

@@ -3,7 +3,8 @@
 The route (`p3m.infer.portrait`) has a selfie-segmentation probability and, where it runs, BlazePose's landmarks
 and person mask (`p3m.models.pose_landmark`) and MediaPipe's hand landmarks (`p3m.models.hand_landmark`). These
 functions turn them into the route's decisions: where the zoomed pass looks along the person's edge
-(`edge_tiles`) and which of its removals are believed (`thin_removals`), where the pose mask is trusted
+(`edge_tiles`) and which of its removals are believed (`thin_removals`), which of the prior's components are the
+person (`hysteresis_mask`), where the pose mask is trusted
 (`agreement`), where limbs leave gaps the selfie mask fills (`limb_gaps`), where hands are (`hand_roi_from_pose`,
 `hand_seeds`), and whether a person is there at all (`PersonEvidence`, `person_verdict`).
 
@@ -32,6 +33,7 @@ __all__ = [
     "edge_tiles",
     "hand_roi_from_pose",
     "hand_seeds",
+    "hysteresis_mask",
     "limb_gaps",
     "person_verdict",
     "square_around",
@@ -76,6 +78,50 @@ _POSE_HANDS = (
     tuple(_pose(n) for n in ("left_wrist", "left_index", "left_pinky")),
     tuple(_pose(n) for n in ("right_wrist", "right_index", "right_pinky")),
 )
+
+
+# `hysteresis_mask` counts the confident pixels of up to this many components by comparison (a few passes over the
+# labels, each far cheaper than numpy's gather of the labels at every confident pixel); more go through bincount
+_FEW_COMPONENTS = 8
+
+
+def hysteresis_mask(prob: np.ndarray, low: float, high: float, min_share: float) -> np.ndarray:
+    """HxW bool: ``prob >= low`` in the connected components (8-connected) that hold confident pixels.
+
+    Parameters
+    ----------
+    prob : HxW float32 in [0, 1], a person probability
+    low : float, the mask's threshold
+    high : float, "confident": ``prob >= max(high, low)``
+    min_share : float, a component is kept when its count of confident pixels is above 0 and at least this
+        fraction of the largest such count
+
+    Returns
+    -------
+    HxW bool. Most priors have two or three components, so the counts and the answer are taken by comparing the
+    labels with each component's number (the component that holds the most confident pixels is not known in
+    advance, so the first component's count is the total less the others'); the answer is the thresholded
+    image itself when every component is kept.
+    """
+    binary = (prob >= low).astype(np.uint8)
+    n, labels = cv2.connectedComponents(binary, connectivity=8)
+    confident = prob >= max(high, low)
+    if n <= _FEW_COMPONENTS:
+        seeds = np.zeros(n, np.float64)
+        for k in range(2, n):
+            seeds[k] = np.count_nonzero(confident & (labels == k))
+        if n > 1:
+            seeds[1] = np.count_nonzero(confident) - seeds[2:].sum()
+    else:
+        seeds = np.bincount(labels[confident], minlength=n).astype(np.float64)
+    seeds[0] = 0  # background label
+    keep = (seeds > 0) & (seeds >= min_share * seeds.max())
+    kept = np.flatnonzero(keep)
+    if kept.size == n - 1:  # every component (or none at all)
+        return binary.view(bool)
+    if kept.size == 1:
+        return labels == kept[0]
+    return keep[labels]
 
 
 def square_around(mask: np.ndarray, margin: float) -> RotatedRect | None:

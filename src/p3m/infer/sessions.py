@@ -342,8 +342,8 @@ def new_session(
     small networks, "auto" = ONNX Runtime on the CPU). device: "auto", "cpu", "cuda" or "cuda:N"
     (`p3m.infer.devices.resolve_device`; "auto" is the CPU for the built-in route, whose networks are too small to
     gain from a GPU, so that it never loads torch). hands: the built-in route also finds hands by their landmarks
-    and keeps them, and drops background kept between the limbs (`PortraitSettings.for_limbs`; about twice the
-    time; other models ignore it).
+    and keeps them (`PortraitSettings.for_limbs`; up to about twice the time where a hand is found; other models
+    ignore it).
     Raises CheckpointError (one line) for weights that cannot be used so.
     """
     check_choice("backend", backend, BACKENDS)

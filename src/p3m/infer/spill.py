@@ -119,6 +119,21 @@ def _disc(radius: int) -> np.ndarray:
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
 
 
+# `background_in_gaps` searches the background's samples in this many groups of pixels of similar reach
+_REACH_GROUPS = 8
+
+
+def _distinct_colours(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(K, 3) float32 distinct rows of (N, 3) colours, sorted, and (N,) the index of each row among them."""
+    if rows.dtype == np.uint8:  # one int32 per colour: far faster to sort than rows
+        key = (rows[:, 0].astype(np.int32) << 16) | (rows[:, 1].astype(np.int32) << 8) | rows[:, 2]
+        keys, which = np.unique(key, return_inverse=True)
+        distinct = np.stack([keys >> 16, (keys >> 8) & 255, keys & 255], axis=1)
+    else:
+        distinct, which = np.unique(rows, axis=0, return_inverse=True)
+    return distinct.astype(np.float32), which.ravel()
+
+
 def background_in_gaps(
     image: np.ndarray,
     prob: np.ndarray,
@@ -168,15 +183,29 @@ def background_in_gaps(
     person = every & (prob >= foreground) & ~gaps
     if not (around.any() and person.any()):
         return verdict
-    # scipy.spatial loads here, not with the module: it costs every `p3m matte` ~0.2 s of start-up, and only the
-    # opt-in gaps' test needs it
+    # scipy.spatial loads here, not with the module: it costs ~0.2 s of start-up, which only a process that judges
+    # a gap pays (a trusted pose with a visible gap polygon)
     from scipy.spatial import cKDTree
 
-    colours = cv2.GaussianBlur(image, (0, 0), 1.0).astype(np.float32)
-    judged = colours[zone]
-    d_fg = cKDTree(colours[person]).query(judged)[0]
-    d_bg = cKDTree(colours[around]).query(judged)[0]
-    verdict[zone] = d_fg + 1.0 > ratio * (d_bg + 1.0)
+    colours = cv2.GaussianBlur(image, (0, 0), 1.0)
+    # each distinct colour is judged once, against the distinct colours of each kind of sample (the same nearest
+    # distances: an 8-bit image has far fewer colours than pixels)
+    judged, which = _distinct_colours(colours[zone])
+    d_fg = np.asarray(cKDTree(_distinct_colours(colours[person])[0]).query(judged)[0], np.float64)
+    # background where d_fg + 1 > ratio (d_bg + 1): the background's nearest sample matters only within `reach`,
+    # so the search is bounded, in groups of similar reach (a person-coloured pixel has almost none); an unbounded
+    # search from a person colour crosses most of the background's tree
+    reach = (d_fg + 1.0) / ratio - 1.0
+    d_bg = np.full(len(judged), np.inf)
+    todo = np.flatnonzero(reach > 0)
+    if todo.size:
+        tree = cKDTree(_distinct_colours(colours[around])[0])
+        by_reach = todo[np.argsort(reach[todo], kind="stable")]
+        for group in np.array_split(by_reach, min(_REACH_GROUPS, by_reach.size)):
+            # a margin over the group's largest reach: a sample not found is surely beyond it, whatever the rounding
+            bound = float(reach[group[-1]]) * (1 + 1e-6) + 1e-6
+            d_bg[group] = tree.query(judged[group], distance_upper_bound=bound)[0]
+    verdict[zone] = (d_fg + 1.0 > ratio * (d_bg + 1.0))[which]
     r = round(smooth * side)
     if r > 0:
         verdict = cv2.morphologyEx(verdict.astype(np.uint8), cv2.MORPH_CLOSE, _disc(r)).astype(bool) & zone

@@ -276,8 +276,37 @@ def warp_to_image(values: np.ndarray, rect: RotatedRect, image_size: tuple[int, 
 _TAB = 32
 
 
+# OpenCV's remap with fixed-point maps (integer part CV_16SC2, fraction index CV_16UC1) still resamples with those
+# tables: `_remap_bilinear` hands it the coordinates (tests/test_mediapipe_calculators.py checks it against
+# `_remap_bilinear_numpy`, which spells the tables out); its integer part must fit in int16
+_REMAP_LIMIT = 32000
+
+
 def _remap_bilinear(src: np.ndarray, x: np.ndarray, y: np.ndarray, border: str) -> np.ndarray:
-    """OpenCV remap, bilinear: x, y (h, w) int64 source coordinates in 1/32 pixel -> (h, w, C) of src's dtype."""
+    """OpenCV remap, bilinear: x, y (h, w) int64 source coordinates in 1/32 pixel -> (h, w, C) of src's dtype
+    (uint8; float32 for any other dtype), as `_remap_bilinear_numpy` computes it, by cv2.remap's tables."""
+    import cv2
+
+    height, width = src.shape[:2]
+    if max(height, width) >= _REMAP_LIMIT or x.size == 0:
+        return _remap_bilinear_numpy(src, x, y, border)
+    image = src.reshape(height, width, -1)
+    if image.dtype != np.uint8:
+        image = image.astype(np.float32)  # the numpy code weighs every corner as float32
+    # coordinates far outside: clipped, still outside (the fraction, which OpenCV needs, is kept)
+    whole = np.stack([x >> 5, y >> 5], axis=-1).clip(-_REMAP_LIMIT, _REMAP_LIMIT).astype(np.int16)
+    fraction = ((y & (_TAB - 1)) * _TAB + (x & (_TAB - 1))).astype(np.uint16)
+    mode = cv2.BORDER_REPLICATE if border == "replicate" else cv2.BORDER_CONSTANT
+    channels = [
+        cv2.remap(image[..., c : c + 4], whole, fraction, cv2.INTER_LINEAR, borderMode=mode, borderValue=0)
+        for c in range(0, image.shape[2], 4)
+    ]
+    out = channels[0] if len(channels) == 1 else np.concatenate([c.reshape(*x.shape, -1) for c in channels], -1)
+    return out.reshape(*x.shape, *src.shape[2:])
+
+
+def _remap_bilinear_numpy(src: np.ndarray, x: np.ndarray, y: np.ndarray, border: str) -> np.ndarray:
+    """`_remap_bilinear` spelled out: OpenCV <= 4.10's bilinear tables in numpy (any size of source)."""
     height, width = src.shape[:2]
     x0, y0 = x >> 5, y >> 5
     fx, fy = x & (_TAB - 1), y & (_TAB - 1)

@@ -23,7 +23,7 @@ class ServeSettings:
 
     host/port: where `p3m serve` listens (loopback by default; port 0 picks a free one).
     model/weights/device/precision/strategy/foreground_method/hands: passed to `p3m.infer.Matter`; weights None =
-        the model folder's default; hands: the built-in route's hands and limb gaps (opt-in, about twice the time).
+        the model folder's default; hands: the built-in route's hand landmarks (opt-in).
         When no weights exist the server still starts: /v1/matte answers 503 ``no_weights`` (with how to get
         them) and /v1/anonymize works. An explicit ``weights`` that cannot be loaded is an error at start-up.
     workers: inference jobs run at the same time (threads); queue: jobs allowed to wait for a worker. A request

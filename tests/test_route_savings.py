@@ -1,0 +1,103 @@
+"""The built-in portrait route's speed-ups compute what the code they replaced computed.
+
+Each faster function is compared, on random inputs and edge cases, with the literal previous code kept in
+`tests/reference/route_before.py`; the route's mattes on the 12 shared portraits are checked by
+`tests/test_portrait.py`'s quality bars and measured by `benchmarks/bench_route_savings.py`.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from p3m.infer.portrait import _distance_to, _near
+from p3m.infer.priors import hysteresis_mask
+from p3m.infer.spill import background_in_gaps
+from tests.reference.route_before import previous_background_in_gaps, previous_mask
+
+
+def random_prior(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """HxW float32 in [0, 1]: blurred noise stretched round 0.5, so thresholds cut it into blobs of every size."""
+    noise = rng.random((h, w)).astype(np.float32)
+    if min(h, w) > 2:
+        noise = cv2.GaussianBlur(noise, (0, 0), float(rng.uniform(0.3, 4.0)))
+    return np.clip((noise - noise.mean()) * rng.uniform(1.0, 30.0) + rng.uniform(0.3, 0.7), 0, 1).astype(np.float32)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_hysteresis_mask_is_the_previous_mask(seed):
+    rng = np.random.default_rng(seed)
+    components = set()
+    for _ in range(150):
+        h, w = (int(v) for v in rng.integers(1, 90, 2))
+        prob = random_prior(rng, h, w)
+        low, high, share = float(rng.uniform(0.3, 0.7)), float(rng.uniform(0.5, 0.99)), float(rng.uniform(0, 0.5))
+        new = hysteresis_mask(prob, low, high, share)
+        assert new.dtype == bool and new.shape == prob.shape
+        np.testing.assert_array_equal(new, previous_mask(prob, low, high, share))
+        components.add(min(cv2.connectedComponents((prob >= low).astype(np.uint8), connectivity=8)[0], 20))
+    # both ways of counting (a few components, many) and the shortcuts (none, all, one kept) were exercised
+    assert {1, 2, 3}.issubset(components) and max(components) == 20
+
+
+def test_hysteresis_mask_edge_cases():
+    empty = np.zeros((7, 9), np.float32)
+    assert not hysteresis_mask(empty, 0.5, 0.9, 0.1).any()
+    two = np.zeros((20, 20), np.float32)
+    two[2:6, 2:6], two[10:18, 10:18] = 0.95, 0.95  # both confident, the small one 1/4 of the large one
+    np.testing.assert_array_equal(hysteresis_mask(two, 0.5, 0.9, 0.1), two > 0)
+    np.testing.assert_array_equal(hysteresis_mask(two, 0.5, 0.9, 0.5), previous_mask(two, 0.5, 0.9, 0.5))
+    assert hysteresis_mask(two, 0.5, 0.9, 0.5).sum() == 64
+    grey = np.full((5, 5), 0.7, np.float32)  # no confident pixel anywhere: nothing kept
+    assert not hysteresis_mask(grey, 0.5, 0.9, 0.1).any()
+
+
+def gap_scene(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, ...]:
+    """(image HxWx3 uint8, prob, mask, gaps): a person blob with a gap polygon; person, background and gap
+    colours drawn from overlapping random palettes, so the nearest samples decide both ways."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    blob = ((yy - h / 2) / (0.35 * h)) ** 2 + ((xx - w / 2) / (0.3 * w)) ** 2 < 1
+    prob = np.where(blob, rng.uniform(0.9, 1.0, (h, w)), rng.uniform(0.0, 0.4, (h, w))).astype(np.float32)
+    gaps = np.zeros((h, w), bool)
+    gaps[h // 3 : 2 * h // 3, w // 3 : w // 2 + int(rng.integers(1, w // 4))] = True
+    spread = float(rng.uniform(5, 60))
+    person, back = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+    image = np.where(blob[..., None], person, back) + rng.normal(0, spread, (h, w, 3))
+    mixed = rng.random((h, w)) < rng.uniform(0.2, 0.8)  # inside the gap: some person-, some background-coloured
+    image = np.where((gaps & mixed)[..., None], back + rng.normal(0, spread, (h, w, 3)), image)
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8), prob, blob, gaps
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_background_in_gaps_is_the_previous_verdict(seed):
+    rng = np.random.default_rng(seed)
+    shares = []
+    for _ in range(12):
+        h, w = (int(v) for v in rng.integers(40, 160, 2))
+        image, prob, mask, gaps = gap_scene(rng, h, w)
+        knobs = {"ratio": float(rng.uniform(1.0, 3.0)), "step": int(rng.integers(1, 5)), "smooth": 0.0}
+        if rng.random() < 0.5:
+            knobs["smooth"] = float(rng.uniform(0.005, 0.02))
+        new = background_in_gaps(image, prob, mask, gaps, **knobs)
+        np.testing.assert_array_equal(new, previous_background_in_gaps(image, prob, mask, gaps, **knobs))
+        shares.append(new[mask & gaps].mean())
+    assert min(shares) < 0.5 < max(shares)  # verdicts both ways were compared
+    # a float image (the general path of the distinct colours) too
+    image, prob, mask, gaps = gap_scene(rng, 60, 80)
+    as_float = image.astype(np.float32)
+    np.testing.assert_array_equal(
+        background_in_gaps(as_float, prob, mask, gaps), previous_background_in_gaps(as_float, prob, mask, gaps)
+    )
+
+
+def test_near_is_the_thresholded_distance_transform():
+    rng = np.random.default_rng(5)
+    for i in range(200):
+        h, w = (int(v) for v in rng.integers(1, 120, 2))
+        mask = rng.random((h, w)) < rng.choice([0.0, 0.0005, 0.01, 0.2])
+        if i % 7 == 0:
+            mask[:] = False
+            mask[int(rng.integers(h)), int(rng.integers(w))] = True  # one pixel: distances sqrt(integer) exactly
+        radius = float(rng.choice([0.0, 1.0, 2.0, float(np.sqrt(5)), rng.uniform(0, 40)]))
+        np.testing.assert_array_equal(_near(mask, radius), _distance_to(mask) <= radius)
