@@ -720,7 +720,7 @@ class PortraitMatting:
         pose = found or (self.pose(image, mask) if s.pose and (limbs or grey) else None)
         agree = agreement(pose.segmentation >= 0.5, mask) if pose is not None else 0.0
         trusted = pose is not None and agree >= s.pose_agree
-        if grey and trusted:
+        if grey and trusted and pose is not None:
             # the selfie network, trained on colour, spills onto a grey photo's background where the pose
             # network's mask, agreeing with it elsewhere, does not: the lower of the two
             prob = np.minimum(prob, pose.segmentation).astype(np.float32)

@@ -89,4 +89,4 @@ def is_greyscale(rgb: np.ndarray, *, tolerance: int = 8, share: float = 0.001) -
     quality 60 none.)"""
     r, g, b = cv2.split(rgb)
     spread = cv2.max(cv2.max(cv2.absdiff(r, g), cv2.absdiff(g, b)), cv2.absdiff(r, b))  # max - min per pixel
-    return bool(cv2.countNonZero(cv2.compare(spread, tolerance, cv2.CMP_GT)) <= share * spread.size)
+    return bool(np.count_nonzero(spread > tolerance) <= share * spread.size)
