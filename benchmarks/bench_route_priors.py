@@ -39,8 +39,12 @@ stretched about 0.5 where the person's and the background's colours are close an
 (`PortraitSettings(tight_band=False)`), "new" the default route: a second solve on the band narrowed to where the
 first alpha is fractional (`p3m.infer.tight_band`).
 
+`--pair combined`: "old" is the route before the four steps landed together on 2026-12-06 (the step edges'
+stretch, the tight second solve, the gaps' colour test by default and the two greyscale steps all off: the mattes
+of f1ae4f2), "new" the default route.
+
     P3M_TESTDATA=DIR .venv/bin/python -m benchmarks.bench_route_priors \
-        [--pair priors|spill|eps|sampled|zoom|gaps|grey|steps|tight] [--repeat 3] [--json F]
+        [--pair priors|spill|eps|sampled|zoom|gaps|grey|steps|tight|combined] [--repeat 3] [--json F]
 
 Needs the P3M demo portraits (`JizhiziLi/P3M` demo/imgs) in $P3M_TESTDATA; exits with a message without it.
 """
@@ -83,6 +87,11 @@ PAIRS = {
     "steps": (PortraitSettings(step_contrast=1.0), PortraitSettings()),
     # the default route with one band solve, and with the second solve on the band narrowed to the transition
     "tight": (PortraitSettings(tight_band=False), PortraitSettings()),
+    # the route before and after the four steps landed together (stretch, tight solve, gaps by default, grey steps)
+    "combined": (
+        PortraitSettings(step_contrast=1.0, tight_band=False, gap_colour=False, grey_pose=False, pose_rescue=False),
+        PortraitSettings(),
+    ),
 }
 
 

@@ -15,7 +15,8 @@ import scipy.sparse.linalg as sla
 from p3m.infer.band_sampling import data_term, ray_offsets, sampled_alpha
 from p3m.infer.closed_form import solve_band
 from p3m.infer.portrait import PortraitMatting, PortraitSettings
-from tests.test_closed_form import reference_system, small_problem
+from tests.reference.closed_form import reference_system
+from tests.scenes import small_problem
 
 
 def literal_sampled_alpha(image, trimap, rays, reach, keep, sigma, turns, closeness):

@@ -14,28 +14,8 @@ import scipy.sparse.linalg as sla
 
 from p3m.infer import closed_form
 from p3m.infer.closed_form import band_laplacian, conjugate_gradients, solve_band
-from tests.test_portrait import drawn_scene
-
-
-def small_problem(seed: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(image HxWx3 float64 in [0, 1], unknown HxW bool, known alpha HxW float64): a drawn scene whose unknown band
-    touches the image border (windows there are left out, as pymatting does) and holds a known island."""
-    image, alpha = drawn_scene(40, 50, seed=seed)
-    unknown = np.zeros((40, 50), bool)
-    unknown[8:32, 10:40] = True
-    unknown[15:25, 20:30] = False
-    unknown[0, :] = True
-    known = (alpha > 0.5).astype(np.float64)
-    return image / 255.0, unknown, known
-
-
-def reference_system(image: np.ndarray, unknown: np.ndarray, known: np.ndarray) -> tuple[sp.csr_matrix, np.ndarray]:
-    """(L_UU, -L_UK a_K) from pymatting's whole-image Laplacian, rows and columns in raster order."""
-    from p3m.pymatting_import import import_pymatting
-
-    laplacian = import_pymatting().cf_laplacian(image, epsilon=1e-7, radius=1).tocsr()
-    u = unknown.ravel()
-    return laplacian[u][:, u].tocsr(), -(laplacian[u][:, ~u] @ known.ravel()[~u])
+from tests.reference.closed_form import reference_system
+from tests.scenes import small_problem
 
 
 def as_matrix(csr: tuple[np.ndarray, np.ndarray, np.ndarray]) -> sp.csr_matrix:

@@ -19,6 +19,7 @@ import torch
 from p3m.infer.closed_form import solve_alpha
 from p3m.infer.portrait import PortraitMatting, PortraitSettings, _crop_box, working_size
 from tests.paths import PORTRAITS, TEST_DATA
+from tests.scenes import drawn_scene
 
 
 @pytest.fixture(scope="module")
@@ -29,18 +30,6 @@ def route() -> PortraitMatting:
 @pytest.fixture(scope="module")
 def portrait() -> np.ndarray:
     return cv2.cvtColor(cv2.imread(str(TEST_DATA / "selfie_general_input.png")), cv2.COLOR_BGR2RGB)
-
-
-def drawn_scene(h: int = 120, w: int = 160, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(HxWx3 uint8 image, HxW float alpha): a smooth-edged ellipse, flat orange, over blue-green noise."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w]
-    r = np.sqrt(((yy - h * 0.55) / (h * 0.32)) ** 2 + ((xx - w * 0.5) / (w * 0.22)) ** 2)
-    alpha = np.clip((1.0 - r) * 12.0 + 0.5, 0.0, 1.0)  # a soft edge about 3 px wide
-    fg = np.array([220.0, 120.0, 40.0])
-    bg = np.stack([20 + 30 * rng.random((h, w)), 90 + 60 * rng.random((h, w)), 120 + 60 * rng.random((h, w))], -1)
-    image = alpha[..., None] * fg + (1 - alpha[..., None]) * bg
-    return np.clip(np.rint(image), 0, 255).astype(np.uint8), alpha
 
 
 class RedChannel:

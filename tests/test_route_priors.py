@@ -32,6 +32,7 @@ from p3m.infer.priors import (
 )
 from p3m.models.pose_landmark import LANDMARKS
 from tests.paths import TEST_DATA
+from tests.scenes import standing
 
 PHOTOS = {"profile": "people_profile.jpg", "walking": "people_walking.jpg", "cap": "people_cap.jpg"}
 
@@ -59,20 +60,6 @@ def selfie_only() -> PortraitMatting:
 
 
 # -- pure rules ------------------------------------------------------------------------------------------------
-
-
-def standing(width: float = 200.0) -> np.ndarray:
-    """(33, 4) landmarks of a person standing with arms held out from the body and legs apart, all visible."""
-    lm = np.zeros((33, 4), np.float32)
-    lm[:, 3] = 1.0
-    points = {
-        "left_shoulder": (130, 60), "right_shoulder": (70, 60), "left_elbow": (160, 110), "right_elbow": (40, 110),
-        "left_wrist": (170, 160), "right_wrist": (30, 160), "left_hip": (120, 150), "right_hip": (80, 150),
-        "left_knee": (140, 210), "right_knee": (60, 210), "left_ankle": (150, 270), "right_ankle": (50, 270),
-    }  # fmt: skip
-    for name, (x, y) in points.items():
-        lm[LANDMARKS.index(name), :2] = (x * width / 200, y * width / 200)
-    return lm
 
 
 def test_limb_gaps_are_the_polygons_between_arms_torso_and_legs():

@@ -15,6 +15,7 @@ from p3m.infer.portrait import PortraitMatting, PortraitSettings
 from p3m.infer.priors import limb_gaps
 from p3m.infer.spill import background_by_colour, background_in_gaps, gaussian_kernel, local_mean_colour
 from p3m.models.pose_landmark import LANDMARKS
+from tests.scenes import standing
 
 
 def literal_local_mean(colours: np.ndarray, weight: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
@@ -136,8 +137,6 @@ def gap_scene() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(image 300x200, prior, person, gap): a person standing with arms held out (`standing`'s landmarks: blue
     shirt, red sleeves, grey trousers) on sand; the prior is 1 on the person and also fills the sand enclosed
     between the left arm and the torso (`gap`), 0 elsewhere."""
-    from tests.test_route_priors import standing
-
     lm = standing()
     at = {name: tuple(int(v) for v in lm[LANDMARKS.index(name), :2]) for name in LANDMARKS}
     image = np.zeros((300, 200, 3), np.uint8)
@@ -167,7 +166,6 @@ def gap_scene() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 
 
 def test_background_in_gaps_finds_the_enclosed_background_and_keeps_the_limbs():
-    from tests.test_route_priors import standing
 
     image, prob, person, gap = gap_scene()
     polygons = limb_gaps(standing(), prob.shape)
@@ -187,7 +185,6 @@ def test_background_in_gaps_finds_the_enclosed_background_and_keeps_the_limbs():
 
 def test_route_drops_the_background_enclosed_between_arm_and_body_with_gap_colour():
     from p3m.models.pose_landmark import Pose
-    from tests.test_route_priors import standing
 
     image, prob, person, gap = gap_scene()
     inner = cv2.erode(person.astype(np.uint8), np.ones((5, 5))) > 0

@@ -1,10 +1,12 @@
-"""The before/after picture of docs/inference.md for the colour model on the prior's spill (`p3m.infer.spill`).
+"""The before/after pictures of docs/inference.md: one step of the built-in route, off and on.
 
-For each named P3M-10k portrait: the crop round the largest change between the default route without the colour
-model (`PortraitSettings(spill_unsure=0.5)`) and with it; left to right the photo, the matte before, after, and
+For each named P3M-10k portrait: the crop round the largest change between the two routes of a
+`benchmarks.bench_route_priors` pair (`--pair`: "spill", the colour model on the prior's spill, by default;
+"combined", the four steps landed together on 2026-12-06); left to right the photo, the matte before, after, and
 the reference matte. Written with `p3m.atomic`, as JPEG.
 
-    P3M_TESTDATA=DIR .venv/bin/python -m benchmarks.figure_route_spill [--out docs/images/route_spill.jpg]
+    P3M_TESTDATA=DIR .venv/bin/python -m benchmarks.figure_route [--pair spill] \
+        [--names p_bd6af989,p_514ca06a] [--out docs/images/route_spill.jpg]
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from benchmarks.bench_route_priors import PAIRS
 from p3m.atomic import write_bytes_atomic
-from p3m.infer.portrait import PortraitMatting, PortraitSettings
+from p3m.infer.portrait import PortraitMatting
 from tests.paths import PORTRAITS
 
-NAMES = ("p_bd6af989", "p_514ca06a")
+NAMES = "p_bd6af989,p_514ca06a"  # the spill figure's two portraits
 
 
 def panel(name: str, before: PortraitMatting, after: PortraitMatting, height: int) -> np.ndarray:
@@ -43,12 +46,14 @@ def panel(name: str, before: PortraitMatting, after: PortraitMatting, height: in
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("docs/images/route_spill.jpg"))
+    parser.add_argument("--pair", choices=sorted(PAIRS), default="spill", help="the step shown (default spill)")
+    parser.add_argument("--names", default=NAMES, help=f"portraits, comma-separated (default {NAMES})")
     parser.add_argument("--height", type=int, default=240, help="height of each row in pixels (default 240)")
     args = parser.parse_args()
     if not (PORTRAITS / "image").is_dir():
         raise SystemExit(f"no test portraits under {PORTRAITS}: the shared test data is needed for this figure")
-    before, after = PortraitMatting(PortraitSettings(spill_unsure=0.5)), PortraitMatting()
-    picture = np.vstack([panel(name, before, after, args.height) for name in NAMES])
+    before, after = (PortraitMatting(settings) for settings in PAIRS[args.pair])
+    picture = np.vstack([panel(name, before, after, args.height) for name in args.names.split(",")])
     ok, buf = cv2.imencode(".jpg", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 88])
     if not ok:
         raise SystemExit("could not encode the picture")
