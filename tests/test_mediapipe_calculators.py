@@ -184,3 +184,12 @@ def test_a_mirrored_detection_gives_the_mirrored_crop():
         (200 - a.center_x, a.center_y, a.width, a.height)
     )
     assert b.rotation == pytest.approx(-a.rotation) and abs(a.rotation) > 0.1  # a leaning body: the sign matters
+
+
+def test_a_scaled_rectangle_has_the_corners_of_the_resized_image_and_keeps_its_rotation():
+    rect = RotatedRect(40.0, 30.0, 20.0, 10.0, rotation=0.3)
+    scaled = rect.scaled(0.5, 0.5)
+    assert scaled.rotation == rect.rotation
+    assert np.allclose(scaled.corners(), rect.corners() * 0.5)
+    wide = RotatedRect(40.0, 30.0, 20.0, 10.0).scaled(2.0, 0.5)
+    assert (wide.center_x, wide.center_y, wide.width, wide.height) == (80.0, 15.0, 40.0, 5.0)

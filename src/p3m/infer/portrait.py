@@ -488,7 +488,7 @@ class PortraitMatting:
         if roi is None:
             return None
         small, k = self._pose_copy(image)
-        box = RotatedRect(roi.center_x * k[0], roi.center_y * k[1], roi.width * k[0], roi.height * k[1])
+        box = roi.scaled(*k)
         landmarker = self._loaded("_pose", lambda: PoseLandmarker(device=self.device, runtime=self.runtime))
         with self._lock:
             pose = landmarker.landmarks(small, box)
@@ -510,10 +510,7 @@ class PortraitMatting:
             pose = landmarker.landmarks(small, pose_roi(found[0])) if found else None
         if pose is None or pose.score < landmarker.min_score:
             return None
-        roi = RotatedRect(
-            pose.roi.center_x / k[0], pose.roi.center_y / k[1], pose.roi.width / k[0], pose.roi.height / k[1]
-        )
-        return _pose_on_grid(pose, k, image.shape[:2], roi)
+        return _pose_on_grid(pose, k, image.shape[:2], pose.roi.scaled(1 / k[0], 1 / k[1]))
 
     def _pose_copy(self, image: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
         """The working-size `image` at most `pose_side` px long (the pose network's input is cut from it) and the
@@ -561,7 +558,7 @@ class PortraitMatting:
             widened = self._hair(mask, d_out, d_in, r, _fine_structure(array_to_rgb(image)), unknown) & ~unknown
             unknown |= widened
             if widened.any():
-                hair = unknown & (_distance_to(widened) <= r)
+                hair = unknown & _near(widened, r)
         tri = np.where(mask, 255, 0).astype(np.uint8)
         tri[unknown] = 128
         return tri, hair

@@ -28,7 +28,10 @@ import numpy as np
 
 from p3m.infer.resize import mask_resized, shrunk
 
-__all__ = ["background_by_colour", "background_in_gaps", "gaussian_kernel", "local_mean_colour"]
+__all__ = ["NO_DENSITY", "background_by_colour", "background_in_gaps", "gaussian_kernel", "local_mean_colour"]
+
+#: `local_mean_colour`'s density at or below this counts as no pixel at all (its mean is 0 there)
+NO_DENSITY = 1e-6
 
 
 def gaussian_kernel(sigma: float) -> np.ndarray:
@@ -51,7 +54,8 @@ def local_mean_colour(colours: np.ndarray, weight: np.ndarray, sigma: float) -> 
 
     Returns
     -------
-    mean : HxWxC float32, sum_q g(p - q) w(q) c(q) / sum_q g(p - q) w(q) (0 where the denominator is 0)
+    mean : HxWxC float32, sum_q g(p - q) w(q) c(q) / sum_q g(p - q) w(q) (0 where the denominator is at most
+        `NO_DENSITY`)
     density : HxW float32, sum_q g(p - q) w(q): the weighted share of counted pixels round p, in [0, 1]
     """
     k = gaussian_kernel(sigma)
@@ -64,8 +68,8 @@ def local_mean_colour(colours: np.ndarray, weight: np.ndarray, sigma: float) -> 
     total = smooth(np.ascontiguousarray(colours * w[..., None], dtype=np.float32))
     if total.ndim == 2:  # cv2 drops a single channel
         total = total[..., None]
-    safe = np.where(density > 1e-6, density, 1.0)[..., None]
-    mean = np.where(density[..., None] > 1e-6, total / safe, 0.0).astype(np.float32)
+    safe = np.where(density > NO_DENSITY, density, 1.0)[..., None]
+    mean = np.where(density[..., None] > NO_DENSITY, total / safe, 0.0).astype(np.float32)
     return mean, density
 
 

@@ -32,7 +32,7 @@ import math
 import cv2
 import numpy as np
 
-from p3m.infer.spill import local_mean_colour
+from p3m.infer.spill import NO_DENSITY, local_mean_colour
 
 __all__ = ["colour_separation", "high_pass_energy", "sharpen_steps", "step_gain", "stretch_about_half"]
 
@@ -85,8 +85,7 @@ def colour_separation(
     fg, fg_density = local_mean_colour(colours, alpha >= opaque, sigma)
     bg, bg_density = local_mean_colour(colours, alpha <= clear, sigma)
     distance = np.sqrt(np.sum((fg - bg) ** 2, axis=2))
-    # local_mean_colour's own bar for "no pixel counted here"
-    known = (fg_density > 1e-6) & (bg_density > 1e-6)
+    known = (fg_density > NO_DENSITY) & (bg_density > NO_DENSITY)
     return np.where(known, distance, np.inf).astype(np.float32)
 
 

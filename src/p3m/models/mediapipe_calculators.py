@@ -61,6 +61,17 @@ class RotatedRect:
         """The rectangle of the whole image (MediaPipe's default region of interest)."""
         return cls(width / 2, height / 2, float(width), float(height))
 
+    def scaled(self, kx: float, ky: float) -> RotatedRect:
+        """The same rectangle in the image resized by `kx` across and `ky` down (a resize's two ratios, nearly
+        equal: the rotation is kept)."""
+        return replace(
+            self,
+            center_x=self.center_x * kx,
+            center_y=self.center_y * ky,
+            width=self.width * kx,
+            height=self.height * ky,
+        )
+
     def corners(self) -> np.ndarray:
         """(4, 2) corners in image pixels: top-left, top-right, bottom-right, bottom-left of the rectangle."""
         return to_image(np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]), self)
