@@ -41,10 +41,14 @@ first alpha is fractional (`p3m.infer.tight_band`).
 
 `--pair combined`: "old" is the route before the four steps landed together on 2026-12-06 (the step edges'
 stretch, the tight second solve, the gaps' colour test by default and the two greyscale steps all off: the mattes
-of f1ae4f2), "new" the default route.
+of f1ae4f2), "new" the route after them (the hair's gaps, which came later, off in both).
+
+`--pair hairgaps`: "old" is the default route without the background seen through hair made unknown inside the
+mask (`PortraitSettings(hair_gaps=False)`), "new" the default route (`p3m.infer.spill.background_through_hair` on
+the head's side of the shoulders, `p3m.infer.priors.above_shoulders`).
 
     P3M_TESTDATA=DIR .venv/bin/python -m benchmarks.bench_route_priors \
-        [--pair priors|spill|eps|sampled|zoom|gaps|grey|steps|tight|combined] [--repeat 3] [--json F]
+        [--pair priors|spill|eps|sampled|zoom|gaps|grey|steps|tight|combined|hairgaps] [--repeat 3] [--json F]
 
 Needs the P3M demo portraits (`JizhiziLi/P3M` demo/imgs) in $P3M_TESTDATA; exits with a message without it.
 """
@@ -87,11 +91,16 @@ PAIRS = {
     "steps": (PortraitSettings(step_contrast=1.0), PortraitSettings()),
     # the default route with one band solve, and with the second solve on the band narrowed to the transition
     "tight": (PortraitSettings(tight_band=False), PortraitSettings()),
-    # the route before and after the four steps landed together (stretch, tight solve, gaps by default, grey steps)
+    # the route before and after the four steps landed together (stretch, tight solve, gaps by default, grey steps;
+    # the hair's gaps, which landed later, off in both: the pair stays what it measured)
     "combined": (
-        PortraitSettings(step_contrast=1.0, tight_band=False, gap_colour=False, grey_pose=False, pose_rescue=False),
-        PortraitSettings(),
+        PortraitSettings(
+            step_contrast=1.0, tight_band=False, gap_colour=False, grey_pose=False, pose_rescue=False, hair_gaps=False
+        ),
+        PortraitSettings(hair_gaps=False),
     ),
+    # the default route without and with the background seen through hair made unknown inside the mask
+    "hairgaps": (PortraitSettings(hair_gaps=False), PortraitSettings()),
 }
 
 

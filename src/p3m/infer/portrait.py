@@ -51,7 +51,16 @@ No trained P3M-Net checkpoint is needed. For an RGB image (HxWx3 uint8), at a wo
 5. **Trimap**: unknown within `band` (fraction of the long side) of the mask's edge, widened where fine
    high-contrast structure (hair) continues beyond that band: outward up to `hair_out`, and inward up to
    `hair_in` next to such hair; "fine structure" is local high-pass energy above `hair_contrast` times the
-   background's median (and above a noise floor), so textured backgrounds raise their own bar.
+   background's median (and above a noise floor), so textured backgrounds raise their own bar. With `hair_gaps`
+   (on; it needs the pose's landmarks, which the route has on every image) the trimap opens the hair too: the
+   256 px prior covers the whole outline of loose strands and curls, and the background showing between them
+   lies deeper than the band, where no solve reaches. On the head's side of the line through the shoulders
+   (`p3m.infer.priors.above_shoulders`: where hair can be; the torso and arms hang on the other side), known
+   person up to `hair_gap_depth` deep whose colour is `hair_gap_ratio` times closer to the local background's
+   mean than to the person's deeper in, and more than `hair_gap_spread` standard deviations from the latter
+   (`p3m.infer.spill.background_through_hair`: not a highlight or a collar the person has nearby), becomes
+   unknown with a 0.2% margin, in parts that touch the band; step 6 keeps it unknown in both solves (it joins
+   the hair zone), so the solve draws the strands and the gaps between them.
 6. **Refinement**: closed-form matting (Levin et al. 2008) on the unknown pixels only
    (`p3m.infer.closed_form.solve_band`, which falls back to stronger regularisation, another preconditioner,
    then the mask itself rather than fail), started from the mask, with epsilon `cf_eps` 1e-6 (10x Levin's and
@@ -99,6 +108,7 @@ import numpy as np
 from p3m.infer.preprocess import array_to_rgb, is_greyscale
 from p3m.infer.priors import (
     PersonEvidence,
+    above_shoulders,
     agreement,
     blend_in,
     edge_tiles,
@@ -111,7 +121,7 @@ from p3m.infer.priors import (
     thin_removals,
 )
 from p3m.infer.resize import shrunk, working_size
-from p3m.infer.spill import background_by_colour, background_in_gaps
+from p3m.infer.spill import background_by_colour, background_in_gaps, background_through_hair
 from p3m.infer.step_edges import high_pass_energy, sharpen_steps
 from p3m.infer.tight_band import one_sided, tight_trimap
 from p3m.models.face_detector import FaceDetector
@@ -150,6 +160,9 @@ _NOISE_FLOOR = 0.005
 _MIN_TILE = 64
 _TILE_MARGIN = 0.1
 _TILE_GRID = 4  # ... placed on a grid this many times coarser than the working size
+# the background seen through hair is made unknown with this margin (fraction of the long side, at least 1 px):
+# the strands' edges round it are fractional too
+_GAP_MARGIN = 0.002
 
 
 @dataclass(frozen=True)
@@ -178,6 +191,11 @@ class PortraitSettings:
     hair_out: float = 0.03  # outward widening where fine structure continues (0 = off)
     hair_in: float = 0.02  # inward widening next to such structure (0 = off)
     hair_contrast: float = 5.0  # fine structure: high-pass energy > this x the background's median
+    hair_gaps: bool = True  # unknown inside the mask where the background shows through hair (runs the pose network)
+    hair_gap_depth: float = 0.04  # ... known person up to this deep, on the head's side of the shoulders, judged
+    hair_gap_ratio: float = 3.0  # ... background: colour this many times closer to the local background's mean
+    hair_gap_spread: float = 2.0  # ... and this many std. dev. from the local person colours' mean
+    hair_gap_sigma: float = 0.03  # ... "local": Gaussian-weighted means, std. dev. this fraction of the long side
     pose: bool = True  # second prior: BlazePose landmarks and person mask on the person's box
     grey_pose: bool = True  # greyscale input: the pose network runs; where trusted, the prior is min(selfie, pose)
     pose_rescue: bool = True  # selfie prior confident nowhere: MediaPipe's pose detector looks, its mask the prior
@@ -539,13 +557,17 @@ class PortraitMatting:
 
     # -- 5. trimap --------------------------------------------------------------------------------------
 
-    def trimap(self, mask: np.ndarray, image: np.ndarray | None = None) -> np.ndarray:
-        """HxW uint8 {0, 128, 255}: band around the mask's edge, widened at hair when `image` (HxWx3) is given."""
-        return self.band(mask, image)[0]
+    def trimap(self, mask: np.ndarray, image: np.ndarray | None = None, head: np.ndarray | None = None) -> np.ndarray:
+        """HxW uint8 {0, 128, 255}: band around the mask's edge, widened at hair when `image` (HxWx3) is given,
+        and opened where the background shows through hair when `head` (HxW bool, `above_shoulders`) is too."""
+        return self.band(mask, image, head)[0]
 
-    def band(self, mask: np.ndarray, image: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def band(
+        self, mask: np.ndarray, image: np.ndarray | None = None, head: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(`trimap`, hair): the trimap, and HxW bool its unknown pixels within the plain band's half-width of the
-        pixels its widening at hair added (the second, tight solve leaves them unknown: `solve`'s ``keep``)."""
+        pixels its widening at hair added, and those it opened where the background shows through hair (the
+        second, tight solve leaves them unknown: `solve`'s ``keep``)."""
         s = self.settings
         side = max(mask.shape)
         mask = mask.astype(bool)
@@ -561,7 +583,31 @@ class PortraitMatting:
                 hair = unknown & _near(widened, r)
         tri = np.where(mask, 255, 0).astype(np.uint8)
         tri[unknown] = 128
+        if image is not None and head is not None and s.hair_gaps and head.any():
+            opened = self._hair_gaps(array_to_rgb(image), tri, head)
+            tri[opened] = 128
+            hair |= opened
         return tri, hair
+
+    def _hair_gaps(self, image: np.ndarray, trimap: np.ndarray, head: np.ndarray) -> np.ndarray:
+        """HxW bool: known person of `trimap` to make unknown where the background shows through hair: pixels up to
+        `hair_gap_depth` deep in the known person on the head's side of the shoulders (`head`) whose colour is the
+        local background's (`p3m.infer.spill.background_through_hair`), grown by `_GAP_MARGIN`, in parts that
+        touch the band (a gap between strands is open to the band through other gaps and fractional strands;
+        an isolated background-coloured patch deep inside is a pattern of the person's)."""
+        s = self.settings
+        side = max(trimap.shape)
+        person = trimap == 255
+        zone = person & head & (_distance_to(~person) <= s.hair_gap_depth * side)
+        seen = background_through_hair(
+            image, trimap, zone, sigma=s.hair_gap_sigma, ratio=s.hair_gap_ratio, spread=s.hair_gap_spread
+        )
+        if not seen.any():
+            return seen
+        margin = max(1, round(_GAP_MARGIN * side))
+        disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1))
+        grown = cv2.dilate(seen.astype(np.uint8), disc).astype(bool) & person
+        return _touching(grown, trimap == 128)
 
     def _hair(
         self, mask: np.ndarray, d_out: np.ndarray, d_in: np.ndarray, r: float, energy: np.ndarray, band: np.ndarray
@@ -710,10 +756,10 @@ class PortraitMatting:
             return RouteResult(np.zeros((h, w), np.float32), NO_PERSON, {"person": ""}, timings)
         info: dict[str, Any] = {"prior": "pose detector" if found is not None else "selfie"}
         # the pose network runs here for the steps that use its landmarks or mask (hands, limb gaps, the gaps' colour
-        # test, on by default; a greyscale photo's prior); without them the person check asks for it later, and only
-        # when no face settles that question
+        # test and the hair's gaps, on by default; a greyscale photo's prior); without them the person check asks for
+        # it later, and only when no face settles that question
         grey = s.pose and s.grey_pose and found is None and is_greyscale(image)
-        limbs = s.hands or s.limb_gaps or s.gap_colour
+        limbs = s.hands or s.limb_gaps or s.gap_colour or s.hair_gaps
         pose = found or (self.pose(image, mask) if s.pose and (limbs or grey) else None)
         agree = agreement(pose.segmentation >= 0.5, mask) if pose is not None else 0.0
         trusted = pose is not None and agree >= s.pose_agree
@@ -737,7 +783,12 @@ class PortraitMatting:
         hands = self.hands(image, pose, prob) if pose is not None and trusted and s.hands and mask.any() else []
         info["hands"] = len(hands)
         lap("hands")
-        tri, hair = self.band(mask, image)
+        # the head's side of the shoulders, where the trimap looks for background seen through hair: the pose's
+        # landmarks need no trust in its mask (on a close-up the mask is poor, the shoulders and nose are not)
+        head = None
+        if pose is not None and s.hair_gaps:
+            head = above_shoulders(pose.landmarks, mask.shape, min_visibility=s.limb_visibility)
+        tri, hair = self.band(mask, image, head)
         if hands:
             seeds, zone = hand_seeds(hands, mask.shape, bone_width=s.hand_bone, zone_width=s.hand_zone)
             tri[zone] = 128

@@ -28,6 +28,7 @@ from p3m.models.pose_landmark import LANDMARKS as POSE_LANDMARKS
 
 __all__ = [
     "PersonEvidence",
+    "above_shoulders",
     "agreement",
     "blend_in",
     "edge_tiles",
@@ -49,6 +50,9 @@ def _hand(name: str) -> int:
     return HAND_LANDMARKS.index(name)
 
 
+# the line the head stands on: the two shoulders, and the point that says which side of it the head is on
+_SHOULDERS = (_pose("left_shoulder"), _pose("right_shoulder"))
+_NOSE = _pose("nose")
 # the polygons between a limb and the body: shoulder, elbow, wrist, hip (one per side), and between the legs:
 # hip, knee, ankle of one leg, then ankle, knee, hip of the other
 _GAPS = (
@@ -236,6 +240,29 @@ def limb_gaps(landmarks: np.ndarray, shape: tuple[int, int], *, min_visibility: 
         if points is not None:
             cv2.fillPoly(out, [points], 1)
     return out.astype(bool)
+
+
+def above_shoulders(landmarks: np.ndarray, shape: tuple[int, int], *, min_visibility: float = 0.5) -> np.ndarray:
+    """HxW bool: the half of the image on the head's side of the line through both shoulders (pose landmarks
+    (33, 4)): where a person's hair can be, loose, flying or piled up; the torso and the arms hanging beside it
+    lie on the other side. All False when a shoulder or the nose is less than `min_visibility` visible, or the
+    shoulders coincide."""
+    h, w = shape
+    ids = (*_SHOULDERS, _NOSE)
+    if (landmarks[list(ids), 3] < min_visibility).any():
+        return np.zeros(shape, bool)
+    left, right, nose = (landmarks[i, :2].astype(np.float64) for i in ids)
+    along = left - right
+    normal = np.array([-along[1], along[0]])  # perpendicular to the shoulder line
+    if not np.hypot(*normal) > 0:
+        return np.zeros(shape, bool)
+    middle = (left + right) / 2
+    if np.dot(nose - middle, normal) < 0:  # the normal points to the head
+        normal = -normal
+    # pixel (row y, column x) at the landmarks' point (x, y), as `limb_gaps` draws them
+    x = np.arange(w, dtype=np.float64) - middle[0]
+    y = np.arange(h, dtype=np.float64) - middle[1]
+    return (y[:, None] * normal[1] + x[None, :] * normal[0]) >= 0
 
 
 def blend_in(prob: np.ndarray, other: np.ndarray, zone: np.ndarray, feather: float) -> np.ndarray:

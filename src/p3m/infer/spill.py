@@ -15,6 +15,13 @@ the pose network's limb-gap polygons (`p3m.infer.priors.limb_gaps`) the test is 
 the local means: a pixel whose colour is far nearer to some background sample round the person than to any
 confident person sample outside the gaps is background, where enough such pixels lie together.
 
+Inside the person's mask at the hair (`background_through_hair`) the 256 px prior covers the hair's whole outline,
+and the background shows through between loose strands and curls, deeper than the band round the mask's edge.
+There the local two-colour model again, with the foreground's colours taken deeper inside the person and one
+more condition: the pixel's colour must lie outside the local foreground's own spread (more than a few standard
+deviations from its mean), so that a highlight, a white collar or a pattern the person also has nearby is not
+taken for the background.
+
 Conventions: images HxWx3 uint8 (any colour order, used as given), probabilities HxW float32 in [0, 1], masks
 HxW bool; lengths are fractions of the image's long side, so they mean the same at every resolution.
 """
@@ -28,7 +35,14 @@ import numpy as np
 
 from p3m.infer.resize import mask_resized, shrunk
 
-__all__ = ["NO_DENSITY", "background_by_colour", "background_in_gaps", "gaussian_kernel", "local_mean_colour"]
+__all__ = [
+    "NO_DENSITY",
+    "background_by_colour",
+    "background_in_gaps",
+    "background_through_hair",
+    "gaussian_kernel",
+    "local_mean_colour",
+]
 
 #: `local_mean_colour`'s density at or below this counts as no pixel at all (its mean is 0 there)
 NO_DENSITY = 1e-6
@@ -116,6 +130,84 @@ def background_by_colour(
     d_bg = np.linalg.norm(colours - bg_mean, axis=-1)
     verdict = (d_fg > ratio * d_bg) & (fg_density >= min_density) & (bg_density >= min_density)
     return mask_resized(verdict, prob.shape)
+
+
+def _local_moments(
+    colours: np.ndarray, weight: np.ndarray, sigma: float, grid: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean HxWx3, mean squared norm HxW, density HxW) of the weighted colours round each pixel, as
+    `local_mean_colour` (sigma in pixels of `colours`' grid), computed on a copy at most `grid` px long (the
+    weighted sums shrunk by area, so that only weighted pixels' colours count) and resized back bilinearly."""
+    w = weight.astype(np.float32)
+    k = None
+    parts = []
+    # cv2's area resize takes at most 4 channels: the weighted colours, then their squared norm and the weight
+    for part in (colours * w[..., None], np.stack([(colours**2).sum(-1) * w, w], axis=-1)):
+        small = shrunk(np.ascontiguousarray(part, dtype=np.float32), grid)
+        if k is None:
+            k = gaussian_kernel(sigma * small.shape[0] / colours.shape[0])
+        smooth = cv2.sepFilter2D(small, cv2.CV_32F, k, k, borderType=cv2.BORDER_CONSTANT)
+        if smooth.shape[:2] != colours.shape[:2]:
+            smooth = cv2.resize(smooth, colours.shape[1::-1], interpolation=cv2.INTER_LINEAR)
+        parts.append(smooth)
+    sums = np.concatenate(parts, axis=-1)
+    density = sums[..., 4]
+    safe = np.where(density > NO_DENSITY, density, 1.0)
+    mean = np.where(density[..., None] > NO_DENSITY, sums[..., :3] / safe[..., None], 0.0)
+    square = np.where(density > NO_DENSITY, sums[..., 3] / safe, 0.0)
+    return mean.astype(np.float32), square.astype(np.float32), density.astype(np.float32)
+
+
+def background_through_hair(
+    image: np.ndarray,
+    trimap: np.ndarray,
+    zone: np.ndarray,
+    *,
+    sigma: float = 0.03,
+    ratio: float = 3.0,
+    spread: float = 2.0,
+    min_density: float = 1e-3,
+    grid: int = 256,
+) -> np.ndarray:
+    """HxW bool: the pixels of `zone` whose colour is the local background's, not the person's round them.
+
+    Parameters
+    ----------
+    image : HxWx3 uint8, the image the trimap belongs to (same grid)
+    trimap : HxW uint8 {0, 128, 255}: its known background (0) gives the background's colours, its known
+        foreground (255) outside `zone` the person's (deeper inside the person than the pixels judged)
+    zone : HxW bool, the pixels judged (the route: known foreground near the mask's edge, on the head's side of
+        the shoulders)
+    sigma : float, the reach of "local": the Gaussian's standard deviation, fraction of the long side (the
+        background's samples lie beyond the band round the person, so it is wider than
+        `background_by_colour`'s)
+    ratio : float, background where the colour distance to the local foreground mean exceeds this times the
+        distance to the local background mean ...
+    spread : float, ... and exceeds this many standard deviations of the local foreground's colours (the root
+        of their mean squared distance to their mean): the person has no such colour round the pixel
+    min_density : float, both kinds of samples must weigh at least this round the pixel (`local_mean_colour`'s
+        density)
+    grid : int, the local means are computed on a copy at most this many pixels long (they are smooth at this
+        sigma) and read back bilinearly; each pixel's own colour is compared at full resolution
+
+    Returns
+    -------
+    HxW bool, True where the colour says background (inside `zone` only).
+    """
+    verdict = np.zeros(zone.shape, bool)
+    if not zone.any():
+        return verdict
+    colours = image.astype(np.float32) / np.float32(255.0)
+    s = sigma * max(zone.shape)
+    fg_mean, fg_square, fg_density = _local_moments(colours, (trimap == 255) & ~zone, s, grid)
+    bg_mean, _, bg_density = _local_moments(colours, trimap == 0, s, grid)
+    c = colours[zone]
+    d_fg = np.linalg.norm(c - fg_mean[zone], axis=-1)
+    d_bg = np.linalg.norm(c - bg_mean[zone], axis=-1)
+    deviation = np.sqrt(np.maximum(fg_square[zone] - (fg_mean[zone] ** 2).sum(-1), 0.0))
+    sampled = (fg_density[zone] >= min_density) & (bg_density[zone] >= min_density)
+    verdict[zone] = sampled & (d_fg > ratio * d_bg) & (d_fg > spread * deviation)
+    return verdict
 
 
 def _disc(radius: int) -> np.ndarray:
