@@ -598,7 +598,15 @@ class PortraitMatting:
         s = self.settings
         side = max(trimap.shape)
         person = trimap == 255
-        zone = person & head & (_distance_to(~person) <= s.hair_gap_depth * side)
+        depth = s.hair_gap_depth * side
+        zone = person & head
+        rows, cols = np.flatnonzero(zone.any(1)), np.flatnonzero(zone.any(0))
+        if rows.size == 0:
+            return zone
+        # the depth on the box round the judged pixels grown by it: every pixel within that depth of one is inside
+        grow = int(np.ceil(depth)) + 1
+        box = np.s_[max(rows[0] - grow, 0) : rows[-1] + 1 + grow, max(cols[0] - grow, 0) : cols[-1] + 1 + grow]
+        zone[box] &= _distance_to(~person[box]) <= depth
         seen = background_through_hair(
             image, trimap, zone, sigma=s.hair_gap_sigma, ratio=s.hair_gap_ratio, spread=s.hair_gap_spread
         )

@@ -132,30 +132,24 @@ def background_by_colour(
     return mask_resized(verdict, prob.shape)
 
 
-def _local_moments(
-    colours: np.ndarray, weight: np.ndarray, sigma: float, grid: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(mean HxWx3, mean squared norm HxW, density HxW) of the weighted colours round each pixel, as
-    `local_mean_colour` (sigma in pixels of `colours`' grid), computed on a copy at most `grid` px long (the
-    weighted sums shrunk by area, so that only weighted pixels' colours count) and resized back bilinearly."""
-    w = weight.astype(np.float32)
-    k = None
-    parts = []
-    # cv2's area resize takes at most 4 channels: the weighted colours, then their squared norm and the weight
-    for part in (colours * w[..., None], np.stack([(colours**2).sum(-1) * w, w], axis=-1)):
-        small = shrunk(np.ascontiguousarray(part, dtype=np.float32), grid)
-        if k is None:
-            k = gaussian_kernel(sigma * small.shape[0] / colours.shape[0])
-        smooth = cv2.sepFilter2D(small, cv2.CV_32F, k, k, borderType=cv2.BORDER_CONSTANT)
-        if smooth.shape[:2] != colours.shape[:2]:
-            smooth = cv2.resize(smooth, colours.shape[1::-1], interpolation=cv2.INTER_LINEAR)
-        parts.append(smooth)
-    sums = np.concatenate(parts, axis=-1)
-    density = sums[..., 4]
-    safe = np.where(density > NO_DENSITY, density, 1.0)
-    mean = np.where(density[..., None] > NO_DENSITY, sums[..., :3] / safe[..., None], 0.0)
-    square = np.where(density > NO_DENSITY, sums[..., 3] / safe, 0.0)
-    return mean.astype(np.float32), square.astype(np.float32), density.astype(np.float32)
+# `_bilinear_at` reads its points in rows of this many (cv2.remap takes maps under 32767 px a side)
+_REMAP_ROW = 1024
+
+
+def _bilinear_at(values: np.ndarray, ys: np.ndarray, xs: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(N, C) float32: `values` (hxwxC float32) resized bilinearly to `shape` (H, W), as cv2.resize would, read at
+    the N pixels (ys, xs) only (a border pixel reads the edge values)."""
+    n = ys.size
+    rows = -(-n // _REMAP_ROW)
+    pad = rows * _REMAP_ROW - n
+    ky, kx = values.shape[0] / shape[0], values.shape[1] / shape[1]
+    map_x = np.pad((xs + 0.5) * kx - 0.5, (0, pad)).astype(np.float32).reshape(rows, _REMAP_ROW)
+    map_y = np.pad((ys + 0.5) * ky - 0.5, (0, pad)).astype(np.float32).reshape(rows, _REMAP_ROW)
+    out = [
+        cv2.remap(values[..., i : i + 3], map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        for i in range(0, values.shape[-1], 3)
+    ]
+    return np.concatenate([o.reshape(rows * _REMAP_ROW, -1)[:n] for o in out], axis=-1)
 
 
 def background_through_hair(
@@ -187,8 +181,9 @@ def background_through_hair(
         of their mean squared distance to their mean): the person has no such colour round the pixel
     min_density : float, both kinds of samples must weigh at least this round the pixel (`local_mean_colour`'s
         density)
-    grid : int, the local means are computed on a copy at most this many pixels long (they are smooth at this
-        sigma) and read back bilinearly; each pixel's own colour is compared at full resolution
+    grid : int, the local model is computed on a copy at most this many pixels long (image and sample weights
+        shrunk by area; the means are smooth at this sigma) and read back bilinearly; each judged pixel's own
+        colour is compared at full resolution
 
     Returns
     -------
@@ -197,16 +192,23 @@ def background_through_hair(
     verdict = np.zeros(zone.shape, bool)
     if not zone.any():
         return verdict
-    colours = image.astype(np.float32) / np.float32(255.0)
-    s = sigma * max(zone.shape)
-    fg_mean, fg_square, fg_density = _local_moments(colours, (trimap == 255) & ~zone, s, grid)
-    bg_mean, _, bg_density = _local_moments(colours, trimap == 0, s, grid)
-    c = colours[zone]
-    d_fg = np.linalg.norm(c - fg_mean[zone], axis=-1)
-    d_bg = np.linalg.norm(c - bg_mean[zone], axis=-1)
-    deviation = np.sqrt(np.maximum(fg_square[zone] - (fg_mean[zone] ** 2).sum(-1), 0.0))
-    sampled = (fg_density[zone] >= min_density) & (bg_density[zone] >= min_density)
-    verdict[zone] = sampled & (d_fg > ratio * d_bg) & (d_fg > spread * deviation)
+    small = shrunk(image, grid).astype(np.float32) / np.float32(255.0)
+    person = shrunk(((trimap == 255) & ~zone).astype(np.float32), grid)
+    s = sigma * max(small.shape[:2])
+    fg_mean, fg_density = local_mean_colour(small, person, s)
+    fg_square = local_mean_colour((small**2).sum(-1, keepdims=True), person, s)[0]
+    bg_mean, bg_density = local_mean_colour(small, shrunk((trimap == 0).astype(np.float32), grid), s)
+    # the model read at the judged pixels only, bilinearly (it is smooth), as a resize to the full grid would read it;
+    # each pixel's own colour at full resolution
+    model = np.concatenate([fg_mean, bg_mean, fg_square, fg_density[..., None], bg_density[..., None]], axis=-1)
+    ys, xs = np.nonzero(zone)
+    at = _bilinear_at(model, ys, xs, zone.shape)
+    c = image[ys, xs].astype(np.float32) / np.float32(255.0)
+    d_fg = np.linalg.norm(c - at[:, 0:3], axis=-1)
+    d_bg = np.linalg.norm(c - at[:, 3:6], axis=-1)
+    deviation = np.sqrt(np.maximum(at[:, 6] - (at[:, 0:3] ** 2).sum(-1), 0.0))
+    sampled = (at[:, 7] >= min_density) & (at[:, 8] >= min_density)
+    verdict[ys, xs] = sampled & (d_fg > ratio * d_bg) & (d_fg > spread * deviation)
     return verdict
 
 
