@@ -335,7 +335,7 @@ def test_quality_on_the_shared_real_portraits(route):
         ref = cv2.imread(str(PORTRAITS / "reference_alpha" / f"{path.stem}.png"), cv2.IMREAD_GRAYSCALE) / 255.0
         sads[path.stem] = float(np.abs(route(rgb) - ref).sum() / 1000)
     # measured (benchmarks/RESULTS.md, "Portrait route", "Step edges", "The band narrowed to the transition", "The
-    # route's savings, and the gaps' colour test by default", "The background seen through hair"): mean 8.74, worst
+    # route's savings, and the gaps' colour test by default", "The background seen through hair"): mean 8.73, worst
     # 22.25 (8.88 / 22.23 without the hair's gaps; 9.12 without the gaps' colour test too; 9.30 / 22.16 with the
     # stretch of step edges alone, 9.34 / 22.78 with the tight solve alone, 10.04 / 22.96 before the three; 11.0 /
     # 22.5 before the colour model on the prior's spill, the band's data term and the zoomed pass); the prototype
