@@ -299,7 +299,7 @@ def hand_seeds(
     return seeds.astype(bool), zone.astype(bool)
 
 
-def face_on_person(box: Sequence[float], mask: np.ndarray, *, inside: float, largest: float) -> bool:
+def face_on_person(box: Sequence[float] | np.ndarray, mask: np.ndarray, *, inside: float, largest: float) -> bool:
     """Whether a face detector's box is the face of the person in `mask`, by where it lies and how large it is.
 
     A face detector reports faces on animals, drawings and textures (a cat's face, a logo's snake). A person's face
