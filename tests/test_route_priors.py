@@ -238,12 +238,17 @@ def test_the_tight_solve_starts_at_the_epsilon_the_first_solve_needed(monkeypatc
     assert asked == pytest.approx([1e-7, 1e-6, 1e-6])  # first solve: x1 fails, x10 answers; second: x10 at once
 
 
-def test_band_solver_starts_at_the_fallback_asked_for():
-    rng = np.random.default_rng(1)
-    image = rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)
+def _noise_band(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(20x24x3 uint8 noise, its trimap: background, six unknown columns, foreground)."""
+    image = np.random.default_rng(seed).integers(0, 256, (20, 24, 3), dtype=np.uint8)
     tri = np.zeros((20, 24), np.uint8)
     tri[:, 12:] = 255
     tri[:, 9:15] = 128
+    return image, tri
+
+
+def test_band_solver_starts_at_the_fallback_asked_for():
+    image, tri = _noise_band(1)
     stronger = solve_band(image, tri, eps=1e-6, first_try="ic0, eps x10")
     assert stronger.method == "ic0, eps x10"  # named relative to the epsilon asked for
     np.testing.assert_array_equal(stronger.alpha, solve_band(image, tri, eps=1e-5).alpha)
@@ -253,11 +258,7 @@ def test_band_solver_starts_at_the_fallback_asked_for():
 
 
 def test_band_solver_falls_back_to_jacobi_then_to_the_guess(monkeypatch):
-    rng = np.random.default_rng(0)
-    image = rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)
-    tri = np.zeros((20, 24), np.uint8)
-    tri[:, 12:] = 255
-    tri[:, 9:15] = 128
+    image, tri = _noise_band(0)
     guess = np.full((20, 24), 0.25, np.float32)
     assert solve_band(image, tri, guess).method == "ic0"
     real = closed_form.conjugate_gradients
