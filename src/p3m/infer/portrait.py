@@ -82,8 +82,8 @@ No trained P3M-Net checkpoint is needed. For an RGB image (HxWx3 uint8), at a wo
    network's mask agrees with the selfie mask (IoU >= `person_agree`, the agreement step 3 measured before the
    pose changed the prior) and most of the selfie mask is confident (>= `person_confident`); where step 3
    ran the pose network, its agreement is asked first and the face detectors only when it does not settle
-   the question, else the face detectors first and the pose network only when they find no face; otherwise
-   the matte is kept and the result carries a warning (`RouteResult.warning`). It runs in a second thread
+   the question, else the face detectors first and the pose network only when they find no face on the person;
+   otherwise the matte is kept and the result carries a warning (`RouteResult.warning`). It runs in a second thread
    beside step 6, which it does not depend on (its networks and the solver release the GIL).
 
 Measured on the 12 real test portraits: benchmarks/bench_portrait.py and benchmarks/RESULTS.md; the person
@@ -691,8 +691,8 @@ class PortraitMatting:
         prior), its agreement `agree` with the selfie mask (`_pose_agreement`, as the route measured it before the
         pose changed the prior) is asked first: it costs nothing more, and when it settles the question the face
         detectors (5-17 ms) do not run. Otherwise the face detectors first (a few ms), a face counting only on the
-        person (`face_on_person`); the pose network (as costly as the selfie prior) only when they find no face
-        (back views, small or turned heads)."""
+        person (`face_on_person`); the pose network (as costly as the selfie prior) only when they find no face on
+        the person (back views, small or turned heads)."""
         s = self.settings
         confident = np.count_nonzero(mask & (prob >= s.seed_threshold)) / max(1, int(np.count_nonzero(mask)))
         info["confident"] = round(confident, 4)
