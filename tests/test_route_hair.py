@@ -8,6 +8,7 @@ of the background's colour at its edge.
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -187,3 +188,17 @@ def test_route_draws_the_background_between_strands_and_keeps_the_rest():
     # the shoulders lower (the pose's head side reaches the patch): the patch, at the shirt's edge, opens too
     lowered = route(prior, landmarks((150, 235), (50, 235), (100, 95)))(image)
     assert lowered[regions["patch"]].mean() < 0.1 < off[regions["patch"]].mean()
+
+
+def test_background_through_hair_on_a_reduced_grid_finds_what_the_full_grid_finds():
+    image, prior, lm, regions = hair_scene()
+    pm = route(prior, lm)
+    trimap = pm.band(prior >= 0.5, image)[0]
+    person = trimap == 255
+    depth = cv2.distanceTransform(person.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    zone = person & above_shoulders(lm, trimap.shape) & (depth <= 0.04 * 240)  # the route's judged pixels
+    full = background_through_hair(image, trimap, zone, grid=240)  # the scene's own size: nothing shrunk
+    small = background_through_hair(image, trimap, zone, grid=60)  # the model on a quarter-size copy
+    judged = zone & (regions["gaps"] | regions["hair"])
+    assert full[zone & regions["gaps"]].mean() > 0.95 and not full[regions["hair"]].any()
+    assert (small == full)[judged].mean() > 0.98

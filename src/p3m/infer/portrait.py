@@ -367,8 +367,8 @@ class PortraitMatting:
     Steps are public for tests and tools; all but `prior`'s input work at the working resolution
     (`working_size(h, w, settings.matting_side)`): `prior(rgb)` -> prob, `mask(prob)` -> bool,
     `unspill(prob, image)` -> prob, `pose(image, mask)` -> Pose or None, `hands(image, pose, prob)` -> landmarks,
-    `trimap(mask, image)` -> {0, 128, 255}, `refine(image, trimap, guess)` -> alpha (`solve`: with the solver's
-    method).
+    `trimap(mask, image, head)` -> {0, 128, 255} (head: `p3m.infer.priors.above_shoulders` of the pose, or None),
+    `refine(image, trimap, guess)` -> alpha (`solve`: with the solver's method).
     """
 
     def __init__(self, settings: PortraitSettings | None = None, *, device: str = "cpu", runtime: str = "auto") -> None:
