@@ -105,13 +105,14 @@ from p3m.infer.priors import (
     hand_roi_from_pose,
     hand_seeds,
     hysteresis_mask,
+    limb_cores,
     limb_gaps,
     person_verdict,
     square_around,
     thin_removals,
 )
 from p3m.infer.resize import shrunk, working_size
-from p3m.infer.spill import background_by_colour, background_in_gaps
+from p3m.infer.spill import GAP_SMOOTH, background_by_colour, background_colour_in_gaps, verdict_regions
 from p3m.infer.step_edges import high_pass_energy, sharpen_steps
 from p3m.infer.tight_band import one_sided, tight_trimap
 from p3m.models.face_detector import FaceDetector
@@ -145,6 +146,9 @@ STEPS = ("prior", "pose", "hands", "trimap", "refine", "person", "upsample")
 
 # high-pass energy below this (about one grey level) is noise: the bar for "fine structure" on a flat background
 _NOISE_FLOOR = 0.005
+# the forearms' cores stay off pixels where the selfie prior is this sure of background (the pose network's mask,
+# blurrier, reaches further)
+_SURE_BACKGROUND = 0.05
 # the zoomed pass: its tiles are at least this many image px (below it the network sees texture, not a person),
 # and only their middle counts: this fraction of the side at each edge inside the image is the crop's margin
 _MIN_TILE = 64
@@ -189,6 +193,9 @@ class PortraitSettings:
     limb_gaps: bool = False  # pose mask in the gaps between limbs (off: +2.8 SAD on a mirrored test photo)
     gap_colour: bool = True  # background by nearest colour in the gaps between limbs (runs the pose network)
     gap_feather: float = 0.005  # pose mask blended into the limb gaps over this (std. dev., of the long side)
+    legs_cut: bool = True  # the legs' gap polygon also where the frame cuts the legs off (knees, ankles not seen)
+    gap_known: bool = True  # gaps' colour test: its pixels where the pose mask says background too, known background
+    forearm_core: float = 0.5  # known person along elbow-wrist, this fraction of the forearm's width (0: off)
     hands: bool = False  # hand landmarks where the pose sees a wrist and the selfie prior is weak (a second network)
     hand_weak: float = 0.95  # "weak": mean selfie prior over the hand's crop below this
     hand_bone: float = 0.05  # hand seeds: bones this wide (fraction of the hand's size) and the palm
@@ -713,7 +720,7 @@ class PortraitMatting:
         # test, on by default; a greyscale photo's prior); without them the person check asks for it later, and only
         # when no face settles that question
         grey = s.pose and s.grey_pose and found is None and is_greyscale(image)
-        limbs = s.hands or s.limb_gaps or s.gap_colour
+        limbs = s.hands or s.limb_gaps or s.gap_colour or s.forearm_core > 0
         pose = found or (self.pose(image, mask) if s.pose and (limbs or grey) else None)
         agree = agreement(pose.segmentation >= 0.5, mask) if pose is not None else 0.0
         trusted = pose is not None and agree >= s.pose_agree
@@ -725,24 +732,42 @@ class PortraitMatting:
             info["prior"] = "selfie and pose (greyscale)"
         if pose is not None:
             info["pose_agreement"], info["pose_prior"] = round(agree, 4), trusted
+        dropped = np.zeros_like(mask)  # what the gaps' colour test took out of the mask
+        known_background = np.zeros_like(mask)  # ... and of it, what the trimap takes as known background
         if pose is not None and trusted and (s.limb_gaps or s.gap_colour):
-            gaps = limb_gaps(pose.landmarks, mask.shape, min_visibility=s.limb_visibility)
+            gaps = limb_gaps(pose.landmarks, mask.shape, min_visibility=s.limb_visibility, legs_cut=s.legs_cut)
             if gaps.any() and s.limb_gaps:
                 prob = blend_in(prob, pose.segmentation, gaps, s.gap_feather * max(hw, ww))
                 mask = self.mask(prob)
             if gaps.any() and s.gap_colour:
-                prob = self._drop(prob, background_in_gaps(image, prob, mask, gaps))
+                marked = background_colour_in_gaps(image, prob, mask, gaps)
+                dropped = verdict_regions(marked, mask & gaps, round(GAP_SMOOTH * max(hw, ww)))
+                prob = self._drop(prob, dropped)
                 mask = self.mask(prob)
+                if s.gap_known:
+                    # a background strip between the limbs narrower than the band holds no known background, and
+                    # matting, with person on both sides, fills it again: where the pose network's mask says
+                    # background too, each pixel the colour marks is known (the smoothing's disc would drop a strip
+                    # narrower than itself)
+                    known_background = marked & (pose.segmentation < 0.5)
         lap("pose")
         hands = self.hands(image, pose, prob) if pose is not None and trusted and s.hands and mask.any() else []
         info["hands"] = len(hands)
         lap("hands")
         tri, hair = self.band(mask, image)
+        tri[known_background] = 0
         if hands:
             seeds, zone = hand_seeds(hands, mask.shape, bone_width=s.hand_bone, zone_width=s.hand_zone)
             tri[zone] = 128
             tri[seeds] = 255
             mask = mask | seeds
+        if pose is not None and trusted and s.forearm_core > 0:
+            # a forearm against a background of its own colour (skin on a sandy road) is lost by the band's solve,
+            # which has only the person's other colours (clothes) as known person next to it: its middle, where
+            # the pose network's mask and its landmarks put the limb, is known person
+            support = (pose.segmentation >= 0.5) & ~dropped & (prob >= _SURE_BACKGROUND)
+            core = limb_cores(pose.landmarks, support, fraction=s.forearm_core, min_visibility=s.limb_visibility)
+            tri[core] = 255
         lap("trimap")
         # the person check needs nothing of the solve: it runs beside it, on the other core when there is one
         with ThreadPoolExecutor(max_workers=1) as beside:
