@@ -43,8 +43,13 @@ first alpha is fractional (`p3m.infer.tight_band`).
 stretch, the tight second solve, the gaps' colour test by default and the two greyscale steps all off: the mattes
 of f1ae4f2), "new" the default route.
 
+`--pair limbs`: "old" is the default route without this round's limb rules (`PortraitSettings(forearm_core=0,
+legs_cut=False, gap_known=False)`), "new" the default route: the forearms' middle known person
+(`p3m.infer.priors.limb_cores`), the legs' gap polygon where the frame cuts the legs off, and the gaps' colour
+verdict per pixel known background where the pose mask agrees.
+
     P3M_TESTDATA=DIR .venv/bin/python -m benchmarks.bench_route_priors \
-        [--pair priors|spill|eps|sampled|zoom|gaps|grey|steps|tight|combined] [--repeat 3] [--json F]
+        [--pair priors|spill|eps|sampled|zoom|gaps|grey|steps|tight|combined|limbs] [--repeat 3] [--json F]
 
 Needs the P3M demo portraits (`JizhiziLi/P3M` demo/imgs) in $P3M_TESTDATA; exits with a message without it.
 """
@@ -92,6 +97,8 @@ PAIRS = {
         PortraitSettings(step_contrast=1.0, tight_band=False, gap_colour=False, grey_pose=False, pose_rescue=False),
         PortraitSettings(),
     ),
+    # the default route without and with the forearms' cores, the legs cut by the frame and the gaps' known background
+    "limbs": (PortraitSettings(forearm_core=0.0, legs_cut=False, gap_known=False), PortraitSettings()),
 }
 
 

@@ -43,7 +43,12 @@ No trained P3M-Net checkpoint is needed. For an RGB image (HxWx3 uint8), at a wo
    detectors), the background the selfie prior keeps
    inside those polygons, often confidently and with no confident background next to it, leaves the mask
    where its colour is far nearer to the background round the person than to the person outside the gaps
-   (`p3m.infer.spill.background_in_gaps`, nearest samples, the verdict smoothed into regions).
+   (`p3m.infer.spill.background_in_gaps`, nearest samples, the verdict smoothed into regions). With `legs_cut`
+   (on) the polygon between the legs is drawn also where the frame cuts the legs off (both hips visible, both
+   ankles outside the image, each knee between its hip and ankle: the network's own extrapolation of the points
+   it does not see), and with `gap_known` (on) each pixel the colour marks (before the smoothing) where the
+   pose mask says background too is known background in the trimap of step 5: a strip narrower than the band
+   holds no known background, and matting, with person on both sides, would fill it again.
 4. **Hands** (`hands`, needs a trusted pose): MediaPipe's hand landmarks on a crop from the pose's wrist and
    knuckles (no palm detector), for each hand in the image whose wrist is visible and where the selfie prior
    is weak round it; their bones become known foreground and a zone round them unknown, so closed-form
@@ -51,7 +56,11 @@ No trained P3M-Net checkpoint is needed. For an RGB image (HxWx3 uint8), at a wo
 5. **Trimap**: unknown within `band` (fraction of the long side) of the mask's edge, widened where fine
    high-contrast structure (hair) continues beyond that band: outward up to `hair_out`, and inward up to
    `hair_in` next to such hair; "fine structure" is local high-pass energy above `hair_contrast` times the
-   background's median (and above a noise floor), so textured backgrounds raise their own bar.
+   background's median (and above a noise floor), so textured backgrounds raise their own bar. With a trusted
+   pose, the middle of each forearm whose elbow and wrist are visible is known person (`forearm_core`, 0.5 of
+   the limb's width: `p3m.infer.priors.limb_cores`, inside the pose mask less the gaps' dropped background and
+   where the selfie prior is not sure of background): a forearm against a background of its own colour is
+   otherwise lost by the solve, which has only the clothes as known person next to it.
 6. **Refinement**: closed-form matting (Levin et al. 2008) on the unknown pixels only
    (`p3m.infer.closed_form.solve_band`, which falls back to stronger regularisation, another preconditioner,
    then the mask itself rather than fail), started from the mask, with epsilon `cf_eps` 1e-6 (10x Levin's and
@@ -656,8 +665,8 @@ class PortraitMatting:
     def _person(self, image: np.ndarray, mask: np.ndarray, prob: np.ndarray, pose: Pose | None, info: dict) -> str:
         """The person verdict (`p3m.infer.priors.person_verdict`); its evidence goes into `info`.
 
-        When the route has run the pose network already (`gap_colour`, `hands`, `limb_gaps`, a greyscale photo's
-        prior), its agreement with
+        When the route has run the pose network already (`gap_colour`, `forearm_core`, `hands`, `limb_gaps`, a
+        greyscale photo's prior), its agreement with
         the selfie mask is asked first: it costs nothing more, and when it settles the question the face detectors
         (5-17 ms) do not run. Otherwise the face detectors first (a few ms); the pose network (as costly as the
         selfie prior) only when they find no face (back views, small or turned heads)."""
@@ -717,8 +726,8 @@ class PortraitMatting:
             return RouteResult(np.zeros((h, w), np.float32), NO_PERSON, {"person": ""}, timings)
         info: dict[str, Any] = {"prior": "pose detector" if found is not None else "selfie"}
         # the pose network runs here for the steps that use its landmarks or mask (hands, limb gaps, the gaps' colour
-        # test, on by default; a greyscale photo's prior); without them the person check asks for it later, and only
-        # when no face settles that question
+        # test and the forearms' cores, on by default; a greyscale photo's prior); without them the person check
+        # asks for it later, and only when no face settles that question
         grey = s.pose and s.grey_pose and found is None and is_greyscale(image)
         limbs = s.hands or s.limb_gaps or s.gap_colour or s.forearm_core > 0
         pose = found or (self.pose(image, mask) if s.pose and (limbs or grey) else None)

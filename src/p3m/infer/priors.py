@@ -318,7 +318,7 @@ def limb_cores(
     return out.astype(bool) & support
 
 
-def _stroke(canvas: np.ndarray, start: Sequence[float], end: Sequence[float], width: int) -> None:
+def _stroke(canvas: np.ndarray, start: np.ndarray, end: np.ndarray, width: int) -> None:
     """Draws the segment start-end (x, y pixels, rounded) as 1 into uint8 `canvas`: cv2's line of thickness `width`
     (round-capped, and 1-2 px wider than the thickness: cv2's rasterisation)."""
     a, b = (int(np.rint(start[0])), int(np.rint(start[1]))), (int(np.rint(end[0])), int(np.rint(end[1])))
