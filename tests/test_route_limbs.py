@@ -19,6 +19,7 @@ from p3m.infer.portrait import PortraitMatting, PortraitSettings
 from p3m.infer.priors import agreement, legs_out_of_frame, limb_cores, limb_gaps
 from p3m.infer.spill import background_colour_in_gaps, background_in_gaps, verdict_regions
 from p3m.models.pose_landmark import LANDMARKS, Pose
+from tests.reference.route_before import previous_background_in_gaps
 from tests.scenes import standing
 
 ELBOW, WRIST = LANDMARKS.index("left_elbow"), LANDMARKS.index("left_wrist")
@@ -115,18 +116,24 @@ def test_the_legs_polygon_is_drawn_where_the_frame_cuts_the_legs_off():
 # -- the gaps' verdict per pixel and in regions ------------------------------------------------------------------
 
 
+def drawn_person(height: int, joints: tuple[str, str, str], width: int) -> tuple[np.ndarray, dict]:
+    """(person HxW bool on a `height` x 200 grid, landmark positions by name): `standing`'s torso and head, and the
+    limbs through `joints` on both sides, `width` px wide."""
+    lm = standing()
+    at = {name: tuple(int(v) for v in lm[LANDMARKS.index(name), :2]) for name in LANDMARKS}
+    person = np.zeros((height, 200), np.uint8)
+    cv2.rectangle(person, (80, 55), (120, 150), 1, -1)
+    cv2.circle(person, (100, 35), 18, 1, -1)
+    for side in ("left", "right"):
+        cv2.polylines(person, [np.array([at[f"{side}_{joint}"] for joint in joints])], False, 1, width)
+    return person.astype(bool), at
+
+
 def legs_scene(leg_width: int = 70) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(image 240x200, prior, person, strip): `standing`'s torso and thick blue legs cut off by the frame at y 240,
     on a sand-coloured road; between the thighs a strip of road up to 20 px wide opens down to the frame's edge
     (the legs' lines are 80-90 px apart there), which the prior fills."""
-    lm = standing()
-    at = {name: tuple(int(v) for v in lm[LANDMARKS.index(name), :2]) for name in LANDMARKS}
-    person = np.zeros((240, 200), np.uint8)
-    cv2.rectangle(person, (80, 55), (120, 150), 1, -1)
-    cv2.circle(person, (100, 35), 18, 1, -1)
-    for side in ("left", "right"):
-        cv2.polylines(person, [np.array([at[f"{side}_{j}"] for j in ("hip", "knee", "ankle")])], False, 1, leg_width)
-    person = person.astype(bool)
+    person, at = drawn_person(240, ("hip", "knee", "ankle"), leg_width)
     between = np.zeros((240, 200), np.uint8)
     legs = ("left_hip", "left_knee", "left_ankle", "right_ankle", "right_knee", "right_hip")
     cv2.fillPoly(between, [np.array([at[name] for name in legs])], 1)
@@ -145,6 +152,8 @@ def test_the_verdict_in_regions_is_the_per_pixel_verdict_smoothed():
     mask = prob >= 0.5
     gaps = limb_gaps(cut_legs(), mask.shape, legs_cut=True)
     marked = background_colour_in_gaps(image, prob, mask, gaps)
+    # the per-pixel verdict is the previous code's without its smoothing
+    np.testing.assert_array_equal(marked, previous_background_in_gaps(image, prob, mask, gaps, smooth=0.0))
     assert strip.any() and marked[strip & gaps].mean() > 0.9 and not (marked & person).any()
     for smooth in (0.0, 0.005, 0.02):
         radius = round(smooth * 240)
@@ -186,15 +195,9 @@ def test_route_takes_the_sand_between_thighs_cut_off_by_the_frame_as_known_backg
 
 def test_route_holds_the_forearms_middle_as_known_person():
     """A forearm inside the band (the whole limb unknown): its middle is known person in the trimap with
-    `forearm_core`, where the pose's mask holds it; not where the pose's mask does not (a wrong landmark)."""
+    `forearm_core`, and only inside the pose's mask; nothing else of the trimap changes."""
     lm = standing()
-    at = {name: tuple(int(v) for v in lm[LANDMARKS.index(name), :2]) for name in LANDMARKS}
-    person = np.zeros((300, 200), np.uint8)
-    cv2.rectangle(person, (80, 55), (120, 155), 1, -1)
-    cv2.circle(person, (100, 35), 18, 1, -1)
-    for side in ("left", "right"):
-        cv2.polylines(person, [np.array([at[f"{side}_{j}"] for j in ("shoulder", "elbow", "wrist")])], False, 1, 12)
-    person = person.astype(bool)
+    person, at = drawn_person(300, ("shoulder", "elbow", "wrist"), 12)
     image = np.zeros((300, 200, 3), np.uint8)
     image[:] = (200, 180, 140)
     image[person] = (190, 150, 120)  # skin on sand

@@ -22,6 +22,7 @@ HxW bool; lengths are fractions of the image's long side, so they mean the same 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import cv2
 import numpy as np
@@ -155,35 +156,25 @@ def background_in_gaps(
     mask: np.ndarray,
     gaps: np.ndarray,
     *,
-    ratio: float = 2.0,
-    ring: float = 0.1,
-    foreground: float = 0.95,
-    background: float = 0.35,
     smooth: float = GAP_SMOOTH,
-    step: int = 4,
+    **knobs: Any,
 ) -> np.ndarray:
-    """HxW bool: the pixels of `mask` inside `gaps` whose colour is the background's, by the nearest sample.
+    """HxW bool: the pixels of `mask` inside `gaps` whose colour is the background's, by the nearest sample, taken
+    in regions: `background_colour_in_gaps` (its arguments and keywords, `knobs`: ratio, ring, foreground,
+    background, step) followed by `verdict_regions`.
 
     Parameters
     ----------
-    image : HxWx3 uint8, the image the probability belongs to (same grid); smoothed by a 1 px Gaussian first
-    prob : HxW float32 in [0, 1], the person prior
-    mask : HxW bool, the person's mask: pixels of it inside `gaps` are judged, the background is sampled round it
-    gaps : HxW bool, where background may be enclosed between limbs (`p3m.infer.priors.limb_gaps`)
-    ratio, ring, foreground, background, step : see `background_colour_in_gaps`, the verdict per pixel
-    smooth : float, the verdict is closed then opened with a disc of this radius (fraction of the long side,
-        `verdict_regions`): single pixels of a colour the background also has (a highlight on a sleeve) are not
-        background, and a background region is taken whole (scattered holes in the mask would be filled again by
-        matting)
+    smooth : float, the verdict is closed then opened with a disc of this radius (fraction of the long side):
+        single pixels of a colour the background also has (a highlight on a sleeve) are not background, and a
+        background region is taken whole (scattered holes in the mask would be filled again by matting)
 
     Returns
     -------
     HxW bool, True where the colour says background (inside `gaps` and `mask` only). Empty when either kind of
     sample is missing.
     """
-    verdict = background_colour_in_gaps(
-        image, prob, mask, gaps, ratio=ratio, ring=ring, foreground=foreground, background=background, step=step
-    )
+    verdict = background_colour_in_gaps(image, prob, mask, gaps, **knobs)
     return verdict_regions(verdict, mask & gaps, round(smooth * max(mask.shape)))
 
 
