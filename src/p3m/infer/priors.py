@@ -294,8 +294,9 @@ def limb_cores(
 
     Returns
     -------
-    HxW bool, inside `support`. With `fraction` < 1 the core keeps a margin from the limb's edge of at least
-    (1 - `fraction`) times the median half-width, where the median describes the bone.
+    HxW bool, inside `support`. Where the limb is as wide as its median, a core of `fraction` < 1 stays (1 -
+    `fraction`) of the half-width off the limb's edge; where it is narrower (towards the wrist), the core is
+    clipped to `support`.
     """
     support = support.astype(bool)
     h, w = support.shape
