@@ -41,14 +41,19 @@ first alpha is fractional (`p3m.infer.tight_band`).
 
 `--pair combined`: "old" is the route before the four steps landed together on 2026-12-06 (the step edges'
 stretch, the tight second solve, the gaps' colour test by default and the two greyscale steps all off: the mattes
-of f1ae4f2), "new" the route after them (the hair's gaps, which came later, off in both).
+of f1ae4f2), "new" the route after them (the limbs' and the hair's steps, which came later, off in both).
 
 `--pair hairgaps`: "old" is the default route without the background seen through hair made unknown inside the
 mask (`PortraitSettings(hair_gaps=False)`), "new" the default route (`p3m.infer.spill.background_through_hair` on
 the head's side of the shoulders, `p3m.infer.priors.above_shoulders`).
 
+`--pair limbs`: "old" is the default route without this round's limb rules (`PortraitSettings(forearm_core=0,
+legs_cut=False, gap_known=False)`), "new" the default route: the forearms' middle known person
+(`p3m.infer.priors.limb_cores`), the legs' gap polygon where the frame cuts the legs off, and the gaps' colour
+verdict per pixel known background where the pose mask agrees.
+
     P3M_TESTDATA=DIR .venv/bin/python -m benchmarks.bench_route_priors \
-        [--pair priors|spill|eps|sampled|zoom|gaps|grey|steps|tight|combined|hairgaps] [--repeat 3] [--json F]
+        [--pair priors|spill|eps|sampled|zoom|gaps|grey|steps|tight|combined|limbs|hairgaps] [--repeat 3] [--json F]
 
 Needs the P3M demo portraits (`JizhiziLi/P3M` demo/imgs) in $P3M_TESTDATA; exits with a message without it.
 """
@@ -71,6 +76,9 @@ from benchmarks.bench_portrait import scores
 from p3m.infer.portrait import STEPS, PortraitMatting, PortraitSettings
 from tests.paths import PORTRAITS
 
+# the steps that landed after `--pair combined` was measured, off in both of its routes
+_LATER_OFF: dict[str, Any] = {"hair_gaps": False, "forearm_core": 0.0, "legs_cut": False, "gap_known": False}
+
 # (old, new) settings per `--pair`
 PAIRS = {
     # the whole second prior (`p3m matte --hands`) against the route before it
@@ -92,13 +100,15 @@ PAIRS = {
     # the default route with one band solve, and with the second solve on the band narrowed to the transition
     "tight": (PortraitSettings(tight_band=False), PortraitSettings()),
     # the route before and after the four steps landed together (stretch, tight solve, gaps by default, grey steps;
-    # the hair's gaps, which landed later, off in both: the pair stays what it measured)
+    # the steps that landed later off in both: the pair stays what it measured)
     "combined": (
         PortraitSettings(
-            step_contrast=1.0, tight_band=False, gap_colour=False, grey_pose=False, pose_rescue=False, hair_gaps=False
+            step_contrast=1.0, tight_band=False, gap_colour=False, grey_pose=False, pose_rescue=False, **_LATER_OFF
         ),
-        PortraitSettings(hair_gaps=False),
+        PortraitSettings(**_LATER_OFF),
     ),
+    # the default route without and with the forearms' cores, the legs cut by the frame and the gaps' known background
+    "limbs": (PortraitSettings(forearm_core=0.0, legs_cut=False, gap_known=False), PortraitSettings()),
     # the default route without and with the background seen through hair made unknown inside the mask
     "hairgaps": (PortraitSettings(hair_gaps=False), PortraitSettings()),
 }
