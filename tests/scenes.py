@@ -1,14 +1,16 @@
 """Drawn test scenes shared by several test modules: images whose answer is known, and landmark sets.
 
 `drawn_scene` (an opaque ellipse with a soft edge over noise, with its alpha), `small_problem` (a band problem for
-the closed-form solver on such a scene) and `standing` (BlazePose landmarks of a person with arms and legs apart).
+the closed-form solver on such a scene), `standing` (BlazePose landmarks of a person with arms and legs apart) and
+`given` (the portrait route with a given prior and pose in place of its networks').
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from p3m.models.pose_landmark import LANDMARKS
+from p3m.infer.portrait import PortraitMatting
+from p3m.models.pose_landmark import LANDMARKS, Pose
 
 
 def drawn_scene(h: int = 120, w: int = 160, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -47,3 +49,14 @@ def standing(width: float = 200.0) -> np.ndarray:
     for name, (x, y) in points.items():
         lm[LANDMARKS.index(name), :2] = (x * width / 200, y * width / 200)
     return lm
+
+
+def given(pm: PortraitMatting, prob: np.ndarray, landmarks: np.ndarray, segmentation: np.ndarray) -> PortraitMatting:
+    """`pm` with a given prior and a given trusted pose in place of the networks'."""
+    pm.prior = lambda rgb: prob
+
+    def pose(image, mask):
+        return Pose(landmarks, np.ones(33), np.zeros((33, 3)), segmentation.astype(np.float32), 1.0, None, None)
+
+    pm.pose = pose
+    return pm

@@ -15,8 +15,9 @@ import pytest
 from p3m.infer.portrait import PortraitMatting, PortraitSettings
 from p3m.infer.priors import above_shoulders
 from p3m.infer.spill import background_through_hair
-from p3m.models.pose_landmark import LANDMARKS, Pose
-from tests.test_spill import literal_local_mean
+from p3m.models.pose_landmark import LANDMARKS
+from tests.reference.spill import literal_local_mean
+from tests.scenes import given
 
 SHOULDERS = (LANDMARKS.index("left_shoulder"), LANDMARKS.index("right_shoulder"))
 NOSE = LANDMARKS.index("nose")
@@ -145,15 +146,9 @@ def hair_scene() -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarr
 
 
 def route(prior: np.ndarray, lm: np.ndarray, **settings) -> PortraitMatting:
-    """The route with `prior` in place of the selfie network's and a pose with the landmarks `lm`."""
-    pm = PortraitMatting(PortraitSettings(person_check=False, **settings))
-    pm.prior = lambda rgb: prior
-
-    def pose(image, mask):
-        return Pose(lm, np.ones(33), np.zeros((33, 3)), mask.astype(np.float32), 1.0, None, None)
-
-    pm.pose = pose
-    return pm
+    """The route (no person check) with `prior` in place of the selfie network's and a pose with the landmarks `lm`
+    whose mask is the selfie mask."""
+    return given(PortraitMatting(PortraitSettings(person_check=False, **settings)), prior, lm, prior >= 0.5)
 
 
 def test_trimap_opens_the_background_between_strands_on_the_heads_side_only():

@@ -18,9 +18,9 @@ import pytest
 from p3m.infer.portrait import PortraitMatting, PortraitSettings
 from p3m.infer.priors import agreement, legs_out_of_frame, limb_cores, limb_gaps
 from p3m.infer.spill import background_colour_in_gaps, background_in_gaps, verdict_regions
-from p3m.models.pose_landmark import LANDMARKS, Pose
+from p3m.models.pose_landmark import LANDMARKS
 from tests.reference.route_before import previous_background_in_gaps
-from tests.scenes import standing
+from tests.scenes import given, standing
 
 ELBOW, WRIST = LANDMARKS.index("left_elbow"), LANDMARKS.index("left_wrist")
 
@@ -166,17 +166,6 @@ def test_the_verdict_in_regions_is_the_per_pixel_verdict_smoothed():
 
 
 # -- the route -------------------------------------------------------------------------------------------------
-
-
-def given(pm: PortraitMatting, prob: np.ndarray, landmarks: np.ndarray, segmentation: np.ndarray) -> PortraitMatting:
-    """`pm` with a given prior and a given trusted pose in place of the networks'."""
-    pm.prior = lambda rgb: prob
-
-    def pose(image, mask):
-        return Pose(landmarks, np.ones(33), np.zeros((33, 3)), segmentation.astype(np.float32), 1.0, None, None)
-
-    pm.pose = pose
-    return pm
 
 
 def test_route_takes_the_sand_between_thighs_cut_off_by_the_frame_as_known_background():

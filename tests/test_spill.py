@@ -15,26 +15,8 @@ from p3m.infer.portrait import PortraitMatting, PortraitSettings
 from p3m.infer.priors import limb_gaps
 from p3m.infer.spill import background_by_colour, background_in_gaps, gaussian_kernel, local_mean_colour
 from p3m.models.pose_landmark import LANDMARKS
+from tests.reference.spill import literal_local_mean
 from tests.scenes import standing
-
-
-def literal_local_mean(colours: np.ndarray, weight: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per pixel, the sums of the definition over every pixel of the image within the kernel's reach."""
-    k = gaussian_kernel(sigma).astype(np.float64)
-    r = len(k) // 2
-    h, w, c = colours.shape
-    mean, density = np.zeros((h, w, c)), np.zeros((h, w))
-    for y in range(h):
-        for x in range(w):
-            num, den = np.zeros(c), 0.0
-            for qy in range(max(0, y - r), min(h, y + r + 1)):
-                for qx in range(max(0, x - r), min(w, x + r + 1)):
-                    g = k[qy - y + r] * k[qx - x + r] * weight[qy, qx]
-                    num += g * colours[qy, qx]
-                    den += g
-            density[y, x] = den
-            mean[y, x] = num / den if den > 1e-6 else 0.0
-    return mean, density
 
 
 def test_gaussian_kernel_is_normalised_symmetric_and_reaches_three_sigma():
