@@ -111,7 +111,7 @@ from p3m.infer.priors import (
     thin_removals,
 )
 from p3m.infer.resize import shrunk, working_size
-from p3m.infer.spill import background_by_colour, background_in_gaps
+from p3m.infer.spill import background_by_chromaticity, background_by_colour, background_in_gaps, parts_mostly
 from p3m.infer.step_edges import high_pass_energy, sharpen_steps
 from p3m.infer.tight_band import one_sided, tight_trimap
 from p3m.models.face_detector import FaceDetector
@@ -168,6 +168,12 @@ class PortraitSettings:
     zoom_side: float = 0.5  # ... each a square this fraction of the crop pass's side (2x its pixels per person px)
     zoom_reach: float = 0.03  # ... its removals believed only within this (of the long side) of the background
     zoom_attach: float = 0.3  # ... and touching the person at least this many times as much as the background
+    zoom_unsure: float = 0.95  # ... and where the coarse prior is below this, also farther (0: off) ...
+    zoom_unsure_reach: float = 0.05  # ... within this of the background, where the chromaticity says background:
+    shade_ratio: float = 2.0  # ... its distance to the nearest deep person's > this x the nearest background's ...
+    shade_margin: float = 0.05  # ... + this (L1 of normalised rgb: equal chromaticities decide nothing) ...
+    shade_dark: float = 0.08  # ... on pixels at least this bright (darker: chromaticity is noise) ...
+    shade_share: float = 0.5  # ... for more than this share of a removed part's pixels
     threshold: float = 0.5  # person where the prior is >= this ...
     seed_threshold: float = 0.9  # ... in components holding pixels >= this (hysteresis)
     min_component: float = 0.1  # ... at least this fraction of the largest such count
@@ -412,7 +418,8 @@ class PortraitMatting:
         work_hw = prob.shape
         tile = min(max(_MIN_TILE, round(s.zoom_side * crop_side)), h, w)
         reach = s.zoom_reach * max(work_hw)
-        pad = int(np.ceil(reach)) + 1  # the distance to the background is exact within reach of a tile
+        farther = s.zoom_unsure_reach * max(work_hw) if s.zoom_unsure > 0 else 0.0
+        pad = int(np.ceil(max(reach, farther))) + 1  # the distance to the background is exact within reach of a tile
         # the tiles are placed on a grid a quarter of the working size: where they go needs no finer look
         grid_hw = (max(1, work_hw[0] // _TILE_GRID), max(1, work_hw[1] // _TILE_GRID))
         gy_scale, gx_scale = grid_hw[0] / h, grid_hw[1] / w
@@ -421,6 +428,8 @@ class PortraitMatting:
         tiles = edge_tiles(grid_prob, grid_mask, max(1, round(tile * min(gy_scale, gx_scale))), s.zoom_tiles)
         out = prob.copy()
         removed_all = np.zeros_like(mask)
+        image: np.ndarray | None = None  # the image at working size, made when the shade test needs it
+        depth = np.zeros(work_hw, np.float32)
         for gy, gx in tiles:
             top, left = min(round(gy / gy_scale), h - tile), min(round(gx / gx_scale), w - tile)
             fine = self._segment(rgb, top, left, tile, work_hw, flip=s.crop_flip)
@@ -434,6 +443,19 @@ class PortraitMatting:
             removed = thin_removals(
                 mask[window], fine[window] >= s.threshold, inside[window], reach=reach, attach=s.zoom_attach
             )
+            if s.zoom_unsure > 0:
+                # farther where the coarse prior is unsure: thin and attached within `zoom_unsure_reach`, as above
+                tile_person = (fine[window] >= s.threshold) | (prob[window] >= s.zoom_unsure)
+                further = thin_removals(mask[window], tile_person, inside[window], reach=farther, attach=s.zoom_attach)
+                further &= ~removed
+                if further.any():
+                    if image is None:
+                        image = (
+                            rgb if work_hw == (h, w) else cv2.resize(rgb, work_hw[::-1], interpolation=cv2.INTER_AREA)
+                        )
+                        depth = _distance_to(~mask)
+                    deep = depth[window] > reach
+                    removed |= self._shaded(image[window], prob[window], mask[window], further, deep, reach)
             out[window][removed] = fine[window][removed]
             removed_all[window] |= removed
         if not removed_all.any():
@@ -447,6 +469,22 @@ class PortraitMatting:
             if (mask & ~removed_all & ~back & ~self.mask(out)).any():
                 return prob
         return out
+
+    def _shaded(
+        self, image: np.ndarray, prob: np.ndarray, mask: np.ndarray, parts: np.ndarray, deep: np.ndarray, reach: float
+    ) -> np.ndarray:
+        """The connected parts of `parts` (the tile's further removals; all arrays one window of the working grid)
+        of which more than `shade_share` of the pixels have the chromaticity of shaded background
+        (`p3m.infer.spill.background_by_chromaticity`): the background's samples outside the coarse `mask`, the
+        person's confident (>= `seed_threshold`) pixels in `deep` (farther than `zoom_reach` from the background)
+        and as far from the parts."""
+        s = self.settings
+        # the person's samples away from the parts judged too: the prior's confident spill often lines them
+        person = mask & (prob >= s.seed_threshold) & deep & (_distance_to(parts) > reach)
+        votes = background_by_chromaticity(
+            image, person, ~mask, ratio=s.shade_ratio, margin=s.shade_margin, dark=s.shade_dark, judged=parts
+        )
+        return parts_mostly(parts, votes, s.shade_share)
 
     # -- 2. mask ----------------------------------------------------------------------------------------
 
