@@ -216,7 +216,7 @@ def test_a_shade_of_the_wall_beyond_the_reach_is_removed_where_the_prior_is_unsu
     off._segment = route._segment  # type: ignore[method-assign]
     assert (off.mask(off._zoom(image, prob, 200)) == before).all()  # 9 px deep: beyond the plain pass's reach
     prob = prob.copy()
-    prob[strip] = 0.97  # a confident prior is not questioned
+    prob[strip] = 0.995  # a confident prior is not questioned
     assert (route.mask(route._zoom(image, prob, 200)) == route.mask(prob)).all()
 
 

@@ -17,8 +17,17 @@ No trained P3M-Net checkpoint is needed. For an RGB image (HxWx3 uint8), at a wo
    `zoom_reach` of the background and touch the person at least `zoom_attach` times as much as the background
    (a strip of spill). The network, trained on people filling the frame, often loses a whole limb on a tile:
    such a part touches mostly background, or lies deeper, and is kept; a removal that would cut part of the
-   person off its confident pixels (step 2 would drop that part) is taken back. One tile is what the time
-   budget allows (about 0.03 s of CPU per photo); 2 and 3 tiles gain more (benchmarks/RESULTS.md).
+   person off its confident pixels (step 2 would drop that part) is taken back. Where the coarse prior is unsure
+   (below `zoom_unsure`) the tile's removals reach farther (`zoom_unsure_reach`, thin and attached as above),
+   but only the parts of which most pixels (`shade_share`) have the chromaticity of shaded background
+   (`p3m.infer.spill.background_by_chromaticity`: normalised rgb nearer to the nearest background sample's than
+   to the nearest deep person sample's by `shade_ratio` and `shade_margin`, and darker than that background
+   sample). The person's shadow on a wall beside the legs keeps the wall's chromaticity at a third of its light;
+   the 256 px prior calls it person (0.8-0.85) 25-50 px wide, beyond the plain rule's reach, and RGB or Lab
+   colour tests call it person-coloured. A limb the tile lost has the person's chromaticity; where the person's
+   and the background's are one (a grey photo, black clothes on a grey wall) nothing is decided and nothing
+   removed. One tile is what the time budget allows (about 0.03 s of CPU per photo, the shade test 0.018 s more);
+   2 and 3 tiles gain more (benchmarks/RESULTS.md).
 2. **Mask**: prior >= `threshold`, keeping the connected components that hold confident (>= `seed_threshold`)
    pixels, at least `min_component` of the most confident component's count (hysteresis: grey blobs with no
    confident pixel, the network's usual false positives, are dropped). Before that, where the prior is unsure
@@ -168,7 +177,7 @@ class PortraitSettings:
     zoom_side: float = 0.5  # ... each a square this fraction of the crop pass's side (2x its pixels per person px)
     zoom_reach: float = 0.03  # ... its removals believed only within this (of the long side) of the background
     zoom_attach: float = 0.3  # ... and touching the person at least this many times as much as the background
-    zoom_unsure: float = 0.95  # ... and where the coarse prior is below this, also farther (0: off) ...
+    zoom_unsure: float = 0.99  # ... and where the coarse prior is below this, also farther (0: off) ...
     zoom_unsure_reach: float = 0.05  # ... within this of the background, where the chromaticity says background:
     shade_ratio: float = 2.0  # ... its distance to the nearest deep person's > this x the nearest background's ...
     shade_margin: float = 0.05  # ... + this (L1 of normalised rgb: equal chromaticities decide nothing) ...
