@@ -241,7 +241,7 @@ def chromaticity(image: np.ndarray, blur: float = 1.0) -> tuple[np.ndarray, np.n
         keeps black defined: grey, 1/3 each)
     intensity : HxW float32 in [0, 1], (c0 + c1 + c2) / (3 * 255)
     """
-    f = image.astype(np.float32)
+    f: np.ndarray = image.astype(np.float32)
     if blur > 0:
         f = cv2.GaussianBlur(f, (0, 0), blur)
     total = f.sum(axis=2)
