@@ -437,8 +437,8 @@ class PortraitMatting:
         tiles = edge_tiles(grid_prob, grid_mask, max(1, round(tile * min(gy_scale, gx_scale))), s.zoom_tiles)
         out = prob.copy()
         removed_all = np.zeros_like(mask)
-        image: np.ndarray | None = None  # the image at working size, made when the shade test needs it
-        depth = np.zeros(work_hw, np.float32)
+        # (the image at working size, each person pixel's distance to the background): made when the shade test runs
+        shade_inputs: tuple[np.ndarray, np.ndarray] | None = None
         for gy, gx in tiles:
             top, left = min(round(gy / gy_scale), h - tile), min(round(gx / gx_scale), w - tile)
             fine = self._segment(rgb, top, left, tile, work_hw, flip=s.crop_flip)
@@ -458,11 +458,12 @@ class PortraitMatting:
                 further = thin_removals(mask[window], tile_person, inside[window], reach=farther, attach=s.zoom_attach)
                 further &= ~removed
                 if further.any():
-                    if image is None:
-                        image = (
+                    if shade_inputs is None:
+                        small = (
                             rgb if work_hw == (h, w) else cv2.resize(rgb, work_hw[::-1], interpolation=cv2.INTER_AREA)
                         )
-                        depth = _distance_to(~mask)
+                        shade_inputs = (small, _distance_to(~mask))
+                    image, depth = shade_inputs
                     deep = depth[window] > reach
                     removed |= self._shaded(image[window], prob[window], mask[window], further, deep, reach)
             out[window][removed] = fine[window][removed]
