@@ -10,6 +10,11 @@ looked for), the verdict and the warning. A false person is an image without peo
 carries no warning; a miss is an image with a person that is empty or flagged.
 
     .venv/bin/python -m benchmarks.bench_person
+    .venv/bin/python -m benchmarks.bench_person --variants --faces-anywhere  # every copy, faces off the person too
+
+`--variants`: each picture also mirrored, at half size, as JPEG-60 and in grey (`bench_route_priors.VARIANTS`), the
+rates per copy. `--faces-anywhere`: the check before faces had to lie on the person (any face the detectors report
+counts: `face_inside` 0, `face_largest` unbounded).
 """
 
 from __future__ import annotations
@@ -25,8 +30,9 @@ import torch
 from skimage import data as skdata
 from skimage.util import img_as_ubyte
 
+from benchmarks.bench_route_priors import VARIANTS
 from p3m.data.synth import _background
-from p3m.infer.portrait import PortraitMatting
+from p3m.infer.portrait import PortraitMatting, PortraitSettings
 from tests.paths import PORTRAITS, TEST_DATA
 
 NO_PEOPLE = (
@@ -77,24 +83,33 @@ def check(route: PortraitMatting, images: dict[str, np.ndarray], person: bool) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="write the rows here")
+    parser.add_argument("--variants", action="store_true", help="also mirrored, half-size, JPEG-60 and grey copies")
+    parser.add_argument("--faces-anywhere", action="store_true", help="any face counts, on the person or not")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    route = PortraitMatting()
+    settings = PortraitSettings(face_inside=0.0, face_largest=float("inf")) if args.faces_anywhere else None
+    route = PortraitMatting(settings)
     header = f"  {'image':26s} {'matte':>6s} {'agree':>6s} {'conf.':>6s} {'face':>6s}  {'verdict':17s} result"
-    print(f"images without people\n{header}")
-    empty = check(route, without_people(), person=False)
-    print(f"\nimages with people\n{header}")
-    people = check(route, with_people(), person=True)
-    false_person = sum(r["wrong"] for r in empty)
-    kept = sum(r["matte"] > 0 for r in empty)
-    missed = sum(r["wrong"] for r in people)
-    print(
-        f"\nfalse-person rate: {false_person}/{len(empty)} images without people "
-        f"({kept} with a non-empty matte, each flagged unless counted here); "
-        f"miss rate: {missed}/{len(people)} images with people"
-    )
+    copies = VARIANTS if args.variants else {"original": VARIANTS["original"]}
+    rows: dict[str, Any] = {}
+    for copy, alter in copies.items():
+        print(f"\n== {copy}\nimages without people\n{header}")
+        empty = check(route, {k: alter(v, v)[0] for k, v in without_people().items()}, person=False)
+        print(f"\nimages with people\n{header}")
+        people = check(route, {k: alter(v, v)[0] for k, v in with_people().items()}, person=True)
+        rows[copy] = {"without_people": empty, "with_people": people}
+    for copy, found in rows.items():
+        empty, people = found["without_people"], found["with_people"]
+        false_person = [r["image"] for r in empty if r["wrong"]]
+        kept = sum(r["matte"] > 0 for r in empty)
+        missed = [r["image"] for r in people if r["wrong"]]
+        print(
+            f"{copy}: false-person rate {len(false_person)}/{len(empty)} images without people {false_person} "
+            f"({kept} with a non-empty matte, each flagged unless counted here); "
+            f"miss rate {len(missed)}/{len(people)} images with people {missed}"
+        )
     if args.json:
-        args.json.write_text(json.dumps({"without_people": empty, "with_people": people}, indent=1))
+        args.json.write_text(json.dumps(rows, indent=1, default=float))
 
 
 if __name__ == "__main__":

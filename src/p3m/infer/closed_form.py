@@ -407,6 +407,7 @@ def solve_band(
     maxiter: int = 1000,
     ridge: float = 1e-6,
     data: tuple[np.ndarray, np.ndarray] | None = None,
+    first_try: str = "ic0",
 ) -> BandSolution:
     """Alpha of a {0, 128, 255} trimap's unknown pixels by closed-form matting, never failing (module doc).
 
@@ -416,8 +417,14 @@ def solve_band(
     the Laplacian's own weights. `data` (weight HxW >= 0, target HxW in [0, 1]) adds a per-pixel data term:
     (L + diag(ridge + weight)) a = -L_UK a_K + ridge guess + weight target on the unknown pixels (Robust
     Matting's, `p3m.infer.band_sampling`). When every solve fails, the unknown pixels take the guess (method
-    "guess").
+    "guess"). `first_try`: the fallback to start from (a `METHODS` entry from "ic0" to "jacobi, eps x100"): a
+    second solve of a system like one that needed a fallback starts where that one answered, instead of failing
+    again on the way (the method it reports stays relative to `eps`).
     """
+    attempts = [("ic0", k) for k in EPS_STEPS] + [("jacobi", EPS_STEPS[-1])]
+    names = [_method(*attempt) for attempt in attempts]
+    if first_try not in names:
+        raise ValueError(f"first_try must be one of {', '.join(names)}, got {first_try!r}")
     unknown = trimap == 128
     alpha = (trimap == 255).astype(np.float32)
     if not unknown.any():
@@ -431,8 +438,7 @@ def solve_band(
         extra = np.asarray(data[0], np.float64).ravel()[flat]
         weight += extra
         pull = pull + extra * np.asarray(data[1], np.float64).ravel()[flat]
-    attempts = [("ic0", k) for k in EPS_STEPS] + [("jacobi", EPS_STEPS[-1])]
-    for preconditioner, factor in attempts:
+    for preconditioner, factor in attempts[names.index(first_try) :]:
         (indptr, indices, values), rhs, _ = band_laplacian(
             img, unknown, alpha.astype(np.float64), eps * factor, lower=True
         )

@@ -74,20 +74,25 @@ No trained P3M-Net checkpoint is needed. For an RGB image (HxWx3 uint8), at a wo
    ambiguous. So the first solve (to the looser `coarse_rtol`) places the transition, and a second one
    (`p3m.infer.tight_band.tight_trimap`) draws it on the band narrowed to where the first alpha is fractional
    (in (`tight_low`, `tight_high`), grown by `tight_reach`), known person and background elsewhere, started
-   from the first alpha, with the same data term; near the hair widening of step 5 the band stays as it was
-   (faint strands are fractional too), and a narrowed part with known pixels of one side only (a gap enclosed
-   by the person) keeps the first alpha (`one_sided`). Then a contrast stretch about 0.5 by up to
-   `step_contrast` (`p3m.infer.step_edges.sharpen_steps`) where the transition is a step the solve blurred:
+   from the first alpha, with the same data term and at the first solve's fallback (`solve_band`'s `first_try`:
+   the narrow band's system is a part of the first's, so it does not fail again where the first did); near the
+   hair widening of step 5 the band stays as it was (faint strands are fractional too), and a narrowed part with
+   known pixels of one side only (a gap enclosed by the person) keeps the first alpha (`one_sided`). Then a
+   contrast stretch about 0.5 by up to `step_contrast` (`p3m.infer.step_edges.sharpen_steps`) where the
+   transition is a step the solve blurred:
    where the person's and the background's colours round a pixel are close (the solve's fractional values
    there are a guess: soft ramps and haze on low-contrast edges) and the alpha is smooth (strands make it
    textured); values within `clean` of 0 or 1 snapped to them (the solver's ripple in flat regions); bilinear
    upsampling to the image's size.
-7. **Person check**: a person is believed to be there when a face is found (MediaPipe's face detector,
-   short then full range, at their own thresholds) or when the pose network's mask agrees with the selfie
-   mask (IoU >= `person_agree`) and most of the selfie mask is confident (>= `person_confident`); where step 3
+7. **Person check**: a person is believed to be there when a face is found on the person (MediaPipe's face
+   detector, short then full range, at their own thresholds; at least `face_inside` of the face's box on the
+   selfie mask and the box at most `face_largest` of the mask's area, `p3m.infer.priors.face_on_person`: the
+   detectors also find faces on animals and drawings, a cat's filling most of its mask) or when the pose
+   network's mask agrees with the selfie mask (IoU >= `person_agree`, the agreement step 3 measured before the
+   pose changed the prior) and most of the selfie mask is confident (>= `person_confident`); where step 3
    ran the pose network, its agreement is asked first and the face detectors only when it does not settle
-   the question, else the face detectors first and the pose network only when they find no face; otherwise
-   the matte is kept and the result carries a warning (`RouteResult.warning`). It runs in a second thread
+   the question, else the face detectors first and the pose network only when they find no face on the person;
+   otherwise the matte is kept and the result carries a warning (`RouteResult.warning`). It runs in a second thread
    beside step 6, which it does not depend on (its networks and the solver release the GIL).
 
 Measured on the 12 real test portraits: benchmarks/bench_portrait.py and benchmarks/RESULTS.md; the person
@@ -98,6 +103,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -111,6 +117,7 @@ from p3m.infer.priors import (
     agreement,
     blend_in,
     edge_tiles,
+    face_on_person,
     hand_roi_from_pose,
     hand_seeds,
     hysteresis_mask,
@@ -126,7 +133,7 @@ from p3m.infer.tight_band import one_sided, tight_trimap
 from p3m.models.face_detector import FaceDetector
 from p3m.models.graph_session import GraphSession, open_graph
 from p3m.models.hand_landmark import HandLandmarker
-from p3m.models.mediapipe_calculators import RotatedRect
+from p3m.models.mediapipe_calculators import Detection, RotatedRect
 from p3m.models.pose_detector import pose_roi
 from p3m.models.pose_landmark import Pose, PoseLandmarker
 from p3m.models.shipped_weights import selfie_weights_path
@@ -211,6 +218,8 @@ class PortraitSettings:
     person_check: bool = True  # say when no person is recognised (RouteResult.warning)
     person_agree: float = 0.4  # person check: pose mask vs selfie mask IoU ...
     person_confident: float = 0.7  # ... with at least this share of the selfie mask >= seed_threshold
+    face_inside: float = 0.5  # a face counts when at least this share of its box is on the selfie mask ...
+    face_largest: float = 0.5  # ... and its box is at most this share of the mask's area (a cat's face: 0.6)
     cf_eps: float = 1e-6  # closed-form regulariser (10x pymatting's: smoother hair on busy backgrounds)
     band_data: float = 0.03  # strength of the band solve's data term from sampled colours (0: off)
     rtol: float = 1e-4  # conjugate-gradient tolerance (relative residual)
@@ -228,6 +237,13 @@ class PortraitSettings:
         background between the limbs told by colour, `gap_colour`, included), or with `limbs` the hand landmarks
         too (`hands`: a second network where the pose sees a wrist and the selfie prior is weak round it)."""
         return cls(hands=limbs)
+
+
+def _pose_agreement(pose: Pose | None, mask: np.ndarray) -> float:
+    """IoU of the pose network's person mask (at 0.5) with the selfie `mask` (HxW bool); 0 without a pose. The route
+    measures it once, on the selfie mask before the pose changes the prior (on a grey photo the prior becomes the
+    lower of the two: the pose would then agree with itself), to trust the pose prior and for the person check."""
+    return agreement(pose.segmentation >= 0.5, mask) if pose is not None else 0.0
 
 
 def _distance_to(mask: np.ndarray) -> np.ndarray:
@@ -668,7 +684,8 @@ class PortraitMatting:
         narrow = tight_trimap(trimap, first.alpha, low=s.tight_low, high=s.tight_high, reach=reach, keep=keep)
         # the first band's data term holds on the narrow one: its samples are known pixels of the first trimap,
         # which stay known; on pixels the narrowing made known it is never read
-        second = solve_band(image, narrow, first.alpha, eps=s.cf_eps, rtol=s.rtol, data=data)
+        # the narrow band's system is the first one's, fewer rows: it starts at the fallback that answered there
+        second = solve_band(image, narrow, first.alpha, eps=s.cf_eps, rtol=s.rtol, data=data, first_try=first.method)
         if second.method == "guess":  # no solve answered on the narrow band: the first stands
             return first
         alpha = second.alpha  # "none" (nothing fractional): the first alpha rounded, as everywhere off the transition
@@ -680,46 +697,67 @@ class PortraitMatting:
 
     # -- 7. person check ----------------------------------------------------------------------------------
 
-    def face_score(self, image: np.ndarray) -> float:
-        """Best score of a face MediaPipe's detectors report in `image` (short range, then full range when the
-        short one finds none), at their own thresholds; 0 when none."""
+    def faces(self, image: np.ndarray) -> Iterator[list[Detection]]:
+        """The faces MediaPipe's detectors report in `image` (HxWx3 uint8), at their own thresholds, in its pixels:
+        the short-range detector's, then (when asked for more) the full-range one's, each a list, best first."""
         detectors = self._loaded(
             "_faces",
             lambda: tuple(FaceDetector(v, device=self.device, runtime=self.runtime) for v in ("short", "full")),
         )
         for detector in detectors:
             with self._lock:
-                faces = detector.detect(image)
-            if faces:
-                return max(f.score for f in faces)
+                found = detector.detect(image)
+            yield found
+
+    def face_score(self, image: np.ndarray) -> float:
+        """Best score of a face MediaPipe's detectors report in `image` (short range, then full range when the
+        short one finds none), at their own thresholds; 0 when none."""
+        for found in self.faces(image):
+            if found:
+                return max(f.score for f in found)
         return 0.0
 
-    def _person(self, image: np.ndarray, mask: np.ndarray, prob: np.ndarray, pose: Pose | None, info: dict) -> str:
+    def faces_on_person(self, image: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
+        """(best score of a face on the person, best score of a face off it): the faces of `faces` (short range,
+        then full range when the short one finds none on the person) judged by `p3m.infer.priors.face_on_person`
+        against the selfie `mask` (HxW bool, `image`'s grid); 0 when none."""
+        s = self.settings
+        off = 0.0
+        for found in self.faces(image):
+            on = [f.score for f in found if face_on_person(f.box, mask, inside=s.face_inside, largest=s.face_largest)]
+            if on:
+                return max(on), off
+            off = max([off, *(f.score for f in found)])
+        return 0.0, off
+
+    def _person(
+        self, image: np.ndarray, mask: np.ndarray, prob: np.ndarray, pose: Pose | None, agree: float, info: dict
+    ) -> str:
         """The person verdict (`p3m.infer.priors.person_verdict`); its evidence goes into `info`.
 
         When the route has run the pose network already (`gap_colour`, `hands`, `limb_gaps`, a greyscale photo's
-        prior), its agreement with
-        the selfie mask is asked first: it costs nothing more, and when it settles the question the face detectors
-        (5-17 ms) do not run. Otherwise the face detectors first (a few ms); the pose network (as costly as the
-        selfie prior) only when they find no face (back views, small or turned heads)."""
+        prior), its agreement `agree` with the selfie mask (`_pose_agreement`, as the route measured it before the
+        pose changed the prior) is asked first: it costs nothing more, and when it settles the question the face
+        detectors (5-17 ms) do not run. Otherwise the face detectors first (a few ms), a face counting only on the
+        person (`face_on_person`); the pose network (as costly as the selfie prior) only when they find no face on
+        the person (back views, small or turned heads)."""
         s = self.settings
         confident = np.count_nonzero(mask & (prob >= s.seed_threshold)) / max(1, int(np.count_nonzero(mask)))
         info["confident"] = round(confident, 4)
-        agree = None
         if pose is not None:
-            agree = agreement(pose.segmentation >= 0.5, mask)
-            info["pose_agreement"] = round(agree, 4)
             verdict = person_verdict(
                 PersonEvidence(0.0, agree, confident), agree=s.person_agree, confident=s.person_confident
             )
             if verdict:
                 return verdict
-        evidence = PersonEvidence(self.face_score(image), agree or 0.0, confident)
-        info["face"] = round(evidence.face, 4)
+        face, off = self.faces_on_person(image, mask)
+        evidence = PersonEvidence(face, agree, confident)
+        info["face"] = round(face, 4)
+        if off > 0:
+            info["face_off_person"] = round(off, 4)
         verdict = person_verdict(evidence, agree=s.person_agree, confident=s.person_confident)
-        if not verdict and s.pose and agree is None:
-            pose = self.pose(image, mask)
-            agree = agreement(pose.segmentation >= 0.5, mask) if pose is not None else 0.0
+        if not verdict and s.pose and pose is None:
+            agree = _pose_agreement(self.pose(image, mask), mask)
             info["pose_agreement"] = round(agree, 4)
             evidence = PersonEvidence(evidence.face, agree, confident)
             verdict = person_verdict(evidence, agree=s.person_agree, confident=s.person_confident)
@@ -763,7 +801,7 @@ class PortraitMatting:
         grey = s.pose and s.grey_pose and found is None and is_greyscale(image)
         limbs = s.hands or s.limb_gaps or s.gap_colour
         pose = found or (self.pose(image, mask) if s.pose and (limbs or grey) else None)
-        agree = agreement(pose.segmentation >= 0.5, mask) if pose is not None else 0.0
+        agree = _pose_agreement(pose, mask)
         trusted = pose is not None and agree >= s.pose_agree
         if grey and trusted and pose is not None:
             # the selfie network, trained on colour, spills onto a grey photo's background where the pose
@@ -797,7 +835,7 @@ class PortraitMatting:
             evidence: dict[str, Any] = {}
             # a person the pose detector found is the verdict itself: the pose's own mask would agree with itself
             check = s.person_check and found is None
-            checked = beside.submit(self._person, image, mask, prob, pose, evidence) if check else None
+            checked = beside.submit(self._person, image, mask, prob, pose, agree, evidence) if check else None
             solution = self.solve(image, tri, mask.astype(np.float32), hair)
             alpha = solution.alpha
             info["solver"] = solution.method

@@ -6,7 +6,7 @@ functions turn them into the route's decisions: where the zoomed pass looks alon
 (`edge_tiles`) and which of its removals are believed (`thin_removals`), which of the prior's components are the
 person (`hysteresis_mask`), where the pose mask is trusted
 (`agreement`), where limbs leave gaps the selfie mask fills (`limb_gaps`), where hands are (`hand_roi_from_pose`,
-`hand_seeds`), and whether a person is there at all (`PersonEvidence`, `person_verdict`).
+`hand_seeds`), and whether a person is there at all (`face_on_person`, `PersonEvidence`, `person_verdict`).
 
 Conventions: masks are HxW bool, probabilities HxW float32 in [0, 1]; pose landmarks (33, 4) x, y in pixels of
 the same grid, z, visibility in [0, 1] (MediaPipe's order, `p3m.models.pose_landmark.LANDMARKS`); hand landmarks
@@ -31,6 +31,7 @@ __all__ = [
     "agreement",
     "blend_in",
     "edge_tiles",
+    "face_on_person",
     "hand_roi_from_pose",
     "hand_seeds",
     "hysteresis_mask",
@@ -298,12 +299,42 @@ def hand_seeds(
     return seeds.astype(bool), zone.astype(bool)
 
 
+def face_on_person(box: Sequence[float] | np.ndarray, mask: np.ndarray, *, inside: float, largest: float) -> bool:
+    """Whether a face detector's box is the face of the person in `mask`, by where it lies and how large it is.
+
+    A face detector reports faces on animals, drawings and textures (a cat's face, a logo's snake). A person's face
+    lies on the person, so on the person's mask, and is a part of it: the mask holds the hair, ears, chin and neck
+    round the face too (a head is about twice the area of its face box), and in a photo to be matted the shoulders.
+    A cat's face that fills the frame is most of the animal's mask.
+
+    Parameters
+    ----------
+    box : (x0, y0, x1, y1), pixels of the mask's grid; it may reach past the image's edge (a face cut by it).
+    mask : HxW bool, the person's mask (the route's selfie mask).
+    inside : float in [0, 1]. At least this share of the box's pixels inside the image must be in the mask.
+    largest : float > 0. The box's area (all of it) must be at most this times the mask's pixel count.
+
+    Returns
+    -------
+    bool. False for a box with no pixel inside the image, or an empty mask.
+    """
+    h, w = mask.shape
+    x0, y0, x1, y1 = (float(v) for v in box)
+    c0, r0 = max(0, math.floor(x0)), max(0, math.floor(y0))
+    c1, r1 = min(w, math.ceil(x1)), min(h, math.ceil(y1))
+    area = int(np.count_nonzero(mask))
+    if c1 <= c0 or r1 <= r0 or area == 0:
+        return False
+    share = np.count_nonzero(mask[r0:r1, c0:c1]) / ((r1 - r0) * (c1 - c0))
+    return bool(share >= inside and (x1 - x0) * (y1 - y0) <= largest * area)
+
+
 @dataclass(frozen=True)
 class PersonEvidence:
     """What the route saw of a person: ``face`` the best score of a face the detectors reported at their own
-    thresholds (0 when none, or not looked for), ``agreement`` IoU of the pose network's person mask with the
-    selfie mask (0 when not computed), ``confident`` share of the selfie mask where the selfie prior is
-    confident (>= its seed threshold)."""
+    thresholds on the person (`face_on_person`; 0 when none, or not looked for), ``agreement`` IoU of the pose
+    network's person mask with the selfie mask (0 when not computed), ``confident`` share of the selfie mask where
+    the selfie prior is confident (>= its seed threshold)."""
 
     face: float = 0.0
     agreement: float = 0.0
@@ -313,9 +344,10 @@ class PersonEvidence:
 def person_verdict(evidence: PersonEvidence, *, agree: float, confident: float) -> str:
     """Why the route believes a person is there ("face", "two priors agree"), or "" when it does not.
 
-    A face was reported; or the pose network's mask overlaps the selfie mask by at least `agree` (IoU) while
-    at least `confident` of the selfie mask is confident. Objects the selfie network takes for a person (a
-    cup, a cat, a fundus photo) have neither: no face, and the pose network sees another shape.
+    A face was reported on the person (`face_on_person`); or the pose network's mask overlaps the selfie mask by at
+    least `agree` (IoU) while at least `confident` of the selfie mask is confident. Objects the selfie network takes
+    for a person (a cup, a cat, a fundus photo) have neither: no face on the mask (a face detector's false face on
+    a cat fills most of the animal's mask), and the pose network sees another shape.
     """
     if evidence.face > 0:
         return "face"
