@@ -43,12 +43,17 @@ first alpha is fractional (`p3m.infer.tight_band`).
 stretch, the tight second solve, the gaps' colour test by default and the two greyscale steps all off: the mattes
 of f1ae4f2), "new" the default route.
 
+`--pair limbs`: "old" is the default route without this round's limb rules (`PortraitSettings(forearm_core=0,
+legs_cut=False, gap_known=False)`), "new" the default route: the forearms' middle known person
+(`p3m.infer.priors.limb_cores`), the legs' gap polygon where the frame cuts the legs off, and the gaps' colour
+verdict per pixel known background where the pose mask agrees.
+
 `--pair shade`: "old" is the default route whose zoomed pass removes only within `zoom_reach` of the background
 (`PortraitSettings(zoom_unsure=0)`), "new" the default route: where the coarse prior is unsure the tile's removals
 reach farther, kept where their chromaticity says shaded background (`p3m.infer.spill.background_by_chromaticity`).
 
     P3M_TESTDATA=DIR .venv/bin/python -m benchmarks.bench_route_priors \
-        [--pair priors|spill|eps|sampled|zoom|gaps|grey|steps|tight|combined|shade] [--repeat 3] [--json F]
+        [--pair priors|spill|eps|sampled|zoom|gaps|grey|steps|tight|combined|limbs|shade] [--repeat 3] [--json F]
 
 Needs the P3M demo portraits (`JizhiziLi/P3M` demo/imgs) in $P3M_TESTDATA; exits with a message without it.
 """
@@ -96,6 +101,8 @@ PAIRS = {
         PortraitSettings(step_contrast=1.0, tight_band=False, gap_colour=False, grey_pose=False, pose_rescue=False),
         PortraitSettings(),
     ),
+    # the default route without and with the forearms' cores, the legs cut by the frame and the gaps' known background
+    "limbs": (PortraitSettings(forearm_core=0.0, legs_cut=False, gap_known=False), PortraitSettings()),
     # the zoomed pass's removals within its reach only, and farther where the prior is unsure and the shade says so
     "shade": (PortraitSettings(zoom_unsure=0.0), PortraitSettings()),
 }

@@ -2,7 +2,9 @@
 
 The route runs once over the shared test portraits (and their mirror images) with `gap_colour` on, and the inputs
 of each replaced step are recorded there: the prior's hysteresis mask (`PortraitMatting.mask`), the trimap's
-"near the strands beyond the band" (`_near`), the gaps' colour verdict (`p3m.infer.spill.background_in_gaps`), and
+"near the strands beyond the band" (`_near`), the gaps' colour verdict (per pixel, before its smoothing:
+`p3m.infer.spill.background_colour_in_gaps`, which the route calls since the gaps' known background; the
+previous code with no smoothing), and
 the MediaPipe crops' and warps' resampling (`p3m.models.mediapipe_calculators._remap_bilinear`). Then each step
 runs on those inputs as the previous code (`tests/reference/route_before.py`; the numpy resampling) and as the
 new one, interleaved round by round in one process (so the ratios come from the same machine state), thread CPU
@@ -54,7 +56,7 @@ def record_inputs() -> tuple[dict[str, list], list[np.ndarray]]:
     undo = [
         _record(portrait_module, "hysteresis_mask", calls["mask"]),
         _record(portrait_module, "_near", calls["near"]),
-        _record(portrait_module, "background_in_gaps", calls["gaps"]),
+        _record(portrait_module, "background_colour_in_gaps", calls["gaps"]),
         _record(calculators, "_remap_bilinear", calls["remap"]),
     ]
     images = []
@@ -69,12 +71,17 @@ def record_inputs() -> tuple[dict[str, list], list[np.ndarray]]:
     return calls, images
 
 
+def _previous_verdict_per_pixel(*args: Any, **kwargs: Any) -> np.ndarray:
+    """The previous gaps' colour verdict without its smoothing: what `background_colour_in_gaps` returns."""
+    return previous_background_in_gaps(*args, smooth=0.0, **kwargs)
+
+
 def _pairs(calls: dict[str, list]) -> dict[str, tuple[Callable, Callable, list]]:
     """step -> (previous code, new code, recorded calls)."""
     return {
         "mask (hysteresis)": (previous_mask, hysteresis_mask, calls["mask"]),
         "trimap: near the strands": (lambda m, r: _distance_to(m) <= r, portrait_module._near, calls["near"]),
-        "gaps' colour verdict": (previous_background_in_gaps, spill.background_in_gaps, calls["gaps"]),
+        "gaps' colour verdict": (_previous_verdict_per_pixel, spill.background_colour_in_gaps, calls["gaps"]),
         "MediaPipe resampling": (calculators._remap_bilinear_numpy, calculators._remap_bilinear, calls["remap"]),
     }
 

@@ -310,10 +310,10 @@ def test_a_false_face_on_a_cat_does_not_make_it_a_person(route):
 
 @pytest.mark.slow
 def test_without_the_gaps_test_the_pose_network_runs_only_when_no_face_settles_the_person_check():
-    """The pose network costs about what the selfie prior costs: without the gaps' colour test (on by default,
-    which runs it on every image) it runs for the person check alone, and only when the face detectors find no
-    face (a back view); a frontal face never pays for it."""
-    route = PortraitMatting(PortraitSettings(gap_colour=False))
+    """The pose network costs about what the selfie prior costs: without the gaps' colour test and the forearms'
+    cores (on by default, which run it on every image) it runs for the person check alone, and only when the face
+    detectors find no face (a back view); a frontal face never pays for it."""
+    route = PortraitMatting(PortraitSettings(gap_colour=False, forearm_core=0.0))
     calls = []
     real = route.pose
 

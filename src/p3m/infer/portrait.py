@@ -52,7 +52,12 @@ No trained P3M-Net checkpoint is needed. For an RGB image (HxWx3 uint8), at a wo
    detectors), the background the selfie prior keeps
    inside those polygons, often confidently and with no confident background next to it, leaves the mask
    where its colour is far nearer to the background round the person than to the person outside the gaps
-   (`p3m.infer.spill.background_in_gaps`, nearest samples, the verdict smoothed into regions).
+   (`p3m.infer.spill.background_in_gaps`, nearest samples, the verdict smoothed into regions). With `legs_cut`
+   (on) the polygon between the legs is drawn also where the frame cuts the legs off (both hips visible, both
+   ankles outside the image, each knee between its hip and ankle: the network's own extrapolation of the points
+   it does not see), and with `gap_known` (on) each pixel the colour marks (before the smoothing) where the
+   pose mask says background too is known background in the trimap of step 5: a strip narrower than the band
+   holds no known background, and matting, with person on both sides, would fill it again.
 4. **Hands** (`hands`, needs a trusted pose): MediaPipe's hand landmarks on a crop from the pose's wrist and
    knuckles (no palm detector), for each hand in the image whose wrist is visible and where the selfie prior
    is weak round it; their bones become known foreground and a zone round them unknown, so closed-form
@@ -60,7 +65,11 @@ No trained P3M-Net checkpoint is needed. For an RGB image (HxWx3 uint8), at a wo
 5. **Trimap**: unknown within `band` (fraction of the long side) of the mask's edge, widened where fine
    high-contrast structure (hair) continues beyond that band: outward up to `hair_out`, and inward up to
    `hair_in` next to such hair; "fine structure" is local high-pass energy above `hair_contrast` times the
-   background's median (and above a noise floor), so textured backgrounds raise their own bar.
+   background's median (and above a noise floor), so textured backgrounds raise their own bar. With a trusted
+   pose, the middle of each forearm whose elbow and wrist are visible is known person (`forearm_core`, 0.5 of
+   the limb's width: `p3m.infer.priors.limb_cores`, inside the pose mask less the gaps' dropped background and
+   where the selfie prior is not sure of background): a forearm against a background of its own colour is
+   otherwise lost by the solve, which has only the clothes as known person next to it.
 6. **Refinement**: closed-form matting (Levin et al. 2008) on the unknown pixels only
    (`p3m.infer.closed_form.solve_band`, which falls back to stronger regularisation, another preconditioner,
    then the mask itself rather than fail), started from the mask, with epsilon `cf_eps` 1e-6 (10x Levin's and
@@ -121,13 +130,21 @@ from p3m.infer.priors import (
     hand_roi_from_pose,
     hand_seeds,
     hysteresis_mask,
+    limb_cores,
     limb_gaps,
     person_verdict,
     square_around,
     thin_removals,
 )
 from p3m.infer.resize import shrunk, working_size
-from p3m.infer.spill import background_by_chromaticity, background_by_colour, background_in_gaps, parts_mostly
+from p3m.infer.spill import (
+    GAP_SMOOTH,
+    background_by_chromaticity,
+    background_by_colour,
+    background_colour_in_gaps,
+    parts_mostly,
+    verdict_regions,
+)
 from p3m.infer.step_edges import high_pass_energy, sharpen_steps
 from p3m.infer.tight_band import one_sided, tight_trimap
 from p3m.models.face_detector import FaceDetector
@@ -161,6 +178,9 @@ STEPS = ("prior", "pose", "hands", "trimap", "refine", "person", "upsample")
 
 # high-pass energy below this (about one grey level) is noise: the bar for "fine structure" on a flat background
 _NOISE_FLOOR = 0.005
+# the forearms' cores stay off pixels where the selfie prior is this sure of background (the pose network's mask,
+# blurrier, reaches further)
+_SURE_BACKGROUND = 0.05
 # the zoomed pass: its tiles are at least this many image px (below it the network sees texture, not a person),
 # and only their middle counts: this fraction of the side at each edge inside the image is the crop's margin
 _MIN_TILE = 64
@@ -211,6 +231,9 @@ class PortraitSettings:
     limb_gaps: bool = False  # pose mask in the gaps between limbs (off: +2.8 SAD on a mirrored test photo)
     gap_colour: bool = True  # background by nearest colour in the gaps between limbs (runs the pose network)
     gap_feather: float = 0.005  # pose mask blended into the limb gaps over this (std. dev., of the long side)
+    legs_cut: bool = True  # the legs' gap polygon also where the frame cuts the legs off (knees, ankles not seen)
+    gap_known: bool = True  # gaps' colour test: its pixels where the pose mask says background too, known background
+    forearm_core: float = 0.5  # known person along elbow-wrist, this fraction of the forearm's width (0: off)
     hands: bool = False  # hand landmarks where the pose sees a wrist and the selfie prior is weak (a second network)
     hand_weak: float = 0.95  # "weak": mean selfie prior over the hand's crop below this
     hand_bone: float = 0.05  # hand seeds: bones this wide (fraction of the hand's size) and the palm
@@ -735,12 +758,12 @@ class PortraitMatting:
     ) -> str:
         """The person verdict (`p3m.infer.priors.person_verdict`); its evidence goes into `info`.
 
-        When the route has run the pose network already (`gap_colour`, `hands`, `limb_gaps`, a greyscale photo's
-        prior), its agreement `agree` with the selfie mask (`_pose_agreement`, as the route measured it before the
-        pose changed the prior) is asked first: it costs nothing more, and when it settles the question the face
-        detectors (5-17 ms) do not run. Otherwise the face detectors first (a few ms), a face counting only on the
-        person (`face_on_person`); the pose network (as costly as the selfie prior) only when they find no face on
-        the person (back views, small or turned heads)."""
+        When the route has run the pose network already (`gap_colour`, `forearm_core`, `hands`, `limb_gaps`, a
+        greyscale photo's prior), its agreement `agree` with the selfie mask (`_pose_agreement`, as the route
+        measured it before the pose changed the prior) is asked first: it costs nothing more, and when it settles
+        the question the face detectors (5-17 ms) do not run. Otherwise the face detectors first (a few ms), a face
+        counting only on the person (`face_on_person`); the pose network (as costly as the selfie prior) only when
+        they find no face on the person (back views, small or turned heads)."""
         s = self.settings
         confident = np.count_nonzero(mask & (prob >= s.seed_threshold)) / max(1, int(np.count_nonzero(mask)))
         info["confident"] = round(confident, 4)
@@ -796,10 +819,10 @@ class PortraitMatting:
             return RouteResult(np.zeros((h, w), np.float32), NO_PERSON, {"person": ""}, timings)
         info: dict[str, Any] = {"prior": "pose detector" if found is not None else "selfie"}
         # the pose network runs here for the steps that use its landmarks or mask (hands, limb gaps, the gaps' colour
-        # test, on by default; a greyscale photo's prior); without them the person check asks for it later, and only
-        # when no face settles that question
+        # test and the forearms' cores, on by default; a greyscale photo's prior); without them the person check
+        # asks for it later, and only when no face settles that question
         grey = s.pose and s.grey_pose and found is None and is_greyscale(image)
-        limbs = s.hands or s.limb_gaps or s.gap_colour
+        limbs = s.hands or s.limb_gaps or s.gap_colour or s.forearm_core > 0
         pose = found or (self.pose(image, mask) if s.pose and (limbs or grey) else None)
         agree = _pose_agreement(pose, mask)
         trusted = pose is not None and agree >= s.pose_agree
@@ -811,24 +834,42 @@ class PortraitMatting:
             info["prior"] = "selfie and pose (greyscale)"
         if pose is not None:
             info["pose_agreement"], info["pose_prior"] = round(agree, 4), trusted
+        dropped = np.zeros_like(mask)  # what the gaps' colour test took out of the mask
+        known_background = np.zeros_like(mask)  # ... and of it, what the trimap takes as known background
         if pose is not None and trusted and (s.limb_gaps or s.gap_colour):
-            gaps = limb_gaps(pose.landmarks, mask.shape, min_visibility=s.limb_visibility)
+            gaps = limb_gaps(pose.landmarks, mask.shape, min_visibility=s.limb_visibility, legs_cut=s.legs_cut)
             if gaps.any() and s.limb_gaps:
                 prob = blend_in(prob, pose.segmentation, gaps, s.gap_feather * max(hw, ww))
                 mask = self.mask(prob)
             if gaps.any() and s.gap_colour:
-                prob = self._drop(prob, background_in_gaps(image, prob, mask, gaps))
+                marked = background_colour_in_gaps(image, prob, mask, gaps)
+                dropped = verdict_regions(marked, mask & gaps, round(GAP_SMOOTH * max(hw, ww)))
+                prob = self._drop(prob, dropped)
                 mask = self.mask(prob)
+                if s.gap_known:
+                    # a background strip between the limbs narrower than the band holds no known background, and
+                    # matting, with person on both sides, fills it again: where the pose network's mask says
+                    # background too, each pixel the colour marks is known (the smoothing's disc would drop a strip
+                    # narrower than itself)
+                    known_background = marked & (pose.segmentation < 0.5)
         lap("pose")
         hands = self.hands(image, pose, prob) if pose is not None and trusted and s.hands and mask.any() else []
         info["hands"] = len(hands)
         lap("hands")
         tri, hair = self.band(mask, image)
+        tri[known_background] = 0
         if hands:
             seeds, zone = hand_seeds(hands, mask.shape, bone_width=s.hand_bone, zone_width=s.hand_zone)
             tri[zone] = 128
             tri[seeds] = 255
             mask = mask | seeds
+        if pose is not None and trusted and s.forearm_core > 0:
+            # a forearm against a background of its own colour (skin on a sandy road) is lost by the band's solve,
+            # which has only the person's other colours (clothes) as known person next to it: its middle, where
+            # the pose network's mask and its landmarks put the limb, is known person
+            support = (pose.segmentation >= 0.5) & ~dropped & (prob >= _SURE_BACKGROUND)
+            core = limb_cores(pose.landmarks, support, fraction=s.forearm_core, min_visibility=s.limb_visibility)
+            tri[core] = 255
         lap("trimap")
         # the person check needs nothing of the solve: it runs beside it, on the other core when there is one
         with ThreadPoolExecutor(max_workers=1) as beside:

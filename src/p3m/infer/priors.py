@@ -5,8 +5,9 @@ and person mask (`p3m.models.pose_landmark`) and MediaPipe's hand landmarks (`p3
 functions turn them into the route's decisions: where the zoomed pass looks along the person's edge
 (`edge_tiles`) and which of its removals are believed (`thin_removals`), which of the prior's components are the
 person (`hysteresis_mask`), where the pose mask is trusted
-(`agreement`), where limbs leave gaps the selfie mask fills (`limb_gaps`), where hands are (`hand_roi_from_pose`,
-`hand_seeds`), and whether a person is there at all (`face_on_person`, `PersonEvidence`, `person_verdict`).
+(`agreement`), where limbs leave gaps the selfie mask fills (`limb_gaps`), which part of each forearm is surely
+person (`limb_cores`), where hands are (`hand_roi_from_pose`, `hand_seeds`), and whether a person is there at all
+(`face_on_person`, `PersonEvidence`, `person_verdict`).
 
 Conventions: masks are HxW bool, probabilities HxW float32 in [0, 1]; pose landmarks (33, 4) x, y in pixels of
 the same grid, z, visibility in [0, 1] (MediaPipe's order, `p3m.models.pose_landmark.LANDMARKS`); hand landmarks
@@ -35,6 +36,7 @@ __all__ = [
     "hand_roi_from_pose",
     "hand_seeds",
     "hysteresis_mask",
+    "limb_cores",
     "limb_gaps",
     "person_verdict",
     "square_around",
@@ -56,6 +58,16 @@ _GAPS = (
     tuple(_pose(n) for n in ("left_shoulder", "left_elbow", "left_wrist", "left_hip")),
     tuple(_pose(n) for n in ("right_shoulder", "right_elbow", "right_wrist", "right_hip")),
     tuple(_pose(n) for n in ("left_hip", "left_knee", "left_ankle", "right_ankle", "right_knee", "right_hip")),
+)
+# the legs' polygon of a person cut off by the frame: hip, knee, ankle of each leg
+_LEGS = (
+    tuple(_pose(n) for n in ("left_hip", "left_knee", "left_ankle")),
+    tuple(_pose(n) for n in ("right_hip", "right_knee", "right_ankle")),
+)
+# the bones `limb_cores` draws: elbow to wrist
+_FOREARMS = (
+    (_pose("left_elbow"), _pose("left_wrist")),
+    (_pose("right_elbow"), _pose("right_wrist")),
 )
 _HAND_BONES = tuple(
     (_hand(a), _hand(b))
@@ -224,19 +236,95 @@ def _points(landmarks: np.ndarray, ids: Sequence[int], min_visibility: float) ->
     return np.round(landmarks[list(ids), :2]).astype(np.int32)
 
 
-def limb_gaps(landmarks: np.ndarray, shape: tuple[int, int], *, min_visibility: float = 0.5) -> np.ndarray:
+def limb_gaps(
+    landmarks: np.ndarray, shape: tuple[int, int], *, min_visibility: float = 0.5, legs_cut: bool = False
+) -> np.ndarray:
     """HxW bool: where background can show between a limb and the body, from pose landmarks (33, 4).
 
     The polygons shoulder-elbow-wrist-hip on each side (between an arm and the torso) and hip-knee-ankle of
     both legs (between the legs), each only when all its points are at least `min_visibility` visible. The
     polygons cover the limbs' own inner halves too: a caller trusts another prior there, not "background".
+
+    With `legs_cut`, the legs' polygon is drawn too where the frame cuts the legs off (`legs_out_of_frame`): the
+    network still places the knees and ankles it does not see, with a low visibility, and between the thighs of
+    a person photographed down to the knees the background shows as it does between whole legs.
     """
     out = np.zeros(shape, np.uint8)
     for ids in _GAPS:
         points = _points(landmarks, ids, min_visibility)
+        if points is None and legs_cut and ids == _GAPS[2] and legs_out_of_frame(landmarks, shape, min_visibility):
+            points = np.round(landmarks[list(ids), :2]).astype(np.int32)
         if points is not None:
             cv2.fillPoly(out, [points], 1)
     return out.astype(bool)
+
+
+def legs_out_of_frame(landmarks: np.ndarray, shape: tuple[int, int], min_visibility: float = 0.5) -> bool:
+    """Whether pose landmarks (33, 4) say the legs run out of the image (`shape` = (H, W)): both hips at least
+    `min_visibility` visible, both ankles outside the image, and each knee between its hip and ankle (its
+    projection on the hip-ankle line at 0.2-0.8 of the way: a leg the network extrapolated whole, not a guess
+    folded back into the frame)."""
+    h, w = shape
+    for hip, knee, ankle in _LEGS:
+        if landmarks[hip, 3] < min_visibility:
+            return False
+        hip_xy, knee_xy, ankle_xy = (landmarks[i, :2].astype(np.float64) for i in (hip, knee, ankle))
+        if 0 <= ankle_xy[0] < w and 0 <= ankle_xy[1] < h:
+            return False
+        leg = ankle_xy - hip_xy
+        along = float(np.dot(knee_xy - hip_xy, leg)) / max(float(np.dot(leg, leg)), 1e-9)
+        if not 0.2 < along < 0.8:
+            return False
+    return True
+
+
+def limb_cores(
+    landmarks: np.ndarray, support: np.ndarray, *, fraction: float, min_visibility: float = 0.5
+) -> np.ndarray:
+    """HxW bool: the middle of each forearm, surely person, from pose landmarks (33, 4) and a person mask.
+
+    Parameters
+    ----------
+    landmarks : (33, 4) pose landmarks (x, y in pixels of `support`'s grid, z, visibility)
+    support : HxW bool, where the limb may be: the cores never leave it
+    fraction : float, each core is a band along the bone elbow-wrist `fraction` times the limb's width: twice the
+        median, over the bone's pixels inside the image, of their distance to the nearest pixel outside `support`
+        (the limb's half-width where the bone runs down its middle; less where a misplaced landmark puts the bone
+        near the limb's edge, and 0 where it lies outside `support`)
+    min_visibility : float, a bone is drawn when both its landmarks are at least this visible
+
+    Returns
+    -------
+    HxW bool, inside `support`. Where the limb is as wide as its median, a core of `fraction` < 1 stays (1 -
+    `fraction`) of the half-width off the limb's edge; where it is narrower (towards the wrist), the core is
+    clipped to `support`.
+    """
+    support = support.astype(bool)
+    h, w = support.shape
+    out = np.zeros((h, w), np.uint8)
+    depth: np.ndarray | None = None
+    for a, b in _FOREARMS:
+        if min(landmarks[a, 3], landmarks[b, 3]) < min_visibility:
+            continue
+        start, end = landmarks[a, :2].astype(np.float64), landmarks[b, :2].astype(np.float64)
+        steps = np.linspace(0.0, 1.0, max(2, math.ceil(math.hypot(*(end - start))) + 1))
+        xy = np.round(start + steps[:, None] * (end - start)).astype(np.int64)
+        xy = xy[(xy[:, 0] >= 0) & (xy[:, 0] < w) & (xy[:, 1] >= 0) & (xy[:, 1] < h)]
+        if xy.size == 0:
+            continue
+        if depth is None:
+            depth = cv2.distanceTransform(support.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        width = 2.0 * fraction * float(np.median(depth[xy[:, 1], xy[:, 0]]))
+        if width >= 1.0:
+            _stroke(out, start, end, round(width))
+    return out.astype(bool) & support
+
+
+def _stroke(canvas: np.ndarray, start: np.ndarray, end: np.ndarray, width: int) -> None:
+    """Draws the segment start-end (x, y pixels, rounded) as 1 into uint8 `canvas`: cv2's line of thickness `width`
+    (round-capped, and 1-2 px wider than the thickness: cv2's rasterisation)."""
+    a, b = (int(np.rint(start[0])), int(np.rint(start[1]))), (int(np.rint(end[0])), int(np.rint(end[1])))
+    cv2.line(canvas, a, b, 1, max(1, width))
 
 
 def blend_in(prob: np.ndarray, other: np.ndarray, zone: np.ndarray, feather: float) -> np.ndarray:
@@ -291,8 +379,8 @@ def hand_seeds(
         thin = max(1, round(bone_width * size))
         wide = max(1, round(2 * zone_width * size))
         for a, b in _HAND_BONES:
-            cv2.line(seeds, (int(p[a, 0]), int(p[a, 1])), (int(p[b, 0]), int(p[b, 1])), 1, thin)
-            cv2.line(zone, (int(p[a, 0]), int(p[a, 1])), (int(p[b, 0]), int(p[b, 1])), 1, wide)
+            _stroke(seeds, p[a], p[b], thin)
+            _stroke(zone, p[a], p[b], wide)
         palm = p[list(_PALM)]
         cv2.fillPoly(seeds, [palm], 1)
         cv2.fillPoly(zone, [palm], 1)

@@ -22,6 +22,7 @@ HxW bool; lengths are fractions of the image's long side, so they mean the same 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import cv2
 import numpy as np
@@ -29,18 +30,23 @@ import numpy as np
 from p3m.infer.resize import mask_resized, shrunk
 
 __all__ = [
+    "GAP_SMOOTH",
     "NO_DENSITY",
     "background_by_chromaticity",
     "background_by_colour",
+    "background_colour_in_gaps",
     "background_in_gaps",
     "chromaticity",
     "gaussian_kernel",
     "local_mean_colour",
     "parts_mostly",
+    "verdict_regions",
 ]
 
 #: `local_mean_colour`'s density at or below this counts as no pixel at all (its mean is 0 there)
 NO_DENSITY = 1e-6
+#: `background_in_gaps`'s smoothing: the disc's radius, fraction of the long side
+GAP_SMOOTH = 0.005
 
 
 def gaussian_kernel(sigma: float) -> np.ndarray:
@@ -153,14 +159,51 @@ def background_in_gaps(
     mask: np.ndarray,
     gaps: np.ndarray,
     *,
+    smooth: float = GAP_SMOOTH,
+    **knobs: Any,
+) -> np.ndarray:
+    """HxW bool: the pixels of `mask` inside `gaps` whose colour is the background's, by the nearest sample, taken
+    in regions: `background_colour_in_gaps` (its arguments and keywords, `knobs`: ratio, ring, foreground,
+    background, step) followed by `verdict_regions`.
+
+    Parameters
+    ----------
+    smooth : float, the verdict is closed then opened with a disc of this radius (fraction of the long side):
+        single pixels of a colour the background also has (a highlight on a sleeve) are not background, and a
+        background region is taken whole (scattered holes in the mask would be filled again by matting)
+
+    Returns
+    -------
+    HxW bool, True where the colour says background (inside `gaps` and `mask` only). Empty when either kind of
+    sample is missing.
+    """
+    verdict = background_colour_in_gaps(image, prob, mask, gaps, **knobs)
+    return verdict_regions(verdict, mask & gaps, round(smooth * max(mask.shape)))
+
+
+def verdict_regions(verdict: np.ndarray, zone: np.ndarray, radius: int) -> np.ndarray:
+    """HxW bool: a per-pixel `verdict` (HxW bool) closed with a disc of `radius` px and kept inside `zone` (HxW
+    bool), then opened with the same disc: scattered marks joined into regions, specks too small for the disc
+    dropped. `radius` 0 returns the verdict as given."""
+    if radius <= 0:
+        return verdict
+    verdict = cv2.morphologyEx(verdict.astype(np.uint8), cv2.MORPH_CLOSE, _disc(radius)).astype(bool) & zone
+    return cv2.morphologyEx(verdict.astype(np.uint8), cv2.MORPH_OPEN, _disc(radius)).astype(bool)
+
+
+def background_colour_in_gaps(
+    image: np.ndarray,
+    prob: np.ndarray,
+    mask: np.ndarray,
+    gaps: np.ndarray,
+    *,
     ratio: float = 2.0,
     ring: float = 0.1,
     foreground: float = 0.95,
     background: float = 0.35,
-    smooth: float = 0.005,
     step: int = 4,
 ) -> np.ndarray:
-    """HxW bool: the pixels of `mask` inside `gaps` whose colour is the background's, by the nearest sample.
+    """HxW bool: `background_in_gaps`'s verdict per pixel, before it is smoothed into regions.
 
     Parameters
     ----------
@@ -174,9 +217,6 @@ def background_in_gaps(
         (fraction of the long side: the background round the person, which the gaps show through)
     foreground : float, the person's samples: prob >= this outside `gaps` (inside them the prior is what is judged)
     background : float, see `ring`
-    smooth : float, the verdict is closed then opened with a disc of this radius (fraction of the long side):
-        single pixels of a colour the background also has (a highlight on a sleeve) are not background, and
-        a background region is taken whole (scattered holes in the mask would be filled again by matting)
     step : int, samples are taken on every `step`-th row and column (the colours, not their positions, count)
 
     Returns
@@ -219,10 +259,6 @@ def background_in_gaps(
             bound = float(reach[group[-1]]) * (1 + 1e-6) + 1e-6
             d_bg[group] = tree.query(judged[group], distance_upper_bound=bound)[0]
     verdict[zone] = (d_fg + 1.0 > ratio * (d_bg + 1.0))[which]
-    r = round(smooth * side)
-    if r > 0:
-        verdict = cv2.morphologyEx(verdict.astype(np.uint8), cv2.MORPH_CLOSE, _disc(r)).astype(bool) & zone
-        verdict = cv2.morphologyEx(verdict.astype(np.uint8), cv2.MORPH_OPEN, _disc(r)).astype(bool)
     return verdict
 
 
