@@ -52,8 +52,13 @@ legs_cut=False, gap_known=False)`), "new" the default route: the forearms' middl
 (`p3m.infer.priors.limb_cores`), the legs' gap polygon where the frame cuts the legs off, and the gaps' colour
 verdict per pixel known background where the pose mask agrees.
 
+`--pair shade`: "old" is the default route whose zoomed pass removes only within `zoom_reach` of the background
+(`PortraitSettings(zoom_unsure=0)`), "new" the default route: where the coarse prior is unsure the tile's removals
+reach farther, kept where their chromaticity says shaded background (`p3m.infer.spill.background_by_chromaticity`).
+
     P3M_TESTDATA=DIR .venv/bin/python -m benchmarks.bench_route_priors \
-        [--pair priors|spill|eps|sampled|zoom|gaps|grey|steps|tight|combined|limbs|hairgaps] [--repeat 3] [--json F]
+        [--pair priors|spill|eps|sampled|zoom|gaps|grey|steps|tight|combined|limbs|shade|hairgaps] \
+        [--repeat 3] [--json F]
 
 Needs the P3M demo portraits (`JizhiziLi/P3M` demo/imgs) in $P3M_TESTDATA; exits with a message without it.
 """
@@ -77,7 +82,13 @@ from p3m.infer.portrait import STEPS, PortraitMatting, PortraitSettings
 from tests.paths import PORTRAITS
 
 # the steps that landed after `--pair combined` was measured, off in both of its routes
-_LATER_OFF: dict[str, Any] = {"hair_gaps": False, "forearm_core": 0.0, "legs_cut": False, "gap_known": False}
+_LATER_OFF: dict[str, Any] = {
+    "hair_gaps": False,
+    "forearm_core": 0.0,
+    "legs_cut": False,
+    "gap_known": False,
+    "zoom_unsure": 0.0,
+}
 
 # (old, new) settings per `--pair`
 PAIRS = {
@@ -109,6 +120,8 @@ PAIRS = {
     ),
     # the default route without and with the forearms' cores, the legs cut by the frame and the gaps' known background
     "limbs": (PortraitSettings(forearm_core=0.0, legs_cut=False, gap_known=False), PortraitSettings()),
+    # the zoomed pass's removals within its reach only, and farther where the prior is unsure and the shade says so
+    "shade": (PortraitSettings(zoom_unsure=0.0), PortraitSettings()),
     # the default route without and with the background seen through hair made unknown inside the mask
     "hairgaps": (PortraitSettings(hair_gaps=False), PortraitSettings()),
 }
