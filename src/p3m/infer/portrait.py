@@ -142,7 +142,6 @@ from p3m.infer.spill import (
     background_by_chromaticity,
     background_by_colour,
     background_colour_in_gaps,
-    grown_within,
     parts_mostly,
     verdict_regions,
 )
@@ -211,9 +210,6 @@ class PortraitSettings:
     shade_margin: float = 0.05  # ... + this (L1 of normalised rgb: equal chromaticities decide nothing) ...
     shade_dark: float = 0.08  # ... on pixels at least this bright (darker: chromaticity is noise) ...
     shade_share: float = 0.5  # ... for more than this share of a removed part's pixels
-    shade_grow: float = (
-        0.0  # ... grown this far (of the long side) into the tile's sure (prior >= zoom_unsure) removals
-    )
     threshold: float = 0.5  # person where the prior is >= this ...
     seed_threshold: float = 0.9  # ... in components holding pixels >= this (hysteresis)
     min_component: float = 0.1  # ... at least this fraction of the largest such count
@@ -480,7 +476,6 @@ class PortraitMatting:
         tiles = edge_tiles(grid_prob, grid_mask, max(1, round(tile * min(gy_scale, gx_scale))), s.zoom_tiles)
         out = prob.copy()
         removed_all = np.zeros_like(mask)
-        grown_all = np.zeros_like(mask)
         # (the image at working size, each person pixel's distance to the background): made when the shade test runs
         shade_inputs: tuple[np.ndarray, np.ndarray] | None = None
         for gy, gx in tiles:
@@ -509,18 +504,7 @@ class PortraitMatting:
                         shade_inputs = (small, _distance_to(~mask))
                     image, depth = shade_inputs
                     deep = depth[window] > reach
-                    shaded = self._shaded(image[window], prob[window], mask[window], further, deep, reach)
-                    if s.shade_grow > 0 and shaded.any():
-                        # the shade goes on where the coarse prior is sure: the tile's removals there, next to it
-                        sure = mask[window] & (fine[window] < s.threshold) & inside[window]
-                        sure &= prob[window] >= s.zoom_unsure
-                        steps = max(1, round(s.shade_grow * max(work_hw)))
-                        grown = self._shade_grown(
-                            image[window], prob[window], mask[window], shaded, sure, deep, reach, steps
-                        )
-                        grown_all[window] |= grown
-                        shaded |= grown
-                    removed |= shaded
+                    removed |= self._shaded(image[window], prob[window], mask[window], further, deep, reach)
             out[window][removed] = fine[window][removed]
             removed_all[window] |= removed
         if not removed_all.any():
@@ -528,17 +512,6 @@ class PortraitMatting:
         # a removal that cuts a part of the person off its confident pixels would make the mask's hysteresis drop
         # that part too (a hand on a wall behind a strip of spill): such removals are taken back
         detached = mask & ~removed_all & ~self.mask(out)
-        if detached.any() and grown_all.any():
-            # slivers the grown shade cuts off (thin: near the removals or the background) go with it; anything
-            # thicker (a hand) takes the growth back
-            slivers = detached & _touching(detached, grown_all)
-            if _distance_to(~mask | removed_all)[slivers].max(initial=0) <= reach:
-                out[slivers] = 0.0
-                removed_all |= slivers
-            else:
-                out[grown_all] = prob[grown_all]
-                removed_all &= ~grown_all
-            detached = mask & ~removed_all & ~self.mask(out)
         if detached.any():
             back = _touching(removed_all, detached)
             out[back] = prob[back]
@@ -561,28 +534,6 @@ class PortraitMatting:
             image, person, ~mask, ratio=s.shade_ratio, margin=s.shade_margin, dark=s.shade_dark, judged=parts
         )
         return parts_mostly(parts, votes, s.shade_share)
-
-    def _shade_grown(
-        self,
-        image: np.ndarray,
-        prob: np.ndarray,
-        mask: np.ndarray,
-        shaded: np.ndarray,
-        sure: np.ndarray,
-        deep: np.ndarray,
-        reach: float,
-        steps: int,
-    ) -> np.ndarray:
-        """The pixels of `sure` (the tile's removals where the coarse prior is sure) that have the chromaticity of
-        shaded background (as `_shaded`) and join the accepted shade parts `shaded` within `steps` px
-        (`p3m.infer.spill.grown_within`); all arrays one window of the working grid."""
-        s = self.settings
-        person = mask & (prob >= s.seed_threshold) & deep & (_distance_to(shaded | sure) > reach)
-        votes = background_by_chromaticity(
-            image, person, ~mask, ratio=s.shade_ratio, margin=s.shade_margin, dark=s.shade_dark, judged=sure
-        )
-        grown = grown_within(shaded, votes & sure, steps)
-        return grown
 
     # -- 2. mask ----------------------------------------------------------------------------------------
 

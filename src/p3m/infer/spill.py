@@ -341,31 +341,6 @@ def background_by_chromaticity(
     return verdict
 
 
-def grown_within(seeds: np.ndarray, allowed: np.ndarray, steps: int) -> np.ndarray:
-    """HxW bool: the pixels of `allowed` that an 8-connected path of at most `steps` steps through `allowed`
-    joins to `seeds` (the seeds themselves are not returned).
-
-    Parameters
-    ----------
-    seeds : HxW bool, where the growth starts (a seed need not be in `allowed`)
-    allowed : HxW bool, the pixels the growth may take
-    steps : int, the most 8-connected steps from a seed (chessboard distance along the path)
-
-    Returns
-    -------
-    HxW bool, a subset of ``allowed & ~seeds``.
-    """
-    seeds, allowed = seeds.astype(bool), allowed.astype(bool)
-    kernel = np.ones((3, 3), np.uint8)
-    grown = seeds.copy()
-    for _ in range(steps):
-        step = grown | (cv2.dilate(grown.astype(np.uint8), kernel).astype(bool) & allowed)
-        if (step == grown).all():
-            break
-        grown = step
-    return grown & ~seeds
-
-
 def parts_mostly(parts: np.ndarray, votes: np.ndarray, share: float = 0.5) -> np.ndarray:
     """HxW bool: the connected parts (8-connected) of `parts` (HxW bool) of which more than `share` of the pixels
     are True in `votes` (HxW bool)."""
