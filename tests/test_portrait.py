@@ -337,15 +337,18 @@ def test_quality_on_the_shared_real_portraits(route):
         sads[path.stem] = float(np.abs(alpha - ref).sum() / 1000)
         ious[path.stem] = float(((alpha > 0.5) & (ref > 0.5)).sum() / ((alpha > 0.5) | (ref > 0.5)).sum())
     # measured (benchmarks/RESULTS.md, "Portrait route", "Step edges", "The band narrowed to the transition", "The
-    # route's savings, and the gaps' colour test by default", "Limbs the band loses"): mean 8.66, worst 22.23 (8.88
-    # without the forearms' cores and the gaps' known background; 9.12 without the gaps' colour test either; 9.30 /
-    # 22.16 with the stretch of step edges alone, 9.34 / 22.78 with the tight solve alone, 10.04 / 22.96 before the
-    # three; 11.0 / 22.5 before the colour model on the prior's spill, the band's data term and the zoomed pass);
-    # the prototype route: 20.9 and 41.3. The bars catch a regression of half a point on the mean (and leave room
-    # for other CPUs' rounding)
-    assert np.mean(list(sads.values())) <= 9.2, sads
-    assert max(sads.values()) <= 23.2, sads
+    # route's savings, and the gaps' colour test by default", "The zoomed pass's shade", "Limbs the band loses"): mean
+    # 7.57, worst 14.42 (8.66 / 22.23 without the zoomed pass's removals told by the shade's chromaticity: p_09ba26b4
+    # 22.23 -> 9.20; 8.88 without the forearms' cores and the gaps' known background either; 9.12 without the gaps'
+    # colour test either; 9.30 / 22.16 with the stretch of step edges alone, 9.34 / 22.78 with the tight solve alone,
+    # 10.04 / 22.96 before the three; 11.0 / 22.5 before the colour model on the prior's spill, the band's data term
+    # and the zoomed pass); the prototype route: 20.9 and 41.3. The bars catch a regression of half a point on the
+    # mean (and leave room for other CPUs' rounding); the worst is issue 24's bar
+    assert np.mean(list(sads.values())) <= 8.1, sads
+    assert max(sads.values()) <= 15.0, sads
     # the limbs' rules: p_bd6af989's forearm on the road and the road between its thighs (IoU 0.973 before), the
-    # beach between p_07141906's arm and shirt (0.980 before); measured 0.978 and 0.982
-    if {"p_bd6af989", "p_07141906"} <= set(ious):
+    # beach between p_07141906's arm and shirt (0.980 before); measured 0.978 and 0.982; the zoomed pass's shade:
+    # p_09ba26b4's shadow on the wall (0.944 before), measured 0.978
+    if {"p_bd6af989", "p_07141906", "p_09ba26b4"} <= set(ious):
         assert ious["p_bd6af989"] >= 0.976 and ious["p_07141906"] >= 0.981, ious
+        assert ious["p_09ba26b4"] >= 0.976, ious

@@ -182,3 +182,47 @@ def test_zoomed_pass_on_small_and_thin_images(shape):
     route.net = BlurringNetwork()
     prob = route.prior(small)
     assert prob.shape == small.shape[:2] and np.isfinite(prob).all()
+
+
+# -- farther where the coarse prior is unsure, where the chromaticity says shade --------------------------------
+
+
+def _shade_scene(shade: tuple[int, int, int]) -> tuple[PortraitMatting, np.ndarray, np.ndarray, np.ndarray]:
+    """(route, image, coarse prior, strip) on a 200x200 grid: a person (dark red trousers, prior 1) with a strip
+    9 px wide beside it (prior 0.8: unsure; deeper than `zoom_reach`'s 6 px, within `zoom_unsure_reach`'s 10) that
+    the tiles call background, of colour `shade`, and a lit wall (prior 0) beyond."""
+    prob = np.zeros((200, 200), np.float32)
+    prob[40:200, 20:100] = 1.0
+    strip = np.zeros((200, 200), bool)
+    strip[110:200, 100:109] = True
+    prob[strip] = 0.8
+    image = np.zeros((200, 200, 3), np.uint8)
+    image[...] = (200, 205, 215)
+    image[40:200, 20:100] = (130, 30, 50)
+    image[strip] = shade
+    fine = prob.copy()
+    fine[strip] = 0.1
+    route = PortraitMatting(PortraitSettings(matting_side=200, zoom_tiles=2))
+    route._segment = lambda *args, **kwargs: fine  # type: ignore[method-assign]
+    return route, image, prob, strip
+
+
+def test_a_shade_of_the_wall_beyond_the_reach_is_removed_where_the_prior_is_unsure():
+    route, image, prob, strip = _shade_scene((62, 64, 68))  # the wall's chromaticity, a third of its light
+    before, after = route.mask(prob), route.mask(route._zoom(image, prob, 200))
+    gone = before & ~after
+    assert gone[strip].mean() > 0.9 and not (gone & ~strip).any()
+    off = PortraitMatting(PortraitSettings(matting_side=200, zoom_tiles=2, zoom_unsure=0))
+    off._segment = route._segment  # type: ignore[method-assign]
+    assert (off.mask(off._zoom(image, prob, 200)) == before).all()  # 9 px deep: beyond the plain pass's reach
+    prob = prob.copy()
+    prob[strip] = 0.995  # a confident prior is not questioned
+    assert (route.mask(route._zoom(image, prob, 200)) == route.mask(prob)).all()
+
+
+@pytest.mark.parametrize("shade", [(120, 28, 46), "grey"])
+def test_a_strip_of_the_persons_chromaticity_or_a_grey_photo_is_kept(shade):
+    route, image, prob, _ = _shade_scene((120, 28, 46) if shade != "grey" else (62, 64, 68))
+    if shade == "grey":  # black-and-white: the shade and the trousers have one chromaticity, nothing is decided
+        image = np.repeat(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
+    assert (route.mask(route._zoom(image, prob, 200)) == route.mask(prob)).all()

@@ -13,7 +13,15 @@ import pytest
 
 from p3m.infer.portrait import PortraitMatting, PortraitSettings
 from p3m.infer.priors import limb_gaps
-from p3m.infer.spill import background_by_colour, background_in_gaps, gaussian_kernel, local_mean_colour
+from p3m.infer.spill import (
+    background_by_chromaticity,
+    background_by_colour,
+    background_in_gaps,
+    chromaticity,
+    gaussian_kernel,
+    local_mean_colour,
+    parts_mostly,
+)
 from p3m.models.pose_landmark import LANDMARKS
 from tests.scenes import standing
 
@@ -202,3 +210,132 @@ def test_route_drops_the_background_enclosed_between_arm_and_body_with_gap_colou
         kept[on] = float(alpha[gap].mean())
         assert alpha[limbs].min() > 0.99
     assert kept[False] > 0.9 and kept[True] < 0.1  # the sand between the arm and the body leaves the matte
+
+
+# -- the shade told by chromaticity (the zoomed pass's further removals) ----------------------------------------
+
+
+def literal_chromaticity(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per pixel, the definition on the unsmoothed image: (c + 1) / (sum + 3), intensity sum / 765."""
+    h, w, _ = image.shape
+    chroma, intensity = np.zeros((h, w, 3)), np.zeros((h, w))
+    for y in range(h):
+        for x in range(w):
+            c = [float(v) for v in image[y, x]]
+            chroma[y, x] = [(v + 1) / (sum(c) + 3) for v in c]
+            intensity[y, x] = sum(c) / 765
+    return chroma, intensity
+
+
+def test_chromaticity_matches_the_literal_definition_and_greys_are_a_third():
+    image = np.random.default_rng(3).integers(0, 256, (9, 11, 3)).astype(np.uint8)
+    image[0, 0], image[0, 1] = (0, 0, 0), (77, 77, 77)
+    chroma, intensity = chromaticity(image, blur=0)
+    ref_chroma, ref_intensity = literal_chromaticity(image)
+    assert chroma.dtype == np.float32 and intensity.shape == image.shape[:2]
+    assert np.abs(chroma - ref_chroma).max() < 1e-6 and np.abs(intensity - ref_intensity).max() < 1e-6
+    assert np.allclose(chroma[0, :2], 1 / 3)  # black and grey: no hue
+    # brightness divided out: a colour and its shade (every channel halved) have nearly the same chromaticity
+    lit, shade = np.array([[[200, 120, 80]]], np.uint8), np.array([[[100, 60, 40]]], np.uint8)
+    assert np.abs(chromaticity(lit, 0)[0] - chromaticity(shade, 0)[0]).sum() < 0.01
+
+
+def literal_shade_votes(
+    image: np.ndarray, person: np.ndarray, background: np.ndarray, ratio: float, margin: float, dark: float
+) -> np.ndarray:
+    """Per pixel, every nearest sample of each kind searched by brute force: 1 (background) / 0 (not) where all
+    equally near samples give the same answer, -1 where ties between samples leave it open."""
+    chroma, intensity = literal_chromaticity(image)
+    py, px = np.nonzero(person)
+    by, bx = np.nonzero(background)
+    h, w = person.shape
+    out = np.zeros((h, w), int)
+    for y in range(h):
+        for x in range(w):
+            dp, db = (py - y) ** 2 + (px - x) ** 2, (by - y) ** 2 + (bx - x) ** 2
+            answers = set()
+            for i in np.flatnonzero(dp == dp.min()):
+                for j in np.flatnonzero(db == db.min()):
+                    d_p = np.abs(chroma[y, x] - chroma[py[i], px[i]]).sum()
+                    d_b = np.abs(chroma[y, x] - chroma[by[j], bx[j]]).sum()
+                    shade = intensity[y, x] < intensity[by[j], bx[j]]
+                    answers.add(bool(d_p > ratio * d_b + margin and intensity[y, x] >= dark and shade))
+            out[y, x] = answers.pop() if len(answers) == 1 else -1
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_background_by_chromaticity_matches_the_literal_nearest_samples(seed):
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (14, 17, 3)).astype(np.uint8)
+    where = rng.random((14, 17))
+    person, background = where < 0.15, where > 0.85
+    votes = background_by_chromaticity(image, person, background, ratio=1.5, margin=0.02, dark=0.1, blur=0)
+    ref = literal_shade_votes(image, person, background, 1.5, 0.02, 0.1)
+    decided = ref >= 0
+    assert decided.mean() > 0.5 and votes.dtype == bool
+    assert (votes[decided] == ref[decided].astype(bool)).all()
+    assert 0 < ref[decided].sum() < decided.sum()  # both answers occur: the comparison is not vacuous
+    judged = rng.random((14, 17)) < 0.5  # judging some pixels only: the same answer there, False elsewhere
+    some = background_by_chromaticity(
+        image, person, background, ratio=1.5, margin=0.02, dark=0.1, blur=0, judged=judged
+    )
+    assert (some == (votes & judged)).all()
+
+
+def shade_scene(
+    shade: tuple[int, int, int], person_colour: tuple[int, int, int] = (130, 30, 50)
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(image, person samples, background samples), 40x90: a person (dark red trousers) left of column 30, a
+    shade of `shade` in columns 30-50, a lit wall (200, 205, 215) right of it; the person's samples deep in the
+    trousers (columns < 20), the background's the wall."""
+    rng = np.random.default_rng(0)
+    image = np.zeros((40, 90, 3), np.float64)
+    image[:, :30] = person_colour
+    image[:, 30:50] = shade
+    image[:, 50:] = (200, 205, 215)
+    image = np.clip(image + rng.normal(0, 2, image.shape), 0, 255).astype(np.uint8)
+    person = np.zeros((40, 90), bool)
+    person[:, :20] = True
+    background = np.zeros_like(person)
+    background[:, 50:] = True
+    return image, person, background
+
+
+def test_a_shade_of_the_wall_is_background_the_persons_colour_is_not():
+    image, person, background = shade_scene((62, 64, 68))  # the wall's chromaticity at a third of its light
+    votes = background_by_chromaticity(image, person, background)
+    assert votes[:, 32:50].mean() > 0.95 and not votes[:, :28].any()
+    image, person, background = shade_scene((120, 28, 46))  # the trousers' colour beyond the edge: person
+    assert not background_by_chromaticity(image, person, background)[:, 30:50].any()
+
+
+def test_equal_chromaticities_bright_or_dark_pixels_decide_nothing():
+    grey = shade_scene((60, 60, 60), person_colour=(30, 30, 30))  # black clothes against a grey wall
+    image = np.repeat(grey[0].mean(axis=2, keepdims=True).astype(np.uint8), 3, axis=2)
+    assert not background_by_chromaticity(image, grey[1], grey[2]).any()
+    # (columns 30 and 49 are smoothed with their neighbours: mixtures)
+    image, person, background = shade_scene((230, 236, 247))  # the wall's chromaticity, brighter: no shade
+    assert not background_by_chromaticity(image, person, background)[:, 32:50].any()
+    image, person, background = shade_scene((12, 12, 14))  # too dark for its chromaticity to mean anything
+    assert not background_by_chromaticity(image, person, background, dark=0.08)[:, 32:48].any()
+    assert background_by_chromaticity(image, person, background, dark=0.0)[:, 32:50].mean() > 0.5
+    assert not background_by_chromaticity(image, np.zeros_like(person), background).any()
+
+
+def test_parts_mostly_keeps_the_parts_of_which_more_than_the_share_voted():
+    parts = np.zeros((20, 30), bool)
+    parts[2:6, 2:12] = True  # 40 px, 21 votes
+    parts[10:14, 2:12] = True  # 40 px, 20 votes: exactly half is not more than half
+    parts[10:12, 20:25] = parts[12:14, 25:28] = True  # one part (8-connected at the corner), 16 px, 9 votes
+    votes = np.zeros_like(parts)
+    votes[2:4, 2:12] = True
+    votes[4, 2] = True
+    votes[10:12, 2:12] = True
+    votes[10:12, 20:24] = True
+    votes[13, 27] = True
+    votes[18, :] = True  # votes outside every part count for nothing
+    kept = parts_mostly(parts, votes, 0.5)
+    assert kept[2:6, 2:12].all() and not kept[10:14, 2:12].any() and kept[10:14, 20:28].sum() == 16
+    assert not (kept & ~parts).any()
+    assert not parts_mostly(np.zeros_like(parts), votes).any()

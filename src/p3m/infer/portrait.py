@@ -17,8 +17,17 @@ No trained P3M-Net checkpoint is needed. For an RGB image (HxWx3 uint8), at a wo
    `zoom_reach` of the background and touch the person at least `zoom_attach` times as much as the background
    (a strip of spill). The network, trained on people filling the frame, often loses a whole limb on a tile:
    such a part touches mostly background, or lies deeper, and is kept; a removal that would cut part of the
-   person off its confident pixels (step 2 would drop that part) is taken back. One tile is what the time
-   budget allows (about 0.03 s of CPU per photo); 2 and 3 tiles gain more (benchmarks/RESULTS.md).
+   person off its confident pixels (step 2 would drop that part) is taken back. Where the coarse prior is unsure
+   (below `zoom_unsure`) the tile's removals reach farther (`zoom_unsure_reach`, thin and attached as above),
+   but only the parts of which most pixels (`shade_share`) have the chromaticity of shaded background
+   (`p3m.infer.spill.background_by_chromaticity`: normalised rgb nearer to the nearest background sample's than
+   to the nearest deep person sample's by `shade_ratio` and `shade_margin`, and darker than that background
+   sample). The person's shadow on a wall beside the legs keeps the wall's chromaticity at a third of its light;
+   the 256 px prior calls it person (0.8-0.85) 25-50 px wide, beyond the plain rule's reach, and RGB or Lab
+   colour tests call it person-coloured. A limb the tile lost has the person's chromaticity; where the person's
+   and the background's are one (a grey photo, black clothes on a grey wall) nothing is decided and nothing
+   removed. One tile is what the time budget allows (about 0.03 s of CPU per photo, the shade test 0.018 s more);
+   2 and 3 tiles gain more (benchmarks/RESULTS.md).
 2. **Mask**: prior >= `threshold`, keeping the connected components that hold confident (>= `seed_threshold`)
    pixels, at least `min_component` of the most confident component's count (hysteresis: grey blobs with no
    confident pixel, the network's usual false positives, are dropped). Before that, where the prior is unsure
@@ -133,9 +142,11 @@ from p3m.infer.priors import (
 from p3m.infer.resize import shrunk, working_size
 from p3m.infer.spill import (
     GAP_SMOOTH,
+    background_by_chromaticity,
     background_by_colour,
     background_colour_in_gaps,
     background_in_hand_zone,
+    parts_mostly,
     verdict_regions,
 )
 from p3m.infer.step_edges import high_pass_energy, sharpen_steps
@@ -197,6 +208,12 @@ class PortraitSettings:
     zoom_side: float = 0.5  # ... each a square this fraction of the crop pass's side (2x its pixels per person px)
     zoom_reach: float = 0.03  # ... its removals believed only within this (of the long side) of the background
     zoom_attach: float = 0.3  # ... and touching the person at least this many times as much as the background
+    zoom_unsure: float = 0.99  # ... and where the coarse prior is below this, also farther (0: off) ...
+    zoom_unsure_reach: float = 0.05  # ... within this of the background, where the chromaticity says background:
+    shade_ratio: float = 2.0  # ... its distance to the nearest deep person's > this x the nearest background's ...
+    shade_margin: float = 0.05  # ... + this (L1 of normalised rgb: equal chromaticities decide nothing) ...
+    shade_dark: float = 0.08  # ... on pixels at least this bright (darker: chromaticity is noise) ...
+    shade_share: float = 0.5  # ... for more than this share of a removed part's pixels
     threshold: float = 0.5  # person where the prior is >= this ...
     seed_threshold: float = 0.9  # ... in components holding pixels >= this (hysteresis)
     min_component: float = 0.1  # ... at least this fraction of the largest such count
@@ -454,7 +471,8 @@ class PortraitMatting:
         work_hw = prob.shape
         tile = min(max(_MIN_TILE, round(s.zoom_side * crop_side)), h, w)
         reach = s.zoom_reach * max(work_hw)
-        pad = int(np.ceil(reach)) + 1  # the distance to the background is exact within reach of a tile
+        farther = s.zoom_unsure_reach * max(work_hw) if s.zoom_unsure > 0 else 0.0
+        pad = int(np.ceil(max(reach, farther))) + 1  # the distance to the background is exact within reach of a tile
         # the tiles are placed on a grid a quarter of the working size: where they go needs no finer look
         grid_hw = (max(1, work_hw[0] // _TILE_GRID), max(1, work_hw[1] // _TILE_GRID))
         gy_scale, gx_scale = grid_hw[0] / h, grid_hw[1] / w
@@ -463,6 +481,8 @@ class PortraitMatting:
         tiles = edge_tiles(grid_prob, grid_mask, max(1, round(tile * min(gy_scale, gx_scale))), s.zoom_tiles)
         out = prob.copy()
         removed_all = np.zeros_like(mask)
+        # (the image at working size, each person pixel's distance to the background): made when the shade test runs
+        shade_inputs: tuple[np.ndarray, np.ndarray] | None = None
         for gy, gx in tiles:
             top, left = min(round(gy / gy_scale), h - tile), min(round(gx / gx_scale), w - tile)
             fine = self._segment(rgb, top, left, tile, work_hw, flip=s.crop_flip)
@@ -476,6 +496,20 @@ class PortraitMatting:
             removed = thin_removals(
                 mask[window], fine[window] >= s.threshold, inside[window], reach=reach, attach=s.zoom_attach
             )
+            if s.zoom_unsure > 0:
+                # farther where the coarse prior is unsure: thin and attached within `zoom_unsure_reach`, as above
+                tile_person = (fine[window] >= s.threshold) | (prob[window] >= s.zoom_unsure)
+                further = thin_removals(mask[window], tile_person, inside[window], reach=farther, attach=s.zoom_attach)
+                further &= ~removed
+                if further.any():
+                    if shade_inputs is None:
+                        small = (
+                            rgb if work_hw == (h, w) else cv2.resize(rgb, work_hw[::-1], interpolation=cv2.INTER_AREA)
+                        )
+                        shade_inputs = (small, _distance_to(~mask))
+                    image, depth = shade_inputs
+                    deep = depth[window] > reach
+                    removed |= self._shaded(image[window], prob[window], mask[window], further, deep, reach)
             out[window][removed] = fine[window][removed]
             removed_all[window] |= removed
         if not removed_all.any():
@@ -489,6 +523,22 @@ class PortraitMatting:
             if (mask & ~removed_all & ~back & ~self.mask(out)).any():
                 return prob
         return out
+
+    def _shaded(
+        self, image: np.ndarray, prob: np.ndarray, mask: np.ndarray, parts: np.ndarray, deep: np.ndarray, reach: float
+    ) -> np.ndarray:
+        """The connected parts of `parts` (the tile's further removals; all arrays one window of the working grid)
+        of which more than `shade_share` of the pixels have the chromaticity of shaded background
+        (`p3m.infer.spill.background_by_chromaticity`): the background's samples outside the coarse `mask`, the
+        person's confident (>= `seed_threshold`) pixels in `deep` (farther than `zoom_reach` from the background)
+        and as far from the parts."""
+        s = self.settings
+        # the person's samples away from the parts judged too: the prior's confident spill often lines them
+        person = mask & (prob >= s.seed_threshold) & deep & (_distance_to(parts) > reach)
+        votes = background_by_chromaticity(
+            image, person, ~mask, ratio=s.shade_ratio, margin=s.shade_margin, dark=s.shade_dark, judged=parts
+        )
+        return parts_mostly(parts, votes, s.shade_share)
 
     # -- 2. mask ----------------------------------------------------------------------------------------
 

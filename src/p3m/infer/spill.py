@@ -32,11 +32,14 @@ from p3m.infer.resize import mask_resized, shrunk
 __all__ = [
     "GAP_SMOOTH",
     "NO_DENSITY",
+    "background_by_chromaticity",
     "background_by_colour",
     "background_colour_in_gaps",
     "background_in_gaps",
+    "chromaticity",
     "gaussian_kernel",
     "local_mean_colour",
+    "parts_mostly",
     "verdict_regions",
 ]
 
@@ -257,6 +260,98 @@ def background_colour_in_gaps(
             d_bg[group] = tree.query(judged[group], distance_upper_bound=bound)[0]
     verdict[zone] = (d_fg + 1.0 > ratio * (d_bg + 1.0))[which]
     return verdict
+
+
+def chromaticity(image: np.ndarray, blur: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised rgb and intensity of an image: the colour with its brightness divided out.
+
+    Parameters
+    ----------
+    image : HxWx3 uint8 (any colour order, used as given)
+    blur : float, the image is smoothed by a Gaussian of this standard deviation in pixels first (0: not): a
+        single pixel's chromaticity is noisy, the more so the darker it is
+
+    Returns
+    -------
+    chroma : HxWx3 float32, (c + 1) / (c0 + c1 + c2 + 3) per channel c (8-bit units; each row sums to 1; the +1
+        keeps black defined: grey, 1/3 each)
+    intensity : HxW float32 in [0, 1], (c0 + c1 + c2) / (3 * 255)
+    """
+    f: np.ndarray = image.astype(np.float32)
+    if blur > 0:
+        f = cv2.GaussianBlur(f, (0, 0), blur)
+    total = f.sum(axis=2)
+    chroma = (f + 1.0) / (total + 3.0)[..., None]
+    return chroma.astype(np.float32), (total / (3 * 255.0)).astype(np.float32)
+
+
+def background_by_chromaticity(
+    image: np.ndarray,
+    person: np.ndarray,
+    background: np.ndarray,
+    *,
+    ratio: float = 2.0,
+    margin: float = 0.05,
+    dark: float = 0.08,
+    blur: float = 1.0,
+    judged: np.ndarray | None = None,
+) -> np.ndarray:
+    """HxW bool: the pixels whose chromaticity is far nearer to the nearest background sample's than to the nearest
+    person sample's.
+
+    A shadow the person casts on the background, or the background's own shade, lowers the light's intensity much
+    more than it changes its chromaticity (`chromaticity`: normalised rgb): the shaded wall beside a person keeps
+    about the lit wall's chromaticity while its brightness falls to the clothes'. So where a colour test (RGB,
+    Lab) calls a shade person-coloured, the chromaticity of the nearest person and background pixels can still
+    tell them apart; where both have the same chromaticity (a grey photo, black clothes on a grey wall) nothing is
+    decided (`margin`).
+
+    Parameters
+    ----------
+    image : HxWx3 uint8
+    person : HxW bool, the person's samples (the caller takes them where spill cannot be: deep inside the person)
+    background : HxW bool, the background's samples
+    ratio, margin : float, a pixel is background where ``d_person > ratio * d_background + margin``: d_* the L1
+        distance of its chromaticity to that of the spatially nearest sample of each kind (Euclidean in pixels)
+    dark : float, pixels darker than this (intensity in [0, 1]) are never background: their chromaticity is noise
+    blur : float, `chromaticity`'s smoothing, in pixels
+    judged : HxW bool, the pixels to judge (the others are False: the same answer, in less time); None: all
+
+    Returns
+    -------
+    HxW bool, True where the chromaticity says background; all False when either kind of sample is missing.
+    """
+    verdict = np.zeros(person.shape, bool)
+    if not (person.any() and background.any()):
+        return verdict
+    # scipy.ndimage loads here, not with the module (start-up), like `background_in_gaps`'s scipy.spatial
+    from scipy import ndimage
+
+    chroma, intensity = chromaticity(image, blur)
+    ys, xs = np.nonzero(np.ones(person.shape, bool) if judged is None else judged)
+    # the spatially nearest sample of each kind of every judged pixel (scipy's exact Euclidean feature transform)
+    py, px = ndimage.distance_transform_edt(~person, return_distances=False, return_indices=True)[:, ys, xs]
+    by, bx = ndimage.distance_transform_edt(~background, return_distances=False, return_indices=True)[:, ys, xs]
+    here = chroma[ys, xs]
+    d_person = np.abs(here - chroma[py, px]).sum(axis=1)
+    d_background = np.abs(here - chroma[by, bx]).sum(axis=1)
+    # a shade is darker than the lit background it falls on; a pixel as bright is not one, whatever its chromaticity
+    shade = intensity[ys, xs] < intensity[by, bx]
+    verdict[ys, xs] = (d_person > ratio * d_background + margin) & (intensity[ys, xs] >= dark) & shade
+    return verdict
+
+
+def parts_mostly(parts: np.ndarray, votes: np.ndarray, share: float = 0.5) -> np.ndarray:
+    """HxW bool: the connected parts (8-connected) of `parts` (HxW bool) of which more than `share` of the pixels
+    are True in `votes` (HxW bool)."""
+    n, labels = cv2.connectedComponents(parts.astype(np.uint8), connectivity=8)
+    if n <= 1:
+        return np.zeros(parts.shape, bool)
+    size = np.bincount(labels[parts], minlength=n)
+    yes = np.bincount(labels[parts & votes], minlength=n)
+    keep = yes > share * size
+    keep[0] = False
+    return keep[labels]
 
 
 def background_in_hand_zone(
