@@ -56,8 +56,12 @@ verdict per pixel known background where the pose mask agrees.
 (`PortraitSettings(zoom_unsure=0)`), "new" the default route: where the coarse prior is unsure the tile's removals
 reach farther, kept where their chromaticity says shaded background (`p3m.infer.spill.background_by_chromaticity`).
 
+`--pair handzone`: "old" is `p3m matte --hands` with the hands' unknown zone reopening all known background round
+the bones (`PortraitSettings(hands=True, hand_zone_keep=False)`), "new" `--hands` as it is: the zone keeps the
+known background where colour and the pose's mask say background (`p3m.infer.spill.background_in_hand_zone`).
+
     P3M_TESTDATA=DIR .venv/bin/python -m benchmarks.bench_route_priors \
-        [--pair priors|spill|eps|sampled|zoom|gaps|grey|steps|tight|combined|limbs|shade|hairgaps] \
+        [--pair priors|spill|eps|sampled|zoom|gaps|grey|steps|tight|combined|limbs|shade|handzone|hairgaps]
         [--repeat 3] [--json F]
 
 Needs the P3M demo portraits (`JizhiziLi/P3M` demo/imgs) in $P3M_TESTDATA; exits with a message without it.
@@ -122,6 +126,9 @@ PAIRS = {
     "limbs": (PortraitSettings(forearm_core=0.0, legs_cut=False, gap_known=False), PortraitSettings()),
     # the zoomed pass's removals within its reach only, and farther where the prior is unsure and the shade says so
     "shade": (PortraitSettings(zoom_unsure=0.0), PortraitSettings()),
+    # `--hands` with the hands' zone reopening all known background round the bones, and keeping it where colour
+    # and the pose's mask say background
+    "handzone": (PortraitSettings(hands=True, hand_zone_keep=False), PortraitSettings(hands=True)),
     # the default route without and with the background seen through hair made unknown inside the mask
     "hairgaps": (PortraitSettings(hair_gaps=False), PortraitSettings()),
 }

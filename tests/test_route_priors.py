@@ -31,9 +31,10 @@ from p3m.infer.priors import (
     person_verdict,
     square_around,
 )
+from p3m.infer.spill import background_in_hand_zone
 from p3m.models.mediapipe_calculators import Detection
 from p3m.models.pose_landmark import LANDMARKS
-from tests.paths import TEST_DATA
+from tests.paths import REFERENCE_ALPHA, TEST_DATA
 from tests.scenes import standing
 
 PHOTOS = {"profile": "people_profile.jpg", "walking": "people_walking.jpg", "cap": "people_cap.jpg"}
@@ -179,6 +180,44 @@ def test_hands_are_kept(hands_route, name, mirrored):
         assert hand.sum() > 300
         kept = float((result.alpha[hand] > 0.5).mean())
         assert kept >= 0.98, (name, mirrored, kept, result.info)
+
+
+def test_hand_zone_keeps_background_where_colour_and_pose_agree():
+    """Sand beside the hand stays background; a skin-coloured lost finger, or sand the pose calls person, opens."""
+    sand, skin, shirt = (200, 180, 150), (190, 120, 90), (30, 40, 160)
+    image = np.zeros((120, 120, 3), np.uint8)
+    image[:] = sand
+    image[20:100, 30:70] = shirt  # the body
+    image[20:35, 40:60] = skin  # the face: the person's skin colour
+    image[60:64, 70:90] = skin  # a finger the mask lost, reaching out over the sand
+    mask = np.zeros((120, 120), bool)
+    mask[20:100, 30:70] = True
+    prob = mask.astype(np.float32)
+    zone = np.zeros_like(mask)
+    zone[50:75, 60:95] = True  # the hand's zone: over the body's edge, the finger and the sand round it
+    pose = np.zeros((120, 120), np.float32)
+    pose[50:75, 88:95] = 1.0  # the pose's mask reaches over a strip of sand at the zone's far side
+    kept = background_in_hand_zone(image, prob, mask, zone, pose)
+    assert kept[52, 80] and kept[70, 75]  # sand in the zone, the pose says background
+    assert not kept[61:63, 72:86].any()  # the finger: the person's colour
+    assert not kept[52, 90] and not kept[70, 92]  # sand the pose's mask calls person
+    assert not kept[mask].any() and not kept[~zone].any()  # only outside the mask, only in the zone
+    assert not background_in_hand_zone(image, prob, mask, mask & zone, pose).any()  # no zone outside the mask
+
+
+@pytest.mark.slow
+def test_hand_zone_keep_takes_the_background_beside_the_hand_out_of_the_zone():
+    """The walking woman's hanging hand (mirrored photo): with the zone's known background kept, the matte is
+    nearer the reference (the road beside the fingers no longer reopened); the hand is kept as before."""
+    rgb = photo("walking")[:, ::-1].copy()
+    ref = cv2.imread(str(REFERENCE_ALPHA / "people_walking.png"), cv2.IMREAD_GRAYSCALE)[:, ::-1] / 255.0
+    open_zone = PortraitMatting(PortraitSettings(hands=True, hand_zone_keep=False)).run(rgb)
+    kept = PortraitMatting(PortraitSettings(hands=True)).run(rgb)
+    assert kept.info["hands"] >= 1
+    sad_open, sad_kept = (float(np.abs(r.alpha - ref).sum()) / 1000 for r in (open_zone, kept))
+    assert sad_kept < sad_open - 0.005, (sad_open, sad_kept)
+    for hand in hand_pixels("walking", rgb.shape[:2], True):
+        assert float((kept.alpha[hand] > 0.5).mean()) >= 0.98
 
 
 # -- person check ----------------------------------------------------------------------------------------------

@@ -61,7 +61,10 @@ No trained P3M-Net checkpoint is needed. For an RGB image (HxWx3 uint8), at a wo
 4. **Hands** (`hands`, needs a trusted pose): MediaPipe's hand landmarks on a crop from the pose's wrist and
    knuckles (no palm detector), for each hand in the image whose wrist is visible and where the selfie prior
    is weak round it; their bones become known foreground and a zone round them unknown, so closed-form
-   matting draws the fingers' edges instead of the 256 px prior losing them.
+   matting draws the fingers' edges instead of the 256 px prior losing them. With `hand_zone_keep` (on) the
+   zone does not reopen the trimap's known background where the pixel's colour is the background's round the
+   person and the pose mask says background too (`p3m.infer.spill.background_in_hand_zone`): the zone, wide
+   enough for lost fingers, otherwise covers sand beside a hanging hand, which matting leaves as haze.
 5. **Trimap**: unknown within `band` (fraction of the long side) of the mask's edge, widened where fine
    high-contrast structure (hair) continues beyond that band: outward up to `hair_out`, and inward up to
    `hair_in` next to such hair; "fine structure" is local high-pass energy above `hair_contrast` times the
@@ -152,6 +155,7 @@ from p3m.infer.spill import (
     background_by_chromaticity,
     background_by_colour,
     background_colour_in_gaps,
+    background_in_hand_zone,
     background_through_hair,
     parts_mostly,
     verdict_regions,
@@ -257,6 +261,7 @@ class PortraitSettings:
     hand_weak: float = 0.95  # "weak": mean selfie prior over the hand's crop below this
     hand_bone: float = 0.05  # hand seeds: bones this wide (fraction of the hand's size) and the palm
     hand_zone: float = 0.2  # unknown round the bones: this far on each side (fraction of the hand's size)
+    hand_zone_keep: bool = True  # the zone leaves known background where colour and the pose's mask say background
     person_check: bool = True  # say when no person is recognised (RouteResult.warning)
     person_agree: float = 0.4  # person check: pose mask vs selfie mask IoU ...
     person_confident: float = 0.7  # ... with at least this share of the selfie mask >= seed_threshold
@@ -920,6 +925,10 @@ class PortraitMatting:
         tri[known_background] = 0
         if hands:
             seeds, zone = hand_seeds(hands, mask.shape, bone_width=s.hand_bone, zone_width=s.hand_zone)
+            if s.hand_zone_keep and pose is not None:
+                # the zone, wide enough for lost fingers, also covers background beside the hand: where the band
+                # had it as known background and colour and the pose's mask agree, it stays known (no haze there)
+                zone &= ~(background_in_hand_zone(image, prob, mask, zone, pose.segmentation) & (tri == 0))
             tri[zone] = 128
             tri[seeds] = 255
             mask = mask | seeds

@@ -440,3 +440,35 @@ def parts_mostly(parts: np.ndarray, votes: np.ndarray, share: float = 0.5) -> np
     keep = yes > share * size
     keep[0] = False
     return keep[labels]
+
+
+def background_in_hand_zone(
+    image: np.ndarray, prob: np.ndarray, mask: np.ndarray, zone: np.ndarray, pose_person: np.ndarray
+) -> np.ndarray:
+    """HxW bool: the pixels of a hand's unknown zone outside the person's mask that the evidence says are background.
+
+    The zone round a hand's bones (`p3m.infer.priors.hand_seeds`) is wide enough for fingers the selfie mask lost
+    (a raised hand, spread fingers), so it also covers background beside the hand (sand next to a hanging hand)
+    that the trimap had as known background; reopened, matting leaves haze there. A pixel of the zone is kept
+    as background where two independent pieces of evidence agree: its colour is the background's round the person
+    rather than the person's (`background_colour_in_gaps`, the zone judged as the gap) and the pose network's
+    person mask says background too. A lost finger is skin-coloured or in the pose's mask, so the zone still opens
+    there.
+
+    Parameters
+    ----------
+    image : HxWx3 uint8, the image (same grid as the rest)
+    prob : HxW float32 in [0, 1], the person prior
+    mask : HxW bool, the person's mask
+    zone : HxW bool, the hands' unknown zone
+    pose_person : HxW float in [0, 1], the pose network's person mask (background below 0.5)
+
+    Returns
+    -------
+    HxW bool, True only inside `zone` and outside `mask`. Empty when the colour test has no samples of either kind.
+    """
+    # only the pixels the pose's mask calls background are judged (the colour test's cost is in its pixels)
+    judged = zone & ~mask & (pose_person < 0.5)
+    if not judged.any():
+        return judged
+    return background_colour_in_gaps(image, prob, mask | judged, judged)
