@@ -60,8 +60,11 @@ reach farther, kept where their chromaticity says shaded background (`p3m.infer.
 the bones (`PortraitSettings(hands=True, hand_zone_keep=False)`), "new" `--hands` as it is: the zone keeps the
 known background where colour and the pose's mask say background (`p3m.infer.spill.background_in_hand_zone`).
 
+`--pair round5`: "old" is the default route before the round that landed the limbs' rules, the zoomed pass's
+shade and the hair gaps (all three off: the mattes of 5f3265e), "new" the default route.
+
     P3M_TESTDATA=DIR .venv/bin/python -m benchmarks.bench_route_priors \
-        [--pair priors|spill|eps|sampled|zoom|gaps|grey|steps|tight|combined|limbs|shade|handzone|hairgaps]
+        [--pair priors|spill|eps|sampled|zoom|gaps|grey|steps|tight|combined|limbs|shade|handzone|hairgaps|round5]
         [--repeat 3] [--json F]
 
 Needs the P3M demo portraits (`JizhiziLi/P3M` demo/imgs) in $P3M_TESTDATA; exits with a message without it.
@@ -131,6 +134,9 @@ PAIRS = {
     "handzone": (PortraitSettings(hands=True, hand_zone_keep=False), PortraitSettings(hands=True)),
     # the default route without and with the background seen through hair made unknown inside the mask
     "hairgaps": (PortraitSettings(hair_gaps=False), PortraitSettings()),
+    # the route before and after the round that added the limbs' steps, the zoomed pass's shade and the hair gaps
+    # (RESULTS.md "Where issue 24 stands"): the later steps' switches give the earlier route's mattes
+    "round5": (PortraitSettings(**_LATER_OFF), PortraitSettings()),
 }
 
 
