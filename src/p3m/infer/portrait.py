@@ -393,6 +393,22 @@ def _touching(extra: np.ndarray, base: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class _PoseStage:
+    """What `PortraitMatting._pose_stage` hands on: the pose (None when none ran or none was found), its agreement
+    with the selfie mask (as measured before the pose changed the prior) and whether its mask is trusted, the prior
+    (HxW float32) and mask (HxW bool) after the pose's changes, what the gaps' colour test dropped from the mask and,
+    of it, what the trimap takes as known background (HxW bool each)."""
+
+    pose: Pose | None
+    agree: float
+    trusted: bool
+    prob: np.ndarray
+    mask: np.ndarray
+    dropped: np.ndarray
+    known_background: np.ndarray
+
+
+@dataclass(frozen=True)
 class RouteResult:
     """One image through the route: ``alpha`` HxW float32 in [0, 1]; ``warning`` one line ("" when there is
     nothing to say: no person found, no person recognised, the solver fell back to the mask); ``info`` what
@@ -847,20 +863,16 @@ class PortraitMatting:
         return verdict
 
     # -- the whole route --------------------------------------------------------------------------------
+    # `run` is the sequence of the stages below, each named after the `STEPS` timing it is measured by (the hands'
+    # stage is `hands` itself; the person check runs beside the refine stage, then the upsampling)
 
-    def run(self, rgb: np.ndarray) -> RouteResult:
-        """The route on an RGB image array (any range of `p3m.infer.preprocess.array_to_rgb`: grey, RGBA,
-        16-bit, float in [0, 1]) -> `RouteResult`."""
+    def _prior_stage(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, Pose | None]:
+        """Steps 1-2: (image, prob, mask, found) for an RGB image (HxWx3 uint8): the image at the working size,
+        the person prior there (float32 in [0, 1], the selfie prior unspilled, or the rescuing pose's mask), its
+        mask (bool; all False when no person is found), and the pose `find_person` found when it rescued the
+        prior (else None)."""
         s = self.settings
-        rgb = array_to_rgb(rgb)
         h, w = rgb.shape[:2]
-        timings = dict.fromkeys(STEPS, 0.0)
-        clock = [time.perf_counter()]
-
-        def lap(step: str) -> None:
-            clock.append(time.perf_counter())
-            timings[step] = clock[-1] - clock[-2]
-
         prob = self.prior(rgb)
         hw, ww = prob.shape
         image = rgb if (hw, ww) == (h, w) else cv2.resize(rgb, (ww, hw), interpolation=cv2.INTER_AREA)
@@ -874,10 +886,16 @@ class PortraitMatting:
         if found is not None:
             prob = found.segmentation.astype(np.float32)
             mask = self.mask(prob)
-        lap("prior")
-        if not mask.any():
-            return RouteResult(np.zeros((h, w), np.float32), NO_PERSON, {"person": ""}, timings)
-        info: dict[str, Any] = {"prior": "pose detector" if found is not None else "selfie"}
+        return image, prob, mask, found
+
+    def _pose_stage(
+        self, image: np.ndarray, prob: np.ndarray, mask: np.ndarray, found: Pose | None, info: dict[str, Any]
+    ) -> _PoseStage:
+        """Step 3 on the prior stage's output: the pose (`found`, else the pose network's when a step needs it),
+        its agreement with the selfie mask and trust, the prior and mask it changes (a greyscale photo's lower
+        of the two priors, the limb gaps, the gaps' colour test), and what that test dropped and took as known
+        background. The prior's kind and the pose's agreement go into `info`."""
+        s = self.settings
         # the pose network runs here for the steps that use its landmarks or mask (hands, limb gaps, the gaps' colour
         # test, the forearms' cores and the hair's gaps, on by default; a greyscale photo's prior); without them the
         # person check asks for it later, and only when no face settles that question
@@ -897,13 +915,14 @@ class PortraitMatting:
         dropped = np.zeros_like(mask)  # what the gaps' colour test took out of the mask
         known_background = np.zeros_like(mask)  # ... and of it, what the trimap takes as known background
         if pose is not None and trusted and (s.limb_gaps or s.gap_colour):
+            long_side = max(mask.shape)
             gaps = limb_gaps(pose.landmarks, mask.shape, min_visibility=s.limb_visibility, legs_cut=s.legs_cut)
             if gaps.any() and s.limb_gaps:
-                prob = blend_in(prob, pose.segmentation, gaps, s.gap_feather * max(hw, ww))
+                prob = blend_in(prob, pose.segmentation, gaps, s.gap_feather * long_side)
                 mask = self.mask(prob)
             if gaps.any() and s.gap_colour:
                 marked = background_colour_in_gaps(image, prob, mask, gaps)
-                dropped = verdict_regions(marked, mask & gaps, round(GAP_SMOOTH * max(hw, ww)))
+                dropped = verdict_regions(marked, mask & gaps, round(GAP_SMOOTH * long_side))
                 prob = self._drop(prob, dropped)
                 mask = self.mask(prob)
                 if s.gap_known:
@@ -912,17 +931,23 @@ class PortraitMatting:
                     # background too, each pixel the colour marks is known (the smoothing's disc would drop a strip
                     # narrower than itself)
                     known_background = marked & (pose.segmentation < 0.5)
-        lap("pose")
-        hands = self.hands(image, pose, prob) if pose is not None and trusted and s.hands and mask.any() else []
-        info["hands"] = len(hands)
-        lap("hands")
+        return _PoseStage(pose, agree, trusted, prob, mask, dropped, known_background)
+
+    def _trimap_stage(
+        self, image: np.ndarray, stage: _PoseStage, hands: list[np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Steps 4-5 on the pose stage's output: (trimap, hair, mask): the band's trimap ({0, 128, 255}) with the
+        gaps' known background, the hands' zones and bones and the forearms' cores; `band`'s hair (bool, unknown
+        in both solves); the mask with the hands' bones added."""
+        s = self.settings
+        pose, prob, mask = stage.pose, stage.prob, stage.mask
         # the head's side of the shoulders, where the trimap looks for background seen through hair: the pose's
         # landmarks need no trust in its mask (on a close-up the mask is poor, the shoulders and nose are not)
         head = None
         if pose is not None and s.hair_gaps:
             head = above_shoulders(pose.landmarks, mask.shape, min_visibility=s.limb_visibility)
         tri, hair = self.band(mask, image, head)
-        tri[known_background] = 0
+        tri[stage.known_background] = 0
         if hands:
             seeds, zone = hand_seeds(hands, mask.shape, bone_width=s.hand_bone, zone_width=s.hand_zone)
             if s.hand_zone_keep and pose is not None:
@@ -932,37 +957,73 @@ class PortraitMatting:
             tri[zone] = 128
             tri[seeds] = 255
             mask = mask | seeds
-        if pose is not None and trusted and s.forearm_core > 0:
+        if pose is not None and stage.trusted and s.forearm_core > 0:
             # a forearm against a background of its own colour (skin on a sandy road) is lost by the band's solve,
             # which has only the person's other colours (clothes) as known person next to it: its middle, where
             # the pose network's mask and its landmarks put the limb, is known person
-            support = (pose.segmentation >= 0.5) & ~dropped & (prob >= _SURE_BACKGROUND)
+            support = (pose.segmentation >= 0.5) & ~stage.dropped & (prob >= _SURE_BACKGROUND)
             core = limb_cores(pose.landmarks, support, fraction=s.forearm_core, min_visibility=s.limb_visibility)
             tri[core] = 255
+        return tri, hair, mask
+
+    def _refine_stage(
+        self, image: np.ndarray, trimap: np.ndarray, mask: np.ndarray, hair: np.ndarray
+    ) -> tuple[np.ndarray, str]:
+        """Step 6 at the working size: (alpha, method): `solve` started from the mask (HxW bool), then the steps'
+        contrast stretch and the snap of values within `clean` of 0 or 1; method is the solver's."""
+        s = self.settings
+        solution = self.solve(image, trimap, mask.astype(np.float32), hair)
+        alpha = solution.alpha
+        if s.step_contrast > 1:
+            alpha = sharpen_steps(image, alpha, s.step_contrast)
+        if s.clean > 0:
+            alpha[alpha < s.clean] = 0.0
+            alpha[alpha > 1.0 - s.clean] = 1.0
+        return alpha, solution.method
+
+    def run(self, rgb: np.ndarray) -> RouteResult:
+        """The route on an RGB image array (any range of `p3m.infer.preprocess.array_to_rgb`: grey, RGBA,
+        16-bit, float in [0, 1]) -> `RouteResult`."""
+        s = self.settings
+        rgb = array_to_rgb(rgb)
+        h, w = rgb.shape[:2]
+        timings = dict.fromkeys(STEPS, 0.0)
+        clock = [time.perf_counter()]
+
+        def lap(step: str) -> None:
+            clock.append(time.perf_counter())
+            timings[step] = clock[-1] - clock[-2]
+
+        image, prob, mask, found = self._prior_stage(rgb)
+        lap("prior")
+        if not mask.any():
+            return RouteResult(np.zeros((h, w), np.float32), NO_PERSON, {"person": ""}, timings)
+        info: dict[str, Any] = {"prior": "pose detector" if found is not None else "selfie"}
+        stage = self._pose_stage(image, prob, mask, found, info)
+        pose, prob, mask = stage.pose, stage.prob, stage.mask
+        lap("pose")
+        hands = self.hands(image, pose, prob) if pose is not None and stage.trusted and s.hands and mask.any() else []
+        info["hands"] = len(hands)
+        lap("hands")
+        tri, hair, mask = self._trimap_stage(image, stage, hands)
         lap("trimap")
         # the person check needs nothing of the solve: it runs beside it, on the other core when there is one
         with ThreadPoolExecutor(max_workers=1) as beside:
             evidence: dict[str, Any] = {}
             # a person the pose detector found is the verdict itself: the pose's own mask would agree with itself
             check = s.person_check and found is None
-            checked = beside.submit(self._person, image, mask, prob, pose, agree, evidence) if check else None
-            solution = self.solve(image, tri, mask.astype(np.float32), hair)
-            alpha = solution.alpha
-            info["solver"] = solution.method
-            if s.step_contrast > 1:
-                alpha = sharpen_steps(image, alpha, s.step_contrast)
-            if s.clean > 0:
-                alpha[alpha < s.clean] = 0.0
-                alpha[alpha > 1.0 - s.clean] = 1.0
+            checked = beside.submit(self._person, image, mask, prob, pose, stage.agree, evidence) if check else None
+            alpha, method = self._refine_stage(image, tri, mask, hair)
+            info["solver"] = method
             lap("refine")
             verdict = checked.result() if checked is not None else "pose detector" if found else "not checked"
         info.update(evidence)
         info["person"] = verdict
         lap("person")  # what the check took beyond the solve
-        if (hw, ww) != (h, w):  # bilinear: stays in [0, 1]; one full-size array, nothing else at full size
+        if alpha.shape != (h, w):  # bilinear: stays in [0, 1]; one full-size array, nothing else at full size
             alpha = cv2.resize(alpha, (w, h), interpolation=cv2.INTER_LINEAR)
         lap("upsample")
-        warning = MASK_ONLY if solution.method == "guess" else "" if verdict else NOT_SURE
+        warning = MASK_ONLY if method == "guess" else "" if verdict else NOT_SURE
         return RouteResult(alpha, warning, info, timings)
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
