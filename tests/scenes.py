@@ -53,7 +53,7 @@ def standing(width: float = 200.0) -> np.ndarray:
 
 def given(pm: PortraitMatting, prob: np.ndarray, landmarks: np.ndarray, segmentation: np.ndarray) -> PortraitMatting:
     """`pm` with a given prior and a given trusted pose in place of the networks'."""
-    pm.prior = lambda rgb: prob
+    pm.prior = lambda rgb, image=None: prob
 
     def pose(image, mask):
         return Pose(landmarks, np.ones(33), np.zeros((33, 3)), segmentation.astype(np.float32), 1.0, None, None)

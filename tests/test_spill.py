@@ -113,7 +113,7 @@ def test_route_drops_the_priors_spill_onto_a_wall_of_another_colour_and_keeps_a_
     alphas = {}
     for unsure in (0.5, 0.8):  # off (the threshold), the default
         pm = PortraitMatting(PortraitSettings(spill_unsure=unsure, pose=False, person_check=False))
-        pm.prior = lambda rgb: prob  # the given prior in place of the network's
+        pm.prior = lambda rgb, image=None: prob  # the given prior in place of the network's
         alphas[unsure] = pm(image)
     on_strip = {k: float(a[:, 100:105].sum()) for k, a in alphas.items()}
     if spill:  # without the colour model the band cannot reach back to the person's edge: the spill stays
@@ -182,7 +182,7 @@ def test_route_drops_the_background_enclosed_between_arm_and_body_with_gap_colou
     kept = {}
     for on in (False, True):
         pm = PortraitMatting(PortraitSettings(gap_colour=on, person_check=False))
-        pm.prior = lambda rgb: prob  # the given prior in place of the network's
+        pm.prior = lambda rgb, image=None: prob  # the given prior in place of the network's
 
         def pose(image, mask):  # a trusted pose (its mask is the selfie mask) with the drawn landmarks
             return Pose(standing(), np.ones(33), np.zeros((33, 3)), mask.astype(np.float32), 1.0, None, None)

@@ -293,6 +293,11 @@ def _pose_agreement(pose: Pose | None, mask: np.ndarray) -> float:
     return agreement(pose.segmentation >= 0.5, mask) if pose is not None else 0.0
 
 
+def _working_image(rgb: np.ndarray, work_hw: tuple[int, int]) -> np.ndarray:
+    """HxWx3 uint8 `rgb` at the working size `work_hw` (area-averaged; `rgb` itself when it is that size)."""
+    return rgb if rgb.shape[:2] == tuple(work_hw) else cv2.resize(rgb, work_hw[::-1], interpolation=cv2.INTER_AREA)
+
+
 def _distance_to(mask: np.ndarray) -> np.ndarray:
     """HxW float32: Euclidean distance of every pixel to the nearest True pixel of `mask` (inf if none)."""
     if not mask.any():
@@ -473,8 +478,10 @@ class PortraitMatting:
             prob, m, (ww, hw), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE
         )
 
-    def prior(self, rgb: np.ndarray) -> np.ndarray:
-        """Working-size float32 person probability of an HxWx3 uint8 image (two passes, see the module doc)."""
+    def prior(self, rgb: np.ndarray, image: np.ndarray | None = None) -> np.ndarray:
+        """Working-size float32 person probability of an HxWx3 uint8 image (two passes, see the module doc);
+        `image`: the caller's copy of `rgb` at the working size (`_working_image`), made here when the zoomed
+        pass's shade test needs it and none is given."""
         s = self.settings
         rgb = array_to_rgb(rgb)
         h, w = rgb.shape[:2]
@@ -491,13 +498,14 @@ class PortraitMatting:
                 prob = weight * crop + (1 - weight) * prob
         prob = np.clip(prob, 0.0, 1.0).astype(np.float32)
         if s.zoom_tiles > 0:
-            prob = self._zoom(rgb, prob, side)
+            prob = self._zoom(rgb, prob, side, image)
         return prob
 
-    def _zoom(self, rgb: np.ndarray, prob: np.ndarray, crop_side: int) -> np.ndarray:
+    def _zoom(self, rgb: np.ndarray, prob: np.ndarray, crop_side: int, image: np.ndarray | None = None) -> np.ndarray:
         """The zoomed pass: `prob` (working size) with the believed removals of the selfie network run on tiles
         along the mask's edge (`p3m.infer.priors.edge_tiles`, `thin_removals`) set to the tiles' values; the
-        tiles are `zoom_side` of `crop_side` (the crop pass's side, or the image's long side without it)."""
+        tiles are `zoom_side` of `crop_side` (the crop pass's side, or the image's long side without it); `image`
+        is `rgb` at the working size, or None (made when the shade test first needs it)."""
         s = self.settings
         mask = self.mask(prob)
         if not mask.any():
@@ -516,8 +524,8 @@ class PortraitMatting:
         tiles = edge_tiles(grid_prob, grid_mask, max(1, round(tile * min(gy_scale, gx_scale))), s.zoom_tiles)
         out = prob.copy()
         removed_all = np.zeros_like(mask)
-        # (the image at working size, each person pixel's distance to the background): made when the shade test runs
-        shade_inputs: tuple[np.ndarray, np.ndarray] | None = None
+        # each person pixel's distance to the background: made when the shade test first runs
+        depth: np.ndarray | None = None
         for gy, gx in tiles:
             top, left = min(round(gy / gy_scale), h - tile), min(round(gx / gx_scale), w - tile)
             fine = self._segment(rgb, top, left, tile, work_hw, flip=s.crop_flip)
@@ -537,12 +545,10 @@ class PortraitMatting:
                 further = thin_removals(mask[window], tile_person, inside[window], reach=farther, attach=s.zoom_attach)
                 further &= ~removed
                 if further.any():
-                    if shade_inputs is None:
-                        small = (
-                            rgb if work_hw == (h, w) else cv2.resize(rgb, work_hw[::-1], interpolation=cv2.INTER_AREA)
-                        )
-                        shade_inputs = (small, _distance_to(~mask))
-                    image, depth = shade_inputs
+                    if image is None:
+                        image = _working_image(rgb, work_hw)
+                    if depth is None:
+                        depth = _distance_to(~mask)
                     deep = depth[window] > reach
                     removed |= self._shaded(image[window], prob[window], mask[window], further, deep, reach)
             out[window][removed] = fine[window][removed]
@@ -685,15 +691,16 @@ class PortraitMatting:
         r = max(1.0, s.band * side)
         unknown = np.where(mask, d_in <= r, d_out <= r)
         hair = np.zeros_like(mask)
-        if image is not None and mask.any() and (s.hair_out > 0 or s.hair_in > 0):
-            widened = self._hair(mask, d_out, d_in, r, _fine_structure(array_to_rgb(image)), unknown) & ~unknown
+        rgb = None if image is None else array_to_rgb(image)
+        if rgb is not None and mask.any() and (s.hair_out > 0 or s.hair_in > 0):
+            widened = self._hair(mask, d_out, d_in, r, _fine_structure(rgb), unknown) & ~unknown
             unknown |= widened
             if widened.any():
                 hair = unknown & _near(widened, r)
         tri = np.where(mask, 255, 0).astype(np.uint8)
         tri[unknown] = 128
-        if image is not None and head is not None and s.hair_gaps and head.any():
-            opened = self._hair_gaps(array_to_rgb(image), tri, head)
+        if rgb is not None and head is not None and s.hair_gaps and head.any():
+            opened = self._hair_gaps(rgb, tri, head)
             tri[opened] = 128
             hair |= opened
         return tri, hair
@@ -873,9 +880,8 @@ class PortraitMatting:
         prior (else None)."""
         s = self.settings
         h, w = rgb.shape[:2]
-        prob = self.prior(rgb)
-        hw, ww = prob.shape
-        image = rgb if (hw, ww) == (h, w) else cv2.resize(rgb, (ww, hw), interpolation=cv2.INTER_AREA)
+        image = _working_image(rgb, working_size(h, w, s.matting_side))
+        prob = self.prior(rgb, image)
         if s.spill_unsure > s.threshold:
             prob = self.unspill(prob, image)
         mask = self.mask(prob)
