@@ -11,10 +11,15 @@ import cv2
 import numpy as np
 import pytest
 
-from p3m.infer.portrait import _distance_to, _near
+from p3m.infer.portrait import _depth, _distance_to, _near, _touching
 from p3m.infer.priors import hysteresis_mask
 from p3m.infer.spill import background_in_gaps
-from tests.reference.route_before import previous_background_in_gaps, previous_mask
+from tests.reference.route_before import (
+    previous_background_in_gaps,
+    previous_distance_to,
+    previous_mask,
+    previous_touching,
+)
 
 
 def random_prior(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
@@ -101,3 +106,92 @@ def test_near_is_the_thresholded_distance_transform():
             mask[int(rng.integers(h)), int(rng.integers(w))] = True  # one pixel: distances sqrt(integer) exactly
         radius = float(rng.choice([0.0, 1.0, 2.0, float(np.sqrt(5)), rng.uniform(0, 40)]))
         np.testing.assert_array_equal(_near(mask, radius), _distance_to(mask) <= radius)
+
+
+def random_masks(rng: np.random.Generator, count: int):
+    """HxW bool masks: blobs of a random prior cut at a random level (some touching the frame), scattered pixels,
+    and the edge cases (none, all, one pixel, a full row)."""
+    for i in range(count):
+        h, w = (int(v) for v in rng.integers(1, 120, 2))
+        kind = i % 5
+        if kind == 0:
+            mask = rng.random((h, w)) < rng.choice([0.0005, 0.01, 0.2])
+        elif kind == 1:
+            mask = np.zeros((h, w), bool) if i % 10 else np.ones((h, w), bool)
+        elif kind == 2:
+            mask = np.zeros((h, w), bool)
+            mask[int(rng.integers(h)), int(rng.integers(w))] = True
+            if i % 3 == 0:
+                mask[int(rng.integers(h)), :] = True
+        else:
+            mask = random_prior(rng, h, w) >= rng.uniform(0.3, 0.8)
+        yield mask
+
+
+# OpenCV's precise distance transform is not bit-reproducible: two calls on the same mask can differ by 1-2 units in
+# the last place (the route only compares distances with radii). So the boxed distances are compared with the whole
+# image's to 2 ulp, and their answers at radii (half-integers: no distance sqrt(integer) lies within rounding of one)
+# exactly.
+_RADII = (0.5, 1.5, 2.5, 7.5, 20.5)
+
+
+def _same_distances(new: np.ndarray, whole: np.ndarray, reach: float = np.inf) -> None:
+    finite = np.isfinite(new)
+    np.testing.assert_array_max_ulp(new[finite], whole[finite], maxulp=2)
+    for radius in (r for r in _RADII if r <= reach):
+        np.testing.assert_array_equal(new <= radius, whole <= radius)
+
+
+def test_distance_to_within_a_reach_is_the_whole_images_up_to_it():
+    rng = np.random.default_rng(11)
+    for mask in random_masks(rng, 300):
+        whole = previous_distance_to(mask)
+        reach = float(rng.choice([0.0, 1.0, 7.5, rng.uniform(0, 30)]))
+        boxed = _distance_to(mask, reach)
+        assert boxed.dtype == np.float32 and boxed.shape == mask.shape
+        # the whole image's up to the reach (and wherever finite: every True pixel is in the box), beyond it inf
+        assert (whole[np.isinf(boxed)] > reach).all()
+        _same_distances(boxed, whole, reach)
+
+
+def test_depth_is_the_whole_images_distance_to_the_outside():
+    rng = np.random.default_rng(12)
+    for mask in random_masks(rng, 300):
+        depth, whole = _depth(mask), previous_distance_to(~mask)
+        assert depth.dtype == np.float32 and depth.shape == mask.shape
+        np.testing.assert_array_equal(np.isinf(depth), np.isinf(whole))  # a mask of True pixels only
+        _same_distances(depth, whole)
+    # a blob in a corner and one in the middle of a large frame: the box's ring decides the distances
+    mask = np.zeros((300, 400), bool)
+    mask[0:40, 0:90] = True
+    mask[150:260, 120:330] = True
+    _same_distances(_depth(mask), previous_distance_to(~mask))
+    assert _depth(mask)[205, 225] == 55.0 and not _depth(mask)[~mask].any()
+
+
+def test_touching_is_the_whole_images_component_test():
+    rng = np.random.default_rng(13)
+    kept = []
+    for i in range(300):
+        h, w = (int(v) for v in rng.integers(1, 120, 2))
+        base = random_prior(rng, h, w) >= rng.uniform(0.4, 0.8)
+        extra = (random_prior(rng, h, w) >= rng.uniform(0.4, 0.8)) & ~base
+        if i % 9 == 0:
+            extra[:] = False
+        if i % 11 == 0:
+            base[:] = False
+        new = _touching(extra, base)
+        assert new.dtype == bool and new.shape == extra.shape
+        np.testing.assert_array_equal(new, previous_touching(extra, base))
+        kept.append((new.sum(), (extra & ~new).sum()))
+    # parts kept and parts dropped were both compared
+    assert sum(k for k, _ in kept) > 0 and sum(d for _, d in kept) > 0
+    # a part that reaches the base only through the base outside its own box
+    base = np.zeros((50, 50), bool)
+    base[:, 45:] = True
+    base[40:42, 20:46] = True
+    extra = np.zeros((50, 50), bool)
+    extra[10:40, 20:22] = True
+    extra[0:5, 0:5] = True
+    np.testing.assert_array_equal(_touching(extra, base), previous_touching(extra, base))
+    assert _touching(extra, base)[10:40, 20:22].all() and not _touching(extra, base)[0:5, 0:5].any()

@@ -1,7 +1,8 @@
 """Steps of p3m's built-in portrait route before their speed-ups (`src/p3m/infer/portrait.py` and
-`src/p3m/infer/spill.py` at commit f1ae4f2), verbatim but renamed and made free functions (the settings they read
-passed as arguments). The faster code that replaced them is tested against them on random inputs
-(`tests/test_route_savings.py`) and timed against them by `benchmarks/bench_route_savings.py`.
+`src/p3m/infer/spill.py` at commit f1ae4f2; the distance transforms and the component test at 42e8f91), verbatim
+but renamed and made free functions (the settings they read passed as arguments). The faster code that replaced
+them is tested against them on random inputs (`tests/test_route_savings.py`) and timed against them by
+`benchmarks/bench_route_savings.py`.
 """
 
 from __future__ import annotations
@@ -60,3 +61,24 @@ def previous_background_in_gaps(
         verdict = cv2.morphologyEx(verdict.astype(np.uint8), cv2.MORPH_CLOSE, disc).astype(bool) & zone
         verdict = cv2.morphologyEx(verdict.astype(np.uint8), cv2.MORPH_OPEN, disc).astype(bool)
     return verdict
+
+
+# at commit 42e8f91: the distance transforms and the component test on the whole image
+
+
+def previous_distance_to(mask: np.ndarray) -> np.ndarray:
+    """`p3m.infer.portrait._distance_to`: HxW float32, Euclidean distance of every pixel to the nearest True pixel
+    of `mask` (inf if none)."""
+    if not mask.any():
+        return np.full(mask.shape, np.inf, np.float32)
+    return cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+
+
+def previous_touching(extra: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """`p3m.infer.portrait._touching`: the pixels of `extra` in connected components (8-connected) of
+    `extra | base` that contain `base`."""
+    n, labels = cv2.connectedComponents((extra | base).astype(np.uint8), connectivity=8)
+    keep = np.zeros(n, dtype=bool)
+    keep[np.unique(labels[base])] = True
+    keep[0] = False
+    return extra & keep[labels]

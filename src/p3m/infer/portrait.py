@@ -298,29 +298,53 @@ def _working_image(rgb: np.ndarray, work_hw: tuple[int, int]) -> np.ndarray:
     return rgb if rgb.shape[:2] == tuple(work_hw) else cv2.resize(rgb, work_hw[::-1], interpolation=cv2.INTER_AREA)
 
 
-def _distance_to(mask: np.ndarray) -> np.ndarray:
-    """HxW float32: Euclidean distance of every pixel to the nearest True pixel of `mask` (inf if none)."""
+def _box_round(mask: np.ndarray, grow: int) -> tuple[slice, slice] | None:
+    """The box round the True pixels of `mask` (HxW bool) grown by `grow` px on each side, clipped to the image, as
+    a 2-D slice; None when no pixel is True."""
+    rows = np.flatnonzero(mask.any(1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask.any(0))
+    h, w = mask.shape
+    return np.s_[
+        max(rows[0] - grow, 0) : min(rows[-1] + 1 + grow, h), max(cols[0] - grow, 0) : min(cols[-1] + 1 + grow, w)
+    ]
+
+
+def _distance_to(mask: np.ndarray, reach: float | None = None) -> np.ndarray:
+    """HxW float32: Euclidean distance of every pixel to the nearest True pixel of `mask` (inf if none).
+
+    With `reach` (>= 0) it is computed on the box round the True pixels grown by more than `reach`: exact there
+    (every True pixel is inside it) and inf outside, where every pixel is farther than `reach` from them; for a
+    person that fills part of the frame, a fraction of the whole image's distance transform."""
     if not mask.any():
         return np.full(mask.shape, np.inf, np.float32)
-    return cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    if reach is None:
+        return cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    box = _box_round(mask, int(np.ceil(reach)) + 1)
+    distance = np.full(mask.shape, np.inf, np.float32)
+    distance[box] = _distance_to(mask[box])
+    return distance
+
+
+def _depth(mask: np.ndarray) -> np.ndarray:
+    """HxW float32: Euclidean distance of every pixel to the nearest False pixel of `mask` (0 on those; inf if none):
+    ``_distance_to(~mask)``, computed on the box round the True pixels grown by one. The same answer: the ring round
+    their box is False, and for a pixel inside the box it holds a False pixel as near as any beyond it."""
+    box = _box_round(mask, 1)
+    depth = np.zeros(mask.shape, np.float32)
+    if box is not None:
+        depth[box] = _distance_to(~mask[box])
+    return depth
 
 
 def _near(mask: np.ndarray, radius: float) -> np.ndarray:
     """HxW bool: the pixels within Euclidean distance `radius` of a True pixel of `mask` (``_distance_to(mask) <=
-    radius``), computed on the box round the True pixels grown by the radius: the same answer, and for a few
-    scattered pixels a fraction of the whole image's distance transform."""
-    near = np.zeros(mask.shape, bool)
-    rows = np.flatnonzero(mask.any(1))
-    if rows.size == 0 or not radius >= 0:
-        return near
-    cols = np.flatnonzero(mask.any(0))
-    grow = int(np.ceil(radius)) + 1  # beyond the box by more than the radius: farther than it from every pixel
-    h, w = mask.shape
-    box = np.s_[
-        max(rows[0] - grow, 0) : min(rows[-1] + 1 + grow, h), max(cols[0] - grow, 0) : min(cols[-1] + 1 + grow, w)
-    ]
-    near[box] = _distance_to(mask[box]) <= radius
-    return near
+    radius``), computed on the box round the True pixels grown by the radius (`_distance_to`'s ``reach``): the same
+    answer, and for a few scattered pixels a fraction of the whole image's distance transform."""
+    if not radius >= 0:
+        return np.zeros(mask.shape, bool)
+    return _distance_to(mask, radius) <= radius
 
 
 def _crop_box(
@@ -389,12 +413,20 @@ def _pose_on_grid(pose: Pose, k: tuple[float, float], work_hw: tuple[int, int], 
 
 
 def _touching(extra: np.ndarray, base: np.ndarray) -> np.ndarray:
-    """The pixels of `extra` in connected components (8-connected) of `extra | base` that contain `base`."""
-    n, labels = cv2.connectedComponents((extra | base).astype(np.uint8), connectivity=8)
+    """The pixels of `extra` in connected components (8-connected) of `extra | base` that contain `base`.
+
+    Computed on the box round `extra`'s pixels grown by one: a path from one of them to `base` leaves their box
+    through a pixel of `base` next to it, so the answer is the whole image's."""
+    box = _box_round(extra, 1)
+    touching = np.zeros(extra.shape, bool)
+    if box is None:
+        return touching
+    n, labels = cv2.connectedComponents((extra[box] | base[box]).astype(np.uint8), connectivity=8)
     keep = np.zeros(n, dtype=bool)
-    keep[np.unique(labels[base])] = True
+    keep[np.unique(labels[base[box]])] = True
     keep[0] = False
-    return extra & keep[labels]
+    touching[box] = extra[box] & keep[labels]
+    return touching
 
 
 @dataclass(frozen=True)
@@ -548,7 +580,7 @@ class PortraitMatting:
                     if image is None:
                         image = _working_image(rgb, work_hw)
                     if depth is None:
-                        depth = _distance_to(~mask)
+                        depth = _depth(mask)
                     deep = depth[window] > reach
                     removed |= self._shaded(image[window], prob[window], mask[window], further, deep, reach)
             out[window][removed] = fine[window][removed]
@@ -686,9 +718,10 @@ class PortraitMatting:
         s = self.settings
         side = max(mask.shape)
         mask = mask.astype(bool)
-        d_out = _distance_to(mask)  # background pixels: distance to the person
-        d_in = _distance_to(~mask)  # person pixels: distance to the background
         r = max(1.0, s.band * side)
+        # background pixels: distance to the person, read up to the hair's outward widening (`_hair`'s r_out)
+        d_out = _distance_to(mask, max(r, s.hair_out * side))
+        d_in = _depth(mask)  # person pixels: distance to the background
         unknown = np.where(mask, d_in <= r, d_out <= r)
         hair = np.zeros_like(mask)
         rgb = None if image is None else array_to_rgb(image)
@@ -716,12 +749,10 @@ class PortraitMatting:
         person = trimap == 255
         depth = s.hair_gap_depth * side
         zone = person & head
-        rows, cols = np.flatnonzero(zone.any(1)), np.flatnonzero(zone.any(0))
-        if rows.size == 0:
-            return zone
         # the depth on the box round the judged pixels grown by it: every pixel within that depth of one is inside
-        grow = int(np.ceil(depth)) + 1
-        box = np.s_[max(rows[0] - grow, 0) : rows[-1] + 1 + grow, max(cols[0] - grow, 0) : cols[-1] + 1 + grow]
+        box = _box_round(zone, int(np.ceil(depth)) + 1)
+        if box is None:
+            return zone
         zone[box] &= _distance_to(~person[box]) <= depth
         seen = background_through_hair(
             image, trimap, zone, sigma=s.hair_gap_sigma, ratio=s.hair_gap_ratio, spread=s.hair_gap_spread
