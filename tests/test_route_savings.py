@@ -11,12 +11,14 @@ import cv2
 import numpy as np
 import pytest
 
+from p3m.infer.closed_form import _at
 from p3m.infer.portrait import _depth, _distance_to, _near, _touching
 from p3m.infer.priors import hysteresis_mask
-from p3m.infer.spill import background_in_gaps
+from p3m.infer.spill import background_in_gaps, local_mean_colour
 from tests.reference.route_before import (
     previous_background_in_gaps,
     previous_distance_to,
+    previous_local_mean_colour,
     previous_mask,
     previous_touching,
 )
@@ -195,3 +197,29 @@ def test_touching_is_the_whole_images_component_test():
     extra[0:5, 0:5] = True
     np.testing.assert_array_equal(_touching(extra, base), previous_touching(extra, base))
     assert _touching(extra, base)[10:40, 20:22].all() and not _touching(extra, base)[0:5, 0:5].any()
+
+
+def test_local_mean_colour_is_the_previous_code_bit_for_bit():
+    rng = np.random.default_rng(14)
+    for i in range(60):
+        h, w = (int(v) for v in rng.integers(1, 90, 2))
+        channels = int(rng.choice([1, 3]))
+        colours = rng.random((h, w, channels)).astype(np.float32)
+        weight = random_prior(rng, h, w)
+        if i % 2:
+            weight = weight >= 0.5  # a bool mask, often with wide empty parts (density 0: mean 0)
+        sigma = float(rng.uniform(0.5, 8.0))
+        new, old = local_mean_colour(colours, weight, sigma), previous_local_mean_colour(colours, weight, sigma)
+        for a, b in zip(new, old, strict=True):
+            assert a.dtype == b.dtype == np.float32 and a.shape == b.shape
+            np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32))
+
+
+def test_values_at_flat_indices_are_the_whole_arrays_made_float64():
+    rng = np.random.default_rng(15)
+    flat = rng.choice(40 * 30, 200, replace=False)
+    for values in (rng.random((40, 30)).astype(np.float32), rng.random((40, 30)), rng.random((40, 30)) < 0.5):
+        got = _at(values, flat)
+        assert got.dtype == np.float64
+        np.testing.assert_array_equal(got, np.asarray(values, np.float64).ravel()[flat])
+    np.testing.assert_array_equal(_at(np.arange(12, dtype=np.uint8).reshape(3, 4)[:, ::2], np.array([5, 0])), [10, 0])

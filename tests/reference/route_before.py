@@ -63,7 +63,7 @@ def previous_background_in_gaps(
     return verdict
 
 
-# at commit 42e8f91: the distance transforms and the component test on the whole image
+# at commit 42e8f91: the distance transforms and the component test on the whole image, the local means' division
 
 
 def previous_distance_to(mask: np.ndarray) -> np.ndarray:
@@ -82,3 +82,22 @@ def previous_touching(extra: np.ndarray, base: np.ndarray) -> np.ndarray:
     keep[np.unique(labels[base])] = True
     keep[0] = False
     return extra & keep[labels]
+
+
+def previous_local_mean_colour(colours: np.ndarray, weight: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """`p3m.infer.spill.local_mean_colour` at 42e8f91: (HxWxC mean, HxW density) of the weighted colours."""
+    from p3m.infer.spill import NO_DENSITY, gaussian_kernel
+
+    k = gaussian_kernel(sigma)
+    w = np.asarray(weight, np.float32)
+
+    def smooth(a: np.ndarray) -> np.ndarray:
+        return cv2.sepFilter2D(a, cv2.CV_32F, k, k, borderType=cv2.BORDER_CONSTANT)
+
+    density = smooth(w)
+    total = smooth(np.ascontiguousarray(colours * w[..., None], dtype=np.float32))
+    if total.ndim == 2:  # cv2 drops a single channel
+        total = total[..., None]
+    safe = np.where(density > NO_DENSITY, density, 1.0)[..., None]
+    mean = np.where(density[..., None] > NO_DENSITY, total / safe, 0.0).astype(np.float32)
+    return mean, density

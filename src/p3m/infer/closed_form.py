@@ -397,6 +397,11 @@ class BandSolution:
         return self.method not in ("ic0", "none")
 
 
+def _at(values: np.ndarray, flat: np.ndarray) -> np.ndarray:
+    """float64 values of the HxW array `values` (any real dtype) at the flat indices `flat`."""
+    return np.asarray(values).ravel()[flat].astype(np.float64)
+
+
 def solve_band(
     image: np.ndarray,
     trimap: np.ndarray,
@@ -431,13 +436,14 @@ def solve_band(
         return BandSolution(alpha, "none", 0)
     img = image if image.dtype == np.uint8 else image.astype(np.float64)  # uint8 is scaled as it is read
     flat = np.flatnonzero(unknown)
-    start = np.full(flat.size, 0.5) if guess is None else np.clip(np.asarray(guess, np.float64).ravel()[flat], 0, 1)
+    # the unknown pixels' values taken before they are made float64: the same numbers, without whole-image copies
+    start = np.full(flat.size, 0.5) if guess is None else np.clip(_at(guess, flat), 0, 1)
     weight = np.full(flat.size, float(ridge))
     pull = ridge * start
     if data is not None:
-        extra = np.asarray(data[0], np.float64).ravel()[flat]
+        extra = _at(data[0], flat)
         weight += extra
-        pull = pull + extra * np.asarray(data[1], np.float64).ravel()[flat]
+        pull = pull + extra * _at(data[1], flat)
     for preconditioner, factor in attempts[names.index(first_try) :]:
         (indptr, indices, values), rhs, _ = band_laplacian(
             img, unknown, alpha.astype(np.float64), eps * factor, lower=True

@@ -775,7 +775,7 @@ class PortraitMatting:
         if not background.any():
             return np.zeros_like(mask)
         # the bar: a multiple of the background's typical texture, so busy backgrounds do not widen
-        bar = max(s.hair_contrast * float(np.median(energy[background])), _NOISE_FLOOR)
+        bar = max(s.hair_contrast * float(np.median(energy[background], overwrite_input=True)), _NOISE_FLOOR)
         fine = energy > bar
         outward = ~mask & (d_out <= r_out) & fine
         # inward only next to structure seen beyond the band (strands leaving the head), never at bare

@@ -91,8 +91,9 @@ def local_mean_colour(colours: np.ndarray, weight: np.ndarray, sigma: float) -> 
     total = smooth(np.ascontiguousarray(colours * w[..., None], dtype=np.float32))
     if total.ndim == 2:  # cv2 drops a single channel
         total = total[..., None]
-    safe = np.where(density > NO_DENSITY, density, 1.0)[..., None]
-    mean = np.where(density[..., None] > NO_DENSITY, total / safe, 0.0).astype(np.float32)
+    # divided only where there is a density: no temporaries for the rest, and the same quotients
+    mean = np.zeros(total.shape, np.float32)
+    np.divide(total, density[..., None], out=mean, where=density[..., None] > NO_DENSITY)
     return mean, density
 
 
