@@ -124,12 +124,15 @@ def _accumulate(image, scale, index, known, centres_y, centres_x, eps, lower, va
             g1 = (i01 * s + i11 * t + i12 * u) * inv_det
             g2 = (i02 * s + i12 * t + i22 * u) * inv_det
             for j in range(9):
+                col = ids[j]
+                if lower and col > row:  # the upper triangle: never stored, so not computed
+                    continue
                 v = -(1.0 + g0 * c[j, 0] + g1 * c[j, 1] + g2 * c[j, 2]) * inv_area
                 if i == j:
                     v += 1.0
-                if ids[j] < 0:  # known neighbour: moves to the right-hand side
+                if col < 0:  # known neighbour: moves to the right-hand side
                     rhs[row] -= v * known[ys[j], xs[j]]
-                elif not lower or ids[j] <= row:
+                else:
                     values[row, ys[j] - ys[i] + 2, xs[j] - xs[i] + 2] += v
 
 
