@@ -5,10 +5,15 @@ of each replaced step are recorded there: the prior's hysteresis mask (`Portrait
 "near the strands beyond the band" (`_near`), the gaps' colour verdict (per pixel, before its smoothing:
 `p3m.infer.spill.background_colour_in_gaps`, which the route calls since the gaps' known background; the
 previous code with no smoothing), and
-the MediaPipe crops' and warps' resampling (`p3m.models.mediapipe_calculators._remap_bilinear`). Then each step
+the MediaPipe crops' and warps' resampling (`p3m.models.mediapipe_calculators._remap_bilinear`); and, since
+42e8f91, the trimap's distance to the person (`_distance_to` within the hair's reach, from `band`), the distance to
+the background (`_depth`: the band's and the zoomed pass's shade test's), the component test (`_touching`) and the
+local means of the colour tests (`p3m.infer.spill.local_mean_colour`). Then each step
 runs on those inputs as the previous code (`tests/reference/route_before.py`; the numpy resampling) and as the
 new one, interleaved round by round in one process (so the ratios come from the same machine state), thread CPU
-time, median over the rounds of the sum over the recorded calls; the answers are checked equal. Last, the
+time, median over the rounds of the sum over the recorded calls; the answers are checked equal (distances to 2
+ulp, as OpenCV's precise transform differs from itself from call to call, and beyond the reach only as farther
+than it). Last, the
 person check's face detectors, which a route that ran the pose network now skips where the pose settles the
 check: their thread CPU time per image, what that saves.
 
@@ -21,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -34,15 +40,23 @@ from p3m.infer import spill
 from p3m.infer.portrait import PortraitMatting, PortraitSettings, _distance_to
 from p3m.infer.priors import hysteresis_mask
 from p3m.infer.resize import shrunk
-from tests.reference.route_before import previous_background_in_gaps, previous_mask
+from tests.reference.route_before import (
+    previous_background_in_gaps,
+    previous_distance_to,
+    previous_local_mean_colour,
+    previous_mask,
+    previous_touching,
+)
 
 
-def _record(owner: Any, name: str, calls: list) -> Callable[[], None]:
-    """Wrap `owner.name` so that each call's arguments are appended to `calls`; returns the undo."""
+def _record(owner: Any, name: str, calls: list, caller: str | None = None) -> Callable[[], None]:
+    """Wrap `owner.name` so that each call's arguments are appended to `calls` (only the calls from a function
+    named `caller`, when given); returns the undo."""
     real = getattr(owner, name)
 
     def recording(*args: Any, **kwargs: Any) -> Any:
-        calls.append((args, kwargs))
+        if caller is None or sys._getframe(1).f_code.co_name == caller:
+            calls.append((args, kwargs))
         return real(*args, **kwargs)
 
     setattr(owner, name, recording)
@@ -51,13 +65,19 @@ def _record(owner: Any, name: str, calls: list) -> Callable[[], None]:
 
 def record_inputs() -> tuple[dict[str, list], list[np.ndarray]]:
     """The recorded calls of each replaced step, and the working-size images, over the portraits and mirrors."""
-    calls: dict[str, list] = {"mask": [], "near": [], "gaps": [], "remap": []}
+    calls: dict[str, list] = {
+        name: [] for name in ("mask", "near", "gaps", "remap", "d_out", "depth", "touching", "means")
+    }
     route = PortraitMatting(PortraitSettings(gap_colour=True, person_check=False))
     undo = [
         _record(portrait_module, "hysteresis_mask", calls["mask"]),
         _record(portrait_module, "_near", calls["near"]),
         _record(portrait_module, "background_colour_in_gaps", calls["gaps"]),
         _record(calculators, "_remap_bilinear", calls["remap"]),
+        _record(portrait_module, "_distance_to", calls["d_out"], caller="band"),
+        _record(portrait_module, "_depth", calls["depth"]),
+        _record(portrait_module, "_touching", calls["touching"]),
+        _record(spill, "local_mean_colour", calls["means"]),
     ]
     images = []
     try:
@@ -83,7 +103,25 @@ def _pairs(calls: dict[str, list]) -> dict[str, tuple[Callable, Callable, list]]
         "trimap: near the strands": (lambda m, r: _distance_to(m) <= r, portrait_module._near, calls["near"]),
         "gaps' colour verdict": (_previous_verdict_per_pixel, spill.background_colour_in_gaps, calls["gaps"]),
         "MediaPipe resampling": (calculators._remap_bilinear_numpy, calculators._remap_bilinear, calls["remap"]),
+        "trimap: distance to person": (lambda m, r: previous_distance_to(m), _distance_to, calls["d_out"]),
+        "distance to background": (lambda m: previous_distance_to(~m), portrait_module._depth, calls["depth"]),
+        "component test (_touching)": (previous_touching, portrait_module._touching, calls["touching"]),
+        "colour tests' local means": (previous_local_mean_colour, spill.local_mean_colour, calls["means"]),
     }
+
+
+def _same(old: Any, new: Any, reach: float | None) -> bool:
+    """The two answers agree: arrays (or tuples of them) equal; float32 distances (`reach` not None: inf allowed in
+    the new one beyond it) to 2 ulp, OpenCV's precise transform differing from itself by as much."""
+    if isinstance(old, tuple):
+        return all(_same(a, b, reach) for a, b in zip(old, new, strict=True))
+    if reach is None or old.dtype != np.float32:
+        return bool(np.array_equal(old, new))
+    finite = np.isfinite(new)
+    if not (old[~finite] > reach).all():
+        return False
+    ulps = np.abs(old[finite].view(np.int32).astype(np.int64) - new[finite].view(np.int32))
+    return ulps.size == 0 or int(ulps.max()) <= 2
 
 
 def _cpu(function: Callable, calls: list) -> tuple[float, list]:
@@ -101,7 +139,10 @@ def compare(calls: dict[str, list], rounds: int) -> dict[str, dict[str, float]]:
             t_new, b = _cpu(new, recorded)
             times["old"].append(t_old)
             times["new"].append(t_new)
-        equal = all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+        # the distances' reach: the band's, passed to `_distance_to`; the whole image for `_depth` (all finite)
+        reaches = [args[1] if step.startswith("trimap: distance") else 0.0 for args, _ in recorded]
+        distances = step.startswith(("trimap: distance", "distance to"))
+        equal = all(_same(x, y, reach if distances else None) for x, y, reach in zip(a, b, reaches, strict=True))
         ratios = [n / o for o, n in zip(times["old"], times["new"], strict=True)]
         rows[step] = {
             "calls": len(recorded),
@@ -114,7 +155,7 @@ def compare(calls: dict[str, list], rounds: int) -> dict[str, dict[str, float]]:
         }
         r = rows[step]
         print(
-            f"{step:26s} {r['calls']:4d} calls  old {r['old_ms']:8.1f} ms  new {r['new_ms']:8.1f} ms  new/old "
+            f"{step:27s} {r['calls']:4d} calls  old {r['old_ms']:8.1f} ms  new {r['new_ms']:8.1f} ms  new/old "
             f"{r['ratio_median']:.2f} ({r['ratio_min']:.2f}-{r['ratio_max']:.2f})  same answers: {equal}"
         )
     return rows
