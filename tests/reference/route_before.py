@@ -85,19 +85,11 @@ def previous_touching(extra: np.ndarray, base: np.ndarray) -> np.ndarray:
 
 
 def previous_local_mean_colour(colours: np.ndarray, weight: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
-    """`p3m.infer.spill.local_mean_colour` at 42e8f91: (HxWxC mean, HxW density) of the weighted colours."""
-    from p3m.infer.spill import NO_DENSITY, gaussian_kernel
+    """`p3m.infer.spill.local_mean_colour` at 42e8f91: (HxWxC mean, HxW density) of the weighted colours. Its
+    division, the part that changed; the weighted sums, unchanged, are spill's `_weighted_sums`."""
+    from p3m.infer.spill import NO_DENSITY, _weighted_sums
 
-    k = gaussian_kernel(sigma)
-    w = np.asarray(weight, np.float32)
-
-    def smooth(a: np.ndarray) -> np.ndarray:
-        return cv2.sepFilter2D(a, cv2.CV_32F, k, k, borderType=cv2.BORDER_CONSTANT)
-
-    density = smooth(w)
-    total = smooth(np.ascontiguousarray(colours * w[..., None], dtype=np.float32))
-    if total.ndim == 2:  # cv2 drops a single channel
-        total = total[..., None]
+    total, density = _weighted_sums(colours, weight, sigma)
     safe = np.where(density > NO_DENSITY, density, 1.0)[..., None]
     mean = np.where(density[..., None] > NO_DENSITY, total / safe, 0.0).astype(np.float32)
     return mean, density

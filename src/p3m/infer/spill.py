@@ -65,6 +65,22 @@ def gaussian_kernel(sigma: float) -> np.ndarray:
     return (k / k.sum()).astype(np.float32)
 
 
+def _weighted_sums(colours: np.ndarray, weight: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """(HxWxC float32, HxW float32): `local_mean_colour`'s numerator and density, the weighted colours and the
+    weights smoothed by its Gaussian (pixels outside the image weigh 0)."""
+    k = gaussian_kernel(sigma)
+    w = np.asarray(weight, np.float32)
+
+    def smooth(a: np.ndarray) -> np.ndarray:
+        return cv2.sepFilter2D(a, cv2.CV_32F, k, k, borderType=cv2.BORDER_CONSTANT)
+
+    density = smooth(w)
+    total = smooth(np.ascontiguousarray(colours * w[..., None], dtype=np.float32))
+    if total.ndim == 2:  # cv2 drops a single channel
+        total = total[..., None]
+    return total, density
+
+
 def local_mean_colour(colours: np.ndarray, weight: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
     """Gaussian-weighted mean colour of the weighted pixels round each pixel (normalised convolution).
 
@@ -81,16 +97,7 @@ def local_mean_colour(colours: np.ndarray, weight: np.ndarray, sigma: float) -> 
         `NO_DENSITY`)
     density : HxW float32, sum_q g(p - q) w(q): the weighted share of counted pixels round p, in [0, 1]
     """
-    k = gaussian_kernel(sigma)
-    w = np.asarray(weight, np.float32)
-
-    def smooth(a: np.ndarray) -> np.ndarray:
-        return cv2.sepFilter2D(a, cv2.CV_32F, k, k, borderType=cv2.BORDER_CONSTANT)
-
-    density = smooth(w)
-    total = smooth(np.ascontiguousarray(colours * w[..., None], dtype=np.float32))
-    if total.ndim == 2:  # cv2 drops a single channel
-        total = total[..., None]
+    total, density = _weighted_sums(colours, weight, sigma)
     # divided only where there is a density: no temporaries for the rest, and the same quotients
     mean = np.zeros(total.shape, np.float32)
     np.divide(total, density[..., None], out=mean, where=density[..., None] > NO_DENSITY)
