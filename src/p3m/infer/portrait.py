@@ -133,6 +133,7 @@ import cv2
 import numpy as np
 
 from p3m.infer.preprocess import array_to_rgb, is_greyscale
+from p3m.infer.prior_pull import add_data_terms, raise_toward_prior
 from p3m.infer.priors import (
     PersonEvidence,
     above_shoulders,
@@ -160,7 +161,7 @@ from p3m.infer.spill import (
     parts_mostly,
     verdict_regions,
 )
-from p3m.infer.step_edges import high_pass_energy, sharpen_steps
+from p3m.infer.step_edges import colour_ambiguity, high_pass_energy, sharpen_steps
 from p3m.infer.tight_band import one_sided, tight_trimap
 from p3m.models.face_detector import FaceDetector
 from p3m.models.graph_session import GraphSession, open_graph
@@ -275,6 +276,9 @@ class PortraitSettings:
     tight_high: float = 0.8  # ... known foreground where the first alpha >= this
     tight_reach: float = 0.002  # ... unknown within this of the fractional pixels (at least 1 px)
     coarse_rtol: float = 1e-3  # the first solve's tolerance when a second follows (`rtol` is the second's)
+    prior_pull: float = 0.03  # second solve: alpha raised toward the priors where colour cannot decide (0: off)
+    pull_separated: tuple[float, float] = (0.3, 0.7)  # ... full weight below this colour separation, none above
+    pull_margin: float = 0.1  # ... only where the prior exceeds the first solve's alpha by more than this
     step_contrast: float = 1.4  # stretch about 0.5 by up to this where a transition is a blurred step (1: off)
     clean: float = 0.05  # alpha within this of 0 or 1 is set to 0 or 1 (the solver's ripple)
 
@@ -756,21 +760,38 @@ class PortraitMatting:
     # -- 6. refinement ----------------------------------------------------------------------------------
 
     def refine(
-        self, image: np.ndarray, trimap: np.ndarray, guess: np.ndarray | None = None, keep: np.ndarray | None = None
+        self,
+        image: np.ndarray,
+        trimap: np.ndarray,
+        guess: np.ndarray | None = None,
+        keep: np.ndarray | None = None,
+        *,
+        prior: np.ndarray | None = None,
+        away: np.ndarray | None = None,
     ) -> np.ndarray:
-        """HxW float32 alpha: closed-form matting of the trimap's unknown pixels (image HxWx3 uint8; keep: `solve`)."""
-        return self.solve(image, trimap, guess, keep).alpha
+        """HxW float32 alpha: closed-form matting of the trimap's unknown pixels (image HxWx3 uint8; keep, prior,
+        away: `solve`)."""
+        return self.solve(image, trimap, guess, keep, prior=prior, away=away).alpha
 
     def solve(
-        self, image: np.ndarray, trimap: np.ndarray, guess: np.ndarray | None = None, keep: np.ndarray | None = None
+        self,
+        image: np.ndarray,
+        trimap: np.ndarray,
+        guess: np.ndarray | None = None,
+        keep: np.ndarray | None = None,
+        *,
+        prior: np.ndarray | None = None,
+        away: np.ndarray | None = None,
     ) -> BandSolution:
         """`refine` with the solver's method (`p3m.infer.closed_form.BandSolution`: which fallback answered).
 
         With `tight_band`, two solves: the first (to `coarse_rtol`) on `trimap`, the second on the band narrowed to
         where the first is fractional (`p3m.infer.tight_band.tight_trimap`; HxW bool `keep`: pixels that stay
         unknown, the route's hair), started from the first; parts of the narrowed band with known pixels on one
-        side only keep the first alpha (`one_sided`). The method is the further fallback of the two (in the order
-        of `closed_form.METHODS`), the iterations both solves'."""
+        side only keep the first alpha (`one_sided`). With `prior` (HxW float in [0, 1], the person priors) and
+        `prior_pull` > 0, the second solve's data term also raises alpha toward the prior where the colours
+        cannot decide (`_pull`), except on `away` (HxW bool, the hair). The method is the further fallback of the
+        two (in the order of `closed_form.METHODS`), the iterations both solves'."""
         # numba (the solver's and the sampler's compiler) loads only when the route solves: the network routes never
         # pay for it
         from p3m.infer.band_sampling import data_term
@@ -790,6 +811,8 @@ class PortraitMatting:
         narrow = tight_trimap(trimap, first.alpha, low=s.tight_low, high=s.tight_high, reach=reach, keep=keep)
         # the first band's data term holds on the narrow one: its samples are known pixels of the first trimap,
         # which stay known; on pixels the narrowing made known it is never read
+        if prior is not None and s.prior_pull > 0:
+            data = add_data_terms(data, self._pull(image, trimap, narrow, first.alpha, prior, away))
         # the narrow band's system is the first one's, fewer rows: it starts at the fallback that answered there
         second = solve_band(image, narrow, first.alpha, eps=s.cf_eps, rtol=s.rtol, data=data, first_try=first.method)
         if second.method == "guess":  # no solve answered on the narrow band: the first stands
@@ -800,6 +823,26 @@ class PortraitMatting:
         # the answer is both solves': it says the further fallback either needed
         method = max(first.method, second.method, key=METHODS.index)
         return BandSolution(alpha, method, first.iterations + second.iterations)
+
+    def _pull(
+        self,
+        image: np.ndarray,
+        trimap: np.ndarray,
+        narrow: np.ndarray,
+        first: np.ndarray,
+        prior: np.ndarray,
+        away: np.ndarray | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The second solve's data term toward `prior` (`p3m.infer.prior_pull.raise_toward_prior`) on the unknown
+        pixels of `narrow`, weighted by how little the colours round them separate the first trimap's known person
+        from its known background (`p3m.infer.step_edges.colour_ambiguity`, bounds `pull_separated`)."""
+        s = self.settings
+        ys, xs = np.nonzero(narrow == 128)
+        ambiguity = np.zeros(narrow.shape, np.float32)
+        if ys.size:
+            known = trimap.astype(np.float32) / np.float32(255.0)  # its known regions: 1 person, 0 background
+            ambiguity[ys, xs] = colour_ambiguity(image, known, ys, xs, separated=s.pull_separated)
+        return raise_toward_prior(prior, first, ambiguity, strength=s.prior_pull, margin=s.pull_margin, away=away)
 
     # -- 7. person check ----------------------------------------------------------------------------------
 
@@ -941,18 +984,19 @@ class PortraitMatting:
 
     def _trimap_stage(
         self, image: np.ndarray, stage: _PoseStage, hands: list[np.ndarray]
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Steps 4-5 on the pose stage's output: (trimap, hair, mask): the band's trimap ({0, 128, 255}) with the
-        gaps' known background, the hands' zones and bones and the forearms' cores; `band`'s hair (bool, unknown
-        in both solves); the mask with the hands' bones added."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+        """Steps 4-5 on the pose stage's output: (trimap, hair, mask, head): the band's trimap ({0, 128, 255}) with
+        the gaps' known background, the hands' zones and bones and the forearms' cores; `band`'s hair (bool, unknown
+        in both solves); the mask with the hands' bones added; the head's side of the shoulders (bool,
+        `above_shoulders`; None without a pose, or when neither the hair gaps nor the prior pull asks for it)."""
         s = self.settings
         pose, prob, mask = stage.pose, stage.prob, stage.mask
         # the head's side of the shoulders, where the trimap looks for background seen through hair: the pose's
         # landmarks need no trust in its mask (on a close-up the mask is poor, the shoulders and nose are not)
         head = None
-        if pose is not None and s.hair_gaps:
+        if pose is not None and (s.hair_gaps or s.prior_pull > 0):
             head = above_shoulders(pose.landmarks, mask.shape, min_visibility=s.limb_visibility)
-        tri, hair = self.band(mask, image, head)
+        tri, hair = self.band(mask, image, head if s.hair_gaps else None)
         tri[stage.known_background] = 0
         if hands:
             seeds, zone = hand_seeds(hands, mask.shape, bone_width=s.hand_bone, zone_width=s.hand_zone)
@@ -970,15 +1014,26 @@ class PortraitMatting:
             support = (pose.segmentation >= 0.5) & ~stage.dropped & (prob >= _SURE_BACKGROUND)
             core = limb_cores(pose.landmarks, support, fraction=s.forearm_core, min_visibility=s.limb_visibility)
             tri[core] = 255
-        return tri, hair, mask
+        return tri, hair, mask, head
 
     def _refine_stage(
-        self, image: np.ndarray, trimap: np.ndarray, mask: np.ndarray, hair: np.ndarray
+        self,
+        image: np.ndarray,
+        trimap: np.ndarray,
+        mask: np.ndarray,
+        hair: np.ndarray,
+        prior: np.ndarray | None = None,
+        head: np.ndarray | None = None,
     ) -> tuple[np.ndarray, str]:
-        """Step 6 at the working size: (alpha, method): `solve` started from the mask (HxW bool), then the steps'
-        contrast stretch and the snap of values within `clean` of 0 or 1; method is the solver's."""
+        """Step 6 at the working size: (alpha, method): `solve` started from the mask (HxW bool), its second solve
+        raised toward `prior` where the colours cannot decide, off the hair and the `head`'s side of the shoulders
+        (no pull without a `head`: nothing says where hair can be), then the steps' contrast stretch and the snap of
+        values within `clean` of 0 or 1; method is the solver's."""
         s = self.settings
-        solution = self.solve(image, trimap, mask.astype(np.float32), hair)
+        if head is None:
+            prior = None
+        away = hair | head if head is not None else None
+        solution = self.solve(image, trimap, mask.astype(np.float32), hair, prior=prior, away=away)
         alpha = solution.alpha
         if s.step_contrast > 1:
             alpha = sharpen_steps(image, alpha, s.step_contrast)
@@ -1011,7 +1066,10 @@ class PortraitMatting:
         hands = self.hands(image, pose, prob) if pose is not None and stage.trusted and s.hands and mask.any() else []
         info["hands"] = len(hands)
         lap("hands")
-        tri, hair, mask = self._trimap_stage(image, stage, hands)
+        tri, hair, mask, head = self._trimap_stage(image, stage, hands)
+        # what the priors say where the colours cannot decide: the selfie prior, or where the pose network's mask is
+        # trusted the higher of the two (the pose network, at 512 px, keeps limbs the selfie prior lost)
+        priors = np.maximum(prob, pose.segmentation) if pose is not None and stage.trusted else prob
         lap("trimap")
         # the person check needs nothing of the solve: it runs beside it, on the other core when there is one
         with ThreadPoolExecutor(max_workers=1) as beside:
@@ -1019,7 +1077,7 @@ class PortraitMatting:
             # a person the pose detector found is the verdict itself: the pose's own mask would agree with itself
             check = s.person_check and found is None
             checked = beside.submit(self._person, image, mask, prob, pose, stage.agree, evidence) if check else None
-            alpha, method = self._refine_stage(image, tri, mask, hair)
+            alpha, method = self._refine_stage(image, tri, mask, hair, priors, head)
             info["solver"] = method
             lap("refine")
             verdict = checked.result() if checked is not None else "pose detector" if found else "not checked"
