@@ -52,17 +52,19 @@ def raise_toward_prior(
     Returns
     -------
     (weight, target): HxW float32 each; weight = strength x ambiguity where prior > alpha + margin and not `away`,
-    else 0; target = prior.
+    else 0; target = prior (the array itself where it is float32).
     """
     if not prior.shape == alpha.shape == ambiguity.shape or (away is not None and away.shape != prior.shape):
         raise ValueError(f"prior, alpha, ambiguity and away must have one shape, got {prior.shape}, {alpha.shape}")
     if strength < 0 or margin < 0:
         raise ValueError(f"strength and margin must be >= 0, got {strength}, {margin}")
-    below = np.asarray(prior, np.float32) > np.asarray(alpha, np.float32) + np.float32(margin)
+    prior = np.asarray(prior, np.float32)
+    below = prior > np.asarray(alpha, np.float32) + np.float32(margin)
     if away is not None:
         below &= ~away
-    weight = np.where(below, np.float32(strength) * np.asarray(ambiguity, np.float32), np.float32(0.0))
-    return weight.astype(np.float32), np.asarray(prior, np.float32).copy()
+    weight = np.zeros(prior.shape, np.float32)
+    weight[below] = np.float32(strength) * np.asarray(ambiguity, np.float32)[below]
+    return weight, prior
 
 
 def add_data_terms(
@@ -79,5 +81,7 @@ def add_data_terms(
     w1, t1 = (np.asarray(x, np.float32) for x in first)
     w2, t2 = (np.asarray(x, np.float32) for x in second)
     weight = w1 + w2
-    target = np.where(w2 > 0, (w1 * t1 + w2 * t2) / np.maximum(weight, np.float32(1e-30)), t1)
-    return weight.astype(np.float32), target.astype(np.float32)
+    target = t1.copy()
+    both = w2 > 0  # few pixels: the weighted mean only there
+    target[both] = (w1[both] * t1[both] + w2[both] * t2[both]) / weight[both]
+    return weight, target
