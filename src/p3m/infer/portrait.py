@@ -98,7 +98,15 @@ No trained P3M-Net checkpoint is needed. For an RGB image (HxWx3 uint8), at a wo
    from the first alpha, with the same data term and at the first solve's fallback (`solve_band`'s `first_try`:
    the narrow band's system is a part of the first's, so it does not fail again where the first did); near the
    hair widening of step 5 the band stays as it was (faint strands are fractional too), and a narrowed part with
-   known pixels of one side only (a gap enclosed by the person) keeps the first alpha (`one_sided`). Then a
+   known pixels of one side only (a gap enclosed by the person) keeps the first alpha (`one_sided`). Where the
+   person's and the background's colours round a pixel cannot decide its alpha (`prior_pull`, 0.03: pale fingers
+   on a pale wall, a denim cuff on a blue wall, where the first solve draws the edge inward), the second solve's
+   data term also raises alpha toward the priors (the selfie prior, or the higher of it and the trusted pose
+   network's mask), weighted by the colours' ambiguity (`p3m.infer.step_edges.colour_ambiguity`: the local mean
+   colours of the first trimap's known person and background closer than `pull_separated`), only where the
+   prior says more person than the first alpha by `pull_margin`, and never on the hair or the head's side of the
+   shoulders (strands over a dark background are colour-ambiguous too, and there the prior's blur is wrong;
+   without the pose's landmarks, no pull): `p3m.infer.prior_pull`. Then a
    contrast stretch about 0.5 by up to `step_contrast` (`p3m.infer.step_edges.sharpen_steps`) where the
    transition is a step the solve blurred:
    where the person's and the background's colours round a pixel are close (the solve's fractional values
@@ -760,18 +768,10 @@ class PortraitMatting:
     # -- 6. refinement ----------------------------------------------------------------------------------
 
     def refine(
-        self,
-        image: np.ndarray,
-        trimap: np.ndarray,
-        guess: np.ndarray | None = None,
-        keep: np.ndarray | None = None,
-        *,
-        prior: np.ndarray | None = None,
-        away: np.ndarray | None = None,
+        self, image: np.ndarray, trimap: np.ndarray, guess: np.ndarray | None = None, keep: np.ndarray | None = None
     ) -> np.ndarray:
-        """HxW float32 alpha: closed-form matting of the trimap's unknown pixels (image HxWx3 uint8; keep, prior,
-        away: `solve`)."""
-        return self.solve(image, trimap, guess, keep, prior=prior, away=away).alpha
+        """HxW float32 alpha: closed-form matting of the trimap's unknown pixels (image HxWx3 uint8; keep: `solve`)."""
+        return self.solve(image, trimap, guess, keep).alpha
 
     def solve(
         self,
