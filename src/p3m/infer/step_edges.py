@@ -21,8 +21,10 @@ edges"):
 
 `step_gain` makes the stretch's k fall linearly from `strength` to 1 as the separation rises through `separated`
 and as the alpha's texture rises through `textured` (the product of the two falls); `sharpen_steps` computes
-both cues and applies the stretch. Conventions: images HxWx3 uint8 (RGB, or any order used consistently),
-alpha HxW float in [0, 1]; colour distances are Euclidean in RGB scaled to [0, 1] (at most sqrt(3)).
+both cues and applies the stretch. `colour_ambiguity` reads the same separation (`separation_at`, on a shrunk
+copy) as a weight in [0, 1], for the route's pull toward its priors where the colours cannot decide
+(`p3m.infer.prior_pull`). Conventions: images HxWx3 uint8 (RGB, or any order used consistently), alpha HxW float
+in [0, 1]; colour distances are Euclidean in RGB scaled to [0, 1] (at most sqrt(3)).
 """
 
 from __future__ import annotations
