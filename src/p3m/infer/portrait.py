@@ -779,7 +779,6 @@ class PortraitMatting:
         trimap: np.ndarray,
         guess: np.ndarray | None = None,
         keep: np.ndarray | None = None,
-        *,
         prior: np.ndarray | None = None,
         away: np.ndarray | None = None,
     ) -> BandSolution:
@@ -1025,7 +1024,7 @@ class PortraitMatting:
         if head is None:
             prior = None
         away = hair | head if head is not None else None
-        solution = self.solve(image, trimap, mask.astype(np.float32), hair, prior=prior, away=away)
+        solution = self.solve(image, trimap, mask.astype(np.float32), hair, prior, away)
         alpha = solution.alpha
         if s.step_contrast > 1:
             alpha = sharpen_steps(image, alpha, s.step_contrast)
