@@ -73,6 +73,16 @@ No trained P3M-Net checkpoint is needed. For an RGB image (HxWx3 uint8), at a wo
    the limb's width: `p3m.infer.priors.limb_cores`, inside the pose mask less the gaps' dropped background and
    where the selfie prior is not sure of background): a forearm against a background of its own colour is
    otherwise lost by the solve, which has only the clothes as known person next to it.
+   With `rim_reach` (on: 0.3% of the long side, 3 px at 1024) the band's person-side rim is opened past a colour
+   edge that lies on it (`p3m.infer.rim_edges.past_rim_edges`): where the prior spilled by about the band's
+   half-width, the person's true edge lies on the band's inner rim and the known person starts on the edge's own
+   slope, so the solve carries the person's label across it (the dark shade under a forearm on a wall, foliage
+   between wind-blown strands). Known person within `rim_reach` of the band and of a rim pixel with a strong colour
+   edge (gradient above `rim_edge`) becomes unknown, but not where the person behind the rim is textured (more
+   than `rim_texture` of it such edges: a print, whose light parts on a light wall the solve would read as
+   background), not where its colour is within `rim_colour` of the nearest known background's (nothing there
+   tells the solve which side a pixel is on: the known label is the only evidence), and not on a greyscale photo
+   (where person and background share a grey value the grey copies lost person).
    With `hair_gaps` (on; it needs the pose's landmarks, which the route has on every image) the trimap opens the
    hair too: the 256 px prior covers the whole outline of loose strands and curls, and the background showing
    between them lies deeper than the band, where no solve reaches. On the head's side of the line through the
