@@ -121,12 +121,14 @@ def compare(calls: dict[str, list], rounds: int) -> dict[str, dict[str, float]]:
 
 
 def face_detectors(images: list[np.ndarray], rounds: int) -> dict[str, float]:
-    """Thread CPU time per image of the person check's face detectors (`PortraitMatting.face_score`) on the
-    working-size images: what a route that ran the pose network saves where the pose settles the check."""
+    """Thread CPU time per image of the person check's face detectors (`PortraitMatting.faces_on_person`, the
+    mask the selfie prior's) on the working-size images: what a route that ran the pose network saves where the
+    pose settles the check."""
     route = PortraitMatting()
     small = [shrunk(image, route.settings.matting_side) for image in images]
-    route.face_score(small[0])
-    per_round = [_cpu(route.face_score, [((image,), {}) for image in small])[0] for _ in range(rounds)]
+    calls = [((image, route.mask(route.prior(image))), {}) for image in small]
+    route.faces_on_person(*calls[0][0])
+    per_round = [_cpu(route.faces_on_person, calls)[0] for _ in range(rounds)]
     ms = 1000 * statistics.median(per_round) / len(small)
     print(f"face detectors per image (skipped where the pose settles the person check): {ms:.1f} ms")
     return {"face_ms_per_image": ms}

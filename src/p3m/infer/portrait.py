@@ -850,14 +850,6 @@ class PortraitMatting:
                 found = detector.detect(image)
             yield found
 
-    def face_score(self, image: np.ndarray) -> float:
-        """Best score of a face MediaPipe's detectors report in `image` (short range, then full range when the
-        short one finds none), at their own thresholds; 0 when none."""
-        for found in self.faces(image):
-            if found:
-                return max(f.score for f in found)
-        return 0.0
-
     def faces_on_person(self, image: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
         """(best score of a face on the person, best score of a face off it): the faces of `faces` (short range,
         then full range when the short one finds none on the person) judged by `p3m.infer.priors.face_on_person`
