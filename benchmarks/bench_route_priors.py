@@ -67,9 +67,12 @@ round a pixel cannot decide its alpha, the second solve is raised toward the pri
 `--pair round5`: "old" is the default route before the round that landed the limbs' rules, the zoomed pass's
 shade and the hair gaps (all three off: the mattes of 5f3265e), "new" the default route.
 
+`--pair inward`: "old" is the default route without the band's rim opened past a colour edge
+(`PortraitSettings(rim_reach=0)`), "new" the default route.
+
     P3M_TESTDATA=DIR .venv/bin/python -m benchmarks.bench_route_priors \
         [--pair priors|spill|eps|sampled|zoom|gaps|grey|steps|tight|combined|limbs|shade|handzone|hairgaps|round5|
-         ambiguous]
+         ambiguous|inward]
         [--repeat 3] [--json F]
 
 Needs the P3M demo portraits (`JizhiziLi/P3M` demo/imgs) in $P3M_TESTDATA; exits with a message without it.
@@ -145,6 +148,8 @@ PAIRS = {
     # the route before and after the round that added the limbs' steps, the zoomed pass's shade and the hair gaps
     # (RESULTS.md "Where issue 24 stands"): the later steps' switches give the earlier route's mattes
     "round5": (PortraitSettings(**_LATER_OFF), PortraitSettings()),
+    # the default route without and with the band's person-side rim opened past a colour edge that lies on it
+    "inward": (PortraitSettings(rim_reach=0.0), PortraitSettings()),
 }
 
 

@@ -73,6 +73,16 @@ No trained P3M-Net checkpoint is needed. For an RGB image (HxWx3 uint8), at a wo
    the limb's width: `p3m.infer.priors.limb_cores`, inside the pose mask less the gaps' dropped background and
    where the selfie prior is not sure of background): a forearm against a background of its own colour is
    otherwise lost by the solve, which has only the clothes as known person next to it.
+   With `rim_reach` (on: 0.3% of the long side, 3 px at 1024) the band's person-side rim is opened past a colour
+   edge that lies on it (`p3m.infer.rim_edges.past_rim_edges`): where the prior spilled by about the band's
+   half-width, the person's true edge lies on the band's inner rim and the known person starts on the edge's own
+   slope, so the solve carries the person's label across it (the dark shade under a forearm on a wall, foliage
+   between wind-blown strands). Known person within `rim_reach` of the band and of a rim pixel with a strong colour
+   edge (gradient above `rim_edge`) becomes unknown, but not where the person behind the rim is textured (more
+   than `rim_texture` of it such edges: a print, whose light parts on a light wall the solve would read as
+   background), not where its colour is within `rim_colour` of the nearest known background's (nothing there
+   tells the solve which side a pixel is on: the known label is the only evidence), and not on a greyscale photo
+   (where person and background share a grey value the grey copies lost person).
    With `hair_gaps` (on; it needs the pose's landmarks, which the route has on every image) the trimap opens the
    hair too: the 256 px prior covers the whole outline of loose strands and curls, and the background showing
    between them lies deeper than the band, where no solve reaches. On the head's side of the line through the
@@ -159,6 +169,7 @@ from p3m.infer.priors import (
     thin_removals,
 )
 from p3m.infer.resize import shrunk, working_size
+from p3m.infer.rim_edges import past_rim_edges
 from p3m.infer.spill import (
     GAP_SMOOTH,
     background_by_chromaticity,
@@ -213,6 +224,9 @@ _TILE_GRID = 4  # ... placed on a grid this many times coarser than the working 
 # the background seen through hair is made unknown with this margin (fraction of the long side, at least 1 px):
 # the strands' edges round it are fractional too
 _GAP_MARGIN = 0.002
+# the band's rim opened past a colour edge (`rim_reach`): the person counts as textured round a pixel within a square
+# this fraction of the long side (about two bands wide)
+_RIM_WINDOW = 0.02
 
 
 @dataclass(frozen=True)
@@ -252,6 +266,10 @@ class PortraitSettings:
     hair_gap_ratio: float = 3.0  # ... background: colour this many times closer to the local background's mean
     hair_gap_spread: float = 2.0  # ... and this many std. dev. from the local person colours' mean
     hair_gap_sigma: float = 0.03  # ... "local": Gaussian-weighted means, std. dev. this fraction of the long side
+    rim_reach: float = 0.003  # known person opened this far past a colour edge on the band's person-side rim (0: off)
+    rim_edge: float = 0.08  # ... "colour edge": `p3m.infer.rim_edges.colour_gradient` above this
+    rim_texture: float = 0.1  # ... not where more than this share of the person behind it is such edges (a print)
+    rim_colour: float = 0.2  # ... nor where its colour is within this of the nearest known background's (L2, RGB)
     pose: bool = True  # second prior: BlazePose landmarks and person mask on the person's box
     grey_pose: bool = True  # greyscale input: the pose network runs; where trusted, the prior is min(selfie, pose)
     pose_rescue: bool = True  # selfie prior confident nowhere: MediaPipe's pose detector looks, its mask the prior
@@ -423,6 +441,7 @@ class _PoseStage:
     mask: np.ndarray
     dropped: np.ndarray
     known_background: np.ndarray
+    greyscale: bool = False  # the photo is black-and-white (`is_greyscale`), where it was asked
 
 
 @dataclass(frozen=True)
@@ -717,6 +736,22 @@ class PortraitMatting:
             hair |= opened
         return tri, hair
 
+    def rim(self, image: np.ndarray, trimap: np.ndarray) -> np.ndarray:
+        """HxW bool: known person of `trimap` (HxW uint8 {0, 128, 255}) opened past a colour edge on the band's
+        person-side rim (`p3m.infer.rim_edges.past_rim_edges`, with `rim_reach`, `rim_edge`, `rim_texture`,
+        `rim_colour` and `_RIM_WINDOW` of the long side); `image` HxWx3 uint8 on the same grid."""
+        s = self.settings
+        side = max(trimap.shape)
+        return past_rim_edges(
+            image,
+            trimap,
+            reach=round(s.rim_reach * side),
+            edge=s.rim_edge,
+            texture=s.rim_texture,
+            window=round(_RIM_WINDOW * side),
+            colour=s.rim_colour,
+        )
+
     def _hair_gaps(self, image: np.ndarray, trimap: np.ndarray, head: np.ndarray) -> np.ndarray:
         """HxW bool: known person of `trimap` to make unknown where the background shows through hair: pixels up to
         `hair_gap_depth` deep in the known person on the head's side of the shoulders (`head`) whose colour is the
@@ -939,7 +974,9 @@ class PortraitMatting:
         # the pose network runs here for the steps that use its landmarks or mask (hands, limb gaps, the gaps' colour
         # test, the forearms' cores and the hair's gaps, on by default; a greyscale photo's prior); without them the
         # person check asks for it later, and only when no face settles that question
-        grey = s.pose and s.grey_pose and found is None and is_greyscale(image)
+        # asked once, for the pose prior on grey photos and for the trimap's rim (colour edges need colour)
+        colourless = is_greyscale(image) if (s.pose and s.grey_pose and found is None) or s.rim_reach > 0 else False
+        grey = s.pose and s.grey_pose and found is None and colourless
         limbs = s.hands or s.limb_gaps or s.gap_colour or s.forearm_core > 0 or s.hair_gaps
         pose = found or (self.pose(image, mask) if s.pose and (limbs or grey) else None)
         agree = _pose_agreement(pose, mask)
@@ -971,7 +1008,7 @@ class PortraitMatting:
                     # background too, each pixel the colour marks is known (the smoothing's disc would drop a strip
                     # narrower than itself)
                     known_background = marked & (pose.segmentation < 0.5)
-        return _PoseStage(pose, agree, trusted, prob, mask, dropped, known_background)
+        return _PoseStage(pose, agree, trusted, prob, mask, dropped, known_background, colourless)
 
     def _trimap_stage(
         self, image: np.ndarray, stage: _PoseStage, hands: list[np.ndarray]
@@ -989,6 +1026,12 @@ class PortraitMatting:
             head = above_shoulders(pose.landmarks, mask.shape, min_visibility=s.limb_visibility)
         tri, hair = self.band(mask, image, head if s.hair_gaps else None)
         tri[stage.known_background] = 0
+        if s.rim_reach > 0 and not stage.greyscale:
+            # where the prior spilled by about the band's half-width the person's edge lies on the band's inner rim,
+            # and the solve, with known person on the edge's own slope, carries the person across it: the rim is
+            # opened past such a colour edge (on a grey photo luminance alone cannot tell person from background
+            # there, and the known label is the evidence that holds)
+            tri[self.rim(image, tri)] = 128
         if hands:
             seeds, zone = hand_seeds(hands, mask.shape, bone_width=s.hand_bone, zone_width=s.hand_zone)
             if s.hand_zone_keep and pose is not None:
