@@ -60,11 +60,19 @@ reach farther, kept where their chromaticity says shaded background (`p3m.infer.
 the bones (`PortraitSettings(hands=True, hand_zone_keep=False)`), "new" `--hands` as it is: the zone keeps the
 known background where colour and the pose's mask say background (`p3m.infer.spill.background_in_hand_zone`).
 
+`--pair ambiguous`: "old" is the default route without the second solve's pull toward the priors
+(`PortraitSettings(prior_pull=0)`), "new" the default route: where the person's and the background's colours
+round a pixel cannot decide its alpha, the second solve is raised toward the priors (`p3m.infer.prior_pull`).
+
 `--pair round5`: "old" is the default route before the round that landed the limbs' rules, the zoomed pass's
 shade and the hair gaps (all three off: the mattes of 5f3265e), "new" the default route.
 
+`--pair inward`: "old" is the default route without the band's rim opened past a colour edge
+(`PortraitSettings(rim_reach=0)`), "new" the default route.
+
     P3M_TESTDATA=DIR .venv/bin/python -m benchmarks.bench_route_priors \
-        [--pair priors|spill|eps|sampled|zoom|gaps|grey|steps|tight|combined|limbs|shade|handzone|hairgaps|round5]
+        [--pair priors|spill|eps|sampled|zoom|gaps|grey|steps|tight|combined|limbs|shade|handzone|hairgaps|round5|
+         ambiguous|inward]
         [--repeat 3] [--json F]
 
 Needs the P3M demo portraits (`JizhiziLi/P3M` demo/imgs) in $P3M_TESTDATA; exits with a message without it.
@@ -95,6 +103,7 @@ _LATER_OFF: dict[str, Any] = {
     "legs_cut": False,
     "gap_known": False,
     "zoom_unsure": 0.0,
+    "prior_pull": 0.0,
 }
 
 # (old, new) settings per `--pair`
@@ -134,9 +143,13 @@ PAIRS = {
     "handzone": (PortraitSettings(hands=True, hand_zone_keep=False), PortraitSettings(hands=True)),
     # the default route without and with the background seen through hair made unknown inside the mask
     "hairgaps": (PortraitSettings(hair_gaps=False), PortraitSettings()),
+    # the default route without and with the second solve raised toward the priors where colour cannot decide
+    "ambiguous": (PortraitSettings(prior_pull=0.0), PortraitSettings()),
     # the route before and after the round that added the limbs' steps, the zoomed pass's shade and the hair gaps
     # (RESULTS.md "Where issue 24 stands"): the later steps' switches give the earlier route's mattes
     "round5": (PortraitSettings(**_LATER_OFF), PortraitSettings()),
+    # the default route without and with the band's person-side rim opened past a colour edge that lies on it
+    "inward": (PortraitSettings(rim_reach=0.0), PortraitSettings()),
 }
 
 

@@ -338,18 +338,23 @@ def test_quality_on_the_shared_real_portraits(route):
         ious[path.stem] = float(((alpha > 0.5) & (ref > 0.5)).sum() / ((alpha > 0.5) | (ref > 0.5)).sum())
     # measured (benchmarks/RESULTS.md, "Portrait route", "Step edges", "The band narrowed to the transition", "The
     # route's savings, and the gaps' colour test by default", "The zoomed pass's shade", "Limbs the band loses", "The
-    # background seen through hair"): mean 7.43, worst 14.49 (7.57 / 14.42 without the hair's gaps; 8.66 / 22.23
+    # background seen through hair", "Edges the colours cannot decide", "The band's rim opened past a colour edge"):
+    # mean 7.10, worst 14.18 (7.21 / 14.27 without the rim's opening; 7.43 / 14.49 without the second solve's pull
+    # toward the priors either; 7.57 / 14.42 without the hair's gaps either; 8.66 / 22.23
     # without the zoomed pass's removals told by the shade's chromaticity either: p_09ba26b4 22.23 -> 9.20; 8.88
     # without the forearms' cores and the gaps' known background either; 9.12 without the gaps' colour test either;
     # 9.30 / 22.16 with the stretch of step edges alone, 9.34 / 22.78 with the tight solve alone, 10.04 / 22.96
     # before the three; 11.0 / 22.5 before the colour model on the prior's spill, the band's data term and the
     # zoomed pass); the prototype route: 20.9 and 41.3. The bars catch a regression of half a point on the mean
     # (and leave room for other CPUs' rounding); the worst is issue 24's bar
-    assert np.mean(list(sads.values())) <= 7.95, sads
+    assert np.mean(list(sads.values())) <= 7.6, sads
     assert max(sads.values()) <= 15.0, sads
     # the limbs' rules: p_bd6af989's forearm on the road and the road between its thighs (IoU 0.973 before), the
-    # beach between p_07141906's arm and shirt (0.980 before); measured 0.978 and 0.982; the zoomed pass's shade:
-    # p_09ba26b4's shadow on the wall (0.944 before), measured 0.978
+    # beach between p_07141906's arm and shirt (0.980 before); the zoomed pass's shade: p_09ba26b4's shadow on the
+    # wall (0.944 before); the pull toward the priors where the colours cannot decide: p_09ba26b4's fingers and cuff
+    # (0.9782 before), p_bd6af989's forearm and neck (0.9796 before), 0.9804 each; with the rim opened past a colour
+    # edge too (p_09ba26b4's shade under the forearm, p_bd6af989's strands over foliage) 0.9821 and 0.9816; issue
+    # 24's bar, IoU >= 0.98 on each photo, met by all 12 (p_07141906 0.9831)
     if {"p_bd6af989", "p_07141906", "p_09ba26b4"} <= set(ious):
-        assert ious["p_bd6af989"] >= 0.976 and ious["p_07141906"] >= 0.981, ious
-        assert ious["p_09ba26b4"] >= 0.976, ious
+        assert ious["p_07141906"] >= 0.982, ious
+    assert min(ious.values()) >= 0.98, ious

@@ -346,13 +346,17 @@ def test_the_route_matte_is_the_same_with_one_or_two_torch_threads(monkeypatch) 
     torch.set_num_threads(2)
     try:
         matter = Matter(backend="torch")  # the route's networks on torch
-        one = [matter.matte(p).alpha.tobytes() for p in REAL_PHOTOS]
+        one = [matter.matte(p).alpha for p in REAL_PHOTOS]
         monkeypatch.setattr(sessions, "ROUTE_TORCH_THREADS", 2)
         seen = []
         run = matter.session.route.run
         monkeypatch.setattr(matter.session.route, "run", lambda rgb: seen.append(torch.get_num_threads()) or run(rgb))
-        two = [matter.matte(p).alpha.tobytes() for p in REAL_PHOTOS]
-        assert set(seen) == {2} and one == two
+        two = [matter.matte(p).alpha for p in REAL_PHOTOS]
+        assert set(seen) == {2}
+        # the networks' outputs differ by float rounding between thread counts (up to 4e-4 on these photos), and the
+        # band's second solve reads the priors where the colours cannot decide (`prior_pull`): the mattes differ by
+        # at most 5.4e-6 (measured), far below one 8-bit level (3.9e-3); with the pull off they are byte-identical
+        assert max(float(np.abs(a - b).max()) for a, b in zip(one, two, strict=True)) < 1e-4
     finally:
         torch.set_num_threads(before)
 

@@ -73,6 +73,16 @@ No trained P3M-Net checkpoint is needed. For an RGB image (HxWx3 uint8), at a wo
    the limb's width: `p3m.infer.priors.limb_cores`, inside the pose mask less the gaps' dropped background and
    where the selfie prior is not sure of background): a forearm against a background of its own colour is
    otherwise lost by the solve, which has only the clothes as known person next to it.
+   With `rim_reach` (on: 0.3% of the long side, 3 px at 1024) the band's person-side rim is opened past a colour
+   edge that lies on it (`p3m.infer.rim_edges.past_rim_edges`): where the prior spilled by about the band's
+   half-width, the person's true edge lies on the band's inner rim and the known person starts on the edge's own
+   slope, so the solve carries the person's label across it (the dark shade under a forearm on a wall, foliage
+   between wind-blown strands). Known person within `rim_reach` of the band and of a rim pixel with a strong colour
+   edge (gradient above `rim_edge`) becomes unknown, but not where the person behind the rim is textured (more
+   than `rim_texture` of it such edges: a print, whose light parts on a light wall the solve would read as
+   background), not where its colour is within `rim_colour` of the nearest known background's (nothing there
+   tells the solve which side a pixel is on: the known label is the only evidence), and not on a greyscale photo
+   (where person and background share a grey value the grey copies lost person).
    With `hair_gaps` (on; it needs the pose's landmarks, which the route has on every image) the trimap opens the
    hair too: the 256 px prior covers the whole outline of loose strands and curls, and the background showing
    between them lies deeper than the band, where no solve reaches. On the head's side of the line through the
@@ -98,7 +108,15 @@ No trained P3M-Net checkpoint is needed. For an RGB image (HxWx3 uint8), at a wo
    from the first alpha, with the same data term and at the first solve's fallback (`solve_band`'s `first_try`:
    the narrow band's system is a part of the first's, so it does not fail again where the first did); near the
    hair widening of step 5 the band stays as it was (faint strands are fractional too), and a narrowed part with
-   known pixels of one side only (a gap enclosed by the person) keeps the first alpha (`one_sided`). Then a
+   known pixels of one side only (a gap enclosed by the person) keeps the first alpha (`one_sided`). Where the
+   person's and the background's colours round a pixel cannot decide its alpha (`prior_pull`, 0.03: pale fingers
+   on a pale wall, a denim cuff on a blue wall, where the first solve draws the edge inward), the second solve's
+   data term also raises alpha toward the priors (the selfie prior, or the higher of it and the trusted pose
+   network's mask), weighted by the colours' ambiguity (`p3m.infer.step_edges.colour_ambiguity`: the local mean
+   colours of the first trimap's known person and background closer than `pull_separated`), only where the
+   prior says more person than the first alpha by `pull_margin`, and never on the hair or the head's side of the
+   shoulders (strands over a dark background are colour-ambiguous too, and there the prior's blur is wrong;
+   without the pose's landmarks, no pull): `p3m.infer.prior_pull`. Then a
    contrast stretch about 0.5 by up to `step_contrast` (`p3m.infer.step_edges.sharpen_steps`) where the
    transition is a step the solve blurred:
    where the person's and the background's colours round a pixel are close (the solve's fractional values
@@ -133,6 +151,7 @@ import cv2
 import numpy as np
 
 from p3m.infer.preprocess import array_to_rgb, is_greyscale
+from p3m.infer.prior_pull import add_data_terms, raise_toward_prior
 from p3m.infer.priors import (
     PersonEvidence,
     above_shoulders,
@@ -150,6 +169,7 @@ from p3m.infer.priors import (
     thin_removals,
 )
 from p3m.infer.resize import shrunk, working_size
+from p3m.infer.rim_edges import past_rim_edges
 from p3m.infer.spill import (
     GAP_SMOOTH,
     background_by_chromaticity,
@@ -160,7 +180,7 @@ from p3m.infer.spill import (
     parts_mostly,
     verdict_regions,
 )
-from p3m.infer.step_edges import high_pass_energy, sharpen_steps
+from p3m.infer.step_edges import colour_ambiguity, high_pass_energy, sharpen_steps
 from p3m.infer.tight_band import one_sided, tight_trimap
 from p3m.models.face_detector import FaceDetector
 from p3m.models.graph_session import GraphSession, open_graph
@@ -204,6 +224,9 @@ _TILE_GRID = 4  # ... placed on a grid this many times coarser than the working 
 # the background seen through hair is made unknown with this margin (fraction of the long side, at least 1 px):
 # the strands' edges round it are fractional too
 _GAP_MARGIN = 0.002
+# the band's rim opened past a colour edge (`rim_reach`): the person counts as textured round a pixel within a square
+# this fraction of the long side (about two bands wide)
+_RIM_WINDOW = 0.02
 
 
 @dataclass(frozen=True)
@@ -243,6 +266,10 @@ class PortraitSettings:
     hair_gap_ratio: float = 3.0  # ... background: colour this many times closer to the local background's mean
     hair_gap_spread: float = 2.0  # ... and this many std. dev. from the local person colours' mean
     hair_gap_sigma: float = 0.03  # ... "local": Gaussian-weighted means, std. dev. this fraction of the long side
+    rim_reach: float = 0.003  # known person opened this far past a colour edge on the band's person-side rim (0: off)
+    rim_edge: float = 0.08  # ... "colour edge": `p3m.infer.rim_edges.colour_gradient` above this
+    rim_texture: float = 0.1  # ... not where more than this share of the person behind it is such edges (a print)
+    rim_colour: float = 0.2  # ... nor where its colour is within this of the nearest known background's (L2, RGB)
     pose: bool = True  # second prior: BlazePose landmarks and person mask on the person's box
     grey_pose: bool = True  # greyscale input: the pose network runs; where trusted, the prior is min(selfie, pose)
     pose_rescue: bool = True  # selfie prior confident nowhere: MediaPipe's pose detector looks, its mask the prior
@@ -275,6 +302,9 @@ class PortraitSettings:
     tight_high: float = 0.8  # ... known foreground where the first alpha >= this
     tight_reach: float = 0.002  # ... unknown within this of the fractional pixels (at least 1 px)
     coarse_rtol: float = 1e-3  # the first solve's tolerance when a second follows (`rtol` is the second's)
+    prior_pull: float = 0.03  # second solve: alpha raised toward the priors where colour cannot decide (0: off)
+    pull_separated: tuple[float, float] = (0.3, 0.7)  # ... full weight below this colour separation, none above
+    pull_margin: float = 0.1  # ... only where the prior exceeds the first solve's alpha by more than this
     step_contrast: float = 1.4  # stretch about 0.5 by up to this where a transition is a blurred step (1: off)
     clean: float = 0.05  # alpha within this of 0 or 1 is set to 0 or 1 (the solver's ripple)
 
@@ -443,6 +473,7 @@ class _PoseStage:
     mask: np.ndarray
     dropped: np.ndarray
     known_background: np.ndarray
+    greyscale: bool = False  # the photo is black-and-white (`is_greyscale`), where it was asked
 
 
 @dataclass(frozen=True)
@@ -738,6 +769,22 @@ class PortraitMatting:
             hair |= opened
         return tri, hair
 
+    def rim(self, image: np.ndarray, trimap: np.ndarray) -> np.ndarray:
+        """HxW bool: known person of `trimap` (HxW uint8 {0, 128, 255}) opened past a colour edge on the band's
+        person-side rim (`p3m.infer.rim_edges.past_rim_edges`, with `rim_reach`, `rim_edge`, `rim_texture`,
+        `rim_colour` and `_RIM_WINDOW` of the long side); `image` HxWx3 uint8 on the same grid."""
+        s = self.settings
+        side = max(trimap.shape)
+        return past_rim_edges(
+            image,
+            trimap,
+            reach=round(s.rim_reach * side),
+            edge=s.rim_edge,
+            texture=s.rim_texture,
+            window=round(_RIM_WINDOW * side),
+            colour=s.rim_colour,
+        )
+
     def _hair_gaps(self, image: np.ndarray, trimap: np.ndarray, head: np.ndarray) -> np.ndarray:
         """HxW bool: known person of `trimap` to make unknown where the background shows through hair: pixels up to
         `hair_gap_depth` deep in the known person on the head's side of the shoulders (`head`) whose colour is the
@@ -793,15 +840,23 @@ class PortraitMatting:
         return self.solve(image, trimap, guess, keep).alpha
 
     def solve(
-        self, image: np.ndarray, trimap: np.ndarray, guess: np.ndarray | None = None, keep: np.ndarray | None = None
+        self,
+        image: np.ndarray,
+        trimap: np.ndarray,
+        guess: np.ndarray | None = None,
+        keep: np.ndarray | None = None,
+        prior: np.ndarray | None = None,
+        away: np.ndarray | None = None,
     ) -> BandSolution:
         """`refine` with the solver's method (`p3m.infer.closed_form.BandSolution`: which fallback answered).
 
         With `tight_band`, two solves: the first (to `coarse_rtol`) on `trimap`, the second on the band narrowed to
         where the first is fractional (`p3m.infer.tight_band.tight_trimap`; HxW bool `keep`: pixels that stay
         unknown, the route's hair), started from the first; parts of the narrowed band with known pixels on one
-        side only keep the first alpha (`one_sided`). The method is the further fallback of the two (in the order
-        of `closed_form.METHODS`), the iterations both solves'."""
+        side only keep the first alpha (`one_sided`). With `prior` (HxW float in [0, 1], the person priors) and
+        `prior_pull` > 0, the second solve's data term also raises alpha toward the prior where the colours
+        cannot decide (`_pull`), except on `away` (HxW bool, the hair). The method is the further fallback of the
+        two (in the order of `closed_form.METHODS`), the iterations both solves'."""
         # numba (the solver's and the sampler's compiler) loads only when the route solves: the network routes never
         # pay for it
         from p3m.infer.band_sampling import data_term
@@ -821,6 +876,8 @@ class PortraitMatting:
         narrow = tight_trimap(trimap, first.alpha, low=s.tight_low, high=s.tight_high, reach=reach, keep=keep)
         # the first band's data term holds on the narrow one: its samples are known pixels of the first trimap,
         # which stay known; on pixels the narrowing made known it is never read
+        if prior is not None and s.prior_pull > 0:
+            data = add_data_terms(data, self._pull(image, trimap, narrow, first.alpha, prior, away))
         # the narrow band's system is the first one's, fewer rows: it starts at the fallback that answered there
         second = solve_band(image, narrow, first.alpha, eps=s.cf_eps, rtol=s.rtol, data=data, first_try=first.method)
         if second.method == "guess":  # no solve answered on the narrow band: the first stands
@@ -831,6 +888,26 @@ class PortraitMatting:
         # the answer is both solves': it says the further fallback either needed
         method = max(first.method, second.method, key=METHODS.index)
         return BandSolution(alpha, method, first.iterations + second.iterations)
+
+    def _pull(
+        self,
+        image: np.ndarray,
+        trimap: np.ndarray,
+        narrow: np.ndarray,
+        first: np.ndarray,
+        prior: np.ndarray,
+        away: np.ndarray | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The second solve's data term toward `prior` (`p3m.infer.prior_pull.raise_toward_prior`) on the unknown
+        pixels of `narrow`, weighted by how little the colours round them separate the first trimap's known person
+        from its known background (`p3m.infer.step_edges.colour_ambiguity`, bounds `pull_separated`)."""
+        s = self.settings
+        ys, xs = np.nonzero(narrow == 128)
+        ambiguity = np.zeros(narrow.shape, np.float32)
+        if ys.size:
+            known = trimap.astype(np.float32) / np.float32(255.0)  # its known regions: 1 person, 0 background
+            ambiguity[ys, xs] = colour_ambiguity(image, known, ys, xs, separated=s.pull_separated)
+        return raise_toward_prior(prior, first, ambiguity, strength=s.prior_pull, margin=s.pull_margin, away=away)
 
     # -- 7. person check ----------------------------------------------------------------------------------
 
@@ -928,7 +1005,9 @@ class PortraitMatting:
         # the pose network runs here for the steps that use its landmarks or mask (hands, limb gaps, the gaps' colour
         # test, the forearms' cores and the hair's gaps, on by default; a greyscale photo's prior); without them the
         # person check asks for it later, and only when no face settles that question
-        grey = s.pose and s.grey_pose and found is None and is_greyscale(image)
+        # asked once, for the pose prior on grey photos and for the trimap's rim (colour edges need colour)
+        colourless = is_greyscale(image) if (s.pose and s.grey_pose and found is None) or s.rim_reach > 0 else False
+        grey = s.pose and s.grey_pose and found is None and colourless
         limbs = s.hands or s.limb_gaps or s.gap_colour or s.forearm_core > 0 or s.hair_gaps
         pose = found or (self.pose(image, mask) if s.pose and (limbs or grey) else None)
         agree = _pose_agreement(pose, mask)
@@ -960,23 +1039,30 @@ class PortraitMatting:
                     # background too, each pixel the colour marks is known (the smoothing's disc would drop a strip
                     # narrower than itself)
                     known_background = marked & (pose.segmentation < 0.5)
-        return _PoseStage(pose, agree, trusted, prob, mask, dropped, known_background)
+        return _PoseStage(pose, agree, trusted, prob, mask, dropped, known_background, colourless)
 
     def _trimap_stage(
         self, image: np.ndarray, stage: _PoseStage, hands: list[np.ndarray]
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Steps 4-5 on the pose stage's output: (trimap, hair, mask): the band's trimap ({0, 128, 255}) with the
-        gaps' known background, the hands' zones and bones and the forearms' cores; `band`'s hair (bool, unknown
-        in both solves); the mask with the hands' bones added."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+        """Steps 4-5 on the pose stage's output: (trimap, hair, mask, head): the band's trimap ({0, 128, 255}) with
+        the gaps' known background, the hands' zones and bones and the forearms' cores; `band`'s hair (bool, unknown
+        in both solves); the mask with the hands' bones added; the head's side of the shoulders (bool,
+        `above_shoulders`; None without a pose, or when neither the hair gaps nor the prior pull asks for it)."""
         s = self.settings
         pose, prob, mask = stage.pose, stage.prob, stage.mask
         # the head's side of the shoulders, where the trimap looks for background seen through hair: the pose's
         # landmarks need no trust in its mask (on a close-up the mask is poor, the shoulders and nose are not)
         head = None
-        if pose is not None and s.hair_gaps:
+        if pose is not None and (s.hair_gaps or s.prior_pull > 0):
             head = above_shoulders(pose.landmarks, mask.shape, min_visibility=s.limb_visibility)
-        tri, hair = self.band(mask, image, head)
+        tri, hair = self.band(mask, image, head if s.hair_gaps else None)
         tri[stage.known_background] = 0
+        if s.rim_reach > 0 and not stage.greyscale:
+            # where the prior spilled by about the band's half-width the person's edge lies on the band's inner rim,
+            # and the solve, with known person on the edge's own slope, carries the person across it: the rim is
+            # opened past such a colour edge (on a grey photo luminance alone cannot tell person from background
+            # there, and the known label is the evidence that holds)
+            tri[self.rim(image, tri)] = 128
         if hands:
             seeds, zone = hand_seeds(hands, mask.shape, bone_width=s.hand_bone, zone_width=s.hand_zone)
             if s.hand_zone_keep and pose is not None:
@@ -993,15 +1079,26 @@ class PortraitMatting:
             support = (pose.segmentation >= 0.5) & ~stage.dropped & (prob >= _SURE_BACKGROUND)
             core = limb_cores(pose.landmarks, support, fraction=s.forearm_core, min_visibility=s.limb_visibility)
             tri[core] = 255
-        return tri, hair, mask
+        return tri, hair, mask, head
 
     def _refine_stage(
-        self, image: np.ndarray, trimap: np.ndarray, mask: np.ndarray, hair: np.ndarray
+        self,
+        image: np.ndarray,
+        trimap: np.ndarray,
+        mask: np.ndarray,
+        hair: np.ndarray,
+        prior: np.ndarray | None = None,
+        head: np.ndarray | None = None,
     ) -> tuple[np.ndarray, str]:
-        """Step 6 at the working size: (alpha, method): `solve` started from the mask (HxW bool), then the steps'
-        contrast stretch and the snap of values within `clean` of 0 or 1; method is the solver's."""
+        """Step 6 at the working size: (alpha, method): `solve` started from the mask (HxW bool), its second solve
+        raised toward `prior` where the colours cannot decide, off the hair and the `head`'s side of the shoulders
+        (no pull without a `head`: nothing says where hair can be), then the steps' contrast stretch and the snap of
+        values within `clean` of 0 or 1; method is the solver's."""
         s = self.settings
-        solution = self.solve(image, trimap, mask.astype(np.float32), hair)
+        if head is None:
+            prior = None
+        away = hair | head if head is not None else None
+        solution = self.solve(image, trimap, mask.astype(np.float32), hair, prior, away)
         alpha = solution.alpha
         if s.step_contrast > 1:
             alpha = sharpen_steps(image, alpha, s.step_contrast)
@@ -1034,7 +1131,10 @@ class PortraitMatting:
         hands = self.hands(image, pose, prob) if pose is not None and stage.trusted and s.hands and mask.any() else []
         info["hands"] = len(hands)
         lap("hands")
-        tri, hair, mask = self._trimap_stage(image, stage, hands)
+        tri, hair, mask, head = self._trimap_stage(image, stage, hands)
+        # what the priors say where the colours cannot decide: the selfie prior, or where the pose network's mask is
+        # trusted the higher of the two (the pose network, at 512 px, keeps limbs the selfie prior lost)
+        priors = np.maximum(prob, pose.segmentation) if pose is not None and stage.trusted else prob
         lap("trimap")
         # the person check needs nothing of the solve: it runs beside it, on the other core when there is one
         with ThreadPoolExecutor(max_workers=1) as beside:
@@ -1042,7 +1142,7 @@ class PortraitMatting:
             # a person the pose detector found is the verdict itself: the pose's own mask would agree with itself
             check = s.person_check and found is None
             checked = beside.submit(self._person, image, mask, prob, pose, stage.agree, evidence) if check else None
-            alpha, method = self._refine_stage(image, tri, mask, hair)
+            alpha, method = self._refine_stage(image, tri, mask, hair, priors, head)
             info["solver"] = method
             lap("refine")
             verdict = checked.result() if checked is not None else "pose detector" if found else "not checked"

@@ -21,8 +21,10 @@ edges"):
 
 `step_gain` makes the stretch's k fall linearly from `strength` to 1 as the separation rises through `separated`
 and as the alpha's texture rises through `textured` (the product of the two falls); `sharpen_steps` computes
-both cues and applies the stretch. Conventions: images HxWx3 uint8 (RGB, or any order used consistently),
-alpha HxW float in [0, 1]; colour distances are Euclidean in RGB scaled to [0, 1] (at most sqrt(3)).
+both cues and applies the stretch. `colour_ambiguity` reads the same separation (`separation_at`, on a shrunk
+copy) as a weight in [0, 1], for the route's pull toward its priors where the colours cannot decide
+(`p3m.infer.prior_pull`). Conventions: images HxWx3 uint8 (RGB, or any order used consistently), alpha HxW float
+in [0, 1]; colour distances are Euclidean in RGB scaled to [0, 1] (at most sqrt(3)).
 """
 
 from __future__ import annotations
@@ -34,13 +36,23 @@ import numpy as np
 
 from p3m.infer.spill import NO_DENSITY, local_mean_colour
 
-__all__ = ["colour_separation", "high_pass_energy", "sharpen_steps", "step_gain", "stretch_about_half"]
+__all__ = [
+    "colour_ambiguity",
+    "colour_separation",
+    "high_pass_energy",
+    "separation_at",
+    "sharpen_steps",
+    "step_gain",
+    "stretch_about_half",
+]
 
 # the defaults, measured on the 12 P3M-10k test portraits and their altered copies (benchmarks/RESULTS.md)
 SEPARATED = (0.6, 1.2)  # colour separation: full stretch below the first, none above the second
 TEXTURED = (0.06, 0.12)  # the alpha's high-pass energy: full stretch below the first, none above the second
 SIGMA = 0.01  # the colour means' Gaussian, std. dev. as a fraction of the long side
 OPAQUE, CLEAR = 0.95, 0.05  # the pixels whose colours are the local foreground's and background's
+# colour_ambiguity: full below the first, none above the second (the route's prior pull, benchmarks/RESULTS.md)
+AMBIGUOUS = (0.3, 0.7)
 
 _COARSE_SIGMA = 2.0  # the colour means are computed on a copy where their Gaussian is this many px (smooth anyway)
 _DETAIL_SIGMA = 1.5  # high_pass_energy: the detail is what a Gaussian of this std. dev. (px) removes ...
@@ -133,6 +145,69 @@ def step_gain(
     return (1.0 + (strength - 1.0) * s * t).astype(np.float32)
 
 
+def separation_at(
+    image: np.ndarray, alpha: np.ndarray, ys: np.ndarray, xs: np.ndarray, sigma: float, *, cap: float
+) -> np.ndarray:
+    """`colour_separation` at pixels (ys, xs), computed on a copy shrunk by an integer factor (by area, OpenCV's fast
+    path) until its Gaussian is about 2 px, and read back bilinearly: the colour means vary over sigma anyway.
+
+    Parameters
+    ----------
+    image : HxWx3 uint8
+    alpha : HxW float in [0, 1], the same grid (alpha >= `OPAQUE` the foreground's colours, <= `CLEAR` the
+        background's; a trimap divided by 255 gives its known regions)
+    ys, xs : int arrays of one length, the pixels asked for
+    sigma : the Gaussian's standard deviation, a fraction of the long side
+    cap : values above it are clipped to it before the interpolation (+inf, no colour known on one side, becomes it)
+
+    Returns
+    -------
+    float32 array of ys's length, in [0, cap].
+    """
+    h, w = alpha.shape
+    sigma_px = sigma * max(h, w)
+    step = max(1, min(int(sigma_px / _COARSE_SIGMA), h, w))
+    hs, ws = h // step, w // step
+    if step > 1:
+        small_image = cv2.resize(image[: hs * step, : ws * step], (ws, hs), interpolation=cv2.INTER_AREA)
+        small_alpha = cv2.resize(alpha[: hs * step, : ws * step], (ws, hs), interpolation=cv2.INTER_AREA)
+    else:
+        small_image, small_alpha = image, alpha
+    coarse = np.minimum(colour_separation(small_image, small_alpha, sigma_px / step), np.float32(cap))
+    return coarse[ys, xs] if step == 1 else _bilinear_at(coarse, ys, xs, step)
+
+
+def colour_ambiguity(
+    image: np.ndarray,
+    alpha: np.ndarray,
+    ys: np.ndarray,
+    xs: np.ndarray,
+    *,
+    sigma: float = SIGMA,
+    separated: tuple[float, float] = AMBIGUOUS,
+) -> np.ndarray:
+    """How little the colours round each pixel can tell person from background: 1 where the local foreground's and
+    background's mean colours coincide, falling linearly to 0 as their distance rises through `separated`.
+
+    The colour of a pixel fixes its alpha only as far as the two layers' colours differ (alpha = (C - B).(F - B) /
+    |F - B|^2, its noise growing as 1 / |F - B|): where they are close, matting's value is a guess.
+
+    Parameters
+    ----------
+    image : HxWx3 uint8
+    alpha : HxW float in [0, 1] whose extremes mark the two layers (`separation_at`)
+    ys, xs : int arrays of one length, the pixels asked for
+    sigma : the colour means' Gaussian, a fraction of the long side
+    separated : (full ambiguity at or below, none at or above), RGB distance in [0, 1] units
+
+    Returns
+    -------
+    float32 array of ys's length, in [0, 1]; 0 where one layer has no pixel within the Gaussian's reach.
+    """
+    separation = separation_at(image, alpha, ys, xs, sigma, cap=separated[1])
+    return _falling(separation, separated).astype(np.float32)
+
+
 def sharpen_steps(
     image: np.ndarray,
     alpha: np.ndarray,
@@ -168,20 +243,7 @@ def sharpen_steps(
         return alpha.copy()
     h, w = alpha.shape
     ys, xs = np.nonzero(fractional)
-    # the colour means vary over sigma: computed on a copy shrunk by an integer factor (by area: OpenCV's fast path)
-    # until sigma is about 2 px, read back bilinearly at the fractional pixels; above separated[1] every value
-    # means "no stretch", so +inf (no colour known) is clipped there before it is interpolated
-    sigma_px = sigma * max(h, w)
-    step = max(1, min(int(sigma_px / _COARSE_SIGMA), h, w))
-    hs, ws = h // step, w // step
-    if step > 1:
-        small_image = cv2.resize(image[: hs * step, : ws * step], (ws, hs), interpolation=cv2.INTER_AREA)
-        small_alpha = cv2.resize(alpha[: hs * step, : ws * step], (ws, hs), interpolation=cv2.INTER_AREA)
-    else:
-        small_image, small_alpha = image, alpha
-    coarse = colour_separation(small_image, small_alpha, sigma_px / step)
-    coarse = np.minimum(coarse, np.float32(separated[1]))
-    separation = coarse[ys, xs] if step == 1 else _bilinear_at(coarse, ys, xs, step)
+    separation = separation_at(image, alpha, ys, xs, sigma, cap=separated[1])
     # the texture round the fractional pixels only: their bounding box grown by the reach of its Gaussian (4 std.
     # dev.) and box, which gives the values of the whole image there
     reach = math.ceil(4 * _DETAIL_SIGMA) + _DETAIL_BOX // 2 + 1
