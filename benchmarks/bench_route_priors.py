@@ -70,9 +70,12 @@ shade and the hair gaps (all three off: the mattes of 5f3265e), "new" the defaul
 `--pair inward`: "old" is the default route without the band's rim opened past a colour edge
 (`PortraitSettings(rim_reach=0)`), "new" the default route.
 
+`--pair round6`: "old" is the default route before the round that landed the pull toward the priors and the rim's
+opening (both off: the mattes of 42e8f91), "new" the default route.
+
     P3M_TESTDATA=DIR .venv/bin/python -m benchmarks.bench_route_priors \
         [--pair priors|spill|eps|sampled|zoom|gaps|grey|steps|tight|combined|limbs|shade|handzone|hairgaps|round5|
-         ambiguous|inward]
+         ambiguous|inward|round6]
         [--repeat 3] [--json F]
 
 Needs the P3M demo portraits (`JizhiziLi/P3M` demo/imgs) in $P3M_TESTDATA; exits with a message without it.
@@ -104,6 +107,7 @@ _LATER_OFF: dict[str, Any] = {
     "gap_known": False,
     "zoom_unsure": 0.0,
     "prior_pull": 0.0,
+    "rim_reach": 0.0,
 }
 
 # (old, new) settings per `--pair`
@@ -150,6 +154,9 @@ PAIRS = {
     "round5": (PortraitSettings(**_LATER_OFF), PortraitSettings()),
     # the default route without and with the band's person-side rim opened past a colour edge that lies on it
     "inward": (PortraitSettings(rim_reach=0.0), PortraitSettings()),
+    # the route before and after the round that added the pull toward the priors and the rim's opening (RESULTS.md
+    # "Where issue 24 stands"): both off give the mattes of 42e8f91
+    "round6": (PortraitSettings(prior_pull=0.0, rim_reach=0.0), PortraitSettings()),
 }
 
 

@@ -24,3 +24,21 @@ def test_synth_dataset_is_made_once_per_config(synth_dataset) -> None:
     assert (root / META_FILE).stat().st_mtime_ns == written
     other = synth_dataset(**{**small, "seed": 2})
     assert other != root and other.parent != root.parent  # each set in a folder of its own
+
+
+def test_mattes_alike_allows_rounding_and_one_snapped_pixel_only() -> None:
+    import numpy as np
+
+    from tests.alike import mattes_differ
+
+    a = np.linspace(0, 1, 200 * 200).reshape(200, 200)
+    assert not mattes_differ(a, a + 1e-5)
+    snapped = a.copy()
+    snapped[0, 0] += 0.05  # one pixel at the snap of `clean`: alike
+    assert not mattes_differ(a, snapped)
+    beyond = a.copy()
+    beyond[0, 0] += 0.06  # one pixel beyond the snap
+    assert "max difference" in mattes_differ(a, beyond)
+    many = a.copy()
+    many[:2, :] += 0.01  # 400 pixels of 40,000 beyond one 8-bit level
+    assert "share" in mattes_differ(a, many)
