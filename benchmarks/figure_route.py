@@ -3,7 +3,8 @@
 For each named P3M-10k portrait: the crop round the largest change between the two routes of a
 `benchmarks.bench_route_priors` pair (`--pair`: "spill", the colour model on the prior's spill, by default;
 "combined", the four steps landed together on 2026-12-06; "limbs", the forearms' cores and the gaps' known
-background; "round5", the limbs' rules, the zoomed pass's shade and the hair gaps together); left to right the
+background; "round5", the limbs' rules, the zoomed pass's shade and the hair gaps together; "round6", the pull
+toward the priors where the colours cannot decide and the rim opened past a colour edge); left to right the
 photo, the matte before, after, and the reference matte. Written with `p3m.atomic`, as JPEG.
 
     P3M_TESTDATA=DIR .venv/bin/python -m benchmarks.figure_route [--pair spill] \
