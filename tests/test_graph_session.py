@@ -20,6 +20,7 @@ import pytest
 from p3m.errors import ConfigError, DeviceError
 from p3m.infer.portrait import PortraitMatting
 from p3m.io import read_image
+from p3m.models.face_mesh import WEIGHTS as MESH_WEIGHTS
 from p3m.models.graph_session import (
     GRAPH_THREADS,
     RUNTIME_ENV,
@@ -29,7 +30,6 @@ from p3m.models.graph_session import (
     onnx_path,
     open_graph,
 )
-from p3m.models.hand_landmark import WEIGHTS as HAND_WEIGHTS
 from p3m.models.shipped_weights import WEIGHTS_DIR
 from tests.alike import mattes_differ
 from tests.paths import REAL_PHOTOS, REPO
@@ -87,7 +87,7 @@ def test_the_runtime_is_chosen_in_one_place(monkeypatch):
         graph_runtime("cpu")
     monkeypatch.setenv(RUNTIME_ENV, "auto")
     assert PortraitMatting().net.runtime == "onnxruntime"
-    assert open_graph(HAND_WEIGHTS).runtime == "torch"  # no graph shipped: the port
+    assert open_graph(MESH_WEIGHTS).runtime == "torch"  # no graph shipped (the privacy tools' face mesh): the port
 
 
 def test_onnx_sessions_run_on_one_thread_and_serve_several_threads_at_once():
@@ -132,6 +132,7 @@ from PIL import Image
 import p3m
 from p3m.cli import main
 from p3m.infer.portrait import PortraitMatting
+from p3m.models.hand_landmark import HandLandmarker
 photo, no_gap, out = sys.argv[1], sys.argv[2], sys.argv[3]
 # the parts of scipy that only some steps use load where those steps run (each costs start-up time): the gaps'
 # colour verdict (scipy.spatial) only where a trusted pose shows a gap, which this photo's does not
@@ -150,6 +151,11 @@ assert pose is not None and pose.segmentation.shape == prob.shape
 assert route.faces_on_person(np.zeros((64, 64, 3), np.uint8), np.ones((64, 64), bool)) == (0.0, 0.0)
 assert len(route._faces) == 2
 assert main(["matte", photo, "-o", out, "-q"]) == 0
+# the opt-in hands too: their landmark network and the palm detector its wrapper holds
+hands = HandLandmarker()
+assert (hands.net.runtime, hands.detector.net.runtime) == ("onnxruntime", "onnxruntime")
+hands.run(rgb)
+assert main(["matte", photo, "-o", out, "-q", "--hands", "--overwrite"]) == 0
 assert "torch" not in sys.modules, "torch was imported"
 print("ok")
 """

@@ -14,8 +14,10 @@ same numbers (ONNX Runtime folds the casts when it loads the graph). The metadat
 came from and its sha256 ("source", "source_sha256"; tests/test_graph_session.py checks they are in step), the
 licence and the origin. Every export is checked on ONNX Runtime against the torch port before it is written.
 
-The route's default path needs these four (the opt-in hand networks and the privacy tools' face mesh stay on
-torch: `p3m.models.graph_session.open_graph` falls back to torch where no .onnx file is shipped).
+The built-in route's networks: the four of its default path and the two of its opt-in hands (`--hands`: the hand
+landmark network, and the palm detector its wrapper holds); the pose and face detectors the route does not use
+and the privacy tools' face mesh stay on torch (`p3m.models.graph_session.open_graph` falls back to torch where no
+.onnx file is shipped).
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ ROUTE_NETWORKS = (
     "face_detection_short_range",
     "face_detection_full_range_sparse",
     "pose_landmark_full",
+    "hand_landmark_full",
+    "palm_detection_full",
 )
 OPSET = 17
 # ONNX Runtime against torch, both fp32: the largest difference accepted, relative to the output's largest value.

@@ -123,7 +123,7 @@ def graph_runtime(device: str = "cpu", runtime: str = "auto", *, has_onnx: bool 
     runtime "auto": ONNX Runtime on the CPU when the network has an ONNX graph (``has_onnx``), else torch;
     ``P3M_GRAPH_RUNTIME=torch`` in the environment turns "auto" into "torch". "onnxruntime": ONNX Runtime whatever
     the environment says, on the CPU only (`DeviceError` otherwise), for the networks that have a graph (the others,
-    e.g. the opt-in hand networks, run on torch). "torch" is always torch.
+    e.g. the privacy tools' face mesh, run on torch). "torch" is always torch.
     """
     if runtime not in GRAPH_RUNTIMES:
         raise ConfigError(f"unknown network runtime {runtime!r}; use one of {', '.join(GRAPH_RUNTIMES)}")

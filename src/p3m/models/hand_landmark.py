@@ -46,7 +46,7 @@ LANDMARKS = (
 )  # fmt: skip
 FINGERTIPS = ("thumb_tip", "index_finger_tip", "middle_finger_tip", "ring_finger_tip", "pinky_tip")
 _NORMALIZE_Z = 0.4  # MediaPipe's TensorsToLandmarks option for this model
-#: the converted network's file (no ONNX graph is shipped: the hands are opt-in, and run on torch)
+#: the converted network's file (its ONNX graph, NAME.onnx, ships beside it: `p3m.models.graph_session.open_graph`)
 WEIGHTS = WEIGHTS_DIR / "hand_landmark_full.safetensors"
 
 
