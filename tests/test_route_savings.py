@@ -11,8 +11,9 @@ import cv2
 import numpy as np
 import pytest
 
+from p3m.infer.boxes import box_round, box_round_points
 from p3m.infer.closed_form import _at
-from p3m.infer.portrait import _box_round, _depth, _distance_to, _near, _touching
+from p3m.infer.portrait import _depth, _distance_to, _near, _touching
 from p3m.infer.priors import hysteresis_mask
 from p3m.infer.spill import background_in_gaps, local_mean_colour
 from tests.reference.route_before import (
@@ -132,12 +133,16 @@ def random_masks(rng: np.random.Generator, count: int):
 
 def test_box_round_is_the_grown_bounding_box_clipped_to_the_image():
     mask = np.zeros((30, 40), bool)
-    assert _box_round(mask, 3) is None
+    assert box_round(mask, 3) is None
     mask[5, 7] = mask[12, 20] = True
-    assert mask[_box_round(mask, 0)].shape == (8, 14) and mask[_box_round(mask, 0)].sum() == 2
-    assert _box_round(mask, 2) == np.s_[3:15, 5:23]
-    assert _box_round(mask, 6) == np.s_[0:19, 1:27]  # clipped at the top, not at the left
-    assert _box_round(mask, 100) == np.s_[0:30, 0:40]
+    assert mask[box_round(mask, 0)].shape == (8, 14) and mask[box_round(mask, 0)].sum() == 2
+    assert box_round(mask, 2) == np.s_[3:15, 5:23]
+    assert box_round(mask, 6) == np.s_[0:19, 1:27]  # clipped at the top, not at the left
+    assert box_round(mask, 100) == np.s_[0:30, 0:40]
+    # the same box from the pixels' coordinates (the form the steps that already hold them use)
+    ys, xs = np.nonzero(mask)
+    for grow in (0, 2, 6, 100):
+        assert box_round_points(ys, xs, grow, mask.shape) == box_round(mask, grow)
 
 
 # OpenCV's precise distance transform is not bit-reproducible: two calls on the same mask can differ by 1-2 units in

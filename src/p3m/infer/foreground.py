@@ -33,6 +33,7 @@ import numpy as np
 
 from p3m.choices import FOREGROUND_METHODS, OUTPUT_KINDS, check_choice
 from p3m.errors import ImageError
+from p3m.infer.boxes import box_round
 from p3m.pymatting_import import import_pymatting
 
 __all__ = [
@@ -53,18 +54,8 @@ WHITE = (255, 255, 255)
 
 def unknown_bbox(alpha: np.ndarray, margin: int = 0) -> tuple[int, int, int, int] | None:
     """(y0, y1, x0, x1) of the pixels with 0 < alpha < 1, grown by `margin` and clipped; None if none."""
-    band = (alpha > 0) & (alpha < 1)
-    rows = np.flatnonzero(band.any(axis=1))
-    if rows.size == 0:
-        return None
-    cols = np.flatnonzero(band.any(axis=0))
-    h, w = alpha.shape
-    return (
-        max(0, rows[0] - margin),
-        min(h, rows[-1] + 1 + margin),
-        max(0, cols[0] - margin),
-        min(w, cols[-1] + 1 + margin),
-    )
+    box = box_round((alpha > 0) & (alpha < 1), margin)
+    return None if box is None else (box[0].start, box[0].stop, box[1].start, box[1].stop)
 
 
 def _blur_fusion_pass(

@@ -150,6 +150,7 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
+from p3m.infer.boxes import box_round
 from p3m.infer.preprocess import array_to_rgb, is_greyscale
 from p3m.infer.prior_pull import add_data_terms, raise_toward_prior
 from p3m.infer.priors import (
@@ -328,19 +329,6 @@ def _working_image(rgb: np.ndarray, work_hw: tuple[int, int]) -> np.ndarray:
     return rgb if rgb.shape[:2] == tuple(work_hw) else cv2.resize(rgb, work_hw[::-1], interpolation=cv2.INTER_AREA)
 
 
-def _box_round(mask: np.ndarray, grow: int) -> tuple[slice, slice] | None:
-    """The box round the True pixels of `mask` (HxW bool) grown by `grow` px on each side, clipped to the image, as
-    a 2-D slice; None when no pixel is True."""
-    rows = np.flatnonzero(mask.any(1))
-    if rows.size == 0:
-        return None
-    cols = np.flatnonzero(mask.any(0))
-    h, w = mask.shape
-    return np.s_[
-        max(rows[0] - grow, 0) : min(rows[-1] + 1 + grow, h), max(cols[0] - grow, 0) : min(cols[-1] + 1 + grow, w)
-    ]
-
-
 def _distance_to(mask: np.ndarray, reach: float | None = None) -> np.ndarray:
     """HxW float32: Euclidean distance of every pixel to the nearest True pixel of `mask` (inf if none).
 
@@ -351,7 +339,7 @@ def _distance_to(mask: np.ndarray, reach: float | None = None) -> np.ndarray:
         return np.full(mask.shape, np.inf, np.float32)
     if reach is None:
         return cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    box = _box_round(mask, int(np.ceil(reach)) + 1)
+    box = box_round(mask, int(np.ceil(reach)) + 1)
     distance = np.full(mask.shape, np.inf, np.float32)
     distance[box] = _distance_to(mask[box])
     return distance
@@ -361,7 +349,7 @@ def _depth(mask: np.ndarray) -> np.ndarray:
     """HxW float32: Euclidean distance of every pixel to the nearest False pixel of `mask` (0 on those; inf if none):
     ``_distance_to(~mask)``, computed on the box round the True pixels grown by one. The same answer: the ring round
     their box is False, and for a pixel inside the box it holds a False pixel as near as any beyond it."""
-    box = _box_round(mask, 1)
+    box = box_round(mask, 1)
     depth = np.zeros(mask.shape, np.float32)
     if box is not None:
         depth[box] = _distance_to(~mask[box])
@@ -447,7 +435,7 @@ def _touching(extra: np.ndarray, base: np.ndarray) -> np.ndarray:
 
     Computed on the box round `extra`'s pixels grown by one: a path from one of them to `base` leaves their box
     through a pixel of `base` next to it, so the answer is the whole image's."""
-    box = _box_round(extra, 1)
+    box = box_round(extra, 1)
     touching = np.zeros(extra.shape, bool)
     if box is None:
         return touching
@@ -797,7 +785,7 @@ class PortraitMatting:
         depth = s.hair_gap_depth * side
         zone = person & head
         # the depth on the box round the judged pixels grown by it: every pixel within that depth of one is inside
-        box = _box_round(zone, int(np.ceil(depth)) + 1)
+        box = box_round(zone, int(np.ceil(depth)) + 1)
         if box is None:
             return zone
         zone[box] &= _distance_to(~person[box]) <= depth

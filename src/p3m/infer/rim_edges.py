@@ -20,6 +20,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from p3m.infer.boxes import box_round, box_round_points
+
 __all__ = ["colour_gradient", "past_rim_edges"]
 
 _SQUARE = np.ones((3, 3), np.uint8)  # 8-neighbourhood: "touches"
@@ -99,18 +101,15 @@ def past_rim_edges(
         return none
     unknown8 = unknown.astype(np.uint8)
     within = person & cv2.dilate(unknown8, _disc(reach)).astype(bool)
-    rows, cols = np.flatnonzero(within.any(1)), np.flatnonzero(within.any(0))
-    if rows.size == 0:
-        return none
     # every test below reads pixels within this margin of `within` (the texture's square, the strip behind the rim,
     # the blur's and the derivative's support): on the box round `within` grown by it the answer is the whole
     # image's, for a fraction of the work (the person's outline is 0.3-0.5% of a portrait's pixels)
     side = max(3, window | 1)
     margin = side // 2 + 2 * reach + 2 + _SUPPORT
-    h, w = trimap.shape
-    y0, y1 = max(rows[0] - margin, 0), min(rows[-1] + 1 + margin, h)
-    x0, x1 = max(cols[0] - margin, 0), min(cols[-1] + 1 + margin, w)
-    box = np.s_[y0:y1, x0:x1]
+    box = box_round(within, margin)
+    if box is None:
+        return none
+    y0, x0 = box[0].start, box[1].start
     person, unknown8, within = person[box], unknown8[box], within[box]
     strong = (colour_gradient(image[box]) if gradient is None else gradient[box]) > edge
     rim = person & cv2.dilate(unknown8, _SQUARE).astype(bool)
@@ -134,14 +133,13 @@ def past_rim_edges(
     oy, ox = oy + y0, ox + x0
     # DIST_LABEL_PIXEL numbers the zero pixels from 1 in row-major order
     nearest = np.flatnonzero(background)[labels[oy, ox] - 1]
-    by, bx = np.divmod(nearest, w)
+    by, bx = np.divmod(nearest, trimap.shape[1])
     ys, xs = np.concatenate([oy, by]), np.concatenate([ox, bx])
     # the blur on the box round both (its support inside): the same values as the whole image's blur
-    cy0, cy1 = max(int(ys.min()) - _SUPPORT, 0), min(int(ys.max()) + 1 + _SUPPORT, h)
-    cx0, cx1 = max(int(xs.min()) - _SUPPORT, 0), min(int(xs.max()) + 1 + _SUPPORT, w)
-    blur = cv2.GaussianBlur(image[cy0:cy1, cx0:cx1].astype(np.float32), (0, 0), _COLOUR_SIGMA) / np.float32(255.0)
+    near = box_round_points(ys, xs, _SUPPORT, trimap.shape)
+    blur = cv2.GaussianBlur(image[near].astype(np.float32), (0, 0), _COLOUR_SIGMA) / np.float32(255.0)
     n = oy.size
-    colours = blur[ys - cy0, xs - cx0]
+    colours = blur[ys - near[0].start, xs - near[1].start]
     far = np.linalg.norm(colours[:n] - colours[n:], axis=1) > colour
     none[oy[far], ox[far]] = True
     return none

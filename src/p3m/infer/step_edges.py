@@ -34,6 +34,7 @@ import math
 import cv2
 import numpy as np
 
+from p3m.infer.boxes import box_round_points
 from p3m.infer.spill import NO_DENSITY, local_mean_colour
 
 __all__ = [
@@ -241,15 +242,13 @@ def sharpen_steps(
     fractional = (alpha > 0) & (alpha < 1)
     if strength <= 1 or not fractional.any():
         return alpha.copy()
-    h, w = alpha.shape
     ys, xs = np.nonzero(fractional)
     separation = separation_at(image, alpha, ys, xs, sigma, cap=separated[1])
     # the texture round the fractional pixels only: their bounding box grown by the reach of its Gaussian (4 std.
     # dev.) and box, which gives the values of the whole image there
     reach = math.ceil(4 * _DETAIL_SIGMA) + _DETAIL_BOX // 2 + 1
-    y0, x0 = max(int(ys.min()) - reach, 0), max(int(xs.min()) - reach, 0)
-    y1, x1 = min(int(ys.max()) + 1 + reach, h), min(int(xs.max()) + 1 + reach, w)
-    texture = high_pass_energy(alpha[y0:y1, x0:x1])[ys - y0, xs - x0]
+    box = box_round_points(ys, xs, reach, alpha.shape)
+    texture = high_pass_energy(alpha[box])[ys - box[0].start, xs - box[1].start]
     gain = step_gain(separation, texture, strength, separated=separated, textured=textured)
     out = alpha.copy()
     out[ys, xs] = stretch_about_half(alpha[ys, xs], gain)
